@@ -1,0 +1,64 @@
+"""Settings from the environment and a `.env` file, with the runbook's variable names."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import AliasChoices, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from switchyard.errors import ConfigError
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set. Names match what the runbook's operators already type."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    database_url: str = "sqlite:///switchyard.db"
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0", validation_alias=AliasChoices("REDIS_URL", "RQ_REDIS_URL")
+    )
+    rq_enabled: bool = False
+    database_polling_enabled: bool = True
+    hybrid_mode: bool = False
+    rq_fallback_enabled: bool = True
+    emergency_rollback_mode: bool = False
+
+    worker_poll_interval: float = Field(5.0, gt=0)
+    worker_batch_size: int = Field(10, ge=1, le=1000)
+    worker_timeout: float = Field(3600.0, gt=0)
+    worker_heartbeat_interval: float = Field(10.0, gt=0)
+    # A running task whose heartbeat is older than this is presumed orphaned.
+    worker_heartbeat_lapse: float = Field(60.0, gt=0)
+    task_max_attempts: int = Field(3, ge=1, le=100)
+    retry_backoff_base: float = Field(5.0, ge=0)
+    retry_backoff_max: float = Field(600.0, ge=0)
+
+    caption_provider: Literal["builtin", "ollama"] = "builtin"
+    ollama_url: str = "http://127.0.0.1:11434"
+    ollama_model: str = "llava"
+    ollama_timeout: float = Field(120.0, gt=0)
+
+    fetch_timeout: float = Field(15.0, gt=0)
+    fetch_max_bytes: int = Field(20 * 1024 * 1024, gt=0)
+    fetch_max_pixels: int = Field(50_000_000, gt=0)
+    # Tests serve images from 127.0.0.1; production must never fetch from private addresses.
+    fetch_allow_private: bool = False
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings, turning a validation failure into one line naming the variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = str(first["loc"][0]).upper() if first["loc"] else "settings"
+        raise ConfigError(f"invalid {name}: {first['msg']}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()

@@ -1,0 +1,95 @@
+"""Table definitions, the single source for Alembic migrations.
+
+Timestamps are naive UTC everywhere (MariaDB and SQLite keep no zone); on MariaDB they get
+microsecond precision, which the claim order (oldest first) needs.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+from sqlalchemy.engine import Dialect
+
+from switchyard.domain import Priority
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+UtcDateTime = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite autoincrements INTEGER only
+
+
+class PriorityType(sa.types.TypeDecorator[Priority]):
+    """Stores a Priority as its rank (0 = urgent) so ordering by the column is correct."""
+
+    impl = sa.SmallInteger
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> int | None:
+        return None if value is None else int(Priority.parse(value))
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Priority | None:
+        return None if value is None else Priority(value)
+
+
+tasks = sa.Table(
+    "tasks",
+    metadata,
+    sa.Column("id", sa.Uuid, primary_key=True, default=uuid.uuid4),
+    sa.Column("user_id", sa.BigInteger, nullable=False),
+    sa.Column("platform_connection_id", sa.BigInteger, nullable=False),
+    sa.Column("image_url", sa.String(2048), nullable=False),
+    sa.Column("priority", PriorityType, nullable=False),
+    sa.Column("settings", sa.JSON, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("max_attempts", sa.Integer, nullable=False),
+    sa.Column("progress", sa.Integer, nullable=False, default=0),
+    sa.Column("caption", sa.Text),
+    sa.Column("quality_score", sa.Float),
+    sa.Column("error", sa.Text),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("available_at", UtcDateTime, nullable=False),
+    sa.Column("started_at", UtcDateTime),
+    sa.Column("heartbeat_at", UtcDateTime),
+    sa.Column("finished_at", UtcDateTime),
+    sa.Column("engine", sa.String(8)),
+    sa.Column("worker", sa.String(255)),
+    sa.Column("origin", sa.String(16), nullable=False),
+    # The claim walks this index in (priority, created_at) order among queued rows.
+    sa.Index("ix_tasks_claim", "status", "priority", "created_at"),
+    # Finding running tasks whose heartbeat lapsed.
+    sa.Index("ix_tasks_heartbeat", "status", "heartbeat_at"),
+)
+
+# Append-only history. No foreign key on purpose: deleting a task keeps its history.
+task_events = sa.Table(
+    "task_events",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("task_id", sa.Uuid, nullable=False),
+    sa.Column("at", UtcDateTime, nullable=False),
+    sa.Column("actor", sa.String(255), nullable=False),
+    sa.Column("from_status", sa.String(16)),
+    sa.Column("to_status", sa.String(16), nullable=False),
+    sa.Column("reason", sa.Text),
+    sa.Index("ix_task_events_task", "task_id", "id"),
+)
+
+# What operators change at run time (mode, maintenance, submissions paused), one row a key.
+system_state = sa.Table(
+    "system_state",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.JSON, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Column("updated_by", sa.String(255), nullable=False),
+)

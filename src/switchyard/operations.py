@@ -1,0 +1,133 @@
+"""The operations layer: what the CLI, the HTTP API and the dashboard all call.
+
+Faces stay thin: they parse their input, call one function here, and render the result.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+from urllib.parse import urlsplit
+
+from switchyard.config import Settings, get_settings
+from switchyard.db import migrate
+from switchyard.db.engine import make_engine
+from switchyard.db.store import NewTask, TaskStore
+from switchyard.domain import CaptionSettings, Priority, Status, Task
+from switchyard.errors import NotFound, SubmissionsPaused, UsageError
+
+MAX_URL_LENGTH = 2048
+
+
+@dataclass
+class Services:
+    """The process's handles on its backends, built lazily from settings."""
+
+    settings: Settings
+
+    @classmethod
+    def from_env(cls) -> Services:
+        return cls(get_settings())
+
+    @cached_property
+    def store(self) -> TaskStore:
+        s = self.settings
+        return TaskStore(make_engine(s.database_url), max_attempts=s.task_max_attempts,
+                         backoff_base=s.retry_backoff_base, backoff_max=s.retry_backoff_max)
+
+
+def init_schema(services: Services) -> dict[str, str]:
+    revision = migrate.upgrade(services.store.engine)
+    return {"database": services.store.dialect, "revision": revision}
+
+
+# -- submission -------------------------------------------------------------------------------
+
+
+def validate_url(url: str) -> str:
+    """Syntax only; the worker's fetcher does the network checks (DNS, addresses, size)."""
+    url = url.strip()
+    if not url or len(url) > MAX_URL_LENGTH:
+        raise UsageError(f"invalid image_url: must be 1 to {MAX_URL_LENGTH} characters")
+    try:
+        parts = urlsplit(url)
+        _ = parts.port
+    except ValueError as exc:
+        raise UsageError(f"invalid image_url {url!r}: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"invalid image_url {url!r}: must be an http(s) URL with a host")
+    return url
+
+
+def _positive(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise UsageError(f"invalid {name} {value!r}: must be a positive integer")
+    return value
+
+
+def build_task(image_url: str, user_id: int, platform_connection_id: int,
+               priority: str | Priority = Priority.NORMAL,
+               settings: dict[str, Any] | None = None) -> NewTask:
+    """Validate one submission completely before anything is written."""
+    return NewTask(
+        image_url=validate_url(image_url),
+        user_id=_positive("user_id", user_id),
+        platform_connection_id=_positive("platform_connection_id", platform_connection_id),
+        priority=Priority.parse(priority),
+        settings=CaptionSettings.parse(settings).model_dump(exclude_none=True),
+    )
+
+
+def ensure_accepting(services: Services) -> None:
+    paused = services.store.get_state("submissions_paused")
+    if paused:
+        reason = paused.get("reason", "paused") if isinstance(paused, dict) else "paused"
+        raise SubmissionsPaused(f"submissions are paused: {reason}")
+
+
+def submit(services: Services, new: Iterable[NewTask], actor: str) -> list[Task]:
+    """Write every task in one transaction: all or nothing."""
+    ensure_accepting(services)
+    return services.store.submit(list(new), actor)
+
+
+# -- reads and operator actions -------------------------------------------------------------
+
+
+def parse_task_id(raw: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise NotFound(f"no task {raw!r}: not a task id") from None
+
+
+def get_task(services: Services, raw_id: str) -> tuple[Task, list[dict[str, Any]]]:
+    task_id = parse_task_id(raw_id)
+    return services.store.get(task_id), services.store.events(task_id)
+
+
+def list_tasks(services: Services, *, status: str | None = None, priority: str | None = None,
+               user_id: int | None = None, limit: int = 50) -> list[Task]:
+    try:
+        wanted = Status(status) if status else None
+    except ValueError:
+        raise UsageError(f"invalid status {status!r}") from None
+    return services.store.list(status=wanted,
+                               priority=Priority.parse(priority) if priority else None,
+                               user_id=user_id, limit=limit)
+
+
+def overview(services: Services) -> dict[str, Any]:
+    counts = services.store.counts()
+    return {"counts": counts, "totals": {s: sum(p.values()) for s, p in counts.items()}}
+
+
+def cancel_task(services: Services, raw_id: str, actor: str, reason: str | None = None) -> Task:
+    return services.store.cancel(parse_task_id(raw_id), actor, reason)
+
+
+def retry_task(services: Services, raw_id: str, actor: str) -> Task:
+    return services.store.retry(parse_task_id(raw_id), actor)

@@ -1,0 +1,208 @@
+"""The database-polling worker.
+
+One main thread claims batches, hands tasks to a thread pool, and writes results back in
+batches (one transaction for a batch of completions, as pgqueuer buffers its status writes).
+It also sends heartbeats for every task it holds, enforces WORKER_TIMEOUT, and requeues tasks
+orphaned by workers that died (their heartbeat lapsed).
+
+Signals: the first SIGTERM/SIGINT stops claiming and lets running tasks finish (exit 0); a
+second one releases unfinished tasks back to `queued` at once (exit 1).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timedelta
+from types import FrameType
+
+from switchyard.config import Settings
+from switchyard.db.store import Outcome, TaskStore
+from switchyard.domain import CaptionSettings, Engine, Task
+from switchyard.errors import FetchRefused, SwitchyardError, TaskTimeout
+from switchyard.logs import log_event
+
+log = logging.getLogger("switchyard.worker")
+
+Handler = Callable[[Task], tuple[str, float]]
+"""Runs one task; returns (caption, quality score) or raises."""
+
+
+def caption_handler(settings: Settings) -> Handler:
+    """The production handler: fetch the image safely and caption it."""
+    from switchyard.captioning import caption_image, make_provider
+
+    provider = make_provider(settings)
+
+    def handle(task: Task) -> tuple[str, float]:
+        result = caption_image(task.image_url, CaptionSettings.parse(task.settings), settings,
+                               provider)
+        return result.text, result.quality_score
+
+    return handle
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class _Held:
+    task: Task
+    started: float = field(default_factory=time.monotonic)
+
+
+class Worker:
+    """Claims and runs tasks until stopped (or, in burst mode, until nothing is queued)."""
+
+    def __init__(self, store: TaskStore, settings: Settings, handler: Handler, *,
+                 concurrency: int = 1, burst: bool = False, name: str | None = None) -> None:
+        self.store = store
+        self.settings = settings
+        self.handler = handler
+        self.concurrency = concurrency
+        self.burst = burst
+        self.name = name or worker_name()
+        self.held: dict[uuid.UUID, _Held] = {}
+        self.done: queue.Queue[tuple[Task, tuple[str, float] | BaseException]] = queue.Queue()
+        self.stopping = threading.Event()
+        self.aborting = threading.Event()
+        self.processed = 0
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="task")
+        self._next_heartbeat = 0.0
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        if self.stopping.is_set():
+            self.aborting.set()
+        self.stopping.set()
+
+    def run(self) -> int:
+        """The main loop; returns the process exit code."""
+        log_event(log, "worker_start", worker=self.name, concurrency=self.concurrency,
+                  burst=self.burst)
+        try:
+            while not self.aborting.is_set():
+                self._housekeeping()
+                claimed = self._maybe_claim()
+                self._collect(wait=not claimed)
+                if self._finished(idle=claimed == 0):
+                    break
+        finally:
+            released = self._release_all() if self.aborting.is_set() else 0
+            self._pool.shutdown(wait=not self.aborting.is_set(), cancel_futures=True)
+            log_event(log, "worker_stop", worker=self.name, processed=self.processed,
+                      released=released)
+        return 1 if self.aborting.is_set() else 0
+
+    def _finished(self, idle: bool) -> bool:
+        """Stop when asked and nothing is held; in burst mode, also when a claim found nothing."""
+        if self.held:
+            return False
+        if self.stopping.is_set() or (self.burst and idle):
+            return True
+        if idle:
+            self.stopping.wait(self.settings.worker_poll_interval)
+        return False
+
+    # -- claiming and running ---------------------------------------------------------------
+
+    def _maybe_claim(self) -> int | None:
+        """Claim when a thread would otherwise idle, up to WORKER_BATCH_SIZE held tasks.
+
+        Returns how many were claimed, or None when no claim was attempted."""
+        if self.stopping.is_set() or len(self.held) >= self.concurrency:
+            return None
+        room = max(self.settings.worker_batch_size, self.concurrency) - len(self.held)
+        tasks = self.store.claim(self.name, room, Engine.DB)
+        for task in tasks:
+            self.held[task.id] = _Held(task)
+            self._pool.submit(self._run_one, task)
+        return len(tasks)
+
+    def _run_one(self, task: Task) -> None:
+        try:
+            self.done.put((task, self.handler(task)))
+        except BaseException as exc:  # reported to the main thread, which decides
+            self.done.put((task, exc))
+
+    def _collect(self, wait: bool) -> None:
+        """Write back every result available now (after waiting briefly for one)."""
+        results = []
+        try:
+            timeout = min(0.5, self.settings.worker_poll_interval) if wait and self.held else 0
+            results.append(self.done.get(timeout=timeout) if timeout else self.done.get_nowait())
+            while True:
+                results.append(self.done.get_nowait())
+        except queue.Empty:
+            pass
+        outcomes = []
+        for task, result in results:
+            if task.id not in self.held:
+                continue  # timed out earlier; this late result is discarded
+            del self.held[task.id]
+            if isinstance(result, BaseException):
+                self._record_failure(task, result)
+            else:
+                outcomes.append(Outcome(task.id, task.attempts, result[0], result[1]))
+        if outcomes:
+            taken = self.store.complete(self.name, outcomes)
+            self.processed += len(outcomes)
+            for task_id in taken:
+                log_event(log, "complete", task_id=task_id, worker=self.name)
+            for lost in {o.task_id for o in outcomes} - set(taken):
+                log_event(log, "complete_discarded", logging.WARNING, task_id=lost,
+                          reason="task no longer held (cancelled or recovered)")
+
+    def _record_failure(self, task: Task, exc: BaseException) -> None:
+        retryable = not isinstance(exc, FetchRefused)
+        message = str(exc) if isinstance(exc, SwitchyardError) else (
+            f"internal error: {type(exc).__name__}: {exc}")
+        status = self.store.fail(self.name, task.id, message, attempt=task.attempts,
+                                 retryable=retryable)
+        self.processed += 1
+        log_event(log, "fail", logging.WARNING, task_id=task.id, worker=self.name,
+                  to=status.value if status else "discarded", error=message)
+
+    # -- heartbeats, timeouts, recovery ---------------------------------------------------
+
+    def _housekeeping(self) -> None:
+        now = time.monotonic()
+        if now < self._next_heartbeat:
+            return
+        self._next_heartbeat = now + self.settings.worker_heartbeat_interval
+        if self.held:
+            self.store.heartbeat(self.name, list(self.held))
+        self._enforce_timeout(now)
+        lapse = timedelta(seconds=self.settings.worker_heartbeat_lapse)
+        recovered = self.store.recover_lapsed(lapse, actor=self.name)
+        if recovered.requeued or recovered.failed:
+            log_event(log, "recover_lapsed", worker=self.name,
+                      requeued=len(recovered.requeued), failed=len(recovered.failed))
+
+    def _enforce_timeout(self, now: float) -> None:
+        """Abandon attempts older than WORKER_TIMEOUT; their late results are discarded."""
+        limit = self.settings.worker_timeout
+        for task_id, held in list(self.held.items()):
+            if now - held.started > limit:
+                del self.held[task_id]
+                self._record_failure(held.task, TaskTimeout(f"timed out after {limit:g}s"))
+
+    def _release_all(self) -> int:
+        released = self.store.release(self.name, list(self.held), "worker shut down")
+        self.held.clear()
+        return released
