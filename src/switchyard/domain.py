@@ -38,7 +38,7 @@ class Priority(enum.IntEnum):
         raise UsageError(f"invalid priority {value!r}: choose urgent, high, normal or low")
 
 
-class Status(str, enum.Enum):
+class Status(enum.StrEnum):
     """Where a task is in its life."""
 
     QUEUED = "queued"  # waiting for a worker (possibly until available_at, after a backoff)
@@ -52,9 +52,7 @@ ALLOWED_TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.QUEUED: frozenset({Status.RUNNING, Status.CANCELLED}),
     # running -> queued: a retry after a failed attempt, a release on shutdown, or a
     # recovery after the heartbeat lapsed.
-    Status.RUNNING: frozenset(
-        {Status.COMPLETED, Status.FAILED, Status.QUEUED, Status.CANCELLED}
-    ),
+    Status.RUNNING: frozenset({Status.COMPLETED, Status.FAILED, Status.QUEUED, Status.CANCELLED}),
     Status.COMPLETED: frozenset(),
     Status.FAILED: frozenset({Status.QUEUED}),
     Status.CANCELLED: frozenset({Status.QUEUED}),
@@ -66,12 +64,12 @@ def sources_of(target: Status) -> list[Status]:
     return [s for s, targets in ALLOWED_TRANSITIONS.items() if target in targets]
 
 
-class Origin(str, enum.Enum):
+class Origin(enum.StrEnum):
     SUBMITTED = "submitted"
     MIGRATED = "migrated"
 
 
-class Engine(str, enum.Enum):
+class Engine(enum.StrEnum):
     DB = "db"
     RQ = "rq"
 
@@ -117,9 +115,11 @@ class Task:
     started_at: datetime | None
     heartbeat_at: datetime | None
     finished_at: datetime | None
-    engine: str | None
+    engine: str | None  # owning engine while queued; the engine that ran it afterwards
     worker: str | None
     origin: Origin
+    dispatched_at: datetime | None = None
+    source_job_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready view, used by `--json` and the HTTP API."""

@@ -14,8 +14,11 @@ from typing import Any
 class KeyValueFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         fields = getattr(record, "fields", {})
-        parts = [self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), record.levelname.lower(),
-                 f"action={record.getMessage()}"]
+        parts = [
+            self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            record.levelname.lower(),
+            f"action={record.getMessage()}",
+        ]
         parts += [f"{k}={_quote(v)}" for k, v in fields.items()]
         return " ".join(parts)
 
@@ -25,8 +28,9 @@ def _quote(value: Any) -> str:
     return f'"{text}"' if (" " in text or not text) else text
 
 
-def log_event(logger: logging.Logger, action: str, level: int = logging.INFO,
-              **fields: Any) -> None:
+def log_event(
+    logger: logging.Logger, action: str, level: int = logging.INFO, **fields: Any
+) -> None:
     """Log one named event; `action` is a stable name, fields are key=value."""
     logger.log(level, action, extra={"fields": fields})
 

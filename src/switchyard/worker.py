@@ -44,8 +44,9 @@ def caption_handler(settings: Settings) -> Handler:
     provider = make_provider(settings)
 
     def handle(task: Task) -> tuple[str, float]:
-        result = caption_image(task.image_url, CaptionSettings.parse(task.settings), settings,
-                               provider)
+        result = caption_image(
+            task.image_url, CaptionSettings.parse(task.settings), settings, provider
+        )
         return result.text, result.quality_score
 
     return handle
@@ -64,8 +65,16 @@ class _Held:
 class Worker:
     """Claims and runs tasks until stopped (or, in burst mode, until nothing is queued)."""
 
-    def __init__(self, store: TaskStore, settings: Settings, handler: Handler, *,
-                 concurrency: int = 1, burst: bool = False, name: str | None = None) -> None:
+    def __init__(
+        self,
+        store: TaskStore,
+        settings: Settings,
+        handler: Handler,
+        *,
+        concurrency: int = 1,
+        burst: bool = False,
+        name: str | None = None,
+    ) -> None:
         self.store = store
         self.settings = settings
         self.handler = handler
@@ -93,8 +102,9 @@ class Worker:
 
     def run(self) -> int:
         """The main loop; returns the process exit code."""
-        log_event(log, "worker_start", worker=self.name, concurrency=self.concurrency,
-                  burst=self.burst)
+        log_event(
+            log, "worker_start", worker=self.name, concurrency=self.concurrency, burst=self.burst
+        )
         try:
             while not self.aborting.is_set():
                 self._housekeeping()
@@ -105,8 +115,9 @@ class Worker:
         finally:
             released = self._release_all() if self.aborting.is_set() else 0
             self._pool.shutdown(wait=not self.aborting.is_set(), cancel_futures=True)
-            log_event(log, "worker_stop", worker=self.name, processed=self.processed,
-                      released=released)
+            log_event(
+                log, "worker_stop", worker=self.name, processed=self.processed, released=released
+            )
         return 1 if self.aborting.is_set() else 0
 
     def _finished(self, idle: bool) -> bool:
@@ -165,18 +176,34 @@ class Worker:
             for task_id in taken:
                 log_event(log, "complete", task_id=task_id, worker=self.name)
             for lost in {o.task_id for o in outcomes} - set(taken):
-                log_event(log, "complete_discarded", logging.WARNING, task_id=lost,
-                          reason="task no longer held (cancelled or recovered)")
+                log_event(
+                    log,
+                    "complete_discarded",
+                    logging.WARNING,
+                    task_id=lost,
+                    reason="task no longer held (cancelled or recovered)",
+                )
 
     def _record_failure(self, task: Task, exc: BaseException) -> None:
         retryable = not isinstance(exc, FetchRefused)
-        message = str(exc) if isinstance(exc, SwitchyardError) else (
-            f"internal error: {type(exc).__name__}: {exc}")
-        status = self.store.fail(self.name, task.id, message, attempt=task.attempts,
-                                 retryable=retryable)
+        message = (
+            str(exc)
+            if isinstance(exc, SwitchyardError)
+            else (f"internal error: {type(exc).__name__}: {exc}")
+        )
+        status = self.store.fail(
+            self.name, task.id, message, attempt=task.attempts, retryable=retryable
+        )
         self.processed += 1
-        log_event(log, "fail", logging.WARNING, task_id=task.id, worker=self.name,
-                  to=status.value if status else "discarded", error=message)
+        log_event(
+            log,
+            "fail",
+            logging.WARNING,
+            task_id=task.id,
+            worker=self.name,
+            to=status.value if status else "discarded",
+            error=message,
+        )
 
     # -- heartbeats, timeouts, recovery ---------------------------------------------------
 
@@ -191,8 +218,13 @@ class Worker:
         lapse = timedelta(seconds=self.settings.worker_heartbeat_lapse)
         recovered = self.store.recover_lapsed(lapse, actor=self.name)
         if recovered.requeued or recovered.failed:
-            log_event(log, "recover_lapsed", worker=self.name,
-                      requeued=len(recovered.requeued), failed=len(recovered.failed))
+            log_event(
+                log,
+                "recover_lapsed",
+                worker=self.name,
+                requeued=len(recovered.requeued),
+                failed=len(recovered.failed),
+            )
 
     def _enforce_timeout(self, now: float) -> None:
         """Abandon attempts older than WORKER_TIMEOUT; their late results are discarded."""

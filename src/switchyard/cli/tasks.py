@@ -45,8 +45,11 @@ def _read_urls(urls: list[str], file: Path | None) -> list[str]:
             text = file.read_text()
         except OSError as exc:
             raise UsageError(f"cannot read {file}: {exc.strerror}") from None
-        found += [line.strip() for line in text.splitlines()
-                  if line.strip() and not line.lstrip().startswith("#")]
+        found += [
+            line.strip()
+            for line in text.splitlines()
+            if line.strip() and not line.lstrip().startswith("#")
+        ]
     if not found:
         raise UsageError("give at least one image URL, or --file with one URL a line")
     return found
@@ -64,8 +67,10 @@ def submit(
 ) -> None:
     """Queue caption tasks. Every URL is validated before anything is written."""
     settings = _parse_settings(setting)
-    new = [ops.build_task(u, user_id, platform_connection_id, priority, settings)
-           for u in _read_urls(urls or [], file)]
+    new = [
+        ops.build_task(u, user_id, platform_connection_id, priority, settings)
+        for u in _read_urls(urls or [], file)
+    ]
     created = _submit_chunks(new)
     if as_json:
         emit_json([t.to_dict() for t in created])
@@ -82,8 +87,8 @@ def _submit_chunks(new: list[Any]) -> list[Task]:
     with Progress(console=console, transient=True) as progress:
         bar = progress.add_task("submitting", total=len(new))
         for i in range(0, len(new), SUBMIT_CHUNK):
-            created += ops.submit(services, new[i:i + SUBMIT_CHUNK], ACTOR)
-            progress.advance(bar, len(new[i:i + SUBMIT_CHUNK]))
+            created += ops.submit(services, new[i : i + SUBMIT_CHUNK], ACTOR)
+            progress.advance(bar, len(new[i : i + SUBMIT_CHUNK]))
     return created
 
 
@@ -104,10 +109,15 @@ def status(task_id: str = typer.Argument(None), as_json: bool = JsonOption) -> N
         emit_json({**task.to_dict(), "events": [_event_dict(e) for e in events]})
         return
     for key, value in task.to_dict().items():
-        console.print(f"[bold]{key}[/]: {value}" if value is not None else f"[dim]{key}: -[/]",
-                      highlight=False)
-    table("history", ["at", "actor", "from", "to", "reason"],
-          [[e["at"], e["actor"], e["from_status"], e["to_status"], e["reason"]] for e in events])
+        console.print(
+            f"[bold]{key}[/]: {value}" if value is not None else f"[dim]{key}: -[/]",
+            highlight=False,
+        )
+    table(
+        "history",
+        ["at", "actor", "from", "to", "reason"],
+        [[e["at"], e["actor"], e["from_status"], e["to_status"], e["reason"]] for e in events],
+    )
 
 
 def _event_dict(e: dict[str, Any]) -> dict[str, Any]:
@@ -123,19 +133,33 @@ def list_tasks(
     as_json: bool = JsonOption,
 ) -> None:
     """List tasks, newest first, with filters."""
-    found = ops.list_tasks(State.services(), status=status, priority=priority,
-                           user_id=user_id, limit=limit)
+    found = ops.list_tasks(
+        State.services(), status=status, priority=priority, user_id=user_id, limit=limit
+    )
     if as_json:
         emit_json([t.to_dict() for t in found])
         return
-    table(f"{len(found)} tasks", ["id", "status", "priority", "attempts", "url", "caption/error"],
-          [[t.id, t.status.value, t.priority.label, t.attempts, t.image_url,
-            (t.caption or t.error or "")[:60]] for t in found])
+    table(
+        f"{len(found)} tasks",
+        ["id", "status", "priority", "attempts", "url", "caption/error"],
+        [
+            [
+                t.id,
+                t.status.value,
+                t.priority.label,
+                t.attempts,
+                t.image_url,
+                (t.caption or t.error or "")[:60],
+            ]
+            for t in found
+        ],
+    )
 
 
 @app.command()
-def cancel(task_id: str, reason: str | None = typer.Option(None, "--reason"),
-           as_json: bool = JsonOption) -> None:
+def cancel(
+    task_id: str, reason: str | None = typer.Option(None, "--reason"), as_json: bool = JsonOption
+) -> None:
     """Cancel a queued or running task (a running attempt's result is then discarded)."""
     task = ops.cancel_task(State.services(), task_id, ACTOR, reason)
     emit_json(task.to_dict()) if as_json else console.print(f"cancelled {task.id}")

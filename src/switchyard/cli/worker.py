@@ -21,8 +21,13 @@ def worker(
     if engine != "db":
         raise typer.BadParameter("only the db engine exists in this version", param_hint="--engine")
     services = State.services()
-    w = Worker(services.store, services.settings, caption_handler(services.settings),
-               concurrency=concurrency, burst=burst)
+    w = Worker(
+        services.store,
+        services.settings,
+        caption_handler(services.settings),
+        concurrency=concurrency,
+        burst=burst,
+    )
     w.install_signal_handlers()
     raise typer.Exit(w.run())
 
@@ -31,8 +36,9 @@ def worker(
 def serve(
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(8000, "--port"),
-    with_worker: bool = typer.Option(False, "--with-worker",
-                                     help="Also run one polling worker beside the server."),
+    with_worker: bool = typer.Option(
+        False, "--with-worker", help="Also run one polling worker beside the server."
+    ),
 ) -> None:
     """Run the HTTP API (and optionally a worker), until interrupted."""
     import uvicorn

@@ -13,8 +13,12 @@ from sqlalchemy.engine import URL, make_url
 from switchyard.errors import ConfigError, StoreError
 
 # Plain scheme names map to the drivers we ship, so operators can paste ordinary URLs.
-_DRIVERS = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg",
-            "mysql": "mysql+pymysql", "mariadb": "mariadb+pymysql"}
+_DRIVERS = {
+    "postgresql": "postgresql+psycopg",
+    "postgres": "postgresql+psycopg",
+    "mysql": "mysql+pymysql",
+    "mariadb": "mariadb+pymysql",
+}
 
 
 def normalize_url(raw: str) -> URL:

@@ -64,10 +64,17 @@ tasks = sa.Table(
     sa.Column("engine", sa.String(8)),
     sa.Column("worker", sa.String(255)),
     sa.Column("origin", sa.String(16), nullable=False),
+    # When the task's RQ job was enqueued; NULL while owned by the database engine or not yet
+    # dispatched (the dispatcher looks for queued rq-owned rows with NULL here).
+    sa.Column("dispatched_at", UtcDateTime),
+    # The rq job id a migrated foreign job came from; unique, so a rerun never duplicates.
+    sa.Column("source_job_id", sa.String(255), unique=True),
     # The claim walks this index in (priority, created_at) order among queued rows.
     sa.Index("ix_tasks_claim", "status", "priority", "created_at"),
     # Finding running tasks whose heartbeat lapsed.
     sa.Index("ix_tasks_heartbeat", "status", "heartbeat_at"),
+    # Queued tasks per owning engine (dispatch, migration between engines).
+    sa.Index("ix_tasks_engine", "engine", "status", "dispatched_at"),
 )
 
 # Append-only history. No foreign key on purpose: deleting a task keeps its history.
@@ -92,4 +99,59 @@ system_state = sa.Table(
     sa.Column("value", sa.JSON, nullable=False),
     sa.Column("updated_at", UtcDateTime, nullable=False),
     sa.Column("updated_by", sa.String(255), nullable=False),
+)
+
+# Every worker of either engine, refreshed with its heartbeat (`switchyard workers`).
+workers = sa.Table(
+    "workers",
+    metadata,
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("engine", sa.String(8), nullable=False),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("current_task", sa.String(64)),
+    sa.Column("processed", sa.Integer, nullable=False, default=0),
+    sa.Column("started_at", UtcDateTime, nullable=False),
+    sa.Column("heartbeat_at", UtcDateTime, nullable=False),
+)
+
+# What a migration could not decode or map: kept byte for byte, never dropped or guessed at.
+quarantine = sa.Table(
+    "quarantine",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("job_id", sa.String(255), nullable=False, unique=True),
+    sa.Column("source", sa.String(255), nullable=False),  # e.g. the rq queue or registry key
+    sa.Column(
+        "raw", sa.LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb"), nullable=False
+    ),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+)
+
+# A rollback or rollforward run and its recorded steps: the timeline of an incident.
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("params", sa.JSON, nullable=False),
+    sa.Column("started_at", UtcDateTime, nullable=False),
+    sa.Column("finished_at", UtcDateTime),
+    sa.Column("summary", sa.JSON),
+)
+
+run_steps = sa.Table(
+    "run_steps",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("started_at", UtcDateTime, nullable=False),
+    sa.Column("finished_at", UtcDateTime),
+    sa.Column("detail", sa.JSON),
+    sa.Index("ix_run_steps_run", "run_id", "id"),
 )

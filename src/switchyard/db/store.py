@@ -50,6 +50,8 @@ class NewTask:
     priority: Priority = Priority.NORMAL
     settings: dict[str, Any] = field(default_factory=dict)
     origin: Origin = Origin.SUBMITTED
+    engine: Engine = Engine.DB  # which engine owns the task while it is queued
+    source_job_id: str | None = None  # the rq job a migrated foreign job came from
     id: uuid.UUID = field(default_factory=uuid.uuid4)
 
 
@@ -93,20 +95,35 @@ def _to_task(row: sa.Row[Any]) -> Task:
         engine=m["engine"],
         worker=m["worker"],
         origin=Origin(m["origin"]),
+        dispatched_at=m["dispatched_at"],
+        source_job_id=m["source_job_id"],
     )
 
 
-def _event(task_id: uuid.UUID, at: datetime, actor: str, src: str | None, dst: Status,
-           reason: str | None) -> dict[str, Any]:
-    return {"task_id": task_id, "at": at, "actor": actor, "from_status": src,
-            "to_status": dst.value, "reason": reason}
+def _event(
+    task_id: uuid.UUID, at: datetime, actor: str, src: str | None, dst: Status, reason: str | None
+) -> dict[str, Any]:
+    return {
+        "task_id": task_id,
+        "at": at,
+        "actor": actor,
+        "from_status": src,
+        "to_status": dst.value,
+        "reason": reason,
+    }
 
 
 class TaskStore:
     """All reads and writes of tasks, events and run-time state."""
 
-    def __init__(self, engine: sa.Engine, *, max_attempts: int = 3, backoff_base: float = 5.0,
-                 backoff_max: float = 600.0) -> None:
+    def __init__(
+        self,
+        engine: sa.Engine,
+        *,
+        max_attempts: int = 3,
+        backoff_base: float = 5.0,
+        backoff_max: float = 600.0,
+    ) -> None:
         self.engine = engine
         self.max_attempts = max_attempts
         self.backoff_base = backoff_base
@@ -127,10 +144,23 @@ class TaskStore:
         """Insert tasks as `queued`, with their creation events, in one transaction."""
         now = utcnow()
         rows = [
-            {"id": n.id, "user_id": n.user_id, "platform_connection_id": n.platform_connection_id,
-             "image_url": n.image_url, "priority": n.priority, "settings": n.settings,
-             "status": Status.QUEUED.value, "attempts": 0, "max_attempts": self.max_attempts,
-             "progress": 0, "created_at": now, "available_at": now, "origin": n.origin.value}
+            {
+                "id": n.id,
+                "user_id": n.user_id,
+                "platform_connection_id": n.platform_connection_id,
+                "image_url": n.image_url,
+                "priority": n.priority,
+                "settings": n.settings,
+                "status": Status.QUEUED.value,
+                "attempts": 0,
+                "max_attempts": self.max_attempts,
+                "progress": 0,
+                "created_at": now,
+                "available_at": now,
+                "origin": n.origin.value,
+                "engine": n.engine.value,
+                "source_job_id": n.source_job_id,
+            }
             for n in new
         ]
         if not rows:
@@ -142,8 +172,19 @@ class TaskStore:
         return [self._fresh(r) for r in rows]
 
     def _fresh(self, r: dict[str, Any]) -> Task:
-        blank = {c: None for c in ("caption", "quality_score", "error", "started_at",
-                                   "heartbeat_at", "finished_at", "engine", "worker")}
+        blank = {
+            c: None
+            for c in (
+                "caption",
+                "quality_score",
+                "error",
+                "started_at",
+                "heartbeat_at",
+                "finished_at",
+                "worker",
+                "dispatched_at",
+            )
+        }
         return Task(**{**blank, **r, "status": Status.QUEUED, "origin": Origin(r["origin"])})
 
     def get(self, task_id: uuid.UUID) -> Task:
@@ -153,8 +194,15 @@ class TaskStore:
             raise NotFound(f"no task {task_id}")
         return _to_task(row)
 
-    def list(self, *, status: Status | None = None, priority: Priority | None = None,
-             user_id: int | None = None, limit: int = 100, offset: int = 0) -> list[Task]:
+    def list_tasks(
+        self,
+        *,
+        status: Status | None = None,
+        priority: Priority | None = None,
+        user_id: int | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Task]:
         query = sa.select(tasks).order_by(tasks.c.created_at.desc()).limit(limit).offset(offset)
         if status is not None:
             query = query.where(tasks.c.status == status.value)
@@ -168,7 +216,8 @@ class TaskStore:
     def counts(self) -> dict[str, dict[str, int]]:
         """Tasks by status, then by priority label."""
         query = sa.select(tasks.c.status, tasks.c.priority, sa.func.count()).group_by(
-            tasks.c.status, tasks.c.priority)
+            tasks.c.status, tasks.c.priority
+        )
         out: dict[str, dict[str, int]] = {s.value: {} for s in Status}
         with translated("counting tasks"), self.engine.connect() as conn:
             for status, priority, n in conn.execute(query):
@@ -176,8 +225,11 @@ class TaskStore:
         return out
 
     def events(self, task_id: uuid.UUID) -> list[dict[str, Any]]:
-        query = sa.select(task_events).where(task_events.c.task_id == task_id).order_by(
-            task_events.c.id)
+        query = (
+            sa.select(task_events)
+            .where(task_events.c.task_id == task_id)
+            .order_by(task_events.c.id)
+        )
         with translated("reading task events"), self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(query)]
 
@@ -193,51 +245,85 @@ class TaskStore:
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        values = {"status": Status.RUNNING.value, "attempts": tasks.c.attempts + 1,
-                  "started_at": now, "heartbeat_at": now, "worker": worker,
-                  "engine": engine.value, "progress": 0}
+        values = {
+            "status": Status.RUNNING.value,
+            "attempts": tasks.c.attempts + 1,
+            "started_at": now,
+            "heartbeat_at": now,
+            "worker": worker,
+            "engine": engine.value,
+            "progress": 0,
+        }
         with translated("claiming tasks"), self.engine.begin() as conn:
             if self._returning:
-                stmt = (tasks.update().where(tasks.c.id.in_(pick.scalar_subquery()))
-                        .values(values).returning(*tasks.c))
+                stmt = (
+                    tasks.update()
+                    .where(tasks.c.id.in_(pick.scalar_subquery()))
+                    .values(values)
+                    .returning(*tasks.c)
+                )
                 claimed = [_to_task(r) for r in conn.execute(stmt)]
             else:
                 rows = conn.execute(pick.with_only_columns(*tasks.c)).all()
                 if not rows:
                     return []
-                conn.execute(tasks.update().where(tasks.c.id.in_([r.id for r in rows]))
-                             .values(values))
+                conn.execute(
+                    tasks.update().where(tasks.c.id.in_([r.id for r in rows])).values(values)
+                )
                 claimed = [self._claimed_view(r, now, worker, engine) for r in rows]
             if claimed:
-                conn.execute(task_events.insert(), [
-                    _event(t.id, now, worker, Status.QUEUED.value, Status.RUNNING, "claimed")
-                    for t in claimed])
+                conn.execute(
+                    task_events.insert(),
+                    [
+                        _event(t.id, now, worker, Status.QUEUED.value, Status.RUNNING, "claimed")
+                        for t in claimed
+                    ],
+                )
         claimed.sort(key=lambda t: (t.priority, t.created_at))
         return claimed
 
     def claim_task(self, task_id: uuid.UUID, worker: str, engine: Engine) -> Task | None:
         """Claim one named task (an RQ job delivers its id); None if it is no longer queued."""
         now = utcnow()
-        values = {"status": Status.RUNNING.value, "attempts": tasks.c.attempts + 1,
-                  "started_at": now, "heartbeat_at": now, "worker": worker,
-                  "engine": engine.value, "progress": 0}
+        values = {
+            "status": Status.RUNNING.value,
+            "attempts": tasks.c.attempts + 1,
+            "started_at": now,
+            "heartbeat_at": now,
+            "worker": worker,
+            "engine": engine.value,
+            "progress": 0,
+        }
         with translated("claiming a task"), self.engine.begin() as conn:
-            row = conn.execute(sa.select(tasks).where(
-                tasks.c.id == task_id, tasks.c.status == Status.QUEUED.value
-            ).with_for_update()).first()
+            row = conn.execute(
+                sa.select(tasks)
+                .where(tasks.c.id == task_id, tasks.c.status == Status.QUEUED.value)
+                .with_for_update()
+            ).first()
             if row is None:
                 return None
             conn.execute(tasks.update().where(tasks.c.id == task_id).values(values))
-            conn.execute(task_events.insert(), [
-                _event(task_id, now, worker, Status.QUEUED.value, Status.RUNNING, "claimed")])
+            conn.execute(
+                task_events.insert(),
+                [_event(task_id, now, worker, Status.QUEUED.value, Status.RUNNING, "claimed")],
+            )
         return self._claimed_view(row, now, worker, engine)
 
     @staticmethod
     def _claimed_view(row: sa.Row[Any], now: datetime, worker: str, engine: Engine) -> Task:
         task = _to_task(row)
-        return Task(**{**task.__dict__, "status": Status.RUNNING, "attempts": task.attempts + 1,
-                       "started_at": now, "heartbeat_at": now, "worker": worker,
-                       "engine": engine.value, "progress": 0})
+        return Task(
+            **{
+                **task.__dict__,
+                "status": Status.RUNNING,
+                "attempts": task.attempts + 1,
+                "started_at": now,
+                "heartbeat_at": now,
+                "worker": worker,
+                "engine": engine.value,
+                "progress": 0,
+            }
+        )
 
     # -- a worker's reports -----------------------------------------------------------------
 
@@ -246,16 +332,28 @@ class TaskStore:
         ids = list(task_ids)
         if not ids:
             return 0
-        stmt = tasks.update().where(
-            tasks.c.id.in_(ids), tasks.c.status == Status.RUNNING.value,
-            tasks.c.worker == worker).values(heartbeat_at=utcnow())
+        stmt = (
+            tasks.update()
+            .where(
+                tasks.c.id.in_(ids),
+                tasks.c.status == Status.RUNNING.value,
+                tasks.c.worker == worker,
+            )
+            .values(heartbeat_at=utcnow())
+        )
         with translated("sending heartbeats"), self.engine.begin() as conn:
             return conn.execute(stmt).rowcount
 
     def set_progress(self, worker: str, task_id: uuid.UUID, progress: int) -> None:
-        stmt = tasks.update().where(
-            tasks.c.id == task_id, tasks.c.status == Status.RUNNING.value,
-            tasks.c.worker == worker).values(progress=max(0, min(100, progress)))
+        stmt = (
+            tasks.update()
+            .where(
+                tasks.c.id == task_id,
+                tasks.c.status == Status.RUNNING.value,
+                tasks.c.worker == worker,
+            )
+            .values(progress=max(0, min(100, progress)))
+        )
         with translated("recording progress"), self.engine.begin() as conn:
             conn.execute(stmt)
 
@@ -270,44 +368,80 @@ class TaskStore:
         now = utcnow()
         by_id = {o.task_id: o for o in outcomes}
         with translated("completing tasks"), self.engine.begin() as conn:
-            held = [i for i, attempts in self._lock_held(conn, worker, list(by_id))
-                    if attempts == by_id[i].attempt]
+            held = [
+                i
+                for i, attempts in self._lock_held(conn, worker, list(by_id))
+                if attempts == by_id[i].attempt
+            ]
             if held:
                 conn.execute(
-                    tasks.update().where(tasks.c.id == sa.bindparam("_id")).values(
-                        status=Status.COMPLETED.value, caption=sa.bindparam("_caption"),
-                        quality_score=sa.bindparam("_score"), finished_at=now, progress=100,
-                        error=None),
-                    [{"_id": i, "_caption": by_id[i].caption, "_score": by_id[i].quality_score}
-                     for i in held])
-                conn.execute(task_events.insert(), [
-                    _event(i, now, worker, Status.RUNNING.value, Status.COMPLETED, None)
-                    for i in held])
+                    tasks.update()
+                    .where(tasks.c.id == sa.bindparam("_id"))
+                    .values(
+                        status=Status.COMPLETED.value,
+                        caption=sa.bindparam("_caption"),
+                        quality_score=sa.bindparam("_score"),
+                        finished_at=now,
+                        progress=100,
+                        error=None,
+                    ),
+                    [
+                        {"_id": i, "_caption": by_id[i].caption, "_score": by_id[i].quality_score}
+                        for i in held
+                    ],
+                )
+                conn.execute(
+                    task_events.insert(),
+                    [
+                        _event(i, now, worker, Status.RUNNING.value, Status.COMPLETED, None)
+                        for i in held
+                    ],
+                )
         return held
 
-    def fail(self, worker: str, task_id: uuid.UUID, error: str, *, attempt: int | None = None,
-             retryable: bool = True) -> Status | None:
+    def fail(
+        self,
+        worker: str,
+        task_id: uuid.UUID,
+        error: str,
+        *,
+        attempt: int | None = None,
+        retryable: bool = True,
+    ) -> Status | None:
         """Record a failed attempt: back to `queued` after a backoff, or `failed` for good.
 
         Returns the new status, or None when the worker no longer held the task.
         """
         now = utcnow()
         with translated("recording a failure"), self.engine.begin() as conn:
-            row = conn.execute(sa.select(tasks.c.attempts, tasks.c.max_attempts).where(
-                tasks.c.id == task_id, tasks.c.status == Status.RUNNING.value,
-                tasks.c.worker == worker).with_for_update()).first()
+            row = conn.execute(
+                sa.select(tasks.c.attempts, tasks.c.max_attempts)
+                .where(
+                    tasks.c.id == task_id,
+                    tasks.c.status == Status.RUNNING.value,
+                    tasks.c.worker == worker,
+                )
+                .with_for_update()
+            ).first()
             if row is None or (attempt is not None and row.attempts != attempt):
                 return None
             if retryable and row.attempts < row.max_attempts:
                 to = Status.QUEUED
-                values: dict[str, Any] = {"available_at": now + self.backoff(row.attempts),
-                                          "worker": None}
+                values: dict[str, Any] = {
+                    "available_at": now + self.backoff(row.attempts),
+                    "worker": None,
+                }
             else:
                 to, values = Status.FAILED, {"finished_at": now}
-            conn.execute(tasks.update().where(tasks.c.id == task_id).values(
-                status=to.value, error=error[:4000], **values))
-            conn.execute(task_events.insert(), [
-                _event(task_id, now, worker, Status.RUNNING.value, to, error[:4000])])
+            conn.execute(
+                tasks.update()
+                .where(tasks.c.id == task_id)
+                .values(status=to.value, error=error[:4000], **values)
+            )
+            conn.execute(
+                task_events.insert(),
+                [_event(task_id, now, worker, Status.RUNNING.value, to, error[:4000])],
+            )
         return to
 
     def backoff(self, attempts: int) -> timedelta:
@@ -324,63 +458,106 @@ class TaskStore:
         with translated("releasing tasks"), self.engine.begin() as conn:
             held = [i for i, _ in self._lock_held(conn, worker, ids)]
             if held:
-                conn.execute(tasks.update().where(tasks.c.id.in_(held)).values(
-                    status=Status.QUEUED.value, worker=None, available_at=now,
-                    attempts=tasks.c.attempts - 1))
-                conn.execute(task_events.insert(), [
-                    _event(i, now, worker, Status.RUNNING.value, Status.QUEUED, reason)
-                    for i in held])
+                conn.execute(
+                    tasks.update()
+                    .where(tasks.c.id.in_(held))
+                    .values(
+                        status=Status.QUEUED.value,
+                        worker=None,
+                        available_at=now,
+                        attempts=tasks.c.attempts - 1,
+                    )
+                )
+                conn.execute(
+                    task_events.insert(),
+                    [
+                        _event(i, now, worker, Status.RUNNING.value, Status.QUEUED, reason)
+                        for i in held
+                    ],
+                )
         return len(held)
 
-    def _lock_held(self, conn: sa.Connection, worker: str,
-                   ids: list[uuid.UUID]) -> list[tuple[uuid.UUID, int]]:
+    def _lock_held(
+        self, conn: sa.Connection, worker: str, ids: list[uuid.UUID]
+    ) -> list[tuple[uuid.UUID, int]]:
         """Lock the tasks among `ids` that this worker still runs: (id, attempts) pairs."""
-        rows = conn.execute(sa.select(tasks.c.id, tasks.c.attempts).where(
-            tasks.c.id.in_(ids), tasks.c.status == Status.RUNNING.value,
-            tasks.c.worker == worker).with_for_update())
+        rows = conn.execute(
+            sa.select(tasks.c.id, tasks.c.attempts)
+            .where(
+                tasks.c.id.in_(ids),
+                tasks.c.status == Status.RUNNING.value,
+                tasks.c.worker == worker,
+            )
+            .with_for_update()
+        )
         return [(r.id, r.attempts) for r in rows]
 
     # -- operator actions ---------------------------------------------------------------------
 
     def cancel(self, task_id: uuid.UUID, actor: str, reason: str | None = None) -> Task:
-        return self._operator_move(task_id, Status.CANCELLED, actor, reason or "cancelled",
-                                   {"finished_at": utcnow(), "worker": None})
+        return self._operator_move(
+            task_id,
+            Status.CANCELLED,
+            actor,
+            reason or "cancelled",
+            {"finished_at": utcnow(), "worker": None},
+        )
 
     def retry(self, task_id: uuid.UUID, actor: str, reason: str | None = None) -> Task:
         """Queue a failed or cancelled task again with a fresh set of attempts."""
         now = utcnow()
-        return self._operator_move(task_id, Status.QUEUED, actor, reason or "retried", {
-            "attempts": 0, "available_at": now, "finished_at": None, "error": None,
-            "worker": None, "progress": 0})
+        return self._operator_move(
+            task_id,
+            Status.QUEUED,
+            actor,
+            reason or "retried",
+            {
+                "attempts": 0,
+                "available_at": now,
+                "finished_at": None,
+                "error": None,
+                "worker": None,
+                "progress": 0,
+            },
+        )
 
-    def _operator_move(self, task_id: uuid.UUID, to: Status, actor: str, reason: str,
-                       values: dict[str, Any]) -> Task:
+    def _operator_move(
+        self, task_id: uuid.UUID, to: Status, actor: str, reason: str, values: dict[str, Any]
+    ) -> Task:
         now = utcnow()
         with translated(f"moving a task to {to.value}"), self.engine.begin() as conn:
-            row = conn.execute(sa.select(tasks.c.status).where(tasks.c.id == task_id)
-                               .with_for_update()).first()
+            row = conn.execute(
+                sa.select(tasks.c.status).where(tasks.c.id == task_id).with_for_update()
+            ).first()
             if row is None:
                 raise NotFound(f"no task {task_id}")
             current = Status(row.status)
             if to not in ALLOWED_TRANSITIONS[current]:
                 raise InvalidTransition(
-                    f"task {task_id} is {current.value}; cannot move it to {to.value}")
+                    f"task {task_id} is {current.value}; cannot move it to {to.value}"
+                )
             if current is Status.RUNNING and to is Status.QUEUED:
                 raise InvalidTransition(f"task {task_id} is running; cancel it first")
-            conn.execute(tasks.update().where(
-                tasks.c.id == task_id, tasks.c.status == current.value
-            ).values(status=to.value, **values))
-            conn.execute(task_events.insert(), [
-                _event(task_id, now, actor, current.value, to, reason)])
+            conn.execute(
+                tasks.update()
+                .where(tasks.c.id == task_id, tasks.c.status == current.value)
+                .values(status=to.value, **values)
+            )
+            conn.execute(
+                task_events.insert(), [_event(task_id, now, actor, current.value, to, reason)]
+            )
         return self.get(task_id)
 
     def recover_lapsed(self, lapse: timedelta, actor: str, limit: int = 500) -> Recovery:
         """Requeue running tasks whose heartbeat lapsed (worker killed); fail them if no
         attempts remain. Safe to run from every worker at once: rows are skip-locked."""
         now = utcnow()
-        query = sa.select(tasks.c.id, tasks.c.attempts, tasks.c.max_attempts).where(
-            tasks.c.status == Status.RUNNING.value, tasks.c.heartbeat_at < now - lapse
-        ).limit(limit).with_for_update(skip_locked=True)
+        query = (
+            sa.select(tasks.c.id, tasks.c.attempts, tasks.c.max_attempts)
+            .where(tasks.c.status == Status.RUNNING.value, tasks.c.heartbeat_at < now - lapse)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
         requeued: list[uuid.UUID] = []
         failed: list[uuid.UUID] = []
         with translated("recovering orphaned tasks"), self.engine.begin() as conn:
@@ -388,18 +565,28 @@ class TaskStore:
                 (requeued if row.attempts < row.max_attempts else failed).append(row.id)
             reason = f"heartbeat lapsed (> {lapse.total_seconds():g}s)"
             if requeued:
-                conn.execute(tasks.update().where(
-                    tasks.c.id.in_(requeued), tasks.c.status == Status.RUNNING.value
-                ).values(status=Status.QUEUED.value, worker=None, available_at=now))
+                conn.execute(
+                    tasks.update()
+                    .where(tasks.c.id.in_(requeued), tasks.c.status == Status.RUNNING.value)
+                    .values(status=Status.QUEUED.value, worker=None, available_at=now)
+                )
             if failed:
-                conn.execute(tasks.update().where(
-                    tasks.c.id.in_(failed), tasks.c.status == Status.RUNNING.value
-                ).values(status=Status.FAILED.value, worker=None, finished_at=now,
-                         error=reason + "; no attempts left"))
-            events = [_event(i, now, actor, Status.RUNNING.value, Status.QUEUED, reason)
-                      for i in requeued]
-            events += [_event(i, now, actor, Status.RUNNING.value, Status.FAILED, reason)
-                       for i in failed]
+                conn.execute(
+                    tasks.update()
+                    .where(tasks.c.id.in_(failed), tasks.c.status == Status.RUNNING.value)
+                    .values(
+                        status=Status.FAILED.value,
+                        worker=None,
+                        finished_at=now,
+                        error=reason + "; no attempts left",
+                    )
+                )
+            events = [
+                _event(i, now, actor, Status.RUNNING.value, Status.QUEUED, reason) for i in requeued
+            ]
+            events += [
+                _event(i, now, actor, Status.RUNNING.value, Status.FAILED, reason) for i in failed
+            ]
             if events:
                 conn.execute(task_events.insert(), events)
         return Recovery(requeued, failed)
@@ -407,8 +594,10 @@ class TaskStore:
     def running_longer_than(self, worker: str, seconds: float) -> list[uuid.UUID]:
         """This worker's tasks started more than `seconds` ago (for WORKER_TIMEOUT)."""
         query = sa.select(tasks.c.id).where(
-            tasks.c.status == Status.RUNNING.value, tasks.c.worker == worker,
-            tasks.c.started_at < utcnow() - timedelta(seconds=seconds))
+            tasks.c.status == Status.RUNNING.value,
+            tasks.c.worker == worker,
+            tasks.c.started_at < utcnow() - timedelta(seconds=seconds),
+        )
         with translated("finding timed-out tasks"), self.engine.connect() as conn:
             return list(conn.execute(query).scalars())
 
@@ -416,8 +605,9 @@ class TaskStore:
 
     def get_state(self, key: str, default: Any = None) -> Any:
         with translated("reading system state"), self.engine.connect() as conn:
-            value = conn.execute(sa.select(system_state.c.value).where(
-                system_state.c.key == key)).scalar()
+            value = conn.execute(
+                sa.select(system_state.c.value).where(system_state.c.key == key)
+            ).scalar()
         return default if value is None else value
 
     def all_state(self) -> dict[str, Any]:
@@ -428,14 +618,21 @@ class TaskStore:
         """Upsert portably: update, and insert if nothing was there (under the write lock)."""
         now = utcnow()
         with translated("writing system state"), self.engine.begin() as conn:
-            exists = conn.execute(sa.select(system_state.c.key).where(
-                system_state.c.key == key).with_for_update()).first()
+            exists = conn.execute(
+                sa.select(system_state.c.key).where(system_state.c.key == key).with_for_update()
+            ).first()
             if exists:
-                conn.execute(system_state.update().where(system_state.c.key == key).values(
-                    value=value, updated_at=now, updated_by=actor))
+                conn.execute(
+                    system_state.update()
+                    .where(system_state.c.key == key)
+                    .values(value=value, updated_at=now, updated_by=actor)
+                )
             else:
-                conn.execute(system_state.insert().values(
-                    key=key, value=value, updated_at=now, updated_by=actor))
+                conn.execute(
+                    system_state.insert().values(
+                        key=key, value=value, updated_at=now, updated_by=actor
+                    )
+                )
 
 
 __all__ = ["NewTask", "Outcome", "Recovery", "TaskStore", "sources_of", "utcnow"]

@@ -41,8 +41,9 @@ def create_app(services: ops.Services | None = None) -> FastAPI:
 
     @app.post("/api/tasks", status_code=201)
     def submit(body: TaskIn) -> dict[str, Any]:
-        new = ops.build_task(body.image_url, body.user_id, body.platform_connection_id,
-                             body.priority, body.settings)
+        new = ops.build_task(
+            body.image_url, body.user_id, body.platform_connection_id, body.priority, body.settings
+        )
         return ops.submit(svc, [new], ACTOR)[0].to_dict()
 
     @app.get("/api/tasks/{task_id}")
@@ -51,11 +52,19 @@ def create_app(services: ops.Services | None = None) -> FastAPI:
         return task.to_dict()
 
     @app.get("/api/tasks")
-    def list_(status: str | None = None, priority: str | None = None,
-              user_id: int | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    def list_(
+        status: str | None = None,
+        priority: str | None = None,
+        user_id: int | None = None,
+        limit: int = 50,
+    ) -> list[dict[str, Any]]:
         if not 1 <= limit <= 1000:
             raise HTTPException(422, "limit must be 1..1000")
-        return [t.to_dict() for t in ops.list_tasks(svc, status=status, priority=priority,
-                                                    user_id=user_id, limit=limit)]
+        return [
+            t.to_dict()
+            for t in ops.list_tasks(
+                svc, status=status, priority=priority, user_id=user_id, limit=limit
+            )
+        ]
 
     return app

@@ -1,42 +1,19 @@
-"""The operations layer: what the CLI, the HTTP API and the dashboard all call.
-
-Faces stay thin: they parse their input, call one function here, and render the result.
-"""
+"""Task operations: validate and submit, read, cancel, retry."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
-from functools import cached_property
 from typing import Any
 from urllib.parse import urlsplit
 
-from switchyard.config import Settings, get_settings
 from switchyard.db import migrate
-from switchyard.db.engine import make_engine
-from switchyard.db.store import NewTask, TaskStore
+from switchyard.db.store import NewTask
 from switchyard.domain import CaptionSettings, Priority, Status, Task
 from switchyard.errors import NotFound, SubmissionsPaused, UsageError
+from switchyard.operations.services import Services
 
 MAX_URL_LENGTH = 2048
-
-
-@dataclass
-class Services:
-    """The process's handles on its backends, built lazily from settings."""
-
-    settings: Settings
-
-    @classmethod
-    def from_env(cls) -> Services:
-        return cls(get_settings())
-
-    @cached_property
-    def store(self) -> TaskStore:
-        s = self.settings
-        return TaskStore(make_engine(s.database_url), max_attempts=s.task_max_attempts,
-                         backoff_base=s.retry_backoff_base, backoff_max=s.retry_backoff_max)
 
 
 def init_schema(services: Services) -> dict[str, str]:
@@ -68,9 +45,13 @@ def _positive(name: str, value: Any) -> int:
     return value
 
 
-def build_task(image_url: str, user_id: int, platform_connection_id: int,
-               priority: str | Priority = Priority.NORMAL,
-               settings: dict[str, Any] | None = None) -> NewTask:
+def build_task(
+    image_url: str,
+    user_id: int,
+    platform_connection_id: int,
+    priority: str | Priority = Priority.NORMAL,
+    settings: dict[str, Any] | None = None,
+) -> NewTask:
     """Validate one submission completely before anything is written."""
     return NewTask(
         image_url=validate_url(image_url),
@@ -109,15 +90,24 @@ def get_task(services: Services, raw_id: str) -> tuple[Task, list[dict[str, Any]
     return services.store.get(task_id), services.store.events(task_id)
 
 
-def list_tasks(services: Services, *, status: str | None = None, priority: str | None = None,
-               user_id: int | None = None, limit: int = 50) -> list[Task]:
+def list_tasks(
+    services: Services,
+    *,
+    status: str | None = None,
+    priority: str | None = None,
+    user_id: int | None = None,
+    limit: int = 50,
+) -> list[Task]:
     try:
         wanted = Status(status) if status else None
     except ValueError:
         raise UsageError(f"invalid status {status!r}") from None
-    return services.store.list(status=wanted,
-                               priority=Priority.parse(priority) if priority else None,
-                               user_id=user_id, limit=limit)
+    return services.store.list(
+        status=wanted,
+        priority=Priority.parse(priority) if priority else None,
+        user_id=user_id,
+        limit=limit,
+    )
 
 
 def overview(services: Services) -> dict[str, Any]:

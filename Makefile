@@ -1,0 +1,37 @@
+# The two commands: `make run` (service on SQLite, no Redis) and `make test` (all checks).
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run test lint typecheck pytest services bench clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/switchyard init
+	$(BIN)/switchyard serve --with-worker
+
+test: lint typecheck pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP) services
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+services:
+	scripts/ensure-services
+
+bench: $(STAMP) services
+	$(BIN)/python bench/dispatch.py
+
+clean:
+	rm -rf $(VENV) switchyard.db switchyard.db-wal switchyard.db-shm

@@ -1,0 +1,275 @@
+"""Shared fixtures: a clean, migrated database per test on each real backend.
+
+PostgreSQL and MariaDB get one database per test session (created, migrated once, dropped at
+the end) and are emptied before each test; SQLite gets a fresh file per test, copied from a
+migrated template. A backend whose server is down is skipped locally and fails in CI.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from switchyard.config import Settings, load_settings
+from switchyard.db import migrate
+from switchyard.db.engine import make_engine
+from switchyard.db.store import TaskStore
+
+BACKENDS = ("sqlite", "postgresql", "mariadb")
+SERVERS = {
+    "postgresql": os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432"),
+    "mariadb": os.environ.get("TEST_MARIADB_URL", "mysql://root@127.0.0.1:3306"),
+}
+SESSION_DB = f"switchyard_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+IN_CI = os.environ.get("CI") == "true"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--backend",
+        action="append",
+        choices=BACKENDS,
+        help="Run database tests only on these backends (repeatable).",
+    )
+
+
+def _unavailable(reason: str) -> None:
+    if IN_CI:
+        pytest.fail(f"{reason} (required in CI)")
+    pytest.skip(reason)
+
+
+def _admin_url(backend: str, database: str) -> str:
+    base = SERVERS[backend]
+    return f"{base}/{database}"
+
+
+@pytest.fixture(scope="session")
+def _server_databases() -> Iterator[dict[str, str]]:
+    """Create (lazily) one migrated database per server for the session; drop them after."""
+    created: dict[str, str] = {}
+    yield created
+    for backend in created:
+        admin = make_engine(
+            _admin_url(backend, "postgres" if backend == "postgresql" else ""),
+            isolation_level="AUTOCOMMIT",
+        )
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {SESSION_DB}")
+        admin.dispose()
+
+
+def _server_db(backend: str, created: dict[str, str]) -> str:
+    if backend in created:
+        return created[backend]
+    admin = make_engine(
+        _admin_url(backend, "postgres" if backend == "postgresql" else ""),
+        isolation_level="AUTOCOMMIT",
+    )
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"CREATE DATABASE {SESSION_DB}")
+    except sa.exc.OperationalError as exc:
+        _unavailable(f"{backend} is not reachable: {str(exc.orig).splitlines()[0]}")
+    finally:
+        admin.dispose()
+    url = _admin_url(backend, SESSION_DB)
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    engine.dispose()
+    created[backend] = url
+    return url
+
+
+@pytest.fixture(scope="session")
+def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "switchyard.db"
+    engine = make_engine(f"sqlite:///{path}")
+    migrate.upgrade(engine)
+    engine.dispose()
+    return path
+
+
+def _empty(url: str) -> None:
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        for table in ("tasks", "task_events", "system_state"):
+            conn.exec_driver_sql(f"DELETE FROM {table}")
+    engine.dispose()
+
+
+def _backend_params() -> list[str]:
+    return list(BACKENDS)
+
+
+@pytest.fixture(params=_backend_params())
+def backend(request: pytest.FixtureRequest) -> str:
+    chosen = request.config.getoption("--backend")
+    if chosen and request.param not in chosen:
+        pytest.skip(f"{request.param} not selected")
+    return str(request.param)
+
+
+@pytest.fixture
+def db_url(
+    backend: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    _sqlite_template: Path,
+    _server_databases: dict[str, str],
+) -> str:
+    """The URL of a clean, migrated database on `backend`."""
+    if backend == "sqlite":
+        path = tmp_path / "switchyard.db"
+        shutil.copy(_sqlite_template, path)
+        return f"sqlite:///{path}"
+    url = _server_db(backend, _server_databases)
+    _empty(url)
+    return url
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path, _sqlite_template: Path) -> str:
+    """A clean, migrated SQLite database, for tests that need no server."""
+    path = tmp_path / "switchyard.db"
+    shutil.copy(_sqlite_template, path)
+    return f"sqlite:///{path}"
+
+
+def make_settings(db_url: str, **overrides: object) -> Settings:
+    base: dict[str, object] = {
+        "database_url": db_url,
+        "worker_poll_interval": 0.05,
+        "retry_backoff_base": 0.0,
+        "fetch_allow_private": True,
+    }
+    return load_settings(**{**base, **overrides})
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[TaskStore]:
+    s = TaskStore(make_engine(db_url), backoff_base=0.0)
+    yield s
+    s.engine.dispose()
+
+
+@pytest.fixture
+def sqlite_store(sqlite_url: str) -> Iterator[TaskStore]:
+    s = TaskStore(make_engine(sqlite_url), backoff_base=0.0)
+    yield s
+    s.engine.dispose()
+
+
+def cli_env(db_url: str, **extra: str) -> dict[str, str]:
+    """Environment for running the real CLI in a subprocess against `db_url`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "WORKER_"))}
+    env.update(
+        {
+            "DATABASE_URL": db_url,
+            "WORKER_POLL_INTERVAL": "0.05",
+            "RETRY_BACKOFF_BASE": "0",
+            "FETCH_ALLOW_PRIVATE": "true",
+            **extra,
+        }
+    )
+    return env
+
+
+# -- Redis ---------------------------------------------------------------------------------
+
+REDIS_SERVER = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
+
+
+@pytest.fixture(scope="session")
+def _redis_db_index() -> int:
+    """A Redis database number of this test session's own (1..15), so parallel runs on one
+    server do not see each other's rq keys (rq's key names are fixed)."""
+    import redis
+
+    client = redis.Redis.from_url(f"{REDIS_SERVER}/0")
+    try:
+        n = int(client.incr("switchyard:test:next-db"))
+    except redis.RedisError as exc:
+        _unavailable(f"redis is not reachable: {exc}")
+    finally:
+        client.close()
+    return 1 + n % 15
+
+
+@pytest.fixture
+def redis_url(_redis_db_index: int) -> Iterator[str]:
+    """An empty Redis database on the shared server."""
+    import redis
+
+    url = f"{REDIS_SERVER}/{_redis_db_index}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    client.close()
+    yield url
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    """A redis-server of this test's own on a free port, which the test may stop and start
+    (outage tests must never stop the shared server)."""
+    server = PrivateRedis(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+class PrivateRedis:
+    def __init__(self, workdir: Path) -> None:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.workdir = workdir
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        import redis
+
+        binary = shutil.which("redis-server")
+        if binary is None:
+            _unavailable("redis-server is not installed")
+        self.process = subprocess.Popen(
+            [
+                str(binary),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        client = redis.Redis.from_url(self.url)
+        for _ in range(100):
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError("private redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
