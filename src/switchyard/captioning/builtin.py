@@ -14,6 +14,7 @@ from __future__ import annotations
 import colorsys
 import io
 from collections import Counter
+from typing import cast
 
 from PIL import Image, ImageChops, ImageStat
 
@@ -135,22 +136,26 @@ def brightness(rgba: Image.Image) -> str:
     return "medium"
 
 
+def _extrema(band: Image.Image) -> tuple[float, float]:
+    """(min, max) of a single-band image; Pillow's return type covers multi-band too."""
+    return cast(tuple[float, float], band.getextrema())
+
+
 def is_greyscale(image: Image.Image, rgba: Image.Image) -> bool:
     """True for grey modes, and for colour images whose channels never noticeably differ."""
     if image.mode in ("1", "L", "LA", "I", "I;16", "F"):
         return True
     red, green, blue, _ = rgba.split()
     spread = max(
-        ImageChops.difference(red, green).getextrema()[1],
-        ImageChops.difference(green, blue).getextrema()[1],
+        _extrema(ImageChops.difference(red, green))[1],
+        _extrema(ImageChops.difference(green, blue))[1],
     )
-    return int(spread) <= GREY_TOLERANCE  # type: ignore[call-overload]
+    return spread <= GREY_TOLERANCE
 
 
 def has_transparency(rgba: Image.Image) -> bool:
     """True if some visible area is see-through (thumbnail alpha smooths away single pixels)."""
-    low, _ = rgba.getchannel("A").getextrema()
-    return int(low) < 250  # type: ignore[call-overload]
+    return _extrema(rgba.getchannel("A"))[0] < 250
 
 
 def orientation(width: int, height: int) -> str:

@@ -26,7 +26,15 @@ from switchyard.domain import CaptionSettings
 
 ELLIPSIS = "…"
 
-REFUSALS = ("i'm sorry", "i am sorry", "i cannot", "i can't", "as an ai", "i am unable", "i'm unable")
+REFUSALS = (
+    "i'm sorry",
+    "i am sorry",
+    "i cannot",
+    "i can't",
+    "as an ai",
+    "i am unable",
+    "i'm unable",
+)
 FILLERS = (
     "image of",
     "picture of",

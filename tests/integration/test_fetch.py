@@ -1,0 +1,439 @@
+"""Safe fetching against a real HTTP server on 127.0.0.1: every refusal, and the happy path."""
+
+from __future__ import annotations
+
+import datetime
+import io
+import ipaddress
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from PIL import Image
+
+from switchyard.captioning import fetch_image
+from switchyard.captioning.fetch import AddressPolicy, address_kind
+from switchyard.config import Settings, load_settings
+from switchyard.errors import CaptionError, FetchRefused
+
+LOOPBACK_ONLY = ["127.0.0.1/32"]
+
+
+def png_bytes(size: tuple[int, int] = (30, 20), colour: tuple[int, int, int] = (0, 90, 200)) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, colour).save(out, "PNG")
+    return out.getvalue()
+
+
+PNG = png_bytes()
+
+
+def settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {"fetch_allow_private": False, "fetch_timeout": 5.0}
+    values.update(overrides)
+    return load_settings(**values)
+
+
+class Handler(BaseHTTPRequestHandler):
+    """Routes by path; the server records every request's path and headers."""
+
+    server: ImageServer
+
+    def do_GET(self) -> None:
+        self.server.hits.append((self.path, dict(self.headers.items())))
+        path, _, query = self.path.partition("?")
+        route = ROUTES.get(path)
+        if route is None:
+            self._send(404, b"no such page", "text/plain")
+        else:
+            route(self, parse_qs(query))
+
+    def _send(
+        self, status: int, body: bytes, content_type: str, extra: dict[str, str] | None = None
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (extra or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def _image(h: Handler, q: dict[str, list[str]]) -> None:
+    h._send(200, PNG, "image/png; charset=binary")
+
+
+def _html(h: Handler, q: dict[str, list[str]]) -> None:
+    h._send(200, b"<html><body>hello</body></html>", "text/html; charset=utf-8")
+
+
+def _no_type(h: Handler, q: dict[str, list[str]]) -> None:
+    h.send_response(200)
+    h.end_headers()
+    h.wfile.write(PNG)
+
+
+def _big_declared(h: Handler, q: dict[str, list[str]]) -> None:
+    h._send(200, b"\0" * 5000, "image/png")
+
+
+def _big_streamed(h: Handler, q: dict[str, list[str]]) -> None:
+    """No Content-Length (HTTP/1.0, body ends at close): only counting can stop it."""
+    h.send_response(200)
+    h.send_header("Content-Type", "image/png")
+    h.end_headers()
+    for _ in range(50):
+        h.wfile.write(b"\0" * 1000)
+
+
+def _gzip(h: Handler, q: dict[str, list[str]]) -> None:
+    h._send(200, PNG, "image/png", {"Content-Encoding": "gzip"})
+
+
+def _redirect(h: Handler, q: dict[str, list[str]]) -> None:
+    h._send(302, b"", "text/plain", {"Location": q["to"][0]})
+
+
+def _loop(h: Handler, q: dict[str, list[str]]) -> None:
+    h._send(301, b"", "text/plain", {"Location": "/loop"})
+
+
+def _slow(h: Handler, q: dict[str, list[str]]) -> None:
+    time.sleep(1.0)
+    _image(h, q)
+
+
+def _drip(h: Handler, q: dict[str, list[str]]) -> None:
+    """Headers at once, then one byte every 50 ms: each read is quick, the whole is not."""
+    h.send_response(200)
+    h.send_header("Content-Type", "image/png")
+    h.end_headers()
+    try:
+        for _ in range(60):
+            h.wfile.write(b"x")
+            h.wfile.flush()
+            time.sleep(0.05)
+    except OSError:
+        pass
+
+
+ROUTES: dict[str, Callable[[Handler, dict[str, list[str]]], None]] = {
+    "/img.png": _image,
+    "/page.html": _html,
+    "/no-type": _no_type,
+    "/big": _big_declared,
+    "/big-streamed": _big_streamed,
+    "/gzip": _gzip,
+    "/redirect": _redirect,
+    "/loop": _loop,
+    "/slow": _slow,
+    "/drip": _drip,
+}
+
+
+class ImageServer(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.hits: list[tuple[str, dict[str, str]]] = []
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+    def url(self, path: str, host: str = "127.0.0.1") -> str:
+        return f"http://{host}:{self.port}{path}"
+
+
+def _serve(server: ImageServer) -> Iterator[ImageServer]:
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ImageServer]:
+    yield from _serve(ImageServer())
+
+
+@pytest.fixture(autouse=True)
+def _clear_hits(server: ImageServer) -> None:
+    server.hits.clear()
+
+
+def refused(url: str, **kwargs: Any) -> str:
+    """Fetch `url`, expecting a refusal, and return its message."""
+    s = kwargs.pop("settings", None) or settings()
+    with pytest.raises(FetchRefused) as info:
+        fetch_image(url, s, **kwargs)
+    return str(info.value)
+
+
+# --- addresses -------------------------------------------------------------------------
+
+
+def test_loopback_url_is_refused_by_default(server: ImageServer) -> None:
+    assert refused(server.url("/img.png")) == "refused: 127.0.0.1 is a loopback address"
+    assert server.hits == []  # refused before connecting
+
+
+def test_loopback_url_is_allowed_when_private_fetching_is_enabled(server: ImageServer) -> None:
+    assert fetch_image(server.url("/img.png"), settings(fetch_allow_private=True)) == PNG
+
+
+def test_hostname_resolving_to_loopback_is_refused(server: ImageServer) -> None:
+    message = refused(server.url("/img.png", host="localhost"))
+    assert message.startswith("refused: localhost resolves to ")
+    assert message.endswith("a loopback address")
+
+
+def test_ip_literal_in_private_range_is_refused() -> None:
+    assert refused("http://10.0.0.5/cat.png") == "refused: 10.0.0.5 is a private address"
+    assert refused("http://[::1]/cat.png") == "refused: ::1 is a loopback address"
+
+
+@pytest.mark.parametrize(
+    ("address", "kind"),
+    [
+        ("10.0.0.5", "a private address"),
+        ("192.168.1.1", "a private address"),
+        ("127.0.0.1", "a loopback address"),
+        ("169.254.169.254", "a link-local address"),
+        ("224.0.0.1", "a multicast address"),
+        ("240.0.0.1", "a reserved address"),
+        ("0.0.0.0", "an unspecified address"),
+        ("100.64.0.1", "not a public address"),
+        ("::1", "a loopback address"),
+        ("fe80::1", "a link-local address"),
+        ("fc00::1", "a private address"),
+        ("::ffff:10.0.0.5", "a private address (embedded 10.0.0.5)"),
+        ("::ffff:127.0.0.1", "a loopback address (embedded 127.0.0.1)"),
+        ("2002:a00:1::", "a private address (embedded 10.0.0.1)"),
+        ("8.8.8.8", None),
+        ("2606:4700:4700::1111", None),
+    ],
+)
+def test_address_kinds(address: str, kind: str | None) -> None:
+    assert address_kind(ipaddress.ip_address(address)) == kind
+
+
+def test_policy_names_the_host_and_the_address() -> None:
+    policy = AddressPolicy()
+    with pytest.raises(FetchRefused, match=r"^refused: cdn\.example resolves to 10\.1\.2\.3, a "):
+        policy.check("cdn.example", ipaddress.ip_address("10.1.2.3"))
+    policy.check("cdn.example", ipaddress.ip_address("93.184.216.34"))  # public: no error
+    AddressPolicy(exempt=(ipaddress.ip_network("10.0.0.0/8"),)).check(
+        "x", ipaddress.ip_address("10.1.2.3")
+    )
+
+
+def test_connection_is_pinned_to_the_resolved_ip_and_keeps_the_host_header(
+    server: ImageServer,
+) -> None:
+    url = server.url("/img.png", host="localhost")
+    assert fetch_image(url, settings(fetch_allow_private=True)) == PNG
+    path, headers = server.hits[-1]
+    assert path == "/img.png"
+    assert headers["Host"] == f"localhost:{server.port}"
+    assert headers["Accept-Encoding"] == "identity"
+
+
+# --- URLs ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("ftp://example.com/cat.png", "refused: scheme ftp is not allowed (http and https only)"),
+        ("file:///etc/passwd", "refused: scheme file is not allowed (http and https only)"),
+        ("gopher://example.com/", "refused: scheme gopher is not allowed (http and https only)"),
+        ("not a url", "refused: malformed URL (expected an absolute http:// or https:// URL)"),
+        ("//example.com/cat.png", "refused: malformed URL (expected an absolute"),
+        ("http://", "refused: malformed URL (no host)"),
+        ("http://example.com:notaport/", "refused: malformed URL (Invalid port: 'notaport')"),
+        ("http://ex\x00ample.com/", "refused: malformed URL (Invalid non-printable ASCII"),
+    ],
+)
+def test_bad_urls_are_refused(url: str, message: str) -> None:
+    assert refused(url, settings=settings(fetch_allow_private=True)).startswith(message)
+
+
+# --- redirects -------------------------------------------------------------------------
+
+
+def test_relative_redirect_is_followed(server: ImageServer) -> None:
+    url = server.url("/redirect?to=/img.png")
+    assert fetch_image(url, settings(), exempt=LOOPBACK_ONLY) == PNG
+    assert [path for path, _ in server.hits] == ["/redirect?to=/img.png", "/img.png"]
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("http://10.0.0.5/cat.png", "refused: 10.0.0.5 is a private address"),
+        ("http://169.254.169.254/latest/meta-data/", "refused: 169.254.169.254 is a link-local"),
+        ("http://127.0.0.2/cat.png", "refused: 127.0.0.2 is a loopback address"),
+        ("file:///etc/passwd", "refused: scheme file is not allowed"),
+    ],
+)
+def test_redirect_to_a_forbidden_target_is_refused(
+    server: ImageServer, target: str, message: str
+) -> None:
+    # 127.0.0.1 is exempt so the first hop succeeds; the redirect hop must still be vetted.
+    assert refused(server.url(f"/redirect?to={target}"), exempt=LOOPBACK_ONLY).startswith(message)
+    assert len(server.hits) == 1
+
+
+def test_redirect_loop_stops_after_five_redirects(server: ImageServer) -> None:
+    assert refused(server.url("/loop"), exempt=LOOPBACK_ONLY) == "refused: more than 5 redirects"
+    assert len(server.hits) == 6  # the original request and five redirects
+
+
+# --- responses -------------------------------------------------------------------------
+
+
+def test_non_image_content_type_is_refused(server: ImageServer) -> None:
+    message = refused(server.url("/page.html"), exempt=LOOPBACK_ONLY)
+    assert message == "refused: content-type text/html is not an image"
+
+
+def test_missing_content_type_is_refused(server: ImageServer) -> None:
+    message = refused(server.url("/no-type"), exempt=LOOPBACK_ONLY)
+    assert message == "refused: content-type (none) is not an image"
+
+
+def test_declared_oversized_body_is_refused(server: ImageServer) -> None:
+    message = refused(server.url("/big"), settings=settings(fetch_max_bytes=1000), exempt=LOOPBACK_ONLY)
+    assert message == "refused: image larger than 1000 bytes"
+
+
+def test_undeclared_oversized_body_is_cut_off_while_streaming(server: ImageServer) -> None:
+    s = settings(fetch_max_bytes=4096)
+    assert refused(server.url("/big-streamed"), settings=s, exempt=LOOPBACK_ONLY) == (
+        "refused: image larger than 4096 bytes"
+    )
+
+
+def test_compressed_body_is_refused(server: ImageServer) -> None:
+    message = refused(server.url("/gzip"), exempt=LOOPBACK_ONLY)
+    assert message == "refused: content-encoding gzip is not supported"
+
+
+def test_http_error_status_is_a_caption_error_not_a_refusal(server: ImageServer) -> None:
+    with pytest.raises(CaptionError) as info:
+        fetch_image(server.url("/missing.png"), settings(), exempt=LOOPBACK_ONLY)
+    assert not isinstance(info.value, FetchRefused)
+    assert str(info.value) == "image URL answered HTTP 404 Not Found"
+
+
+def test_connection_refused_is_one_line_caption_error() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(CaptionError) as info:
+        fetch_image(f"http://127.0.0.1:{port}/x.png", settings(), exempt=LOOPBACK_ONLY)
+    assert not isinstance(info.value, FetchRefused)
+    assert str(info.value).startswith("could not fetch image from 127.0.0.1: ")
+    assert "\n" not in str(info.value)
+
+
+def test_slow_response_times_out(server: ImageServer) -> None:
+    started = time.monotonic()
+    with pytest.raises(CaptionError, match=r"^timed out fetching image after 0\.3s$"):
+        fetch_image(server.url("/slow"), settings(fetch_timeout=0.3), exempt=LOOPBACK_ONLY)
+    assert time.monotonic() - started < 0.9
+
+
+def test_trickling_body_hits_the_overall_deadline(server: ImageServer) -> None:
+    started = time.monotonic()
+    with pytest.raises(CaptionError, match=r"^timed out fetching image after 0\.4s$"):
+        fetch_image(server.url("/drip"), settings(fetch_timeout=0.4), exempt=LOOPBACK_ONLY)
+    assert time.monotonic() - started < 1.0  # the drip alone would take 3 s
+
+
+# --- https: the pinned connection still sends SNI and verifies the certificate's name ----
+
+
+def _self_signed(tmp: Path) -> tuple[Path, Path]:
+    crypto = pytest.importorskip("cryptography")
+    del crypto
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ImageServer, Path]]:
+    cert, key = _self_signed(tmp_path_factory.mktemp("tls"))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    seen_sni: list[str | None] = []
+    context.sni_callback = lambda sock, name, ctx: seen_sni.append(name)  # type: ignore[assignment]
+    server = ImageServer()
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    server.seen_sni = seen_sni  # type: ignore[attr-defined]
+    yield from ((s, cert) for s in _serve(server))
+
+
+def test_https_sends_sni_for_the_name_while_connecting_to_the_ip(
+    tls_server: tuple[ImageServer, Path],
+) -> None:
+    server, cert = tls_server
+    trust = ssl.create_default_context(cafile=str(cert))
+    url = f"https://localhost:{server.port}/img.png"
+    assert fetch_image(url, settings(fetch_allow_private=True), verify=trust) == PNG
+    assert server.seen_sni[-1] == "localhost"  # type: ignore[attr-defined]
+
+
+def test_https_certificate_must_match_the_requested_name(
+    tls_server: tuple[ImageServer, Path],
+) -> None:
+    server, cert = tls_server
+    trust = ssl.create_default_context(cafile=str(cert))
+    url = f"https://127.0.0.1:{server.port}/img.png"  # the certificate is for localhost only
+    with pytest.raises(CaptionError, match=r"^could not fetch image from 127\.0\.0\.1: .*CERTIF"):
+        fetch_image(url, settings(fetch_allow_private=True), verify=trust)
