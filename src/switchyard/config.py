@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import AliasChoices, Field, ValidationError
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from switchyard.errors import ConfigError
@@ -46,6 +46,13 @@ class Settings(BaseSettings):
     fetch_max_pixels: int = Field(50_000_000, gt=0)
     # Tests serve images from 127.0.0.1; production must never fetch from private addresses.
     fetch_allow_private: bool = False
+
+    # The HTTP admin API and dashboard are refused (never open) while no token is set.
+    # SecretStr keeps the token out of reprs and logs.
+    switchyard_admin_token: SecretStr | None = Field(None, min_length=16)
+    # Signs the dashboard's session cookie; derived from the admin token when unset, so every
+    # server process agrees and rotating the token signs everyone out.
+    switchyard_session_secret: SecretStr | None = Field(None, min_length=16)
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from types import FrameType
 
@@ -59,7 +59,9 @@ def worker_name() -> str:
 @dataclass
 class _Held:
     task: Task
-    started: float = field(default_factory=time.monotonic)
+    # When a pool thread began the attempt; None while it waits for a thread (a batch claims
+    # more tasks than threads), which does not count against WORKER_TIMEOUT.
+    started: float | None = None
 
 
 class Worker:
@@ -109,8 +111,9 @@ class Worker:
             while not self.aborting.is_set():
                 self._housekeeping()
                 claimed = self._maybe_claim()
-                self._collect(wait=not claimed)
-                if self._finished(idle=claimed == 0):
+                collected = self._collect(wait=not claimed)
+                # A result collected after the claim may have requeued a task: claim again.
+                if self._finished(idle=claimed == 0 and not collected):
                     break
         finally:
             released = self._release_all() if self.aborting.is_set() else 0
@@ -146,13 +149,18 @@ class Worker:
         return len(tasks)
 
     def _run_one(self, task: Task) -> None:
+        held = self.held.get(task.id)
+        if held is None or held.task is not task:
+            return  # abandoned (timed out) while it waited for a thread
+        held.started = time.monotonic()
         try:
             self.done.put((task, self.handler(task)))
         except BaseException as exc:  # reported to the main thread, which decides
             self.done.put((task, exc))
 
-    def _collect(self, wait: bool) -> None:
-        """Write back every result available now (after waiting briefly for one)."""
+    def _collect(self, wait: bool) -> int:
+        """Write back every result available now (after waiting briefly for one); returns how
+        many results arrived."""
         results = []
         try:
             timeout = min(0.5, self.settings.worker_poll_interval) if wait and self.held else 0
@@ -163,8 +171,9 @@ class Worker:
             pass
         outcomes = []
         for task, result in results:
-            if task.id not in self.held:
-                continue  # timed out earlier; this late result is discarded
+            held = self.held.get(task.id)
+            if held is None or held.task is not task:
+                continue  # a timed-out attempt (perhaps already retried): discard it
             del self.held[task.id]
             if isinstance(result, BaseException):
                 self._record_failure(task, result)
@@ -183,6 +192,7 @@ class Worker:
                     task_id=lost,
                     reason="task no longer held (cancelled or recovered)",
                 )
+        return len(results)
 
     def _record_failure(self, task: Task, exc: BaseException) -> None:
         retryable = not isinstance(exc, FetchRefused)
@@ -230,7 +240,7 @@ class Worker:
         """Abandon attempts older than WORKER_TIMEOUT; their late results are discarded."""
         limit = self.settings.worker_timeout
         for task_id, held in list(self.held.items()):
-            if now - held.started > limit:
+            if held.started is not None and now - held.started > limit:
                 del self.held[task_id]
                 self._record_failure(held.task, TaskTimeout(f"timed out after {limit:g}s"))
 

@@ -11,7 +11,10 @@ changes between our check and our connect (DNS rebinding). The defences, in orde
 * the connection is pinned to a vetted address (see `PinnedTransport`);
 * redirects are followed by hand, at most `MAX_REDIRECTS`, each hop vetted again;
 * the body is streamed and cut off at `fetch_max_bytes`; the content-type must be image/*;
-* the whole fetch, DNS included, shares one `fetch_timeout` budget.
+* the whole fetch, DNS included, shares one `fetch_timeout` budget: each hop's network
+  waits get what is left of it, and it is re-checked after every body chunk. (A single
+  stalled read can still wait for what was left when its hop began, so the worst case is
+  under twice the budget; httpx has no per-request wall clock to do better.)
 
 Refusals raise `FetchRefused` with one line; network failures raise `CaptionError`.
 """
@@ -200,7 +203,7 @@ def make_client(policy: AddressPolicy, verify: Verify = True) -> httpx.Client:
         trust_env=False,  # an environment proxy would resolve names where we cannot vet them
         headers={
             "User-Agent": USER_AGENT,
-            "Accept": "image/*",
+            "Accept": "image/png, image/jpeg, image/webp, image/gif;q=0.9, image/*;q=0.8",
             # We count bytes as they arrive; a compressed body could expand past the cap.
             "Accept-Encoding": "identity",
         },

@@ -11,6 +11,7 @@ from switchyard.db import migrate
 from switchyard.db.store import NewTask
 from switchyard.domain import CaptionSettings, Priority, Status, Task
 from switchyard.errors import NotFound, SubmissionsPaused, UsageError
+from switchyard.operations.maintenance import submission_block
 from switchyard.operations.services import Services
 
 MAX_URL_LENGTH = 2048
@@ -63,10 +64,11 @@ def build_task(
 
 
 def ensure_accepting(services: Services) -> None:
-    paused = services.store.get_state("submissions_paused")
-    if paused:
-        reason = paused.get("reason", "paused") if isinstance(paused, dict) else "paused"
-        raise SubmissionsPaused(f"submissions are paused: {reason}")
+    """Refuse while submissions are paused, emergency mode is on, or a maintenance window is
+    open (see operations.maintenance); one read of the run-time state."""
+    block = submission_block(services)
+    if block is not None:
+        raise SubmissionsPaused(f"submissions are paused: {block.reason}")
 
 
 def submit(services: Services, new: Iterable[NewTask], actor: str) -> list[Task]:

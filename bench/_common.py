@@ -1,0 +1,394 @@
+"""What every benchmark here shares: throwaway databases, bulk loading, child processes,
+statistics, JSON results, and the registry of scenarios per engine.
+
+Databases are named `switchyard_bench_<pid>_<hex>` and are always dropped by the context
+manager that created them (a SIGTERM is turned into SystemExit so `finally` blocks run).
+Benchmarks are not tests: they live here, never under tests/.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import signal
+import statistics
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from rich.console import Console
+
+from switchyard.db import migrate
+from switchyard.db.engine import make_engine
+
+DB_PREFIX = "switchyard_bench_"
+BACKENDS = ("sqlite", "postgresql", "mariadb")
+SERVERS = {
+    "postgresql": os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432"),
+    "mariadb": os.environ.get("BENCH_MARIADB_URL", "mysql://root@127.0.0.1:3306"),
+}
+# The maintenance database an admin connection opens on each server.
+ADMIN_DB = {"postgresql": "postgres", "mariadb": ""}
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+console = Console(stderr=True)
+
+
+class BenchFailed(Exception):
+    """A benchmark could not run, or its result failed a correctness check."""
+
+
+# -- progress -------------------------------------------------------------------------------
+
+
+def note(message: str) -> None:
+    """One progress line on stderr (stdout carries only the JSON)."""
+    console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}", highlight=False)
+
+
+@contextlib.contextmanager
+def working(message: str) -> Iterator[None]:
+    """A spinner on a terminal, a plain line otherwise, for steps that take a while."""
+    if not console.is_terminal:
+        note(message)
+        yield
+        return
+    with console.status(message):
+        yield
+    note(f"{message} done")
+
+
+# -- throwaway databases ----------------------------------------------------------------------
+
+
+def _admin_engine(backend: str) -> sa.Engine:
+    return make_engine(f"{SERVERS[backend]}/{ADMIN_DB[backend]}", isolation_level="AUTOCOMMIT")
+
+
+def _drop_statement(backend: str, name: str) -> str:
+    # WITH (FORCE) ends sessions a killed child may have left behind (PostgreSQL 13+).
+    force = " WITH (FORCE)" if backend == "postgresql" else ""
+    return f"DROP DATABASE IF EXISTS {name}{force}"
+
+
+@contextlib.contextmanager
+def fresh_database(backend: str) -> Iterator[str]:
+    """A new, migrated database of this bench's own on `backend`; dropped on the way out."""
+    if backend == "sqlite":
+        with tempfile.TemporaryDirectory(prefix=DB_PREFIX) as folder:
+            url = f"sqlite:///{folder}/bench.db"
+            _migrate(url)
+            yield url
+        return
+    name = f"{DB_PREFIX}{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    admin = _admin_engine(backend)
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"CREATE DATABASE {name}")
+        url = f"{SERVERS[backend]}/{name}"
+        _migrate(url)
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(_drop_statement(backend, name))
+        admin.dispose()
+
+
+def _migrate(url: str) -> None:
+    engine = make_engine(url)
+    try:
+        migrate.upgrade(engine)
+    finally:
+        engine.dispose()
+
+
+def drop_stale_databases(backends: Sequence[str]) -> list[str]:
+    """Drop bench databases whose creating process is gone (a bench killed with SIGKILL)."""
+    dropped = []
+    for backend in (b for b in backends if b in SERVERS):
+        admin = _admin_engine(backend)
+        with admin.connect() as conn:
+            for name in _bench_databases(conn, backend):
+                if not _pid_alive(_pid_of(name)):
+                    conn.exec_driver_sql(_drop_statement(backend, name))
+                    dropped.append(f"{backend}:{name}")
+        admin.dispose()
+    return dropped
+
+
+def _bench_databases(conn: sa.Connection, backend: str) -> list[str]:
+    query = (
+        "SELECT datname FROM pg_database WHERE datname LIKE 'switchyard_bench_%%'"
+        if backend == "postgresql"
+        else "SHOW DATABASES LIKE 'switchyard_bench_%%'"
+    )
+    return [row[0] for row in conn.exec_driver_sql(query)]
+
+
+def _pid_of(name: str) -> int:
+    pid = name.removeprefix(DB_PREFIX).split("_")[0]
+    return int(pid) if pid.isdigit() else 0
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reset_tables(url: str) -> None:
+    """Empty the task tables between runs, so every run starts from the same state."""
+    engine = make_engine(url)
+    backend = engine.dialect.name
+    with engine.begin() as conn:
+        if backend == "postgresql":
+            conn.exec_driver_sql("TRUNCATE tasks, task_events")
+        else:
+            verb = "DELETE FROM" if backend == "sqlite" else "TRUNCATE TABLE"
+            for table in ("tasks", "task_events"):
+                conn.exec_driver_sql(f"{verb} {table}")
+    engine.dispose()
+
+
+def server_version(url: str) -> str:
+    query = {
+        "postgresql": "SHOW server_version",
+        "mysql": "SELECT VERSION()",
+        "mariadb": "SELECT VERSION()",
+        "sqlite": "SELECT sqlite_version()",
+    }
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        version = str(conn.exec_driver_sql(query[engine.dialect.name]).scalar())
+    engine.dispose()
+    return version
+
+
+# -- bulk loading -----------------------------------------------------------------------------
+
+# Raw SQL, one statement per dialect: generate `n` queued rows inside the server, which is
+# orders of magnitude faster than sending them. Row i is created i ms after :base (a moment
+# in the past, so every row is available), and priorities cycle through 0..3 so the claim
+# has to honour the (priority, created_at) order. Values mirror what TaskStore.submit writes.
+BULK_LOAD_SQL = {
+    # generate_series is PostgreSQL's row generator; gen_random_uuid() is built in since 13.
+    "postgresql": """
+        INSERT INTO tasks (id, user_id, platform_connection_id, image_url, priority, settings,
+                           status, attempts, max_attempts, progress, created_at, available_at,
+                           engine, origin)
+        SELECT gen_random_uuid(), 1, 1, 'https://example.invalid/bench/' || i || '.png',
+               i % 4, '{}', 'queued', 0, 3, 0,
+               CAST(:base AS timestamp) + i * interval '1 millisecond',
+               CAST(:base AS timestamp) + i * interval '1 millisecond',
+               'db', 'submitted'
+        FROM generate_series(0, :n - 1) AS i
+    """,
+    # MariaDB's SEQUENCE engine gives seq_0_to_<k> tables; a recursive CTE would need
+    # max_recursive_iterations raised and is slower.
+    "mariadb": """
+        INSERT INTO tasks (id, user_id, platform_connection_id, image_url, priority, settings,
+                           status, attempts, max_attempts, progress, created_at, available_at,
+                           engine, origin)
+        SELECT UUID(), 1, 1, CONCAT('https://example.invalid/bench/', seq, '.png'),
+               seq % 4, '{}', 'queued', 0, 3, 0,
+               TIMESTAMPADD(MICROSECOND, seq * 1000, :base),
+               TIMESTAMPADD(MICROSECOND, seq * 1000, :base),
+               'db', 'submitted'
+        FROM seq_0_to_{last}
+    """,
+    # A recursive CTE; ids as SQLAlchemy stores a Uuid on SQLite (32 hex digits), and
+    # timestamps in SQLAlchemy's text form 'YYYY-MM-DD HH:MM:SS.ffffff' so they compare right.
+    "sqlite": """
+        WITH RECURSIVE seq(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM seq WHERE i < :n - 1)
+        INSERT INTO tasks (id, user_id, platform_connection_id, image_url, priority, settings,
+                           status, attempts, max_attempts, progress, created_at, available_at,
+                           engine, origin)
+        SELECT lower(hex(randomblob(16))), 1, 1, 'https://example.invalid/bench/' || i || '.png',
+               i % 4, '{}', 'queued', 0, 3, 0, ts, ts, 'db', 'submitted'
+        FROM (SELECT i, datetime(:base_s + i / 1000, 'unixepoch')
+                        || printf('.%06d', (i % 1000) * 1000) AS ts FROM seq)
+    """,
+}
+
+# Refresh planner statistics after a bulk load, as autovacuum/auto-analyze would eventually.
+ANALYZE_SQL = {
+    "postgresql": "ANALYZE tasks",
+    "mariadb": "ANALYZE TABLE tasks",
+    "sqlite": "ANALYZE",
+}
+
+
+def bulk_load_queued(url: str, n: int) -> float:
+    """Insert `n` queued no-op tasks server-side and analyze; returns the seconds it took."""
+    engine = make_engine(url)
+    dialect = "mariadb" if engine.dialect.name in ("mysql", "mariadb") else engine.dialect.name
+    # A whole second, a day back: every row is available, and SQLite's `base_s + i/1000`
+    # (integer division) needs a whole-second base.
+    base = datetime.fromtimestamp(int(time.time()) - 86_400, UTC).replace(tzinfo=None)
+    params = {"base": base, "base_s": int(base.replace(tzinfo=UTC).timestamp()), "n": n}
+    sql = BULK_LOAD_SQL[dialect].replace("{last}", str(n - 1))
+    started = time.perf_counter()
+    with engine.begin() as conn:
+        conn.execute(sa.text(sql), params)
+    with engine.connect() as conn:
+        conn.exec_driver_sql(ANALYZE_SQL[dialect]).close()
+        conn.commit()
+    engine.dispose()
+    return time.perf_counter() - started
+
+
+# -- child processes --------------------------------------------------------------------------
+
+
+def exit_with_parent() -> None:
+    """In a child: exit when the bench that started it dies, so nothing polls forever."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(3)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
+
+
+def stop_processes(processes: Sequence[BaseProcess], grace: float = 5.0) -> None:
+    """SIGTERM the children still alive, then SIGKILL those that do not exit in time."""
+    for proc in processes:
+        if proc.is_alive():
+            proc.terminate()
+    deadline = time.monotonic() + grace
+    for proc in processes:
+        proc.join(max(0.0, deadline - time.monotonic()))
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+
+
+def join_all(processes: Sequence[BaseProcess], timeout: float) -> None:
+    """Wait for every child; a child that fails or overruns fails the benchmark."""
+    deadline = time.monotonic() + timeout
+    for proc in processes:
+        proc.join(max(0.0, deadline - time.monotonic()))
+    late = [p.name for p in processes if p.is_alive()]
+    if late:
+        raise BenchFailed(f"children still running after {timeout:g}s: {', '.join(late)}")
+    failed = [f"{p.name} (exit {p.exitcode})" for p in processes if p.exitcode != 0]
+    if failed:
+        raise BenchFailed(f"children failed: {', '.join(failed)}")
+
+
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit so `finally` blocks drop databases and stop children."""
+
+    def handler(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+# -- statistics -------------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], pct: int) -> float:
+    """The pct-th percentile (1..99), interpolated between samples."""
+    if len(values) == 1:
+        return float(values[0])
+    return statistics.quantiles(values, n=100, method="inclusive")[pct - 1]
+
+
+def summary(values: Sequence[float], digits: int = 1) -> dict[str, Any]:
+    """The median of several runs, with every run kept, so the spread is visible."""
+    return {
+        "median": round(statistics.median(values), digits),
+        "min": round(min(values), digits),
+        "max": round(max(values), digits),
+        "runs": [round(v, digits) for v in values],
+    }
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if not numerator or not denominator:
+        return None
+    return round(numerator / denominator, 2)
+
+
+# -- results ----------------------------------------------------------------------------------
+
+
+def machine_info() -> dict[str, Any]:
+    return {
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "sqlalchemy": sa.__version__,
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def write_results(name: str, data: dict[str, Any]) -> Path:
+    """Write `bench/results/<name>-<UTC timestamp>.json` (the folder is gitignored)."""
+    RESULTS_DIR.mkdir(exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = RESULTS_DIR / f"{name}-{stamp}.json"
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    return path
+
+
+# -- scenarios --------------------------------------------------------------------------------
+
+
+@dataclass
+class BenchContext:
+    """What a scenario gets: one backend's fresh database and the run's parameters."""
+
+    engine: str  # "db" today; an "rq" section registers its own scenarios
+    backend: str
+    url: str
+    n: int
+    runs: int
+    batch_size: int
+    quick: bool
+    redis_url: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+Runner = Callable[[BenchContext], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    engine: str
+    name: str
+    run: Runner
+    needs_database: bool = True  # plain rq, for one, needs no database
+
+
+SCENARIOS: dict[str, dict[str, Scenario]] = {}
+
+
+def scenario(engine: str, name: str, *, needs_database: bool = True) -> Callable[[Runner], Runner]:
+    """Register a scenario under an engine; `--engine` picks which engines' scenarios run,
+    in registration order."""
+
+    def register(run: Runner) -> Runner:
+        SCENARIOS.setdefault(engine, {})[name] = Scenario(engine, name, run, needs_database)
+        return run
+
+    return register

@@ -1,0 +1,664 @@
+"""Dispatch benchmark: how fast switchyard's database engine takes in, hands out and finishes
+no-op tasks, on SQLite, PostgreSQL and MariaDB, against a naive baseline measured in the
+same run (the runbook's legacy poller).
+
+    .venv/bin/python bench/dispatch.py --quick          # smoke test, seconds per backend
+    .venv/bin/python bench/dispatch.py                  # N=5,000, medians of 3 runs, 1M claim
+
+JSON goes to stdout and to bench/results/dispatch-<timestamp>.json; progress to stderr.
+See bench/README.md for what each figure means and how it is taken.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import multiprocessing as mp
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
+from multiprocessing.process import BaseProcess
+from multiprocessing.synchronize import Barrier
+from typing import Any
+
+import _common as common
+import sqlalchemy as sa
+import typer
+from _common import BenchContext, BenchFailed, note, scenario, summary, working
+from rich.table import Table
+
+from switchyard.config import load_settings
+from switchyard.db.engine import make_engine
+from switchyard.db.schema import task_events, tasks
+from switchyard.db.store import NewTask, TaskStore, utcnow
+from switchyard.domain import Priority, Status, Task
+from switchyard.worker import Worker
+
+# Workers are started with `spawn`: a forked child would inherit the parent's pooled
+# database connections and could close them under it.
+SPAWN = mp.get_context("spawn")
+ACTOR = "bench"
+
+# Quoted from /work/shared/PEERS.md: measured on another machine of the same kind, in
+# another run. They are context, not a comparison measured here.
+PEERS: dict[str, Any] = {
+    "note": "NOT measured in this run: quoted from /work/shared/PEERS.md (2-core machine, "
+    "PostgreSQL 15 and Redis 7 on loopback, N=5,000 no-op jobs, medians of 3 runs)",
+    "jobs_per_s": {
+        "pgqueuer 1.6 consumer (asyncpg, batch 10), 1 / 2 processes": [3479, 4682],
+        "procrastinate 3.10 worker, concurrency 1 / 10": [255, 266],
+        "rq 3.0 SimpleWorker on 4 queues, 1 / 2 processes": [122, 290],
+        "rq 3.0 forking Worker, 1 process": [46],
+        "enqueue: rq pipelined / pgqueuer batched / procrastinate batched": [5215, 23019, 9464],
+        "Redis -> PostgreSQL move, runbook's way (LPOP one, INSERT one, COMMIT)": [799],
+        "Redis -> PostgreSQL move, batched (LRANGE 1000, multi-row INSERT, LTRIM)": [23028],
+    },
+}
+TARGETS = {"end_to_end_postgresql_tasks_per_s": 2000, "claim_large_over_small_max": 1.5}
+
+
+def noop_handler(task: Task | None) -> tuple[str, float]:
+    """The work under test is the dispatch, so the task itself does nothing."""
+    return ("noop", 1.0)
+
+
+def new_tasks(n: int) -> list[NewTask]:
+    return [
+        NewTask(
+            image_url=f"https://example.invalid/bench/{i}.png",
+            user_id=1,
+            platform_connection_id=1,
+            priority=Priority(i % 4),
+        )
+        for i in range(n)
+    ]
+
+
+def chunks(items: Sequence[NewTask], size: int) -> Iterator[Sequence[NewTask]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def preload(store: TaskStore, n: int) -> None:
+    for chunk in chunks(new_tasks(n), 1000):
+        store.submit(chunk, ACTOR)
+
+
+def fresh_store(url: str) -> TaskStore:
+    """An empty task table and a store on it."""
+    common.reset_tables(url)
+    return TaskStore.from_url(url)
+
+
+# -- child processes ------------------------------------------------------------------------
+
+
+def worker_main(url: str, overrides: dict[str, Any], burst: bool, start: Barrier) -> None:
+    """A child running switchyard's real Worker with the no-op handler."""
+    common.exit_with_parent()
+    settings = load_settings(database_url=url, **overrides)
+    store = TaskStore.from_url(url)
+    worker = Worker(store, settings, noop_handler, burst=burst)
+    worker.install_signal_handlers()
+    store.counts()  # connect before the start line, so connection set-up is not timed
+    start.wait()
+    sys.exit(worker.run())
+
+
+def legacy_main(url: str, results: Any, start: Barrier) -> None:
+    """A child running the runbook's legacy poller; reports the ids it ran."""
+    common.exit_with_parent()
+    engine = make_engine(url)
+    with engine.connect():
+        pass  # connect before the start line
+    start.wait()
+    results.put(legacy_poll(engine, f"legacy-{os.getpid()}"))
+
+
+@contextlib.contextmanager
+def started(
+    target: Callable[..., None], args: Sequence[tuple[Any, ...]]
+) -> Iterator[list[BaseProcess]]:
+    """Start one child per args tuple, release them together, and stop any left on exit."""
+    start = SPAWN.Barrier(len(args) + 1)
+    procs: list[BaseProcess] = [
+        SPAWN.Process(target=target, args=(*a, start), name=f"{target.__name__}-{i}")
+        for i, a in enumerate(args)
+    ]
+    try:
+        for proc in procs:
+            proc.start()
+        start.wait(timeout=60)
+        yield procs
+    finally:
+        common.stop_processes(procs)
+
+
+# -- the baseline: the runbook's legacy poller ------------------------------------------------
+
+# One task per transaction, no lock: two pollers can pick the same row and both run it.
+# It is given the same index-friendly order as switchyard's claim (the runbook's boolean
+# ordering even put urgent last), so the ratio measures batching and atomic claiming,
+# not an index mismatch.
+LEGACY_PICK = (
+    sa.select(tasks.c.id)
+    .where(tasks.c.status == Status.QUEUED.value)
+    .order_by(tasks.c.priority, tasks.c.created_at)
+    .limit(1)
+)
+
+
+def legacy_take(conn: sa.Connection, worker: str) -> Any:
+    """SELECT the oldest queued row, then UPDATE it: the race the runbook had."""
+    task_id = conn.execute(LEGACY_PICK).scalar()
+    if task_id is not None:
+        conn.execute(
+            tasks.update()
+            .where(tasks.c.id == task_id)
+            .values(status=Status.RUNNING.value, worker=worker, started_at=utcnow())
+        )
+    return task_id
+
+
+def legacy_poll(engine: sa.Engine, worker: str) -> list[str]:
+    ran = []
+    while True:
+        with engine.begin() as conn:
+            task_id = legacy_take(conn, worker)
+        if task_id is None:
+            return ran
+        caption, score = noop_handler(None)
+        with engine.begin() as conn:
+            conn.execute(
+                tasks.update()
+                .where(tasks.c.id == task_id)
+                .values(
+                    status=Status.COMPLETED.value,
+                    caption=caption,
+                    quality_score=score,
+                    finished_at=utcnow(),
+                )
+            )
+        ran.append(str(task_id))
+
+
+# -- measurements ---------------------------------------------------------------------------
+
+
+def completed_span(store: TaskStore) -> tuple[int, float]:
+    """(completed tasks, seconds from the first claim to the last completion), from rows."""
+    query = sa.select(
+        sa.func.count(), sa.func.min(tasks.c.started_at), sa.func.max(tasks.c.finished_at)
+    ).where(tasks.c.status == Status.COMPLETED.value)
+    with store.engine.connect() as conn:
+        count, first, last = conn.execute(query).one()
+    return count, (last - first).total_seconds() if count else 0.0
+
+
+def claims_recorded(store: TaskStore) -> int:
+    query = sa.select(sa.func.count()).where(task_events.c.to_status == Status.RUNNING.value)
+    with store.engine.connect() as conn:
+        return int(conn.execute(query).scalar_one())
+
+
+def end_to_end_once(ctx: BenchContext, workers: int) -> float:
+    """N preloaded tasks, `workers` burst workers; tasks/s, after checking exactly-once."""
+    store = fresh_store(ctx.url)
+    preload(store, ctx.n)
+    overrides = {"worker_batch_size": ctx.batch_size, "worker_poll_interval": 0.05}
+    with started(worker_main, [(ctx.url, overrides, True)] * workers) as procs:
+        common.join_all(procs, timeout=max(60.0, ctx.n / 20))
+    done, seconds = completed_span(store)
+    claims = claims_recorded(store)
+    store.engine.dispose()
+    if done != ctx.n or claims != ctx.n:
+        raise BenchFailed(f"{workers} workers: {done} completed, {claims} claims of {ctx.n}")
+    return ctx.n / seconds
+
+
+def legacy_end_to_end_once(ctx: BenchContext, workers: int) -> tuple[float, int]:
+    """The same with legacy pollers: (tasks/s, tasks run more than once)."""
+    store = fresh_store(ctx.url)
+    preload(store, ctx.n)
+    results = SPAWN.Queue()
+    with started(legacy_main, [(ctx.url, results)] * workers) as procs:
+        ran = [tid for _ in procs for tid in results.get(timeout=max(60.0, ctx.n / 20))]
+        common.join_all(procs, timeout=30)
+    done, seconds = completed_span(store)
+    store.engine.dispose()
+    if done != ctx.n:
+        raise BenchFailed(f"legacy, {workers} workers: {done} of {ctx.n} completed")
+    return ctx.n / seconds, len(ran) - len(set(ran))
+
+
+def submit_steadily(store: TaskStore, rate: float, seconds: float) -> float:
+    """Submit single tasks on a fixed schedule; returns the rate achieved."""
+    count = int(rate * seconds)
+    pending = new_tasks(count)
+    began = time.perf_counter()
+    for i, task in enumerate(pending):
+        delay = began + i / rate - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        store.submit([task], ACTOR)
+    return count / (time.perf_counter() - began)
+
+
+def wait_for_completed(store: TaskStore, expected: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while completed_span(store)[0] < expected:
+        if time.monotonic() > deadline:
+            raise BenchFailed(f"fewer than {expected} tasks completed within {timeout:g}s")
+        time.sleep(0.05)
+
+
+def latencies_ms(store: TaskStore) -> list[float]:
+    """started_at - created_at of every task, from the rows."""
+    query = sa.select(tasks.c.created_at, tasks.c.started_at)
+    with store.engine.connect() as conn:
+        return [(s - c).total_seconds() * 1000 for c, s in conn.execute(query)]
+
+
+def latency_once(ctx: BenchContext) -> dict[str, float]:
+    opts = ctx.options
+    store = fresh_store(ctx.url)
+    overrides = {"worker_batch_size": ctx.batch_size, "worker_poll_interval": opts["poll_interval"]}
+    args = [(ctx.url, overrides, False)] * opts["latency_workers"]
+    with started(worker_main, args):
+        achieved = submit_steadily(store, opts["rate"], opts["duration"])
+        wait_for_completed(store, int(opts["rate"] * opts["duration"]), timeout=60)
+    values = latencies_ms(store)
+    store.engine.dispose()
+    return {
+        "p50": common.percentile(values, 50),
+        "p99": common.percentile(values, 99),
+        "max": max(values),
+        "rate": achieved,
+    }
+
+
+def time_claims(store: TaskStore, ops: int, batch: int) -> list[float]:
+    """Milliseconds of `ops` real TaskStore.claim calls; each batch is released (untimed)."""
+    times = []
+    for i in range(ops + 5):  # the first few warm caches and are not kept
+        began = time.perf_counter()
+        claimed = store.claim("bench-claim", batch)
+        elapsed = time.perf_counter() - began
+        if len(claimed) != batch:
+            raise BenchFailed(f"claim returned {len(claimed)} tasks, expected {batch}")
+        store.release("bench-claim", [t.id for t in claimed], "bench: claim timing")
+        if i >= 5:
+            times.append(elapsed * 1000)
+    return times
+
+
+def time_legacy_claims(engine: sa.Engine, ops: int) -> list[float]:
+    """Milliseconds of the legacy SELECT + UPDATE + COMMIT; each row is put back (untimed)."""
+    times = []
+    for i in range(ops + 5):
+        began = time.perf_counter()
+        with engine.begin() as conn:
+            task_id = legacy_take(conn, "bench-legacy")
+        elapsed = time.perf_counter() - began
+        with engine.begin() as conn:
+            conn.execute(
+                tasks.update().where(tasks.c.id == task_id).values(status=Status.QUEUED.value)
+            )
+        if i >= 5:
+            times.append(elapsed * 1000)
+    return times
+
+
+# -- scenarios ------------------------------------------------------------------------------
+
+
+@scenario("db", "enqueue")
+def enqueue(ctx: BenchContext) -> dict[str, Any]:
+    """TaskStore.submit in batches, and one task per call for reference."""
+    batch, single_n = ctx.options["submit_batch"], min(ctx.n, ctx.options["single_n"])
+    batched, single = [], []
+    for _ in range(ctx.runs):
+        store, pending = fresh_store(ctx.url), new_tasks(ctx.n)
+        began = time.perf_counter()
+        for chunk in chunks(pending, batch):
+            store.submit(chunk, ACTOR)
+        batched.append(ctx.n / (time.perf_counter() - began))
+        store, pending = fresh_store(ctx.url), new_tasks(single_n)
+        began = time.perf_counter()
+        for task in pending:
+            store.submit([task], ACTOR)
+        single.append(single_n / (time.perf_counter() - began))
+        store.engine.dispose()
+    return {
+        f"batched_{batch}_tasks_per_s": summary(batched),
+        f"single_tasks_per_s_over_{single_n}": summary(single),
+    }
+
+
+@scenario("db", "end_to_end")
+def end_to_end(ctx: BenchContext) -> dict[str, Any]:
+    """N no-op tasks through 1 and 2 worker processes; first claim to last completion."""
+    out: dict[str, Any] = {"batch_size": ctx.batch_size, "poll_interval_s": 0.05}
+    for workers in (1, 2):
+        rates = [end_to_end_once(ctx, workers) for _ in range(ctx.runs)]
+        out[f"{workers}_workers_tasks_per_s"] = summary(rates)
+    return out
+
+
+@scenario("db", "latency")
+def latency(ctx: BenchContext) -> dict[str, Any]:
+    """Enqueue-to-start latency with idle, polling workers and a steady submission rate."""
+    runs = [latency_once(ctx) for _ in range(ctx.runs)]
+    opts = ctx.options
+    return {
+        "workers": opts["latency_workers"],
+        "poll_interval_s": opts["poll_interval"],
+        "target_rate_per_s": opts["rate"],
+        "seconds": opts["duration"],
+        **{f"{key}_ms": summary([r[key] for r in runs], 2) for key in ("p50", "p99", "max")},
+        "achieved_rate_per_s": summary([r["rate"] for r in runs]),
+    }
+
+
+@scenario("db", "baseline")
+def baseline(ctx: BenchContext) -> dict[str, Any]:
+    """The legacy poller on the same database: one task per transaction, no lock."""
+    single_n = min(ctx.n, ctx.options["single_n"])
+    enqueue_rates = []
+    for _ in range(ctx.runs):
+        store = fresh_store(ctx.url)
+        enqueue_rates.append(legacy_enqueue(store.engine, single_n))
+        store.engine.dispose()
+    out: dict[str, Any] = {"enqueue_single_tasks_per_s": summary(enqueue_rates)}
+    for workers in (1, 2):
+        runs = [legacy_end_to_end_once(ctx, workers) for _ in range(ctx.runs)]
+        out[f"{workers}_workers_tasks_per_s"] = summary([rate for rate, _ in runs])
+        out[f"{workers}_workers_tasks_run_twice"] = [dup for _, dup in runs]
+    return out
+
+
+def legacy_enqueue(engine: sa.Engine, n: int) -> float:
+    """One INSERT and COMMIT per task, no event row: the legacy submission."""
+    rows = [
+        {
+            "id": t.id,
+            "user_id": 1,
+            "platform_connection_id": 1,
+            "image_url": t.image_url,
+            "priority": t.priority,
+            "settings": {},
+            "status": Status.QUEUED.value,
+            "attempts": 0,
+            "max_attempts": 3,
+            "progress": 0,
+            "created_at": utcnow(),
+            "available_at": utcnow(),
+            "origin": "submitted",
+            "engine": "db",
+        }
+        for t in new_tasks(n)
+    ]
+    began = time.perf_counter()
+    for row in rows:
+        with engine.begin() as conn:
+            conn.execute(tasks.insert(), row)
+    return n / (time.perf_counter() - began)
+
+
+@scenario("db", "claim_scaling")
+def claim_scaling(ctx: BenchContext) -> dict[str, Any]:
+    """The claim's time with few vs very many queued tasks (bulk-loaded server-side)."""
+    small, large = ctx.options["claim_sizes"]
+    ops = ctx.options["claim_ops"]
+    out: dict[str, Any] = {"ops": ops, "claim_batch": ctx.batch_size}
+    for size in (small, large):
+        common.reset_tables(ctx.url)
+        with working(f"  loading {size:,} queued tasks"):
+            load_s = common.bulk_load_queued(ctx.url, size)
+        store = TaskStore.from_url(ctx.url)
+        ours, legacy = time_claims(store, ops, ctx.batch_size), time_legacy_claims(store.engine, ops)
+        store.engine.dispose()
+        out[str(size)] = {
+            "load_rows_per_s": round(size / load_s),
+            "claim_ms": claim_times(ours),
+            "baseline_take_one_ms": claim_times(legacy),
+        }
+    for key in ("claim_ms", "baseline_take_one_ms"):
+        out[f"{key}_large_over_small"] = common.ratio(
+            out[str(large)][key]["median"], out[str(small)][key]["median"]
+        )
+    return out
+
+
+def claim_times(values: list[float]) -> dict[str, float]:
+    return {
+        "median": round(statistics.median(values), 3),
+        "p90": round(common.percentile(values, 90), 3),
+    }
+
+
+# -- summary --------------------------------------------------------------------------------
+
+
+def db_ratios(results: dict[str, Any]) -> dict[str, Any]:
+    """switchyard / baseline, measured in this run on this database."""
+    base = results.get("baseline", {})
+    if "error" in base or not base:
+        return {}
+    out: dict[str, Any] = {
+        "note": "throughput ratios > 1 and time ratios < 1 favour switchyard",
+    }
+    enq = results.get("enqueue", {})
+    batched = next((v for k, v in enq.items() if k.startswith("batched")), None)
+    single = next((v for k, v in enq.items() if k.startswith("single")), None)
+    legacy_enq = base["enqueue_single_tasks_per_s"]["median"]
+    out["enqueue_batched"] = common.ratio(batched and batched["median"], legacy_enq)
+    out["enqueue_single"] = common.ratio(single and single["median"], legacy_enq)
+    e2e = results.get("end_to_end", {})
+    for workers in (1, 2):
+        key = f"{workers}_workers_tasks_per_s"
+        ours = e2e.get(key, {}).get("median")
+        out[f"end_to_end_{workers}_workers"] = common.ratio(ours, base[key]["median"])
+    claim = results.get("claim_scaling", {})
+    for size in (k for k in claim if k.isdigit()):
+        out[f"claim_time_at_{size}"] = common.ratio(
+            claim[size]["claim_ms"]["median"], claim[size]["baseline_take_one_ms"]["median"]
+        )
+    return out
+
+
+def targets_met(results: dict[str, Any]) -> dict[str, Any]:
+    db = results.get("db", {})
+    pg = db.get("postgresql", {}).get("end_to_end", {})
+    best = max((pg.get(f"{w}_workers_tasks_per_s", {}).get("median", 0) for w in (1, 2)))
+    out: dict[str, Any] = {"targets": TARGETS}
+    if pg:
+        out["end_to_end_postgresql"] = {"best_median": best, "met": best >= 2000}
+    for backend, res in db.items():
+        r = res.get("claim_scaling", {}).get("claim_ms_large_over_small")
+        if r is not None:
+            out[f"claim_scaling_{backend}"] = {"ratio": r, "met": r <= 1.5}
+    return out
+
+
+def print_table(results: dict[str, Any]) -> None:
+    table = Table(title="switchyard db engine (medians)")
+    for col in ("backend", "enqueue b/s", "e2e 1w", "e2e 2w", "base 1w", "base 2w", "dup 2w"):
+        table.add_column(col, justify="right")
+    for col in ("p50 ms", "p99 ms", "claim small ms", "claim large ms"):
+        table.add_column(col, justify="right")
+    for backend, res in results.get("db", {}).items():
+        table.add_row(backend, *(_cell(res, path) for path in _TABLE_PATHS))
+    common.console.print(table)
+
+
+_TABLE_PATHS = (
+    "enqueue.batched*.median",
+    "end_to_end.1_workers_tasks_per_s.median",
+    "end_to_end.2_workers_tasks_per_s.median",
+    "baseline.1_workers_tasks_per_s.median",
+    "baseline.2_workers_tasks_per_s.median",
+    "baseline.2_workers_tasks_run_twice",
+    "latency.p50_ms.median",
+    "latency.p99_ms.median",
+    "claim_scaling.#0.claim_ms.median",
+    "claim_scaling.#1.claim_ms.median",
+)
+
+
+def _cell(tree: Any, path: str) -> str:
+    """Follow a dotted path; `x*` takes the first key starting with x, `#i` the i-th size."""
+    for part in path.split("."):
+        if not isinstance(tree, dict):
+            return "-"
+        if part.endswith("*"):
+            part = next((k for k in tree if k.startswith(part[:-1])), "")
+        elif part.startswith("#"):
+            sizes = [k for k in tree if k.isdigit()]
+            part = sizes[int(part[1:])] if len(sizes) > int(part[1:]) else ""
+        tree = tree.get(part)
+    return "-" if tree is None else str(tree)
+
+
+# -- command line ---------------------------------------------------------------------------
+
+
+def csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def resolve_options(quick: bool, **given: Any) -> dict[str, Any]:
+    """Defaults for a full run, smaller ones under --quick; an explicit option always wins."""
+    full = {"n": 5000, "runs": 3, "claim_sizes": "1000,1000000", "claim_ops": 200}
+    full |= {"duration": 3.0, "single_n": 1000}
+    small = {"n": 500, "runs": 1, "claim_sizes": "1000,10000", "claim_ops": 50}
+    small |= {"duration": 1.0, "single_n": 200}
+    chosen = small if quick else full
+    out = {k: chosen[k] if given.get(k) is None else given[k] for k in chosen}
+    out["claim_sizes"] = [int(s) for s in csv(str(out["claim_sizes"]))]
+    if len(out["claim_sizes"]) != 2:
+        raise typer.BadParameter("give two sizes, small,large", param_hint="--claim-sizes")
+    return out
+
+
+def selected_scenarios(engines: list[str], names: list[str]) -> list[common.Scenario]:
+    unknown = [e for e in engines if e not in common.SCENARIOS]
+    if unknown:
+        known = ", ".join(common.SCENARIOS)
+        raise typer.BadParameter(f"unknown {unknown}; known: {known}", param_hint="--engine")
+    chosen = [s for e in engines for s in common.SCENARIOS[e].values()]
+    if names:
+        missing = set(names) - {s.name for s in chosen}
+        if missing:
+            raise typer.BadParameter(f"unknown {sorted(missing)}", param_hint="--scenarios")
+        chosen = [s for s in chosen if s.name in names]
+    return chosen
+
+
+def run_scenario(sc: common.Scenario, ctx: BenchContext, problems: list[str]) -> dict[str, Any]:
+    note(f"{sc.engine}/{ctx.backend}: {sc.name}")
+    began = time.perf_counter()
+    try:
+        out = sc.run(ctx)
+    except BenchFailed as exc:
+        problems.append(f"{sc.engine}/{ctx.backend}/{sc.name}: {exc}")
+        out = {"error": str(exc)}
+    out["seconds"] = round(time.perf_counter() - began, 1)
+    out["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+    return out
+
+
+def run_backends(
+    chosen: list[common.Scenario], backends: list[str], base_ctx: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, str], list[str]]:
+    results: dict[str, Any] = {}
+    versions: dict[str, str] = {}
+    problems: list[str] = []
+    for sc in (s for s in chosen if not s.needs_database):
+        ctx = BenchContext(engine=sc.engine, backend="none", url="", **base_ctx)
+        results.setdefault(sc.engine, {}).setdefault("none", {})[sc.name] = run_scenario(
+            sc, ctx, problems
+        )
+    for backend in backends:
+        with working(f"creating a database on {backend}"), common.fresh_database(backend) as url:
+            versions[backend] = common.server_version(url)
+            for sc in (s for s in chosen if s.needs_database):
+                ctx = BenchContext(engine=sc.engine, backend=backend, url=url, **base_ctx)
+                per_backend = results.setdefault(sc.engine, {}).setdefault(backend, {})
+                per_backend[sc.name] = run_scenario(sc, ctx, problems)
+        if "db" in results and backend in results["db"]:
+            results["db"][backend]["switchyard_over_baseline"] = db_ratios(results["db"][backend])
+    return results, versions, problems
+
+
+def main(
+    backends: str = typer.Option("sqlite,postgresql,mariadb", help="Comma-separated."),
+    engine: str = typer.Option("db", help="Comma-separated engines whose scenarios run."),
+    scenarios: str = typer.Option("", help="Only these scenarios (comma-separated)."),
+    n: int | None = typer.Option(None, "--n", min=10, help="Tasks per run [5000; quick 500]."),
+    runs: int | None = typer.Option(None, min=1, help="Runs per figure [3; quick 1]."),
+    batch_size: int = typer.Option(10, min=1, max=1000, help="WORKER_BATCH_SIZE."),
+    quick: bool = typer.Option(False, "--quick", help="Small N, 1 run, 10k claim test."),
+    submit_batch: int = typer.Option(500, min=1, help="Tasks per submit call."),
+    single_n: int | None = typer.Option(None, min=1, help="Single submits [1000; quick 200]."),
+    poll_interval: float = typer.Option(0.01, min=0.001, help="Latency: WORKER_POLL_INTERVAL."),
+    rate: float = typer.Option(200.0, min=1, help="Latency: submissions per second."),
+    duration: float | None = typer.Option(None, min=0.1, help="Latency: seconds [3; quick 1]."),
+    latency_workers: int = typer.Option(1, min=1, max=8, help="Latency: worker processes."),
+    claim_sizes: str | None = typer.Option(None, help="small,large [1000,1000000; quick 10k]."),
+    claim_ops: int | None = typer.Option(None, min=1, help="Claims timed per size [200]."),
+    redis_url: str | None = typer.Option(None, envvar="BENCH_REDIS_URL", help="For rq."),
+    drop_stale: bool = typer.Option(False, help="First drop bench databases of dead runs."),
+) -> None:
+    """Measure enqueue, end-to-end throughput, latency and claim scaling; print JSON."""
+    common.exit_on_sigterm()
+    chosen_backends = csv(backends)
+    bad = [b for b in chosen_backends if b not in common.BACKENDS]
+    if bad:
+        raise typer.BadParameter(f"unknown {bad}", param_hint="--backends")
+    chosen = selected_scenarios(csv(engine), csv(scenarios))
+    opts = resolve_options(
+        quick,
+        n=n,
+        runs=runs,
+        claim_sizes=claim_sizes,
+        claim_ops=claim_ops,
+        duration=duration,
+        single_n=single_n,
+    )
+    opts |= {"submit_batch": submit_batch, "poll_interval": poll_interval, "rate": rate}
+    opts["latency_workers"] = latency_workers
+    if drop_stale:
+        for name in common.drop_stale_databases(chosen_backends):
+            note(f"dropped stale {name}")
+    report: dict[str, Any] = {
+        "bench": "dispatch",
+        "started_at": datetime.now(UTC).isoformat(),
+        "params": {"backends": chosen_backends, "batch_size": batch_size, "quick": quick, **opts},
+        "machine": common.machine_info(),
+    }
+    base_ctx = {
+        "n": opts["n"],
+        "runs": opts["runs"],
+        "batch_size": batch_size,
+        "quick": quick,
+        "redis_url": redis_url,
+        "options": opts,
+    }
+    results, versions, problems = run_backends(chosen, chosen_backends, base_ctx)
+    report["machine"] |= {"servers": versions, "loadavg_at_end": list(os.getloadavg())}
+    report |= {"results": results, "targets": targets_met(results), "peers": PEERS}
+    report |= {"problems": problems, "finished_at": datetime.now(UTC).isoformat()}
+    path = common.write_results("dispatch", report)
+    print(json.dumps(report, indent=2, default=str))
+    print_table(results)
+    note(f"written to {path}")
+    if problems:
+        raise typer.Exit(1)
+
+
+if __name__ == "__main__":
+    typer.run(main)

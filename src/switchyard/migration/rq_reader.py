@@ -1,0 +1,179 @@
+"""Non-destructive reading of rq's queues and registries (key layout: see `lua.py`).
+
+Everything here only reads: SCAN (never KEYS) to find the keys, LRANGE/ZRANGE pages to list
+entries, pipelined HGETALL for job hashes. Bytes are kept as Redis returned them, so what
+cannot be understood can be quarantined exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import redis
+from redis import Redis
+
+from switchyard.domain import Priority
+from switchyard.errors import SwitchyardError
+
+PREFIX = "rq"
+QUEUES_SET = f"{PREFIX}:queues"
+WORKERS_SET = f"{PREFIX}:workers"
+INTERMEDIATE_SUFFIX = ":intermediate"
+SCAN_COUNT = 1000
+
+
+class Kind(enum.StrEnum):
+    """Where a job id was found; `in_flight` kinds are only moved once workers are stopped."""
+
+    QUEUE = "queue"
+    READY = "ready"
+    SCHEDULED = "scheduled"
+    DEFERRED = "deferred"
+    INTERMEDIATE = "intermediate"
+    WIP = "wip"
+
+    @property
+    def in_flight(self) -> bool:
+        return self in (Kind.INTERMEDIATE, Kind.WIP)
+
+    @property
+    def container(self) -> str:
+        """Redis type of the key: 'list' or 'zset'."""
+        return "list" if self in (Kind.QUEUE, Kind.INTERMEDIATE) else "zset"
+
+
+# What `migrate rq-to-db` moves, in this order within each queue.
+MIGRATED_KINDS = (Kind.QUEUE, Kind.READY, Kind.SCHEDULED, Kind.DEFERRED, Kind.INTERMEDIATE, Kind.WIP)
+# What a backup also keeps (done jobs, for the record and for `restore`).
+RECORD_REGISTRIES = ("failed", "finished", "canceled")
+
+
+def key_for(kind: Kind, queue: str) -> str:
+    if kind is Kind.QUEUE:
+        return f"{PREFIX}:queue:{queue}"
+    if kind is Kind.INTERMEDIATE:
+        return f"{PREFIX}:queue:{queue}{INTERMEDIATE_SUFFIX}"
+    return f"{PREFIX}:{kind.value}:{queue}"
+
+
+def job_key(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}"
+
+
+@dataclass(frozen=True)
+class Source:
+    """One list or sorted set that holds job ids of one queue."""
+
+    kind: Kind
+    queue: str
+
+    @property
+    def key(self) -> str:
+        return key_for(self.kind, self.queue)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One member as stored (`member`, exact bytes) and the job id it names."""
+
+    member: bytes
+    job_id: str
+    score: float | None = None  # zsets: due time (scheduled), expiry (wip), created (deferred)
+
+
+@contextlib.contextmanager
+def redis_errors(what: str) -> Iterator[None]:
+    """Turn a redis-py error into one line saying what we were doing."""
+    try:
+        yield
+    except redis.RedisError as exc:
+        raise SwitchyardError(f"redis error while {what}: {exc}") from exc
+
+
+def queue_order(names: set[str]) -> list[str]:
+    """urgent, high, normal, low first (in that order), then any other queue by name."""
+    known = [p.label for p in Priority if p.label in names]
+    return known + sorted(names - set(known))
+
+
+def scan_keys(r: Redis, pattern: str) -> list[bytes]:
+    with redis_errors(f"scanning {pattern}"):
+        return sorted(set(r.scan_iter(match=pattern, count=SCAN_COUNT)))
+
+
+def discover_queues(r: Redis) -> list[str]:
+    """Every queue name rq has a key for: rq:queues plus what SCAN finds under each kind."""
+    names: set[str] = set()
+    with redis_errors("reading rq:queues"):
+        members = r.smembers(QUEUES_SET)
+    for raw in members:
+        names.add(_decode(raw).removeprefix(f"{PREFIX}:queue:"))
+    for key in scan_keys(r, f"{PREFIX}:queue:*"):
+        names.add(_decode(key).removeprefix(f"{PREFIX}:queue:").removesuffix(INTERMEDIATE_SUFFIX))
+    for kind in (Kind.READY, Kind.SCHEDULED, Kind.DEFERRED, Kind.WIP):
+        for key in scan_keys(r, f"{PREFIX}:{kind.value}:*"):
+            names.add(_decode(key).removeprefix(f"{PREFIX}:{kind.value}:"))
+    return queue_order({n for n in names if n})
+
+
+def sources(r: Redis, kinds: tuple[Kind, ...] = MIGRATED_KINDS) -> list[Source]:
+    """Every (queue, kind) pair, in priority order, then in `kinds` order within a queue."""
+    return [Source(kind, q) for q in discover_queues(r) for kind in kinds]
+
+
+def count(r: Redis, source: Source) -> int:
+    with redis_errors(f"counting {source.key}"):
+        if source.kind.container == "list":
+            return int(r.llen(source.key))
+        return int(r.zcard(source.key))
+
+
+def read_page(r: Redis, source: Source, start: int, size: int) -> list[Entry]:
+    """Up to `size` entries from position `start`, without removing anything."""
+    end = start + size - 1
+    with redis_errors(f"reading {source.key}"):
+        if source.kind.container == "list":
+            return [Entry(m, _job_id(m, source.kind)) for m in r.lrange(source.key, start, end)]
+        pairs = r.zrange(source.key, start, end, withscores=True)
+    return [Entry(m, _job_id(m, source.kind), float(s)) for m, s in pairs]
+
+
+def fetch_hashes(r: Redis, job_ids: list[str]) -> dict[str, dict[bytes, bytes]]:
+    """Raw job hashes in one pipeline; an id with no hash is absent from the result."""
+    if not job_ids:
+        return {}
+    with redis_errors("reading job hashes"):
+        pipe = r.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hgetall(job_key(job_id))
+        results = pipe.execute()
+    return {i: h for i, h in zip(job_ids, results, strict=True) if h}
+
+
+def alive_workers(r: Redis) -> list[str]:
+    """Worker keys registered in rq:workers whose hash still exists (not expired)."""
+    with redis_errors("listing rq workers"):
+        keys = sorted(r.smembers(WORKERS_SET))
+        if not keys:
+            return []
+        pipe = r.pipeline(transaction=False)
+        for key in keys:
+            pipe.exists(key)
+        alive = pipe.execute()
+    return [_decode(k) for k, a in zip(keys, alive, strict=True) if a]
+
+
+def _job_id(member: bytes, kind: Kind) -> str:
+    """wip members are '<job id>:<execution id>'; everything else is the bare job id."""
+    text = _decode(member)
+    if kind is Kind.WIP:
+        return text.rpartition(":")[0] or text
+    return text
+
+
+def _decode(raw: bytes | str) -> str:
+    """Text for a key or id; bytes that are not UTF-8 survive via surrogateescape."""
+    return raw if isinstance(raw, str) else raw.decode("utf-8", "surrogateescape")

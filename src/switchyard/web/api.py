@@ -1,0 +1,155 @@
+"""The public JSON API: caption tasks, health, and the maintenance notice users read.
+
+Each route parses its input, calls one function of `switchyard.operations` and returns the
+result; errors become HTTP answers in `web.app`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from switchyard import operations as ops
+from switchyard.db.store import NewTask
+from switchyard.errors import SwitchyardError, UsageError
+from switchyard.operations import maintenance
+from switchyard.operations.tasks import MAX_URL_LENGTH
+
+ACTOR = "api"
+MAX_BATCH = 1000
+
+router = APIRouter()
+
+
+def services(request: Request) -> ops.Services:
+    svc: ops.Services = request.app.state.services
+    return svc
+
+
+Svc = Annotated[ops.Services, Depends(services)]
+
+
+class TaskIn(BaseModel):
+    """One caption request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image_url: str = Field(max_length=MAX_URL_LENGTH)
+    user_id: int = Field(gt=0)
+    platform_connection_id: int = Field(gt=0)
+    priority: str = Field("normal", description="urgent, high, normal or low")
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+    def build(self) -> NewTask:
+        return ops.build_task(
+            self.image_url, self.user_id, self.platform_connection_id, self.priority, self.settings
+        )
+
+
+class BatchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tasks: list[TaskIn] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class CancelIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str | None = Field(None, max_length=500)
+
+
+# -- tasks ------------------------------------------------------------------------------------
+
+
+@router.post("/api/tasks", status_code=201, tags=["tasks"], responses={503: {}, 422: {}})
+def submit_task(body: TaskIn, svc: Svc) -> dict[str, Any]:
+    """Queue one caption task. 503 with Retry-After while submissions are paused."""
+    return ops.submit(svc, [body.build()], ACTOR)[0].to_dict()
+
+
+@router.post("/api/tasks/batch", status_code=201, tags=["tasks"], responses={503: {}, 422: {}})
+def submit_batch(body: BatchIn, svc: Svc) -> dict[str, Any]:
+    """Queue up to 1000 tasks in one transaction: every task is validated first, and either
+    all are written or none."""
+    built = [_build_at(i, t) for i, t in enumerate(body.tasks)]
+    return {"tasks": [t.to_dict() for t in ops.submit(svc, built, ACTOR)]}
+
+
+def _build_at(index: int, task: TaskIn) -> NewTask:
+    try:
+        return task.build()
+    except UsageError as exc:
+        raise UsageError(f"invalid tasks[{index}].{str(exc).removeprefix('invalid ')}") from None
+
+
+@router.get("/api/tasks/{task_id}", tags=["tasks"], responses={404: {}})
+def get_task(task_id: str, svc: Svc) -> dict[str, Any]:
+    """One task with its history of transitions."""
+    task, events = ops.get_task(svc, task_id)
+    return {**task.to_dict(), "events": [_event(e) for e in events]}
+
+
+def _event(event: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "at": event["at"].isoformat() + "Z",
+        "actor": event["actor"],
+        "from_status": event["from_status"],
+        "to_status": event["to_status"],
+        "reason": event["reason"],
+    }
+
+
+@router.get("/api/tasks", tags=["tasks"], responses={422: {}})
+def list_tasks(
+    svc: Svc,
+    status: str | None = None,
+    priority: str | None = None,
+    user_id: int | None = None,
+    limit: int = Query(50, ge=1, le=1000),
+) -> dict[str, Any]:
+    """Tasks, newest first, filtered by status, priority and user."""
+    found = ops.list_tasks(svc, status=status, priority=priority, user_id=user_id, limit=limit)
+    return {"count": len(found), "tasks": [t.to_dict() for t in found]}
+
+
+@router.post("/api/tasks/{task_id}/cancel", tags=["tasks"], responses={404: {}, 409: {}})
+def cancel_task(
+    task_id: str, svc: Svc, body: Annotated[CancelIn | None, Body()] = None
+) -> dict[str, Any]:
+    """Cancel a queued or running task (a running attempt's late result is discarded)."""
+    return ops.cancel_task(svc, task_id, ACTOR, body.reason if body else None).to_dict()
+
+
+@router.post("/api/tasks/{task_id}/retry", tags=["tasks"], responses={404: {}, 409: {}})
+def retry_task(task_id: str, svc: Svc) -> dict[str, Any]:
+    """Queue a failed or cancelled task again, with its attempts reset."""
+    return ops.retry_task(svc, task_id, ACTOR).to_dict()
+
+
+# -- what users and load balancers read -------------------------------------------------------
+
+
+@router.get("/api/maintenance/status", tags=["maintenance"])
+def public_maintenance_status(svc: Svc) -> dict[str, Any]:
+    """Whether submissions are accepted, and the notices operators chose to publish."""
+    return maintenance.public_status(svc)
+
+
+@router.get("/health", tags=["health"], responses={503: {}})
+def health(svc: Svc) -> JSONResponse:
+    """200 when the system can take and run work, 503 when a component it needs is down."""
+    components = {"database": _database_health(svc)}
+    healthy = all(c["status"] == "ok" for c in components.values())
+    body = {"status": "healthy" if healthy else "unhealthy", **components}
+    return JSONResponse(body, status_code=200 if healthy else 503)
+
+
+def _database_health(svc: ops.Services) -> dict[str, Any]:
+    try:
+        totals = ops.overview(svc)["totals"]
+    except SwitchyardError as exc:
+        return {"status": "error", "error": str(exc)}
+    return {"status": "ok", "dialect": svc.store.dialect, "tasks": totals}

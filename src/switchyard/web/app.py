@@ -1,0 +1,108 @@
+"""The application factory: routers, the session middleware, and one place that turns
+switchyard errors into HTTP answers."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.middleware.sessions import SessionMiddleware
+
+from switchyard.errors import (
+    ConfigError,
+    InvalidTransition,
+    NotFound,
+    StoreError,
+    SubmissionsPaused,
+    SwitchyardError,
+    UsageError,
+)
+from switchyard.logs import log_event
+from switchyard.operations import Services
+from switchyard.operations.maintenance import DEFAULT_RETRY_AFTER, submission_block
+from switchyard.web import admin, api, auth, dashboard, metrics
+
+log = logging.getLogger(__name__)
+
+STATUS_FOR: dict[type[SwitchyardError], int] = {
+    NotFound: 404,
+    UsageError: 422,
+    InvalidTransition: 409,
+    SubmissionsPaused: 503,
+    StoreError: 503,
+    ConfigError: 503,
+}
+# UsageError messages start "invalid <field>..."; the field is named back to the client.
+_FIELD = re.compile(r"^invalid ([A-Za-z_][\w.\[\]]*)")
+
+
+def create_app(services: Services | None = None) -> FastAPI:
+    """Build the app on `services` (from the environment when omitted)."""
+    svc = services or Services.from_env()
+    app = FastAPI(
+        title="switchyard",
+        version="0.1.0",
+        description="Caption tasks on database polling, Redis Queue, or both.",
+    )
+    app.state.services = svc
+    app.state.metrics = metrics.Metrics(svc)
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=auth.session_secret(svc.settings),
+        session_cookie=auth.SESSION_COOKIE,
+        max_age=auth.SESSION_MAX_AGE,
+        same_site="strict",
+        https_only=False,
+    )
+    app.add_exception_handler(SwitchyardError, _switchyard_error)  # type: ignore[arg-type]
+    app.middleware("http")(_security_headers)
+    for module in (api, admin, dashboard, metrics):
+        app.include_router(module.router)
+    return app
+
+
+async def _security_headers(request: Request, call_next: Any) -> Any:
+    response = await call_next(request)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    return response
+
+
+def _switchyard_error(request: Request, exc: SwitchyardError) -> JSONResponse:
+    status = next((code for kind, code in STATUS_FOR.items() if isinstance(exc, kind)), 500)
+    if isinstance(exc, StoreError):
+        request.app.state.metrics.count_error("database")
+    log_event(log, "http.error", status=status, path=request.url.path, error=str(exc))
+    if isinstance(exc, UsageError):
+        return _usage_error(exc)
+    if isinstance(exc, SubmissionsPaused):
+        return _paused(request, exc)
+    return JSONResponse({"detail": str(exc)}, status_code=status)
+
+
+def _usage_error(exc: UsageError) -> JSONResponse:
+    """A 422 shaped like FastAPI's own validation errors, naming the field."""
+    found = _FIELD.match(str(exc))
+    field = found.group(1) if found else "body"
+    body = {"detail": [{"loc": field.split("."), "msg": str(exc), "type": "value_error"}]}
+    return JSONResponse(body, status_code=422)
+
+
+def _paused(request: Request, exc: SubmissionsPaused) -> JSONResponse:
+    """503 with the reason and when to come back; nothing was written."""
+    try:
+        block = submission_block(request.app.state.services)
+    except SwitchyardError:
+        block = None
+    retry_after = DEFAULT_RETRY_AFTER if block is None else block.retry_after()
+    return JSONResponse(
+        {"detail": str(exc), "retry_after": retry_after},
+        status_code=503,
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+__all__ = ["create_app"]

@@ -1,0 +1,137 @@
+"""`GET /metrics` for Prometheus, from a registry of this app's own.
+
+Everything but the error counter is read from the system of record at scrape time, so every
+server process reports the same truth and nothing drifts across processes or restarts.
+Durations and claim latency cover a sliding window (the last `WINDOW_MINUTES`); their
+buckets can go down as tasks leave the window, so they are exposed as gauge histograms.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+from switchyard.domain import Priority, Status
+from switchyard.errors import SwitchyardError
+from switchyard.operations import Services, activity, maintenance
+from switchyard.operations import overview as task_overview
+
+WINDOW_MINUTES = 15
+DURATION_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+COMPONENTS = ("database", "redis")
+
+router = APIRouter()
+
+
+@router.get("/metrics", tags=["health"], response_class=Response)
+def scrape(request: Request) -> Response:
+    """Prometheus text exposition."""
+    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+class Metrics:
+    """The app's registry: the store collector, and this process's backend error counter."""
+
+    def __init__(self, services: Services) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.errors = Counter(
+            "switchyard_backend_errors",
+            "Errors this server process met talking to a backend.",
+            ["component"],
+            registry=self.registry,
+        )
+        for component in COMPONENTS:
+            self.errors.labels(component)
+        self.registry.register(StoreCollector(services, self.count_error))
+
+    def count_error(self, component: str) -> None:
+        self.errors.labels(component).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class StoreCollector(Collector):
+    """Reads tasks, queues and maintenance state from the database at scrape time."""
+
+    def __init__(self, services: Services, on_error: Callable[[str], None]) -> None:
+        self.services = services
+        self.on_error = on_error
+
+    def collect(self) -> Iterator[Any]:
+        up = GaugeMetricFamily(
+            "switchyard_up", "Whether the scrape could read the component.", labels=["component"]
+        )
+        try:
+            families = list(self._families())
+        except SwitchyardError:
+            self.on_error("database")
+            families = []
+        up.add_metric(["database"], 1.0 if families else 0.0)
+        yield up
+        yield from families
+
+    def _families(self) -> Iterator[Any]:
+        yield self._tasks()
+        yield self._queues()
+        yield self._accepting()
+        yield _histogram(
+            "switchyard_task_duration_seconds",
+            f"Run time of tasks completed in the last {WINDOW_MINUTES} minutes.",
+            activity.recent_durations(self.services, WINDOW_MINUTES),
+            DURATION_BUCKETS,
+        )
+        yield _histogram(
+            "switchyard_claim_latency_seconds",
+            f"Wait from claimable to claimed, tasks claimed in the last {WINDOW_MINUTES} minutes.",
+            activity.recent_claim_latencies(self.services, WINDOW_MINUTES),
+            LATENCY_BUCKETS,
+        )
+
+    def _tasks(self) -> GaugeMetricFamily:
+        family = GaugeMetricFamily(
+            "switchyard_tasks", "Tasks by status and priority.", labels=["status", "priority"]
+        )
+        counts = task_overview(self.services)["counts"]
+        for status in Status:
+            for priority in Priority:
+                n = counts.get(status.value, {}).get(priority.label, 0)
+                family.add_metric([status.value, priority.label], n)
+        return family
+
+    def _queues(self) -> GaugeMetricFamily:
+        family = GaugeMetricFamily(
+            "switchyard_queue_length",
+            "Queued tasks per owning engine and priority.",
+            labels=["engine", "priority"],
+        )
+        queued = activity.queued_by_engine(self.services)
+        for engine in sorted({"db", "rq", *queued}):
+            for priority in Priority:
+                family.add_metric([engine, priority.label], queued.get(engine, {}).get(priority.label, 0))
+        return family
+
+    def _accepting(self) -> GaugeMetricFamily:
+        block = maintenance.submission_block(self.services)
+        return GaugeMetricFamily(
+            "switchyard_accepting_submissions",
+            "1 while submissions are accepted, 0 while paused or in maintenance.",
+            value=1.0 if block is None else 0.0,
+        )
+
+
+def _histogram(
+    name: str, doc: str, samples: Sequence[float], bounds: Sequence[float]
+) -> GaugeHistogramMetricFamily:
+    ordered = sorted(samples)
+    buckets = [(floatToGoString(b), float(bisect.bisect_right(ordered, b))) for b in bounds]
+    buckets.append(("+Inf", float(len(ordered))))
+    return GaugeHistogramMetricFamily(name, doc, buckets=buckets, gsum_value=sum(ordered))
