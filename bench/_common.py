@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import multiprocessing as mp
 import os
 import platform
+import queue
 import signal
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -28,6 +32,7 @@ from typing import Any
 import sqlalchemy as sa
 from rich.console import Console
 
+import switchyard
 from switchyard.db import migrate
 from switchyard.db.engine import make_engine
 
@@ -41,7 +46,8 @@ SERVERS = {
 ADMIN_DB = {"postgresql": "postgres", "mariadb": ""}
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
-console = Console(stderr=True)
+# Progress and the summary table go to stderr; wide enough for the table when piped to a file.
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 class BenchFailed(Exception):
@@ -255,6 +261,37 @@ def bulk_load_queued(url: str, n: int) -> float:
 
 # -- child processes --------------------------------------------------------------------------
 
+# Children are started with `spawn`: a forked child would inherit the parent's pooled
+# database connections and could close them under it.
+SPAWN = mp.get_context("spawn")
+
+
+class StartLine:
+    """Children get ready (import, connect) at their own pace, then start together, so
+    process start-up is never timed. A child that dies before the line fails the run at once."""
+
+    def __init__(self) -> None:
+        self._ready = SPAWN.Queue()
+        self._go = SPAWN.Event()
+
+    def arrive(self) -> None:
+        """In a child: report ready, then wait for the start."""
+        self._ready.put(os.getpid())
+        self._go.wait()
+
+    def release(self, processes: Sequence[BaseProcess], timeout: float = 60.0) -> None:
+        """In the parent: wait until every child is ready, then start them all."""
+        deadline = time.monotonic() + timeout
+        waiting = len(processes)
+        while waiting:
+            dead = [f"{p.name} (exit {p.exitcode})" for p in processes if p.exitcode is not None]
+            if dead or time.monotonic() > deadline:
+                raise BenchFailed(f"children did not get ready: {', '.join(dead) or 'timeout'}")
+            with contextlib.suppress(queue.Empty):
+                self._ready.get(timeout=0.2)
+                waiting -= 1
+        self._go.set()
+
 
 def exit_with_parent() -> None:
     """In a child: exit when the bench that started it dies, so nothing polls forever."""
@@ -339,6 +376,22 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "sqlalchemy": sa.__version__,
         "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "code": code_measured(),
+    }
+
+
+def code_measured() -> dict[str, Any]:
+    """Which switchyard was measured: its folder, and the commit it is (or is not) at."""
+    folder = Path(next(iter(switchyard.__path__))).resolve()  # a namespace package: no __file__
+    git = ["git", "-C", str(folder)]
+    commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True)
+    status = subprocess.run(
+        [*git, "status", "--porcelain", "--", "."], capture_output=True, text=True
+    )
+    return {
+        "switchyard": str(folder),
+        "commit": commit.stdout.strip() or None,
+        "uncommitted_changes": bool(status.stdout.strip()) if commit.returncode == 0 else None,
     }
 
 

@@ -12,8 +12,8 @@ See bench/README.md for what each figure means and how it is taken.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
-import multiprocessing as mp
 import os
 import statistics
 import sys
@@ -21,13 +21,12 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from multiprocessing.process import BaseProcess
-from multiprocessing.synchronize import Barrier
 from typing import Any
 
 import _common as common
 import sqlalchemy as sa
 import typer
-from _common import BenchContext, BenchFailed, note, scenario, summary, working
+from _common import SPAWN, BenchContext, BenchFailed, StartLine, note, scenario, summary, working
 from rich.table import Table
 
 from switchyard.config import load_settings
@@ -35,11 +34,8 @@ from switchyard.db.engine import make_engine
 from switchyard.db.schema import task_events, tasks
 from switchyard.db.store import NewTask, TaskStore, utcnow
 from switchyard.domain import Priority, Status, Task
-from switchyard.worker import Worker
+from switchyard.errors import SwitchyardError
 
-# Workers are started with `spawn`: a forked child would inherit the parent's pooled
-# database connections and could close them under it.
-SPAWN = mp.get_context("spawn")
 ACTOR = "bench"
 
 # Quoted from /work/shared/PEERS.md: measured on another machine of the same kind, in
@@ -87,34 +83,52 @@ def preload(store: TaskStore, n: int) -> None:
         store.submit(chunk, ACTOR)
 
 
-def fresh_store(url: str) -> TaskStore:
+def load_class(path: str) -> Any:
+    """`module:Name` -> the object; lets a prototype store or worker run in this harness."""
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def make_store(ctx: BenchContext) -> TaskStore:
+    store: TaskStore = load_class(ctx.options["store_class"]).from_url(ctx.url)
+    return store
+
+
+def fresh_store(ctx: BenchContext) -> TaskStore:
     """An empty task table and a store on it."""
-    common.reset_tables(url)
-    return TaskStore.from_url(url)
+    common.reset_tables(ctx.url)
+    return make_store(ctx)
+
+
+def worker_args(ctx: BenchContext, overrides: dict[str, Any], burst: bool) -> tuple[Any, ...]:
+    classes = (ctx.options["store_class"], ctx.options["worker_class"])
+    return (ctx.url, overrides, burst, classes)
 
 
 # -- child processes ------------------------------------------------------------------------
 
 
-def worker_main(url: str, overrides: dict[str, Any], burst: bool, start: Barrier) -> None:
+def worker_main(
+    url: str, overrides: dict[str, Any], burst: bool, classes: tuple[str, str], start: StartLine
+) -> None:
     """A child running switchyard's real Worker with the no-op handler."""
     common.exit_with_parent()
     settings = load_settings(database_url=url, **overrides)
-    store = TaskStore.from_url(url)
-    worker = Worker(store, settings, noop_handler, burst=burst)
+    store = load_class(classes[0]).from_url(url)
+    worker = load_class(classes[1])(store, settings, noop_handler, burst=burst)
     worker.install_signal_handlers()
     store.counts()  # connect before the start line, so connection set-up is not timed
-    start.wait()
+    start.arrive()
     sys.exit(worker.run())
 
 
-def legacy_main(url: str, results: Any, start: Barrier) -> None:
+def legacy_main(url: str, results: Any, start: StartLine) -> None:
     """A child running the runbook's legacy poller; reports the ids it ran."""
     common.exit_with_parent()
     engine = make_engine(url)
     with engine.connect():
         pass  # connect before the start line
-    start.wait()
+    start.arrive()
     results.put(legacy_poll(engine, f"legacy-{os.getpid()}"))
 
 
@@ -123,7 +137,7 @@ def started(
     target: Callable[..., None], args: Sequence[tuple[Any, ...]]
 ) -> Iterator[list[BaseProcess]]:
     """Start one child per args tuple, release them together, and stop any left on exit."""
-    start = SPAWN.Barrier(len(args) + 1)
+    start = StartLine()
     procs: list[BaseProcess] = [
         SPAWN.Process(target=target, args=(*a, start), name=f"{target.__name__}-{i}")
         for i, a in enumerate(args)
@@ -131,7 +145,7 @@ def started(
     try:
         for proc in procs:
             proc.start()
-        start.wait(timeout=60)
+        start.release(procs)
         yield procs
     finally:
         common.stop_processes(procs)
@@ -164,7 +178,7 @@ def legacy_take(conn: sa.Connection, worker: str) -> Any:
 
 
 def legacy_poll(engine: sa.Engine, worker: str) -> list[str]:
-    ran = []
+    ran: list[str] = []
     while True:
         with engine.begin() as conn:
             task_id = legacy_take(conn, worker)
@@ -206,10 +220,10 @@ def claims_recorded(store: TaskStore) -> int:
 
 def end_to_end_once(ctx: BenchContext, workers: int) -> float:
     """N preloaded tasks, `workers` burst workers; tasks/s, after checking exactly-once."""
-    store = fresh_store(ctx.url)
+    store = fresh_store(ctx)
     preload(store, ctx.n)
     overrides = {"worker_batch_size": ctx.batch_size, "worker_poll_interval": 0.05}
-    with started(worker_main, [(ctx.url, overrides, True)] * workers) as procs:
+    with started(worker_main, [worker_args(ctx, overrides, True)] * workers) as procs:
         common.join_all(procs, timeout=max(60.0, ctx.n / 20))
     done, seconds = completed_span(store)
     claims = claims_recorded(store)
@@ -221,7 +235,7 @@ def end_to_end_once(ctx: BenchContext, workers: int) -> float:
 
 def legacy_end_to_end_once(ctx: BenchContext, workers: int) -> tuple[float, int]:
     """The same with legacy pollers: (tasks/s, tasks run more than once)."""
-    store = fresh_store(ctx.url)
+    store = fresh_store(ctx)
     preload(store, ctx.n)
     results = SPAWN.Queue()
     with started(legacy_main, [(ctx.url, results)] * workers) as procs:
@@ -264,9 +278,9 @@ def latencies_ms(store: TaskStore) -> list[float]:
 
 def latency_once(ctx: BenchContext) -> dict[str, float]:
     opts = ctx.options
-    store = fresh_store(ctx.url)
+    store = fresh_store(ctx)
     overrides = {"worker_batch_size": ctx.batch_size, "worker_poll_interval": opts["poll_interval"]}
-    args = [(ctx.url, overrides, False)] * opts["latency_workers"]
+    args = [worker_args(ctx, overrides, False)] * opts["latency_workers"]
     with started(worker_main, args):
         achieved = submit_steadily(store, opts["rate"], opts["duration"])
         wait_for_completed(store, int(opts["rate"] * opts["duration"]), timeout=60)
@@ -321,12 +335,14 @@ def enqueue(ctx: BenchContext) -> dict[str, Any]:
     batch, single_n = ctx.options["submit_batch"], min(ctx.n, ctx.options["single_n"])
     batched, single = [], []
     for _ in range(ctx.runs):
-        store, pending = fresh_store(ctx.url), new_tasks(ctx.n)
+        store, pending = fresh_store(ctx), new_tasks(ctx.n)
+        store.counts()  # connect first: connection set-up is not enqueue time
         began = time.perf_counter()
         for chunk in chunks(pending, batch):
             store.submit(chunk, ACTOR)
         batched.append(ctx.n / (time.perf_counter() - began))
-        store, pending = fresh_store(ctx.url), new_tasks(single_n)
+        store, pending = fresh_store(ctx), new_tasks(single_n)
+        store.counts()
         began = time.perf_counter()
         for task in pending:
             store.submit([task], ACTOR)
@@ -369,7 +385,7 @@ def baseline(ctx: BenchContext) -> dict[str, Any]:
     single_n = min(ctx.n, ctx.options["single_n"])
     enqueue_rates = []
     for _ in range(ctx.runs):
-        store = fresh_store(ctx.url)
+        store = fresh_store(ctx)
         enqueue_rates.append(legacy_enqueue(store.engine, single_n))
         store.engine.dispose()
     out: dict[str, Any] = {"enqueue_single_tasks_per_s": summary(enqueue_rates)}
@@ -401,6 +417,8 @@ def legacy_enqueue(engine: sa.Engine, n: int) -> float:
         }
         for t in new_tasks(n)
     ]
+    with engine.connect():
+        pass  # connect first, as for switchyard's submits
     began = time.perf_counter()
     for row in rows:
         with engine.begin() as conn:
@@ -418,8 +436,9 @@ def claim_scaling(ctx: BenchContext) -> dict[str, Any]:
         common.reset_tables(ctx.url)
         with working(f"  loading {size:,} queued tasks"):
             load_s = common.bulk_load_queued(ctx.url, size)
-        store = TaskStore.from_url(ctx.url)
-        ours, legacy = time_claims(store, ops, ctx.batch_size), time_legacy_claims(store.engine, ops)
+        store = make_store(ctx)
+        ours = time_claims(store, ops, ctx.batch_size)
+        legacy = time_legacy_claims(store.engine, ops)
         store.engine.dispose()
         out[str(size)] = {
             "load_rows_per_s": round(size / load_s),
@@ -463,9 +482,11 @@ def db_ratios(results: dict[str, Any]) -> dict[str, Any]:
         ours = e2e.get(key, {}).get("median")
         out[f"end_to_end_{workers}_workers"] = common.ratio(ours, base[key]["median"])
     claim = results.get("claim_scaling", {})
-    for size in (k for k in claim if k.isdigit()):
-        out[f"claim_time_at_{size}"] = common.ratio(
-            claim[size]["claim_ms"]["median"], claim[size]["baseline_take_one_ms"]["median"]
+    for size in (k for k in claim if k.isdigit() and "error" not in claim):
+        # switchyard claims a batch in the time the legacy poller takes one task.
+        per_task = claim[size]["claim_ms"]["median"] / claim["claim_batch"]
+        out[f"claim_time_per_task_at_{size}"] = common.ratio(
+            per_task, claim[size]["baseline_take_one_ms"]["median"]
         )
     return out
 
@@ -473,7 +494,7 @@ def db_ratios(results: dict[str, Any]) -> dict[str, Any]:
 def targets_met(results: dict[str, Any]) -> dict[str, Any]:
     db = results.get("db", {})
     pg = db.get("postgresql", {}).get("end_to_end", {})
-    best = max((pg.get(f"{w}_workers_tasks_per_s", {}).get("median", 0) for w in (1, 2)))
+    best = max(pg.get(f"{w}_workers_tasks_per_s", {}).get("median", 0) for w in (1, 2))
     out: dict[str, Any] = {"targets": TARGETS}
     if pg:
         out["end_to_end_postgresql"] = {"best_median": best, "met": best >= 2000}
@@ -520,6 +541,8 @@ def _cell(tree: Any, path: str) -> str:
             sizes = [k for k in tree if k.isdigit()]
             part = sizes[int(part[1:])] if len(sizes) > int(part[1:]) else ""
         tree = tree.get(part)
+    if isinstance(tree, float):
+        return f"{tree:,.0f}" if tree >= 100 else f"{tree:.2f}"
     return "-" if tree is None else str(tree)
 
 
@@ -532,16 +555,16 @@ def csv(value: str) -> list[str]:
 
 def resolve_options(quick: bool, **given: Any) -> dict[str, Any]:
     """Defaults for a full run, smaller ones under --quick; an explicit option always wins."""
-    full = {"n": 5000, "runs": 3, "claim_sizes": "1000,1000000", "claim_ops": 200}
-    full |= {"duration": 3.0, "single_n": 1000}
-    small = {"n": 500, "runs": 1, "claim_sizes": "1000,10000", "claim_ops": 50}
-    small |= {"duration": 1.0, "single_n": 200}
+    full: dict[str, Any] = {"n": 5000, "runs": 3, "claim_sizes": "1000,1000000"}
+    full |= {"claim_ops": 200, "duration": 3.0, "single_n": 1000}
+    small: dict[str, Any] = {"n": 500, "runs": 1, "claim_sizes": "1000,10000"}
+    small |= {"claim_ops": 50, "duration": 1.0, "single_n": 200}
     chosen = small if quick else full
     out = {k: chosen[k] if given.get(k) is None else given[k] for k in chosen}
-    out["claim_sizes"] = [int(s) for s in csv(str(out["claim_sizes"]))]
-    if len(out["claim_sizes"]) != 2:
+    sizes = [int(s) for s in csv(str(out["claim_sizes"])) if s.isdigit()]
+    if len(sizes) != 2 or min(sizes) < 1:
         raise typer.BadParameter("give two sizes, small,large", param_hint="--claim-sizes")
-    return out
+    return out | {"claim_sizes": sizes}
 
 
 def selected_scenarios(engines: list[str], names: list[str]) -> list[common.Scenario]:
@@ -563,12 +586,17 @@ def run_scenario(sc: common.Scenario, ctx: BenchContext, problems: list[str]) ->
     began = time.perf_counter()
     try:
         out = sc.run(ctx)
-    except BenchFailed as exc:
-        problems.append(f"{sc.engine}/{ctx.backend}/{sc.name}: {exc}")
-        out = {"error": str(exc)}
+    except (BenchFailed, SwitchyardError, sa.exc.SQLAlchemyError) as exc:
+        problems.append(f"{sc.engine}/{ctx.backend}/{sc.name}: {one_line(exc)}")
+        out = {"error": one_line(exc)}
     out["seconds"] = round(time.perf_counter() - began, 1)
     out["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     return out
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
 def run_backends(
@@ -611,6 +639,12 @@ def main(
     claim_sizes: str | None = typer.Option(None, help="small,large [1000,1000000; quick 10k]."),
     claim_ops: int | None = typer.Option(None, min=1, help="Claims timed per size [200]."),
     redis_url: str | None = typer.Option(None, envvar="BENCH_REDIS_URL", help="For rq."),
+    store_class: str = typer.Option(
+        "switchyard.db.store:TaskStore", help="module:Class of the store (to try a prototype)."
+    ),
+    worker_class: str = typer.Option(
+        "switchyard.worker:Worker", help="module:Class of the worker (to try a prototype)."
+    ),
     drop_stale: bool = typer.Option(False, help="First drop bench databases of dead runs."),
 ) -> None:
     """Measure enqueue, end-to-end throughput, latency and claim scaling; print JSON."""
@@ -630,7 +664,8 @@ def main(
         single_n=single_n,
     )
     opts |= {"submit_batch": submit_batch, "poll_interval": poll_interval, "rate": rate}
-    opts["latency_workers"] = latency_workers
+    opts |= {"latency_workers": latency_workers}
+    opts |= {"store_class": store_class, "worker_class": worker_class}
     if drop_stale:
         for name in common.drop_stale_databases(chosen_backends):
             note(f"dropped stale {name}")
@@ -648,7 +683,11 @@ def main(
         "redis_url": redis_url,
         "options": opts,
     }
-    results, versions, problems = run_backends(chosen, chosen_backends, base_ctx)
+    try:
+        results, versions, problems = run_backends(chosen, chosen_backends, base_ctx)
+    except (BenchFailed, SwitchyardError, sa.exc.SQLAlchemyError) as exc:
+        common.console.print(f"error: {one_line(exc)}", highlight=False)
+        raise typer.Exit(1) from None
     report["machine"] |= {"servers": versions, "loadavg_at_end": list(os.getloadavg())}
     report |= {"results": results, "targets": targets_met(results), "peers": PEERS}
     report |= {"problems": problems, "finished_at": datetime.now(UTC).isoformat()}

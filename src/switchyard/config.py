@@ -26,6 +26,25 @@ class Settings(BaseSettings):
     rq_fallback_enabled: bool = True
     emergency_rollback_mode: bool = False
 
+    # The rq engine: queue names are RQ_QUEUE_PREFIX + urgent/high/normal/low.
+    rq_queue_prefix: str = Field("", pattern=r"^[A-Za-z0-9_.:-]*$", max_length=64)
+    # Hybrid mode: polling workers take rq-owned tasks left queued longer than this.
+    hybrid_grace_seconds: float = Field(30.0, ge=0)
+    # The health monitor pings Redis this often, giving up on a ping after RQ_HEALTH_TIMEOUT.
+    rq_health_interval: float = Field(1.0, gt=0, le=60)
+    rq_health_timeout: float = Field(0.5, gt=0, le=30)
+    # The dispatcher enqueues committed-but-undispatched tasks this often.
+    rq_dispatch_interval: float = Field(1.0, gt=0, le=60)
+    # A task dispatched this long ago and still queued is checked against its Redis queue.
+    rq_stale_dispatch_seconds: float = Field(300.0, gt=0)
+    # How long rq keeps a finished job's hash and result (rq's own default).
+    rq_result_ttl: int = Field(500, ge=0)
+    # Workers and the web process cache the mode this long (the issue allows 2 s to notice).
+    mode_cache_seconds: float = Field(1.0, ge=0, le=1)
+    # Dotted path of a handler factory `(Settings) -> Handler`, for benchmarks and tests;
+    # unset, workers caption images.
+    task_handler: str | None = None
+
     worker_poll_interval: float = Field(5.0, gt=0)
     worker_batch_size: int = Field(10, ge=1, le=1000)
     worker_timeout: float = Field(3600.0, gt=0)

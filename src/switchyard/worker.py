@@ -7,6 +7,11 @@ orphaned by workers that died (their heartbeat lapsed).
 
 Signals: the first SIGTERM/SIGINT stops claiming and lets running tasks finish (exit 0); a
 second one releases unfinished tasks back to `queued` at once (exit 1).
+
+Modes: given a `routing` (see `switchyard.modes`), the worker claims what the current mode
+lets polling workers take (everything in `db` mode or during a Redis fallback; in `hybrid`,
+rq-owned tasks only after the grace period; nothing in `rq` mode), and with `follow_mode`
+(`--engine auto`) it stops, with `yielded` set, when the mode hands the work to rq.
 """
 
 from __future__ import annotations
@@ -23,13 +28,15 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
+from importlib import import_module
 from types import FrameType
 
 from switchyard.config import Settings
 from switchyard.db.store import Outcome, TaskStore
 from switchyard.domain import CaptionSettings, Engine, Task
-from switchyard.errors import FetchRefused, SwitchyardError, TaskTimeout
+from switchyard.errors import ConfigError, FetchRefused, SwitchyardError, TaskTimeout
 from switchyard.logs import log_event
+from switchyard.modes import Mode, Routing
 
 log = logging.getLogger("switchyard.worker")
 
@@ -50,6 +57,19 @@ def caption_handler(settings: Settings) -> Handler:
         return result.text, result.quality_score
 
     return handle
+
+
+def make_handler(settings: Settings) -> Handler:
+    """TASK_HANDLER's factory (benchmarks, tests) if set, else the captioning handler."""
+    if not settings.task_handler:
+        return caption_handler(settings)
+    module, _, attr = settings.task_handler.partition(":")
+    try:
+        factory = getattr(import_module(module), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"invalid TASK_HANDLER {settings.task_handler!r}: {exc}") from None
+    handler: Handler = factory(settings)
+    return handler
 
 
 def worker_name() -> str:
@@ -76,6 +96,8 @@ class Worker:
         concurrency: int = 1,
         burst: bool = False,
         name: str | None = None,
+        routing: Callable[[], Routing] | None = None,
+        follow_mode: bool = False,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -90,6 +112,9 @@ class Worker:
         self.processed = 0
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="task")
         self._next_heartbeat = 0.0
+        self.routing = routing
+        self.follow_mode = follow_mode
+        self.yielded = False  # stopped because the mode handed the work to rq
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -107,6 +132,7 @@ class Worker:
         log_event(
             log, "worker_start", worker=self.name, concurrency=self.concurrency, burst=self.burst
         )
+        self.store.register_worker(self.name, Engine.DB, socket.gethostname(), os.getpid())
         try:
             while not self.aborting.is_set():
                 self._housekeeping()
@@ -118,6 +144,7 @@ class Worker:
         finally:
             released = self._release_all() if self.aborting.is_set() else 0
             self._pool.shutdown(wait=not self.aborting.is_set(), cancel_futures=True)
+            self._touch("stopped")
             log_event(
                 log, "worker_stop", worker=self.name, processed=self.processed, released=released
             )
@@ -129,9 +156,19 @@ class Worker:
             return False
         if self.stopping.is_set() or (self.burst and idle):
             return True
+        if self.follow_mode and self.routing and self.routing().auto_engine is not Engine.DB:
+            self.yielded = True
+            return True
         if idle:
-            self.stopping.wait(self.settings.worker_poll_interval)
+            self.stopping.wait(self._idle_wait())
         return False
+
+    def _idle_wait(self) -> float:
+        """The poll interval; at most 1 s while Redis is in play, so that a fallback or a
+        mode change is acted on within seconds."""
+        if self.routing is None or self.routing().mode is Mode.DB:
+            return self.settings.worker_poll_interval
+        return min(1.0, self.settings.worker_poll_interval)
 
     # -- claiming and running ---------------------------------------------------------------
 
@@ -141,8 +178,12 @@ class Worker:
         Returns how many were claimed, or None when no claim was attempted."""
         if self.stopping.is_set() or len(self.held) >= self.concurrency:
             return None
+        scope = self.routing().polling_scope() if self.routing else None
+        if scope is not None and not scope.claims:
+            return 0  # rq mode: the polling worker waits for a mode change or a fallback
         room = max(self.settings.worker_batch_size, self.concurrency) - len(self.held)
-        tasks = self.store.claim(self.name, room, Engine.DB)
+        grace = scope.rq_grace if scope is not None else None
+        tasks = self.store.claim(self.name, room, Engine.DB, rq_grace=grace)
         for task in tasks:
             self.held[task.id] = _Held(task)
             self._pool.submit(self._run_one, task)
@@ -224,6 +265,7 @@ class Worker:
         self._next_heartbeat = now + self.settings.worker_heartbeat_interval
         if self.held:
             self.store.heartbeat(self.name, list(self.held))
+        self._touch("busy" if self.held else "idle")
         self._enforce_timeout(now)
         lapse = timedelta(seconds=self.settings.worker_heartbeat_lapse)
         recovered = self.store.recover_lapsed(lapse, actor=self.name)
@@ -243,6 +285,17 @@ class Worker:
             if held.started is not None and now - held.started > limit:
                 del self.held[task_id]
                 self._record_failure(held.task, TaskTimeout(f"timed out after {limit:g}s"))
+
+    def _touch(self, state: str) -> None:
+        """Refresh this worker's row in the registry (`switchyard workers`)."""
+        current = next(iter(self.held), None)
+        self.store.touch_worker(
+            self.name,
+            engine=Engine.DB,
+            state=state,
+            current_task=None if current is None else str(current),
+            processed=self.processed,
+        )
 
     def _release_all(self) -> int:
         released = self.store.release(self.name, list(self.held), "worker shut down")

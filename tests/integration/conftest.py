@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -15,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import IO
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -149,8 +148,8 @@ class WorkerProcess:
     """A real `switchyard worker` process; its log goes to a file, not a pipe, because a full
     pipe would block a busy worker."""
 
-    process: subprocess.Popen[str]
-    log: IO[str]
+    process: subprocess.Popen[bytes]
+    log: Path
 
     def signal(self, signum: int) -> None:
         self.process.send_signal(signum)
@@ -158,20 +157,32 @@ class WorkerProcess:
     def finish(self, timeout: float = 30.0) -> tuple[int, str]:
         """Wait for it to exit; returns (exit code, its log)."""
         self.process.wait(timeout=timeout)
-        self.log.seek(0)
-        text = self.log.read()
-        self.log.close()
-        return self.process.returncode, text
+        return self.process.returncode, self.log.read_text()
 
 
-def start_worker(db_url: str, *args: str, **env: str) -> WorkerProcess:
-    """`python -m switchyard worker ...` in a subprocess, as an operator would start it."""
-    log = tempfile.TemporaryFile(mode="w+")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "switchyard", "worker", *args],
-        env=cli_env(db_url, **env),
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-        text=True,
-    )
-    return WorkerProcess(process, log)
+StartWorker = Callable[..., WorkerProcess]
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[StartWorker]:
+    """Start `python -m switchyard worker ...` as an operator would:
+    `start_worker(db_url, "--burst", WORKER_TIMEOUT="1")`. Killed at teardown if still alive."""
+    started: list[WorkerProcess] = []
+
+    def start(db_url: str, *args: str, **env: str) -> WorkerProcess:
+        log = tmp_path / f"worker-{len(started)}.log"
+        with log.open("wb") as sink:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "switchyard", "worker", *args],
+                env=cli_env(db_url, **env),
+                stdout=subprocess.DEVNULL,
+                stderr=sink,
+            )
+        started.append(WorkerProcess(process, log))
+        return started[-1]
+
+    yield start
+    for worker in started:
+        if worker.process.poll() is None:
+            worker.process.kill()
+            worker.process.wait()

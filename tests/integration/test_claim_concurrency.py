@@ -19,8 +19,8 @@ from switchyard.db.store import Outcome, TaskStore
 from switchyard.domain import Status
 from tests.integration.conftest import (
     ImageServer,
+    StartWorker,
     per_task,
-    start_worker,
     status_counts,
     submit_many,
     transitions,
@@ -107,7 +107,7 @@ def test_processes_racing_on_one_backlog_never_share_a_task(store: TaskStore, db
 
 
 def test_cli_workers_caption_a_backlog_exactly_once(
-    store: TaskStore, db_url: str, image_server: ImageServer
+    store: TaskStore, db_url: str, image_server: ImageServer, start_worker: StartWorker
 ) -> None:
     urls = [image_server.url(f"img/{i}.png") for i in range(CLI_BACKLOG)]
     submit_many(store, urls)

@@ -2,34 +2,65 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import subprocess
 import sys
+from enum import StrEnum
 
 import typer
 
 from switchyard.cli._app import State, app
-from switchyard.worker import Worker, caption_handler
+
+
+class EngineChoice(StrEnum):
+    DB = "db"
+    RQ = "rq"
+    AUTO = "auto"
+
+
+class WorkerClass(StrEnum):
+    SIMPLE = "simple"
+    FORK = "fork"
 
 
 @app.command()
 def worker(
     concurrency: int = typer.Option(1, "--concurrency", "-c", min=1, max=256),
     burst: bool = typer.Option(False, "--burst", help="Run what is queued, then exit."),
-    engine: str = typer.Option("db", "--engine", help="Which engine to take work from."),
+    engine: EngineChoice = typer.Option(
+        EngineChoice.DB,
+        "--engine",
+        help="db: poll the database; rq: an rq worker on the four queues; auto: follow the mode.",
+    ),
+    worker_class: WorkerClass = typer.Option(
+        WorkerClass.SIMPLE,
+        "--worker-class",
+        help="rq worker class: simple (runs jobs in-process, fast) or fork (a process per job).",
+    ),
 ) -> None:
-    """Run a polling worker until SIGTERM/SIGINT (twice to release running tasks at once)."""
-    if engine != "db":
-        raise typer.BadParameter("only the db engine exists in this version", param_hint="--engine")
-    services = State.services()
-    w = Worker(
-        services.store,
-        services.settings,
-        caption_handler(services.settings),
+    """Run a worker until SIGTERM/SIGINT (twice to release running tasks at once)."""
+    from switchyard.rq_engine.worker import run_worker
+
+    code = run_worker(
+        State.services(),
+        engine.value,
+        worker_class=worker_class.value,
         concurrency=concurrency,
         burst=burst,
     )
-    w.install_signal_handlers()
-    raise typer.Exit(w.run())
+    if code != 0:
+        _exit_now(code)
+    raise typer.Exit(code)
+
+
+def _exit_now(code: int) -> None:
+    """After an abort its tasks are already released, but their threads may sit in a slow
+    fetch, and a normal exit would wait for them (thread pools are joined at exit)."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 @app.command()

@@ -155,3 +155,17 @@ run_steps = sa.Table(
     sa.Column("detail", sa.JSON),
     sa.Index("ix_run_steps_run", "run_id", "id"),
 )
+
+# What happened to the system rather than to one task: mode switches, Redis fallback and its
+# recovery (with the counts of tasks moved), rq suspension, worker shutdowns.
+system_events = sa.Table(
+    "system_events",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("at", UtcDateTime, nullable=False),
+    sa.Column("actor", sa.String(255), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("reason", sa.Text),
+    sa.Column("detail", sa.JSON, nullable=False),
+    sa.Index("ix_system_events_kind", "kind", "id"),
+)

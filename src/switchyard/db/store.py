@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from switchyard.db.engine import make_engine, translated
-from switchyard.db.schema import system_state, task_events, tasks
+from switchyard.db.schema import system_events, system_state, task_events, tasks, workers
 from switchyard.domain import (
     ALLOWED_TRANSITIONS,
     Engine,
@@ -69,6 +69,14 @@ class Outcome:
 class Recovery:
     requeued: list[uuid.UUID]
     failed: list[uuid.UUID]
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A queued task the rq dispatcher is to put into Redis."""
+
+    id: uuid.UUID
+    priority: Priority
 
 
 def _to_task(row: sa.Row[Any]) -> Task:
@@ -235,40 +243,32 @@ class TaskStore:
 
     # -- claiming ---------------------------------------------------------------------------
 
-    def claim(self, worker: str, limit: int, engine: Engine = Engine.DB) -> list[Task]:
-        """Atomically take up to `limit` available queued tasks, urgent first, then oldest."""
+    def claim(
+        self,
+        worker: str,
+        limit: int,
+        engine: Engine = Engine.DB,
+        *,
+        rq_grace: timedelta | None = None,
+    ) -> list[Task]:
+        """Atomically take up to `limit` available queued tasks, urgent first, then oldest.
+
+        With `rq_grace` (hybrid mode), tasks owned by the rq engine are taken only once they
+        have been available for longer than that: polling workers are then a safety net.
+        """
         now = utcnow()
-        pick = (
-            sa.select(tasks.c.id)
-            .where(tasks.c.status == Status.QUEUED.value, tasks.c.available_at <= now)
-            .order_by(tasks.c.priority, tasks.c.created_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        values = {
-            "status": Status.RUNNING.value,
-            "attempts": tasks.c.attempts + 1,
-            "started_at": now,
-            "heartbeat_at": now,
-            "worker": worker,
-            "engine": engine.value,
-            "progress": 0,
-        }
+        stmt = self.claim_statement(worker, limit, engine, now, rq_grace=rq_grace)
         with translated("claiming tasks"), self.engine.begin() as conn:
             if self._returning:
-                stmt = (
-                    tasks.update()
-                    .where(tasks.c.id.in_(pick.scalar_subquery()))
-                    .values(values)
-                    .returning(*tasks.c)
-                )
                 claimed = [_to_task(r) for r in conn.execute(stmt)]
             else:
-                rows = conn.execute(pick.with_only_columns(*tasks.c)).all()
+                rows = conn.execute(stmt).all()
                 if not rows:
                     return []
                 conn.execute(
-                    tasks.update().where(tasks.c.id.in_([r.id for r in rows])).values(values)
+                    tasks.update()
+                    .where(tasks.c.id.in_([r.id for r in rows]))
+                    .values(self._claim_values(worker, engine, now))
                 )
                 claimed = [self._claimed_view(r, now, worker, engine) for r in rows]
             if claimed:
@@ -282,8 +282,64 @@ class TaskStore:
         claimed.sort(key=lambda t: (t.priority, t.created_at))
         return claimed
 
-    def claim_task(self, task_id: uuid.UUID, worker: str, engine: Engine) -> Task | None:
-        """Claim one named task (an RQ job delivers its id); None if it is no longer queued."""
+    def claim_statement(
+        self,
+        worker: str,
+        limit: int,
+        engine: Engine,
+        now: datetime,
+        *,
+        rq_grace: timedelta | None = None,
+    ) -> sa.Update | sa.Select[Any]:
+        """The statement a claim runs first, built apart so a test can EXPLAIN it: the whole
+        claim (`UPDATE ... RETURNING`) on PostgreSQL and SQLite, the locking SELECT on MariaDB.
+        """
+        pick = (
+            sa.select(tasks.c.id)
+            .where(tasks.c.status == Status.QUEUED.value, tasks.c.available_at <= now)
+            .order_by(tasks.c.priority, tasks.c.created_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        if rq_grace is not None:
+            pick = pick.where(
+                sa.or_(
+                    tasks.c.engine != Engine.RQ.value,
+                    tasks.c.engine.is_(None),
+                    tasks.c.available_at <= now - rq_grace,
+                )
+            )
+        if not self._returning:
+            return pick.with_only_columns(*tasks.c)
+        return (
+            tasks.update()
+            .where(tasks.c.id.in_(pick.scalar_subquery()))
+            .values(self._claim_values(worker, engine, now))
+            .returning(*tasks.c)
+        )
+
+    @staticmethod
+    def _claim_values(worker: str, engine: Engine, now: datetime) -> dict[str, Any]:
+        return {
+            "status": Status.RUNNING.value,
+            "attempts": tasks.c.attempts + 1,
+            "started_at": now,
+            "heartbeat_at": now,
+            "worker": worker,
+            "engine": engine.value,
+            "progress": 0,
+        }
+
+    def claim_task(
+        self,
+        task_id: uuid.UUID,
+        worker: str,
+        engine: Engine,
+        *,
+        owned_by: Engine | None = None,
+    ) -> Task | None:
+        """Claim one named task (an RQ job delivers its id); None if it is no longer queued
+        (or, with `owned_by`, no longer owned by that engine: moved to the other one)."""
         now = utcnow()
         values = {
             "status": Status.RUNNING.value,
@@ -295,11 +351,12 @@ class TaskStore:
             "progress": 0,
         }
         with translated("claiming a task"), self.engine.begin() as conn:
-            row = conn.execute(
-                sa.select(tasks)
-                .where(tasks.c.id == task_id, tasks.c.status == Status.QUEUED.value)
-                .with_for_update()
-            ).first()
+            query = sa.select(tasks).where(
+                tasks.c.id == task_id, tasks.c.status == Status.QUEUED.value
+            )
+            if owned_by is not None:
+                query = query.where(tasks.c.engine == owned_by.value)
+            row = conn.execute(query.with_for_update()).first()
             if row is None:
                 return None
             conn.execute(tasks.update().where(tasks.c.id == task_id).values(values))
@@ -430,6 +487,7 @@ class TaskStore:
                 values: dict[str, Any] = {
                     "available_at": now + self.backoff(row.attempts),
                     "worker": None,
+                    "dispatched_at": None,  # the spent rq job is not reused; dispatch anew
                 }
             else:
                 to, values = Status.FAILED, {"finished_at": now}
@@ -466,6 +524,7 @@ class TaskStore:
                         worker=None,
                         available_at=now,
                         attempts=tasks.c.attempts - 1,
+                        dispatched_at=None,
                     )
                 )
                 conn.execute(
@@ -518,6 +577,7 @@ class TaskStore:
                 "error": None,
                 "worker": None,
                 "progress": 0,
+                "dispatched_at": None,
             },
         )
 
@@ -568,7 +628,12 @@ class TaskStore:
                 conn.execute(
                     tasks.update()
                     .where(tasks.c.id.in_(requeued), tasks.c.status == Status.RUNNING.value)
-                    .values(status=Status.QUEUED.value, worker=None, available_at=now)
+                    .values(
+                        status=Status.QUEUED.value,
+                        worker=None,
+                        available_at=now,
+                        dispatched_at=None,
+                    )
                 )
             if failed:
                 conn.execute(
@@ -634,5 +699,245 @@ class TaskStore:
                     )
                 )
 
+    def swap_state(self, key: str, expect: Callable[[Any], bool], value: Any, actor: str) -> bool:
+        """Compare-and-set one state key: write `value` only if `expect(current)` holds.
 
-__all__ = ["NewTask", "Outcome", "Recovery", "TaskStore", "sources_of", "utcnow"]
+        Under the row lock (or SQLite's write lock), so of several processes noticing the
+        same thing (Redis down) exactly one records the change."""
+        now = utcnow()
+        with translated("writing system state"), self.engine.begin() as conn:
+            row = conn.execute(
+                sa.select(system_state.c.value).where(system_state.c.key == key).with_for_update()
+            ).first()
+            if not expect(None if row is None else row.value):
+                return False
+            if row is None:
+                conn.execute(
+                    system_state.insert().values(
+                        key=key, value=value, updated_at=now, updated_by=actor
+                    )
+                )
+            else:
+                conn.execute(
+                    system_state.update()
+                    .where(system_state.c.key == key)
+                    .values(value=value, updated_at=now, updated_by=actor)
+                )
+        return True
+
+    def record_event(
+        self, kind: str, actor: str, reason: str | None, detail: dict[str, Any] | None = None
+    ) -> None:
+        """Append a system event (mode switch, fallback, recovery with its counts...)."""
+        row = {"at": utcnow(), "actor": actor, "kind": kind, "reason": reason}
+        with translated("recording a system event"), self.engine.begin() as conn:
+            conn.execute(system_events.insert().values(**row, detail=detail or {}))
+
+    def system_events(self, kind: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest system events first."""
+        query = sa.select(system_events).order_by(system_events.c.id.desc()).limit(limit)
+        if kind is not None:
+            query = query.where(system_events.c.kind == kind)
+        with translated("reading system events"), self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+    # -- dispatch to the rq engine ---------------------------------------------------------
+
+    def dispatch(
+        self,
+        enqueue: Callable[[list[Pending]], Collection[uuid.UUID]],
+        *,
+        limit: int = 500,
+        ids: Sequence[uuid.UUID] | None = None,
+    ) -> int:
+        """Hand rq-owned queued tasks not yet in Redis to `enqueue`, then record as dispatched
+        the ids it reports to be in Redis; returns how many it was handed.
+
+        The rows stay locked while `enqueue` runs, so concurrent dispatchers take disjoint
+        tasks and no worker can claim, fail and requeue a task between its enqueue and its
+        mark (which would mark the requeued attempt as dispatched). If `enqueue` raises,
+        nothing is marked and the next pass tries again.
+        """
+        now = utcnow()
+        query = (
+            sa.select(tasks.c.id, tasks.c.priority)
+            .where(
+                tasks.c.engine == Engine.RQ.value,
+                tasks.c.status == Status.QUEUED.value,
+                tasks.c.dispatched_at.is_(None),
+                tasks.c.available_at <= now,
+            )
+            .order_by(tasks.c.priority, tasks.c.created_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        if ids is not None:
+            query = query.where(tasks.c.id.in_(list(ids)))
+        with translated("dispatching tasks"), self.engine.begin() as conn:
+            pending = [Pending(r.id, r.priority) for r in conn.execute(query)]
+            if not pending:
+                return 0
+            in_redis = list(enqueue(pending))
+            if in_redis:
+                conn.execute(
+                    tasks.update().where(tasks.c.id.in_(in_redis)).values(dispatched_at=now)
+                )
+        return len(pending)
+
+    def undispatch(self, ids: Sequence[uuid.UUID] | None = None) -> int:
+        """Forget that queued rq-owned tasks are in Redis (all, or `ids`), so the dispatcher
+        enqueues them again: after Redis came back (it may have lost them), or when the
+        sweep found a job missing from its queue. Enqueueing is idempotent, so a task that
+        was still there is not queued twice."""
+        stmt = (
+            tasks.update()
+            .where(
+                tasks.c.engine == Engine.RQ.value,
+                tasks.c.status == Status.QUEUED.value,
+                tasks.c.dispatched_at.is_not(None),
+            )
+            .values(dispatched_at=None)
+        )
+        if ids is not None:
+            stmt = stmt.where(tasks.c.id.in_(list(ids)))
+        with translated("clearing dispatch marks"), self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount
+
+    def stale_dispatched(self, older_than: timedelta, limit: int = 200) -> list[Pending]:
+        """Queued rq-owned tasks dispatched more than `older_than` ago, oldest first."""
+        query = (
+            sa.select(tasks.c.id, tasks.c.priority)
+            .where(
+                tasks.c.engine == Engine.RQ.value,
+                tasks.c.status == Status.QUEUED.value,
+                tasks.c.dispatched_at < utcnow() - older_than,
+            )
+            .order_by(tasks.c.dispatched_at)
+            .limit(limit)
+        )
+        with translated("finding stale dispatches"), self.engine.connect() as conn:
+            return [Pending(r.id, r.priority) for r in conn.execute(query)]
+
+    def reassign_queued(
+        self, source: Engine, target: Engine, actor: str, reason: str, limit: int = 1000
+    ) -> int:
+        """Move up to `limit` queued tasks from one owning engine to the other (not yet
+        dispatched), each with a queued -> queued event; returns how many moved."""
+        now = utcnow()
+        pick = (
+            sa.select(tasks.c.id)
+            .where(tasks.c.status == Status.QUEUED.value, tasks.c.engine == source.value)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        with translated("moving queued tasks between engines"), self.engine.begin() as conn:
+            ids = list(conn.execute(pick).scalars())
+            if not ids:
+                return 0
+            conn.execute(
+                tasks.update()
+                .where(tasks.c.id.in_(ids))
+                .values(engine=target.value, dispatched_at=None)
+            )
+            conn.execute(
+                task_events.insert(),
+                [_event(i, now, actor, Status.QUEUED.value, Status.QUEUED, reason) for i in ids],
+            )
+        return len(ids)
+
+    def engine_counts(self) -> dict[str, Any]:
+        """Queued and running tasks per owning engine and priority, and how many queued
+        rq-owned tasks are not in Redis yet (`undispatched`)."""
+        query = (
+            sa.select(
+                tasks.c.status,
+                tasks.c.engine,
+                tasks.c.priority,
+                (tasks.c.dispatched_at.is_(None)).label("undispatched"),
+                sa.func.count(),
+            )
+            .where(tasks.c.status.in_([Status.QUEUED.value, Status.RUNNING.value]))
+            .group_by(
+                tasks.c.status, tasks.c.engine, tasks.c.priority, tasks.c.dispatched_at.is_(None)
+            )
+        )
+        out: dict[str, Any] = {
+            s: {e.value: {p.label: 0 for p in Priority} for e in Engine}
+            for s in (Status.QUEUED.value, Status.RUNNING.value)
+        }
+        out["undispatched"] = 0
+        with translated("counting tasks per engine"), self.engine.connect() as conn:
+            for status, engine, priority, undispatched, n in conn.execute(query):
+                owner = engine if engine in (Engine.DB.value, Engine.RQ.value) else Engine.DB.value
+                out[status][owner][Priority(priority).label] += n
+                if status == Status.QUEUED.value and owner == Engine.RQ.value and undispatched:
+                    out["undispatched"] += n
+        return out
+
+    # -- the worker registry --------------------------------------------------------------
+
+    def register_worker(self, name: str, engine: Engine, host: str, pid: int) -> None:
+        """Add (or restart) a worker's row; `switchyard workers` lists them."""
+        now = utcnow()
+        row = {
+            "name": name,
+            "engine": engine.value,
+            "host": host,
+            "pid": pid,
+            "state": "idle",
+            "current_task": None,
+            "processed": 0,
+            "started_at": now,
+            "heartbeat_at": now,
+        }
+        with translated("registering a worker"), self.engine.begin() as conn:
+            conn.execute(workers.delete().where(workers.c.name == name))
+            conn.execute(workers.insert().values(**row))
+
+    def touch_worker(
+        self,
+        name: str,
+        *,
+        engine: Engine,
+        state: str,
+        current_task: str | None,
+        processed: int,
+    ) -> None:
+        """Refresh a worker's row with its heartbeat."""
+        stmt = (
+            workers.update()
+            .where(workers.c.name == name)
+            .values(
+                engine=engine.value,
+                state=state,
+                current_task=current_task,
+                processed=processed,
+                heartbeat_at=utcnow(),
+            )
+        )
+        with translated("refreshing a worker"), self.engine.begin() as conn:
+            conn.execute(stmt)
+
+    def list_workers(self, include_stopped: bool = False) -> list[dict[str, Any]]:
+        query = sa.select(workers).order_by(workers.c.engine, workers.c.name)
+        if not include_stopped:
+            query = query.where(workers.c.state != "stopped")
+        with translated("listing workers"), self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+    def purge_workers(self, silent_for: timedelta) -> int:
+        """Drop rows of workers not heard from for `silent_for` (stopped or killed)."""
+        stmt = workers.delete().where(workers.c.heartbeat_at < utcnow() - silent_for)
+        with translated("purging old workers"), self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount
+
+
+__all__ = [
+    "NewTask",
+    "Outcome",
+    "Pending",
+    "Recovery",
+    "TaskStore",
+    "sources_of",
+    "utcnow",
+]

@@ -19,12 +19,11 @@ import sqlalchemy as sa
 
 from switchyard.db.engine import translated
 from switchyard.db.schema import quarantine, task_events, tasks
-from switchyard.db.store import NewTask, _to_task, utcnow
-from switchyard.domain import Engine, Status, Task
+from switchyard.db.store import NewTask, utcnow
+from switchyard.domain import Engine, Status
 from switchyard.migration.quarantine import Quarantined, quarantine_row, storable_job_id
 
 TO_DB_REASON = "migrated rq->db"
-TO_RQ_REASON = "migrated db->rq"
 
 
 def as_task_id(job_id: str) -> uuid.UUID | None:
@@ -36,13 +35,20 @@ def as_task_id(job_id: str) -> uuid.UUID | None:
     return parsed if str(parsed) == job_id else None
 
 
-def _event(task_id: uuid.UUID, at: datetime, actor: str, src: str | None, reason: str) -> dict:
+def _event(
+    task_id: uuid.UUID,
+    at: datetime,
+    actor: str,
+    src: str | None,
+    reason: str,
+    dst: Status = Status.QUEUED,
+) -> dict[str, Any]:
     return {
         "task_id": task_id,
         "at": at,
         "actor": actor,
         "from_status": src,
-        "to_status": Status.QUEUED.value,
+        "to_status": dst.value,
         "reason": reason[:4000],
     }
 
@@ -110,6 +116,7 @@ class ToDbBatch:
     own_in_flight: list[uuid.UUID] = field(default_factory=list)  # also (running, engine rq)
     foreign: list[ForeignTask] = field(default_factory=list)
     quarantine: list[Quarantined] = field(default_factory=list)
+    left: set[str] = field(default_factory=set)  # job ids to leave in Redis (pickle not allowed)
 
 
 @dataclass
@@ -119,9 +126,7 @@ class ToDbResult:
     quarantined: set[str] = field(default_factory=set)  # job ids
 
 
-def write_to_db(
-    engine: sa.Engine, batch: ToDbBatch, actor: str, max_attempts: int
-) -> ToDbResult:
+def write_to_db(engine: sa.Engine, batch: ToDbBatch, actor: str, max_attempts: int) -> ToDbResult:
     """Flip own tasks to the db engine, insert foreign tasks and quarantine rows: one commit."""
     now = utcnow()
     result = ToDbResult()
@@ -152,8 +157,7 @@ def _flip_to_db(
     flips = {
         r.id: r.status
         for r in rows
-        if r.status == Status.QUEUED.value
-        or (r.status == Status.RUNNING.value and r.id in allowed)
+        if r.status == Status.QUEUED.value or (r.status == Status.RUNNING.value and r.id in allowed)
     }
     if not flips:
         return set()
@@ -279,117 +283,8 @@ def cancel_raced(engine: sa.Engine, task_ids: Iterable[uuid.UUID], actor: str) -
             conn.execute(
                 task_events.insert(),
                 [
-                    {**_event(i, now, actor, Status.QUEUED.value, reason)}
-                    | {"to_status": Status.CANCELLED.value}
+                    _event(i, now, actor, Status.QUEUED.value, reason, Status.CANCELLED)
                     for i in held
                 ],
             )
     return len(held)
-
-
-def sweep_rq_owned(
-    engine: sa.Engine, limit: int, actor: str, exclude: set[uuid.UUID], *, dry_run: bool = False
-) -> list[uuid.UUID]:
-    """Take over queued rq-owned tasks that have no job left in Redis (never dispatched, or
-    their job vanished). Safe even if a job does turn up: the claim CAS runs a task once."""
-    now = utcnow()
-    with translated("moving rq-owned tasks without jobs"), engine.begin() as conn:
-        query = (
-            sa.select(tasks.c.id)
-            .where(tasks.c.status == Status.QUEUED.value, tasks.c.engine == Engine.RQ.value)
-            .order_by(tasks.c.priority, tasks.c.created_at)
-            .limit(limit + len(exclude))
-        )
-        if not dry_run:
-            query = query.with_for_update(skip_locked=True)
-        ids = [i for i in conn.execute(query).scalars() if i not in exclude][:limit]
-        if ids and not dry_run:
-            _cas_update(conn, ids, Status.QUEUED, {"engine": Engine.DB.value, "dispatched_at": None})
-            reason = f"{TO_DB_REASON} (no rq job found)"
-            conn.execute(
-                task_events.insert(),
-                [_event(i, now, actor, Status.QUEUED.value, reason) for i in ids],
-            )
-    return ids
-
-
-def count_rq_owned_queued(engine: sa.Engine) -> int:
-    query = sa.select(sa.func.count()).where(
-        tasks.c.status == Status.QUEUED.value, tasks.c.engine == Engine.RQ.value
-    )
-    with translated("counting rq-owned tasks"), engine.connect() as conn:
-        return int(conn.execute(query).scalar_one())
-
-
-# -- db -> rq ------------------------------------------------------------------------------
-
-
-def flip_to_rq(engine: sa.Engine, limit: int, actor: str) -> list[Task]:
-    """CAS up to `limit` (queued, engine db) tasks to engine rq, undispatched, in one commit."""
-    now = utcnow()
-    pick = (
-        sa.select(tasks)
-        .where(tasks.c.status == Status.QUEUED.value, tasks.c.engine == Engine.DB.value)
-        .order_by(tasks.c.priority, tasks.c.created_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    with translated("moving tasks to the rq engine"), engine.begin() as conn:
-        picked = [_to_task(r) for r in conn.execute(pick)]
-        ids = [t.id for t in picked]
-        if ids:
-            conn.execute(
-                tasks.update()
-                .where(
-                    tasks.c.id.in_(ids),
-                    tasks.c.status == Status.QUEUED.value,
-                    tasks.c.engine == Engine.DB.value,
-                )
-                .values(engine=Engine.RQ.value, dispatched_at=None)
-            )
-            conn.execute(
-                task_events.insert(),
-                [_event(i, now, actor, Status.QUEUED.value, TO_RQ_REASON) for i in ids],
-            )
-    return picked
-
-
-def undispatched_rq(engine: sa.Engine, limit: int) -> list[Task]:
-    """Queued rq-owned tasks with no job enqueued yet (e.g. a crash after the flip)."""
-    query = (
-        sa.select(tasks)
-        .where(
-            tasks.c.status == Status.QUEUED.value,
-            tasks.c.engine == Engine.RQ.value,
-            tasks.c.dispatched_at.is_(None),
-        )
-        .order_by(tasks.c.priority, tasks.c.created_at)
-        .limit(limit)
-    )
-    with translated("finding undispatched tasks"), engine.connect() as conn:
-        return [_to_task(r) for r in conn.execute(query)]
-
-
-def mark_dispatched(engine: sa.Engine, task_ids: Sequence[uuid.UUID]) -> int:
-    """Record that these rq-owned tasks' jobs are in Redis."""
-    if not task_ids:
-        return 0
-    stmt = (
-        tasks.update()
-        .where(
-            tasks.c.id.in_(list(task_ids)),
-            tasks.c.engine == Engine.RQ.value,
-            tasks.c.dispatched_at.is_(None),
-        )
-        .values(dispatched_at=utcnow())
-    )
-    with translated("marking tasks dispatched"), engine.begin() as conn:
-        return int(conn.execute(stmt).rowcount)
-
-
-def count_queued(engine: sa.Engine, owner: Engine) -> int:
-    query = sa.select(sa.func.count()).where(
-        tasks.c.status == Status.QUEUED.value, tasks.c.engine == owner.value
-    )
-    with translated("counting queued tasks"), engine.connect() as conn:
-        return int(conn.execute(query).scalar_one())

@@ -33,6 +33,11 @@ class Undecodable(Exception):
     """The job's data could not be decoded safely; `str(exc)` is the quarantine reason."""
 
 
+class NeedsPickle(Undecodable):
+    """Pickled data while pickle is not allowed: left where it is, not quarantined, so a
+    rerun with --allow-pickle can still move it."""
+
+
 @dataclass(frozen=True)
 class DecodedJob:
     func_name: str | None
@@ -65,7 +70,7 @@ def decode_job(fields: Mapping[bytes, bytes], *, allow_pickle: bool) -> DecodedJ
         return _as_call(as_json, "json")
     if not allow_pickle:
         if payload[:1] == PICKLE_PROTO:
-            raise Undecodable("data is pickle; rerun with --allow-pickle to decode plain data")
+            raise NeedsPickle("data is pickle; rerun with --allow-pickle to decode plain data")
         raise Undecodable("data is neither JSON nor pickle")
     return _as_call(_unpickle(payload), "pickle")
 

@@ -11,9 +11,10 @@ A job maps when it carries, in its kwargs or in a dict positional argument:
 
 Both ids may be integers or strings of digits. The values are validated exactly as a
 submission is (`operations.tasks.build_task`), so a migrated task is one the API would have
-accepted. The priority comes from the queue name (urgent, high, normal, low; any other queue
-maps to normal). Anything else (the function name, other arguments) is not needed to caption
-the image and is not kept; a job that fails any check is quarantined with the reason instead.
+accepted. The priority comes from the queue name (RQ_QUEUE_PREFIX + urgent, high, normal,
+low; any other queue maps to normal). Anything else (the function name, other arguments) is
+not needed to caption the image and is not kept; a job that fails any check is quarantined
+with the reason instead.
 """
 
 from __future__ import annotations
@@ -41,14 +42,15 @@ def task_id_for_job(job_id: str) -> uuid.UUID:
     return uuid.uuid5(JOB_NAMESPACE, f"rq-job:{job_id}")
 
 
-def priority_for_queue(queue: str) -> Priority:
+def priority_for_queue(queue: str, prefix: str = "") -> Priority:
+    """`<RQ_QUEUE_PREFIX>urgent` -> urgent, ...; a queue of any other name -> normal."""
     try:
-        return Priority.parse(queue)
+        return Priority.parse(queue.removeprefix(prefix))
     except UsageError:
         return Priority.NORMAL
 
 
-def map_job(job_id: str, job: DecodedJob, queue: str) -> NewTask:
+def map_job(job_id: str, job: DecodedJob, queue: str, prefix: str = "") -> NewTask:
     """A NewTask for this foreign job (db-owned, keyed by its job id), or Unmappable."""
     fields = _fields(job)
     url = _one_of(fields, URL_FIELDS, "image URL (image_url or url)")
@@ -58,7 +60,7 @@ def map_job(job_id: str, job: DecodedJob, queue: str) -> NewTask:
     if settings is not None and not isinstance(settings, dict):
         raise Unmappable("settings is not a dict")
     try:
-        new = build_task(url, user_id, connection_id, priority_for_queue(queue), settings)
+        new = build_task(url, user_id, connection_id, priority_for_queue(queue, prefix), settings)
     except UsageError as exc:
         raise Unmappable(str(exc)) from None
     return dataclasses.replace(

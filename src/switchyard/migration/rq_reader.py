@@ -7,16 +7,14 @@ cannot be understood can be quarantined exactly.
 
 from __future__ import annotations
 
-import contextlib
 import enum
-from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
-import redis
 from redis import Redis
 
 from switchyard.domain import Priority
-from switchyard.errors import SwitchyardError
+from switchyard.rq_engine.connection import translated_redis
 
 PREFIX = "rq"
 QUEUES_SET = f"{PREFIX}:queues"
@@ -46,7 +44,14 @@ class Kind(enum.StrEnum):
 
 
 # What `migrate rq-to-db` moves, in this order within each queue.
-MIGRATED_KINDS = (Kind.QUEUE, Kind.READY, Kind.SCHEDULED, Kind.DEFERRED, Kind.INTERMEDIATE, Kind.WIP)
+MIGRATED_KINDS = (
+    Kind.QUEUE,
+    Kind.READY,
+    Kind.SCHEDULED,
+    Kind.DEFERRED,
+    Kind.INTERMEDIATE,
+    Kind.WIP,
+)
 # What a backup also keeps (done jobs, for the record and for `restore`).
 RECORD_REGISTRIES = ("failed", "finished", "canceled")
 
@@ -84,30 +89,22 @@ class Entry:
     score: float | None = None  # zsets: due time (scheduled), expiry (wip), created (deferred)
 
 
-@contextlib.contextmanager
-def redis_errors(what: str) -> Iterator[None]:
-    """Turn a redis-py error into one line saying what we were doing."""
-    try:
-        yield
-    except redis.RedisError as exc:
-        raise SwitchyardError(f"redis error while {what}: {exc}") from exc
-
-
-def queue_order(names: set[str]) -> list[str]:
-    """urgent, high, normal, low first (in that order), then any other queue by name."""
-    known = [p.label for p in Priority if p.label in names]
+def queue_order(names: set[str], prefix: str = "") -> list[str]:
+    """Switchyard's queues (prefix + urgent, high, normal, low) first, in that order, then
+    any other queue by name."""
+    known = [prefix + p.label for p in Priority if prefix + p.label in names]
     return known + sorted(names - set(known))
 
 
 def scan_keys(r: Redis, pattern: str) -> list[bytes]:
-    with redis_errors(f"scanning {pattern}"):
+    with translated_redis(f"scanning {pattern}"):
         return sorted(set(r.scan_iter(match=pattern, count=SCAN_COUNT)))
 
 
-def discover_queues(r: Redis) -> list[str]:
+def discover_queues(r: Redis, prefix: str = "") -> list[str]:
     """Every queue name rq has a key for: rq:queues plus what SCAN finds under each kind."""
     names: set[str] = set()
-    with redis_errors("reading rq:queues"):
+    with translated_redis("reading rq:queues"):
         members = r.smembers(QUEUES_SET)
     for raw in members:
         names.add(_decode(raw).removeprefix(f"{PREFIX}:queue:"))
@@ -116,16 +113,16 @@ def discover_queues(r: Redis) -> list[str]:
     for kind in (Kind.READY, Kind.SCHEDULED, Kind.DEFERRED, Kind.WIP):
         for key in scan_keys(r, f"{PREFIX}:{kind.value}:*"):
             names.add(_decode(key).removeprefix(f"{PREFIX}:{kind.value}:"))
-    return queue_order({n for n in names if n})
+    return queue_order({n for n in names if n}, prefix)
 
 
-def sources(r: Redis, kinds: tuple[Kind, ...] = MIGRATED_KINDS) -> list[Source]:
+def sources(r: Redis, prefix: str = "", kinds: tuple[Kind, ...] = MIGRATED_KINDS) -> list[Source]:
     """Every (queue, kind) pair, in priority order, then in `kinds` order within a queue."""
-    return [Source(kind, q) for q in discover_queues(r) for kind in kinds]
+    return [Source(kind, q) for q in discover_queues(r, prefix) for kind in kinds]
 
 
 def count(r: Redis, source: Source) -> int:
-    with redis_errors(f"counting {source.key}"):
+    with translated_redis(f"counting {source.key}"):
         if source.kind.container == "list":
             return int(r.llen(source.key))
         return int(r.zcard(source.key))
@@ -134,18 +131,19 @@ def count(r: Redis, source: Source) -> int:
 def read_page(r: Redis, source: Source, start: int, size: int) -> list[Entry]:
     """Up to `size` entries from position `start`, without removing anything."""
     end = start + size - 1
-    with redis_errors(f"reading {source.key}"):
+    with translated_redis(f"reading {source.key}"):
         if source.kind.container == "list":
-            return [Entry(m, _job_id(m, source.kind)) for m in r.lrange(source.key, start, end)]
-        pairs = r.zrange(source.key, start, end, withscores=True)
-    return [Entry(m, _job_id(m, source.kind), float(s)) for m, s in pairs]
+            members = [_raw(m) for m in r.lrange(source.key, start, end)]
+            return [Entry(m, _job_id(m, source.kind)) for m in members]
+        pairs: list[Any] = r.zrange(source.key, start, end, withscores=True)
+    return [Entry(_raw(m), _job_id(_raw(m), source.kind), float(s)) for m, s in pairs]
 
 
 def fetch_hashes(r: Redis, job_ids: list[str]) -> dict[str, dict[bytes, bytes]]:
     """Raw job hashes in one pipeline; an id with no hash is absent from the result."""
     if not job_ids:
         return {}
-    with redis_errors("reading job hashes"):
+    with translated_redis("reading job hashes"):
         pipe = r.pipeline(transaction=False)
         for job_id in job_ids:
             pipe.hgetall(job_key(job_id))
@@ -155,7 +153,7 @@ def fetch_hashes(r: Redis, job_ids: list[str]) -> dict[str, dict[bytes, bytes]]:
 
 def alive_workers(r: Redis) -> list[str]:
     """Worker keys registered in rq:workers whose hash still exists (not expired)."""
-    with redis_errors("listing rq workers"):
+    with translated_redis("listing rq workers"):
         keys = sorted(r.smembers(WORKERS_SET))
         if not keys:
             return []
@@ -172,6 +170,11 @@ def _job_id(member: bytes, kind: Kind) -> str:
     if kind is Kind.WIP:
         return text.rpartition(":")[0] or text
     return text
+
+
+def _raw(value: bytes | str) -> bytes:
+    """Members as bytes (the client is created with decode_responses=False)."""
+    return value if isinstance(value, bytes) else value.encode("utf-8", "surrogateescape")
 
 
 def _decode(raw: bytes | str) -> str:

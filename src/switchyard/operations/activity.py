@@ -1,5 +1,5 @@
 """Read-only views for the dashboard and the metrics: rollback runs and their timelines,
-throughput over time, task durations, claim latency, queued work per engine.
+throughput over time, task durations, claim latency.
 
 Every query here only reads, and each is bounded by a time window or a row limit, so a
 dashboard refresh or a Prometheus scrape stays cheap on a large database.
@@ -7,15 +7,16 @@ dashboard refresh or a Prometheus scrape stays cheap on a large database.
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
 from switchyard.db.engine import translated
-from switchyard.db.schema import run_steps, runs, task_events, tasks, workers
+from switchyard.db.schema import run_steps, runs, task_events, tasks
 from switchyard.db.store import utcnow
-from switchyard.domain import Priority, Status
+from switchyard.domain import Status
 from switchyard.errors import NotFound
 from switchyard.operations.services import Services
 
@@ -102,7 +103,7 @@ def throughput(services: Services, minutes: int = 60, buckets: int = 30) -> dict
             sa.func.sum(sa.case((sa.and_(to == outcome, at >= lo, at < hi), 1), else_=0)), 0
         )
         for outcome in (Status.COMPLETED.value, Status.FAILED.value)
-        for lo, hi in zip(edges, edges[1:], strict=False)
+        for lo, hi in itertools.pairwise(edges)
     ]
     query = sa.select(*columns).where(
         at >= start, to.in_([Status.COMPLETED.value, Status.FAILED.value])
@@ -147,9 +148,7 @@ def recent_claim_latencies(services: Services, minutes: int = 15) -> list[float]
     query = (
         sa.select(tasks.c.started_at, tasks.c.available_at)
         .where(
-            tasks.c.status.in_(
-                [Status.RUNNING.value, Status.COMPLETED.value, Status.FAILED.value]
-            ),
+            tasks.c.status.in_([Status.RUNNING.value, Status.COMPLETED.value, Status.FAILED.value]),
             tasks.c.started_at >= since,
         )
         .limit(SAMPLE_LIMIT)
@@ -158,43 +157,11 @@ def recent_claim_latencies(services: Services, minutes: int = 15) -> list[float]
     return [_seconds(r.started_at, r.available_at) for r in rows]
 
 
-# -- queued work and workers ----------------------------------------------------------------
-
-
-def queued_by_engine(services: Services) -> dict[str, dict[str, int]]:
-    """Queued tasks per owning engine and priority label, as the database records them."""
-    query = (
-        sa.select(tasks.c.engine, tasks.c.priority, sa.func.count())
-        .where(tasks.c.status == Status.QUEUED.value)
-        .group_by(tasks.c.engine, tasks.c.priority)
-    )
-    out: dict[str, dict[str, int]] = {}
-    for engine, priority, n in _read(services, "counting queued tasks", query):
-        out.setdefault(engine or "db", {})[Priority(priority).label] = n
-    return out
-
-
-def registered_workers(services: Services, fresh_seconds: float) -> list[dict[str, Any]]:
-    """Workers in the registry whose heartbeat is newer than `fresh_seconds`."""
-    since = utcnow() - timedelta(seconds=fresh_seconds)
-    query = sa.select(workers).where(workers.c.heartbeat_at >= since).order_by(workers.c.name)
-    return [
-        {
-            **dict(r._mapping),
-            "started_at": _iso(r.started_at),
-            "heartbeat_at": _iso(r.heartbeat_at),
-        }
-        for r in _read(services, "listing workers", query)
-    ]
-
-
 __all__ = [
     "current_or_last_run",
     "get_run",
     "list_runs",
-    "queued_by_engine",
     "recent_claim_latencies",
     "recent_durations",
-    "registered_workers",
     "throughput",
 ]

@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeGuard
 
 import sqlalchemy as sa
 
@@ -82,27 +82,31 @@ def parse_duration(value: float | str | None, field: str = "duration") -> timede
     """
     if isinstance(value, bool) or value is None:
         raise UsageError(f"invalid {field}: give minutes (120) or a phrase such as '2 hours'")
+    seconds = _seconds(value)
+    if seconds is None:
+        raise UsageError(
+            f"invalid {field} {value!r}: give minutes (120) or a phrase such as '2 hours'"
+        )
+    # Checked as a number first: NaN, infinity and huge values never reach timedelta.
+    if not 0 < seconds <= MAX_DURATION.total_seconds():
+        raise UsageError(f"invalid {field} {value!r}: must be more than 0 and at most 30 days")
+    return timedelta(seconds=seconds)
+
+
+def _seconds(value: float | str) -> float | None:
+    """Seconds from minutes or a phrase; None when it is neither."""
     if isinstance(value, int | float):
-        return _bounded(timedelta(minutes=value), field, value)
+        return float(value) * 60
     text = value.strip().lower()
     try:
-        return _bounded(timedelta(minutes=float(text)), field, value)
+        return float(text) * 60
     except ValueError:
         pass
     parts = _PART.findall(text)
     leftover = _FILLER.sub("", _PART.sub("", text))
     if not parts or leftover or any(unit not in _UNITS for _, unit in parts):
-        raise UsageError(
-            f"invalid {field} {value!r}: give minutes (120) or a phrase such as '2 hours'"
-        )
-    seconds = sum(float(n) * _UNITS[unit] for n, unit in parts)
-    return _bounded(timedelta(seconds=seconds), field, value)
-
-
-def _bounded(duration: timedelta, field: str, raw: object) -> timedelta:
-    if not timedelta(0) < duration <= MAX_DURATION:
-        raise UsageError(f"invalid {field} {raw!r}: must be more than 0 and at most 30 days")
-    return duration
+        return None
+    return sum(float(n) * _UNITS[unit] for n, unit in parts)
 
 
 def parse_time(value: str | datetime | None, field: str = "start_time") -> datetime:
@@ -221,7 +225,10 @@ def schedule_maintenance(
     """Add a window that starts and ends by itself; submissions are refused inside it."""
     reason = _reason(reason)
     start = parse_time(start_time)
-    end = start + parse_duration(duration)
+    try:
+        end = start + parse_duration(duration)
+    except OverflowError:
+        raise UsageError(f"invalid start_time {start_time!r}: too far in the future") from None
     now = utcnow()
     if end <= now:
         raise UsageError(f"invalid start_time: the window would have ended at {_iso(end)}")
@@ -312,7 +319,7 @@ def _block(state: dict[str, Any], now: datetime) -> Block | None:
     )
 
 
-def _paused_active(paused: Any, now: datetime) -> bool:
+def _paused_active(paused: Any, now: datetime) -> TypeGuard[dict[str, Any]]:
     if not isinstance(paused, dict):
         return False
     until = paused.get("until")

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
 from switchyard.db import migrate
 from switchyard.db.store import NewTask
-from switchyard.domain import CaptionSettings, Priority, Status, Task
+from switchyard.domain import CaptionSettings, Origin, Priority, Status, Task
 from switchyard.errors import NotFound, SubmissionsPaused, UsageError
+from switchyard.logs import log_event
 from switchyard.operations.maintenance import submission_block
 from switchyard.operations.services import Services
 
 MAX_URL_LENGTH = 2048
+log = logging.getLogger("switchyard.operations.tasks")
 
 
 def init_schema(services: Services) -> dict[str, str]:
@@ -30,6 +34,9 @@ def validate_url(url: str) -> str:
     url = url.strip()
     if not url or len(url) > MAX_URL_LENGTH:
         raise UsageError(f"invalid image_url: must be 1 to {MAX_URL_LENGTH} characters")
+    if any(c.isspace() or not c.isprintable() for c in url):
+        # urlsplit accepts these, but no fetcher can use them: percent-encode instead.
+        raise UsageError(f"invalid image_url {url!r}: contains whitespace or control characters")
     try:
         parts = urlsplit(url)
         _ = parts.port
@@ -72,9 +79,30 @@ def ensure_accepting(services: Services) -> None:
 
 
 def submit(services: Services, new: Iterable[NewTask], actor: str) -> list[Task]:
-    """Write every task in one transaction: all or nothing."""
+    """Write every task in one transaction: all or nothing.
+
+    In rq and hybrid mode the tasks are owned by rq and enqueued after the commit. If Redis
+    fails then, the submission still succeeds: the dispatcher loop enqueues them later, or
+    polling workers take them while the fallback is active.
+    """
     ensure_accepting(services)
-    return services.store.submit(list(new), actor)
+    routing = services.modes()
+    owned = [
+        replace(n, engine=routing.submit_engine) if n.origin is Origin.SUBMITTED else n for n in new
+    ]
+    created = services.store.submit(owned, actor)
+    if routing.redis_in_use and created:
+        _enqueue_after_commit(services, created)
+    return created
+
+
+def _enqueue_after_commit(services: Services, created: list[Task]) -> None:
+    from switchyard.rq_engine import BrokerUnavailable, enqueue_tasks
+
+    try:
+        enqueue_tasks(services.store, services.redis, created, services.settings)
+    except BrokerUnavailable as exc:
+        log_event(log, "enqueue_deferred", logging.WARNING, tasks=len(created), error=exc)
 
 
 # -- reads and operator actions -------------------------------------------------------------
@@ -104,7 +132,7 @@ def list_tasks(
         wanted = Status(status) if status else None
     except ValueError:
         raise UsageError(f"invalid status {status!r}") from None
-    return services.store.list(
+    return services.store.list_tasks(
         status=wanted,
         priority=Priority.parse(priority) if priority else None,
         user_id=user_id,

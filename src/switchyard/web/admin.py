@@ -10,10 +10,12 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from switchyard.errors import NotFound
-from switchyard.operations import activity, maintenance
+from switchyard.modes import Mode
+from switchyard.operations import activity, engines, maintenance
 from switchyard.web.api import Svc
 from switchyard.web.auth import require_admin
 
@@ -29,14 +31,14 @@ Duration = Annotated[
 class EmergencyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: str = Field("emergency maintenance", min_length=1, max_length=500)
+    reason: str = Field(default="emergency maintenance", min_length=1, max_length=500)
     notify_users: bool = False
 
 
 class PauseIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: str = Field("paused by an operator", min_length=1, max_length=500)
+    reason: str = Field(default="paused by an operator", min_length=1, max_length=500)
     duration: Duration | None = None
 
 
@@ -47,6 +49,83 @@ class ScheduleIn(BaseModel):
     duration: Duration
     reason: str = Field(min_length=1, max_length=500)
     notify_users: bool = False
+
+
+class ModeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Mode
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class ReasonIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str | None = Field(default=None, max_length=500)
+
+
+# -- the engines (the runbook's /admin/rq/...) ------------------------------------------------
+
+
+@router.get("/rq/health", responses={503: {}})
+def rq_health(svc: Svc) -> JSONResponse:
+    """Is Redis answering, and what is the rq side doing: 503 when Redis does not answer."""
+    health = engines.rq_health(svc)
+    return JSONResponse(health, status_code=200 if health["ok"] else 503)
+
+
+@router.get("/rq/stats")
+def rq_stats(svc: Svc) -> dict[str, Any]:
+    """Both engines side by side: queued per engine and priority, Redis' own queue lengths,
+    `processing` (tasks rq workers run now), failed, workers, mode and fallback."""
+    return engines.engine_stats(svc)
+
+
+@router.post("/rq/shutdown-workers", responses={503: {}})
+def shutdown_workers(svc: Svc, actor: Actor) -> dict[str, Any]:
+    """Graceful, through rq: each worker finishes its current job, then exits."""
+    return {"workers_asked": engines.shutdown_rq_workers(svc, actor)}
+
+
+@router.post("/rq/suspend", responses={503: {}})
+def suspend_rq(
+    svc: Svc, actor: Actor, body: Annotated[ReasonIn | None, Body()] = None
+) -> dict[str, Any]:
+    """rq workers take no new job until resumed; queued tasks stay queued."""
+    return engines.suspend_rq(svc, actor, body.reason if body else None)
+
+
+@router.post("/rq/resume", responses={503: {}})
+def resume_rq(
+    svc: Svc, actor: Actor, body: Annotated[ReasonIn | None, Body()] = None
+) -> dict[str, Any]:
+    return engines.resume_rq(svc, actor, body.reason if body else None)
+
+
+@router.get("/workers")
+def workers(svc: Svc, include_stopped: bool = False) -> dict[str, Any]:
+    """Every registered worker of both engines, alive or lost."""
+    return {"workers": engines.list_workers(svc, include_stopped)}
+
+
+@router.get("/mode")
+def get_mode(svc: Svc) -> dict[str, Any]:
+    """The mode in force, how it was set, and the Redis fallback."""
+    return engines.get_mode(svc)
+
+
+@router.post("/mode")
+def set_mode(svc: Svc, actor: Actor, body: ModeIn) -> dict[str, Any]:
+    """Switch engines at run time; queued work moves to the engine that now owns it."""
+    return engines.set_mode(svc, body.mode, actor, body.reason)
+
+
+@router.get("/events")
+def system_events(
+    svc: Svc, kind: str | None = Query(None, max_length=32), limit: int = Query(50, ge=1, le=500)
+) -> dict[str, Any]:
+    """Mode switches, fallbacks and recoveries, suspensions, shutdowns: newest first."""
+    return {"events": engines.system_events(svc, kind, limit)}
 
 
 # -- maintenance ------------------------------------------------------------------------------

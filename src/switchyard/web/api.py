@@ -6,7 +6,7 @@ result; errors become HTTP answers in `web.app`.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import JSONResponse
@@ -14,12 +14,20 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from switchyard import operations as ops
 from switchyard.db.store import NewTask
+from switchyard.domain import CaptionSettings, Status
 from switchyard.errors import SwitchyardError, UsageError
-from switchyard.operations import maintenance
+from switchyard.operations import engines, maintenance
 from switchyard.operations.tasks import MAX_URL_LENGTH
 
 ACTOR = "api"
 MAX_BATCH = 1000
+MAX_ID = 2**63 - 1  # the columns are BIGINT
+EXAMPLE_URL = "https://pixelfed.example/storage/m/1.jpg"
+# The schema's promise about image URLs; `validate_url` is the authority on the rest.
+URL_PATTERN = r"^https?://[A-Za-z0-9][A-Za-z0-9.-]*(:[0-9]{1,4})?(/[^\s]*)?$"
+
+# Priority labels for the schema; a test keeps them equal to domain.Priority's.
+PriorityName = Literal["urgent", "high", "normal", "low"]
 
 router = APIRouter()
 
@@ -37,15 +45,22 @@ class TaskIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    image_url: str = Field(max_length=MAX_URL_LENGTH)
-    user_id: int = Field(gt=0)
-    platform_connection_id: int = Field(gt=0)
-    priority: str = Field("normal", description="urgent, high, normal or low")
-    settings: dict[str, Any] = Field(default_factory=dict)
+    image_url: str = Field(
+        min_length=1, max_length=MAX_URL_LENGTH, pattern=URL_PATTERN, examples=[EXAMPLE_URL]
+    )
+    user_id: int = Field(gt=0, le=MAX_ID)
+    platform_connection_id: int = Field(gt=0, le=MAX_ID)
+    priority: PriorityName = "normal"
+    settings: CaptionSettings = Field(default_factory=CaptionSettings)
 
     def build(self) -> NewTask:
+        """The operations layer validates again (the URL's syntax above all)."""
         return ops.build_task(
-            self.image_url, self.user_id, self.platform_connection_id, self.priority, self.settings
+            self.image_url,
+            self.user_id,
+            self.platform_connection_id,
+            self.priority,
+            self.settings.model_dump(exclude_none=True),
         )
 
 
@@ -105,9 +120,9 @@ def _event(event: dict[str, Any]) -> dict[str, Any]:
 @router.get("/api/tasks", tags=["tasks"], responses={422: {}})
 def list_tasks(
     svc: Svc,
-    status: str | None = None,
-    priority: str | None = None,
-    user_id: int | None = None,
+    status: Status | None = None,
+    priority: PriorityName | None = None,
+    user_id: int | None = Query(None, gt=0, le=MAX_ID),
     limit: int = Query(50, ge=1, le=1000),
 ) -> dict[str, Any]:
     """Tasks, newest first, filtered by status, priority and user."""
@@ -140,11 +155,23 @@ def public_maintenance_status(svc: Svc) -> dict[str, Any]:
 
 @router.get("/health", tags=["health"], responses={503: {}})
 def health(svc: Svc) -> JSONResponse:
-    """200 when the system can take and run work, 503 when a component it needs is down."""
+    """Each component with its status (ok, degraded, error, unused). 503 when the system
+    cannot take or keep work (database down, or Redis down in rq or hybrid mode with no
+    fallback active); "degraded" (still 200) when no worker is alive to run it."""
     components = {"database": _database_health(svc)}
-    healthy = all(c["status"] == "ok" for c in components.values())
-    body = {"status": "healthy" if healthy else "unhealthy", **components}
-    return JSONResponse(body, status_code=200 if healthy else 503)
+    if components["database"]["status"] == "ok":
+        mode = engines.get_mode(svc)
+        components["mode"] = {"status": "ok", **mode}
+        components["redis"] = _redis_health(svc, mode)
+        components["workers"] = _workers_health(svc, mode)
+    statuses = {c["status"] for c in components.values()}
+    overall = (
+        "unhealthy"
+        if "error" in statuses
+        else ("degraded" if "degraded" in statuses else "healthy")
+    )
+    body = {"status": overall, **components}
+    return JSONResponse(body, status_code=503 if overall == "unhealthy" else 200)
 
 
 def _database_health(svc: ops.Services) -> dict[str, Any]:
@@ -153,3 +180,25 @@ def _database_health(svc: ops.Services) -> dict[str, Any]:
     except SwitchyardError as exc:
         return {"status": "error", "error": str(exc)}
     return {"status": "ok", "dialect": svc.store.dialect, "tasks": totals}
+
+
+def _redis_health(svc: ops.Services, mode: dict[str, Any]) -> dict[str, Any]:
+    if mode["mode"] == "db":
+        return {"status": "unused"}
+    redis = engines.rq_health(svc)["redis"]
+    if redis.get("ok"):
+        return {"status": "ok", **redis}
+    # Polling workers carry the work while the fallback is active: degraded, not down.
+    return {"status": "degraded" if mode["fallback"]["active"] else "error", **redis}
+
+
+def _workers_health(svc: ops.Services, mode: dict[str, Any]) -> dict[str, Any]:
+    alive = {"db": 0, "rq": 0}
+    for worker in engines.list_workers(svc):
+        if worker["alive"]:
+            alive[worker["engine"]] = alive.get(worker["engine"], 0) + 1
+    wanted = {"db": ["db"], "rq": ["rq"], "hybrid": ["db", "rq"]}[mode["mode"]]
+    if mode["fallback"]["active"]:
+        wanted = ["db"]
+    able = sum(alive[e] for e in wanted)
+    return {"status": "ok" if able else "degraded", "alive": alive, "needed": wanted}

@@ -23,6 +23,7 @@ from switchyard.errors import (
 from switchyard.logs import log_event
 from switchyard.operations import Services
 from switchyard.operations.maintenance import DEFAULT_RETRY_AFTER, submission_block
+from switchyard.rq_engine import BrokerUnavailable
 from switchyard.web import admin, api, auth, dashboard, metrics
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ STATUS_FOR: dict[type[SwitchyardError], int] = {
     SubmissionsPaused: 503,
     StoreError: 503,
     ConfigError: 503,
+    BrokerUnavailable: 503,
 }
 # UsageError messages start "invalid <field>..."; the field is named back to the client.
 _FIELD = re.compile(r"^invalid ([A-Za-z_][\w.\[\]]*)")
@@ -57,7 +59,7 @@ def create_app(services: Services | None = None) -> FastAPI:
         same_site="strict",
         https_only=False,
     )
-    app.add_exception_handler(SwitchyardError, _switchyard_error)  # type: ignore[arg-type]
+    app.add_exception_handler(SwitchyardError, _switchyard_error)
     app.middleware("http")(_security_headers)
     for module in (api, admin, dashboard, metrics):
         app.include_router(module.router)
@@ -73,8 +75,9 @@ async def _security_headers(request: Request, call_next: Any) -> Any:
 
 def _switchyard_error(request: Request, exc: SwitchyardError) -> JSONResponse:
     status = next((code for kind, code in STATUS_FOR.items() if isinstance(exc, kind)), 500)
-    if isinstance(exc, StoreError):
-        request.app.state.metrics.count_error("database")
+    if isinstance(exc, StoreError | BrokerUnavailable):
+        component = "database" if isinstance(exc, StoreError) else "redis"
+        request.app.state.metrics.count_error(component)
     log_event(log, "http.error", status=status, path=request.url.path, error=str(exc))
     if isinstance(exc, UsageError):
         return _usage_error(exc)

@@ -97,8 +97,10 @@ def sign_out(request: Request) -> None:
 def signed_in(request: Request) -> bool:
     token = admin_token(_settings(request))
     held = request.session.get("fp")
-    return token is not None and isinstance(held, str) and hmac.compare_digest(
-        held, _fingerprint(token)
+    return (
+        token is not None
+        and isinstance(held, str)
+        and hmac.compare_digest(held, _fingerprint(token))
     )
 
 

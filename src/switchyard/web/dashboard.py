@@ -23,7 +23,7 @@ from fastapi.templating import Jinja2Templates
 
 from switchyard import operations as ops
 from switchyard.errors import SwitchyardError
-from switchyard.operations import activity, maintenance
+from switchyard.operations import activity, engines, maintenance
 from switchyard.web import auth
 
 REFRESH_SECONDS = 5
@@ -57,7 +57,9 @@ def dashboard_context(svc: ops.Services) -> dict[str, Section]:
     return {
         "maintenance": _section(lambda: maintenance.maintenance_status(svc)),
         "tasks": _section(lambda: ops.overview(svc)),
-        "queues": _section(lambda: activity.queued_by_engine(svc)),
+        "stats": _section(lambda: engines.engine_stats(svc)),
+        "mode": _section(lambda: engines.get_mode(svc)),
+        "workers": _section(lambda: engines.list_workers(svc)),
         "throughput": _section(lambda: _with_chart(activity.throughput(svc))),
         "run": _section(lambda: activity.current_or_last_run(svc)),
     }
@@ -96,9 +98,11 @@ def _json_ready(context: dict[str, Section]) -> dict[str, Any]:
 # -- rendering --------------------------------------------------------------------------------
 
 
-def _render(request: Request, name: str, status: int = 200, **extra: Any) -> HTMLResponse:
+def _render(
+    request: Request, name: str, context: dict[str, Any] | None = None, status: int = 200
+) -> HTMLResponse:
     nonce = secrets.token_urlsafe(16)
-    context = {"nonce": nonce, "refresh_seconds": REFRESH_SECONDS, **extra}
+    context = {"nonce": nonce, "refresh_seconds": REFRESH_SECONDS, **(context or {})}
     response = templates.TemplateResponse(request, name, context, status_code=status)
     response.headers["Content-Security-Policy"] = (
         f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
@@ -110,21 +114,15 @@ def _render(request: Request, name: str, status: int = 200, **extra: Any) -> HTM
     return response
 
 
-def _page(request: Request, name: str, **extra: Any) -> HTMLResponse:
-    svc: ops.Services = request.app.state.services
-    flash = request.session.pop("flash", None)
-    return _render(
-        request,
-        name,
-        csrf=auth.csrf_token(request),
-        flash=flash,
-        **dashboard_context(svc),
-        **extra,
-    )
+def _page(request: Request, name: str) -> HTMLResponse:
+    """A signed-in page: the data, the CSRF token for its forms, and any flashed outcome."""
+    context: dict[str, Any] = dict(dashboard_context(request.app.state.services))
+    context.update(csrf=auth.csrf_token(request), flash=request.session.pop("flash", None))
+    return _render(request, name, context)
 
 
 def _disabled(request: Request) -> HTMLResponse:
-    return _render(request, "login.html", status=403, disabled=auth.DISABLED)
+    return _render(request, "login.html", {"disabled": auth.DISABLED}, status=403)
 
 
 @router.get("", response_class=HTMLResponse)
@@ -163,7 +161,7 @@ def login(request: Request, token: Annotated[str, Form()] = "") -> Response:
     if auth.admin_token(request.app.state.services.settings) is None:
         return _disabled(request)
     if not auth.sign_in(request, token):
-        return _render(request, "login.html", status=401, error="wrong token")
+        return _render(request, "login.html", {"error": "wrong token"}, status=401)
     return RedirectResponse("/admin", status_code=303)
 
 

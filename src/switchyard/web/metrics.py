@@ -20,7 +20,8 @@ from prometheus_client.utils import floatToGoString
 
 from switchyard.domain import Priority, Status
 from switchyard.errors import SwitchyardError
-from switchyard.operations import Services, activity, maintenance
+from switchyard.modes import Mode
+from switchyard.operations import Services, activity, engines, maintenance
 from switchyard.operations import overview as task_overview
 
 WINDOW_MINUTES = 15
@@ -42,6 +43,8 @@ class Metrics:
 
     def __init__(self, services: Services) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
+        # Registered first, so errors met during a scrape are counted in that same scrape.
+        self.registry.register(StoreCollector(services, self.count_error))
         self.errors = Counter(
             "switchyard_backend_errors",
             "Errors this server process met talking to a backend.",
@@ -50,7 +53,6 @@ class Metrics:
         )
         for component in COMPONENTS:
             self.errors.labels(component)
-        self.registry.register(StoreCollector(services, self.count_error))
 
     def count_error(self, component: str) -> None:
         self.errors.labels(component).inc()
@@ -60,7 +62,7 @@ class Metrics:
 
 
 class StoreCollector(Collector):
-    """Reads tasks, queues and maintenance state from the database at scrape time."""
+    """Reads tasks, both engines and maintenance state at scrape time."""
 
     def __init__(self, services: Services, on_error: Callable[[str], None]) -> None:
         self.services = services
@@ -71,17 +73,23 @@ class StoreCollector(Collector):
             "switchyard_up", "Whether the scrape could read the component.", labels=["component"]
         )
         try:
-            families = list(self._families())
+            stats = engines.engine_stats(self.services)
+            families = [*self._engines(stats), *self._store_families()]
         except SwitchyardError:
             self.on_error("database")
-            families = []
-        up.add_metric(["database"], 1.0 if families else 0.0)
+            up.add_metric(["database"], 0.0)
+            yield up
+            return
+        redis_ok = bool(stats["rq"]["redis"].get("ok"))
+        if not redis_ok and stats["mode"] != "db":  # an absent Redis is no error in db mode
+            self.on_error("redis")
+        up.add_metric(["database"], 1.0)
+        up.add_metric(["redis"], 1.0 if redis_ok else 0.0)
         yield up
         yield from families
 
-    def _families(self) -> Iterator[Any]:
+    def _store_families(self) -> Iterator[Any]:
         yield self._tasks()
-        yield self._queues()
         yield self._accepting()
         yield _histogram(
             "switchyard_task_duration_seconds",
@@ -96,6 +104,47 @@ class StoreCollector(Collector):
             LATENCY_BUCKETS,
         )
 
+    def _engines(self, stats: dict[str, Any]) -> Iterator[GaugeMetricFamily]:
+        """Both engines from one `engine_stats` read; Redis figures only when Redis answered."""
+        yield _labelled(
+            "switchyard_queue_length",
+            "Queued tasks per owning engine and priority (the database's record).",
+            ["engine", "priority"],
+            {(e, p): n for e, by in stats["queued"].items() for p, n in by.items()},
+        )
+        yield _labelled(
+            "switchyard_running", "Running tasks per engine.", ["engine"], stats["running"]
+        )
+        yield _labelled(
+            "switchyard_workers",
+            "Live registered workers per engine.",
+            ["engine"],
+            stats["workers"],
+        )
+        modes = {m.value: float(m.value == stats["mode"]) for m in Mode}
+        yield _labelled("switchyard_mode", "1 for the mode in force.", ["mode"], modes)
+        yield _gauge(
+            "switchyard_fallback_active",
+            "1 while the Redis fallback is active (polling workers take every task).",
+            float(bool(stats["fallback"]["active"])),
+        )
+        yield _gauge(
+            "switchyard_undispatched",
+            "rq-owned queued tasks not yet enqueued in Redis.",
+            stats["undispatched"],
+        )
+        redis_queues = stats["rq"]["queues"]
+        if redis_queues is not None:
+            yield _labelled(
+                "switchyard_rq_queue_length",
+                "Job ids waiting in each rq queue (Redis LLEN).",
+                ["priority"],
+                redis_queues,
+            )
+            yield _gauge(
+                "switchyard_rq_workers", "rq's registered workers.", stats["rq"]["workers"]
+            )
+
     def _tasks(self) -> GaugeMetricFamily:
         family = GaugeMetricFamily(
             "switchyard_tasks", "Tasks by status and priority.", labels=["status", "priority"]
@@ -105,18 +154,6 @@ class StoreCollector(Collector):
             for priority in Priority:
                 n = counts.get(status.value, {}).get(priority.label, 0)
                 family.add_metric([status.value, priority.label], n)
-        return family
-
-    def _queues(self) -> GaugeMetricFamily:
-        family = GaugeMetricFamily(
-            "switchyard_queue_length",
-            "Queued tasks per owning engine and priority.",
-            labels=["engine", "priority"],
-        )
-        queued = activity.queued_by_engine(self.services)
-        for engine in sorted({"db", "rq", *queued}):
-            for priority in Priority:
-                family.add_metric([engine, priority.label], queued.get(engine, {}).get(priority.label, 0))
         return family
 
     def _accepting(self) -> GaugeMetricFamily:
@@ -135,3 +172,14 @@ def _histogram(
     buckets = [(floatToGoString(b), float(bisect.bisect_right(ordered, b))) for b in bounds]
     buckets.append(("+Inf", float(len(ordered))))
     return GaugeHistogramMetricFamily(name, doc, buckets=buckets, gsum_value=sum(ordered))
+
+
+def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, value=value)
+
+
+def _labelled(name: str, doc: str, labels: list[str], values: dict[Any, Any]) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, doc, labels=labels)
+    for key, value in values.items():
+        family.add_metric(list(key) if isinstance(key, tuple) else [key], value)
+    return family

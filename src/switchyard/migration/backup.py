@@ -1,0 +1,393 @@
+"""`switchyard backup`: a snapshot of everything in play, taken without changing anything.
+
+Layout of a backup directory (written as `<dir>.partial`, renamed when complete, so a crash
+never leaves something that looks like a finished backup):
+
+    manifest.json            format, time, counts, sha256 of every file, notes
+    redis/structures.jsonl   every rq queue list, registry (wip, scheduled, deferred, ready,
+                             failed, finished, canceled) and rq:queues: one key a line
+    redis/jobs.jsonl         every rq:job:<id> hash, field names and values base64 (exact bytes)
+    redis/dump.rdb           Redis's own snapshot, when Redis persists to disk and the file
+                             is readable here (after a BGSAVE that has really finished)
+    db/tasks.jsonl           every task row
+    db/quarantine.jsonl      every quarantined job, raw bytes base64
+    db/system_state.jsonl    mode, pause and maintenance flags at the time
+
+The structures are read in one MULTI/EXEC, so the queues and registries are one instant;
+job hashes are read after (a job finishing meanwhile may lose its hash; the manifest says so).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import redis
+import sqlalchemy as sa
+from redis import Redis
+
+from switchyard.db.engine import translated
+from switchyard.db.schema import quarantine, system_state, tasks
+from switchyard.db.store import TaskStore
+from switchyard.domain import Priority
+from switchyard.errors import NotFound, UsageError
+from switchyard.migration.rq_reader import PREFIX, QUEUES_SET
+from switchyard.rq_engine.connection import BrokerUnavailable, translated_redis
+
+FORMAT = "switchyard-backup@1"
+STRUCTURE_PREFIXES = tuple(
+    f"{PREFIX}:{k}:"
+    for k in ("queue", "wip", "scheduled", "deferred", "ready", "failed", "finished", "canceled")
+)
+JOB_PREFIX = f"{PREFIX}:job:"
+BGSAVE_TIMEOUT = 300.0
+CHUNK = 1000
+DB_FILES = {"tasks": tasks, "quarantine": quarantine, "system_state": system_state}
+
+
+# -- value encoding: exact bytes, readable where they are text --------------------------------
+
+
+def text(raw: bytes | str) -> str:
+    """Keys and members as JSON strings; non-UTF-8 bytes survive as surrogate escapes."""
+    return raw if isinstance(raw, str) else raw.decode("utf-8", "surrogateescape")
+
+
+def raw_bytes(value: str) -> bytes:
+    return value.encode("utf-8", "surrogateescape")
+
+
+def b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")
+
+
+def row_to_json(table: sa.Table, row: sa.Row[Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for col in table.columns:
+        value = row._mapping[col.name]
+        if isinstance(value, uuid.UUID):
+            value = str(value)
+        elif isinstance(value, datetime):
+            value = value.isoformat()
+        elif isinstance(value, bytes):
+            value = b64(value)
+        elif isinstance(value, Priority):
+            value = value.label
+        out[col.name] = value
+    return out
+
+
+def row_from_json(table: sa.Table, doc: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for col in table.columns:
+        value = doc.get(col.name)
+        if value is not None:
+            if isinstance(col.type, sa.Uuid):
+                value = uuid.UUID(value)
+            elif isinstance(col.type, sa.DateTime):
+                value = datetime.fromisoformat(value)
+            elif isinstance(col.type, sa.LargeBinary):
+                value = base64.b64decode(value)
+        out[col.name] = value
+    return out
+
+
+# -- writing files with their checksums ---------------------------------------------------
+
+
+@dataclass
+class FileRecord:
+    sha256: str
+    bytes: int
+    records: int | None = None
+
+
+def write_jsonl(path: Path, docs: Iterable[dict[str, Any]]) -> FileRecord:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    digest, size, n = hashlib.sha256(), 0, 0
+    with path.open("wb") as fh:
+        for doc in docs:
+            line = json.dumps(doc, sort_keys=True).encode("utf-8") + b"\n"
+            fh.write(line)
+            digest.update(line)
+            size += len(line)
+            n += 1
+        fh.flush()
+        os.fsync(fh.fileno())
+    return FileRecord(digest.hexdigest(), size, n)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    with path.open("rb") as fh:
+        for line in fh:
+            yield json.loads(line)
+
+
+# -- reading Redis ---------------------------------------------------------------------------
+
+
+def structure_keys(r: Redis) -> list[tuple[bytes, str]]:
+    """(key, type) of every rq queue list and registry, and rq:queues, found by SCAN."""
+    found: list[tuple[bytes, str]] = []
+    with translated_redis("scanning rq keys"):
+        for kind in ("list", "zset"):
+            for key in r.scan_iter(match=f"{PREFIX}:*", count=CHUNK, _type=kind):
+                if text(key).startswith(STRUCTURE_PREFIXES):
+                    found.append((key, kind))
+        if r.exists(QUEUES_SET):
+            found.append((QUEUES_SET.encode(), "set"))
+    return sorted(found)
+
+
+def read_structures(r: Redis, keys: list[tuple[bytes, str]]) -> list[dict[str, Any]]:
+    """All of them in one MULTI/EXEC: one instant."""
+    with translated_redis("reading rq queues and registries"):
+        pipe = r.pipeline(transaction=True)
+        for key, kind in keys:
+            if kind == "list":
+                pipe.lrange(key, 0, -1)
+            elif kind == "zset":
+                pipe.zrange(key, 0, -1, withscores=True)
+            else:
+                pipe.smembers(key)
+        values = pipe.execute()
+    docs = []
+    for (key, kind), value in zip(keys, values, strict=True):
+        if kind == "zset":
+            members: list[Any] = [[text(m), s] for m, s in value]
+        else:
+            members = [text(m) for m in (value if kind == "list" else sorted(value))]
+        docs.append({"key": text(key), "type": kind, "members": members})
+    return docs
+
+
+def iter_job_hashes(r: Redis) -> Iterator[dict[str, Any]]:
+    """Every rq:job:<id> hash, with its remaining time to live, exact bytes in base64."""
+    with translated_redis("scanning rq job hashes"):
+        keys = [
+            k
+            for k in r.scan_iter(match=f"{JOB_PREFIX}*", count=CHUNK, _type="hash")
+            if ":" not in text(k)[len(JOB_PREFIX) :]
+        ]
+    for start in range(0, len(keys), CHUNK):
+        chunk = sorted(keys[start : start + CHUNK])
+        with translated_redis("reading rq job hashes"):
+            pipe = r.pipeline(transaction=False)
+            for key in chunk:
+                pipe.hgetall(key)
+                pipe.pttl(key)
+            values = pipe.execute()
+        for i, key in enumerate(chunk):
+            fields, pttl = values[2 * i], values[2 * i + 1]
+            if fields:
+                yield {
+                    "key": text(key),
+                    "pttl": int(pttl),
+                    "fields": [[b64(k), b64(v)] for k, v in fields.items()],
+                }
+
+
+# -- Redis's own snapshot ------------------------------------------------------------------
+
+
+@dataclass
+class Persistence:
+    enabled: bool | None  # None: the server would not say (CONFIG disabled)
+    note: str
+    dump_path: str | None = None
+
+
+def redis_persistence(r: Redis) -> Persistence:
+    try:
+        save = r.config_get("save").get("save", "")
+        aof = r.config_get("appendonly").get("appendonly", "no")
+    except redis.ResponseError as exc:
+        return Persistence(None, f"cannot read Redis persistence settings ({exc}); logical only")
+    except redis.RedisError as exc:
+        raise BrokerUnavailable(f"redis error while reading persistence settings: {exc}") from exc
+    if not save and aof != "yes":
+        return Persistence(False, "redis persistence disabled; logical backup only")
+    folder = str(r.config_get("dir").get("dir") or "")
+    name = str(r.config_get("dbfilename").get("dbfilename") or "dump.rdb")
+    return Persistence(True, f"save={save!r} appendonly={aof}", str(Path(folder) / name))
+
+
+def bgsave_and_wait(r: Redis, timeout: float = BGSAVE_TIMEOUT) -> int:
+    """Start a BGSAVE and return LASTSAVE once it has really finished (not the old one)."""
+    with translated_redis("taking a Redis snapshot"):
+        _wait_no_bgsave(r, timeout)
+        before = int(r.lastsave().timestamp())
+        saves_before = r.info("persistence").get("rdb_saves")
+        if time.time() - before < 1.5:
+            time.sleep(1.5)  # LASTSAVE has one-second resolution: make a new save visible
+        r.bgsave()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            info = r.info("persistence")
+            last = int(r.lastsave().timestamp())
+            done = last > before or (
+                saves_before is not None and info.get("rdb_saves", 0) > saves_before
+            )
+            if done and info.get("rdb_bgsave_in_progress") == 0:
+                if info.get("rdb_last_bgsave_status") != "ok":
+                    raise BrokerUnavailable("redis BGSAVE failed; see the Redis log")
+                return last
+            time.sleep(0.1)
+    raise BrokerUnavailable(f"redis BGSAVE did not finish within {timeout:g}s")
+
+
+def _wait_no_bgsave(r: Redis, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while r.info("persistence").get("rdb_bgsave_in_progress"):
+        if time.monotonic() > deadline:
+            raise BrokerUnavailable("a Redis BGSAVE already running did not finish in time")
+        time.sleep(0.1)
+
+
+def copy_dump(persistence: Persistence, lastsave: int, dest: Path) -> str | None:
+    """Copy the dump if it is the file Redis has just written (same host); else say why not."""
+    source = Path(persistence.dump_path or "")
+    try:
+        stat = source.stat()
+    except OSError:
+        return f"dump {source} is not readable from here (remote Redis?): copy it from its host"
+    if abs(stat.st_mtime - lastsave) > 2:
+        return f"dump {source} here is not the one Redis just saved (another host?); not copied"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, dest)
+    return None
+
+
+# -- the backup ------------------------------------------------------------------------------
+
+
+def default_backup_dir(root: Path = Path("backups")) -> Path:
+    return root / f"switchyard-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+
+
+def take_backup(store: TaskStore, r: Redis, out: Path, *, redis_url: str = "") -> dict[str, Any]:
+    """Write a complete backup to `out` (which must not exist yet); returns the manifest."""
+    if out.exists():
+        raise UsageError(f"{out} already exists; a backup never overwrites another")
+    work = out.with_name(out.name + ".partial")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    created_at = datetime.now(UTC).isoformat()
+    files: dict[str, FileRecord] = {}
+    counts: dict[str, Any] = {}
+    notes: list[str] = []
+    redis_info = _backup_redis(r, work, files, counts, notes)
+    _backup_database(store, work, files, counts)
+    manifest = {
+        "format": FORMAT,
+        "created_at": created_at,
+        "redis": {**redis_info, "url": _safe_url(redis_url)},
+        "database": {"dialect": store.dialect},
+        "counts": counts,
+        "files": {name: rec.__dict__ for name, rec in sorted(files.items())},
+        "notes": notes,
+    }
+    (work / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    work.rename(out)
+    return {**manifest, "path": str(out)}
+
+
+def _backup_redis(
+    r: Redis, work: Path, files: dict[str, FileRecord], counts: dict[str, Any], notes: list[str]
+) -> dict[str, Any]:
+    persistence = redis_persistence(r)
+    notes.append(persistence.note)
+    dump_note = None
+    if persistence.enabled:
+        lastsave = bgsave_and_wait(r)
+        dump_note = copy_dump(persistence, lastsave, work / "redis" / "dump.rdb")
+        if dump_note:
+            notes.append(dump_note)
+        else:
+            path = work / "redis" / "dump.rdb"
+            files["redis/dump.rdb"] = FileRecord(file_sha256(path), path.stat().st_size)
+    structures = read_structures(r, structure_keys(r))
+    files["redis/structures.jsonl"] = write_jsonl(work / "redis" / "structures.jsonl", structures)
+    files["redis/jobs.jsonl"] = write_jsonl(work / "redis" / "jobs.jsonl", iter_job_hashes(r))
+    counts["redis_keys"] = {d["key"]: len(d["members"]) for d in structures}
+    counts["job_hashes"] = files["redis/jobs.jsonl"].records
+    notes.append("job hashes are read after the queues; a job finishing meanwhile may lack one")
+    return {
+        "persistence": persistence.enabled,
+        "dump": "redis/dump.rdb" if "redis/dump.rdb" in files else None,
+    }
+
+
+def _backup_database(
+    store: TaskStore, work: Path, files: dict[str, FileRecord], counts: dict[str, Any]
+) -> None:
+    # One read transaction, a snapshot where the database offers one (SQLite: BEGIN
+    # IMMEDIATE holds the write lock, so nothing changes underneath either).
+    options = {} if store.dialect == "sqlite" else {"isolation_level": "REPEATABLE READ"}
+    with (
+        translated("reading the database for a backup"),
+        store.engine.connect().execution_options(**options) as conn,
+        conn.begin(),
+    ):
+        for name, table in DB_FILES.items():
+            rows = conn.execute(sa.select(table)).yield_per(CHUNK)
+            rel = f"db/{name}.jsonl"
+            files[rel] = write_jsonl(work / rel, (row_to_json(table, r) for r in rows))
+            counts[name] = files[rel].records
+        by_status = conn.execute(
+            sa.select(tasks.c.status, tasks.c.engine, sa.func.count()).group_by(
+                tasks.c.status, tasks.c.engine
+            )
+        )
+        counts["tasks_by_status_engine"] = {f"{s}/{e}": n for s, e, n in by_status}
+
+
+def _safe_url(url: str) -> str:
+    """The Redis URL without a password, for the manifest."""
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://***@{rest.rpartition('@')[2]}"
+
+
+# -- reading a backup back -----------------------------------------------------------------
+
+
+def load_manifest(path: Path) -> dict[str, Any]:
+    manifest_path = path / "manifest.json"
+    if not manifest_path.is_file():
+        raise NotFound(f"no backup at {path}: manifest.json is missing")
+    manifest = json.loads(manifest_path.read_text())
+    if manifest.get("format") != FORMAT:
+        raise UsageError(f"{path} is not a {FORMAT} backup")
+    return dict(manifest)
+
+
+def verify_checksums(path: Path, manifest: dict[str, Any]) -> list[str]:
+    """Every file the manifest lists, checked against its sha256: the list of problems."""
+    problems = []
+    for name, rec in manifest["files"].items():
+        file = path / name
+        if not file.is_file():
+            problems.append(f"{name} is missing")
+        elif file_sha256(file) != rec["sha256"]:
+            problems.append(f"{name} does not match its sha256")
+    return problems

@@ -1,0 +1,97 @@
+"""`migrate db-to-rq`: the way forward again: queued db-owned tasks handed to rq, idempotently.
+
+In batches: the tasks' owner flips to rq in one transaction (compare-and-set on queued and
+db-owned; `dispatched_at` NULL), COMMIT; then the rq engine's dispatcher enqueues them (job
+id = task id, an atomic enqueue-once script) and marks them dispatched.
+
+A SIGKILL between the flip and the enqueue leaves rq-owned, undispatched tasks: the rq
+dispatcher loop would enqueue them, and so does this command's next run, before anything
+else. A SIGKILL between enqueue and mark makes that next run find the job already queued
+(enqueue-once is then a no-op) and only mark it: one task, one job, one queue entry.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from redis import Redis
+
+from switchyard.config import Settings
+from switchyard.db.store import TaskStore
+from switchyard.domain import Engine
+from switchyard.errors import UsageError
+from switchyard.logs import log_event
+from switchyard.rq_engine.dispatch import dispatch_pending
+
+log = logging.getLogger("switchyard.migration")
+
+TO_RQ_REASON = "migrated db->rq"
+MAX_BATCH = 5000
+EVERYTHING = 10**12
+
+
+@dataclass
+class DbToRqReport:
+    dry_run: bool
+    moved: int = 0  # owner flipped db -> rq
+    enqueued: int = 0  # jobs pushed to Redis (including leftovers of an interrupted run)
+    waiting: int = 0  # rq-owned but not due yet (a retry backoff): the dispatcher enqueues them
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def pending_work(store: TaskStore) -> tuple[int, int]:
+    """(queued db-owned tasks, rq-owned tasks not yet in Redis)."""
+    counts = store.engine_counts()
+    return sum(counts["queued"][Engine.DB.value].values()), int(counts["undispatched"])
+
+
+def migrate_db_to_rq(
+    store: TaskStore,
+    r: Redis,
+    settings: Settings,
+    *,
+    batch_size: int = 1000,
+    dry_run: bool = False,
+    actor: str = "migration",
+    progress: Callable[[int], None] | None = None,
+) -> DbToRqReport:
+    """Hand every queued db-owned task to rq (or, with dry_run, count them). Idempotent."""
+    if not 1 <= batch_size <= MAX_BATCH:
+        raise UsageError(f"invalid batch size {batch_size}: choose 1 to {MAX_BATCH}")
+    started = time.monotonic()
+    report = DbToRqReport(dry_run=dry_run)
+    tick = progress or (lambda _n: None)
+    if dry_run:
+        report.moved, report.waiting = pending_work(store)
+    else:
+        _run(store, r, settings, batch_size, actor, report, tick)
+        report.waiting = pending_work(store)[1]
+    report.seconds = round(time.monotonic() - started, 3)
+    log_event(log, "migrate.db_to_rq.done", **{k: v for k, v in report.to_dict().items()})
+    return report
+
+
+def _run(
+    store: TaskStore,
+    r: Redis,
+    settings: Settings,
+    batch_size: int,
+    actor: str,
+    report: DbToRqReport,
+    tick: Callable[[int], None],
+) -> None:
+    # First what an interrupted run (or a down Redis) left committed but not enqueued.
+    leftovers = dispatch_pending(store, r, limit=EVERYTHING, settings=settings)
+    report.enqueued += leftovers
+    tick(leftovers)
+    while moved := store.reassign_queued(Engine.DB, Engine.RQ, actor, TO_RQ_REASON, batch_size):
+        report.moved += moved
+        report.enqueued += dispatch_pending(store, r, limit=moved, settings=settings)
+        tick(moved)

@@ -1,0 +1,168 @@
+"""Engine operations: the mode, Redis health and the fallback, statistics of both engines,
+the worker registry, rq suspension and graceful shutdown. The CLI and the HTTP API (the
+runbook's `/admin/rq/health`, `/admin/rq/stats`, `/admin/rq/shutdown-workers`) call these.
+
+A Redis failure is reported as such (`"redis": {"ok": false, "error": ...}` and null rq
+figures), never as zero jobs.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from switchyard import modes
+from switchyard.db.store import utcnow
+from switchyard.domain import Engine
+from switchyard.modes import Mode
+from switchyard.operations.services import Services
+from switchyard.rq_engine import BrokerUnavailable, dispatch_pending
+from switchyard.rq_engine import control as rq
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat() + "Z"
+
+
+# -- the mode -------------------------------------------------------------------------------
+
+
+def get_mode(services: Services) -> dict[str, Any]:
+    """The mode in force, how it was set, the boot default, and the fallback."""
+    stored = services.store.get_state(modes.MODE_KEY)
+    return {
+        "mode": modes.current_mode(services.store, services.settings).value,
+        "since": stored.get("since") if isinstance(stored, dict) else None,
+        "reason": stored.get("reason") if isinstance(stored, dict) else None,
+        "boot_default": modes.boot_mode(services.settings).value,
+        "fallback": modes.fallback_state(services.store),
+        "fallback_enabled": services.settings.rq_fallback_enabled,
+    }
+
+
+def set_mode(services: Services, mode: str | Mode, actor: str, reason: str) -> dict[str, Any]:
+    """Switch the mode at run time (workers and web processes follow within 2 s), moving
+    queued work to the engine that now owns it. In rq and hybrid mode the queued rq-owned
+    tasks are dispatched at once if Redis answers (else the dispatcher loop does it)."""
+    chosen = mode if isinstance(mode, Mode) else Mode.parse(mode)
+    result = modes.set_mode(services.store, chosen, actor, reason, services.settings)
+    result["dispatched"] = None
+    if chosen is not Mode.DB:
+        try:
+            result["dispatched"] = dispatch_pending(services.store, services.redis)
+        except BrokerUnavailable as exc:
+            result["dispatch_error"] = str(exc)
+    return result
+
+
+# -- statistics -----------------------------------------------------------------------------
+
+
+def _redis_side(services: Services) -> dict[str, Any]:
+    prefix = services.settings.rq_queue_prefix
+    try:
+        return {
+            "redis": rq.health(services.redis),
+            "queues": rq.queue_lengths(services.redis, prefix),
+            "registries": rq.registry_counts(services.redis, prefix),
+            "suspended": rq.suspended(services.redis),
+            "workers": len(rq.our_workers(services.redis, prefix)),
+        }
+    except BrokerUnavailable as exc:
+        none = {"queues": None, "registries": None, "suspended": None, "workers": None}
+        return {"redis": {"ok": False, "error": str(exc)}, **none}
+
+
+def engine_stats(services: Services) -> dict[str, Any]:
+    """Both engines side by side. `processing` is the number of tasks rq workers are running
+    now (from the database, the system of record), which the runbook polls before a
+    shutdown; `queued` counts queued tasks per owning engine and priority; `rq.queues` is what
+    Redis holds (LLEN)."""
+    counts = services.store.engine_counts()
+    by_status = services.store.counts()
+    redis_side = _redis_side(services)
+    registry = list_workers(services)
+    return {
+        "mode": modes.current_mode(services.store, services.settings).value,
+        "fallback": modes.fallback_state(services.store),
+        "processing": sum(counts["running"][Engine.RQ.value].values()),
+        "running": {e: sum(p.values()) for e, p in counts["running"].items()},
+        "queued": counts["queued"],
+        "undispatched": counts["undispatched"],
+        "failed": sum(by_status["failed"].values()),
+        "rq": redis_side,
+        "workers": {
+            e.value: sum(1 for w in registry if w["engine"] == e.value and w["alive"])
+            for e in Engine
+        },
+    }
+
+
+def rq_health(services: Services) -> dict[str, Any]:
+    """Is Redis answering, and what is the rq side doing; `ok` is false if Redis fails."""
+    side = _redis_side(services)
+    return {
+        "ok": bool(side["redis"].get("ok")),
+        **side,
+        "mode": modes.current_mode(services.store, services.settings).value,
+        "fallback": modes.fallback_state(services.store),
+    }
+
+
+# -- workers ------------------------------------------------------------------------------
+
+
+def list_workers(services: Services, include_stopped: bool = False) -> list[dict[str, Any]]:
+    """Every registered worker of both engines; `alive` is false once its heartbeat is older
+    than WORKER_HEARTBEAT_LAPSE (killed, or its host lost), and such a row shows as `lost`."""
+    lapse = timedelta(seconds=services.settings.worker_heartbeat_lapse)
+    now = utcnow()
+    out = []
+    for row in services.store.list_workers(include_stopped):
+        alive = row["state"] != "stopped" and now - row["heartbeat_at"] <= lapse
+        state = row["state"] if alive or row["state"] == "stopped" else "lost"
+        out.append(
+            {
+                **row,
+                "state": state,
+                "alive": alive,
+                "started_at": _iso(row["started_at"]),
+                "heartbeat_at": _iso(row["heartbeat_at"]),
+            }
+        )
+    return out
+
+
+def shutdown_rq_workers(services: Services, actor: str = "operator") -> int:
+    """Graceful shutdown of every rq worker on our queues, through rq's own `shutdown`
+    command (each finishes its current job, then exits); returns how many were asked."""
+    names = rq.shutdown_workers(services.redis, services.settings.rq_queue_prefix)
+    services.store.record_event("rq_workers_shutdown", actor, None, {"workers": names})
+    return len(names)
+
+
+def suspend_rq(services: Services, actor: str, reason: str | None = None) -> dict[str, Any]:
+    """rq workers take no new job until resumed (queued tasks stay queued and safe)."""
+    rq.set_suspended(services.redis, True)
+    services.store.record_event("rq_suspended", actor, reason, {})
+    return {"suspended": True}
+
+
+def resume_rq(services: Services, actor: str, reason: str | None = None) -> dict[str, Any]:
+    rq.set_suspended(services.redis, False)
+    services.store.record_event("rq_resumed", actor, reason, {})
+    return {"suspended": False}
+
+
+def dispatch_now(services: Services) -> dict[str, int]:
+    """Run one dispatcher pass now; returns how many tasks were pushed to Redis."""
+    return {"pushed": dispatch_pending(services.store, services.redis)}
+
+
+def system_events(
+    services: Services, kind: str | None = None, limit: int = 50
+) -> list[dict[str, Any]]:
+    """Mode switches, fallbacks and recoveries (with their counts), suspensions, shutdowns."""
+    return [
+        {**e, "at": _iso(e["at"])} for e in services.store.system_events(kind=kind, limit=limit)
+    ]

@@ -1,0 +1,181 @@
+"""`switchyard canary`: one real task through whichever engine is active, end to end.
+
+A canary is an ordinary task (urgent, so a deep backlog does not hide it) owned by the engine
+that owns new submissions now, so rq mode exercises dispatch, Redis and an rq worker, and db
+mode a polling worker. It runs the real handler: the worker fetches the image and captions
+it. Submissions may be paused (a rollback runs its canary before resuming them): the canary
+is written by the operator's command directly, not through the public submission path.
+
+It belongs to nobody: user 0 and platform connection 0, ids no submission can have (they
+must be positive), so no caption is ever delivered to a real account and reports can tell
+canaries apart. Nothing is invented: those zeros say "no owner".
+
+Where the image comes from (the worker must fetch it over HTTP):
+- `--image-url URL` (or CANARY_IMAGE_URL): an image the workers can reach, e.g. a static
+  file the web service publishes. This is the production choice: the fetch is vetted like
+  any other (public addresses only).
+- `--serve-local`: this command serves a tiny PNG on 127.0.0.1 while it waits. Workers only
+  fetch it if they run on this host with FETCH_ALLOW_PRIVATE=true (development, tests); a
+  production worker refuses it, and the canary then fails with that refusal, honestly.
+  `data:` and `file:` URLs are refused by design, so they are not offered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from PIL import Image
+
+from switchyard.db.store import NewTask
+from switchyard.domain import Engine, Priority, Status, Task
+from switchyard.errors import InvalidTransition, SwitchyardError, UsageError
+from switchyard.logs import log_event
+from switchyard.operations.services import Services
+from switchyard.operations.tasks import validate_url
+from switchyard.rq_engine.dispatch import enqueue_tasks
+
+log = logging.getLogger(__name__)
+
+CANARY_USER_ID = 0
+CANARY_CONNECTION_ID = 0
+CANARY_PATH = "/canary.png"
+POLL_SECONDS = 0.2
+
+
+@dataclass(frozen=True)
+class CanaryResult:
+    ok: bool
+    outcome: str  # completed | failed | timeout | not_submitted
+    task_id: str | None
+    engine: str | None
+    seconds: float
+    image_url: str
+    caption: str | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def canary_png() -> bytes:
+    """A small gradient: enough detail for the builtin provider to describe."""
+    image = Image.new("RGB", (64, 48))
+    image.putdata([(x * 4, y * 5, 128) for y in range(48) for x in range(64)])
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@contextlib.contextmanager
+def local_image_server() -> Iterator[str]:
+    """Serve the canary image on 127.0.0.1 (a free port) while the block runs; yields its
+    URL."""
+    body = canary_png()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path != CANARY_PATH:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, name="canary-image", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}{CANARY_PATH}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def submit_canary(services: Services, image_url: str, actor: str) -> Task:
+    """Write the canary for the engine that owns new work now, and enqueue it on rq."""
+    routing = services.modes.routing(fresh=True)
+    engine = routing.submit_engine
+    new = NewTask(
+        validate_url(image_url),
+        user_id=CANARY_USER_ID,
+        platform_connection_id=CANARY_CONNECTION_ID,
+        priority=Priority.URGENT,
+        engine=engine,
+    )
+    (task,) = services.store.submit([new], actor)
+    if engine is Engine.RQ and routing.redis_in_use:
+        enqueue_tasks(services.store, services.redis, [task], services.settings)
+    log_event(log, "canary.submit", task_id=task.id, engine=engine.value, actor=actor)
+    return task
+
+
+def wait_for(services: Services, task: Task, timeout: float) -> Task:
+    """The task once it is completed or failed, or as it is when `timeout` runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        current = services.store.get(task.id)
+        if current.status in (Status.COMPLETED, Status.FAILED) or time.monotonic() >= deadline:
+            return current
+        time.sleep(POLL_SECONDS)
+
+
+def run_canary(
+    services: Services, image_url: str, timeout: float, actor: str = "canary"
+) -> CanaryResult:
+    """Submit a canary and wait for it; a canary that times out is cancelled."""
+    if timeout <= 0:
+        raise UsageError("invalid --timeout: must be more than 0 seconds")
+    started = time.monotonic()
+    try:
+        task = submit_canary(services, image_url, actor)
+    except UsageError:
+        raise
+    except SwitchyardError as exc:
+        return CanaryResult(False, "not_submitted", None, None, 0.0, image_url, error=str(exc))
+    final = wait_for(services, task, timeout)
+    seconds = round(time.monotonic() - started, 3)
+    result = _result(final, seconds, image_url)
+    if result.outcome == "timeout":
+        _cancel(services, final, actor, timeout)
+    log_event(log, "canary.done", task_id=task.id, outcome=result.outcome, seconds=seconds)
+    return result
+
+
+def _result(task: Task, seconds: float, image_url: str) -> CanaryResult:
+    common = {"task_id": str(task.id), "engine": task.engine, "seconds": seconds}
+    if task.status is Status.COMPLETED:
+        return CanaryResult(True, "completed", image_url=image_url, caption=task.caption, **common)
+    if task.status is Status.FAILED:
+        return CanaryResult(False, "failed", image_url=image_url, error=task.error, **common)
+    error = f"not finished after the timeout (still {task.status.value})"
+    return CanaryResult(False, "timeout", image_url=image_url, error=error, **common)
+
+
+def _cancel(services: Services, task: Task, actor: str, timeout: float) -> None:
+    with contextlib.suppress(InvalidTransition):
+        services.store.cancel(task.id, actor, f"canary timed out after {timeout:g}s")
+
+
+__all__ = [
+    "CANARY_CONNECTION_ID",
+    "CANARY_USER_ID",
+    "CanaryResult",
+    "canary_png",
+    "local_image_server",
+    "run_canary",
+    "submit_canary",
+]

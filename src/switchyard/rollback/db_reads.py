@@ -1,0 +1,197 @@
+"""Every database read the rollback checks make, in one place (SQLAlchemy Core; read only).
+
+Ids are looked up in chunks of `CHUNK`, so a check over 100,000 jobs never builds a
+statement with 100,000 parameters.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+
+from switchyard.db.engine import translated
+from switchyard.db.schema import quarantine, tasks
+from switchyard.db.store import utcnow
+from switchyard.domain import Engine, Priority, Status
+from switchyard.migration.db_writes import as_task_id
+
+CHUNK = 1000
+LIST_LIMIT = 10_000  # findings listed per kind; counts are always complete
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class TaskState:
+    id: uuid.UUID
+    status: Status
+    engine: str | None
+    dispatched_at: datetime | None
+    source_job_id: str | None
+    priority: Priority
+
+
+def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _state(row: Any) -> TaskState:
+    return TaskState(
+        row.id, Status(row.status), row.engine, row.dispatched_at, row.source_job_id, row.priority
+    )
+
+
+_STATE_COLUMNS = (
+    tasks.c.id,
+    tasks.c.status,
+    tasks.c.engine,
+    tasks.c.dispatched_at,
+    tasks.c.source_job_id,
+    tasks.c.priority,
+)
+
+
+def own_tasks(engine: sa.Engine, job_ids: Iterable[str]) -> dict[str, TaskState]:
+    """Job id -> its task, for ids that name a task (switchyard's own job id = task id)."""
+    by_task = {t: j for j in job_ids if (t := as_task_id(j)) is not None}
+    out: dict[str, TaskState] = {}
+    with translated("reading tasks"), engine.connect() as conn:
+        for chunk in chunks(list(by_task)):
+            rows = conn.execute(sa.select(*_STATE_COLUMNS).where(tasks.c.id.in_(chunk)))
+            out.update({by_task[r.id]: _state(r) for r in rows})
+    return out
+
+
+def migrated_tasks(engine: sa.Engine, job_ids: Iterable[str]) -> dict[str, TaskState]:
+    """Foreign job id -> the task migrated from it."""
+    ids = list(job_ids)
+    out: dict[str, TaskState] = {}
+    with translated("reading migrated tasks"), engine.connect() as conn:
+        for chunk in chunks(ids):
+            query = sa.select(*_STATE_COLUMNS).where(tasks.c.source_job_id.in_(chunk))
+            out.update({r.source_job_id: _state(r) for r in conn.execute(query)})
+    return out
+
+
+def tasks_present(engine: sa.Engine, task_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+    found: set[uuid.UUID] = set()
+    with translated("looking up tasks"), engine.connect() as conn:
+        for chunk in chunks(task_ids):
+            found.update(conn.execute(sa.select(tasks.c.id).where(tasks.c.id.in_(chunk))).scalars())
+    return found
+
+
+def undispatched_rq(engine: sa.Engine, grace: timedelta) -> tuple[int, list[uuid.UUID]]:
+    """Queued rq-owned tasks, available for longer than `grace`, with no job enqueued."""
+    where = (
+        tasks.c.status == Status.QUEUED.value,
+        tasks.c.engine == Engine.RQ.value,
+        tasks.c.dispatched_at.is_(None),
+        tasks.c.available_at < utcnow() - grace,
+    )
+    return _count_and_list(engine, "finding undispatched tasks", where)
+
+
+def dispatched_rq(engine: sa.Engine, grace: timedelta) -> list[TaskState]:
+    """Queued rq-owned tasks dispatched longer than `grace` ago: each must have its job."""
+    query = sa.select(*_STATE_COLUMNS).where(
+        tasks.c.status == Status.QUEUED.value,
+        tasks.c.engine == Engine.RQ.value,
+        tasks.c.dispatched_at < utcnow() - grace,
+    )
+    with translated("reading dispatched tasks"), engine.connect() as conn:
+        return [_state(r) for r in conn.execute(query)]
+
+
+def lapsed_running(engine: sa.Engine, lapse: timedelta) -> tuple[int, list[uuid.UUID]]:
+    """Running tasks whose heartbeat is older than `lapse` (their worker died)."""
+    where = (
+        tasks.c.status == Status.RUNNING.value,
+        tasks.c.heartbeat_at < utcnow() - lapse,
+    )
+    return _count_and_list(engine, "finding lapsed tasks", where)
+
+
+def _count_and_list(
+    engine: sa.Engine, what: str, where: tuple[sa.ColumnElement[bool], ...]
+) -> tuple[int, list[uuid.UUID]]:
+    with translated(what), engine.connect() as conn:
+        total = conn.execute(sa.select(sa.func.count()).where(*where)).scalar_one()
+        ids = conn.execute(sa.select(tasks.c.id).where(*where).limit(LIST_LIMIT)).scalars()
+        return int(total), list(ids)
+
+
+def queued_counts(engine: sa.Engine) -> dict[str, int]:
+    """Queued tasks per owning engine."""
+    query = (
+        sa.select(tasks.c.engine, sa.func.count())
+        .where(tasks.c.status == Status.QUEUED.value)
+        .group_by(tasks.c.engine)
+    )
+    with translated("counting queued tasks"), engine.connect() as conn:
+        return {str(e or Engine.DB.value): int(n) for e, n in conn.execute(query)}
+
+
+def duplicate_source_jobs(engine: sa.Engine) -> list[str]:
+    """rq job ids that more than one task was migrated from (the unique index forbids it;
+    this proves it held)."""
+    query = (
+        sa.select(tasks.c.source_job_id)
+        .where(tasks.c.source_job_id.is_not(None))
+        .group_by(tasks.c.source_job_id)
+        .having(sa.func.count() > 1)
+        .limit(LIST_LIMIT)
+    )
+    with translated("finding duplicate migrated jobs"), engine.connect() as conn:
+        return [str(j) for j in conn.execute(query).scalars()]
+
+
+def source_jobs(engine: sa.Engine) -> list[tuple[uuid.UUID, str]]:
+    """(task id, rq job id) of every migrated task."""
+    query = sa.select(tasks.c.id, tasks.c.source_job_id).where(tasks.c.source_job_id.is_not(None))
+    with translated("reading migrated tasks"), engine.connect() as conn:
+        return [(r.id, r.source_job_id) for r in conn.execute(query)]
+
+
+def quarantined_ids(engine: sa.Engine, job_ids: Sequence[str] | None = None) -> set[str]:
+    """Quarantined job ids (all, or those among `job_ids`)."""
+    found: set[str] = set()
+    with translated("reading quarantine"), engine.connect() as conn:
+        if job_ids is None:
+            return set(conn.execute(sa.select(quarantine.c.job_id)).scalars())
+        for chunk in chunks(job_ids):
+            query = sa.select(quarantine.c.job_id).where(quarantine.c.job_id.in_(chunk))
+            found.update(conn.execute(query).scalars())
+    return found
+
+
+def rq_owned_active(engine: sa.Engine) -> int:
+    """Tasks still owned by the rq engine and not finished: queued, or running in rq."""
+    query = sa.select(sa.func.count()).where(
+        tasks.c.engine == Engine.RQ.value,
+        tasks.c.status.in_([Status.QUEUED.value, Status.RUNNING.value]),
+    )
+    with translated("counting rq-owned tasks"), engine.connect() as conn:
+        return int(conn.execute(query).scalar_one())
+
+
+__all__ = [
+    "TaskState",
+    "chunks",
+    "dispatched_rq",
+    "duplicate_source_jobs",
+    "lapsed_running",
+    "migrated_tasks",
+    "own_tasks",
+    "quarantined_ids",
+    "queued_counts",
+    "rq_owned_active",
+    "source_jobs",
+    "tasks_present",
+    "undispatched_rq",
+]

@@ -1,0 +1,64 @@
+"""The Redis Queue engine, on the real `rq` library. The database stays the system of record:
+a job carries only its task's id, and a worker must win the task's compare-and-set in the
+database before running it.
+
+Redis key layout (rq's own; `<q>` is RQ_QUEUE_PREFIX + urgent|high|normal|low, `<id>` is the
+task id, which is also the job id):
+
+    rq:queue:<q>          list    ids of jobs waiting, oldest at the head; workers BLPOP from
+                                  the four lists in priority order (a popped id is in no list
+                                  for a moment, until the worker marks the job started)
+    rq:job:<id>           hash    the job: status, origin (its queue), created/enqueued/
+                                  started/ended_at, timeout, result_ttl, and `data`: the
+                                  zlib-compressed JSON of [func, instance, args, kwargs] with
+                                  func "switchyard.rq_engine.jobs.run_task", args [<id>]
+    rq:wip:<q>            zset    executions in progress, "<id>:<execution id>" -> expiry
+    rq:finished:<q>       zset    finished jobs -> expiry of their result
+    rq:failed:<q>         zset    failed jobs (here: tasks that failed for good) -> expiry
+    rq:scheduled:<q>      zset    jobs to enqueue at a time (unused: retries are the database's)
+    rq:deferred:<q>       zset    jobs waiting on dependencies (unused)
+    rq:queues             set     every queue key
+    rq:workers            set     every worker key; rq:workers:<q> the workers of one queue
+    rq:worker:<name>      hash    a worker's state, current job, counters, last heartbeat
+    rq:pubsub:<name>      channel commands to a worker (`shutdown` is rq's graceful stop)
+    rq:suspended          string  present while rq workers are suspended
+
+Where the pieces are: `connection` (clients, queue names, error translation), `scripts` (the
+Lua), `dispatch` (enqueueing, the dispatcher's passes, recovery after an outage), `jobs` (the
+job function), `worker` (`switchyard worker --engine rq|auto`), `supervisor` (health monitor,
+fallback, dispatcher loop), `control` (statistics, suspension, graceful shutdown).
+"""
+
+from switchyard.rq_engine.connection import (
+    JOB_FUNC,
+    QUEUE_NAMES,
+    BrokerUnavailable,
+    connect,
+    queue_for,
+    queue_name,
+    queue_names,
+)
+from switchyard.rq_engine.dispatch import (
+    PushResult,
+    dispatch_pending,
+    enqueue_tasks,
+    push_jobs,
+    redispatch_after_outage,
+    sweep_lost,
+)
+
+__all__ = [
+    "JOB_FUNC",
+    "QUEUE_NAMES",
+    "BrokerUnavailable",
+    "PushResult",
+    "connect",
+    "dispatch_pending",
+    "enqueue_tasks",
+    "push_jobs",
+    "queue_for",
+    "queue_name",
+    "queue_names",
+    "redispatch_after_outage",
+    "sweep_lost",
+]

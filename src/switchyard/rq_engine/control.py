@@ -1,0 +1,93 @@
+"""What operators read and do on the rq side: queue lengths, registries, rq's workers,
+suspension, graceful shutdown through rq's own command. Every function raises
+BrokerUnavailable rather than reporting a Redis error as zero."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import redis
+from rq.command import send_shutdown_command
+from rq.suspension import is_suspended, resume, suspend
+from rq.worker import BaseWorker, Worker
+
+from switchyard.domain import Priority
+from switchyard.rq_engine.connection import queue_for, queue_names, translated_redis
+
+
+def queue_lengths(connection: redis.Redis, prefix: str | None = None) -> dict[str, int]:
+    """How many jobs wait in each rq queue (LLEN), by priority label."""
+    with translated_redis("reading queue lengths"), connection.pipeline(transaction=False) as p:
+        for priority in sorted(Priority):
+            p.llen(queue_for(connection, priority, prefix).key)
+        lengths = p.execute()
+    return {pr.label: int(n) for pr, n in zip(sorted(Priority), lengths, strict=True)}
+
+
+def registry_counts(connection: redis.Redis, prefix: str | None = None) -> dict[str, int]:
+    """Jobs in rq's started, failed and finished registries, summed over the four queues."""
+    out = {"started": 0, "failed": 0, "finished": 0}
+    with translated_redis("reading rq registries"):
+        for priority in sorted(Priority):
+            queue = queue_for(connection, priority, prefix)
+            out["started"] += queue.started_job_registry.get_job_count(cleanup=False)
+            out["failed"] += queue.failed_job_registry.get_job_count(cleanup=False)
+            out["finished"] += queue.finished_job_registry.get_job_count(cleanup=False)
+    return out
+
+
+def our_workers(connection: redis.Redis, prefix: str | None = None) -> list[BaseWorker]:
+    """rq's registered workers that listen on at least one of our queues."""
+    ours = set(queue_names(prefix))
+    with translated_redis("listing rq workers"):
+        found = Worker.all(connection=connection)
+        return [w for w in found if ours & set(w.queue_names())]
+
+
+def worker_view(worker: BaseWorker) -> dict[str, Any]:
+    return {
+        "name": worker.name,
+        "hostname": worker.hostname,
+        "pid": worker.pid,
+        "state": str(worker.get_state()),
+        "queues": worker.queue_names(),
+        "current_job": worker.get_current_job_id(),
+        "last_heartbeat": worker.last_heartbeat.isoformat() if worker.last_heartbeat else None,
+        "successful_jobs": worker.successful_job_count,
+        "failed_jobs": worker.failed_job_count,
+    }
+
+
+def shutdown_workers(connection: redis.Redis, prefix: str | None = None) -> list[str]:
+    """Ask every rq worker on our queues to stop gracefully (rq's `shutdown` command: each
+    finishes its current job, then exits). Returns the names asked."""
+    names = [w.name for w in our_workers(connection, prefix)]
+    with translated_redis("sending shutdown commands"):
+        for name in names:
+            send_shutdown_command(connection, name)
+    return names
+
+
+def set_suspended(connection: redis.Redis, suspended: bool) -> None:
+    """rq's suspension: workers finish their current job and take no new one until resumed."""
+    with translated_redis("suspending rq workers" if suspended else "resuming rq workers"):
+        if suspended:
+            suspend(connection)
+        else:
+            resume(connection)
+
+
+def suspended(connection: redis.Redis) -> bool:
+    with translated_redis("reading rq suspension"):
+        return bool(is_suspended(connection))
+
+
+def health(connection: redis.Redis) -> dict[str, Any]:
+    """Ping with latency, and the server's version; raises BrokerUnavailable if it fails."""
+    with translated_redis("checking redis health"):
+        started = time.perf_counter()
+        connection.ping()
+        latency_ms = (time.perf_counter() - started) * 1000
+        version = connection.info("server").get("redis_version")
+    return {"ok": True, "latency_ms": round(latency_ms, 3), "redis_version": version}

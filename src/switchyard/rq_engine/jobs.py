@@ -1,0 +1,186 @@
+"""The rq job function: `run_task(task_id)`.
+
+A job carries only the task id. The function claims the task in the database with the same
+compare-and-set as the polling workers (`queued -> running`, and still owned by rq), so a job
+whose task was claimed elsewhere, cancelled, finished or moved to the db engine does nothing
+and succeeds: the database decides exactly-once, whatever Redis does.
+
+How rq's view agrees with the database:
+- completed, or nothing to do: the job finishes (its result says which);
+- a failed attempt with attempts left: the task goes back to `queued` with a backoff in the
+  database and this job finishes (result `retry`); the dispatcher enqueues a fresh job once
+  the backoff ends (rq's Retry is not used, so there is one retry policy, the database's);
+- failed for good: the job raises, so rq's failed registry holds exactly the failed tasks;
+- rq's job timeout (WORKER_TIMEOUT) raises inside the job and counts as a failed attempt.
+
+The process's context (store, handler, worker name) is installed by `switchyard worker
+--engine rq`; under a plain `rq worker` it is built from the environment. A forked work
+horse rebuilds its database pool and heartbeat thread, which do not survive a fork.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from rq import get_current_job
+from rq.timeouts import JobTimeoutException
+
+from switchyard.config import Settings
+from switchyard.db.store import Outcome, TaskStore
+from switchyard.domain import Engine, Status, Task
+from switchyard.errors import FetchRefused, SwitchyardError
+from switchyard.logs import log_event
+from switchyard.worker import Handler, make_handler
+
+log = logging.getLogger("switchyard.rq.jobs")
+
+
+class TaskFailed(SwitchyardError):
+    """Raised from a job whose task failed for good, so rq files it as failed too."""
+
+
+@dataclass
+class JobContext:
+    """What a job needs from its process; one per process (rebuilt in a forked horse)."""
+
+    store: TaskStore
+    settings: Settings
+    handler: Handler
+    worker: str
+    held: set[uuid.UUID] = field(default_factory=set)
+    processed: int = 0
+    pid: int = field(default_factory=os.getpid)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def start_heartbeats(self) -> None:
+        """Refresh the heartbeat of the task being run, so that a SIGKILLed rq worker's task
+        is found by lapsed-heartbeat recovery and requeued."""
+        thread = threading.Thread(target=self._beat, name="rq-task-heartbeat", daemon=True)
+        thread.start()
+
+    def stop_heartbeats(self) -> None:
+        self._stop.set()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.settings.worker_heartbeat_interval):
+            held = list(self.held)
+            if held:
+                with contextlib.suppress(SwitchyardError):
+                    self.store.heartbeat(self.worker, held)
+
+    @contextlib.contextmanager
+    def holding(self, task: Task) -> Iterator[None]:
+        self.held.add(task.id)
+        try:
+            yield
+        finally:
+            self.held.discard(task.id)
+            self.processed += 1
+
+    @property
+    def current_task(self) -> str | None:
+        held = list(self.held)
+        return str(held[0]) if held else None
+
+
+_context: JobContext | None = None
+_lock = threading.Lock()
+
+
+def install(store: TaskStore, settings: Settings, handler: Handler, worker: str) -> JobContext:
+    """Set this process's job context (the switchyard rq worker does, before working)."""
+    global _context
+    with _lock:
+        if _context is not None:
+            _context.stop_heartbeats()
+        _context = JobContext(store, settings, handler, worker)
+        _context.start_heartbeats()
+        return _context
+
+
+def uninstall() -> None:
+    global _context
+    with _lock:
+        if _context is not None:
+            _context.stop_heartbeats()
+        _context = None
+
+
+def current_context() -> JobContext:
+    """This process's context: installed, rebuilt after a fork, or built from the environment."""
+    global _context
+    with _lock:
+        ctx = _context
+        if ctx is not None and ctx.pid != os.getpid():
+            ctx.store.engine.dispose(close=False)  # the parent's connections stay the parent's
+            ctx = JobContext(ctx.store, ctx.settings, ctx.handler, ctx.worker)
+            ctx.start_heartbeats()
+        elif ctx is None:
+            ctx = _from_environment()
+            ctx.start_heartbeats()
+        _context = ctx
+        return ctx
+
+
+def _from_environment() -> JobContext:
+    from switchyard.operations.services import Services
+
+    services = Services.from_env()
+    job = get_current_job()
+    name = job.worker_name if job is not None and job.worker_name else f"rq:{os.getpid()}"
+    return JobContext(services.store, services.settings, make_handler(services.settings), name)
+
+
+def run_task(task_id: str) -> dict[str, Any]:
+    """Run one task if this job still may; see the module docstring for the outcomes."""
+    ctx = current_context()
+    task = ctx.store.claim_task(uuid.UUID(task_id), ctx.worker, Engine.RQ, owned_by=Engine.RQ)
+    if task is None:
+        log_event(log, "job_skipped", task_id=task_id, worker=ctx.worker)
+        return {"task_id": task_id, "outcome": "skipped"}
+    with ctx.holding(task):
+        try:
+            caption, score = ctx.handler(task)
+        except (SystemExit, KeyboardInterrupt):  # cold shutdown: give the task back at once
+            ctx.store.release(ctx.worker, [task.id], "rq worker shut down")
+            raise
+        except Exception as exc:
+            return _record_failure(ctx, task, exc)
+    taken = ctx.store.complete(ctx.worker, [Outcome(task.id, task.attempts, caption, score)])
+    outcome = "completed" if taken else "discarded"
+    log_event(
+        log, "complete" if taken else "complete_discarded", task_id=task_id, worker=ctx.worker
+    )
+    return {"task_id": task_id, "outcome": outcome}
+
+
+def _record_failure(ctx: JobContext, task: Task, exc: Exception) -> dict[str, Any]:
+    if isinstance(exc, JobTimeoutException):
+        message = f"timed out after {ctx.settings.worker_timeout:g}s"
+    elif isinstance(exc, SwitchyardError):
+        message = str(exc)
+    else:
+        message = f"internal error: {type(exc).__name__}: {exc}"
+    retryable = not isinstance(exc, FetchRefused)
+    status = ctx.store.fail(
+        ctx.worker, task.id, message, attempt=task.attempts, retryable=retryable
+    )
+    log_event(
+        log,
+        "fail",
+        logging.WARNING,
+        task_id=task.id,
+        worker=ctx.worker,
+        to=status.value if status else "discarded",
+        error=message,
+    )
+    if status is Status.FAILED:
+        raise TaskFailed(f"task {task.id} failed: {message}") from exc
+    return {"task_id": str(task.id), "outcome": "retry" if status else "discarded"}

@@ -1,0 +1,188 @@
+"""The supervisor: a thread beside every worker (and, if it likes, the web process) that
+
+- pings Redis every RQ_HEALTH_INTERVAL with a RQ_HEALTH_TIMEOUT socket timeout; when Redis
+  stops answering it turns the fallback on (polling workers then take every queued task),
+  and when Redis answers again it turns it off and puts every queued rq-owned task through
+  the idempotent enqueue again, recording what it moved as a `fallback_cleared` event;
+- dispatches every RQ_DISPATCH_INTERVAL: queued rq-owned tasks not in Redis yet (and, in rq
+  mode, adopts db-owned queued tasks first);
+- sweeps for jobs lost from their queue (popped by a worker that died before starting them);
+- for an rq worker, keeps its registry row fresh and requeues tasks of dead workers.
+
+Every duty is idempotent and safe to run in many processes at once; which process wins a
+fallback switch is decided by a compare-and-set on `system_state`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+import redis
+
+from switchyard.domain import Engine
+from switchyard.logs import log_event
+from switchyard.modes import Mode, ModeWatcher, activate_fallback, clear_fallback
+from switchyard.operations.services import Services
+from switchyard.rq_engine.connection import BrokerUnavailable, connect, translated_redis
+from switchyard.rq_engine.dispatch import (
+    adopt_db_tasks,
+    dispatch_pending,
+    redispatch_after_outage,
+    sweep_lost,
+)
+
+log = logging.getLogger("switchyard.rq.supervisor")
+
+TICK = 0.1  # how often the thread looks at which duty is due
+
+
+@dataclass(frozen=True)
+class WorkerStatusReport:
+    engine: Engine
+    state: str
+    current_task: str | None
+    processed: int
+
+
+def ping(connection: redis.Redis) -> str | None:
+    """None if Redis answers, else why not (one line)."""
+    try:
+        with translated_redis("pinging"):
+            connection.ping()
+    except BrokerUnavailable as exc:
+        return str(exc)
+    return None
+
+
+class Supervisor:
+    """The duties in the module docstring, on a daemon thread; `tick()` runs the due ones
+    (tests call it directly)."""
+
+    def __init__(self, services: Services, name: str, watcher: ModeWatcher | None = None) -> None:
+        s = services.settings
+        self.services = services
+        self.name = name
+        self.watcher = watcher or services.modes
+        # Set by an rq worker while it runs: the supervisor then keeps its registry row.
+        self.report: Callable[[], WorkerStatusReport] | None = None
+        self._health_client = connect(s.redis_url, timeout=s.rq_health_timeout)
+        self._redis_down = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        sweep_every = min(60.0, max(1.0, s.rq_stale_dispatch_seconds / 10))
+        self._duties: list[tuple[float, Callable[[], None]]] = [
+            (s.rq_health_interval, self.check_health),
+            (s.rq_dispatch_interval, self.dispatch),
+            (sweep_every, self.sweep),
+            (s.worker_heartbeat_interval, self.keep_registry),
+        ]
+        self._due = [0.0] * len(self._duties)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="supervisor", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(TICK):
+            self.tick()
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        for i, (every, duty) in enumerate(self._duties):
+            if now >= self._due[i]:
+                self._due[i] = now + every
+                self._guarded(duty)
+
+    def _guarded(self, duty: Callable[[], None]) -> None:
+        try:
+            duty()
+        except BrokerUnavailable as exc:
+            log_event(log, "supervisor_redis_error", logging.DEBUG, duty=duty.__name__, error=exc)
+        except Exception as exc:  # a background thread must not die silently
+            log_event(log, "supervisor_error", logging.ERROR, duty=duty.__name__, error=exc)
+
+    # -- the duties -----------------------------------------------------------------------
+
+    def check_health(self) -> None:
+        routing = self.watcher()
+        if routing.mode is Mode.DB:
+            return
+        error = ping(self._health_client)
+        if error is not None:
+            self._on_redis_down(error)
+        elif routing.fallback or self._redis_down:
+            self._on_redis_back()
+
+    def _on_redis_down(self, error: str) -> None:
+        if not self._redis_down:
+            log_event(log, "redis_down", logging.WARNING, worker=self.name, error=error)
+        self._redis_down = True
+        enabled = self.services.settings.rq_fallback_enabled
+        if enabled and activate_fallback(self.services.store, self.name, error):
+            log_event(log, "fallback_activated", logging.WARNING, reason=error)
+
+    def _on_redis_back(self) -> None:
+        store = self.services.store
+        was_down, self._redis_down = self._redis_down, False
+        reason = "redis answers again"
+        won = clear_fallback(store, self.name, reason)
+        if not won and not (was_down and not self.services.settings.rq_fallback_enabled):
+            return  # another process recovers (or there was nothing to recover)
+        try:
+            adopted = adopt_db_tasks(store, self.name) if self.watcher().mode is Mode.RQ else 0
+            counts = redispatch_after_outage(store, self.services.redis, self.name)
+        except BrokerUnavailable as exc:
+            self._on_redis_down(f"redis failed again during recovery: {exc}")
+            return
+        kind = "fallback_cleared" if won else "redis_recovered"
+        store.record_event(kind, self.name, reason, {**counts, "adopted": adopted})
+        log_event(log, kind, **counts, adopted=adopted)
+
+    def dispatch(self) -> None:
+        routing = self.watcher()
+        if not routing.redis_in_use or self._redis_down:
+            return
+        if routing.mode is Mode.RQ:
+            adopt_db_tasks(self.services.store, self.name)
+        pushed = dispatch_pending(self.services.store, self.services.redis)
+        if pushed:
+            log_event(log, "dispatch", worker=self.name, pushed=pushed)
+
+    def sweep(self) -> None:
+        if not self.watcher().redis_in_use or self._redis_down:
+            return
+        older = timedelta(seconds=self.services.settings.rq_stale_dispatch_seconds)
+        sweep_lost(self.services.store, self.services.redis, older, self.services.settings)
+
+    def keep_registry(self) -> None:
+        report = self.report
+        if report is None:
+            return  # a polling worker keeps its own row and recovers lapsed tasks itself
+        r = report()
+        self.services.store.touch_worker(
+            self.name,
+            engine=r.engine,
+            state=r.state,
+            current_task=r.current_task,
+            processed=r.processed,
+        )
+        lapse = timedelta(seconds=self.services.settings.worker_heartbeat_lapse)
+        recovered = self.services.store.recover_lapsed(lapse, actor=self.name)
+        if recovered.requeued or recovered.failed:
+            log_event(
+                log,
+                "recover_lapsed",
+                worker=self.name,
+                requeued=len(recovered.requeued),
+                failed=len(recovered.failed),
+            )

@@ -1,0 +1,170 @@
+"""The operator's CLI end to end, in real subprocesses: init, submit, status, tasks, cancel,
+retry; exit codes 0 / 1 (not found, refused) / 2 (bad usage); one-line errors."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from switchyard.cli.tasks import SUBMIT_CHUNK
+from switchyard.db import migrate
+from switchyard.db.store import NewTask, Outcome, TaskStore
+from tests.acceptance.conftest import cli, cli_many
+
+IDS = ("--user-id", "7", "--platform-connection-id", "3")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """SQLite, plus one run of the whole flow on PostgreSQL."""
+    chosen = request.config.getoption("--backend")
+    if chosen and request.param not in chosen:
+        pytest.skip(f"{request.param} not selected")
+    return str(request.param)
+
+
+def test_an_operator_session(db_url: str, store: TaskStore, tmp_path: Path) -> None:
+    urls_file = tmp_path / "urls.txt"  # comments, blank lines, and enough for a progress bar
+    lines = [f"  http://example.org/m{i}.png\n" for i in range(SUBMIT_CHUNK + 100)]
+    urls_file.write_text("# from the backlog export\n\n" + "".join(lines))
+    init, by_args, by_file = cli_many(
+        db_url,
+        ("init", "--json"),  # the database is already migrated: init is idempotent
+        ("submit", "http://example.org/a.png", "http://example.org/b.png", "-p", "high",
+         "-s", "max_length=120", *IDS, "--json"),
+        ("submit", "--file", str(urls_file), "--user-id", "99", "--platform-connection-id", "3"),
+    )  # fmt: skip
+    assert init.json() == {"database": store.dialect, "revision": migrate.head_revision()}
+    created = by_args.json()
+    assert [(t["image_url"], t["priority"], t["status"]) for t in created] == [
+        ("http://example.org/a.png", "high", "queued"),
+        ("http://example.org/b.png", "high", "queued"),
+    ]
+    assert created[0]["settings"] == {"max_length": 120} and created[0]["user_id"] == 7
+    assert by_file.code == 0 and by_file.out.count("queued ") == len(lines), by_file
+    assert "normal http://example.org/m0.png" in by_file.out
+    first, second = created[0]["id"], created[1]["id"]
+
+    overview, one, high = cli_many(
+        db_url,
+        ("status", "--json"),
+        ("status", first, "--json"),
+        ("tasks", "--status", "queued", "--priority", "high", "--json"),
+    )
+    assert overview.json()["totals"] == {
+        "queued": len(lines) + 2, "running": 0, "completed": 0, "failed": 0, "cancelled": 0
+    }  # fmt: skip
+    assert overview.json()["counts"]["queued"] == {"high": 2, "normal": len(lines)}
+    detail = one.json()
+    assert (detail["id"], detail["status"], detail["priority"]) == (first, "queued", "high")
+    assert [(e["actor"], e["from_status"], e["to_status"]) for e in detail["events"]] == [
+        ("cli", None, "queued")
+    ]
+    assert {t["id"] for t in high.json()} == {first, second}
+
+    cancelled, mine = cli_many(
+        db_url,
+        ("cancel", second, "--reason", "duplicate post", "--json"),
+        ("tasks", "--user-id", "7"),
+    )
+    assert cancelled.json()["status"] == "cancelled"
+    assert store.events(uuid.UUID(second))[-1]["reason"] == "duplicate post"
+    assert mine.code == 0 and "2 tasks" in mine.out and "cancelled" in mine.out
+
+    retried, table = cli_many(db_url, ("retry", second, "--json"), ("status",))
+    assert retried.json()["status"] == "queued" and retried.json()["attempts"] == 0
+    assert table.code == 0 and "cancelled" in table.out and str(len(lines) + 1) in table.out
+
+
+def test_exit_codes_and_one_line_errors(sqlite_url: str, sqlite_store: TaskStore) -> None:
+    done, queued = sqlite_store.submit(
+        [NewTask("http://example.org/d.png", 1, 1), NewTask("http://example.org/q.png", 1, 1)],
+        "test",
+    )
+    sqlite_store.claim("w", 1)
+    sqlite_store.complete("w", [Outcome(done.id, 1, "done", 0.5)])
+    unknown = str(uuid.uuid4())
+    runs = cli_many(
+        sqlite_url,
+        ("status", unknown),
+        ("status", "not-a-task-id"),
+        ("cancel", str(done.id)),
+        ("retry", str(queued.id)),
+    )
+    expected = [
+        f"error: no task {unknown}",
+        "error: no task 'not-a-task-id': not a task id",
+        f"error: task {done.id} is completed; cannot move it to cancelled",
+        f"error: task {queued.id} is queued; cannot move it to queued",
+    ]
+    for run, line in zip(runs, expected, strict=True):
+        assert (run.code, run.error_line()) == (1, line)
+
+
+def test_bad_usage_exits_2_and_writes_nothing(
+    sqlite_url: str, sqlite_store: TaskStore, tmp_path: Path
+) -> None:
+    mixed = tmp_path / "mixed.txt"
+    mixed.write_text("".join(f"http://example.org/{i}.png\n" for i in range(30)) + "ftp://x/y\n")
+    runs = cli_many(
+        sqlite_url,
+        ("submit", "ftp://example.org/a.png", *IDS),
+        ("submit", "--file", str(mixed), *IDS),
+        ("submit", "http://example.org/a.png", *IDS, "-s", "colour"),
+        ("submit", "--file", str(tmp_path / "absent.txt"), *IDS),
+        ("submit", *IDS),
+        ("tasks", "--status", "done"),
+    )
+    expected = [
+        "invalid image_url 'ftp://example.org/a.png'",
+        "invalid image_url 'ftp://x/y'",
+        "invalid --setting 'colour': use key=value",
+        "cannot read",
+        "give at least one image URL",
+        "invalid status 'done'",
+    ]
+    for run, fragment in zip(runs, expected, strict=True):
+        assert run.code == 2, run
+        assert run.error_line().startswith("error: ") and fragment in run.error_line(), run
+    assert sqlite_store.counts()["queued"] == {}
+    assert sqlite_store.list_tasks() == []
+
+
+def test_typer_usage_errors_exit_2(sqlite_url: str) -> None:
+    missing_option, unknown_command, bad_engine = cli_many(
+        sqlite_url,
+        ("submit", "http://example.org/a.png"),
+        ("frobnicate",),
+        ("worker", "--engine", "carrier-pigeon", "--burst"),
+    )
+    assert missing_option.code == 2 and "--user-id" in missing_option.err
+    assert unknown_command.code == 2 and "frobnicate" in unknown_command.err
+    assert bad_engine.code == 2 and "--engine" in bad_engine.err
+    for run in (missing_option, unknown_command, bad_engine):
+        assert "Traceback" not in run.err
+
+
+def test_debug_shows_the_traceback_and_a_missing_schema_is_one_line(tmp_path: Path) -> None:
+    fresh = f"sqlite:///{tmp_path / 'fresh.db'}"
+    debug, plain = cli_many(fresh, ("--debug", "status", str(uuid.uuid4())), ("status", "--json"))
+    assert debug.code == 1 and "Traceback (most recent call last)" in debug.err
+    assert "switchyard.errors.StoreError" in debug.err
+    assert plain.code == 1 and plain.error_line().startswith(
+        "error: database error while counting tasks: no such table: tasks"
+    )
+    init, status = cli(fresh, "init"), cli(fresh, "status", "--json")
+    assert init.code == 0 and f"revision {migrate.head_revision()}" in init.out
+    assert status.json()["totals"]["queued"] == 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="rich wraps stderr at 80 columns when it is not a terminal: cli/__init__.py _fail "
+    "must print with soft_wrap=True (file not owned by this suite)",
+)
+def test_a_long_error_stays_on_one_line(sqlite_url: str) -> None:
+    run = cli(sqlite_url, "submit", "ftp://example.org/" + "a" * 200 + ".png", *IDS)
+    assert run.code == 2
+    assert len(run.err.strip().splitlines()) == 1, run.err

@@ -1,0 +1,97 @@
+"""`check`: each kind of disagreement planted on a healthy system is found, `--repair` fixes
+the safe ones (and only those), and a clean system passes."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import redis
+from rq.job import Job
+
+from switchyard.db.schema import tasks
+from switchyard.db.store import utcnow
+from switchyard.domain import Engine
+from switchyard.modes import Mode, set_mode
+from switchyard.operations.services import Services
+from switchyard.rollback.check import CheckOptions, check_and_repair, run_check
+from switchyard.rq_engine.dispatch import enqueue_tasks
+from tests.integration.test_rollback_support import (  # noqa: F401
+    clean_db_url,
+    new_tasks,
+    services,
+    sqlite_services,
+)
+
+NOW = CheckOptions(grace=timedelta(0))
+
+
+def rq_tasks(svc: Services, n: int, dispatch: bool = True) -> list[str]:
+    set_mode(svc.store, Mode.RQ, "test", "test")
+    created = svc.store.submit(new_tasks(n, engine=Engine.RQ), "test")
+    if dispatch:
+        enqueue_tasks(svc.store, client(svc), created, svc.settings)
+    return [str(t.id) for t in created]
+
+
+def client(svc: Services) -> redis.Redis:
+    return redis.Redis.from_url(svc.settings.redis_url)
+
+
+def kinds(report: object) -> dict[str, int]:
+    return report.counts()  # type: ignore[attr-defined, no-any-return]
+
+
+def test_a_healthy_system_passes(services: Services) -> None:  # noqa: F811
+    rq_tasks(services, 5)
+    report = run_check(services, NOW)
+    assert report.ok, report.findings
+    assert report.scanned["rq_entries"] == 5
+    assert report.scanned["rq_job_hashes"] == 5
+
+
+def test_every_planted_fault_is_found_and_the_safe_ones_repaired(
+    services: Services,  # noqa: F811
+) -> None:
+    ids = rq_tasks(services, 6)
+    r = client(services)
+    r.delete(f"rq:job:{ids[0]}")  # entry without hash, task queued: re-dispatch
+    services.store.cancel(uuid.UUID(ids[1]), "test")  # waiting job for a finished task
+    r.lrem("rq:queue:normal", 1, ids[2])  # lost: dispatched, nowhere rq would run it
+    services.store.submit(new_tasks(1, engine=Engine.RQ), "test")  # never dispatched
+    Job.create("math.floor", args=[1.5], connection=r, id="loose-job").save()  # in no place
+    services.store.claim_task(uuid.UUID(ids[3]), "w-dead", Engine.RQ)
+    with services.store.engine.begin() as conn:  # its worker died: heartbeat lapsed
+        conn.execute(
+            tasks.update()
+            .where(tasks.c.id == uuid.UUID(ids[3]))
+            .values(heartbeat_at=utcnow() - timedelta(hours=1))
+        )
+
+    found = run_check(services, NOW)
+    assert not found.ok
+    assert kinds(found) == {
+        "entry_without_hash": 1,
+        "status_disagrees": 1,
+        "lost_job": 1,
+        "undispatched": 1,
+        "hash_without_place": 1,
+        "stuck_running": 1,
+    }
+    by_kind = {f.kind: f for f in found.findings}
+    assert by_kind["entry_without_hash"].subject == ids[0]
+    assert by_kind["status_disagrees"].subject == ids[1]
+    assert by_kind["lost_job"].subject == ids[2]
+    assert by_kind["stuck_running"].subject == ids[3]
+    assert by_kind["hash_without_place"].subject == "loose-job"
+
+    repaired = check_and_repair(services, NOW, repair_safe=True)
+    assert repaired.repaired["entries_removed"] == 2
+    assert repaired.repaired["requeued"] == 1
+    # ids[0], ids[2] and the undispatched one are pushed; ids[3]'s job was still waiting.
+    assert repaired.repaired["redispatched"] == 3
+    assert kinds(repaired) == {"hash_without_place": 1}  # not safe to fix: reported only
+    assert not repaired.ok
+    queued = [m.decode() for m in r.lrange("rq:queue:normal", 0, -1)]
+    assert sorted(queued) == sorted(set(queued))  # nothing queued twice
+    assert ids[1] not in queued and {ids[0], ids[2], ids[3]} <= set(queued)

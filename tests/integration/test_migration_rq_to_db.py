@@ -1,0 +1,173 @@
+"""`migrate rq-to-db` with switchyard's own jobs, on every database: what moves, what stays,
+in-flight work, dry runs and reruns."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+
+import pytest
+import redis
+
+from switchyard.db.store import NewTask, TaskStore
+from switchyard.domain import Engine, Status
+from switchyard.migration import RqToDbOptions, migrate_rq_to_db
+from switchyard.migration.db_writes import TO_DB_REASON
+from switchyard.migration.lua import Scripts
+from switchyard.migration.rq_reader import Kind, Source, read_page
+from tests.integration.test_migration_support import (  # noqa: F401  (fixtures)
+    alive_worker,
+    clean_store_fixture,
+    events_with_reason,
+    job_hash_ids,
+    own_backlog,
+    put_in_flight,
+    redis_fixture,
+    rq_ids,
+    settings_for,
+    task_rows,
+)
+
+
+def migrate(store: TaskStore, client: redis.Redis, **options: object) -> dict:
+    return migrate_rq_to_db(store, client, RqToDbOptions(**options)).to_dict()  # type: ignore[arg-type]
+
+
+def test_own_backlog_moves_to_db_once_and_leaves_redis_empty(
+    clean_store: TaskStore, r: redis.Redis, db_url: str, redis_url: str
+) -> None:
+    ids = own_backlog(clean_store, r, settings_for(db_url, redis_url), 40)
+    assert len(rq_ids(r)) == 40
+
+    report = migrate(clean_store, r, batch_size=7)
+
+    assert report["migrated_own"] == 40 and report["complete"]
+    assert report["already_there"] == report["quarantined"] == report["swept"] == 0
+    rows = {row["id"]: row for row in task_rows(clean_store)}
+    assert set(rows) == set(ids)
+    assert all(
+        row["engine"] == Engine.DB.value
+        and row["status"] == Status.QUEUED.value
+        and row["dispatched_at"] is None
+        for row in rows.values()
+    )
+    assert Counter(events_with_reason(clean_store, TO_DB_REASON)) == Counter({i: 1 for i in ids})
+    assert rq_ids(r) == [] and job_hash_ids(r) == set()
+
+    again = migrate(clean_store, r, batch_size=7)
+    assert again["migrated"] == 0 and again["already_there"] == 0
+    assert len(events_with_reason(clean_store, TO_DB_REASON)) == 40
+
+
+def test_dry_run_changes_nothing_and_predicts_the_real_run(
+    clean_store: TaskStore, r: redis.Redis, db_url: str, redis_url: str
+) -> None:
+    own_backlog(clean_store, r, settings_for(db_url, redis_url), 12)
+    before_rows, before_redis = task_rows(clean_store), sorted(rq_ids(r))
+
+    dry = migrate(clean_store, r, batch_size=5, dry_run=True)
+
+    assert task_rows(clean_store) == before_rows and sorted(rq_ids(r)) == before_redis
+    real = migrate(clean_store, r, batch_size=5)
+    keys = ("migrated_own", "migrated_foreign", "quarantined", "already_there", "swept")
+    assert {k: dry[k] for k in keys} == {k: real[k] for k in keys}
+    assert real["migrated_own"] == 12
+
+
+def test_a_committed_batch_whose_removal_was_lost_is_recognised_not_repeated(
+    clean_store: TaskStore, r: redis.Redis, db_url: str, redis_url: str
+) -> None:
+    """The state a SIGKILL between COMMIT and the Lua removal leaves behind."""
+    ids = own_backlog(clean_store, r, settings_for(db_url, redis_url), 6)
+    clean_store.reassign_queued(
+        Engine.RQ, Engine.DB, "test", TO_DB_REASON
+    )  # the commit, no removal
+
+    report = migrate(clean_store, r)
+
+    assert report["migrated"] == 0 and report["already_there"] == 6
+    assert rq_ids(r) == [] and job_hash_ids(r) == set()
+    assert Counter(events_with_reason(clean_store, TO_DB_REASON)) == Counter({i: 1 for i in ids})
+
+
+def test_undispatched_rq_tasks_are_taken_over(sqlite_store: TaskStore, r: redis.Redis) -> None:
+    """Committed for rq but never enqueued (a crash, or Redis down): not lost in between."""
+    task = sqlite_store.submit([NewTask("http://x/a.png", 1, 1, engine=Engine.RQ)], "t")[0]
+
+    report = migrate(sqlite_store, r)
+
+    assert report["swept"] == 1
+    assert sqlite_store.get(task.id).engine == Engine.DB.value
+
+
+def test_in_flight_jobs_stay_while_a_worker_is_alive_then_move_once_it_stopped(
+    clean_store: TaskStore, r: redis.Redis, db_url: str, redis_url: str
+) -> None:
+    ids = own_backlog(clean_store, r, settings_for(db_url, redis_url), 5)
+    running = ids[0]
+    assert clean_store.claim_task(running, "rq-worker-1", Engine.RQ, owned_by=Engine.RQ)
+    put_in_flight(r, str(running))
+    worker = alive_worker(r)
+
+    first = migrate(clean_store, r)
+
+    assert first["left_in_flight"] == 1 and not first["complete"]
+    assert first["alive_workers"] == [worker.key]
+    assert clean_store.get(running).status is Status.RUNNING
+    assert rq_ids(r) == [str(running)]
+
+    worker.register_death()
+    second = migrate(clean_store, r)  # no worker alive: in-flight work is requeued in the db
+
+    assert second["in_flight_included"] and second["migrated_own"] == 1 and second["complete"]
+    task = clean_store.get(running)
+    assert (task.status, task.engine, task.worker) == (Status.QUEUED, Engine.DB.value, None)
+    assert rq_ids(r) == [] and job_hash_ids(r) == set()
+
+
+def test_include_in_flight_overrides_a_stale_worker_registration(
+    sqlite_store: TaskStore, r: redis.Redis, sqlite_url: str, redis_url: str
+) -> None:
+    """Workers killed with SIGKILL leave their keys for a while; the operator knows better."""
+    (task_id,) = own_backlog(sqlite_store, r, settings_for(sqlite_url, redis_url), 1)
+    put_in_flight(r, str(task_id))
+    alive_worker(r)
+
+    report = migrate(sqlite_store, r, include_in_flight=True)
+
+    assert report["migrated_own"] == 1 and report["left_in_flight"] == 0
+    assert rq_ids(r) == []
+
+
+def test_removal_script_removes_exactly_what_was_read_and_spares_a_taken_job(
+    r: redis.Redis,
+) -> None:
+    """The job a worker took between our read and our removal keeps its hash."""
+    key = "rq:queue:normal"
+    r.rpush(key, "a", "b", "a", "c")
+    for job in "abc":
+        r.hset(f"rq:job:{job}", "data", b"x")
+    source = Source(Kind.QUEUE, "normal")
+    page = read_page(r, source, 0, 2)
+    assert [e.job_id for e in page] == ["a", "b"]
+    r.lrem(key, 1, "b")  # a worker took b meanwhile
+
+    removed = Scripts(r).remove(key, "list", [e.member for e in page], ["rq:job:a", "rq:job:b"])
+
+    assert removed == [True, False]
+    assert r.lrange(key, 0, -1) == [b"a", b"c"]  # exactly one "a" went
+    assert not r.exists("rq:job:a") and r.exists("rq:job:b")
+
+
+def test_batch_size_is_bounded() -> None:
+    with pytest.raises(Exception, match="batch size"):
+        RqToDbOptions(batch_size=0)
+
+
+def test_task_ids_and_job_ids_agree() -> None:
+    task_id = uuid.uuid4()
+    from switchyard.migration.db_writes import as_task_id
+
+    assert as_task_id(str(task_id)) == task_id
+    assert as_task_id(task_id.hex) is None  # not the canonical form switchyard writes
+    assert as_task_id("job-42") is None

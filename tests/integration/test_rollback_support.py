@@ -1,0 +1,109 @@
+"""Fixtures and helpers shared by the rollback toolkit's tests (verify, check, cleanup, assess,
+canary, report, rollback runs). It holds no tests itself.
+
+The shared `db_url` fixture empties tasks, events and state between tests; the tables the
+toolkit also writes (runs, run_steps, quarantine, workers, system_events) are emptied here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import redis
+import sqlalchemy as sa
+from rq import Queue
+from rq.serializers import JSONSerializer
+
+from switchyard.db.engine import make_engine
+from switchyard.db.store import NewTask, TaskStore
+from switchyard.domain import Engine, Priority
+from switchyard.modes import Mode, set_mode
+from switchyard.operations.services import Services
+from switchyard.rq_engine.dispatch import enqueue_tasks
+from tests.conftest import make_settings
+
+EXTRA_TABLES = ("runs", "run_steps", "quarantine", "workers", "system_events")
+
+
+def _empty_extra_tables(url: str) -> None:
+    engine = make_engine(url)
+    existing = set(sa.inspect(engine).get_table_names())
+    with engine.begin() as conn:
+        for table in EXTRA_TABLES:
+            if table in existing:
+                conn.exec_driver_sql(f"DELETE FROM {table}")
+    engine.dispose()
+
+
+@pytest.fixture
+def clean_db_url(db_url: str) -> str:
+    """`db_url`, with the toolkit's own tables emptied too."""
+    _empty_extra_tables(db_url)
+    return db_url
+
+
+@pytest.fixture
+def services(clean_db_url: str, redis_url: str) -> Iterator[Services]:
+    """Services on a clean database of each backend and this session's own Redis database."""
+    svc = Services(make_settings(clean_db_url, redis_url=redis_url))
+    yield svc
+    svc.store.engine.dispose()
+
+
+@pytest.fixture
+def sqlite_services(sqlite_url: str, redis_url: str) -> Iterator[Services]:
+    """Services on SQLite only, for tests whose subject is not the database."""
+    svc = Services(make_settings(sqlite_url, redis_url=redis_url))
+    yield svc
+    svc.store.engine.dispose()
+
+
+def new_tasks(n: int, priority: Priority = Priority.NORMAL, **fields: object) -> list[NewTask]:
+    return [
+        NewTask(
+            f"http://example.org/{i}.png",
+            user_id=7,
+            platform_connection_id=3,
+            priority=priority,
+            **fields,  # type: ignore[arg-type]
+        )
+        for i in range(n)
+    ]
+
+
+def submit(store: TaskStore, n: int, **fields: object) -> list[str]:
+    return [str(t.id) for t in store.submit(new_tasks(n, **fields), "test")]
+
+
+# -- an rq system with work in it --------------------------------------------------------------
+
+
+def redis_client(svc: Services) -> redis.Redis:
+    return redis.Redis.from_url(svc.settings.redis_url)
+
+
+def rq_owned(svc: Services, n: int, dispatch: bool = True, **fields: object) -> list[str]:
+    """`n` own tasks submitted in rq mode and (by default) enqueued, as the web service would."""
+    set_mode(svc.store, Mode.RQ, "test", "test")
+    created = svc.store.submit(new_tasks(n, engine=Engine.RQ, **fields), "test")
+    if dispatch:
+        enqueue_tasks(svc.store, redis_client(svc), created, svc.settings)
+    return [str(t.id) for t in created]
+
+
+def foreign_jobs(svc: Services, n: int, queue: str = "normal", user_id: int = 9) -> list[str]:
+    """`n` jobs a plain rq producer enqueued (JSON serializer), each mappable to a task."""
+    q = Queue(queue, connection=redis_client(svc), serializer=JSONSerializer)
+    jobs = [
+        q.enqueue(
+            "legacy.tasks.caption_image",
+            kwargs={
+                "image_url": f"http://example.org/legacy-{i}.png",
+                "user_id": user_id,
+                "platform_connection_id": 4,
+            },
+        )
+        for i in range(n)
+    ]
+    return [j.id for j in jobs]

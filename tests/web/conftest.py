@@ -1,0 +1,72 @@
+"""Fixtures for the HTTP face: an app on a real, migrated database, with and without an
+admin token, and a signed-in dashboard session."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Iterator
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from switchyard.operations import Services
+from switchyard.web import create_app
+from tests.conftest import make_settings
+
+# A recognisable token, so a test can search logs and pages for it.
+TOKEN = "tok-" + secrets.token_hex(16)
+
+
+def build_services(db_url: str, **overrides: object) -> Services:
+    return Services(make_settings(db_url, **overrides))
+
+
+@pytest.fixture
+def services(sqlite_url: str) -> Iterator[Services]:
+    svc = build_services(sqlite_url, switchyard_admin_token=TOKEN)
+    yield svc
+    svc.store.engine.dispose()
+
+
+@pytest.fixture
+def app(services: Services) -> FastAPI:
+    return create_app(services)
+
+
+@pytest.fixture
+def client(app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(app) as c:
+        yield c
+
+
+@pytest.fixture
+def admin() -> dict[str, str]:
+    return {"Authorization": f"Bearer {TOKEN}"}
+
+
+def sign_in(client: TestClient) -> str:
+    """Sign the client in to the dashboard; returns the page's CSRF token."""
+    response = client.post("/admin/login", data={"token": TOKEN}, follow_redirects=False)
+    assert response.status_code == 303
+    return csrf_of(client.get("/admin").text)
+
+
+def csrf_of(page: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert found, "the page has no CSRF field"
+    return found.group(1)
+
+
+@pytest.fixture
+def dashboard(client: TestClient) -> tuple[TestClient, str]:
+    """A signed-in dashboard client and its CSRF token."""
+    return client, sign_in(client)
+
+
+TASK = {
+    "image_url": "https://pixelfed.example/img/1.png",
+    "user_id": 7,
+    "platform_connection_id": 3,
+}

@@ -1,0 +1,251 @@
+"""The task API and /health, on SQLite and on PostgreSQL, through the real app."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from switchyard.operations import Services
+from switchyard.web import create_app
+from tests.web.conftest import TASK, TOKEN, build_services
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """This module's suite runs on SQLite and once on PostgreSQL."""
+    chosen = request.config.getoption("--backend")
+    if chosen and request.param not in chosen:
+        pytest.skip(f"{request.param} not selected")
+    return str(request.param)
+
+
+@pytest.fixture
+def services(db_url: str) -> Iterator[Services]:
+    svc = build_services(db_url, switchyard_admin_token=TOKEN)
+    yield svc
+    svc.store.engine.dispose()
+
+
+def task(**changes: object) -> dict[str, object]:
+    return {**TASK, **changes}
+
+
+def total(client: TestClient) -> int:
+    return sum(client.get("/health").json()["database"]["tasks"].values())
+
+
+# -- submitting -------------------------------------------------------------------------------
+
+
+def test_submit_one_task_then_read_it_with_its_history(client: TestClient) -> None:
+    created = client.post("/api/tasks", json=task(priority="urgent"))
+    assert created.status_code == 201
+    body = created.json()
+    assert (body["status"], body["priority"], body["user_id"]) == ("queued", "urgent", 7)
+
+    got = client.get(f"/api/tasks/{body['id']}")
+    assert got.status_code == 200
+    assert got.json()["image_url"] == TASK["image_url"]
+    assert [e["to_status"] for e in got.json()["events"]] == ["queued"]
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"priority": "someday"}, ["body", "priority"]),
+        ({"image_url": "ftp://example.org/a.png"}, ["image_url"]),
+        ({"image_url": "https://"}, ["image_url"]),
+        ({"settings": {"max_length": 5}}, ["body", "settings", "max_length"]),
+        ({"settings": {"colour": "blue"}}, ["body", "settings", "colour"]),
+        ({"user_id": 0}, ["body", "user_id"]),
+        ({"user_id": "seven"}, ["body", "user_id"]),
+        ({"surprise": 1}, ["body", "surprise"]),
+    ],
+)
+def test_invalid_submissions_are_422_naming_the_field_and_write_nothing(
+    client: TestClient, change: dict[str, object], field: list[str]
+) -> None:
+    response = client.post("/api/tasks", json=task(**change))
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == field
+    assert total(client) == 0
+
+
+def test_a_missing_field_is_named(client: TestClient) -> None:
+    response = client.post("/api/tasks", json={"image_url": TASK["image_url"], "user_id": 1})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "platform_connection_id"]
+
+
+def test_a_batch_is_written_whole(client: TestClient) -> None:
+    batch = [task(priority=p) for p in ("low", "high", "urgent")]
+    response = client.post("/api/tasks/batch", json={"tasks": batch})
+    assert response.status_code == 201
+    assert [t["priority"] for t in response.json()["tasks"]] == ["low", "high", "urgent"]
+    assert total(client) == 3
+
+
+@pytest.mark.parametrize(
+    ("bad", "field"),
+    [
+        ({"priority": "whenever"}, ["body", "tasks", 1, "priority"]),
+        ({"image_url": "file:///etc/passwd"}, ["tasks[1]", "image_url"]),
+    ],
+)
+def test_a_batch_with_one_bad_task_writes_nothing(
+    client: TestClient, bad: dict[str, object], field: list[object]
+) -> None:
+    batch = [task(), task(**bad), task()]
+    response = client.post("/api/tasks/batch", json={"tasks": batch})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == field
+    assert total(client) == 0
+
+
+def test_an_empty_batch_is_refused(client: TestClient) -> None:
+    assert client.post("/api/tasks/batch", json={"tasks": []}).status_code == 422
+
+
+# -- reading ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("task_id", [str(uuid.uuid4()), "not-a-task-id"])
+def test_unknown_tasks_are_404(client: TestClient, task_id: str) -> None:
+    response = client.get(f"/api/tasks/{task_id}")
+    assert response.status_code == 404
+    assert "no task" in response.json()["detail"]
+
+
+def test_list_with_filters(client: TestClient) -> None:
+    client.post("/api/tasks", json=task(priority="urgent"))
+    client.post("/api/tasks", json=task(priority="low", user_id=8))
+    assert client.get("/api/tasks").json()["count"] == 2
+    assert [t["user_id"] for t in client.get("/api/tasks?user_id=8").json()["tasks"]] == [8]
+    urgent = client.get("/api/tasks", params={"priority": "urgent"}).json()["tasks"]
+    assert [t["priority"] for t in urgent] == ["urgent"]
+    assert client.get("/api/tasks?status=completed").json()["count"] == 0
+    assert client.get("/api/tasks?limit=1").json()["count"] == 1
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("status=done", ["query", "status"]),
+        ("priority=x", ["query", "priority"]),
+        ("limit=0", ["query", "limit"]),
+        ("user_id=me", ["query", "user_id"]),
+    ],
+)
+def test_bad_list_filters_are_422(client: TestClient, query: str, field: list[str]) -> None:
+    response = client.get(f"/api/tasks?{query}")
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == field
+
+
+# -- cancel and retry -------------------------------------------------------------------------
+
+
+def test_cancel_then_retry(client: TestClient) -> None:
+    task_id = client.post("/api/tasks", json=task()).json()["id"]
+    cancelled = client.post(f"/api/tasks/{task_id}/cancel", json={"reason": "user asked"})
+    assert (cancelled.status_code, cancelled.json()["status"]) == (200, "cancelled")
+
+    again = client.post(f"/api/tasks/{task_id}/cancel")
+    assert again.status_code == 409
+    assert "cannot move it to cancelled" in again.json()["detail"]
+
+    retried = client.post(f"/api/tasks/{task_id}/retry")
+    assert (retried.status_code, retried.json()["status"]) == (200, "queued")
+    assert client.post(f"/api/tasks/{task_id}/retry").status_code == 409
+    history = client.get(f"/api/tasks/{task_id}").json()["events"]
+    assert [e["reason"] for e in history][1] == "user asked"
+
+
+def test_cancel_and_retry_of_unknown_tasks_are_404(client: TestClient) -> None:
+    unknown = uuid.uuid4()
+    assert client.post(f"/api/tasks/{unknown}/cancel").status_code == 404
+    assert client.post(f"/api/tasks/{unknown}/retry").status_code == 404
+
+
+# -- maintenance, as the task API's clients see it ----------------------------------------------
+
+
+def test_paused_submissions_are_503_with_retry_after_and_nothing_is_written(
+    client: TestClient, admin: dict[str, str]
+) -> None:
+    pause = {"reason": "Rollback in progress", "duration": "2 hours"}
+    assert client.post(
+        "/admin/maintenance/pause-task-submission", json=pause, headers=admin
+    ).is_success
+
+    refused = client.post("/api/tasks", json=task())
+    assert refused.status_code == 503
+    assert 7100 < int(refused.headers["Retry-After"]) <= 7201
+    assert "Rollback in progress" in refused.json()["detail"]
+    assert client.post("/api/tasks/batch", json={"tasks": [task()]}).status_code == 503
+    assert total(client) == 0
+
+    status = client.get("/api/maintenance/status").json()
+    assert status["accepting_submissions"] is False
+    assert status["message"] == "Rollback in progress"
+
+    assert client.post("/admin/maintenance/resume-task-submission", headers=admin).is_success
+    assert client.post("/api/tasks", json=task()).status_code == 201
+    assert total(client) == 1
+
+
+def test_emergency_mode_refuses_submissions_until_disabled(
+    client: TestClient, admin: dict[str, str]
+) -> None:
+    body = {"reason": "Emergency RQ rollback", "notify_users": True}
+    client.post("/admin/maintenance/emergency-mode", json=body, headers=admin)
+    refused = client.post("/api/tasks", json=task())
+    assert refused.status_code == 503
+    assert refused.headers["Retry-After"] == "300"
+    notices = client.get("/api/maintenance/status").json()["notices"]
+    assert notices[0]["reason"] == "Emergency RQ rollback"
+
+    client.post("/admin/maintenance/disable-emergency-mode", headers=admin)
+    assert client.post("/api/tasks", json=task()).status_code == 201
+
+
+def test_reads_still_work_while_paused(client: TestClient, admin: dict[str, str]) -> None:
+    task_id = client.post("/api/tasks", json=task()).json()["id"]
+    client.post("/admin/maintenance/pause-task-submission", json={"reason": "x"}, headers=admin)
+    assert client.get(f"/api/tasks/{task_id}").status_code == 200
+    assert client.post(f"/api/tasks/{task_id}/cancel").status_code == 200
+
+
+# -- health -----------------------------------------------------------------------------------
+
+
+def test_health_reports_each_component(client: TestClient) -> None:
+    response = client.get("/health")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "healthy"
+    assert body["database"]["status"] == "ok"
+
+
+def test_health_is_503_when_the_database_is_unreachable(tmp_path: Path) -> None:
+    broken = build_services(f"sqlite:///{tmp_path}/missing/dir/x.db")
+    with TestClient(create_app(broken)) as client:
+        response = client.get("/health")
+        assert response.status_code == 503
+        assert response.json()["database"]["status"] == "error"
+        refused = client.post("/api/tasks", json=task())
+        assert refused.status_code == 503
+        assert "database error" in refused.json()["detail"]
+
+
+def test_the_schema_names_every_priority() -> None:
+    from typing import get_args
+
+    from switchyard.domain import Priority
+    from switchyard.web.api import PriorityName
+
+    assert list(get_args(PriorityName)) == [p.label for p in Priority]
