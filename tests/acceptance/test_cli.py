@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from switchyard.cli.tasks import SUBMIT_CHUNK
 from switchyard.db import migrate
 from switchyard.db.store import NewTask, Outcome, TaskStore
 from tests.acceptance.conftest import cli, cli_many
@@ -26,8 +25,10 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 def test_an_operator_session(db_url: str, store: TaskStore, tmp_path: Path) -> None:
-    urls_file = tmp_path / "urls.txt"  # comments, blank lines, and enough for a progress bar
-    lines = [f"  http://example.org/m{i}.png\n" for i in range(SUBMIT_CHUNK + 100)]
+    urls_file = tmp_path / "urls.txt"  # comments, blank lines, many URLs
+    lines = [f"  http://example.org/m{i}.png\n" for i in range(600)]
+    long_url = "https://files.example.social/media_attachments/files/" + "1" * 60 + ".png"
+    lines.append(long_url + "\n")
     urls_file.write_text("# from the backlog export\n\n" + "".join(lines))
     init, by_args, by_file = cli_many(
         db_url,
@@ -45,13 +46,16 @@ def test_an_operator_session(db_url: str, store: TaskStore, tmp_path: Path) -> N
     assert created[0]["settings"] == {"max_length": 120} and created[0]["user_id"] == 7
     assert by_file.code == 0 and by_file.out.count("queued ") == len(lines), by_file
     assert "normal http://example.org/m0.png" in by_file.out
+    assert f"normal {long_url}\n" in by_file.out  # one line a task, however long
     first, second = created[0]["id"], created[1]["id"]
 
-    overview, one, high = cli_many(
+    # Commands run side by side only where none changes what another reads.
+    overview, one, high, table = cli_many(
         db_url,
         ("status", "--json"),
         ("status", first, "--json"),
         ("tasks", "--status", "queued", "--priority", "high", "--json"),
+        ("status",),
     )
     assert overview.json()["totals"] == {
         "queued": len(lines) + 2, "running": 0, "completed": 0, "failed": 0, "cancelled": 0
@@ -63,19 +67,24 @@ def test_an_operator_session(db_url: str, store: TaskStore, tmp_path: Path) -> N
         ("cli", None, "queued")
     ]
     assert {t["id"] for t in high.json()} == {first, second}
+    assert table.code == 0 and "queued" in table.out and str(len(lines) + 2) in table.out
 
-    cancelled, mine = cli_many(
+    cancelled, listing = cli_many(
         db_url,
         ("cancel", second, "--reason", "duplicate post", "--json"),
-        ("tasks", "--user-id", "7"),
+        ("tasks", "--user-id", "99", "--limit", "3"),
     )
     assert cancelled.json()["status"] == "cancelled"
     assert store.events(uuid.UUID(second))[-1]["reason"] == "duplicate post"
-    assert mine.code == 0 and "2 tasks" in mine.out and "cancelled" in mine.out
+    assert listing.code == 0 and "3 tasks" in listing.out and listing.out.count("normal") == 3
 
-    retried, table = cli_many(db_url, ("retry", second, "--json"), ("status",))
+    retried = cli(db_url, "retry", second, "--json")
     assert retried.json()["status"] == "queued" and retried.json()["attempts"] == 0
-    assert table.code == 0 and "cancelled" in table.out and str(len(lines) + 1) in table.out
+    assert [e["to_status"] for e in store.events(uuid.UUID(second))] == [
+        "queued",
+        "cancelled",
+        "queued",
+    ]
 
 
 def test_exit_codes_and_one_line_errors(sqlite_url: str, sqlite_store: TaskStore) -> None:
@@ -168,3 +177,21 @@ def test_a_long_error_stays_on_one_line(sqlite_url: str) -> None:
     run = cli(sqlite_url, "submit", "ftp://example.org/" + "a" * 200 + ".png", *IDS)
     assert run.code == 2
     assert len(run.err.strip().splitlines()) == 1, run.err
+
+
+def test_a_big_file_is_submitted_all_or_nothing(
+    sqlite_url: str, sqlite_store: TaskStore, tmp_path: Path
+) -> None:
+    """A rerun after a failure must not duplicate the part that got in, so none may get in."""
+    with sqlite_store.engine.begin() as conn:  # the database fails part-way through
+        conn.exec_driver_sql(
+            "CREATE TRIGGER full_disk BEFORE INSERT ON tasks"
+            " WHEN (SELECT count(*) FROM tasks) >= 550"
+            " BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+    urls = tmp_path / "urls.txt"
+    urls.write_text("".join(f"http://example.org/{i}.png\n" for i in range(600)))
+    run = cli(sqlite_url, "submit", "--file", str(urls), *IDS)
+    assert run.code == 1
+    assert len(sqlite_store.list_tasks(limit=1000)) == 0
+    assert "database or disk is full" in run.error_line()

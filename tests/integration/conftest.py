@@ -26,6 +26,23 @@ from switchyard.domain import Priority, Status
 from tests.conftest import cli_env
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "slow_on_servers: run on SQLite by default; the PostgreSQL and MariaDB runs are slow",
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the server runs of `slow_on_servers` tests slow (deselect with -m 'not slow'):
+    what they prove does not depend on the database, and each costs seconds."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        backend = callspec.params.get("backend") if callspec else None
+        if item.get_closest_marker("slow_on_servers") and backend not in (None, "sqlite"):
+            item.add_marker(pytest.mark.slow)
+
+
 def tiny_png() -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (4, 3), (30, 60, 200)).save(buffer, format="PNG")

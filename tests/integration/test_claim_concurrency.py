@@ -12,6 +12,7 @@ import threading
 import uuid
 from collections import Counter
 
+import pytest
 import sqlalchemy as sa
 
 from switchyard.db.schema import task_events
@@ -106,6 +107,7 @@ def test_processes_racing_on_one_backlog_never_share_a_task(store: TaskStore, db
 # -- the real CLI worker, captioning real (tiny) images -------------------------------------
 
 
+@pytest.mark.slow_on_servers  # the claim race itself runs on every backend above
 def test_cli_workers_caption_a_backlog_exactly_once(
     store: TaskStore, db_url: str, image_server: ImageServer, start_worker: StartWorker
 ) -> None:

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -84,7 +85,7 @@ def explain(conn: sa.Connection, store: TaskStore) -> Plan:
     return reader(conn, str(compiled), args)
 
 
-def _postgres(conn: sa.Connection, sql: str, args: object) -> Plan:
+def _postgres(conn: sa.Connection, sql: str, args: Any) -> Plan:
     [plan] = conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {sql}", args).scalar_one()
 
     def nodes(node: dict[str, object]) -> Iterator[dict[str, object]]:
@@ -101,7 +102,7 @@ def _postgres(conn: sa.Connection, sql: str, args: object) -> Plan:
     )
 
 
-def _mariadb(conn: sa.Connection, sql: str, args: object) -> Plan:
+def _mariadb(conn: sa.Connection, sql: str, args: Any) -> Plan:
     rows = [dict(r._mapping) for r in conn.exec_driver_sql(f"EXPLAIN {sql}", args)]
     mine = [r for r in rows if r["table"] == "tasks"]
     return Plan(
@@ -112,7 +113,7 @@ def _mariadb(conn: sa.Connection, sql: str, args: object) -> Plan:
     )
 
 
-def _sqlite(conn: sa.Connection, sql: str, args: object) -> Plan:
+def _sqlite(conn: sa.Connection, sql: str, args: Any) -> Plan:
     details = [str(r[-1]) for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", args)]
     return Plan(
         indexes={d.split("USING INDEX ")[1].split()[0] for d in details if "USING INDEX " in d},

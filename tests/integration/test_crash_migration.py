@@ -49,6 +49,7 @@ from tests.integration.test_migration_support import (  # noqa: F401  (fixtures)
 
 EXTRA = int(os.environ.get("SWITCHYARD_CRASH_TRIALS", "0"))
 BACKENDS = ("postgresql", "sqlite", "mariadb", "postgresql")
+BATCH = 12  # small, so a backlog of a few hundred takes 20 batches and a kill lands mid-run
 
 
 def trials(default: int) -> list[tuple[str, int]]:
@@ -59,7 +60,16 @@ def trials(default: int) -> list[tuple[str, int]]:
 
 def start(db_url: str, redis_url: str, *args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "switchyard", "migrate", *args, "--batch-size", "10", "--json"],
+        [
+            sys.executable,
+            "-m",
+            "switchyard",
+            "migrate",
+            *args,
+            "--batch-size",
+            str(BATCH),
+            "--json",
+        ],
         env=cli_env(db_url, REDIS_URL=redis_url),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -91,9 +101,12 @@ def queued_in_redis(r: redis.Redis) -> int:
 # -- rq -> db ----------------------------------------------------------------------------------
 
 
-def rq_backlog(store: TaskStore, r: redis.Redis, settings: Settings) -> dict[str, Any]:
-    own = own_backlog(store, r, settings, 240)
-    foreign = foreign_jobs(r, 90) + foreign_jobs(r, 30, "urgent")
+def rq_backlog(
+    store: TaskStore, r: redis.Redis, settings: Settings, scale: int = 1
+) -> dict[str, Any]:
+    """Own jobs on all four queues, foreign ones (waiting and scheduled), and bad ones."""
+    own = own_backlog(store, r, settings, 160 * scale)
+    foreign = foreign_jobs(r, 40 * scale) + foreign_jobs(r, 20 * scale, "urgent")
     bad = [json_queue(r, "high").enqueue("thirdparty.no_owner", url="https://x/y").id]
     bad += [json_queue(r, "low").enqueue("thirdparty.nothing").id for _ in range(9)]
     q = json_queue(r, "normal")
@@ -104,34 +117,50 @@ def rq_backlog(store: TaskStore, r: redis.Redis, settings: Settings) -> dict[str
     return {"own": own, "foreign": foreign + scheduled, "bad": bad}
 
 
-@pytest.mark.parametrize(("backend", "seed"), trials(12), indirect=["backend"])
-def test_rq_to_db_killed_at_a_random_moment_then_rerun(
-    clean_store: TaskStore, r: redis.Redis, db_url: str, redis_url: str, seed: int
+def rq_to_db_trial(
+    store: TaskStore, r: redis.Redis, db_url: str, redis_url: str, seed: int, scale: int = 1
 ) -> None:
     rng = random.Random(seed)
-    jobs = rq_backlog(clean_store, r, settings_for(db_url, redis_url))
+    jobs = rq_backlog(store, r, settings_for(db_url, redis_url), scale)
     total = queued_in_redis(r)
-    assert total == 240 + 120 + 10 + 10
+    assert total == len(jobs["own"]) + len(jobs["foreign"]) + len(jobs["bad"])
 
     process = start(db_url, redis_url, "rq-to-db")
-    moved = kill_when(process, lambda: total - queued_in_redis(r), rng.randint(0, total * 9 // 10))
+    moved = kill_when(process, lambda: total - queued_in_redis(r), rng.randint(1, total * 9 // 10))
 
-    report = migrate_rq_to_db(clean_store, r, RqToDbOptions(batch_size=10)).to_dict()
+    report = migrate_rq_to_db(store, r, RqToDbOptions(batch_size=BATCH)).to_dict()
 
     assert report["complete"], report
-    rows = task_rows(clean_store)
+    rows = task_rows(store)
     assert Counter(row["id"] for row in rows).most_common(1)[0][1] == 1
     own_rows = {row["id"]: row for row in rows if row["source_job_id"] is None}
     assert set(own_rows) == set(jobs["own"])
     assert {(row["engine"], row["status"]) for row in own_rows.values()} == {
         ("db", Status.QUEUED.value)
     }
-    assert Counter(events_with_reason(clean_store, TO_DB_REASON)).most_common(1)[0][1] == 1
+    assert Counter(events_with_reason(store, TO_DB_REASON)) == Counter(
+        {i: 1 for i in jobs["own"] + [r["id"] for r in rows if r["source_job_id"]]}
+    )
     assert sorted(row["source_job_id"] for row in rows if row["source_job_id"]) == sorted(
         jobs["foreign"]
     )
-    assert sorted(q["job_id"] for q in quarantine_rows(clean_store)) == sorted(jobs["bad"])
+    assert sorted(q["job_id"] for q in quarantine_rows(store)) == sorted(jobs["bad"])
     assert rq_ids(r) == [] and job_hash_ids(r) == set(), f"killed after {moved} moved"
+
+
+@pytest.mark.parametrize(("backend", "seed"), trials(12), indirect=["backend"])
+def test_rq_to_db_killed_at_a_random_moment_then_rerun(
+    clean_store: TaskStore, r: redis.Redis, db_url: str, redis_url: str, seed: int
+) -> None:
+    rq_to_db_trial(clean_store, r, db_url, redis_url, seed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_rq_to_db_killed_over_a_backlog_of_3000(
+    clean_store: TaskStore, r: redis.Redis, db_url: str, redis_url: str
+) -> None:
+    rq_to_db_trial(clean_store, r, db_url, redis_url, seed=7, scale=13)
 
 
 # -- db -> rq ----------------------------------------------------------------------------------
@@ -142,14 +171,14 @@ def test_db_to_rq_killed_at_a_random_moment_then_rerun(
     clean_store: TaskStore, r: redis.Redis, db_url: str, redis_url: str, seed: int
 ) -> None:
     rng = random.Random(seed)
-    new = [NewTask(f"http://img.example/{i}.png", 2, 5, PRIORITIES[i % 4]) for i in range(300)]
+    new = [NewTask(f"http://img.example/{i}.png", 2, 5, PRIORITIES[i % 4]) for i in range(240)]
     ids = [t.id for t in clean_store.submit(new, "test")]
 
     process = start(db_url, redis_url, "db-to-rq")
-    in_redis = kill_when(process, lambda: queued_in_redis(r), rng.randint(0, 270))
+    in_redis = kill_when(process, lambda: queued_in_redis(r), rng.randint(1, 216))
 
     settings = settings_for(db_url, redis_url)
-    migrate_db_to_rq(clean_store, r, settings, batch_size=10)
+    migrate_db_to_rq(clean_store, r, settings, batch_size=BATCH)
 
     rows = task_rows(clean_store)
     assert sorted(row["id"] for row in rows) == sorted(ids)

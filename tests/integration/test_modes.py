@@ -19,6 +19,7 @@ from switchyard.domain import Engine, Status
 from switchyard.errors import ConfigError, UsageError
 from switchyard.modes import Mode, ModeWatcher, Routing
 from switchyard.operations import submit
+from switchyard.operations.engines import get_mode
 from tests.conftest import make_settings
 from tests.integration.test_rq_support import (
     ServicesPool,
@@ -123,14 +124,18 @@ def test_the_watcher_sees_a_switch_within_its_cache_time(store: TaskStore) -> No
     assert watcher().mode is Mode.HYBRID
 
 
-def test_the_mode_command(sqlite_url: str) -> None:
-    shown = cli(sqlite_url, "mode", "--json")
-    assert shown.returncode == 0, shown.stderr
-    assert json.loads(shown.stdout)["mode"] == "db"
-    switched = cli(sqlite_url, "mode", "hybrid", "--reason", "test", "--json")
+def test_the_mode_command(sqlite_url: str, redis_url: str, pool: ServicesPool) -> None:
+    switched = cli(sqlite_url, "mode", "hybrid", "--reason", "test", "--json", REDIS_URL=redis_url)
     assert switched.returncode == 0, switched.stderr
-    assert json.loads(switched.stdout)["mode"] == "hybrid"
-    assert json.loads(cli(sqlite_url, "mode", "--json").stdout)["reason"] == "test"
+    assert json.loads(switched.stdout) == {
+        "mode": "hybrid",
+        "previous": "db",
+        "changed": True,
+        "moved": 0,
+        "dispatched": 0,
+    }
+    shown = get_mode(pool.make(sqlite_url, "redis://127.0.0.1:1/0"))
+    assert (shown["mode"], shown["reason"], shown["boot_default"]) == ("hybrid", "test", "db")
     wrong = cli(sqlite_url, "mode", "redis")
     assert wrong.returncode == 2
     assert wrong.stderr.strip() == "error: invalid mode 'redis': choose db, rq or hybrid"

@@ -7,6 +7,8 @@ toolkit also writes (runs, run_steps, quarantine, workers, system_events) are em
 
 from __future__ import annotations
 
+import time
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -107,3 +109,13 @@ def foreign_jobs(svc: Services, n: int, queue: str = "normal", user_id: int = 9)
         for i in range(n)
     ]
     return [j.id for j in jobs]
+
+
+def in_flight(svc: Services, task_id: str) -> None:
+    """What a running rq job looks like when its worker is gone: popped from the list, in
+    wip with an execution id, job `started`, task `running` (as rq and run_task leave it)."""
+    r = redis_client(svc)
+    r.lrem("rq:queue:normal", 1, task_id)
+    r.zadd("rq:wip:normal", {f"{task_id}:exec-1": time.time() + 60})
+    r.hset(f"rq:job:{task_id}", "status", "started")
+    svc.store.claim_task(uuid.UUID(task_id), "rq:gone", Engine.RQ)

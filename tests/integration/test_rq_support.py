@@ -3,7 +3,8 @@
 `handler` is a TASK_HANDLER factory for real worker processes: it records every run in the
 file named by HANDLER_LOG (one line per run, appended atomically), so a test can count how
 often each task really ran, whichever engine and process ran it. The image URL steers it:
-`.../sleep/<seconds>/...` sleeps, `.../fail/...` raises, anything else returns at once.
+`.../sleep/<seconds>/...` sleeps, `.../sleep-once/<seconds>/...` sleeps on a task's first run
+only, `.../fail/...` raises, anything else returns at once.
 """
 
 from __future__ import annotations
@@ -36,12 +37,16 @@ def handler(settings: Settings) -> Callable[[Task], tuple[str, float]]:
     log_path = os.environ.get("HANDLER_LOG")
 
     def run(task: Task) -> tuple[str, float]:
+        parts = task.image_url.split("/")
+        once = "sleep-once" in parts
+        first_run = once and (not log_path or str(task.id) not in runs(Path(log_path)))
         if log_path:
             with open(log_path, "a") as log:
                 log.write(f"{task.id} {os.getpid()}\n")
-        parts = task.image_url.split("/")
         if "sleep" in parts:
             time.sleep(float(parts[parts.index("sleep") + 1]))
+        if first_run:
+            time.sleep(float(parts[parts.index("sleep-once") + 1]))
         if "fail" in parts:
             raise CaptionError("the test handler was told to fail")
         return f"caption of {task.id}", 0.5

@@ -75,6 +75,7 @@ def test_a_task_of_a_killed_worker_is_recovered_and_completed_once(
     assert store.get(task_id).attempts == 2
 
 
+@pytest.mark.slow_on_servers
 def test_one_sigterm_finishes_the_running_task_and_claims_no_more(
     store: TaskStore, db_url: str, image_server: ImageServer, start_worker: StartWorker
 ) -> None:
@@ -90,6 +91,7 @@ def test_one_sigterm_finishes_the_running_task_and_claims_no_more(
     assert per_task(store, Status.RUNNING, Status.QUEUED) == {}
 
 
+@pytest.mark.slow_on_servers
 def test_two_sigterms_release_the_running_task_at_once(
     store: TaskStore, db_url: str, image_server: ImageServer, start_worker: StartWorker
 ) -> None:
@@ -110,23 +112,15 @@ def test_two_sigterms_release_the_running_task_at_once(
     assert history(store, task_id)[-1] == ("running", "queued", name)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT])
 def test_ctrl_c_twice_behaves_like_two_sigterms(
-    store: TaskStore,
-    db_url: str,
-    image_server: ImageServer,
-    start_worker: StartWorker,
-    signum: int,
-    backend: str,
+    sqlite_store: TaskStore, sqlite_url: str, image_server: ImageServer, start_worker: StartWorker
 ) -> None:
-    if backend != "sqlite":
-        pytest.skip("signal handling does not depend on the database")
     image_server.delay = 10.0
-    task_id = slow_task(store, image_server)
-    worker = start_worker(db_url)
-    wait_running(store, task_id)
-    worker.signal(signum)
+    task_id = slow_task(sqlite_store, image_server)
+    worker = start_worker(sqlite_url)
+    wait_running(sqlite_store, task_id)
+    worker.signal(signal.SIGINT)
     time.sleep(0.2)
-    worker.signal(signum)
+    worker.signal(signal.SIGINT)
     assert worker.finish(timeout=15)[0] == 1
-    assert store.get(task_id).status is Status.QUEUED
+    assert sqlite_store.get(task_id).status is Status.QUEUED

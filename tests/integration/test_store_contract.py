@@ -39,7 +39,7 @@ def event_rows(store: TaskStore, task_id: uuid.UUID) -> list[tuple[str, str | No
 
 
 def with_backoff(store: TaskStore, **kw: float) -> TaskStore:
-    return TaskStore(store.engine, **kw)  # type: ignore[arg-type]
+    return TaskStore(store.engine, **kw)
 
 
 # -- submission and reads -------------------------------------------------------------------
@@ -260,7 +260,7 @@ def test_heartbeat_touches_only_tasks_this_worker_holds(store: TaskStore) -> Non
     for t in (mine, theirs):
         set_column(store, t.id, heartbeat_at=old)
     assert store.heartbeat("w1", [mine.id, theirs.id]) == 1
-    assert store.get(mine.id).heartbeat_at > old  # type: ignore[operator]
+    assert store.get(mine.id).heartbeat_at > old
     assert store.get(theirs.id).heartbeat_at == old
     assert store.heartbeat("w1", []) == 0
 

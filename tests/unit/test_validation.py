@@ -62,7 +62,7 @@ def submit_batch(services: ops.Services, specs: list[dict[str, object]]) -> None
         "user_id": 1,
         "platform_connection_id": 2,
     }
-    new = [ops.build_task(**{**defaults, **spec}) for spec in specs]  # type: ignore[arg-type]
+    new = [ops.build_task(**{**defaults, **spec}) for spec in specs]
     ops.submit(services, new, "test")
 
 
@@ -135,7 +135,7 @@ def test_bad_list_filters_are_refused(
     services: ops.Services, kwargs: dict[str, str], message: str
 ) -> None:
     with pytest.raises(UsageError, match=message):
-        ops.list_tasks(services, **kwargs)  # type: ignore[arg-type]
+        ops.list_tasks(services, **kwargs)
 
 
 def test_list_filters_work(services: ops.Services) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from switchyard.domain import Engine
 from switchyard.operations import Services
 from switchyard.web import create_app
 from tests.web.conftest import TASK, TOKEN, build_services
@@ -57,8 +58,9 @@ def test_submit_one_task_then_read_it_with_its_history(client: TestClient) -> No
     ("change", "field"),
     [
         ({"priority": "someday"}, ["body", "priority"]),
-        ({"image_url": "ftp://example.org/a.png"}, ["image_url"]),
-        ({"image_url": "https://"}, ["image_url"]),
+        ({"image_url": "ftp://example.org/a.png"}, ["body", "image_url"]),
+        ({"image_url": "https://"}, ["body", "image_url"]),
+        ({"image_url": "https://a.example/\u0001.png"}, ["image_url"]),
         ({"settings": {"max_length": 5}}, ["body", "settings", "max_length"]),
         ({"settings": {"colour": "blue"}}, ["body", "settings", "colour"]),
         ({"user_id": 0}, ["body", "user_id"]),
@@ -93,7 +95,8 @@ def test_a_batch_is_written_whole(client: TestClient) -> None:
     ("bad", "field"),
     [
         ({"priority": "whenever"}, ["body", "tasks", 1, "priority"]),
-        ({"image_url": "file:///etc/passwd"}, ["tasks[1]", "image_url"]),
+        ({"image_url": "file:///etc/passwd"}, ["body", "tasks", 1, "image_url"]),
+        ({"image_url": "https://a.example/\u0001.png"}, ["tasks[1]", "image_url"]),
     ],
 )
 def test_a_batch_with_one_bad_task_writes_nothing(
@@ -223,12 +226,17 @@ def test_reads_still_work_while_paused(client: TestClient, admin: dict[str, str]
 # -- health -----------------------------------------------------------------------------------
 
 
-def test_health_reports_each_component(client: TestClient) -> None:
+def test_health_reports_each_component(client: TestClient, services: Services) -> None:
     response = client.get("/health")
     assert response.status_code == 200
     body = response.json()
-    assert body["status"] == "healthy"
+    assert (body["status"], body["workers"]["status"]) == ("degraded", "degraded")  # none alive
     assert body["database"]["status"] == "ok"
+    assert (body["mode"]["mode"], body["redis"]["status"]) == ("db", "unused")
+
+    services.store.register_worker("w1", Engine.DB, "host", 1)
+    body = client.get("/health").json()
+    assert (body["status"], body["workers"]["alive"]["db"]) == ("healthy", 1)
 
 
 def test_health_is_503_when_the_database_is_unreachable(tmp_path: Path) -> None:

@@ -8,7 +8,13 @@ import sys
 import typer
 
 from switchyard import logs
-from switchyard.cli import engines, migration, tasks, worker  # noqa: F401  (registers commands)
+from switchyard.cli import (  # noqa: F401  (registers commands)
+    engines,
+    migration,
+    rollback,
+    tasks,
+    worker,
+)
 from switchyard.cli._app import State, app, err_console
 from switchyard.errors import SwitchyardError
 

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.progress import Progress
 
 from switchyard import operations as ops
 from switchyard.cli._app import JsonOption, State, app, console, emit_json, table
@@ -15,7 +14,7 @@ from switchyard.domain import Task
 from switchyard.errors import UsageError
 
 ACTOR = "cli"
-SUBMIT_CHUNK = 500
+SPINNER_FROM = 500  # show a spinner on a terminal for batches this big
 
 
 @app.command()
@@ -71,25 +70,25 @@ def submit(
         ops.build_task(u, user_id, platform_connection_id, priority, settings)
         for u in _read_urls(urls or [], file)
     ]
-    created = _submit_chunks(new)
+    created = _submit_all(new)
     if as_json:
         emit_json([t.to_dict() for t in created])
     else:
         for t in created:
-            console.print(f"queued {t.id} {t.priority.label} {t.image_url}", markup=False)
+            # One line a task, never wrapped, so the output can be piped to other tools.
+            console.print(
+                f"queued {t.id} {t.priority.label} {t.image_url}", markup=False, soft_wrap=True
+            )
 
 
-def _submit_chunks(new: list[Any]) -> list[Task]:
+def _submit_all(new: list[Any]) -> list[Task]:
+    """One transaction for the whole batch: after a failure nothing is in, so rerunning the
+    same file cannot duplicate the part that got in (as chunked commits would)."""
     services = State.services()
-    if len(new) <= SUBMIT_CHUNK:
+    if len(new) < SPINNER_FROM or not console.is_terminal:
         return ops.submit(services, new, ACTOR)
-    created: list[Task] = []
-    with Progress(console=console, transient=True) as progress:
-        bar = progress.add_task("submitting", total=len(new))
-        for i in range(0, len(new), SUBMIT_CHUNK):
-            created += ops.submit(services, new[i : i + SUBMIT_CHUNK], ACTOR)
-            progress.advance(bar, len(new[i : i + SUBMIT_CHUNK]))
-    return created
+    with console.status(f"submitting {len(new)} tasks"):
+        return ops.submit(services, new, ACTOR)
 
 
 @app.command()

@@ -10,7 +10,7 @@ from enum import StrEnum
 
 import typer
 
-from switchyard.cli._app import State, app
+from switchyard.cli._app import State, app, err_console
 
 
 class EngineChoice(StrEnum):
@@ -68,15 +68,19 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(8000, "--port"),
     with_worker: bool = typer.Option(
-        False, "--with-worker", help="Also run one polling worker beside the server."
+        False, "--with-worker", help="Also run one worker beside the server, following the mode."
     ),
 ) -> None:
-    """Run the HTTP API (and optionally a worker), until interrupted."""
+    """Run the HTTP API, the runbook's admin endpoints, /metrics and the dashboard at /admin,
+    until interrupted."""
     import uvicorn
 
+    settings = State.services().settings  # a bad setting fails here, in one line
+    if settings.switchyard_admin_token is None:
+        err_console.print("admin API and dashboard disabled: set SWITCHYARD_ADMIN_TOKEN")
     child = None
     if with_worker:
-        child = subprocess.Popen([sys.executable, "-m", "switchyard", "worker"])
+        child = subprocess.Popen([sys.executable, "-m", "switchyard", "worker", "--engine", "auto"])
     try:
         uvicorn.run("switchyard.web:create_app", factory=True, host=host, port=port)
     finally:

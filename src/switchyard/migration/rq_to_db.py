@@ -1,13 +1,14 @@
 """`migrate rq-to-db`: move every queued rq job into the database engine, losing nothing.
 
-Per batch of entries read (LRANGE/ZRANGE, never popped) from one list or registry:
+Per batch of entries read (LRANGE/ZRANGE, never popped) from one list or registry, in ONE
+database transaction:
 
-1. classify against the database: an own job (its id is a task id), a foreign job already
-   migrated (`source_job_id`) or quarantined, or new;
-2. fetch the new ones' hashes (one pipeline), decode and map them, or quarantine them;
-3. ONE transaction: own tasks (queued, engine rq) -> engine db, foreign tasks inserted,
-   quarantine rows inserted, each skipping what is already there; COMMIT;
-4. only then remove exactly those entries (and their job hashes) with one Lua call.
+1. own jobs (job id = task id): the tasks (queued, engine rq) become db-owned (one CAS UPDATE);
+2. the rest is looked up: already migrated (`source_job_id`), quarantined, or an own task
+   that needs nothing; what is new has its hash fetched (one pipeline), decoded and mapped
+   to a foreign task, or quarantined with the reason, each inserted unless already there;
+3. COMMIT; only then the entries (and their job hashes) are removed with one Lua call that
+   removes exactly what was read.
 
 A SIGKILL anywhere leaves each job either still in Redis (processed again by a rerun) or
 already in the database (recognised by id, so not written twice): nothing lost, nothing
@@ -33,7 +34,7 @@ from switchyard.domain import Engine, Status
 from switchyard.errors import UsageError
 from switchyard.logs import log_event
 from switchyard.migration import db_writes, rq_reader
-from switchyard.migration.db_writes import ForeignTask, Known, ToDbBatch
+from switchyard.migration.db_writes import ForeignTask, Known, as_task_id
 from switchyard.migration.decode import NeedsPickle, Undecodable, decode_job
 from switchyard.migration.lua import Scripts
 from switchyard.migration.mapping import Unmappable, map_job
@@ -92,12 +93,21 @@ class RqToDbReport:
         return {**asdict(self), "migrated": self.migrated, "complete": self.complete}
 
 
-def total_entries(r: Redis, include_in_flight: bool) -> int:
+@dataclass
+class _Batch:
+    """What one batch found to write; committed together or not at all."""
+
+    foreign: list[ForeignTask] = field(default_factory=list)
+    quarantine: list[Quarantined] = field(default_factory=list)
+    left: set[str] = field(default_factory=set)  # job ids to leave in Redis (pickle)
+
+
+def total_entries(r: Redis, options: RqToDbOptions) -> int:
     """How many entries a run will visit (for a progress bar)."""
     return sum(
         rq_reader.count(r, s)
-        for s in rq_reader.sources(r)
-        if include_in_flight or not s.kind.in_flight
+        for s in rq_reader.sources(r, options.queue_prefix)
+        if options.include_in_flight or not s.kind.in_flight
     )
 
 
@@ -145,15 +155,17 @@ class _Run:
     # -- reading -------------------------------------------------------------------------
 
     def _drain(self, source: Source) -> None:
-        """Page through one list or registry; a real run removes what it handled, so it
-        reads from the top again, and a dry run pages on."""
+        """Page through one list or registry. A real run removes what it handled, so it
+        reads from the top again (past what it had to leave); a dry run pages on."""
         position = 0
         while entries := rq_reader.read_page(self.r, source, position, self.options.batch_size):
-            kept = self._batch(source, entries)
-            position += len(entries) if self.options.dry_run else kept
-            self.report.by_source[source.key] = self.report.by_source.get(source.key, 0) + len(
-                entries
-            )
+            if self.options.dry_run:
+                self._dry_batch(source, entries)
+                position += len(entries)
+            else:
+                position += self._batch(source, entries)
+            handled = self.report.by_source.get(source.key, 0) + len(entries)
+            self.report.by_source[source.key] = handled
             self.progress(len(entries))
 
     def _leave_in_flight(self, source: Source) -> None:
@@ -165,17 +177,18 @@ class _Run:
     # -- one batch -----------------------------------------------------------------------
 
     def _batch(self, source: Source, entries: list[Entry]) -> int:
-        """Classify, write, commit, remove. Returns how many entries stay in the source."""
+        """Write and commit, then remove. Returns how many entries stay in the source."""
         job_ids = list(dict.fromkeys(e.job_id for e in entries))
-        known = db_writes.lookup(self.store.engine, job_ids)
-        batch = self._classify(source, entries, job_ids, known)
-        if self.options.dry_run:
-            self._count_dry(batch, known)
-            return len(entries)
-        result = db_writes.write_to_db(
-            self.store.engine, batch, self.options.actor, self.store.max_attempts
-        )
-        self._count(batch, result, len(job_ids))
+        own = [t for j in job_ids if (t := as_task_id(j)) is not None]
+        options, store = self.options, self.store
+        with db_writes.migration_tx(store.engine, options.actor, store.max_attempts) as tx:
+            flipped = tx.take_over(own, in_flight=source.kind.in_flight)
+            rest = [j for j in job_ids if as_task_id(j) not in flipped]
+            batch = self._classify(source, entries, rest, tx.lookup(rest))
+            inserted = tx.insert_foreign(batch.foreign)
+            quarantined = tx.insert_quarantine(batch.quarantine)
+        # Committed: from here on a crash leaves rows the next run recognises.
+        self._count(batch, len(job_ids), len(flipped), inserted, quarantined)
         done = [e for e in entries if e.job_id not in batch.left]
         removed = self.scripts.remove(
             source.key,
@@ -183,18 +196,21 @@ class _Run:
             [e.member for e in done],
             [rq_reader.job_key(e.job_id) for e in done],
         )
-        self._handle_raced(done, removed, batch, result)
+        self._handle_raced(done, removed, batch, inserted)
         log_event(log, "migrate.batch", logging.DEBUG, source=source.key, entries=len(entries))
         return len(entries) - len(done)
 
+    def _dry_batch(self, source: Source, entries: list[Entry]) -> None:
+        job_ids = list(dict.fromkeys(e.job_id for e in entries))
+        known = db_writes.lookup(self.store.engine, job_ids)
+        batch = self._classify(source, entries, job_ids, known)
+        self._count_dry(source, batch, known)
+
     def _classify(
         self, source: Source, entries: list[Entry], job_ids: list[str], known: Known
-    ) -> ToDbBatch:
-        batch = ToDbBatch()
-        own = [db_writes.as_task_id(j) for j in job_ids if j in known.own]
-        (batch.own_in_flight if source.kind.in_flight else batch.own).extend(
-            i for i in own if i is not None
-        )
+    ) -> _Batch:
+        """Decode and map the jobs the database does not account for yet."""
+        batch = _Batch()
         new_ids = [j for j in job_ids if not known.accounted(j)]
         hashes = rq_reader.fetch_hashes(self.r, new_ids)
         scores = {e.job_id: e.score for e in entries}
@@ -208,13 +224,12 @@ class _Run:
         job_id: str,
         fields: dict[bytes, bytes] | None,
         score: float | None,
-        batch: ToDbBatch,
+        batch: _Batch,
     ) -> None:
         if fields is None:
             reason = "entry without a job hash (nothing to migrate but its id)"
-            batch.quarantine.append(
-                Quarantined(job_id, source.key, encode_raw(job_id, source.key, None), reason)
-            )
+            raw = encode_raw(job_id, source.key, None)
+            batch.quarantine.append(Quarantined(job_id, source.key, raw, reason))
             return
         try:
             decoded = decode_job(fields, allow_pickle=self.options.allow_pickle)
@@ -237,46 +252,40 @@ class _Run:
 
     # -- accounting ----------------------------------------------------------------------
 
-    def _count(self, batch: ToDbBatch, result: db_writes.ToDbResult, n_ids: int) -> None:
+    def _count(
+        self, batch: _Batch, n_ids: int, flipped: int, inserted: set[str], quarantined: set[str]
+    ) -> None:
         rep = self.report
-        rep.migrated_own += len(result.flipped)
-        rep.migrated_foreign += len(result.inserted)
-        rep.quarantined += len(result.quarantined)
+        rep.migrated_own += flipped
+        rep.migrated_foreign += len(inserted)
+        rep.quarantined += len(quarantined)
         rep.left_pickled += len(batch.left)
-        handled = len(result.flipped) + len(result.inserted) + len(result.quarantined)
-        rep.already_there += n_ids - handled - len(batch.left)
-        rep.quarantine += [
-            {"job_id": q.job_id, "source": q.source, "reason": q.reason}
-            for q in batch.quarantine
-            if q.job_id in result.quarantined
-        ]
+        handled = flipped + len(inserted) + len(quarantined) + len(batch.left)
+        rep.already_there += n_ids - handled
+        rep.quarantine += [_quarantine_line(q) for q in batch.quarantine if q.job_id in quarantined]
 
-    def _count_dry(self, batch: ToDbBatch, known: Known) -> None:
+    def _count_dry(self, source: Source, batch: _Batch, known: Known) -> None:
         rep = self.report
-        states = {db_writes.as_task_id(j): state for j, state in known.own.items()}
-        in_flight = set(batch.own_in_flight)
         movable = [
-            i
-            for i in batch.own + batch.own_in_flight
-            if states[i][1] == Engine.RQ.value and (states[i][0] is Status.QUEUED or i in in_flight)
+            as_task_id(j)
+            for j, (status, engine) in known.own.items()
+            if engine == Engine.RQ.value
+            and (status is Status.QUEUED or (source.kind.in_flight and status is Status.RUNNING))
         ]
-        self.own_seen_queued.update(i for i in movable if states[i][0] is Status.QUEUED)
+        states = {as_task_id(j): status for j, (status, _) in known.own.items()}
+        self.own_seen_queued.update(
+            i for i in movable if i is not None and states[i] is Status.QUEUED
+        )
         rep.migrated_own += len(movable)
         rep.migrated_foreign += len(batch.foreign)
         rep.quarantined += len(batch.quarantine)
         rep.left_pickled += len(batch.left)
-        rep.already_there += len(known.own) - len(movable) + len(known.migrated)
-        rep.already_there += len(known.quarantined)
-        rep.quarantine += [
-            {"job_id": q.job_id, "source": q.source, "reason": q.reason} for q in batch.quarantine
-        ]
+        rep.already_there += len(known.own) - len(movable)
+        rep.already_there += len(known.migrated) + len(known.quarantined)
+        rep.quarantine += [_quarantine_line(q) for q in batch.quarantine]
 
     def _handle_raced(
-        self,
-        entries: list[Entry],
-        removed: list[bool],
-        batch: ToDbBatch,
-        result: db_writes.ToDbResult,
+        self, entries: list[Entry], removed: list[bool], batch: _Batch, inserted: set[str]
     ) -> None:
         """An entry no longer there was taken by a live worker: its job runs in rq, so a
         foreign copy we just created must not run as well."""
@@ -287,7 +296,7 @@ class _Run:
         copies = [
             f.new.id
             for f in batch.foreign
-            if f.new.source_job_id in gone and f.new.source_job_id in result.inserted
+            if f.new.source_job_id in gone and f.new.source_job_id in inserted
         ]
         db_writes.cancel_raced(self.store.engine, copies, self.options.actor)
         log_event(log, "migrate.raced", logging.WARNING, jobs=len(gone))
@@ -307,6 +316,10 @@ class _Run:
             Engine.RQ, Engine.DB, self.options.actor, reason, limit=self.options.batch_size
         ):
             self.report.swept += n
+
+
+def _quarantine_line(q: Quarantined) -> dict[str, str]:
+    return {"job_id": q.job_id, "source": q.source, "reason": q.reason}
 
 
 def _job_time(fields: dict[bytes, bytes], name: bytes) -> datetime | None:

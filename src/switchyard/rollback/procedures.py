@@ -207,13 +207,17 @@ def migrate_to_db(ctx: StepContext) -> dict[str, Any]:
         allow_pickle=bool(ctx.params["allow_pickle"]),
         actor=_actor(ctx),
     )
-    report = migration.rq_to_db(services, options).to_dict()
+    total = migration.rq_to_db_total(services, options)
+    with ctx.bar("migrating rq -> db", total) as tick:
+        report = migration.rq_to_db(services, options, tick).to_dict()
     report["quarantine"] = report["quarantine"][:QUARANTINE_LISTED]
     return report
 
 
 def migrate_to_rq(ctx: StepContext) -> dict[str, Any]:
-    return migration.db_to_rq(_services(ctx)).to_dict()
+    services = _services(ctx)
+    with ctx.bar("migrating db -> rq", migration.db_to_rq_total(services)) as tick:
+        return migration.db_to_rq(services, progress=tick).to_dict()
 
 
 def switch_mode(mode: Mode) -> Callable[[StepContext], dict[str, Any]]:

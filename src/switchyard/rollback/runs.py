@@ -21,7 +21,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -69,6 +69,10 @@ class StepFailed(SwitchyardError):
 
 class RunFailed(SwitchyardError):
     """The run stopped at a failed step; the message says which and why."""
+
+    def __init__(self, message: str, run_id: str) -> None:
+        super().__init__(message)
+        self.run_id = run_id
 
 
 @dataclass(frozen=True)
@@ -343,6 +347,13 @@ def _step_record(row: sa.Row[Any]) -> StepRecord:
 # -- executing an ordered list of steps ------------------------------------------------------
 
 StepFn = Callable[["StepContext"], dict[str, Any]]
+Tick = Callable[[int], None]
+BarFactory = Callable[[str, int], AbstractContextManager[Tick]]
+
+
+@contextmanager
+def no_bar(_label: str, _total: int) -> Iterator[Tick]:
+    yield lambda _n: None
 
 
 @dataclass(frozen=True)
@@ -363,6 +374,7 @@ class StepContext:
     earlier: dict[str, dict[str, Any]]
     services: Any  # operations.Services; typed loosely to keep this module below operations
     progress: Callable[[str], None] = lambda _message: None
+    bar: BarFactory = no_bar  # a progress bar for long steps (the CLI's, on a terminal)
 
 
 def execute(
@@ -371,6 +383,7 @@ def execute(
     steps: list[Step],
     services: Any,
     progress: Callable[[str], None] = lambda _m: None,
+    bar: BarFactory = no_bar,
 ) -> RunRecord:
     """Run every step not yet done, in order, under the lease; stop at the first failure.
 
@@ -407,7 +420,7 @@ def _run_step(
         recorder.end_step(step_id, StepStatus.FAILED, detail)
         recorder.set_status(run_id, RunStatus.FAILED, {"failed_step": step.name, **detail})
         log_event(log, "run.step_failed", logging.ERROR, run=run_id, step=step.name, error=exc)
-        raise RunFailed(f"run {run_id} stopped at step {step.name}: {exc}") from exc
+        raise RunFailed(f"run {run_id} stopped at step {step.name}: {exc}", run_id) from exc
     except BaseException as exc:  # SIGTERM, Ctrl-C or a bug: leave it resumable, say so
         reason = f"{type(exc).__name__}: {exc}"
         recorder.end_step(step_id, StepStatus.INTERRUPTED, {"error": reason})

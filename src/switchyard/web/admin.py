@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from switchyard.errors import NotFound
 from switchyard.modes import Mode
-from switchyard.operations import activity, engines, maintenance
+from switchyard.operations import activity, engines, maintenance, rollback
 from switchyard.web.api import Svc
 from switchyard.web.auth import require_admin
 
@@ -198,5 +198,6 @@ def current_run(svc: Svc) -> dict[str, Any]:
 
 @router.get("/runs/{run_id}", responses={404: {}})
 def get_run(run_id: str, svc: Svc) -> dict[str, Any]:
-    """One run with its steps: follow a rollback started from the API by its id."""
-    return activity.get_run(svc, run_id)
+    """One run with its timeline (every step record) and its plan (each step of the
+    procedure and where it stands): follow a rollback started from the API by its id."""
+    return rollback.get_run(svc, run_id)

@@ -23,8 +23,11 @@ from switchyard.errors import (
 from switchyard.logs import log_event
 from switchyard.operations import Services
 from switchyard.operations.maintenance import DEFAULT_RETRY_AFTER, submission_block
+from switchyard.operations.rollback import NothingToResume
+from switchyard.rollback.cleanup import CleanupRefused
+from switchyard.rollback.runs import RunBusy
 from switchyard.rq_engine import BrokerUnavailable
-from switchyard.web import admin, api, auth, dashboard, metrics
+from switchyard.web import admin, api, auth, dashboard, metrics, rollback
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,9 @@ STATUS_FOR: dict[type[SwitchyardError], int] = {
     StoreError: 503,
     ConfigError: 503,
     BrokerUnavailable: 503,
+    RunBusy: 409,
+    NothingToResume: 409,
+    CleanupRefused: 409,
 }
 # UsageError messages start "invalid <field>..."; the field is named back to the client.
 _FIELD = re.compile(r"^invalid ([A-Za-z_][\w.\[\]]*)")
@@ -61,7 +67,7 @@ def create_app(services: Services | None = None) -> FastAPI:
     )
     app.add_exception_handler(SwitchyardError, _switchyard_error)
     app.middleware("http")(_security_headers)
-    for module in (api, admin, dashboard, metrics):
+    for module in (api, admin, rollback, dashboard, metrics):
         app.include_router(module.router)
     return app
 

@@ -22,8 +22,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from switchyard import operations as ops
-from switchyard.errors import SwitchyardError
-from switchyard.operations import activity, engines, maintenance
+from switchyard.errors import SwitchyardError, UsageError
+from switchyard.operations import activity, engines, maintenance, rollback
 from switchyard.web import auth
 
 REFRESH_SECONDS = 5
@@ -61,8 +61,14 @@ def dashboard_context(svc: ops.Services) -> dict[str, Section]:
         "mode": _section(lambda: engines.get_mode(svc)),
         "workers": _section(lambda: engines.list_workers(svc)),
         "throughput": _section(lambda: _with_chart(activity.throughput(svc))),
-        "run": _section(lambda: activity.current_or_last_run(svc)),
+        "run": _section(lambda: _current_run(svc)),
     }
+
+
+def _current_run(svc: ops.Services) -> dict[str, Any] | None:
+    """The run in progress or the last one, with its timeline and its plan."""
+    run = activity.current_or_last_run(svc)
+    return None if run is None else rollback.get_run(svc, run["id"])
 
 
 def _with_chart(data: dict[str, Any]) -> dict[str, Any]:
@@ -222,5 +228,39 @@ def disable_emergency(
     def act() -> str:
         maintenance.disable_emergency_mode(svc, actor)
         return "emergency mode off"
+
+    return _act(request, csrf, act)
+
+
+@router.post("/actions/mode")
+def switch_mode(
+    request: Request,
+    actor: Session,
+    csrf: Annotated[str, Form()] = "",
+    mode: Annotated[str, Form()] = "",
+    reason: Annotated[str, Form()] = "",
+) -> Response:
+    svc = request.app.state.services
+
+    def act() -> str:
+        if not reason.strip():
+            raise UsageError("invalid reason: say why the mode changes")
+        result = engines.set_mode(svc, mode, actor, reason.strip())
+        return f"mode {result['mode']} (was {result['previous']}); {result['moved']} tasks moved"
+
+    return _act(request, csrf, act)
+
+
+@router.post("/actions/assess")
+def assess(request: Request, _actor: Session, csrf: Annotated[str, Form()] = "") -> Response:
+    """The runbook's pre-rollback assessment, measured now; its verdict is flashed."""
+    svc = request.app.state.services
+
+    def act() -> str:
+        found = rollback.assess(svc)
+        reasons = "; ".join(found["reasons"])
+        return (
+            f"assessment: {found['severity']} · {found['action']} → {found['command']} ({reasons})"
+        )
 
     return _act(request, csrf, act)

@@ -1,0 +1,244 @@
+"""Migration benchmark: rolling queued tasks back from RQ to PostgreSQL, switchyard's way
+(read a page, one transaction per batch, then remove exactly those ids) against the runbook's
+own way (LPOP one job, one database transaction per task), same machine, same run.
+
+    .venv/bin/python bench/migration.py                   # 10,000 and 100,000 tasks
+    .venv/bin/python bench/migration.py --sizes 2000      # a quick look
+    .venv/bin/python bench/migration.py --runbook-max 100000   # time the runbook on all
+
+The runbook's way moves one job per round trip, so its cost per task is flat: by default it
+is timed on up to 20,000 tasks of a size and its time for the rest is extrapolated (the JSON
+says so); `--runbook-max` times it on everything.
+
+For each size, in a fresh PostgreSQL database and a private redis-server (so the shared Redis
+is never touched): N rq-owned tasks are enqueued by switchyard's own dispatcher, moved by
+`migrate rq-to-db` (timed, then checked: every task db-owned once, Redis empty), handed back
+by `migrate db-to-rq` (timed too), and moved again by the runbook's method (timed, checked).
+JSON goes to stdout and bench/results/migration-<timestamp>.json; progress to stderr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import _common as common
+import redis
+import sqlalchemy as sa
+import typer
+from _common import BenchFailed, note, working
+
+from switchyard.config import load_settings
+from switchyard.db.engine import make_engine
+from switchyard.db.schema import tasks
+from switchyard.db.store import NewTask, TaskStore
+from switchyard.domain import Engine, Priority
+from switchyard.migration import RqToDbOptions, migrate_db_to_rq, migrate_rq_to_db
+from switchyard.rq_engine.dispatch import dispatch_pending
+
+ACTOR = "bench"
+LOAD_CHUNK = 5000
+QUEUES = [p.label for p in Priority]
+TARGETS = {"ratio_over_runbook_min": 50, "seconds_for_100000_max": 10}
+
+
+# -- a private Redis ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def private_redis() -> Iterator[str]:
+    """A redis-server of the bench's own on a free port, persisting nothing."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise BenchFailed("redis-server is not installed")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with tempfile.TemporaryDirectory(prefix="switchyard_bench_redis_") as folder:
+        args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", folder]
+        process = subprocess.Popen(args, stdout=subprocess.DEVNULL)
+        try:
+            url = f"redis://127.0.0.1:{port}/0"
+            _wait_for(redis.Redis.from_url(url))
+            yield url
+        finally:
+            process.kill()
+            process.wait()
+
+
+def _wait_for(client: redis.Redis) -> None:
+    for _ in range(200):
+        with contextlib.suppress(redis.ConnectionError):
+            client.ping()
+            return
+        time.sleep(0.05)
+    raise BenchFailed("private redis-server did not start")
+
+
+# -- the backlog -------------------------------------------------------------------------------
+
+
+def load_backlog(store: TaskStore, r: redis.Redis, settings: Any, n: int) -> None:
+    """n rq-owned tasks, enqueued and marked dispatched by switchyard's own dispatcher."""
+    for start in range(0, n, LOAD_CHUNK):
+        size = min(LOAD_CHUNK, n - start)
+        store.submit(
+            [
+                NewTask(
+                    f"https://example.invalid/bench/{start + i}.png",
+                    user_id=1,
+                    platform_connection_id=1,
+                    priority=Priority((start + i) % 4),
+                    engine=Engine.RQ,
+                )
+                for i in range(size)
+            ],
+            ACTOR,
+        )
+    pushed = dispatch_pending(store, r, limit=n, settings=settings)
+    if pushed != n or queued_in_redis(r) != n:
+        raise BenchFailed(f"loading: {pushed} pushed, {queued_in_redis(r)} in Redis, of {n}")
+
+
+def queued_in_redis(r: redis.Redis) -> int:
+    return sum(int(r.llen(f"rq:queue:{q}")) for q in QUEUES)
+
+
+def check_moved(store: TaskStore, r: redis.Redis, n: int, moved: int, who: str) -> None:
+    """The correctness check after a move: `moved` tasks db-owned, the rest still rq-owned
+    and in Redis, each task once."""
+    query = sa.select(tasks.c.engine, sa.func.count()).group_by(tasks.c.engine)
+    with store.engine.connect() as conn:
+        by_engine = {e: c for e, c in conn.execute(query).all() if c}
+    expected = {k: v for k, v in {"db": moved, "rq": n - moved}.items() if v}
+    if by_engine != expected or queued_in_redis(r) != n - moved:
+        raise BenchFailed(f"{who}: tasks by engine {by_engine}, {queued_in_redis(r)} in Redis")
+
+
+# -- the two methods ---------------------------------------------------------------------------
+
+
+def runbook_move(store: TaskStore, r: redis.Redis, limit: int) -> int:
+    """The runbook's emergency migration, done right enough to work: per job, LPOP it (the
+    loss window), read it, and one database transaction that takes the task over."""
+    moved = 0
+    for queue in QUEUES:
+        key = f"rq:queue:{queue}"
+        while moved < limit and (raw := r.lpop(key)) is not None:
+            job_id = raw.decode()
+            r.hgetall(f"rq:job:{job_id}")
+            with store.engine.begin() as conn:
+                row = conn.execute(
+                    sa.select(tasks.c.id).where(tasks.c.id == uuid.UUID(job_id))
+                ).first()
+                if row is not None:
+                    conn.execute(
+                        tasks.update()
+                        .where(tasks.c.id == row.id)
+                        .values(engine=Engine.DB.value, dispatched_at=None)
+                    )
+            r.delete(f"rq:job:{job_id}")
+            moved += 1
+    return moved
+
+
+def measure(n: int, batch_size: int, redis_url: str, runbook_max: int) -> dict[str, Any]:
+    with common.fresh_database("postgresql") as url:
+        store = TaskStore(make_engine(url))
+        r = redis.Redis.from_url(redis_url)
+        r.flushdb()
+        settings = load_settings(database_url=url, redis_url=redis_url)
+        with working(f"loading {n:,} rq-owned tasks"):
+            load_backlog(store, r, settings, n)
+
+        started = time.perf_counter()
+        report = migrate_rq_to_db(store, r, RqToDbOptions(batch_size=batch_size))
+        ours = time.perf_counter() - started
+        if report.migrated_own != n:
+            raise BenchFailed(f"switchyard moved {report.migrated_own} of {n}")
+        check_moved(store, r, n, n, "switchyard")
+        note(f"switchyard rq->db: {n:,} in {ours:.2f}s")
+
+        started = time.perf_counter()
+        forward = migrate_db_to_rq(store, r, settings, batch_size=batch_size)
+        back = time.perf_counter() - started
+        if forward.enqueued != n or queued_in_redis(r) != n:
+            raise BenchFailed(f"db->rq enqueued {forward.enqueued} of {n}")
+        note(f"switchyard db->rq: {n:,} in {back:.2f}s")
+
+        timed = min(n, runbook_max)
+        with working(f"runbook's way over {timed:,} of {n:,}"):
+            started = time.perf_counter()
+            moved = runbook_move(store, r, timed)
+            theirs = time.perf_counter() - started
+        check_moved(store, r, n, moved, "runbook")
+        note(f"runbook rq->db: {moved:,} in {theirs:.2f}s")
+        store.engine.dispose()
+        r.close()
+    return result(n, batch_size, ours, back, moved, theirs)
+
+
+def result(
+    n: int, batch_size: int, ours: float, back: float, moved: int, theirs: float
+) -> dict[str, Any]:
+    our_rate, their_rate = n / ours, moved / theirs
+    return {
+        "tasks": n,
+        "batch_size": batch_size,
+        "switchyard_rq_to_db": {"seconds": round(ours, 3), "tasks_per_s": round(our_rate)},
+        "switchyard_db_to_rq": {"seconds": round(back, 3), "tasks_per_s": round(n / back)},
+        "runbook_rq_to_db": {
+            "tasks_timed": moved,
+            "seconds": round(theirs, 3),
+            "tasks_per_s": round(their_rate),
+            # One job per round trip: its cost per task is flat, so N / rate is its time for N.
+            "seconds_for_all": round(n / their_rate, 1),
+            "seconds_for_all_extrapolated": moved < n,
+        },
+        "ratio_switchyard_over_runbook": common.ratio(our_rate, their_rate),
+        "targets_met": {
+            "ratio_at_least_50": our_rate / their_rate >= TARGETS["ratio_over_runbook_min"],
+            "100000_under_10s_at_this_rate": 100_000 / our_rate < TARGETS["seconds_for_100000_max"],
+        },
+    }
+
+
+def main(
+    sizes: str = typer.Option("10000,100000", help="Comma-separated numbers of tasks."),
+    batch_size: int = typer.Option(1000, min=1, max=5000, help="switchyard's batch size."),
+    redis_url: str = typer.Option(
+        "", help="Use this Redis (it is FLUSHED) instead of a private one."
+    ),
+    runbook_max: int = typer.Option(
+        20_000, min=1, help="Time the runbook's way on at most this many tasks of a size."
+    ),
+) -> None:
+    common.exit_on_sigterm()
+    counts = [int(s) for s in sizes.split(",") if s.strip()]
+    results: dict[str, Any] = {
+        "benchmark": "migration rq->db to PostgreSQL: switchyard vs the runbook's way",
+        "machine": common.machine_info(),
+        "postgres": common.server_version(f"{common.SERVERS['postgresql']}/postgres"),
+        "targets": TARGETS,
+        "runs": [],
+    }
+    with contextlib.ExitStack() as stack:
+        url = redis_url or stack.enter_context(private_redis())
+        results["redis"] = "private redis-server" if not redis_url else "given by --redis-url"
+        for n in counts:
+            results["runs"].append(measure(n, batch_size, url, runbook_max))
+    path = common.write_results("migration", results)
+    note(f"results written to {path}")
+    typer.echo(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    typer.run(main)

@@ -1,0 +1,199 @@
+"""`switchyard rollback assess`: the runbook's decision matrix and tree, from measurements.
+
+Measured signals: Redis reachable; rq workers registered; progress (rq completions in the
+last `window_minutes`); the rq backlog, its age (oldest queued rq-owned task) and the time
+to drain it at the measured throughput; and `check`'s findings. Operator flags add what
+cannot be measured (a security issue, corruption seen elsewhere, user complaints ...).
+
+The runbook's tree, in order, first match wins:
+
+    critical failure (flag, or rq not functional)            -> immediate (emergency) rollback
+    data integrity compromised (flag, or check) / security   -> immediate (emergency) rollback
+    performance severely degraded (flag, or thresholds)      -> planned rollback
+    stability issues (flag, or stuck tasks, loose jobs)      -> partial rollback (hybrid)
+    otherwise                                                -> fix in place (with monitoring)
+
+rq is *not functional* when Redis does not answer, when work is queued but no rq worker is
+registered, or when the backlog is older than `max_backlog_age` and nothing completed in the
+window (stalled). The matrix row (severity, rq functional, data integrity) is reported with
+the action and every reason that led to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from switchyard.db.engine import translated
+from switchyard.db.schema import tasks
+from switchyard.db.store import utcnow
+from switchyard.domain import Engine, Status
+from switchyard.modes import Mode
+from switchyard.operations import engines
+from switchyard.operations.services import Services
+from switchyard.rollback.check import CheckOptions, run_check
+
+# Findings that mean work is lost or contradicted (data integrity), and those that mean the
+# system is unsteady but nothing is lost yet (stability).
+INTEGRITY_FINDINGS = frozenset({"entry_without_hash", "lost_job", "status_disagrees"})
+STABILITY_FINDINGS = frozenset({"stuck_running", "undispatched", "hash_without_place"})
+
+ACTIONS = {
+    "immediate": ("critical", "switchyard rollback emergency"),
+    "planned": ("high", "switchyard rollback planned"),
+    "partial": ("medium", "switchyard rollback partial"),
+    "fix_in_place": ("low", "switchyard check --repair, then monitor"),
+    "none": ("none", "nothing to roll back: the database engine is in use"),
+}
+
+
+@dataclass
+class AssessOptions:
+    critical_failure: bool = False
+    security_issue: bool = False
+    data_integrity_issue: bool = False
+    performance_degraded: bool = False
+    stability_issues: bool = False
+    window_minutes: float = 5.0
+    max_backlog_age: float = 900.0  # seconds
+    max_drain_minutes: float = 60.0
+
+
+@dataclass
+class Assessment:
+    severity: str
+    action: str
+    command: str
+    rq_functional: str  # yes | partial | no
+    data_integrity: str  # intact | compromised
+    reasons: list[str]
+    signals: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# -- measuring ----------------------------------------------------------------------------------
+
+
+def measure(services: Services, options: AssessOptions) -> dict[str, Any]:
+    health = engines.rq_health(services)
+    backlog, oldest = _rq_backlog(services)
+    completed = _rq_completed(services, options.window_minutes)
+    per_minute = completed / options.window_minutes
+    check = run_check(services, CheckOptions(actor="assess"))
+    return {
+        "mode": health["mode"],
+        "fallback_active": health["fallback"]["active"],
+        "redis_ok": health["ok"],
+        "redis_error": health["redis"].get("error"),
+        "rq_workers": health["workers"],
+        "rq_backlog": backlog,
+        "backlog_age_seconds": oldest,
+        "rq_completed_in_window": completed,
+        "throughput_per_minute": round(per_minute, 2),
+        "drain_minutes": round(backlog / per_minute, 1) if per_minute else None,
+        "check_findings": check.counts(),
+    }
+
+
+def _rq_backlog(services: Services) -> tuple[int, float | None]:
+    """Queued rq-owned tasks and the age of the oldest available one (seconds)."""
+    now = utcnow()
+    query = sa.select(sa.func.count(), sa.func.min(tasks.c.available_at)).where(
+        tasks.c.status == Status.QUEUED.value, tasks.c.engine == Engine.RQ.value
+    )
+    with translated("measuring the rq backlog"), services.store.engine.connect() as conn:
+        count, oldest = conn.execute(query).one()
+    age = max(0.0, (now - oldest).total_seconds()) if oldest is not None else None
+    return int(count), age
+
+
+def _rq_completed(services: Services, window_minutes: float) -> int:
+    since = utcnow() - timedelta(minutes=window_minutes)
+    query = sa.select(sa.func.count()).where(
+        tasks.c.status == Status.COMPLETED.value,
+        tasks.c.engine == Engine.RQ.value,
+        tasks.c.finished_at >= since,
+    )
+    with translated("measuring rq throughput"), services.store.engine.connect() as conn:
+        return int(conn.execute(query).scalar_one())
+
+
+# -- deciding -------------------------------------------------------------------------------------
+
+
+def rq_functional(s: dict[str, Any], o: AssessOptions) -> tuple[str, list[str]]:
+    if not s["redis_ok"]:
+        return "no", [f"redis does not answer: {s['redis_error']}"]
+    if s["rq_backlog"] and not s["rq_workers"]:
+        return "no", [f"{s['rq_backlog']} task(s) queued for rq and no rq worker registered"]
+    age = s["backlog_age_seconds"] or 0.0
+    if s["rq_backlog"] and not s["rq_completed_in_window"] and age > o.max_backlog_age:
+        return "no", [
+            f"stalled: nothing completed on rq in {o.window_minutes:g} min and the oldest "
+            f"queued task waits {age:.0f} s (> {o.max_backlog_age:g} s)"
+        ]
+    return "yes", []
+
+
+def degraded(s: dict[str, Any], o: AssessOptions) -> list[str]:
+    reasons = []
+    age = s["backlog_age_seconds"] or 0.0
+    if age > o.max_backlog_age:
+        reasons.append(f"oldest queued rq task waits {age:.0f} s (> {o.max_backlog_age:g} s)")
+    drain = s["drain_minutes"]
+    if drain is not None and drain > o.max_drain_minutes:
+        reasons.append(
+            f"the backlog of {s['rq_backlog']} needs {drain:g} min at "
+            f"{s['throughput_per_minute']:g}/min (> {o.max_drain_minutes:g} min)"
+        )
+    return reasons
+
+
+def _found(s: dict[str, Any], kinds: frozenset[str]) -> list[str]:
+    return [f"check found {n} {k}" for k, n in sorted(s["check_findings"].items()) if k in kinds]
+
+
+def decide(s: dict[str, Any], o: AssessOptions) -> Assessment:
+    """Walk the runbook's tree over measured signals `s` and operator flags `o`."""
+    functional, why_not = rq_functional(s, o)
+    integrity = _found(s, INTEGRITY_FINDINGS)
+    compromised = "compromised" if integrity or o.data_integrity_issue else "intact"
+    slow = degraded(s, o)
+    if functional == "yes" and (slow or _found(s, STABILITY_FINDINGS)):
+        functional = "partial"
+
+    def result(action: str, reasons: list[str]) -> Assessment:
+        severity, command = ACTIONS[action]
+        return Assessment(severity, action, command, functional, compromised, reasons, s)
+
+    if s["mode"] == Mode.DB.value and not s["rq_backlog"]:
+        return result("none", ["the mode is db and nothing is queued for rq"])
+    if o.critical_failure or functional == "no":
+        return result(
+            "immediate", ["critical system failure (operator)"] * o.critical_failure + why_not
+        )
+    if compromised == "compromised" or o.security_issue:
+        flags = ["data integrity issue (operator)"] * o.data_integrity_issue
+        flags += ["security issue (operator)"] * o.security_issue
+        return result("immediate", flags + integrity)
+    if o.performance_degraded or slow:
+        return result(
+            "planned", ["performance degraded (operator)"] * o.performance_degraded + slow
+        )
+    stability = _found(s, STABILITY_FINDINGS)
+    if o.stability_issues or stability:
+        return result("partial", ["stability issues (operator)"] * o.stability_issues + stability)
+    return result("fix_in_place", ["rq is functional, data intact, within thresholds"])
+
+
+def assess(services: Services, options: AssessOptions | None = None) -> Assessment:
+    options = options or AssessOptions()
+    return decide(measure(services, options), options)
+
+
+__all__ = ["AssessOptions", "Assessment", "assess", "decide", "measure"]

@@ -1,0 +1,106 @@
+"""The rollback toolkit as an operator drives it: the real CLI in a subprocess, `--json` on
+stdout, one-line errors on stderr, exit 0 ok / 1 failed check / 2 bad usage."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from switchyard.operations.services import Services
+from tests.conftest import cli_env
+from tests.integration.test_rollback_support import (  # noqa: F401
+    foreign_jobs,
+    redis_client,
+    rq_owned,
+    sqlite_services,
+)
+
+
+@pytest.fixture
+def env(sqlite_services: Services) -> dict[str, str]:  # noqa: F811
+    s = sqlite_services.settings
+    return cli_env(s.database_url, REDIS_URL=s.redis_url, LOG_LEVEL="WARNING")
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "switchyard", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_emergency_then_list_show_and_verify(
+    sqlite_services: Services,  # noqa: F811
+    env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    rq_owned(sqlite_services, 5)
+    foreign_jobs(sqlite_services, 2)
+    done = cli(env, "rollback", "emergency", "--no-canary", "--backup-dir", str(tmp_path), "--json")
+    assert done.returncode == 0, done.stderr
+    run = json.loads(done.stdout)
+    assert run["status"] == "succeeded"
+    assert "stop_rq_workers: suspend rq" in done.stderr  # progress went to stderr
+
+    listed = json.loads(cli(env, "rollback", "list", "--json").stdout)
+    assert [r["id"] for r in listed] == [run["id"]]
+    shown = cli(env, "rollback", "show", run["id"])
+    assert shown.returncode == 0 and "timeline" in shown.stdout
+
+    redis_client(sqlite_services).rpush("rq:queue:normal", "a-job-nobody-migrated")
+    verified = cli(env, "verify", "--against", str(tmp_path / run["id"]))
+    assert verified.returncode == 1
+    assert "FAIL rq_empty" in verified.stdout
+    assert "- rq:queue:normal still holds 1 job(s)" in verified.stdout
+    assert verified.stderr.strip() == "error: verify failed: rq_empty"
+
+
+def test_check_fails_then_repair_fixes(
+    sqlite_services: Services,  # noqa: F811
+    env: dict[str, str],
+) -> None:
+    own = rq_owned(sqlite_services, 3)
+    redis_client(sqlite_services).delete(f"rq:job:{own[1]}")
+    found = cli(env, "check", "--json")
+    assert found.returncode == 1
+    report = json.loads(found.stdout)
+    assert report["counts"] == {"entry_without_hash": 1}
+    assert report["findings"][0]["subject"] == own[1]
+    repaired = cli(env, "check", "--repair", "--json")
+    assert repaired.returncode == 0, repaired.stdout
+    assert json.loads(repaired.stdout)["repaired"] == {"entries_removed": 1, "redispatched": 1}
+
+
+def test_cleanup_refuses_with_exit_1_and_says_why(
+    sqlite_services: Services,  # noqa: F811
+    env: dict[str, str],
+) -> None:
+    rq_owned(sqlite_services, 2)
+    refused = cli(env, "cleanup-rq", "--yes")
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("error: cleanup-rq refused: the mode is rq")
+
+
+def test_bad_usage_exits_2_and_resuming_nothing_exits_1(env: dict[str, str]) -> None:
+    usage = cli(env, "rollback", "emergency")
+    assert usage.returncode == 2
+    assert "--no-canary" in usage.stderr
+    missing = cli(env, "rollback", "resume", "no-such-run")
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == "error: no run 'no-such-run'"
+
+
+def test_assess_json(sqlite_services: Services, env: dict[str, str]) -> None:  # noqa: F811
+    rq_owned(sqlite_services, 1)
+    done = cli(env, "rollback", "assess", "--security-issue", "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["action"] == "immediate"
+    assert "security issue (operator)" in result["reasons"]

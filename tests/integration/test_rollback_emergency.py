@@ -1,0 +1,129 @@
+"""`rollback emergency` and `planned`, in process: every step recorded, in-flight work
+included, a failed verification stops the run with submissions paused, resume finishes it."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+from rq import Queue
+
+from switchyard.domain import Engine, Status
+from switchyard.errors import SubmissionsPaused, UsageError
+from switchyard.modes import Mode, current_mode
+from switchyard.operations import maintenance, migration
+from switchyard.operations import rollback as ops
+from switchyard.operations.services import Services
+from switchyard.operations.tasks import ensure_accepting
+from switchyard.rollback import db_reads
+from switchyard.rollback.runs import RunFailed
+from switchyard.rollback.verify import verify
+from tests.integration.test_rollback_support import (  # noqa: F401
+    clean_db_url,
+    foreign_jobs,
+    in_flight,
+    redis_client,
+    rq_owned,
+    services,
+    sqlite_services,
+)
+
+STEPS = [
+    "pause_submissions",
+    "stop_rq_workers",
+    "backup",
+    "migrate",
+    "switch_mode",
+    "verify",
+    "canary",
+    "resume_submissions",
+]
+
+
+def test_emergency_moves_everything_and_records_each_step(
+    services: Services,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    own = rq_owned(services, 20)
+    foreign = foreign_jobs(services, 5)
+    in_flight(services, own[0])
+    result = ops.run_procedure(
+        services, "emergency", backup_root=str(tmp_path), canary_required=False
+    )
+    assert result["status"] == "succeeded"
+    assert [s["name"] for s in result["steps"]] == STEPS
+    assert all(s["status"] == "done" for s in result["steps"])
+    assert all(p["status"] == "done" for p in result["plan"])
+    migrate = next(s for s in result["steps"] if s["name"] == "migrate")["detail"]
+    assert (migrate["migrated_own"], migrate["migrated_foreign"]) == (20, 5)
+    assert migrate["in_flight_included"] is True
+    canary = next(s for s in result["steps"] if s["name"] == "canary")["detail"]
+    assert canary == {"skipped": "no canary source given"}
+
+    assert current_mode(services.store, services.settings) is Mode.DB
+    ensure_accepting(services)  # submissions resumed
+    assert services.store.get(uuid.UUID(own[0])).status is Status.QUEUED  # in flight: requeued
+    counts = services.store.engine_counts()["queued"]
+    assert sum(counts["db"].values()) == 25 and sum(counts["rq"].values()) == 0
+    backup = next(s for s in result["steps"] if s["name"] == "backup")["detail"]["path"]
+    assert verify(services, Path(backup)).ok
+    migrated = db_reads.migrated_tasks(services.store.engine, foreign)
+    assert sorted(migrated) == sorted(foreign)
+    assert {t.engine for t in migrated.values()} == {"db"}
+
+
+def test_emergency_needs_a_canary_source_or_an_explicit_no(
+    sqlite_services: Services,  # noqa: F811
+) -> None:
+    with pytest.raises(UsageError, match=r"--canary-url URL .* or --no-canary"):
+        ops.run_procedure(sqlite_services, "emergency")
+    assert ops.list_runs(sqlite_services) == []  # refused before anything was recorded
+
+
+def test_a_failed_verification_stops_with_submissions_paused_and_resume_finishes(
+    sqlite_services: Services,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    svc = sqlite_services
+    rq_owned(svc, 3)
+    pickled = Queue("high", connection=redis_client(svc)).enqueue(  # rq's default: pickle
+        "legacy.caption",
+        kwargs={"url": "http://example.org/p.png", "user_id": 5, "platform_connection_id": 2},
+    )
+    with pytest.raises(RunFailed, match="stopped at step verify: verification failed") as err:
+        ops.run_procedure(svc, "emergency", backup_root=str(tmp_path), canary_required=False)
+    run_id = err.value.run_id
+    failed = ops.get_run(svc, run_id)
+    assert failed["status"] == "failed"
+    assert [s["status"] for s in failed["steps"]][-1] == "failed"
+    assert "rq_empty: rq:queue:high still holds 1 job(s)" in failed["steps"][-1]["detail"]["error"]
+    with pytest.raises(SubmissionsPaused):
+        ensure_accepting(svc)  # still paused: the operator must act
+
+    options = migration.rq_to_db_options(svc, include_in_flight=True, allow_pickle=True)
+    assert migration.rq_to_db(svc, options).migrated_foreign == 1
+    resumed = ops.execute_run(svc, run_id)
+    assert resumed["status"] == "succeeded"
+    names = [(s["name"], s["status"]) for s in resumed["steps"]]
+    assert names[-4:] == [
+        ("verify", "failed"),
+        ("verify", "done"),
+        ("canary", "done"),
+        ("resume_submissions", "done"),
+    ]
+    assert names.count(("migrate", "done")) == 1  # done steps were not run again
+    ensure_accepting(svc)
+    assert pickled.id
+
+
+def test_planned_waits_for_running_rq_work_then_gives_up_at_its_limit(
+    sqlite_services: Services,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    svc = sqlite_services
+    own = rq_owned(svc, 2)
+    svc.store.claim_task(uuid.UUID(own[0]), "rq:busy", Engine.RQ)  # a job still running
+    with pytest.raises(RunFailed, match=r"1 task.* still running on rq after 0\.5s"):
+        ops.run_procedure(svc, "planned", backup_root=str(tmp_path), drain_timeout=0.5)
+    assert maintenance.maintenance_status(svc)["accepting_submissions"] is False
