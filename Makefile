@@ -25,6 +25,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 pytest: $(STAMP) services
+	scripts/ensure-browser  # Debian's chromium for the dashboard's browser test
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 services:

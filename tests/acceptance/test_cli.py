@@ -10,6 +10,7 @@ import pytest
 
 from switchyard.db import migrate
 from switchyard.db.store import NewTask, Outcome, TaskStore
+from switchyard.domain import Status
 from tests.acceptance.conftest import cli, cli_many
 
 IDS = ("--user-id", "7", "--platform-connection-id", "3")
@@ -50,12 +51,11 @@ def test_an_operator_session(db_url: str, store: TaskStore, tmp_path: Path) -> N
     first, second = created[0]["id"], created[1]["id"]
 
     # Commands run side by side only where none changes what another reads.
-    overview, one, high, table = cli_many(
+    overview, one, high = cli_many(
         db_url,
         ("status", "--json"),
         ("status", first, "--json"),
         ("tasks", "--status", "queued", "--priority", "high", "--json"),
-        ("status",),
     )
     assert overview.json()["totals"] == {
         "queued": len(lines) + 2, "running": 0, "completed": 0, "failed": 0, "cancelled": 0
@@ -67,17 +67,10 @@ def test_an_operator_session(db_url: str, store: TaskStore, tmp_path: Path) -> N
         ("cli", None, "queued")
     ]
     assert {t["id"] for t in high.json()} == {first, second}
-    assert table.code == 0 and "queued" in table.out and str(len(lines) + 2) in table.out
 
-    cancelled, listing = cli_many(
-        db_url,
-        ("cancel", second, "--reason", "duplicate post", "--json"),
-        ("tasks", "--user-id", "99", "--limit", "3"),
-    )
+    cancelled = cli(db_url, "cancel", second, "--reason", "duplicate post", "--json")
     assert cancelled.json()["status"] == "cancelled"
     assert store.events(uuid.UUID(second))[-1]["reason"] == "duplicate post"
-    assert listing.code == 0 and "3 tasks" in listing.out and listing.out.count("normal") == 3
-
     retried = cli(db_url, "retry", second, "--json")
     assert retried.json()["status"] == "queued" and retried.json()["attempts"] == 0
     assert [e["to_status"] for e in store.events(uuid.UUID(second))] == [
@@ -85,6 +78,21 @@ def test_an_operator_session(db_url: str, store: TaskStore, tmp_path: Path) -> N
         "cancelled",
         "queued",
     ]
+
+
+def test_text_reports(sqlite_url: str, sqlite_store: TaskStore) -> None:
+    """The tables an operator reads; the same on every database, so SQLite only."""
+    sqlite_store.submit([NewTask(f"http://example.org/{i}.png", 99, 3) for i in range(7)], "t")
+    sqlite_store.claim("w", 2)
+    table, listing, one = cli_many(
+        sqlite_url,
+        ("status",),
+        ("tasks", "--user-id", "99", "--status", "queued", "--limit", "3"),
+        ("status", str(sqlite_store.list_tasks(status=Status.RUNNING)[0].id)),
+    )
+    assert table.code == 0 and "│ queued    │ 5 " in table.out and "│ running   │ 2 " in table.out
+    assert listing.code == 0 and "3 tasks" in listing.out and listing.out.count("queued") == 3
+    assert one.code == 0 and "status: running" in one.out and "history" in one.out
 
 
 def test_exit_codes_and_one_line_errors(sqlite_url: str, sqlite_store: TaskStore) -> None:
@@ -119,7 +127,7 @@ def test_bad_usage_exits_2_and_writes_nothing(
     mixed.write_text("".join(f"http://example.org/{i}.png\n" for i in range(30)) + "ftp://x/y\n")
     runs = cli_many(
         sqlite_url,
-        ("submit", "ftp://example.org/a.png", *IDS),
+        ("submit", "http://example.org/ok.png", "ftp://x/y", *IDS),
         ("submit", "--file", str(mixed), *IDS),
         ("submit", "http://example.org/a.png", *IDS, "-s", "colour"),
         ("submit", "--file", str(tmp_path / "absent.txt"), *IDS),
@@ -127,7 +135,7 @@ def test_bad_usage_exits_2_and_writes_nothing(
         ("tasks", "--status", "done"),
     )
     expected = [
-        "invalid image_url 'ftp://example.org/a.png'",
+        "invalid image_url 'ftp://x/y'",
         "invalid image_url 'ftp://x/y'",
         "invalid --setting 'colour': use key=value",
         "cannot read",
@@ -142,16 +150,14 @@ def test_bad_usage_exits_2_and_writes_nothing(
 
 
 def test_typer_usage_errors_exit_2(sqlite_url: str) -> None:
-    missing_option, unknown_command, bad_engine = cli_many(
+    missing_option, bad_engine = cli_many(
         sqlite_url,
         ("submit", "http://example.org/a.png"),
-        ("frobnicate",),
         ("worker", "--engine", "carrier-pigeon", "--burst"),
     )
     assert missing_option.code == 2 and "--user-id" in missing_option.err
-    assert unknown_command.code == 2 and "frobnicate" in unknown_command.err
     assert bad_engine.code == 2 and "--engine" in bad_engine.err
-    for run in (missing_option, unknown_command, bad_engine):
+    for run in (missing_option, bad_engine):
         assert "Traceback" not in run.err
 
 
@@ -163,9 +169,9 @@ def test_debug_shows_the_traceback_and_a_missing_schema_is_one_line(tmp_path: Pa
     assert plain.code == 1 and plain.error_line().startswith(
         "error: database error while counting tasks: no such table: tasks"
     )
-    init, status = cli(fresh, "init"), cli(fresh, "status", "--json")
-    assert init.code == 0 and f"revision {migrate.head_revision()}" in init.out
-    assert status.json()["totals"]["queued"] == 0
+    init = cli(fresh, "init")
+    assert init.code == 0 and f"schema at revision {migrate.head_revision()}" in init.out
+    assert set(TaskStore.from_url(fresh).counts()) == {s.value for s in Status}
 
 
 @pytest.mark.xfail(

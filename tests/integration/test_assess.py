@@ -154,6 +154,14 @@ def test_the_decision_tree(
     assert any(reason in r for r in result.reasons), result.reasons
 
 
+def test_in_db_mode_a_dead_redis_needs_no_rollback() -> None:
+    result = decide(signals(mode="db", rq_backlog=0, redis_ok=False), AssessOptions())
+    assert (result.action, result.command) == (
+        "none",
+        "nothing to roll back: the database engine is in use",
+    )
+
+
 def test_critical_failure_outranks_everything_else() -> None:
     result = decide(
         signals(redis_ok=False, redis_error="down", check_findings={"lost_job": 1}),
@@ -161,6 +169,7 @@ def test_critical_failure_outranks_everything_else() -> None:
     )
     assert result.action == "immediate"
     assert result.command == "switchyard rollback emergency"
+    assert result.reasons == ["redis does not answer: down", "check found 1 lost_job"]
 
 
 def test_measured_on_a_live_system(sqlite_services: Services) -> None:  # noqa: F811

@@ -6,19 +6,18 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
-import redis
 from rq.job import Job
 
 from switchyard.db.schema import tasks
 from switchyard.db.store import utcnow
 from switchyard.domain import Engine
-from switchyard.modes import Mode, set_mode
 from switchyard.operations.services import Services
 from switchyard.rollback.check import CheckOptions, check_and_repair, run_check
-from switchyard.rq_engine.dispatch import enqueue_tasks
 from tests.integration.test_rollback_support import (  # noqa: F401
     clean_db_url,
     new_tasks,
+    redis_client,
+    rq_owned,
     services,
     sqlite_services,
 )
@@ -26,24 +25,8 @@ from tests.integration.test_rollback_support import (  # noqa: F401
 NOW = CheckOptions(grace=timedelta(0))
 
 
-def rq_tasks(svc: Services, n: int, dispatch: bool = True) -> list[str]:
-    set_mode(svc.store, Mode.RQ, "test", "test")
-    created = svc.store.submit(new_tasks(n, engine=Engine.RQ), "test")
-    if dispatch:
-        enqueue_tasks(svc.store, client(svc), created, svc.settings)
-    return [str(t.id) for t in created]
-
-
-def client(svc: Services) -> redis.Redis:
-    return redis.Redis.from_url(svc.settings.redis_url)
-
-
-def kinds(report: object) -> dict[str, int]:
-    return report.counts()  # type: ignore[attr-defined, no-any-return]
-
-
 def test_a_healthy_system_passes(services: Services) -> None:  # noqa: F811
-    rq_tasks(services, 5)
+    rq_owned(services, 5)
     report = run_check(services, NOW)
     assert report.ok, report.findings
     assert report.scanned["rq_entries"] == 5
@@ -53,8 +36,8 @@ def test_a_healthy_system_passes(services: Services) -> None:  # noqa: F811
 def test_every_planted_fault_is_found_and_the_safe_ones_repaired(
     services: Services,  # noqa: F811
 ) -> None:
-    ids = rq_tasks(services, 6)
-    r = client(services)
+    ids = rq_owned(services, 6)
+    r = redis_client(services)
     r.delete(f"rq:job:{ids[0]}")  # entry without hash, task queued: re-dispatch
     services.store.cancel(uuid.UUID(ids[1]), "test")  # waiting job for a finished task
     r.lrem("rq:queue:normal", 1, ids[2])  # lost: dispatched, nowhere rq would run it
@@ -70,7 +53,7 @@ def test_every_planted_fault_is_found_and_the_safe_ones_repaired(
 
     found = run_check(services, NOW)
     assert not found.ok
-    assert kinds(found) == {
+    assert found.counts() == {
         "entry_without_hash": 1,
         "status_disagrees": 1,
         "lost_job": 1,
@@ -90,7 +73,7 @@ def test_every_planted_fault_is_found_and_the_safe_ones_repaired(
     assert repaired.repaired["requeued"] == 1
     # ids[0], ids[2] and the undispatched one are pushed; ids[3]'s job was still waiting.
     assert repaired.repaired["redispatched"] == 3
-    assert kinds(repaired) == {"hash_without_place": 1}  # not safe to fix: reported only
+    assert repaired.counts() == {"hash_without_place": 1}  # not safe to fix: reported only
     assert not repaired.ok
     queued = [m.decode() for m in r.lrange("rq:queue:normal", 0, -1)]
     assert sorted(queued) == sorted(set(queued))  # nothing queued twice

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections import Counter
 from typing import Any
 
@@ -16,6 +19,7 @@ from switchyard.migration import RqToDbOptions, migrate_db_to_rq, migrate_rq_to_
 from switchyard.migration.db_to_rq import TO_RQ_REASON
 from switchyard.rq_engine.connection import JOB_FUNC
 from switchyard.rq_engine.dispatch import push_jobs
+from tests.conftest import cli_env
 from tests.integration.test_migration_support import (  # noqa: F401  (fixtures)
     PRIORITIES,
     clean_store_fixture,
@@ -123,3 +127,19 @@ def test_round_trip_db_rq_db_keeps_every_task_once(
     assert {(row["engine"], row["status"]) for row in rows} == {("db", "queued")}
     assert rq_ids(r) == [] and job_hash_ids(r) == set()
     assert Counter(row["priority"] for row in rows) == Counter(PRIORITIES[i % 4] for i in range(12))
+
+
+def test_cli_db_to_rq_as_an_operator_would(
+    sqlite_store: TaskStore, r: redis.Redis, sqlite_url: str, redis_url: str
+) -> None:
+    ids = db_backlog(sqlite_store, 6)
+    done = subprocess.run(
+        [sys.executable, "-m", "switchyard", "migrate", "db-to-rq", "--json"],
+        env=cli_env(sqlite_url, REDIS_URL=redis_url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["enqueued"] == 6
+    assert_each_task_queued_once_in_rq(sqlite_store, r, ids)

@@ -3,6 +3,9 @@ in-flight work, dry runs and reruns."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import uuid
 from collections import Counter
 
@@ -15,6 +18,7 @@ from switchyard.migration import RqToDbOptions, migrate_rq_to_db
 from switchyard.migration.db_writes import TO_DB_REASON
 from switchyard.migration.lua import Scripts
 from switchyard.migration.rq_reader import Kind, Source, read_page
+from tests.conftest import cli_env
 from tests.integration.test_migration_support import (  # noqa: F401  (fixtures)
     alive_worker,
     clean_store_fixture,
@@ -171,3 +175,43 @@ def test_task_ids_and_job_ids_agree() -> None:
     assert as_task_id(str(task_id)) == task_id
     assert as_task_id(task_id.hex) is None  # not the canonical form switchyard writes
     assert as_task_id("job-42") is None
+
+
+# -- the real CLI ---------------------------------------------------------------------------
+
+
+def run_cli(db_url: str, redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "switchyard", "migrate", "rq-to-db", *args],
+        env=cli_env(db_url, REDIS_URL=redis_url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_cli_reports_in_json_and_exits_1_while_work_is_left_in_flight(
+    sqlite_store: TaskStore, r: redis.Redis, sqlite_url: str, redis_url: str
+) -> None:
+    ids = own_backlog(sqlite_store, r, settings_for(sqlite_url, redis_url), 4)
+    assert sqlite_store.claim_task(ids[1], "rq-worker-1", Engine.RQ, owned_by=Engine.RQ)
+    put_in_flight(r, str(ids[1]))
+    alive_worker(r)
+
+    dry = run_cli(sqlite_url, redis_url, "--dry-run", "--json")
+    assert dry.returncode == 1, dry.stderr  # the in-flight job would stay behind
+    assert json.loads(dry.stdout)["migrated_own"] == 3 and len(rq_ids(r)) == 4
+
+    run = run_cli(sqlite_url, redis_url, "--json", "--batch-size", "2")
+    report = json.loads(run.stdout)
+    assert run.returncode == 1 and report["left_in_flight"] == 1 and report["migrated_own"] == 3
+
+    done = run_cli(sqlite_url, redis_url, "--include-in-flight")
+    assert done.returncode == 0, done.stderr
+    assert "moved 1 (1 switchyard, 0 foreign)" in done.stdout
+    assert rq_ids(r) == []
+
+
+def test_cli_refuses_a_bad_batch_size_with_exit_2(sqlite_url: str, redis_url: str) -> None:
+    bad = run_cli(sqlite_url, redis_url, "--batch-size", "0")
+    assert bad.returncode == 2

@@ -49,8 +49,6 @@ def test_emergency_then_list_show_and_verify(
     assert run["status"] == "succeeded"
     assert "stop_rq_workers: suspend rq" in done.stderr  # progress went to stderr
 
-    listed = json.loads(cli(env, "rollback", "list", "--json").stdout)
-    assert [r["id"] for r in listed] == [run["id"]]
     shown = cli(env, "rollback", "show", run["id"])
     assert shown.returncode == 0 and "timeline" in shown.stdout
 
@@ -88,13 +86,10 @@ def test_cleanup_refuses_with_exit_1_and_says_why(
     assert refused.stderr.startswith("error: cleanup-rq refused: the mode is rq")
 
 
-def test_bad_usage_exits_2_and_resuming_nothing_exits_1(env: dict[str, str]) -> None:
+def test_bad_usage_exits_2(env: dict[str, str]) -> None:
     usage = cli(env, "rollback", "emergency")
     assert usage.returncode == 2
     assert "--no-canary" in usage.stderr
-    missing = cli(env, "rollback", "resume", "no-such-run")
-    assert missing.returncode == 1
-    assert missing.stderr.strip() == "error: no run 'no-such-run'"
 
 
 def test_assess_json(sqlite_services: Services, env: dict[str, str]) -> None:  # noqa: F811

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from switchyard.db.schema import run_steps, runs, tasks
 from switchyard.operations.services import Services
 from switchyard.rollback.verify import verify
-from tests.conftest import cli_env, make_settings
+from tests.conftest import PrivateRedis, cli_env, make_settings
 from tests.integration.test_rollback_support import (  # noqa: F401
     clean_db_url,
     foreign_jobs,
@@ -74,12 +74,13 @@ def latest_run(svc: Services) -> dict[str, Any] | None:
 @pytest.mark.parametrize("trial", range(TRIALS))
 def test_emergency_killed_anywhere_resumes_without_loss_or_duplicates(
     clean_db_url: str,  # noqa: F811
-    redis_url: str,
+    private_redis: PrivateRedis,
     tmp_path: Path,
     trial: int,
 ) -> None:
     seed = random.randrange(10**6)
     rng = random.Random(seed)
+    redis_url = private_redis.url  # a server of its own: no other test session can touch it
     svc = Services(make_settings(clean_db_url, redis_url=redis_url))
     own = rq_owned(svc, OWN)
     foreign = foreign_jobs(svc, FOREIGN, queue=rng.choice(["urgent", "low"]))

@@ -61,7 +61,7 @@ def children(pid: int) -> list[int]:
     return found
 
 
-@pytest.mark.parametrize("worker_class", ["simple", "fork"])
+@pytest.mark.parametrize("worker_class", ["simple", pytest.param("fork", marks=pytest.mark.slow)])
 def test_a_task_of_a_sigkilled_rq_worker_is_recovered_and_completed_once(
     db_url: str,
     redis_url: str,

@@ -110,17 +110,3 @@ def test_two_sigterms_release_the_running_task_at_once(
     assert (task.status, task.attempts, task.worker) == (Status.QUEUED, 0, None)
     assert store.events(task_id)[-1]["reason"] == "worker shut down"
     assert history(store, task_id)[-1] == ("running", "queued", name)
-
-
-def test_ctrl_c_twice_behaves_like_two_sigterms(
-    sqlite_store: TaskStore, sqlite_url: str, image_server: ImageServer, start_worker: StartWorker
-) -> None:
-    image_server.delay = 10.0
-    task_id = slow_task(sqlite_store, image_server)
-    worker = start_worker(sqlite_url)
-    wait_running(sqlite_store, task_id)
-    worker.signal(signal.SIGINT)
-    time.sleep(0.2)
-    worker.signal(signal.SIGINT)
-    assert worker.finish(timeout=15)[0] == 1
-    assert sqlite_store.get(task_id).status is Status.QUEUED

@@ -197,7 +197,10 @@ def test_admin_actions_are_logged_with_the_actor_and_never_the_token(
     client.post("/admin/login", data={"token": TOKEN + "-wrong"})
     sign_in(client)
     client.get("/admin")
+    bad_url = {**TASK, "image_url": "https://user:hunter2pw@pixelfed.example/\u0001.png"}
+    assert client.post("/api/tasks", json=bad_url).status_code == 422
     assert "maintenance.pause" in caplog.text
+    assert "hunter2pw" not in caplog.text
     assert TOKEN not in caplog.text
     assert TOKEN[4:] not in caplog.text
 

@@ -161,6 +161,10 @@ def test_the_dashboard_shows_both_engines_and_switches_mode(
     assert "invalid reason" in refused.text
     assert modes.current_mode(svc.store, svc.settings) is modes.Mode.RQ
 
+    assessed = client.post("/admin/actions/assess", data={"csrf": csrf})
+    assert "assessment: critical · immediate" in assessed.text  # queued rq work, no rq worker
+    assert client.post("/admin/actions/assess", data={"csrf": "x"}).status_code == 403
+
 
 def test_shutdown_workers_stops_a_real_rq_worker_gracefully(
     sqlite_url: str, private_redis: PrivateRedis, admin: dict[str, str]

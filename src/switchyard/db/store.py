@@ -350,21 +350,23 @@ class TaskStore:
             "engine": engine.value,
             "progress": 0,
         }
+        where = [tasks.c.id == task_id, tasks.c.status == Status.QUEUED.value]
+        if owned_by is not None:
+            where.append(tasks.c.engine == owned_by.value)
+        event = _event(task_id, now, worker, Status.QUEUED.value, Status.RUNNING, "claimed")
         with translated("claiming a task"), self.engine.begin() as conn:
-            query = sa.select(tasks).where(
-                tasks.c.id == task_id, tasks.c.status == Status.QUEUED.value
-            )
-            if owned_by is not None:
-                query = query.where(tasks.c.engine == owned_by.value)
-            row = conn.execute(query.with_for_update()).first()
-            if row is None:
-                return None
-            conn.execute(tasks.update().where(tasks.c.id == task_id).values(values))
-            conn.execute(
-                task_events.insert(),
-                [_event(task_id, now, worker, Status.QUEUED.value, Status.RUNNING, "claimed")],
-            )
-        return self._claimed_view(row, now, worker, engine)
+            if self._returning:  # the compare-and-set in one statement (one round trip)
+                stmt = tasks.update().where(*where).values(values).returning(*tasks.c)
+                row = conn.execute(stmt).first()
+                claimed = None if row is None else _to_task(row)
+            else:
+                row = conn.execute(sa.select(tasks).where(*where).with_for_update()).first()
+                if row is not None:
+                    conn.execute(tasks.update().where(tasks.c.id == task_id).values(values))
+                claimed = None if row is None else self._claimed_view(row, now, worker, engine)
+            if claimed is not None:
+                conn.execute(task_events.insert(), [event])
+        return claimed
 
     @staticmethod
     def _claimed_view(row: sa.Row[Any], now: datetime, worker: str, engine: Engine) -> Task:

@@ -1,8 +1,8 @@
 """What a migration cannot decode or map is kept, byte for byte, never dropped or guessed at.
 
 A quarantine row's `raw` is a JSON document holding the whole job hash with every field name
-and value base64-encoded, so `decode_raw(encode_raw(...))` gives back the exact bytes, and
-an operator (or `restore_quarantined`) can put the job back into Redis as it was.
+and value base64-encoded, so `decode_raw(encode_raw(...))` gives back the exact bytes: the
+job can be put back into Redis exactly as it was.
 """
 
 from __future__ import annotations

@@ -47,9 +47,12 @@ def validate_url(url: str) -> str:
     return url
 
 
+MAX_ID = 2**63 - 1  # ids are BIGINT columns
+
+
 def _positive(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise UsageError(f"invalid {name} {value!r}: must be a positive integer")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_ID:
+        raise UsageError(f"invalid {name} {value!r}: must be an integer from 1 to {MAX_ID}")
     return value
 
 

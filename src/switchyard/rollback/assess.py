@@ -159,36 +159,38 @@ def _found(s: dict[str, Any], kinds: frozenset[str]) -> list[str]:
 
 
 def decide(s: dict[str, Any], o: AssessOptions) -> Assessment:
-    """Walk the runbook's tree over measured signals `s` and operator flags `o`."""
+    """Walk the runbook's tree over measured signals `s` and operator flags `o`: the first
+    branch with a reason decides, and every reason of that branch is reported."""
     functional, why_not = rq_functional(s, o)
     integrity = _found(s, INTEGRITY_FINDINGS)
     compromised = "compromised" if integrity or o.data_integrity_issue else "intact"
     slow = degraded(s, o)
-    if functional == "yes" and (slow or _found(s, STABILITY_FINDINGS)):
-        functional = "partial"
-
-    def result(action: str, reasons: list[str]) -> Assessment:
-        severity, command = ACTIONS[action]
-        return Assessment(severity, action, command, functional, compromised, reasons, s)
-
-    if s["mode"] == Mode.DB.value and not s["rq_backlog"]:
-        return result("none", ["the mode is db and nothing is queued for rq"])
-    if o.critical_failure or functional == "no":
-        return result(
-            "immediate", ["critical system failure (operator)"] * o.critical_failure + why_not
-        )
-    if compromised == "compromised" or o.security_issue:
-        flags = ["data integrity issue (operator)"] * o.data_integrity_issue
-        flags += ["security issue (operator)"] * o.security_issue
-        return result("immediate", flags + integrity)
-    if o.performance_degraded or slow:
-        return result(
-            "planned", ["performance degraded (operator)"] * o.performance_degraded + slow
-        )
     stability = _found(s, STABILITY_FINDINGS)
-    if o.stability_issues or stability:
-        return result("partial", ["stability issues (operator)"] * o.stability_issues + stability)
-    return result("fix_in_place", ["rq is functional, data intact, within thresholds"])
+    if functional == "yes" and (slow or stability):
+        functional = "partial"
+    branches = [
+        (
+            "immediate",
+            _flag(o.critical_failure, "critical system failure")
+            + why_not
+            + _flag(o.data_integrity_issue, "data integrity issue")
+            + integrity
+            + _flag(o.security_issue, "security issue"),
+        ),
+        ("planned", _flag(o.performance_degraded, "performance degraded") + slow),
+        ("partial", _flag(o.stability_issues, "stability issues") + stability),
+        ("fix_in_place", ["rq is functional, data intact, within thresholds"]),
+    ]
+    flags = (o.critical_failure, o.data_integrity_issue, o.security_issue)
+    if s["mode"] == Mode.DB.value and not s["rq_backlog"] and not any(flags):
+        branches.insert(0, ("none", ["the mode is db and nothing is queued for rq"]))
+    action, reasons = next((a, r) for a, r in branches if r)
+    severity, command = ACTIONS[action]
+    return Assessment(severity, action, command, functional, compromised, reasons, s)
+
+
+def _flag(raised: bool, what: str) -> list[str]:
+    return [f"{what} (operator)"] if raised else []
 
 
 def assess(services: Services, options: AssessOptions | None = None) -> Assessment:

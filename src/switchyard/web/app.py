@@ -84,7 +84,12 @@ def _switchyard_error(request: Request, exc: SwitchyardError) -> JSONResponse:
     if isinstance(exc, StoreError | BrokerUnavailable):
         component = "database" if isinstance(exc, StoreError) else "redis"
         request.app.state.metrics.count_error(component)
-    log_event(log, "http.error", status=status, path=request.url.path, error=str(exc))
+    if status >= 500 and not isinstance(exc, SubmissionsPaused):  # a pause is no fault
+        log_event(
+            log, "http.error", logging.WARNING, status=status, path=request.url.path, error=exc
+        )
+    else:  # the client's own mistake; its message may quote what it sent (a URL), so not logged
+        log_event(log, "http.refused", logging.DEBUG, status=status, path=request.url.path)
     if isinstance(exc, UsageError):
         return _usage_error(exc)
     if isinstance(exc, SubmissionsPaused):
