@@ -340,6 +340,91 @@ def exit_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+# -- CPU accounting ---------------------------------------------------------------------------
+
+# Wall-clock throughput on a shared 2-core machine moves with everyone else's load; the CPU a
+# task costs (in the worker, and in its database sessions) does not, so it is measured too.
+# The server side is read from /proc, so it needs the server on this host (None otherwise).
+SERVER_SESSION_SQL = {
+    "postgresql": "SELECT pg_backend_pid()",
+    # MariaDB runs a session on a thread of mariadbd; TID is its Linux thread id (10.5+).
+    "mariadb": "SELECT TID FROM information_schema.PROCESSLIST WHERE ID = CONNECTION_ID()",
+}
+
+
+class CpuMeter:
+    """CPU seconds spent by this process and by the server sessions of `engine`."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.dialect = (
+            "mariadb" if engine.dialect.name in ("mysql", "mariadb") else engine.dialect.name
+        )
+        self.sessions: list[Path] = []
+        self._began: dict[Path, float] = {}
+        self._client = 0.0
+        if self.dialect in SERVER_SESSION_SQL:
+            sa.event.listen(engine, "connect", self._on_connect)
+
+    def _on_connect(self, dbapi_conn: Any, _record: Any) -> None:
+        cursor = dbapi_conn.cursor()
+        cursor.execute(SERVER_SESSION_SQL[self.dialect])
+        ident = int(cursor.fetchone()[0])
+        cursor.close()
+        dbapi_conn.rollback()  # leave the new connection as it came
+        path = _session_stat(self.dialect, ident)
+        if path is not None:
+            self.sessions.append(path)
+
+    def start(self) -> None:
+        self._client = time.process_time()
+        self._began = {p: _cpu_seconds(p) for p in self.sessions}
+
+    def stop(self) -> dict[str, float | None]:
+        client = time.process_time() - self._client
+        if not self.sessions:
+            return {"client_cpu_s": client, "server_cpu_s": None}
+        readings = {p: _cpu_seconds(p) for p in self.sessions}
+        # A session that ended meanwhile reads 0: nothing is known of it, so it counts 0.
+        server = sum(max(0.0, now - self._began.get(p, 0.0)) for p, now in readings.items())
+        return {"client_cpu_s": client, "server_cpu_s": server}
+
+
+def _session_stat(dialect: str, ident: int) -> Path | None:
+    if dialect == "postgresql":
+        path = Path(f"/proc/{ident}/stat")
+    else:
+        server = next((p for p in Path("/proc").glob("[0-9]*") if _comm(p) == "mariadbd"), None)
+        path = Path(f"/proc/{server.name}/task/{ident}/stat") if server else Path("/nonexistent")
+    return path if path.exists() else None
+
+
+def _comm(proc: Path) -> str:
+    with contextlib.suppress(OSError):
+        return (proc / "comm").read_text().strip()
+    return ""
+
+
+def _cpu_seconds(stat: Path) -> float:
+    """utime + stime of a process or thread, from /proc/<pid>[/task/<tid>]/stat."""
+    try:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0  # the session ended; its last reading stands
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_per_task(usages: Sequence[dict[str, float | None]], tasks: int) -> dict[str, float | None]:
+    """Microseconds of CPU per task, in the workers and in their database sessions."""
+    out: dict[str, float | None] = {}
+    for side in ("client", "server"):
+        values = [u[f"{side}_cpu_s"] for u in usages]
+        known = [v for v in values if v is not None]
+        out[f"{side}_cpu_us_per_task"] = (
+            round(sum(known) / tasks * 1e6) if known and len(known) == len(values) else None
+        )
+    return out
+
+
 # -- statistics -------------------------------------------------------------------------------
 
 

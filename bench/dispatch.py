@@ -19,6 +19,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -100,36 +101,50 @@ def fresh_store(ctx: BenchContext) -> TaskStore:
     return make_store(ctx)
 
 
-def worker_args(ctx: BenchContext, overrides: dict[str, Any], burst: bool) -> tuple[Any, ...]:
+def worker_args(
+    ctx: BenchContext, overrides: dict[str, Any], burst: bool, results: Any
+) -> tuple[Any, ...]:
     classes = (ctx.options["store_class"], ctx.options["worker_class"])
-    return (ctx.url, overrides, burst, classes)
+    return (ctx.url, overrides, burst, classes, results)
 
 
 # -- child processes ------------------------------------------------------------------------
 
 
 def worker_main(
-    url: str, overrides: dict[str, Any], burst: bool, classes: tuple[str, str], start: StartLine
+    url: str,
+    overrides: dict[str, Any],
+    burst: bool,
+    classes: tuple[str, str],
+    results: Any,
+    start: StartLine,
 ) -> None:
-    """A child running switchyard's real Worker with the no-op handler."""
+    """A child running switchyard's real Worker with the no-op handler; reports its CPU."""
     common.exit_with_parent()
     settings = load_settings(database_url=url, **overrides)
     store = load_class(classes[0]).from_url(url)
     worker = load_class(classes[1])(store, settings, noop_handler, burst=burst)
     worker.install_signal_handlers()
+    meter = common.CpuMeter(store.engine)
     store.counts()  # connect before the start line, so connection set-up is not timed
     start.arrive()
-    sys.exit(worker.run())
+    meter.start()
+    code = worker.run()
+    results.put(meter.stop())
+    sys.exit(code)
 
 
 def legacy_main(url: str, results: Any, start: StartLine) -> None:
-    """A child running the runbook's legacy poller; reports the ids it ran."""
+    """A child running the runbook's legacy poller; reports the ids it ran and its CPU."""
     common.exit_with_parent()
     engine = make_engine(url)
+    meter = common.CpuMeter(engine)
     with engine.connect():
         pass  # connect before the start line
     start.arrive()
-    results.put(legacy_poll(engine, f"legacy-{os.getpid()}"))
+    meter.start()
+    ran = legacy_poll(engine, f"legacy-{os.getpid()}")
+    results.put({"ran": ran, **meter.stop()})
 
 
 @contextlib.contextmanager
@@ -218,34 +233,45 @@ def claims_recorded(store: TaskStore) -> int:
         return int(conn.execute(query).scalar_one())
 
 
-def end_to_end_once(ctx: BenchContext, workers: int) -> float:
-    """N preloaded tasks, `workers` burst workers; tasks/s, after checking exactly-once."""
+@dataclass
+class RunResult:
+    tasks_per_s: float
+    cpu: dict[str, float | None]  # microseconds per task, in workers and database sessions
+    run_twice: int = 0
+
+
+def end_to_end_once(ctx: BenchContext, workers: int) -> RunResult:
+    """N preloaded tasks, `workers` burst workers; checks every task ran exactly once."""
     store = fresh_store(ctx)
     preload(store, ctx.n)
     overrides = {"worker_batch_size": ctx.batch_size, "worker_poll_interval": 0.05}
-    with started(worker_main, [worker_args(ctx, overrides, True)] * workers) as procs:
-        common.join_all(procs, timeout=max(60.0, ctx.n / 20))
+    results = SPAWN.Queue()
+    with started(worker_main, [worker_args(ctx, overrides, True, results)] * workers) as procs:
+        usages = [results.get(timeout=max(60.0, ctx.n / 20)) for _ in procs]
+        common.join_all(procs, timeout=30)
     done, seconds = completed_span(store)
     claims = claims_recorded(store)
     store.engine.dispose()
     if done != ctx.n or claims != ctx.n:
         raise BenchFailed(f"{workers} workers: {done} completed, {claims} claims of {ctx.n}")
-    return ctx.n / seconds
+    return RunResult(ctx.n / seconds, common.cpu_per_task(usages, ctx.n))
 
 
-def legacy_end_to_end_once(ctx: BenchContext, workers: int) -> tuple[float, int]:
-    """The same with legacy pollers: (tasks/s, tasks run more than once)."""
+def legacy_end_to_end_once(ctx: BenchContext, workers: int) -> RunResult:
+    """The same with legacy pollers, counting the tasks they ran more than once."""
     store = fresh_store(ctx)
     preload(store, ctx.n)
     results = SPAWN.Queue()
     with started(legacy_main, [(ctx.url, results)] * workers) as procs:
-        ran = [tid for _ in procs for tid in results.get(timeout=max(60.0, ctx.n / 20))]
+        reports = [results.get(timeout=max(60.0, ctx.n / 20)) for _ in procs]
         common.join_all(procs, timeout=30)
     done, seconds = completed_span(store)
     store.engine.dispose()
     if done != ctx.n:
         raise BenchFailed(f"legacy, {workers} workers: {done} of {ctx.n} completed")
-    return ctx.n / seconds, len(ran) - len(set(ran))
+    ran = [task_id for report in reports for task_id in report.pop("ran")]
+    cpu = common.cpu_per_task(reports, ctx.n)
+    return RunResult(ctx.n / seconds, cpu, run_twice=len(ran) - len(set(ran)))
 
 
 def submit_steadily(store: TaskStore, rate: float, seconds: float) -> float:
@@ -280,7 +306,7 @@ def latency_once(ctx: BenchContext) -> dict[str, float]:
     opts = ctx.options
     store = fresh_store(ctx)
     overrides = {"worker_batch_size": ctx.batch_size, "worker_poll_interval": opts["poll_interval"]}
-    args = [worker_args(ctx, overrides, False)] * opts["latency_workers"]
+    args = [worker_args(ctx, overrides, False, SPAWN.Queue())] * opts["latency_workers"]
     with started(worker_main, args):
         achieved = submit_steadily(store, opts["rate"], opts["duration"])
         wait_for_completed(store, int(opts["rate"] * opts["duration"]), timeout=60)
@@ -359,8 +385,17 @@ def end_to_end(ctx: BenchContext) -> dict[str, Any]:
     """N no-op tasks through 1 and 2 worker processes; first claim to last completion."""
     out: dict[str, Any] = {"batch_size": ctx.batch_size, "poll_interval_s": 0.05}
     for workers in (1, 2):
-        rates = [end_to_end_once(ctx, workers) for _ in range(ctx.runs)]
-        out[f"{workers}_workers_tasks_per_s"] = summary(rates)
+        runs = [end_to_end_once(ctx, workers) for _ in range(ctx.runs)]
+        out |= throughput_report(workers, runs)
+    return out
+
+
+def throughput_report(workers: int, runs: list[RunResult]) -> dict[str, Any]:
+    out: dict[str, Any] = {f"{workers}_workers_tasks_per_s": summary([r.tasks_per_s for r in runs])}
+    for key in runs[0].cpu:
+        values = [r.cpu[key] for r in runs]
+        known = [v for v in values if v is not None]
+        out[f"{workers}_workers_{key}"] = summary(known, 0) if known else None
     return out
 
 
@@ -391,8 +426,8 @@ def baseline(ctx: BenchContext) -> dict[str, Any]:
     out: dict[str, Any] = {"enqueue_single_tasks_per_s": summary(enqueue_rates)}
     for workers in (1, 2):
         runs = [legacy_end_to_end_once(ctx, workers) for _ in range(ctx.runs)]
-        out[f"{workers}_workers_tasks_per_s"] = summary([rate for rate, _ in runs])
-        out[f"{workers}_workers_tasks_run_twice"] = [dup for _, dup in runs]
+        out |= throughput_report(workers, runs)
+        out[f"{workers}_workers_tasks_run_twice"] = [r.run_twice for r in runs]
     return out
 
 
@@ -567,7 +602,14 @@ def resolve_options(quick: bool, **given: Any) -> dict[str, Any]:
     return out | {"claim_sizes": sizes}
 
 
+# Engines whose scenarios live in a module of their own, imported when asked for.
+ENGINE_MODULES = {"rq": "dispatch_rq"}
+
+
 def selected_scenarios(engines: list[str], names: list[str]) -> list[common.Scenario]:
+    for engine in engines:
+        if engine in ENGINE_MODULES and engine not in common.SCENARIOS:
+            importlib.import_module(ENGINE_MODULES[engine])
     unknown = [e for e in engines if e not in common.SCENARIOS]
     if unknown:
         known = ", ".join(common.SCENARIOS)
@@ -700,4 +742,6 @@ def main(
 
 
 if __name__ == "__main__":
+    # Engine modules `import dispatch`: let them share this module rather than load a copy.
+    sys.modules.setdefault("dispatch", sys.modules[__name__])
     typer.run(main)

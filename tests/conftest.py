@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from switchyard.config import Settings, load_settings
 from switchyard.db import migrate
 from switchyard.db.engine import make_engine
+from switchyard.db.schema import metadata
 from switchyard.db.store import TaskStore
 
 BACKENDS = ("sqlite", "postgresql", "mariadb")
@@ -101,8 +102,8 @@ def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _empty(url: str) -> None:
     engine = make_engine(url)
     with engine.begin() as conn:
-        for table in ("tasks", "task_events", "system_state"):
-            conn.exec_driver_sql(f"DELETE FROM {table}")
+        for table in metadata.sorted_tables:
+            conn.execute(table.delete())
     engine.dispose()
 
 
@@ -189,19 +190,25 @@ REDIS_SERVER = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
 
 
 @pytest.fixture(scope="session")
-def _redis_db_index() -> int:
-    """A Redis database number of this test session's own (1..15), so parallel runs on one
-    server do not see each other's rq keys (rq's key names are fixed)."""
+def _redis_db_index() -> Iterator[int]:
+    """A Redis database number (1..15) claimed by this test session alone (SET NX with a TTL),
+    so parallel runs on one server never see each other's rq keys (rq's key names are fixed)."""
     import redis
 
     client = redis.Redis.from_url(f"{REDIS_SERVER}/0")
+    token = f"{os.getpid()}-{uuid.uuid4().hex}"
     try:
-        n = int(client.incr("switchyard:test:next-db"))
+        for index in range(1, 16):
+            if client.set(f"switchyard:test:db:{index}", token, nx=True, ex=3 * 3600):
+                break
+        else:
+            _unavailable("no free Redis database: 15 test sessions hold one each")
     except redis.RedisError as exc:
         _unavailable(f"redis is not reachable: {exc}")
-    finally:
-        client.close()
-    return 1 + n % 15
+    yield index
+    if client.get(f"switchyard:test:db:{index}") == token.encode():
+        client.delete(f"switchyard:test:db:{index}")
+    client.close()
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ too, so a task run twice would show as a second hit on its URL.
 from __future__ import annotations
 
 import multiprocessing
+import signal
 import threading
 import uuid
 from collections import Counter
@@ -25,6 +26,7 @@ from tests.integration.conftest import (
     status_counts,
     submit_many,
     transitions,
+    wait_until,
 )
 
 BACKLOG = 300
@@ -49,6 +51,18 @@ def claimers(store: TaskStore) -> Counter[str]:
     query = sa.select(task_events.c.actor).where(task_events.c.to_status == "running")
     with store.engine.connect() as conn:
         return Counter(conn.execute(query).scalars())
+
+
+def test_the_exactly_once_check_catches_a_task_run_twice(store: TaskStore) -> None:
+    submit_many(store, ["http://example.org/a.png", "http://example.org/b.png"])
+    first, _ = store.claim("w1", 2)
+    store.fail("w1", first.id, "lost", attempt=1)  # back to the queue: it will run again
+    store.claim("w2", 1)
+    store.complete("w1", [Outcome(t.id, 1, "ok", 0.5) for t in store.list_tasks()])
+    store.complete("w2", [Outcome(first.id, 2, "ok", 0.5)])
+    assert status_counts(store) == {"completed": 2}
+    with pytest.raises(AssertionError):
+        assert_each_ran_once(store, 2)
 
 
 # -- threads sharing one store ----------------------------------------------------------------
@@ -111,13 +125,16 @@ def test_processes_racing_on_one_backlog_never_share_a_task(store: TaskStore, db
 def test_cli_workers_caption_a_backlog_exactly_once(
     store: TaskStore, db_url: str, image_server: ImageServer, start_worker: StartWorker
 ) -> None:
-    urls = [image_server.url(f"img/{i}.png") for i in range(CLI_BACKLOG)]
-    submit_many(store, urls)
-    workers = [start_worker(db_url, "--burst", "--concurrency", "2") for _ in range(3)]
-    results = [w.finish(timeout=90) for w in workers]
+    """Three polling workers, all up before the backlog lands, so that they really race."""
+    workers = [start_worker(db_url, "--concurrency", "2") for _ in range(3)]
+    wait_until(lambda: all("worker_start" in w.log.read_text() for w in workers), timeout=30)
+    submit_many(store, [image_server.url(f"img/{i}.png") for i in range(CLI_BACKLOG)])
+    wait_until(lambda: status_counts(store) == {"completed": CLI_BACKLOG}, timeout=60)
+    for w in workers:
+        w.signal(signal.SIGTERM)
+    results = [w.finish(timeout=30) for w in workers]
     assert [code for code, _ in results] == [0, 0, 0], results
     assert_each_ran_once(store, CLI_BACKLOG)
     assert set(image_server.hits.values()) == {1} and len(image_server.hits) == CLI_BACKLOG
     assert len(claimers(store)) >= 2, "no race happened"
-    captions = {t.caption for t in store.list_tasks(limit=CLI_BACKLOG)}
-    assert None not in captions and "" not in captions
+    assert None not in {t.caption for t in store.list_tasks(limit=CLI_BACKLOG)}

@@ -68,9 +68,9 @@ def test_rq_and_polling_workers_on_one_backlog_run_each_task_once(
     services = pool.make(db_url, redis_url, hybrid_grace_seconds=0.3)
     modes.set_mode(services.store, modes.Mode.HYBRID, "test", "hybrid")
     env = {"REDIS_URL": redis_url, "HANDLER_LOG": str(log), "HYBRID_GRACE_SECONDS": "0.3"}
-    for args in (("--engine", "rq"), ("--engine", "rq"), ("--engine", "db", "-c", "2")):
+    for args in (("--engine", "rq"), ("--engine", "db", "-c", "2")):
         workers.start(db_url, *args, **env)
-    wait_for(lambda: len(services.store.list_workers()) == 3, timeout=20)
+    wait_for(lambda: len(services.store.list_workers()) == 2, timeout=20)
     created = submit(services, new_tasks(150, path="sleep/0.004"), "test")
     wait_for(lambda: all_done(services, len(created)), timeout=60)
     ran = runs(log)
@@ -155,10 +155,27 @@ def test_after_an_outage_queued_tasks_are_really_moved_back_to_rq_and_counted(
     assert services.store.engine_counts()["undispatched"] == 8
     private_redis.start()  # a fresh, empty server: the 12 were lost with the old one
     services.modes.routing(fresh=True)
-    supervisor._due = [0.0] * len(supervisor._due)
-    supervisor.tick()
+    supervisor.tick(every_duty=True)
     assert not modes.fallback_state(services.store)["active"]
     assert sum(queue_lengths(services.redis).values()) == 20
     cleared = services.store.system_events(kind="fallback_cleared")[0]
     assert cleared["detail"] == {"checked": 12, "pushed": 20, "adopted": 0}
     assert {services.store.get(t.id).status for t in before + during} == {Status.QUEUED}
+
+
+def test_without_rq_fallback_enabled_polling_workers_do_not_take_over(
+    db_url: str, pool: ServicesPool, private_redis: PrivateRedis
+) -> None:
+    services = pool.make(db_url, private_redis.url, rq_fallback_enabled=False)
+    modes.set_mode(services.store, modes.Mode.RQ, "test", "no fallback")
+    submit(services, new_tasks(3), "test")
+    supervisor = Supervisor(services, "monitor")
+    private_redis.stop()
+    supervisor.tick()
+    assert not modes.fallback_state(services.store)["active"]
+    assert not services.modes.routing(fresh=True).polling_scope().claims
+    private_redis.start()  # empty: the 3 jobs are gone, and are enqueued again
+    supervisor.tick(every_duty=True)
+    (event,) = services.store.system_events(kind="redis_recovered")
+    assert event["detail"] == {"checked": 3, "pushed": 3, "adopted": 0}
+    assert sum(queue_lengths(services.redis).values()) == 3

@@ -9,13 +9,15 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 from rq import Queue
 
 from switchyard.db.store import TaskStore, utcnow
 from switchyard.domain import Engine, Origin, Priority, Status
 from switchyard.migration import RqToDbOptions, migrate_rq_to_db
-from switchyard.migration.mapping import task_id_for_job
+from switchyard.migration.decode import DecodedJob, Undecodable, decode_job
+from switchyard.migration.mapping import Unmappable, map_job, task_id_for_job
 from switchyard.migration.quarantine import decode_raw
 from tests.integration.test_migration_support import (  # noqa: F401  (fixtures)
     clean_store_fixture,
@@ -207,3 +209,54 @@ def test_an_entry_without_a_job_hash_is_quarantined_not_dropped(
     assert row["job_id"] == "ghost-1" and "without a job hash" in row["reason"]
     assert decode_raw(row["raw"]).fields == {}
     assert r.llen("rq:queue:normal") == 0
+
+
+# -- mapping rules, without Redis or a database ----------------------------------------------
+
+
+def decoded(*args: Any, **kwargs: Any) -> DecodedJob:
+    return DecodedJob("f", None, list(args), kwargs, "json")
+
+
+URL = "https://pix.example/a.png"
+
+
+def test_mapping_accepts_digit_strings_and_a_dict_argument() -> None:
+    new = map_job("j1", decoded({"url": URL, "user_id": "12"}, platform_connection_id=3), "high")
+    assert (new.image_url, new.user_id, new.platform_connection_id) == (URL, 12, 3)
+    assert new.priority is Priority.HIGH and new.source_job_id == "j1"
+    assert new.id == task_id_for_job("j1") != task_id_for_job("j2")
+
+
+def test_mapping_strips_the_queue_prefix_for_the_priority() -> None:
+    job = decoded(image_url=URL, user_id=1, platform_connection_id=1)
+    assert map_job("j", job, "sy:urgent", "sy:").priority is Priority.URGENT
+    assert map_job("j", job, "urgent-ish", "sy:").priority is Priority.NORMAL
+
+
+@pytest.mark.parametrize(
+    ("job", "reason"),
+    [
+        (decoded(image_url=URL, url="https://other.example/b.png", user_id=1), "disagree"),
+        (decoded({"user_id": 2}, image_url=URL, user_id=1), "two different values"),
+        (decoded(image_url=URL, user_id=True, platform_connection_id=1), "not a positive"),
+        (decoded(image_url=URL, user_id=-4, platform_connection_id=1), "not a positive"),
+        (decoded(image_url=URL, user_id=1, platform_connection_id="x"), "not a positive"),
+        (decoded(image_url=URL, user_id=1, platform_connection_id=1, settings="x"), "settings"),
+        (decoded(image_url=URL, user_id=1, platform_connection_id=1, settings={"z": 1}), "z"),
+        (decoded(image_url="javascript:alert(1)", user_id=1, platform_connection_id=1), "http"),
+    ],
+)
+def test_mapping_refuses_what_it_would_have_to_guess(job: DecodedJob, reason: str) -> None:
+    with pytest.raises(Unmappable, match=reason):
+        map_job("j", job, "normal")
+
+
+def test_decoding_refuses_shapes_that_are_not_rq_calls() -> None:
+    as_json = zlib.compress(b'{"func": "f"}')
+    with pytest.raises(Undecodable, match="not rq's"):
+        decode_job({b"data": as_json}, allow_pickle=False)
+    with pytest.raises(Undecodable, match="no data field"):
+        decode_job({b"status": b"queued"}, allow_pickle=True)
+    plain = pickle.dumps(("f", None, ({1, 2},), {"url": URL}))
+    assert decode_job({b"data": plain}, allow_pickle=True).args == [{1, 2}]  # uncompressed too

@@ -3,7 +3,9 @@ included, a failed verification stops the run with submissions paused, resume fi
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,8 +19,9 @@ from switchyard.operations import rollback as ops
 from switchyard.operations.services import Services
 from switchyard.operations.tasks import ensure_accepting
 from switchyard.rollback import db_reads
-from switchyard.rollback.runs import RunFailed
+from switchyard.rollback.runs import RunBusy, RunFailed
 from switchyard.rollback.verify import verify
+from tests.integration.conftest import StartWorker
 from tests.integration.test_rollback_support import (  # noqa: F401
     clean_db_url,
     foreign_jobs,
@@ -127,3 +130,55 @@ def test_planned_waits_for_running_rq_work_then_gives_up_at_its_limit(
     with pytest.raises(RunFailed, match=r"1 task.* still running on rq after 0\.5s"):
         ops.run_procedure(svc, "planned", backup_root=str(tmp_path), drain_timeout=0.5)
     assert maintenance.maintenance_status(svc)["accepting_submissions"] is False
+
+
+def test_a_background_run_is_followed_by_id_and_blocks_a_second_one(
+    sqlite_services: Services,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    svc = sqlite_services
+    own = rq_owned(svc, 2)
+    svc.store.claim_task(uuid.UUID(own[0]), "rq:busy", Engine.RQ)  # planned will wait on it
+    started = ops.start_run(svc, "planned", backup_root=str(tmp_path), drain_timeout=30)
+    assert started["status"] == "running"
+    assert [p["status"] for p in started["plan"]][-1] == "pending"
+    wait_for(lambda: _step_status(svc, started["id"], "drain_rq") == "running")
+    with pytest.raises(RunBusy, match=f"run {started['id']} is being executed"):
+        ops.create_run(svc, "partial")
+    svc.store.release("rq:busy", [uuid.UUID(own[0])], "finished elsewhere")  # drain ends
+    wait_for(lambda: ops.get_run(svc, started["id"])["status"] == "succeeded")
+    assert ops.get_run(svc, started["id"])["plan"][-1]["status"] == "done"
+
+
+def _step_status(svc: Services, run_id: str, name: str) -> str | None:
+    steps = [s for s in ops.get_run(svc, run_id)["steps"] if s["name"] == name]
+    return steps[-1]["status"] if steps else None
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_emergency_stops_a_live_rq_worker_through_rq(
+    sqlite_services: Services,  # noqa: F811
+    start_worker: StartWorker,
+    tmp_path: Path,
+) -> None:
+    svc = sqlite_services
+    rq_owned(svc, 1, dispatch=False)
+    redis_client(svc).set("rq:suspended", 1)  # keep the worker idle: the backlog stays queued
+    worker = start_worker(
+        svc.settings.database_url, "--engine", "rq", REDIS_URL=svc.settings.redis_url
+    )
+    wait_for(lambda: bool(redis_client(svc).smembers("rq:workers")))
+    run = ops.run_procedure(
+        svc, "emergency", backup_root=str(tmp_path), canary_required=False, stop_timeout=20
+    )
+    stop = next(s for s in run["steps"] if s["name"] == "stop_rq_workers")
+    assert stop["detail"] == {"suspended": True, "asked": 1}
+    code, _log = worker.finish(timeout=10)
+    assert code == 0  # a graceful exit, not a kill
+    assert ops.get_run(svc, run["id"])["executing"] is False

@@ -224,3 +224,19 @@ def test_in_db_mode_submissions_stay_with_the_database(services: Services) -> No
 def test_redis_errors_are_translated() -> None:
     with pytest.raises(BrokerUnavailable, match="redis error while reading queue lengths"):
         queue_lengths(connect("redis://127.0.0.1:1/0", timeout=0.5))
+
+
+def test_the_public_surface_other_parts_rely_on_does_not_drift() -> None:
+    from switchyard import modes as modes_module
+    from switchyard import rq_engine
+    from switchyard.operations import engines
+
+    assert {"QUEUE_NAMES", "JOB_FUNC", "connect", "queue_for", "dispatch_pending"} <= set(
+        rq_engine.__all__
+    )
+    assert {"enqueue_tasks", "BrokerUnavailable"} <= set(rq_engine.__all__)
+    assert {"Mode", "current_mode", "set_mode", "ModeWatcher"} <= set(modes_module.__all__)
+    wanted = {"get_mode", "set_mode", "engine_stats", "rq_health", "list_workers"}
+    wanted |= {"shutdown_rq_workers", "suspend_rq", "resume_rq"}
+    assert wanted <= set(engines.__all__)
+    assert JOB_FUNC == "switchyard.rq_engine.jobs.run_task"

@@ -7,10 +7,10 @@ write is idempotent: a task is recognised by its id, a migrated foreign job by
 `source_job_id`, a quarantined one by `quarantine.job_id`, so a rerun after a crash skips
 what is already there instead of writing it twice.
 
-A batch's transaction is a `MigrationTx`: take over own tasks first (one UPDATE ...
-RETURNING where the database has it), then look up what is left, then insert foreign tasks
-and quarantine rows, then COMMIT. For a backlog of switchyard's own jobs that is two
-statements and a commit per batch.
+A batch's transaction is a `MigrationTx`: take over own tasks first (on PostgreSQL lock,
+compare-and-set and events in one statement), then look up what is left, then insert foreign
+tasks and quarantine rows, then COMMIT. For a backlog of switchyard's own jobs on PostgreSQL
+that is one statement and a commit per batch.
 """
 
 from __future__ import annotations
@@ -124,7 +124,6 @@ class MigrationTx:
         self.actor = actor
         self.max_attempts = max_attempts
         self.now = utcnow()
-        self._returning = conn.dialect.name in ("postgresql", "sqlite")
 
     def take_over(self, ids: Sequence[uuid.UUID], *, in_flight: bool) -> set[uuid.UUID]:
         """CAS (queued, engine rq) -> engine db, not dispatched. In flight (the rq workers are
@@ -140,32 +139,52 @@ class MigrationTx:
     def _flip(
         self, ids: Sequence[uuid.UUID], status: Status, extra: dict[str, Any], reason: str
     ) -> set[uuid.UUID]:
-        where = (
-            tasks.c.id.in_(list(ids)),
-            tasks.c.status == status.value,
-            tasks.c.engine == Engine.RQ.value,
-        )
+        """Lock the rows by primary key, check (status, engine rq) on the locked rows, change
+        those. Selecting by id alone keeps the planner on the primary key: with the status
+        and engine in the WHERE, PostgreSQL and SQLite may pick ix_tasks_engine and scan every
+        queued rq-owned row for each batch, which makes a large backlog quadratic."""
         values = {"engine": Engine.DB.value, "dispatched_at": None, **extra}
         if self.conn.dialect.name == "postgresql":
-            return self._flip_with_events(where, values, status, reason)
-        if self._returning:
-            stmt = tasks.update().where(*where).values(values).returning(tasks.c.id)
-            changed = list(self.conn.execute(stmt).scalars())
-        else:  # MariaDB: lock the rows that qualify, then change exactly those
-            changed = list(
-                self.conn.execute(sa.select(tasks.c.id).where(*where).with_for_update()).scalars()
-            )
-            if changed:
-                self.conn.execute(tasks.update().where(tasks.c.id.in_(changed)).values(values))
+            return self._flip_in_one_statement(ids, status, values, reason)
+        locked = self.conn.execute(
+            sa.select(tasks.c.id, tasks.c.status, tasks.c.engine)
+            .where(tasks.c.id.in_(list(ids)))
+            .with_for_update()
+        ).all()
+        changed = [r.id for r in locked if (r.status, r.engine) == (status.value, Engine.RQ.value)]
+        if changed:
+            self.conn.execute(tasks.update().where(tasks.c.id.in_(changed)).values(values))
         self._events(changed, status.value, reason)
         return set(changed)
 
-    def _flip_with_events(
-        self, where: tuple[Any, ...], values: dict[str, Any], status: Status, reason: str
+    def _flip_in_one_statement(
+        self, ids: Sequence[uuid.UUID], status: Status, values: dict[str, Any], reason: str
     ) -> set[uuid.UUID]:
-        """PostgreSQL: the CAS UPDATE and its events in one statement (a data-modifying CTE),
-        one round trip per batch instead of an UPDATE and a thousand-row INSERT."""
-        moved = tasks.update().where(*where).values(values).returning(tasks.c.id).cte("moved")
+        """PostgreSQL: lock, compare-and-set and write the events in one statement (chained
+        data-modifying CTEs): one round trip per batch.
+
+            WITH locked AS (SELECT id, status, engine FROM tasks WHERE id IN (...) FOR UPDATE),
+                 moved AS (UPDATE tasks SET ... FROM locked WHERE tasks.id = locked.id
+                           AND locked.status = :status AND locked.engine = 'rq' RETURNING id)
+            INSERT INTO task_events (...) SELECT id, :now, ... FROM moved RETURNING task_id
+        """
+        locked = (
+            sa.select(tasks.c.id, tasks.c.status, tasks.c.engine)
+            .where(tasks.c.id.in_(list(ids)))
+            .with_for_update()
+            .cte("locked")
+        )
+        moved = (
+            tasks.update()
+            .where(
+                tasks.c.id == locked.c.id,
+                locked.c.status == status.value,
+                locked.c.engine == Engine.RQ.value,
+            )
+            .values(values)
+            .returning(tasks.c.id)
+            .cte("moved")
+        )
         event = sa.select(
             moved.c.id,
             sa.literal(self.now, UtcDateTime),
@@ -263,17 +282,14 @@ def cancel_raced(engine: sa.Engine, task_ids: Iterable[uuid.UUID], actor: str) -
     now = utcnow()
     reason = "an rq worker took the job during migration; it runs there, not here"
     with translated("cancelling raced tasks"), engine.begin() as conn:
-        held = list(
-            conn.execute(
-                sa.select(tasks.c.id)
-                .where(tasks.c.id.in_(ids), tasks.c.status == Status.QUEUED.value)
-                .with_for_update()
-            ).scalars()
-        )
+        locked = conn.execute(
+            sa.select(tasks.c.id, tasks.c.status).where(tasks.c.id.in_(ids)).with_for_update()
+        ).all()
+        held = [r.id for r in locked if r.status == Status.QUEUED.value]
         if held:
             conn.execute(
                 tasks.update()
-                .where(tasks.c.id.in_(held), tasks.c.status == Status.QUEUED.value)
+                .where(tasks.c.id.in_(held))
                 .values(status=Status.CANCELLED.value, finished_at=now)
             )
             conn.execute(

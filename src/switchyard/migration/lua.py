@@ -26,13 +26,17 @@ from redis import Redis
 from redis.client import Pipeline
 from redis.commands.core import Script
 
+from switchyard.rq_engine.connection import translated_redis
+
 # KEYS[1] = the list or zset the entries were read from; KEYS[2..n+1] = their job hashes.
 # ARGV[1] = "list" | "zset"; ARGV[2..n+1] = the exact members read (ids, or "id:execution").
-# Returns one flag per entry: 1 = removed (and its hash deleted), 0 = no longer there.
+# Each member found is removed (one occurrence) and its hash deleted. Returns the positions
+# (1..n) of the members that were no longer there (taken meanwhile): usually none, so the
+# reply stays small however large the batch.
 REMOVE_ENTRIES = """
 local container = KEYS[1]
 local is_list = ARGV[1] == 'list'
-local removed = {}
+local missing = {}
 for i = 2, #ARGV do
     local n
     if is_list then
@@ -42,10 +46,11 @@ for i = 2, #ARGV do
     end
     if n == 1 then
         redis.call('DEL', KEYS[i])
+    else
+        missing[#missing + 1] = i - 1
     end
-    removed[i - 1] = n
 end
-return removed
+return missing
 """
 
 # KEYS[1] = a job hash; ARGV = pttl (ms, or -1 for none), then field, value, field, value ...
@@ -62,19 +67,6 @@ end
 return 1
 """
 
-# KEYS[1] = a job hash, KEYS[2] = its queue list, KEYS[3] = rq:queues;
-# ARGV = job id, then field, value, ... Saves and pushes a job only if its hash is absent,
-# so enqueueing a task twice (a rerun after a crash) leaves exactly one job and one entry.
-ENQUEUE_IF_ABSENT = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
-    return 0
-end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
-redis.call('RPUSH', KEYS[2], ARGV[1])
-redis.call('SADD', KEYS[3], KEYS[2])
-return 1
-"""
-
 
 class Scripts:
     """The scripts registered on one connection (redis-py sends EVALSHA, loading if needed)."""
@@ -82,7 +74,6 @@ class Scripts:
     def __init__(self, redis: Redis) -> None:
         self.remove_entries: Script = redis.register_script(REMOVE_ENTRIES)
         self.restore_hash_if_absent: Script = redis.register_script(RESTORE_HASH_IF_ABSENT)
-        self.enqueue_if_absent: Script = redis.register_script(ENQUEUE_IF_ABSENT)
 
     def remove(
         self, container: str, kind: str, members: list[bytes], job_keys: list[str]
@@ -90,8 +81,9 @@ class Scripts:
         """Remove exactly these members (and their hashes); True where it was still there."""
         if not members:
             return []
-        flags = self.remove_entries(keys=[container, *job_keys], args=[kind, *members])
-        return [bool(f) for f in flags]
+        with translated_redis(f"removing migrated entries from {container}"):
+            missing = set(self.remove_entries(keys=[container, *job_keys], args=[kind, *members]))
+        return [i not in missing for i in range(1, len(members) + 1)]
 
     def queue_restore_hash(
         self, pipe: Pipeline, key: str, fields: dict[bytes, bytes], pttl: int

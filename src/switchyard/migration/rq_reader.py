@@ -52,8 +52,6 @@ MIGRATED_KINDS = (
     Kind.INTERMEDIATE,
     Kind.WIP,
 )
-# What a backup also keeps (done jobs, for the record and for `restore`).
-RECORD_REGISTRIES = ("failed", "finished", "canceled")
 
 
 def key_for(kind: Kind, queue: str) -> str:

@@ -166,3 +166,17 @@ def system_events(
     return [
         {**e, "at": _iso(e["at"])} for e in services.store.system_events(kind=kind, limit=limit)
     ]
+
+
+__all__ = [
+    "dispatch_now",
+    "engine_stats",
+    "get_mode",
+    "list_workers",
+    "resume_rq",
+    "rq_health",
+    "set_mode",
+    "shutdown_rq_workers",
+    "suspend_rq",
+    "system_events",
+]

@@ -116,9 +116,13 @@ def list_runs(services: Services, limit: int = 20) -> list[dict[str, Any]]:
 
 
 def get_run(services: Services, run_id: str) -> dict[str, Any]:
-    """A run with its timeline (every step record) and its plan (each procedure step and
-    where it stands: done, failed, interrupted, running, or pending)."""
+    """A run with its timeline (every step record), its plan (each procedure step and where
+    it stands: done, failed, interrupted, running, or pending), and whether a live process
+    is executing it now."""
     run = activity.get_run(services, run_id)
+    held = _recorder(services).lease_holder()
+    # A run left `running` by a process that died is not executing: resume it.
+    run["executing"] = held is not None and held["run_id"] == run_id
     latest = {s["name"]: s["status"] for s in run["steps"]}
     run["plan"] = [
         {"name": s.name, "description": s.description, "status": latest.get(s.name, "pending")}

@@ -21,6 +21,8 @@ from switchyard.domain import Engine, Priority, Status
 from switchyard.migration.db_writes import as_task_id
 
 CHUNK = 1000
+SCAN_ABOVE = 5 * CHUNK  # more ids than this: one streamed pass instead of IN lists
+STREAM_ROWS = 10_000
 LIST_LIMIT = 10_000  # findings listed per kind; counts are always complete
 T = TypeVar("T")
 
@@ -56,34 +58,43 @@ _STATE_COLUMNS = (
 )
 
 
+def _rows_matching(
+    engine: sa.Engine, what: str, key: sa.Column[Any], wanted: set[Any], columns: Any
+) -> list[Any]:
+    """Rows whose `key` is in `wanted`: IN lists of CHUNK ids for a few, and for many one
+    streamed pass over the table (a hundred IN lists of 1,000 parameters cost far more to
+    build and parse than reading 100,000 narrow rows)."""
+    if not wanted:
+        return []
+    query = sa.select(*columns)
+    with translated(what), engine.connect() as conn:
+        if len(wanted) <= SCAN_ABOVE:
+            ordered = sorted(wanted, key=str)
+            return [r for c in chunks(ordered) for r in conn.execute(query.where(key.in_(c)))]
+        streamed = conn.execution_options(yield_per=STREAM_ROWS).execute(
+            query.where(key.is_not(None))
+        )
+        return [r for r in streamed if getattr(r, key.name) in wanted]
+
+
 def own_tasks(engine: sa.Engine, job_ids: Iterable[str]) -> dict[str, TaskState]:
     """Job id -> its task, for ids that name a task (switchyard's own job id = task id)."""
     by_task = {t: j for j in job_ids if (t := as_task_id(j)) is not None}
-    out: dict[str, TaskState] = {}
-    with translated("reading tasks"), engine.connect() as conn:
-        for chunk in chunks(list(by_task)):
-            rows = conn.execute(sa.select(*_STATE_COLUMNS).where(tasks.c.id.in_(chunk)))
-            out.update({by_task[r.id]: _state(r) for r in rows})
-    return out
+    rows = _rows_matching(engine, "reading tasks", tasks.c.id, set(by_task), _STATE_COLUMNS)
+    return {by_task[r.id]: _state(r) for r in rows}
 
 
 def migrated_tasks(engine: sa.Engine, job_ids: Iterable[str]) -> dict[str, TaskState]:
     """Foreign job id -> the task migrated from it."""
-    ids = list(job_ids)
-    out: dict[str, TaskState] = {}
-    with translated("reading migrated tasks"), engine.connect() as conn:
-        for chunk in chunks(ids):
-            query = sa.select(*_STATE_COLUMNS).where(tasks.c.source_job_id.in_(chunk))
-            out.update({r.source_job_id: _state(r) for r in conn.execute(query)})
-    return out
+    rows = _rows_matching(
+        engine, "reading migrated tasks", tasks.c.source_job_id, set(job_ids), _STATE_COLUMNS
+    )
+    return {r.source_job_id: _state(r) for r in rows}
 
 
 def tasks_present(engine: sa.Engine, task_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-    found: set[uuid.UUID] = set()
-    with translated("looking up tasks"), engine.connect() as conn:
-        for chunk in chunks(task_ids):
-            found.update(conn.execute(sa.select(tasks.c.id).where(tasks.c.id.in_(chunk))).scalars())
-    return found
+    rows = _rows_matching(engine, "looking up tasks", tasks.c.id, set(task_ids), [tasks.c.id])
+    return {r.id for r in rows}
 
 
 def undispatched_rq(engine: sa.Engine, grace: timedelta) -> tuple[int, list[uuid.UUID]]:
@@ -158,16 +169,11 @@ def source_jobs(engine: sa.Engine) -> list[tuple[uuid.UUID, str]]:
         return [(r.id, r.source_job_id) for r in conn.execute(query)]
 
 
-def quarantined_ids(engine: sa.Engine, job_ids: Sequence[str] | None = None) -> set[str]:
-    """Quarantined job ids (all, or those among `job_ids`)."""
-    found: set[str] = set()
-    with translated("reading quarantine"), engine.connect() as conn:
-        if job_ids is None:
-            return set(conn.execute(sa.select(quarantine.c.job_id)).scalars())
-        for chunk in chunks(job_ids):
-            query = sa.select(quarantine.c.job_id).where(quarantine.c.job_id.in_(chunk))
-            found.update(conn.execute(query).scalars())
-    return found
+def quarantined_ids(engine: sa.Engine, job_ids: Sequence[str]) -> set[str]:
+    """The quarantined ones among `job_ids`."""
+    key = quarantine.c.job_id
+    rows = _rows_matching(engine, "reading quarantine", key, set(job_ids), [key])
+    return {r.job_id for r in rows}
 
 
 def rq_owned_active(engine: sa.Engine) -> int:

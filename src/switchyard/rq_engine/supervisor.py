@@ -70,6 +70,7 @@ class Supervisor:
         self.watcher = watcher or services.modes
         # Set by an rq worker while it runs: the supervisor then keeps its registry row.
         self.report: Callable[[], WorkerStatusReport] | None = None
+        self._last_report: WorkerStatusReport | None = None
         self._health_client = connect(s.redis_url, timeout=s.rq_health_timeout)
         self._redis_down = False
         self._stop = threading.Event()
@@ -96,10 +97,11 @@ class Supervisor:
         while not self._stop.wait(TICK):
             self.tick()
 
-    def tick(self) -> None:
+    def tick(self, every_duty: bool = False) -> None:
+        """Run the duties that are due (all of them with `every_duty`)."""
         now = time.monotonic()
         for i, (every, duty) in enumerate(self._duties):
-            if now >= self._due[i]:
+            if every_duty or now >= self._due[i]:
                 self._due[i] = now + every
                 self._guarded(duty)
 
@@ -168,14 +170,6 @@ class Supervisor:
         report = self.report
         if report is None:
             return  # a polling worker keeps its own row and recovers lapsed tasks itself
-        r = report()
-        self.services.store.touch_worker(
-            self.name,
-            engine=r.engine,
-            state=r.state,
-            current_task=r.current_task,
-            processed=r.processed,
-        )
         lapse = timedelta(seconds=self.services.settings.worker_heartbeat_lapse)
         recovered = self.services.store.recover_lapsed(lapse, actor=self.name)
         if recovered.requeued or recovered.failed:
@@ -186,3 +180,15 @@ class Supervisor:
                 requeued=len(recovered.requeued),
                 failed=len(recovered.failed),
             )
+        try:
+            self._last_report = r = report()
+        except BrokerUnavailable:  # still alive: say so, with the last counters known
+            last = self._last_report
+            r = WorkerStatusReport(Engine.RQ, "redis-down", None, last.processed if last else 0)
+        self.services.store.touch_worker(
+            self.name,
+            engine=r.engine,
+            state=r.state,
+            current_task=r.current_task,
+            processed=r.processed,
+        )

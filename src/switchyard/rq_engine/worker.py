@@ -70,6 +70,12 @@ class _ModeAware(BaseWorker):
         self.stop_signalled = True  # SIGTERM/SIGINT, or rq's shutdown command (a SIGINT)
         super().request_stop(signum, frame)
 
+    @property
+    def dequeue_timeout(self) -> int:
+        # rq raises its client's socket timeout to this + 10 s: keep that short, so a Redis
+        # that hangs (rather than refusing) is noticed within seconds too.
+        return DEQUEUE_WAIT
+
     def check_for_suspension(self, burst: bool) -> None:
         if burst:  # otherwise the dequeue loop below looks at suspension every second
             super().check_for_suspension(burst)
@@ -103,6 +109,8 @@ class _ModeAware(BaseWorker):
             self.set_state(WorkerStatus.SUSPENDED)
             time.sleep(DEQUEUE_WAIT)
             return None
+        if self.get_state() == WorkerStatus.SUSPENDED:
+            self.set_state(WorkerStatus.IDLE)
         if self.should_run_maintenance_tasks:
             self.run_maintenance_tasks()
         return self.queue_class.dequeue_any(

@@ -1,0 +1,78 @@
+"""`rollforward` (db -> rq, the mirror of a rollback) and `rollback partial` (hybrid)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from switchyard.modes import Mode, current_mode, set_mode
+from switchyard.operations import rollback as ops
+from switchyard.operations.services import Services
+from switchyard.operations.tasks import ensure_accepting
+from switchyard.rollback.runs import RunFailed
+from tests.integration.test_rollback_support import (  # noqa: F401
+    clean_db_url,
+    new_tasks,
+    redis_client,
+    services,
+    sqlite_services,
+)
+
+
+def test_rollforward_hands_every_queued_task_to_rq(
+    services: Services,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    set_mode(services.store, Mode.DB, "test", "after a rollback")
+    ids = [str(t.id) for t in services.store.submit(new_tasks(12), "test")]
+    redis_client(services).set("rq:suspended", 1)  # left by the rollback
+    run = ops.run_procedure(services, "rollforward", backup_root=str(tmp_path))
+    assert run["status"] == "succeeded"
+    assert [s["name"] for s in run["steps"]] == [
+        "pause_submissions",
+        "make_rq_ready",
+        "backup",
+        "migrate",
+        "switch_mode",
+        "verify",
+        "canary",
+        "resume_submissions",
+    ]
+    assert current_mode(services.store, services.settings) is Mode.RQ
+    r = redis_client(services)
+    assert not r.exists("rq:suspended")
+    assert sorted(m.decode() for m in r.lrange("rq:queue:normal", 0, -1)) == sorted(ids)
+    verify = next(s for s in run["steps"] if s["name"] == "verify")["detail"]
+    assert verify["ok"] and verify["db_queued_left"] == 0
+    ensure_accepting(services)
+
+
+def test_rollforward_with_a_canary_needs_an_rq_worker(
+    sqlite_services: Services,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    set_mode(sqlite_services.store, Mode.DB, "test", "test")
+    with pytest.raises(RunFailed, match="no rq worker is running"):
+        ops.run_procedure(
+            sqlite_services,
+            "rollforward",
+            backup_root=str(tmp_path),
+            canary_url="http://example.org/canary.png",
+        )
+    assert current_mode(sqlite_services.store, sqlite_services.settings) is Mode.DB
+
+
+def test_partial_switches_to_hybrid_and_needs_the_fallback(
+    sqlite_services: Services,  # noqa: F811
+) -> None:
+    set_mode(sqlite_services.store, Mode.RQ, "test", "test")
+    run = ops.run_procedure(sqlite_services, "partial")
+    assert [s["name"] for s in run["steps"]] == ["switch_mode", "confirm_fallback", "verify"]
+    assert current_mode(sqlite_services.store, sqlite_services.settings) is Mode.HYBRID
+
+    no_fallback = Services(
+        sqlite_services.settings.model_copy(update={"rq_fallback_enabled": False})
+    )
+    with pytest.raises(RunFailed, match="RQ_FALLBACK_ENABLED is off"):
+        ops.run_procedure(no_fallback, "partial")
