@@ -174,11 +174,6 @@ def test_debug_shows_the_traceback_and_a_missing_schema_is_one_line(tmp_path: Pa
     assert set(TaskStore.from_url(fresh).counts()) == {s.value for s in Status}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rich wraps stderr at 80 columns when it is not a terminal: cli/__init__.py _fail "
-    "must print with soft_wrap=True (file not owned by this suite)",
-)
 def test_a_long_error_stays_on_one_line(sqlite_url: str) -> None:
     run = cli(sqlite_url, "submit", "ftp://example.org/" + "a" * 200 + ".png", *IDS)
     assert run.code == 2

@@ -16,7 +16,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from switchyard import modes
-from switchyard.db.store import NewTask
+from switchyard.db.store import NewTask, Outcome
 from switchyard.domain import Engine, Priority, Status
 from switchyard.operations import submit
 from switchyard.operations.services import Services
@@ -240,3 +240,17 @@ def test_the_public_surface_other_parts_rely_on_does_not_drift() -> None:
     wanted |= {"shutdown_rq_workers", "suspend_rq", "resume_rq"}
     assert wanted <= set(engines.__all__)
     assert JOB_FUNC == "switchyard.rq_engine.jobs.run_task"
+
+
+def test_a_late_result_of_a_recovered_rq_attempt_is_discarded(services: Services) -> None:
+    task = submit(services, new_tasks(1), "test")[0]
+    store = services.store
+    held = store.claim_task(task.id, "rq-1", Engine.RQ, owned_by=Engine.RQ)
+    assert held is not None
+    assert store.recover_lapsed(timedelta(seconds=-1), "rescuer").requeued == [task.id]
+    assert not store.complete_one("rq-1", Outcome(task.id, held.attempts, "late", 0.1))
+    again = store.claim_task(task.id, "rq-2", Engine.RQ, owned_by=Engine.RQ)
+    assert again is not None and again.attempts == 2
+    assert not store.complete_one("rq-1", Outcome(task.id, 2, "wrong worker", 0.1))
+    assert store.complete_one("rq-2", Outcome(task.id, 2, "right", 0.9))
+    assert (store.get(task.id).status, store.get(task.id).caption) == (Status.COMPLETED, "right")

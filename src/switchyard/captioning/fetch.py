@@ -21,6 +21,7 @@ Refusals raise `FetchRefused` with one line; network failures raise `CaptionErro
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 import ssl
@@ -143,7 +144,7 @@ class PinnedTransport(httpx.BaseTransport):
     def __init__(self, policy: AddressPolicy, verify: Verify = True) -> None:
         self._policy = policy
         self._inner = httpx.HTTPTransport(
-            verify=verify,
+            verify=_default_ssl_context() if verify is True else verify,
             limits=httpx.Limits(max_keepalive_connections=0),
             retries=0,
         )
@@ -178,6 +179,12 @@ class PinnedTransport(httpx.BaseTransport):
 
     def close(self) -> None:
         self._inner.close()
+
+
+@functools.cache
+def _default_ssl_context() -> ssl.SSLContext:
+    """Built once: loading the CA bundle costs most of a caption's CPU if done per fetch."""
+    return httpx.create_ssl_context()
 
 
 def check_url(url: str | httpx.URL) -> httpx.URL:

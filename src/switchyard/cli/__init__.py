@@ -41,7 +41,7 @@ def main() -> None:
 def _fail(exc: BaseException | None, line: str, code: int) -> None:
     if State.debug and exc is not None:
         raise exc
-    err_console.print(line, style="red", markup=False, highlight=False)
+    err_console.print(line, style="red", markup=False, highlight=False, soft_wrap=True)
     sys.exit(code)
 
 

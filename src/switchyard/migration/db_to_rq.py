@@ -25,6 +25,7 @@ from switchyard.db.store import TaskStore
 from switchyard.domain import Engine
 from switchyard.errors import UsageError
 from switchyard.logs import log_event
+from switchyard.migration.db_writes import refresh_statistics
 from switchyard.rq_engine.dispatch import dispatch_pending
 
 log = logging.getLogger("switchyard.migration")
@@ -87,6 +88,7 @@ def _run(
     report: DbToRqReport,
     tick: Callable[[int], None],
 ) -> None:
+    refresh_statistics(store.engine)
     # First what an interrupted run (or a down Redis) left committed but not enqueued.
     leftovers = dispatch_pending(store, r, limit=EVERYTHING, settings=settings)
     report.enqueued += leftovers

@@ -142,6 +142,8 @@ class _Run:
         self.own_seen_queued: set[uuid.UUID] = set()  # dry run: rq-owned tasks found in Redis
 
     def execute(self) -> None:
+        if not self.options.dry_run:
+            db_writes.refresh_statistics(self.store.engine)
         self.report.alive_workers = rq_reader.alive_workers(self.r)
         include = self.options.include_in_flight or not self.report.alive_workers
         self.report.in_flight_included = include

@@ -153,7 +153,7 @@ def run_task(task_id: str) -> dict[str, Any]:
             raise
         except Exception as exc:
             return _record_failure(ctx, task, exc)
-    taken = ctx.store.complete(ctx.worker, [Outcome(task.id, task.attempts, caption, score)])
+    taken = ctx.store.complete_one(ctx.worker, Outcome(task.id, task.attempts, caption, score))
     outcome = "completed" if taken else "discarded"
     log_event(
         log, "complete" if taken else "complete_discarded", task_id=task_id, worker=ctx.worker
