@@ -425,6 +425,25 @@ def cpu_per_task(usages: Sequence[dict[str, float | None]], tasks: int) -> dict[
     return out
 
 
+class StatementTimer:
+    """Seconds an engine spends inside the driver executing statements (not BEGIN/COMMIT)."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.seconds = 0.0
+        self._began = 0.0
+        sa.event.listen(engine, "before_cursor_execute", self._before)
+        sa.event.listen(engine, "after_cursor_execute", self._after)
+
+    def reset(self) -> None:
+        self.seconds = 0.0
+
+    def _before(self, *_args: Any) -> None:
+        self._began = time.perf_counter()
+
+    def _after(self, *_args: Any) -> None:
+        self.seconds += time.perf_counter() - self._began
+
+
 # -- statistics -------------------------------------------------------------------------------
 
 

@@ -125,3 +125,5 @@ def test_the_registry_lists_both_engines_and_shows_lost_workers(
     assert by_name["db-1"]["engine"] == "db" and by_name["db-1"]["alive"]
     assert (by_name["rq-1"]["current_task"], by_name["rq-1"]["processed"]) == ("t-1", 5)
     assert (by_name["rq-dead"]["state"], by_name["rq-dead"]["alive"]) == ("lost", False)
+    assert store.purge_workers(silent_for=timedelta(seconds=45)) == 1
+    assert {w["name"] for w in store.list_workers()} == {"db-1", "rq-1"}

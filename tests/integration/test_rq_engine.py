@@ -254,3 +254,15 @@ def test_a_late_result_of_a_recovered_rq_attempt_is_discarded(services: Services
     assert not store.complete_one("rq-1", Outcome(task.id, 2, "wrong worker", 0.1))
     assert store.complete_one("rq-2", Outcome(task.id, 2, "right", 0.9))
     assert (store.get(task.id).status, store.get(task.id).caption) == (Status.COMPLETED, "right")
+
+
+def test_the_forking_worker_refuses_sqlite(sqlite_url: str, redis_url: str) -> None:
+    from switchyard.errors import ConfigError
+    from switchyard.rq_engine.worker import run_worker
+
+    pool = ServicesPool()
+    try:
+        with pytest.raises(ConfigError, match="fork needs PostgreSQL or MariaDB"):
+            run_worker(pool.make(sqlite_url, redis_url), "rq", worker_class="fork", burst=True)
+    finally:
+        pool.close()

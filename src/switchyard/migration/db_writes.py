@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from switchyard.db.engine import translated
 from switchyard.db.schema import UtcDateTime, quarantine, task_events, tasks
@@ -179,14 +180,16 @@ class MigrationTx:
         """PostgreSQL: lock, compare-and-set and write the events in one statement (chained
         data-modifying CTEs): one round trip per batch.
 
-            WITH locked AS (SELECT id, status, engine FROM tasks WHERE id IN (...) FOR UPDATE),
+            WITH locked AS (SELECT id, status, engine FROM tasks WHERE id = ANY(:ids) FOR UPDATE),
                  moved AS (UPDATE tasks SET ... FROM locked WHERE tasks.id = locked.id
                            AND locked.status = :status AND locked.engine = 'rq' RETURNING id)
             INSERT INTO task_events (...) SELECT id, :now, ... FROM moved RETURNING task_id
         """
+        # One array parameter rather than a thousand placeholders: cheaper to send and plan.
+        id_array = sa.bindparam("ids", list(ids), type_=postgresql.ARRAY(sa.Uuid))
         locked = (
             sa.select(tasks.c.id, tasks.c.status, tasks.c.engine)
-            .where(tasks.c.id.in_(list(ids)))
+            .where(tasks.c.id == sa.any_(id_array))
             .with_for_update()
             .cte("locked")
         )

@@ -49,7 +49,9 @@ def set_mode(services: Services, mode: str | Mode, actor: str, reason: str) -> d
     result["dispatched"] = None
     if chosen is not Mode.DB:
         try:
-            result["dispatched"] = dispatch_pending(services.store, services.redis)
+            result["dispatched"] = dispatch_pending(
+                services.store, services.redis, settings=services.settings
+            )
         except BrokerUnavailable as exc:
             result["dispatch_error"] = str(exc)
     return result
@@ -156,7 +158,8 @@ def resume_rq(services: Services, actor: str, reason: str | None = None) -> dict
 
 def dispatch_now(services: Services) -> dict[str, int]:
     """Run one dispatcher pass now; returns how many tasks were pushed to Redis."""
-    return {"pushed": dispatch_pending(services.store, services.redis)}
+    pushed = dispatch_pending(services.store, services.redis, settings=services.settings)
+    return {"pushed": pushed}
 
 
 def system_events(

@@ -9,7 +9,6 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
-from switchyard.db import migrate
 from switchyard.db.store import NewTask
 from switchyard.domain import CaptionSettings, Origin, Priority, Status, Task
 from switchyard.errors import NotFound, SubmissionsPaused, UsageError
@@ -22,6 +21,8 @@ log = logging.getLogger("switchyard.operations.tasks")
 
 
 def init_schema(services: Services) -> dict[str, str]:
+    from switchyard.db import migrate  # alembic is slow to import; only init needs it
+
     revision = migrate.upgrade(services.store.engine)
     return {"database": services.store.dialect, "revision": revision}
 

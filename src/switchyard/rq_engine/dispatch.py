@@ -146,13 +146,13 @@ def adopt_db_tasks(store: TaskStore, actor: str) -> int:
 
 
 def redispatch_after_outage(
-    store: TaskStore, connection: redis.Redis, actor: str
+    store: TaskStore, connection: redis.Redis, actor: str, settings: Settings | None = None
 ) -> dict[str, int]:
     """Redis is back: it may have lost what it held, so every queued rq-owned task is put
     through the idempotent enqueue again. Returns counts: `checked` (marks cleared) and
     `pushed` (really enqueued now; the rest were still in Redis)."""
     checked = store.undispatch()
-    pushed = dispatch_pending(store, connection, limit=10**9)
+    pushed = dispatch_pending(store, connection, limit=10**9, settings=settings)
     log_event(log, "redispatch", actor=actor, checked=checked, pushed=pushed)
     return {"checked": checked, "pushed": pushed}
 

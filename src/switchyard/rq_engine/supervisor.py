@@ -142,7 +142,9 @@ class Supervisor:
             return  # another process recovers (or there was nothing to recover)
         try:
             adopted = adopt_db_tasks(store, self.name) if self.watcher().mode is Mode.RQ else 0
-            counts = redispatch_after_outage(store, self.services.redis, self.name)
+            counts = redispatch_after_outage(
+                store, self.services.redis, self.name, self.services.settings
+            )
         except BrokerUnavailable as exc:
             self._on_redis_down(f"redis failed again during recovery: {exc}")
             return
@@ -156,7 +158,8 @@ class Supervisor:
             return
         if routing.mode is Mode.RQ:
             adopt_db_tasks(self.services.store, self.name)
-        pushed = dispatch_pending(self.services.store, self.services.redis)
+        s = self.services
+        pushed = dispatch_pending(s.store, s.redis, settings=s.settings)
         if pushed:
             log_event(log, "dispatch", worker=self.name, pushed=pushed)
 

@@ -21,6 +21,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from enum import StrEnum
 from types import FrameType
 from typing import Any
@@ -34,6 +35,7 @@ from rq.suspension import is_suspended
 from rq.worker import BaseWorker, SimpleWorker, Worker, WorkerStatus
 
 from switchyard.domain import Engine, Priority
+from switchyard.errors import ConfigError
 from switchyard.logs import log_event
 from switchyard.modes import ModeWatcher
 from switchyard.operations.services import Services
@@ -51,6 +53,7 @@ from switchyard.worker import make_handler, worker_name
 log = logging.getLogger("switchyard.rq.worker")
 
 DEQUEUE_WAIT = 1  # seconds a dequeue blocks before the worker looks around again
+REGISTRY_KEEP = timedelta(days=1)  # rows of workers silent this long are dropped at start
 
 
 class Ended(StrEnum):
@@ -216,7 +219,11 @@ def run_worker(
 ) -> int:
     """`switchyard worker`: run the chosen engine (`auto` follows the mode); returns the exit
     code. A supervisor thread watches Redis, dispatches, and keeps the registry."""
+    if engine != "db" and worker_class == "fork" and services.store.dialect == "sqlite":
+        # SQLite's file locks are per process and its connections must not cross a fork.
+        raise ConfigError("--worker-class fork needs PostgreSQL or MariaDB, not SQLite")
     name = worker_name()
+    services.store.purge_workers(silent_for=REGISTRY_KEEP)
     watcher = ModeWatcher(services.store, services.settings)
     supervisor = Supervisor(services, name, watcher)
     supervisor.start()
