@@ -23,7 +23,6 @@ from tests.conftest import PrivateRedis
 from tests.integration.test_rq_support import (
     ServicesPool,
     Workers,
-    clean_extra_tables,
     new_tasks,
     runs,
     wait_for,
@@ -36,12 +35,6 @@ def backend(request: pytest.FixtureRequest) -> str:
     """Process tests run on PostgreSQL only (the concurrency the others share is tested in
     the in-process suites); they are the slow ones."""
     return str(request.param)
-
-
-@pytest.fixture
-def db_url(db_url: str) -> str:
-    clean_extra_tables(db_url)
-    return db_url
 
 
 @pytest.fixture

@@ -24,18 +24,11 @@ from tests.conftest import make_settings
 from tests.integration.test_rq_support import (
     ServicesPool,
     Workers,
-    clean_extra_tables,
     cli,
     new_tasks,
     wait_for,
     workers_fixture,
 )
-
-
-@pytest.fixture
-def db_url(db_url: str) -> str:
-    clean_extra_tables(db_url)
-    return db_url
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from switchyard.operations.services import Services
 from switchyard.rq_engine import dispatch_pending, jobs, queue_for
 from switchyard.rq_engine.worker import SimpleRQWorker
 from switchyard.worker import Worker
-from tests.integration.test_rq_support import ServicesPool, clean_extra_tables
+from tests.integration.test_rq_support import ServicesPool
 
 Handler = Callable[[Task], tuple[str, float]]
 
@@ -60,12 +60,6 @@ class Driver:
             queues, connection=s.redis, serializer=JSONSerializer, name="rq-worker"
         )
         worker.work(burst=True, logging_level="WARNING")
-
-
-@pytest.fixture
-def db_url(db_url: str) -> str:
-    clean_extra_tables(db_url)
-    return db_url
 
 
 @pytest.fixture(params=["db", "rq"])

@@ -36,16 +36,9 @@ from switchyard.rq_engine.worker import SimpleRQWorker
 from tests.integration.test_rq_support import (
     ServicesPool,
     all_job_ids,
-    clean_extra_tables,
     handler,
     new_tasks,
 )
-
-
-@pytest.fixture
-def db_url(db_url: str) -> str:
-    clean_extra_tables(db_url)
-    return db_url
 
 
 @pytest.fixture

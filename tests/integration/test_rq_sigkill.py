@@ -17,7 +17,6 @@ from switchyard.operations import submit
 from tests.integration.test_rq_support import (
     ServicesPool,
     Workers,
-    clean_extra_tables,
     runs,
     wait_for,
     workers_fixture,
@@ -27,12 +26,6 @@ from tests.integration.test_rq_support import (
 @pytest.fixture(params=["postgresql"])
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
-
-
-@pytest.fixture
-def db_url(db_url: str) -> str:
-    clean_extra_tables(db_url)
-    return db_url
 
 
 @pytest.fixture

@@ -22,8 +22,6 @@ from pathlib import Path
 import redis
 
 from switchyard.config import Settings
-from switchyard.db.engine import make_engine
-from switchyard.db.schema import system_events, workers
 from switchyard.db.store import NewTask, TaskStore
 from switchyard.domain import Engine, Priority, Task
 from switchyard.errors import CaptionError
@@ -90,18 +88,6 @@ class ServicesPool:
         for services in self.made:
             if "store" in services.__dict__:
                 services.store.engine.dispose()
-
-
-def clean_extra_tables(db_url: str) -> None:
-    """The shared fixtures empty tasks, events and state between tests; the worker registry
-    and the system events must be empty too for these tests."""
-    if db_url.startswith("sqlite"):
-        return  # a fresh file per test
-    engine = make_engine(db_url)
-    with engine.begin() as conn:
-        conn.execute(workers.delete())
-        conn.execute(system_events.delete())
-    engine.dispose()
 
 
 def wait_for(check: Callable[[], bool], timeout: float = 20.0, every: float = 0.05) -> None:
