@@ -4,6 +4,8 @@ Driver errors (SQLAlchemy, redis, httpx) are translated at the boundary of the m
 talks to the driver, so callers catch only these, and an operator sees one clear line.
 """
 
+from typing import Any
+
 
 class SwitchyardError(Exception):
     """Root of every error switchyard raises on purpose."""
@@ -49,3 +51,43 @@ class FetchRefused(CaptionError):
 
 class TaskTimeout(SwitchyardError):
     """An attempt ran longer than WORKER_TIMEOUT; it is abandoned and may be retried."""
+
+
+class CleanupRefused(SwitchyardError):
+    """Something in rq is not accounted for yet; removing it could lose work."""
+
+
+class RunBusy(SwitchyardError):
+    """Another process is executing a run; two runs at once would fight over the engines."""
+
+
+class StepFailed(SwitchyardError):
+    """A step found something wrong; the run stops here, with `detail` recorded."""
+
+    def __init__(self, message: str, detail: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.detail = detail or {}
+
+
+class RunFailed(SwitchyardError):
+    """The run stopped at a failed step; the message says which and why."""
+
+    def __init__(self, message: str, run_id: str) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+
+
+class CheckFailed(SwitchyardError):
+    """A check found discrepancies (listed above the line)."""
+
+
+class NothingToResume(SwitchyardError):
+    """The run already succeeded."""
+
+
+class TaskFailed(SwitchyardError):
+    """Raised from a job whose task failed for good, so rq files it as failed too."""
+
+
+class BrokerUnavailable(SwitchyardError):
+    """Redis could not be reached or refused a command; nothing was half-done on our side."""

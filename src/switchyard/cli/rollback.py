@@ -16,7 +16,9 @@ import typer
 
 from switchyard.cli._app import JsonOption, State, app, console, emit_json, err_console, table
 from switchyard.cli.migration import progress_bar
-from switchyard.errors import SwitchyardError
+from switchyard.errors import (
+    CheckFailed,
+)
 from switchyard.operations import rollback as ops
 from switchyard.rollback.runs import RunFailed, Tick
 
@@ -27,10 +29,6 @@ rollback_app = typer.Typer(
 app.add_typer(rollback_app, name="rollback")
 
 ACTOR = "cli"
-
-
-class CheckFailed(SwitchyardError):
-    """A check found discrepancies (listed above the line)."""
 
 
 # -- shared output ------------------------------------------------------------------------------

@@ -78,12 +78,20 @@ def serve(
     settings = State.services().settings  # a bad setting fails here, in one line
     if settings.switchyard_admin_token is None:
         err_console.print("admin API and dashboard disabled: set SWITCHYARD_ADMIN_TOKEN")
+    from switchyard.rq_engine.supervisor import Supervisor
+    from switchyard.worker import worker_name
+
+    # The web process watches Redis too, so a deployment without rq workers still detects an
+    # outage and turns the fallback on (the supervisor does nothing in db mode).
+    supervisor = Supervisor(State.services(), name=f"web:{worker_name()}")
+    supervisor.start()
     child = None
     if with_worker:
         child = subprocess.Popen([sys.executable, "-m", "switchyard", "worker", "--engine", "auto"])
     try:
         uvicorn.run("switchyard.web:create_app", factory=True, host=host, port=port)
     finally:
+        supervisor.stop()
         if child is not None:
             child.terminate()
             child.wait(timeout=60)

@@ -16,7 +16,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from switchyard.errors import SwitchyardError, UsageError
+from switchyard.errors import (
+    NothingToResume,
+    SwitchyardError,
+    UsageError,
+)
 from switchyard.logs import log_event
 from switchyard.operations import activity
 from switchyard.operations.services import Services
@@ -32,10 +36,6 @@ from switchyard.rollback.verify import VerifyReport, verify
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
-
-
-class NothingToResume(SwitchyardError):
-    """The run already succeeded."""
 
 
 def _recorder(services: Services) -> RunRecorder:

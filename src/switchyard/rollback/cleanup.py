@@ -25,7 +25,9 @@ from typing import Any
 
 from redis import Redis
 
-from switchyard.errors import SwitchyardError
+from switchyard.errors import (
+    CleanupRefused,
+)
 from switchyard.logs import log_event
 from switchyard.migration import rq_reader
 from switchyard.migration.lua import Scripts
@@ -46,10 +48,6 @@ log = logging.getLogger(__name__)
 PAGE = 500
 JOB_SIDE_KEYS = ("{p}:job:{id}:dependents", "{p}:job:{id}:dependencies", "{p}:results:{id}")
 WORKER_PATTERNS = ("worker:*", "workers:*")
-
-
-class CleanupRefused(SwitchyardError):
-    """Something in rq is not accounted for yet; removing it could lose work."""
 
 
 @dataclass

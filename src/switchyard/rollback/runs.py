@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from switchyard.db.engine import translated
 from switchyard.db.schema import run_steps, runs, system_state
 from switchyard.db.store import utcnow
-from switchyard.errors import NotFound, SwitchyardError
+from switchyard.errors import NotFound, RunBusy, RunFailed, StepFailed, SwitchyardError
 from switchyard.logs import log_event
 
 log = logging.getLogger(__name__)
@@ -53,26 +53,6 @@ class StepStatus(enum.StrEnum):
     DONE = "done"
     FAILED = "failed"
     INTERRUPTED = "interrupted"  # its process died or was stopped while it ran
-
-
-class RunBusy(SwitchyardError):
-    """Another process is executing a run; two runs at once would fight over the engines."""
-
-
-class StepFailed(SwitchyardError):
-    """A step found something wrong; the run stops here, with `detail` recorded."""
-
-    def __init__(self, message: str, detail: dict[str, Any] | None = None) -> None:
-        super().__init__(message)
-        self.detail = detail or {}
-
-
-class RunFailed(SwitchyardError):
-    """The run stopped at a failed step; the message says which and why."""
-
-    def __init__(self, message: str, run_id: str) -> None:
-        super().__init__(message)
-        self.run_id = run_id
 
 
 @dataclass(frozen=True)

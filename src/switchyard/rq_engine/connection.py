@@ -12,16 +12,14 @@ from rq.serializers import JSONSerializer
 
 from switchyard.config import get_settings
 from switchyard.domain import Priority
-from switchyard.errors import SwitchyardError
+from switchyard.errors import (
+    BrokerUnavailable,
+)
 
 # The rq job function; a job carries only the task id, the database holds the rest.
 JOB_FUNC = "switchyard.rq_engine.jobs.run_task"
 # Queue names (before RQ_QUEUE_PREFIX), in the order a worker drains them.
 QUEUE_NAMES: tuple[str, ...] = tuple(p.label for p in sorted(Priority))
-
-
-class BrokerUnavailable(SwitchyardError):
-    """Redis could not be reached or refused a command; nothing was half-done on our side."""
 
 
 @contextlib.contextmanager

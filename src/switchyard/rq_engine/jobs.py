@@ -35,15 +35,15 @@ from rq.timeouts import JobTimeoutException
 from switchyard.config import Settings
 from switchyard.db.store import Outcome, TaskStore
 from switchyard.domain import Engine, Status, Task
-from switchyard.errors import FetchRefused, SwitchyardError
+from switchyard.errors import (
+    FetchRefused,
+    SwitchyardError,
+    TaskFailed,
+)
 from switchyard.logs import log_event
 from switchyard.worker import Handler, make_handler
 
 log = logging.getLogger("switchyard.rq.jobs")
-
-
-class TaskFailed(SwitchyardError):
-    """Raised from a job whose task failed for good, so rq files it as failed too."""
 
 
 @dataclass
