@@ -1,16 +1,38 @@
-"""Connection set-up per dialect, and the translation of driver errors at this boundary."""
+"""Connection set-up per dialect, and the translation of driver errors at this boundary.
+
+Round trips are what a queue pays for, so PostgreSQL and MariaDB pools skip two of
+SQLAlchemy's defaults that cost one per transaction:
+
+- `pool_pre_ping` pings on every checkout. Here only a connection that sat idle in the pool
+  for `ping_idle_after` seconds is pinged (a dead server, an idle timeout or a dropped NAT
+  entry shows up after idleness; a busy worker reuses its connection every few ms), and
+  connections are recycled hourly. A connection that dies between two busy uses fails its
+  statement: SQLAlchemy then invalidates the whole pool, and `retry_on_disconnect` lets a
+  hot path run once more on a fresh connection.
+- the rollback on return to the pool. After a COMMIT there is nothing to roll back; psycopg
+  knows that and sends nothing, PyMySQL sends a ROLLBACK anyway. The MariaDB pool rolls back
+  only when the server's last reply said a transaction is open.
+"""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from typing import Any
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.pool import PoolResetState
 
 from switchyard.errors import ConfigError, StoreError
+from switchyard.logs import log_event
+
+log = logging.getLogger("switchyard.db")
+
+T = TypeVar("T")
 
 # Plain scheme names map to the drivers we ship, so operators can paste ordinary URLs.
 _DRIVERS = {
@@ -19,6 +41,10 @@ _DRIVERS = {
     "mysql": "mysql+pymysql",
     "mariadb": "mariadb+pymysql",
 }
+
+PING_IDLE_AFTER = 1.0  # seconds a pooled connection may sit idle before it is pinged
+POOL_RECYCLE = 3600  # seconds; below MariaDB's wait_timeout and common NAT/firewall idle limits
+_IN_TRANSACTION = 0x0001  # SERVER_STATUS_IN_TRANS in the MySQL protocol's status flags
 
 
 def normalize_url(raw: str) -> URL:
@@ -33,19 +59,64 @@ def normalize_url(raw: str) -> URL:
     return url
 
 
-def make_engine(raw_url: str, **kwargs: Any) -> sa.Engine:
-    """An engine configured for queue work on this dialect."""
+def make_engine(
+    raw_url: str, *, ping_idle_after: float | None = PING_IDLE_AFTER, **kwargs: Any
+) -> sa.Engine:
+    """An engine configured for queue work on this dialect (see the module docstring).
+
+    `ping_idle_after=None` turns the idle ping off; `pool_pre_ping=True` restores
+    SQLAlchemy's ping on every checkout."""
     url = normalize_url(raw_url)
     backend = url.get_backend_name()
     if backend == "sqlite":
         engine = sa.create_engine(url, connect_args={"timeout": 30}, **kwargs)
         _configure_sqlite(engine)
         return engine
-    if backend in ("mysql", "mariadb"):
+    mysql = backend in ("mysql", "mariadb")
+    if mysql:
         # READ COMMITTED avoids gap locks between concurrent SKIP LOCKED claimers.
         kwargs.setdefault("isolation_level", "READ COMMITTED")
-    kwargs.setdefault("pool_pre_ping", True)
-    return sa.create_engine(url, **kwargs)
+        kwargs.setdefault("pool_reset_on_return", None)  # _roll_back_open_transactions
+    kwargs.setdefault("pool_recycle", POOL_RECYCLE)
+    engine = sa.create_engine(url, **kwargs)
+    if ping_idle_after is not None and not kwargs.get("pool_pre_ping"):
+        _ping_when_idle(engine, ping_idle_after)
+    if mysql and kwargs["pool_reset_on_return"] is None:
+        _roll_back_open_transactions(engine)
+    return engine
+
+
+def _ping_when_idle(engine: sa.Engine, after: float) -> None:
+    """Ping a connection at checkout only if it sat in the pool for `after` seconds; a dead
+    one is replaced (raising DisconnectionError makes the pool connect afresh)."""
+
+    @event.listens_for(engine.pool, "checkin")
+    def _on_checkin(_dbapi_conn: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine.pool, "checkout")
+    def _on_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.pop("idle_since", None)
+        if idle_since is None or time.monotonic() - idle_since < after:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            raise sa.exc.DisconnectionError(f"idle connection is dead: {exc}") from exc
+
+
+def _roll_back_open_transactions(engine: sa.Engine) -> None:
+    """Reset a returned PyMySQL connection only if a transaction is open. SQLAlchemy's
+    Connection already ends its own transactions (COMMIT, or ROLLBACK after an error); the
+    server's status flags of the last reply say whether anything is left open."""
+
+    @event.listens_for(engine.pool, "reset")
+    def _on_reset(dbapi_conn: Any, _record: Any, state: PoolResetState) -> None:
+        if state.terminate_only or state.transaction_was_reset:
+            return
+        status = getattr(dbapi_conn, "server_status", None)
+        if status is None or status & _IN_TRANSACTION:
+            dbapi_conn.rollback()
 
 
 def _configure_sqlite(engine: sa.Engine) -> None:
@@ -69,13 +140,33 @@ def _configure_sqlite(engine: sa.Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def retry_on_disconnect(work: Callable[[bool], T], what: str) -> T:
+    """Run `work(False)`; if its connection turned out dead, run `work(True)` once on a fresh
+    one (SQLAlchemy has invalidated the pool by then).
+
+    The first run may have committed before the connection dropped (a lost reply to COMMIT
+    cannot be told apart from a lost request), so `work(True)` must first look for its own
+    write and report it rather than write again."""
+    try:
+        return work(False)
+    except sa.exc.DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        log_event(log, "db_reconnect", logging.WARNING, doing=what, error=_first_line(exc))
+    return work(True)
+
+
 @contextlib.contextmanager
 def translated(what: str) -> Iterator[None]:
     """Turn a driver error into a one-line StoreError saying what we were doing."""
     try:
         yield
     except sa.exc.DBAPIError as exc:
-        detail = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        raise StoreError(f"database error while {what}: {detail}") from exc
+        raise StoreError(f"database error while {what}: {_first_line(exc)}") from exc
     except sa.exc.SQLAlchemyError as exc:
         raise StoreError(f"database error while {what}: {exc}") from exc
+
+
+def _first_line(exc: sa.exc.DBAPIError) -> str:
+    lines = str(exc.orig if exc.orig else exc).strip().splitlines()
+    return lines[0] if lines else type(exc.orig).__name__

@@ -12,6 +12,7 @@ Claiming is dialect-aware:
 
 from __future__ import annotations
 
+import functools
 import random
 import uuid
 from collections.abc import Callable, Collection, Iterable, Sequence
@@ -21,8 +22,15 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from switchyard.db.engine import make_engine, translated
-from switchyard.db.schema import system_events, system_state, task_events, tasks, workers
+from switchyard.db.engine import make_engine, retry_on_disconnect, translated
+from switchyard.db.schema import (
+    UtcDateTime,
+    system_events,
+    system_state,
+    task_events,
+    tasks,
+    workers,
+)
 from switchyard.domain import (
     ALLOWED_TRANSITIONS,
     Engine,
@@ -119,6 +127,113 @@ def _event(
         "to_status": dst.value,
         "reason": reason,
     }
+
+
+# -- the rq engine's per-job statements (claim_task, complete_one) ------------------------------
+#
+# Each rq job claims one named task and later completes it: two durable compare-and-sets per
+# job, where plain rq writes nothing durable. So these statements are built once, with bound
+# parameters (building and hashing one costs more than running it), and on PostgreSQL each is
+# a single statement run in autocommit: a data-modifying CTE updates the task and inserts its
+# event, so the whole transaction is one round trip. Parameters are named `p_*` because an
+# UPDATE would take a parameter named like a column as a value to SET.
+
+_EVENT_INSERT = task_events.insert()
+_EVENT_COLUMNS = ("task_id", "at", "actor", "from_status", "to_status", "reason")
+
+
+def _named_event(params: dict[str, Any], src: Status, dst: Status) -> dict[str, Any]:
+    reason = "claimed" if dst is Status.RUNNING else None
+    return _event(params["p_id"], params["p_now"], params["p_worker"], src.value, dst, reason)
+
+
+def _event_select(source: Any, src: Status, dst: Status, reason: str | None) -> sa.Select[Any]:
+    """The event row of each row of `source` (a CTE of changed task ids), for INSERT ... SELECT."""
+    return sa.select(
+        source.c.id,
+        sa.bindparam("p_now", type_=UtcDateTime),
+        sa.bindparam("p_worker", type_=sa.String),
+        sa.literal(src.value),
+        sa.literal(dst.value),
+        sa.literal(reason, sa.Text),
+    )
+
+
+@functools.cache
+def _named_claim(form: str, owned: bool) -> sa.Executable:
+    """The claim of task `p_id` by `p_worker`: queued (and, if `owned`, owned by `p_owner`)
+    -> running, attempts + 1, started_at = `p_now`, in the form one dialect needs."""
+    is_queued = [tasks.c.id == sa.bindparam("p_id"), tasks.c.status == Status.QUEUED.value]
+    if owned:
+        is_queued.append(tasks.c.engine == sa.bindparam("p_owner"))
+    update = (
+        tasks.update()
+        .where(*is_queued)
+        .values(
+            status=Status.RUNNING.value,
+            attempts=tasks.c.attempts + 1,
+            started_at=sa.bindparam("p_now"),
+            heartbeat_at=sa.bindparam("p_now"),
+            worker=sa.bindparam("p_worker"),
+            engine=sa.bindparam("p_engine"),
+            progress=0,
+        )
+    )
+    ours = sa.select(tasks).where(
+        tasks.c.id == sa.bindparam("p_id"),
+        tasks.c.status == Status.RUNNING.value,
+        tasks.c.worker == sa.bindparam("p_worker"),
+    )
+    if form == "postgresql":
+        claimed = update.returning(*tasks.c).cte("claimed")
+        logged = _EVENT_INSERT.from_select(
+            _EVENT_COLUMNS, _event_select(claimed, Status.QUEUED, Status.RUNNING, "claimed")
+        ).cte("logged")
+        return sa.select(claimed).add_cte(logged)
+    forms: dict[str, sa.Executable] = {
+        "returning": update.returning(*tasks.c),  # SQLite
+        "update": update,  # MariaDB, then "read" under the row lock the UPDATE took
+        "read": ours,
+        "own": ours.where(tasks.c.started_at == sa.bindparam("p_now")),  # a retry's check
+    }
+    return forms[form]
+
+
+@functools.cache
+def _named_completion(form: str) -> sa.Executable:
+    """The completion of task `p_id`: running under `p_worker` at attempt `p_attempt` ->
+    completed with `p_caption`, `p_score`, finished_at = `p_now`."""
+    update = (
+        tasks.update()
+        .where(
+            tasks.c.id == sa.bindparam("p_id"),
+            tasks.c.status == Status.RUNNING.value,
+            tasks.c.worker == sa.bindparam("p_worker"),
+            tasks.c.attempts == sa.bindparam("p_attempt"),
+        )
+        .values(
+            status=Status.COMPLETED.value,
+            caption=sa.bindparam("p_caption"),
+            quality_score=sa.bindparam("p_score"),
+            finished_at=sa.bindparam("p_now"),
+            progress=100,
+            error=None,
+        )
+    )
+    if form == "postgresql":
+        done = update.returning(tasks.c.id).cte("done")
+        return _EVENT_INSERT.from_select(
+            _EVENT_COLUMNS, _event_select(done, Status.RUNNING, Status.COMPLETED, None)
+        ).returning(task_events.c.task_id)
+    if form == "own":  # a retry's check
+        return sa.select(tasks.c.id).where(
+            tasks.c.id == sa.bindparam("p_id"),
+            tasks.c.status == Status.COMPLETED.value,
+            tasks.c.worker == sa.bindparam("p_worker"),
+            tasks.c.attempts == sa.bindparam("p_attempt"),
+            tasks.c.finished_at == sa.bindparam("p_now"),
+        )
+    return update
 
 
 class TaskStore:
@@ -339,34 +454,59 @@ class TaskStore:
         owned_by: Engine | None = None,
     ) -> Task | None:
         """Claim one named task (an RQ job delivers its id); None if it is no longer queued
-        (or, with `owned_by`, no longer owned by that engine: moved to the other one)."""
-        now = utcnow()
-        values = {
-            "status": Status.RUNNING.value,
-            "attempts": tasks.c.attempts + 1,
-            "started_at": now,
-            "heartbeat_at": now,
-            "worker": worker,
-            "engine": engine.value,
-            "progress": 0,
+        (or, with `owned_by`, no longer owned by that engine: moved to the other one).
+
+        The rq engine's per-job path: one round trip on PostgreSQL (`_named_claim`)."""
+        params = {
+            "p_id": task_id,
+            "p_worker": worker,
+            "p_engine": engine.value,
+            "p_owner": None if owned_by is None else owned_by.value,
+            "p_now": utcnow(),  # also the claim's token: started_at says the claim was ours
         }
-        where = [tasks.c.id == task_id, tasks.c.status == Status.QUEUED.value]
-        if owned_by is not None:
-            where.append(tasks.c.engine == owned_by.value)
-        event = _event(task_id, now, worker, Status.QUEUED.value, Status.RUNNING, "claimed")
-        with translated("claiming a task"), self.engine.begin() as conn:
-            if self._returning:  # the compare-and-set in one statement (one round trip)
-                stmt = tasks.update().where(*where).values(values).returning(*tasks.c)
-                row = conn.execute(stmt).first()
-                claimed = None if row is None else _to_task(row)
-            else:
-                row = conn.execute(sa.select(tasks).where(*where).with_for_update()).first()
-                if row is not None:
-                    conn.execute(tasks.update().where(tasks.c.id == task_id).values(values))
-                claimed = None if row is None else self._claimed_view(row, now, worker, engine)
-            if claimed is not None:
-                conn.execute(task_events.insert(), [event])
-        return claimed
+        owned = owned_by is not None
+        with translated("claiming a task"):
+            return retry_on_disconnect(
+                lambda again: self._claim_named(params, owned, again), "claiming a task"
+            )
+
+    def _claim_named(self, params: dict[str, Any], owned: bool, again: bool) -> Task | None:
+        if again:  # the first try may have committed before its connection dropped
+            mine = self._read_one(_named_claim("own", owned), params)
+            if mine is not None:
+                return _to_task(mine)
+        if self.dialect == "postgresql":
+            row = self._autocommit_one(_named_claim("postgresql", owned), params)
+        else:
+            with self.engine.begin() as conn:
+                row = self._claim_named_in(conn, params, owned)
+        return None if row is None else _to_task(row)
+
+    def _claim_named_in(
+        self, conn: sa.Connection, params: dict[str, Any], owned: bool
+    ) -> sa.Row[Any] | None:
+        """SQLite: UPDATE ... RETURNING under BEGIN IMMEDIATE. MariaDB (no UPDATE ...
+        RETURNING): the UPDATE is the compare-and-set and locks the row, then read it back."""
+        if self._returning:
+            row = conn.execute(_named_claim("returning", owned), params).first()
+        elif conn.execute(_named_claim("update", owned), params).rowcount == 1:
+            row = conn.execute(_named_claim("read", owned), params).first()
+        else:
+            row = None
+        if row is not None:
+            conn.execute(_EVENT_INSERT, [_named_event(params, Status.QUEUED, Status.RUNNING)])
+        return row
+
+    def _autocommit_one(self, stmt: sa.Executable, params: dict[str, Any]) -> sa.Row[Any] | None:
+        """Run one self-contained statement as its own transaction: no BEGIN, no COMMIT, one
+        round trip, and as durable as a COMMIT (PostgreSQL commits it before replying)."""
+        with self.engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+            return conn.execute(stmt, params).first()
+
+    def _read_one(self, stmt: sa.Executable, params: dict[str, Any]) -> sa.Row[Any] | None:
+        with self.engine.connect() as conn:
+            return conn.execute(stmt, params).first()
 
     @staticmethod
     def _claimed_view(row: sa.Row[Any], now: datetime, worker: str, engine: Engine) -> Task:
@@ -460,31 +600,30 @@ class TaskStore:
 
     def complete_one(self, worker: str, outcome: Outcome) -> bool:
         """`complete` for a single task (an rq job): the compare-and-set is the UPDATE's own
-        WHERE (still running, under this worker, this attempt), which saves the locking
-        SELECT's round trip on the rq engine's per-job path. True if it took."""
-        now = utcnow()
-        stmt = (
-            tasks.update()
-            .where(
-                tasks.c.id == outcome.task_id,
-                tasks.c.status == Status.RUNNING.value,
-                tasks.c.worker == worker,
-                tasks.c.attempts == outcome.attempt,
+        WHERE (still running, under this worker, this attempt), with no locking SELECT; one
+        round trip on PostgreSQL (`_named_completion`). True if it took."""
+        params = {
+            "p_id": outcome.task_id,
+            "p_worker": worker,
+            "p_attempt": outcome.attempt,
+            "p_caption": outcome.caption,
+            "p_score": outcome.quality_score,
+            "p_now": utcnow(),  # also the completion's token: finished_at says it was ours
+        }
+        with translated("completing a task"):
+            return retry_on_disconnect(
+                lambda again: self._complete_named(params, again), "completing a task"
             )
-            .values(
-                status=Status.COMPLETED.value,
-                caption=outcome.caption,
-                quality_score=outcome.quality_score,
-                finished_at=now,
-                progress=100,
-                error=None,
-            )
-        )
-        event = _event(outcome.task_id, now, worker, Status.RUNNING.value, Status.COMPLETED, None)
-        with translated("completing a task"), self.engine.begin() as conn:
-            if conn.execute(stmt).rowcount != 1:
+
+    def _complete_named(self, params: dict[str, Any], again: bool) -> bool:
+        if again and self._read_one(_named_completion("own"), params) is not None:
+            return True  # the first try committed before its connection dropped
+        if self.dialect == "postgresql":
+            return self._autocommit_one(_named_completion("postgresql"), params) is not None
+        with self.engine.begin() as conn:
+            if conn.execute(_named_completion("update"), params).rowcount != 1:
                 return False
-            conn.execute(task_events.insert(), [event])
+            conn.execute(_EVENT_INSERT, [_named_event(params, Status.RUNNING, Status.COMPLETED)])
         return True
 
     def fail(

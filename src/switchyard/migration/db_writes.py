@@ -287,9 +287,10 @@ class MigrationTx:
 
 
 @contextlib.contextmanager
-def migration_tx(engine: sa.Engine, actor: str, max_attempts: int) -> Iterator[MigrationTx]:
-    """One batch's transaction: committed when the block ends, rolled back if it raises."""
-    with translated("writing a migration batch"), engine.begin() as conn:
+def migration_tx(conn: sa.Connection, actor: str, max_attempts: int) -> Iterator[MigrationTx]:
+    """One batch's transaction on the connection the run holds (no pool checkout and ping
+    per batch): committed when the block ends, rolled back if it raises."""
+    with translated("writing a migration batch"), conn.begin():
         yield MigrationTx(conn, actor, max_attempts)
 
 

@@ -14,6 +14,13 @@ A SIGKILL anywhere leaves each job either still in Redis (processed again by a r
 already in the database (recognised by id, so not written twice): nothing lost, nothing
 duplicated. Last, queued rq-owned tasks that have no job in Redis (never dispatched, or the
 job vanished) are taken over too; the claim's compare-and-set runs a task once regardless.
+
+Speed (10,000 jobs move in well under a second): entries are read a window of many batches
+at a time; each batch's Lua removal runs on a background thread while the next batch's
+transaction runs (its own COMMIT always came first); the run holds one database connection;
+PostgreSQL's ANALYZE runs on that thread too, at the start. A source whose window came back
+short is not read again at once: one pipelined recount of every source at the end, after the
+last removal, says which got new entries, and those are drained again.
 """
 
 from __future__ import annotations
@@ -22,10 +29,12 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import sqlalchemy as sa
 from redis import Redis
 from rq.utils import utcparse
 
@@ -44,6 +53,7 @@ from switchyard.migration.rq_reader import Entry, Kind, Source
 log = logging.getLogger("switchyard.migration")
 
 MAX_BATCH = 5000
+WINDOW = 10_000  # entries read per LRANGE/ZRANGE; one read feeds several batches
 Progress = Callable[[int], None]
 
 
@@ -104,9 +114,10 @@ class _Batch:
 
 def total_entries(r: Redis, options: RqToDbOptions) -> int:
     """How many entries a run will visit (for a progress bar)."""
+    found = rq_reader.sources(r, options.queue_prefix)
     return sum(
-        rq_reader.count(r, s)
-        for s in rq_reader.sources(r, options.queue_prefix)
+        n
+        for s, n in zip(found, rq_reader.counts(r, found), strict=True)
         if options.include_in_flight or not s.kind.in_flight
     )
 
@@ -129,6 +140,16 @@ def _summary(report: RqToDbReport) -> dict[str, Any]:
     return {k: data[k] for k in keys}
 
 
+@dataclass
+class _Removal:
+    """A batch whose removal from Redis runs in the background: what `_settle` needs."""
+
+    future: Future[list[bool]]
+    entries: list[Entry]
+    batch: _Batch
+    inserted: set[str]
+
+
 class _Run:
     """One run's state; each method is one step of the algorithm above."""
 
@@ -140,73 +161,128 @@ class _Run:
         self.scripts = Scripts(r)
         self.report = RqToDbReport(dry_run=options.dry_run)
         self.own_seen_queued: set[uuid.UUID] = set()  # dry run: rq-owned tasks found in Redis
+        self.left: dict[Source, int] = {}  # entries left at the top of a source (pickled)
+        self.removal: _Removal | None = None  # at most one removal outstanding
+        self.background = ThreadPoolExecutor(1, thread_name_prefix="switchyard-migration")
 
     def execute(self) -> None:
-        if not self.options.dry_run:
-            db_writes.refresh_statistics(self.store.engine)
-        self.report.alive_workers = rq_reader.alive_workers(self.r)
-        include = self.options.include_in_flight or not self.report.alive_workers
-        self.report.in_flight_included = include
-        for source in rq_reader.sources(self.r, self.options.queue_prefix):
-            if source.kind.in_flight and not include:
-                self._leave_in_flight(source)
+        with self.background, self.store.engine.connect() as conn:
+            statistics = self._refresh_statistics_in_background()
+            self.report.alive_workers = rq_reader.alive_workers(self.r)
+            include = self.options.include_in_flight or not self.report.alive_workers
+            self.report.in_flight_included = include
+            todo = self._sources_with_entries(include)
+            if self.options.dry_run:
+                for source in todo:
+                    self._dry_drain(source)
             else:
-                self._drain(source)
+                self._drain_all(conn, todo)
+            if statistics is not None:
+                statistics.result()  # surfaces an error of the ANALYZE
         self._sweep()
+
+    def _refresh_statistics_in_background(self) -> Future[None] | None:
+        if self.options.dry_run:
+            return None
+        return self.background.submit(db_writes.refresh_statistics, self.store.engine)
+
+    def _sources_with_entries(self, include_in_flight: bool) -> list[Source]:
+        """Every source holding entries now (one pipelined count); in-flight ones while a
+        worker is alive are only counted."""
+        found = rq_reader.sources(self.r, self.options.queue_prefix)
+        todo = []
+        for source, n in zip(found, rq_reader.counts(self.r, found), strict=True):
+            if n and source.kind.in_flight and not include_in_flight:
+                self.report.left_in_flight += n
+            elif n:
+                todo.append(source)
+        return todo
 
     # -- reading -------------------------------------------------------------------------
 
-    def _drain(self, source: Source) -> None:
-        """Page through one list or registry. A real run removes what it handled, so it
-        reads from the top again (past what it had to leave); a dry run pages on."""
-        position = 0
-        while entries := rq_reader.read_page(self.r, source, position, self.options.batch_size):
-            if self.options.dry_run:
-                self._dry_batch(source, entries)
-                position += len(entries)
-            else:
-                position += self._batch(source, entries)
-            handled = self.report.by_source.get(source.key, 0) + len(entries)
-            self.report.by_source[source.key] = handled
-            self.progress(len(entries))
+    def _drain_all(self, conn: sa.Connection, todo: list[Source]) -> None:
+        """Drain every source; then, with every removal done, recount them all in one round
+        trip and drain again those that hold more than what was left in them."""
+        while todo:
+            for source in todo:
+                self._drain(conn, source)
+            self._settle()
+            now = rq_reader.counts(self.r, todo)
+            todo = [s for s, n in zip(todo, now, strict=True) if n > self.left.get(s, 0)]
 
-    def _leave_in_flight(self, source: Source) -> None:
-        position = 0
-        while entries := rq_reader.read_page(self.r, source, position, MAX_BATCH):
+    def _drain(self, conn: sa.Connection, source: Source) -> None:
+        """Read a window past what stays at the top, write it batch by batch. A full window
+        means more may follow: once its removals are done, read again from the top."""
+        size = self.options.batch_size
+        while True:
+            entries = rq_reader.read_page(self.r, source, self.left.get(source, 0), WINDOW)
+            for start in range(0, len(entries), size):
+                self._batch(conn, source, entries[start : start + size])
+            if len(entries) < WINDOW:
+                return
+            self._settle()
+
+    def _dry_drain(self, source: Source) -> None:
+        """Page through one source without changing anything."""
+        position, size = 0, self.options.batch_size
+        while entries := rq_reader.read_page(self.r, source, position, WINDOW):
+            for start in range(0, len(entries), size):
+                self._dry_batch(source, entries[start : start + size])
             position += len(entries)
-            self.report.left_in_flight += len(entries)
+
+    def _advance(self, source: Source, n: int) -> None:
+        self.report.by_source[source.key] = self.report.by_source.get(source.key, 0) + n
+        self.progress(n)
 
     # -- one batch -----------------------------------------------------------------------
 
-    def _batch(self, source: Source, entries: list[Entry]) -> int:
-        """Write and commit, then remove. Returns how many entries stay in the source."""
+    def _batch(self, conn: sa.Connection, source: Source, entries: list[Entry]) -> None:
+        """Write and commit; then hand the removal to the background thread."""
         job_ids = list(dict.fromkeys(e.job_id for e in entries))
-        own = [t for j in job_ids if (t := as_task_id(j)) is not None]
-        options, store = self.options, self.store
-        with db_writes.migration_tx(store.engine, options.actor, store.max_attempts) as tx:
-            flipped = tx.take_over(own, in_flight=source.kind.in_flight)
-            rest = [j for j in job_ids if as_task_id(j) not in flipped]
+        task_ids = {j: t for j in job_ids if (t := as_task_id(j)) is not None}
+        options = self.options
+        with db_writes.migration_tx(conn, options.actor, self.store.max_attempts) as tx:
+            flipped = tx.take_over(list(task_ids.values()), in_flight=source.kind.in_flight)
+            rest = [j for j in job_ids if task_ids.get(j) not in flipped]
             batch = self._classify(source, entries, rest, tx.lookup(rest))
             inserted = tx.insert_foreign(batch.foreign)
             quarantined = tx.insert_quarantine(batch.quarantine)
         # Committed: from here on a crash leaves rows the next run recognises.
         self._count(batch, len(job_ids), len(flipped), inserted, quarantined)
-        done = [e for e in entries if e.job_id not in batch.left]
-        removed = self.scripts.remove(
+        done = [e for e in entries if e.job_id not in batch.left] if batch.left else entries
+        self.left[source] = self.left.get(source, 0) + len(entries) - len(done)
+        self._remove_in_background(source, done, batch, inserted)
+        self._advance(source, len(entries))
+        log_event(log, "migrate.batch", logging.DEBUG, source=source.key, entries=len(entries))
+
+    def _remove_in_background(
+        self, source: Source, done: list[Entry], batch: _Batch, inserted: set[str]
+    ) -> None:
+        """Start removing this committed batch; first settle the previous removal, which
+        ran while this batch was written (so an error stops the run one batch later)."""
+        self._settle()
+        future = self.background.submit(
+            self.scripts.remove,
             source.key,
             source.kind.container,
             [e.member for e in done],
             [rq_reader.job_key(e.job_id) for e in done],
         )
-        self._handle_raced(done, removed, batch, inserted)
-        log_event(log, "migrate.batch", logging.DEBUG, source=source.key, entries=len(entries))
-        return len(entries) - len(done)
+        self.removal = _Removal(future, done, batch, inserted)
+
+    def _settle(self) -> None:
+        """Wait for the outstanding removal and account for what it found gone."""
+        removal, self.removal = self.removal, None
+        if removal is not None:
+            removed = removal.future.result()
+            self._handle_raced(removal.entries, removed, removal.batch, removal.inserted)
 
     def _dry_batch(self, source: Source, entries: list[Entry]) -> None:
         job_ids = list(dict.fromkeys(e.job_id for e in entries))
         known = db_writes.lookup(self.store.engine, job_ids)
         batch = self._classify(source, entries, job_ids, known)
         self._count_dry(source, batch, known)
+        self._advance(source, len(entries))
 
     def _classify(
         self, source: Source, entries: list[Entry], job_ids: list[str], known: Known
