@@ -331,6 +331,23 @@ def join_all(processes: Sequence[BaseProcess], timeout: float) -> None:
         raise BenchFailed(f"children failed: {', '.join(failed)}")
 
 
+def gather_reports(results: Any, processes: Sequence[BaseProcess], timeout: float) -> list[Any]:
+    """One report from each child through `results` (a SPAWN.Queue); fails as soon as a
+    child dies with an error, rather than waiting out the timeout."""
+    reports: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while len(reports) < len(processes):
+        with contextlib.suppress(queue.Empty):
+            reports.append(results.get(timeout=0.2))
+            continue
+        failed = [f"{p.name} (exit {p.exitcode})" for p in processes if p.exitcode]
+        if failed or time.monotonic() > deadline:
+            raise BenchFailed(f"children did not report: {', '.join(failed) or 'timeout'}")
+        if all(p.exitcode == 0 for p in processes) and results.empty():
+            raise BenchFailed("children exited without reporting")
+    return reports
+
+
 def exit_on_sigterm() -> None:
     """Turn SIGTERM into SystemExit so `finally` blocks drop databases and stop children."""
 

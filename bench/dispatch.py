@@ -247,7 +247,7 @@ def end_to_end_once(ctx: BenchContext, workers: int) -> RunResult:
     overrides = {"worker_batch_size": ctx.batch_size, "worker_poll_interval": 0.05}
     results = SPAWN.Queue()
     with started(worker_main, [worker_args(ctx, overrides, True, results)] * workers) as procs:
-        usages = [results.get(timeout=max(60.0, ctx.n / 20)) for _ in procs]
+        usages = common.gather_reports(results, procs, timeout=max(60.0, ctx.n / 20))
         common.join_all(procs, timeout=30)
     done, seconds = completed_span(store)
     claims = claims_recorded(store)
@@ -263,7 +263,7 @@ def legacy_end_to_end_once(ctx: BenchContext, workers: int) -> RunResult:
     preload(store, ctx.n)
     results = SPAWN.Queue()
     with started(legacy_main, [(ctx.url, results)] * workers) as procs:
-        reports = [results.get(timeout=max(60.0, ctx.n / 20)) for _ in procs]
+        reports = common.gather_reports(results, procs, timeout=max(60.0, ctx.n / 20))
         common.join_all(procs, timeout=30)
     done, seconds = completed_span(store)
     store.engine.dispose()
@@ -287,9 +287,15 @@ def submit_steadily(store: TaskStore, rate: float, seconds: float) -> float:
     return count / (time.perf_counter() - began)
 
 
-def wait_for_completed(store: TaskStore, expected: int, timeout: float) -> None:
+def wait_for_completed(
+    store: TaskStore, expected: int, workers: Sequence[BaseProcess], timeout: float
+) -> None:
+    """Until `expected` tasks completed; fails at once if a worker died meanwhile."""
     deadline = time.monotonic() + timeout
     while completed_span(store)[0] < expected:
+        dead = [f"{p.name} (exit {p.exitcode})" for p in workers if p.exitcode is not None]
+        if dead:
+            raise BenchFailed(f"worker died: {', '.join(dead)}")
         if time.monotonic() > deadline:
             raise BenchFailed(f"fewer than {expected} tasks completed within {timeout:g}s")
         time.sleep(0.05)
@@ -307,9 +313,9 @@ def latency_once(ctx: BenchContext) -> dict[str, float]:
     store = fresh_store(ctx)
     overrides = {"worker_batch_size": ctx.batch_size, "worker_poll_interval": opts["poll_interval"]}
     args = [worker_args(ctx, overrides, False, SPAWN.Queue())] * opts["latency_workers"]
-    with started(worker_main, args):
+    with started(worker_main, args) as procs:
         achieved = submit_steadily(store, opts["rate"], opts["duration"])
-        wait_for_completed(store, int(opts["rate"] * opts["duration"]), timeout=60)
+        wait_for_completed(store, int(opts["rate"] * opts["duration"]), procs, timeout=60)
     values = latencies_ms(store)
     store.engine.dispose()
     return {

@@ -184,7 +184,8 @@ class _Run:
     def _refresh_statistics_in_background(self) -> Future[None] | None:
         if self.options.dry_run:
             return None
-        return self.background.submit(db_writes.refresh_statistics, self.store.engine)
+        engine, columns = self.store.engine, db_writes.LOOKUP_COLUMNS
+        return self.background.submit(db_writes.refresh_statistics, engine, columns)
 
     def _sources_with_entries(self, include_in_flight: bool) -> list[Source]:
         """Every source holding entries now (one pipelined count); in-flight ones while a
