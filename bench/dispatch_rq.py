@@ -11,7 +11,9 @@ imports this module.
 - end_to_end: N no-op tasks (rq-owned, dispatched to Redis) through 1 and 2 worker processes
   of `switchyard worker --engine rq --burst`, against N no-op jobs through rq's own workers;
   tasks/s from the first start to the last finish, after checking every task ran once.
-  SimpleWorker and, with N/10 tasks, the forking Worker.
+  SimpleWorker and, with N/10 tasks, the forking Worker. Also the CPU each job costs (less
+  noisy than throughput on a shared machine): in the worker processes, in their database
+  sessions, and in the redis-server, in microseconds per job.
 - latency: enqueue-to-start with one idle worker and a steady submission rate (RQ_RATE/s):
   switchyard from the submit call (commit, enqueue, mark) to the claim, plain rq from the
   enqueue to the job's start.
@@ -26,12 +28,15 @@ from __future__ import annotations
 import contextlib
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import _common as common
@@ -118,26 +123,37 @@ def bench_settings(db_url: str, redis_url: str) -> Settings:
 
 
 def switchyard_main(
-    db_url: str, redis_url: str, worker_class: str, burst: bool, start: StartLine
+    db_url: str, redis_url: str, worker_class: str, burst: bool, results: Any, start: StartLine
 ) -> None:
-    """A child running `switchyard worker --engine rq` (its code path, in-process)."""
+    """A child running `switchyard worker --engine rq` (its code path, in-process); reports
+    its CPU (and its database sessions') through `results` when it ends."""
     common.exit_with_parent()
     services = Services(bench_settings(db_url, redis_url))
+    meter = common.CpuMeter(services.store.engine)
     services.store.counts()  # connect before the start line
     services.redis.ping()
     start.arrive()
-    sys.exit(run_worker(services, "rq", worker_class=worker_class, burst=burst))
+    meter.start()
+    code = run_worker(services, "rq", worker_class=worker_class, burst=burst)
+    if results is not None:
+        results.put(meter.stop())
+    sys.exit(code)
 
 
-def plain_main(redis_url: str, worker_class: str, burst: bool, start: StartLine) -> None:
-    """A child running rq's own worker class on the same four queues."""
+def plain_main(
+    redis_url: str, worker_class: str, burst: bool, results: Any, start: StartLine
+) -> None:
+    """A child running rq's own worker class on the same four queues; reports its CPU."""
     common.exit_with_parent()
     connection = redis.Redis.from_url(redis_url)
     queues = [Queue(q, connection=connection, serializer=JSONSerializer) for q in QUEUES]
     worker = RQ_CLASSES[worker_class](queues, connection=connection, serializer=JSONSerializer)
     connection.ping()
     start.arrive()
+    began = time.process_time()
     worker.work(burst=burst, logging_level="WARNING")
+    if results is not None:
+        results.put({"client_cpu_s": time.process_time() - began, "server_cpu_s": None})
 
 
 # -- loading work -----------------------------------------------------------------------------
@@ -214,30 +230,62 @@ def _rq_time(raw: bytes) -> float:
 # -- runs -------------------------------------------------------------------------------------
 
 
-def switchyard_once(ctx: BenchContext, redis_url: str, workers: int, cls: str, n: int) -> float:
+@dataclass
+class Run:
+    per_s: float
+    cpu_us_per_job: dict[str, float | None]  # worker processes, database sessions, redis-server
+
+
+def switchyard_once(ctx: BenchContext, redis_url: str, workers: int, cls: str, n: int) -> Run:
     services = fresh(ctx, redis_url)
     load_switchyard(services, n)
-    args = [(ctx.url, redis_url, cls, True)] * workers
-    with dispatch.started(switchyard_main, args) as procs:
-        common.join_all(procs, timeout=max(120.0, n / 5))
+    results = common.SPAWN.Queue()
+    args = [(ctx.url, redis_url, cls, True, results)] * workers
+    with redis_cpu(redis_url) as redis_s, dispatch.started(switchyard_main, args) as procs:
+        usages = common.gather_reports(results, procs, timeout=max(120.0, n / 5))
+        common.join_all(procs, timeout=30)
     store = services.store
     done, seconds = dispatch.completed_span(store)
     claims = dispatch.claims_recorded(store)
     store.engine.dispose()
     if done != n or claims != n:
         raise BenchFailed(f"switchyard/rq {cls} x{workers}: {done} completed, {claims} claims")
-    return n / seconds
+    return Run(n / seconds, cpu_us_per_job(usages, redis_s[0], n))
 
 
-def plain_once(redis_url: str, workers: int, cls: str, n: int) -> float:
+def plain_once(redis_url: str, workers: int, cls: str, n: int) -> Run:
     redis.Redis.from_url(redis_url).flushdb()
     load_plain(redis_url, n)
-    with dispatch.started(plain_main, [(redis_url, cls, True)] * workers) as procs:
-        common.join_all(procs, timeout=max(120.0, n / 5))
+    results = common.SPAWN.Queue()
+    args = [(redis_url, cls, True, results)] * workers
+    with redis_cpu(redis_url) as redis_s, dispatch.started(plain_main, args) as procs:
+        usages = common.gather_reports(results, procs, timeout=max(120.0, n / 5))
+        common.join_all(procs, timeout=30)
     done, seconds, _ = plain_span(redis_url)
     if done != n:
         raise BenchFailed(f"plain rq {cls} x{workers}: {done} of {n} finished")
-    return n / seconds
+    return Run(n / seconds, cpu_us_per_job(usages, redis_s[0], n))
+
+
+@contextlib.contextmanager
+def redis_cpu(url: str) -> Iterator[list[float]]:
+    """CPU seconds the (private) redis-server spends inside the block, read from /proc."""
+    pid = redis.Redis.from_url(url).info("server")["process_id"]
+    stat = Path(f"/proc/{pid}/stat")
+    spent = [0.0]
+    began = common._cpu_seconds(stat)
+    yield spent
+    spent[0] = common._cpu_seconds(stat) - began
+
+
+def cpu_us_per_job(
+    usages: list[dict[str, float | None]], redis_s: float, n: int
+) -> dict[str, float | None]:
+    out = common.cpu_per_task(usages, n)
+    out["redis_cpu_us_per_task"] = round(redis_s / n * 1e6)
+    known = [v for v in out.values() if v is not None]
+    out["total_cpu_us_per_task"] = sum(known)
+    return out
 
 
 @scenario("rq", "end_to_end")
@@ -257,17 +305,48 @@ def end_to_end(ctx: BenchContext) -> dict[str, Any]:
                     plain.append(plain_once(url, workers, cls, n))
                     ours.append(switchyard_once(ctx, url, workers, cls, n))
                 key = f"{cls}_{workers}_workers"
-                out[key] = {
-                    "n": n,
-                    "switchyard_tasks_per_s": summary(ours),
-                    "plain_rq_jobs_per_s": summary(plain),
-                    "ratio": common.ratio(summary(ours)["median"], summary(plain)["median"]),
-                }
-                note(
-                    f"  {key}: switchyard {out[key]['switchyard_tasks_per_s']['median']}/s, "
-                    f"plain rq {out[key]['plain_rq_jobs_per_s']['median']}/s"
-                )
+                out[key] = compare(n, ours, plain)
+                note(f"  {key}: {one_line_summary(out[key])}")
     return out
+
+
+def compare(n: int, ours: list[Run], plain: list[Run]) -> dict[str, Any]:
+    """Throughput and CPU per job of both, medians, with the ratios switchyard / plain rq."""
+    speed = {"switchyard": summary([r.per_s for r in ours])}
+    speed["plain"] = summary([r.per_s for r in plain])
+    cpu = {side: cpu_medians(runs) for side, runs in (("switchyard", ours), ("plain", plain))}
+    total = {side: cpu[side]["total_cpu_us_per_task"] for side in cpu}
+    return {
+        "n": n,
+        "switchyard_tasks_per_s": speed["switchyard"],
+        "plain_rq_jobs_per_s": speed["plain"],
+        "ratio": common.ratio(speed["switchyard"]["median"], speed["plain"]["median"]),
+        "switchyard_cpu_us_per_task": cpu["switchyard"],
+        "plain_rq_cpu_us_per_job": cpu["plain"],
+        # plain CPU / switchyard CPU: the throughput ratio a CPU-bound machine would show
+        "cpu_ratio": common.ratio(total["plain"], total["switchyard"]),
+    }
+
+
+def cpu_medians(runs: list[Run]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for key in runs[0].cpu_us_per_job:
+        values = [r.cpu_us_per_job[key] for r in runs]
+        known = [v for v in values if v is not None]
+        out[key] = statistics.median(known) if len(known) == len(values) else None
+    return out
+
+
+def one_line_summary(row: dict[str, Any]) -> str:
+    ours, plain = row["switchyard_cpu_us_per_task"], row["plain_rq_cpu_us_per_job"]
+    return (
+        f"switchyard {row['switchyard_tasks_per_s']['median']}/s, "
+        f"plain rq {row['plain_rq_jobs_per_s']['median']}/s, ratio {row['ratio']}; "
+        f"CPU µs/job switchyard {ours['total_cpu_us_per_task']:.0f} "
+        f"(worker {ours['client_cpu_us_per_task']}, db {ours['server_cpu_us_per_task']}, "
+        f"redis {ours['redis_cpu_us_per_task']}), plain {plain['total_cpu_us_per_task']:.0f}, "
+        f"ratio {row['cpu_ratio']}"
+    )
 
 
 @scenario("rq", "enqueue")
@@ -289,7 +368,7 @@ def enqueue(ctx: BenchContext) -> dict[str, Any]:
 def latency_switchyard(ctx: BenchContext, url: str, rate: float, seconds: float) -> list[float]:
     services = fresh(ctx, url)
     count = int(rate * seconds)
-    with dispatch.started(switchyard_main, [(ctx.url, url, "simple", False)]):
+    with dispatch.started(switchyard_main, [(ctx.url, url, "simple", False, None)]):
         _wait_until_listening(url)
         _steadily(lambda i: submit(services, [_task(i)], "bench"), rate, count)
         _wait(lambda: dispatch.completed_span(services.store)[0] >= count)
@@ -303,7 +382,7 @@ def latency_plain(url: str, rate: float, seconds: float) -> list[float]:
     connection.flushdb()
     queues = [Queue(q, connection=connection, serializer=JSONSerializer) for q in QUEUES]
     count = int(rate * seconds)
-    with dispatch.started(plain_main, [(url, "simple", False)]):
+    with dispatch.started(plain_main, [(url, "simple", False, None)]):
         _wait_until_listening(url)
         _steadily(lambda i: queues[i % 4].enqueue(PLAIN_FUNC, str(i)), rate, count)
         _wait(lambda: plain_span(url)[0] >= count)

@@ -2,27 +2,31 @@
 (read a page, one transaction per batch, then remove exactly those ids) against the runbook's
 own way (LPOP one job, one database transaction per task), same machine, same run.
 
-    .venv/bin/python bench/migration.py                   # 10,000 and 100,000 tasks
-    .venv/bin/python bench/migration.py --sizes 2000      # a quick look
-    .venv/bin/python bench/migration.py --runbook-max 100000   # time the runbook on all
+    .venv/bin/python bench/migration.py                   # 10,000 and 100,000 tasks, 3 runs
+    .venv/bin/python bench/migration.py --sizes 2000 --runs 1   # a quick look
+    .venv/bin/python bench/migration.py --runbook-max 100000    # time the runbook on all
 
 The runbook's way moves one job per round trip, so its cost per task is flat: by default it
 is timed on up to 20,000 tasks of a size and its time for the rest is extrapolated (the JSON
 says so); `--runbook-max` times it on everything.
 
-For each size, in a fresh PostgreSQL database and a private redis-server (so the shared Redis
-is never touched): N rq-owned tasks are enqueued by switchyard's own dispatcher, moved by
-`migrate rq-to-db` (timed, then checked: every task db-owned once, Redis empty), handed back
-by `migrate db-to-rq` (timed too), and moved again by the runbook's method (timed, checked).
-JSON goes to stdout and bench/results/migration-<timestamp>.json; progress to stderr.
+Each run of a size, in a fresh PostgreSQL database and a private redis-server (so the shared
+Redis is never touched): N rq-owned tasks are enqueued by switchyard's own dispatcher, moved
+by `migrate rq-to-db` (timed, then checked: every task db-owned once, Redis empty), handed
+back by `migrate db-to-rq` (timed too), and moved again by the runbook's method (timed,
+checked). The ratio is taken within each run, so both sides see the same machine load; the
+JSON gives the median of the runs with every run beside it. JSON goes to stdout and
+bench/results/migration-<timestamp>.json; progress to stderr.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import socket
+import statistics
 import subprocess
 import tempfile
 import time
@@ -150,7 +154,8 @@ def runbook_move(store: TaskStore, r: redis.Redis, limit: int) -> int:
     return moved
 
 
-def measure(n: int, batch_size: int, redis_url: str, runbook_max: int) -> dict[str, Any]:
+def measure(n: int, batch_size: int, redis_url: str, runbook_max: int) -> dict[str, float]:
+    """One run of one size: seconds for each side, and how many the runbook's way moved."""
     with common.fresh_database("postgresql") as url:
         store = TaskStore(make_engine(url))
         r = redis.Redis.from_url(redis_url)
@@ -165,14 +170,14 @@ def measure(n: int, batch_size: int, redis_url: str, runbook_max: int) -> dict[s
         if report.migrated_own != n:
             raise BenchFailed(f"switchyard moved {report.migrated_own} of {n}")
         check_moved(store, r, n, n, "switchyard")
-        note(f"switchyard rq->db: {n:,} in {ours:.2f}s")
+        note(f"switchyard rq->db: {n:,} in {ours:.3f}s")
 
         started = time.perf_counter()
         forward = migrate_db_to_rq(store, r, settings, batch_size=batch_size)
         back = time.perf_counter() - started
         if forward.enqueued != n or queued_in_redis(r) != n:
             raise BenchFailed(f"db->rq enqueued {forward.enqueued} of {n}")
-        note(f"switchyard db->rq: {n:,} in {back:.2f}s")
+        note(f"switchyard db->rq: {n:,} in {back:.3f}s")
 
         timed = min(n, runbook_max)
         with working(f"runbook's way over {timed:,} of {n:,}"):
@@ -183,30 +188,41 @@ def measure(n: int, batch_size: int, redis_url: str, runbook_max: int) -> dict[s
         note(f"runbook rq->db: {moved:,} in {theirs:.2f}s")
         store.engine.dispose()
         r.close()
-    return result(n, batch_size, ours, back, moved, theirs)
+    # One job per round trip: the runbook's cost per task is flat, so N / rate is its time.
+    return {"ours": ours, "back": back, "moved": moved, "theirs_for_all": theirs * n / moved}
 
 
-def result(
-    n: int, batch_size: int, ours: float, back: float, moved: int, theirs: float
-) -> dict[str, Any]:
-    our_rate, their_rate = n / ours, moved / theirs
+def result(n: int, batch_size: int, samples: list[dict[str, float]]) -> dict[str, Any]:
+    """Medians over the runs (every run kept), the ratio taken within each run."""
+    ours = [s["ours"] for s in samples]
+    back = [s["back"] for s in samples]
+    theirs = [s["theirs_for_all"] for s in samples]
+    ratios = [t / o for t, o in zip(theirs, ours, strict=True)]
+    moved = int(samples[0]["moved"])
+    median_ours = statistics.median(ours)
     return {
         "tasks": n,
         "batch_size": batch_size,
-        "switchyard_rq_to_db": {"seconds": round(ours, 3), "tasks_per_s": round(our_rate)},
-        "switchyard_db_to_rq": {"seconds": round(back, 3), "tasks_per_s": round(n / back)},
+        "runs": len(samples),
+        "switchyard_rq_to_db": {
+            "seconds": common.summary(ours, 3),
+            "tasks_per_s": round(n / median_ours),
+        },
+        "switchyard_db_to_rq": {
+            "seconds": common.summary(back, 3),
+            "tasks_per_s": round(n / statistics.median(back)),
+        },
         "runbook_rq_to_db": {
             "tasks_timed": moved,
-            "seconds": round(theirs, 3),
-            "tasks_per_s": round(their_rate),
-            # One job per round trip: its cost per task is flat, so N / rate is its time for N.
-            "seconds_for_all": round(n / their_rate, 1),
+            "seconds_for_all": common.summary(theirs, 1),
+            "tasks_per_s": round(n / statistics.median(theirs)),
             "seconds_for_all_extrapolated": moved < n,
         },
-        "ratio_switchyard_over_runbook": common.ratio(our_rate, their_rate),
+        "ratio_switchyard_over_runbook": common.summary(ratios, 1),
         "targets_met": {
-            "ratio_at_least_50": our_rate / their_rate >= TARGETS["ratio_over_runbook_min"],
-            "100000_under_10s_at_this_rate": 100_000 / our_rate < TARGETS["seconds_for_100000_max"],
+            "ratio_at_least_50": statistics.median(ratios) >= TARGETS["ratio_over_runbook_min"],
+            "100000_under_10s_at_this_rate": 100_000 * median_ours / n
+            < TARGETS["seconds_for_100000_max"],
         },
     }
 
@@ -220,6 +236,7 @@ def main(
     runbook_max: int = typer.Option(
         20_000, min=1, help="Time the runbook's way on at most this many tasks of a size."
     ),
+    runs: int = typer.Option(3, min=1, help="Runs of each size; the JSON gives the medians."),
 ) -> None:
     common.exit_on_sigterm()
     counts = [int(s) for s in sizes.split(",") if s.strip()]
@@ -228,13 +245,15 @@ def main(
         "machine": common.machine_info(),
         "postgres": common.server_version(f"{common.SERVERS['postgresql']}/postgres"),
         "targets": TARGETS,
-        "runs": [],
+        "sizes": [],
     }
     with contextlib.ExitStack() as stack:
         url = redis_url or stack.enter_context(private_redis())
         results["redis"] = "private redis-server" if not redis_url else "given by --redis-url"
         for n in counts:
-            results["runs"].append(measure(n, batch_size, url, runbook_max))
+            samples = [measure(n, batch_size, url, runbook_max) for _ in range(runs)]
+            results["sizes"].append(result(n, batch_size, samples))
+    results["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     path = common.write_results("migration", results)
     note(f"results written to {path}")
     typer.echo(json.dumps(results, indent=2))

@@ -112,7 +112,7 @@ def _roll_back_open_transactions(engine: sa.Engine) -> None:
 
     @event.listens_for(engine.pool, "reset")
     def _on_reset(dbapi_conn: Any, _record: Any, state: PoolResetState) -> None:
-        if state.terminate_only or state.transaction_was_reset:
+        if state.terminate_only or state.transaction_was_reset or not dbapi_conn.open:
             return
         status = getattr(dbapi_conn, "server_status", None)
         if status is None or status & _IN_TRANSACTION:

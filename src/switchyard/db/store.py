@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 
@@ -147,7 +147,7 @@ def _named_event(params: dict[str, Any], src: Status, dst: Status) -> dict[str, 
     return _event(params["p_id"], params["p_now"], params["p_worker"], src.value, dst, reason)
 
 
-def _event_select(source: Any, src: Status, dst: Status, reason: str | None) -> sa.Select[Any]:
+def _event_select(source: sa.CTE, src: Status, dst: Status, reason: str | None) -> sa.Select[Any]:
     """The event row of each row of `source` (a CTE of changed task ids), for INSERT ... SELECT."""
     return sa.select(
         source.c.id,
@@ -159,14 +159,20 @@ def _event_select(source: Any, src: Status, dst: Status, reason: str | None) -> 
     )
 
 
-@functools.cache
-def _named_claim(form: str, owned: bool) -> sa.Executable:
-    """The claim of task `p_id` by `p_worker`: queued (and, if `owned`, owned by `p_owner`)
-    -> running, attempts + 1, started_at = `p_now`, in the form one dialect needs."""
+# postgresql: the whole claim in one statement; returning: SQLite's UPDATE ... RETURNING;
+# update, then read: MariaDB (the UPDATE takes the row lock, the SELECT reads the row back);
+# own: a retry's check for a claim or completion its first try may have committed.
+ClaimForm = Literal["postgresql", "returning", "update", "read", "own"]
+CompletionForm = Literal["postgresql", "update", "own"]
+
+
+def _claim_update(owned: bool) -> sa.Update:
+    """Task `p_id` by `p_worker`: queued (and, if `owned`, owned by `p_owner`) -> running,
+    attempts + 1, started_at = `p_now` (which makes the claim recognisable as ours)."""
     is_queued = [tasks.c.id == sa.bindparam("p_id"), tasks.c.status == Status.QUEUED.value]
     if owned:
         is_queued.append(tasks.c.engine == sa.bindparam("p_owner"))
-    update = (
+    return (
         tasks.update()
         .where(*is_queued)
         .values(
@@ -179,31 +185,33 @@ def _named_claim(form: str, owned: bool) -> sa.Executable:
             progress=0,
         )
     )
+
+
+@functools.cache
+def _named_claim(form: ClaimForm, owned: bool) -> sa.Executable:
+    """The claim of one named task, in the form one dialect (or a retry) needs."""
+    if form == "postgresql":
+        claimed = _claim_update(owned).returning(*tasks.c).cte("claimed")
+        logged = _EVENT_INSERT.from_select(
+            _EVENT_COLUMNS, _event_select(claimed, Status.QUEUED, Status.RUNNING, "claimed")
+        ).cte("logged")
+        return sa.select(claimed).add_cte(logged)
+    if form == "returning":
+        return _claim_update(owned).returning(*tasks.c)
+    if form == "update":
+        return _claim_update(owned)
     ours = sa.select(tasks).where(
         tasks.c.id == sa.bindparam("p_id"),
         tasks.c.status == Status.RUNNING.value,
         tasks.c.worker == sa.bindparam("p_worker"),
     )
-    if form == "postgresql":
-        claimed = update.returning(*tasks.c).cte("claimed")
-        logged = _EVENT_INSERT.from_select(
-            _EVENT_COLUMNS, _event_select(claimed, Status.QUEUED, Status.RUNNING, "claimed")
-        ).cte("logged")
-        return sa.select(claimed).add_cte(logged)
-    forms: dict[str, sa.Executable] = {
-        "returning": update.returning(*tasks.c),  # SQLite
-        "update": update,  # MariaDB, then "read" under the row lock the UPDATE took
-        "read": ours,
-        "own": ours.where(tasks.c.started_at == sa.bindparam("p_now")),  # a retry's check
-    }
-    return forms[form]
+    return ours.where(tasks.c.started_at == sa.bindparam("p_now")) if form == "own" else ours
 
 
-@functools.cache
-def _named_completion(form: str) -> sa.Executable:
-    """The completion of task `p_id`: running under `p_worker` at attempt `p_attempt` ->
-    completed with `p_caption`, `p_score`, finished_at = `p_now`."""
-    update = (
+def _completion_update() -> sa.Update:
+    """Task `p_id`: running under `p_worker` at attempt `p_attempt` -> completed with
+    `p_caption` and `p_score`, finished_at = `p_now`."""
+    return (
         tasks.update()
         .where(
             tasks.c.id == sa.bindparam("p_id"),
@@ -220,12 +228,17 @@ def _named_completion(form: str) -> sa.Executable:
             error=None,
         )
     )
+
+
+@functools.cache
+def _named_completion(form: CompletionForm) -> sa.Executable:
+    """The completion of one task, in the form one dialect (or a retry) needs."""
     if form == "postgresql":
-        done = update.returning(tasks.c.id).cte("done")
+        done = _completion_update().returning(tasks.c.id).cte("done")
         return _EVENT_INSERT.from_select(
             _EVENT_COLUMNS, _event_select(done, Status.RUNNING, Status.COMPLETED, None)
         ).returning(task_events.c.task_id)
-    if form == "own":  # a retry's check
+    if form == "own":
         return sa.select(tasks.c.id).where(
             tasks.c.id == sa.bindparam("p_id"),
             tasks.c.status == Status.COMPLETED.value,
@@ -233,7 +246,7 @@ def _named_completion(form: str) -> sa.Executable:
             tasks.c.attempts == sa.bindparam("p_attempt"),
             tasks.c.finished_at == sa.bindparam("p_now"),
         )
-    return update
+    return _completion_update()
 
 
 class TaskStore:

@@ -8,6 +8,10 @@ A SIGKILL between the flip and the enqueue leaves rq-owned, undispatched tasks: 
 dispatcher loop would enqueue them, and so does this command's next run, before anything
 else. A SIGKILL between enqueue and mark makes that next run find the job already queued
 (enqueue-once is then a no-op) and only mark it: one task, one job, one queue entry.
+
+Speed: each batch's flip runs on a thread of its own while the batch before it is enqueued,
+the enqueue takes the command's batch size per transaction, and each enqueue is one batched
+script call per queue (see `rq_engine.scripts.ENQUEUE_JOBS`).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -25,6 +30,7 @@ from switchyard.db.store import TaskStore
 from switchyard.domain import Engine
 from switchyard.errors import UsageError
 from switchyard.logs import log_event
+from switchyard.migration.bulk import collector_spared
 from switchyard.migration.db_writes import refresh_statistics
 from switchyard.rq_engine.dispatch import dispatch_pending
 
@@ -72,7 +78,8 @@ def migrate_db_to_rq(
     if dry_run:
         report.moved, report.waiting = pending_work(store)
     else:
-        _run(store, r, settings, batch_size, actor, report, tick)
+        with collector_spared():
+            _run(store, r, settings, batch_size, actor, report, tick)
         report.waiting = pending_work(store)[1]
     report.seconds = round(time.monotonic() - started, 3)
     log_event(log, "migrate.db_to_rq.done", **{k: v for k, v in report.to_dict().items()})
@@ -88,12 +95,30 @@ def _run(
     report: DbToRqReport,
     tick: Callable[[int], None],
 ) -> None:
-    refresh_statistics(store.engine)
-    # First what an interrupted run (or a down Redis) left committed but not enqueued.
-    leftovers = dispatch_pending(store, r, limit=EVERYTHING, settings=settings)
-    report.enqueued += leftovers
-    tick(leftovers)
-    while moved := store.reassign_queued(Engine.DB, Engine.RQ, actor, TO_RQ_REASON, batch_size):
-        report.moved += moved
-        report.enqueued += dispatch_pending(store, r, limit=moved, settings=settings)
-        tick(moved)
+    """While one batch is enqueued, the next one's owner flips on a thread of its own (its
+    own transaction and connection; SKIP LOCKED keeps the two apart). A flip that finds
+    nothing while an enqueue runs is tried again once it is over: on MariaDB a locking read
+    skips the rows the enqueue's scan holds at that instant, so it can come back empty."""
+    with ThreadPoolExecutor(1, thread_name_prefix="switchyard-flip") as flipper:
+        statistics = flipper.submit(refresh_statistics, store.engine)
+
+        def flip_next() -> Future[int]:
+            return flipper.submit(
+                store.reassign_queued, Engine.DB, Engine.RQ, actor, TO_RQ_REASON, batch_size
+            )
+
+        flipping = flip_next()
+        # First what an interrupted run (or a down Redis) left committed but not enqueued.
+        leftovers = _enqueue(store, r, settings, EVERYTHING, batch_size)
+        report.enqueued += leftovers
+        tick(leftovers)
+        statistics.result()  # surfaces an error of the ANALYZE
+        while moved := flipping.result() or flip_next().result():
+            report.moved += moved
+            flipping = flip_next()
+            report.enqueued += _enqueue(store, r, settings, moved, batch_size)
+            tick(moved)
+
+
+def _enqueue(store: TaskStore, r: Redis, settings: Settings, limit: int, batch: int) -> int:
+    return dispatch_pending(store, r, limit=limit, settings=settings, batch=batch)

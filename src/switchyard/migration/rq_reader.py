@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from redis import Redis
 
@@ -89,9 +89,9 @@ class Source:
         return key_for(self.kind, self.queue)
 
 
-@dataclass(frozen=True)
-class Entry:
-    """One member as stored (`member`, exact bytes) and the job id it names."""
+class Entry(NamedTuple):
+    """One member as stored (`member`, exact bytes) and the job id it names. A tuple: a
+    window holds ten thousand of them."""
 
     member: bytes
     job_id: str
@@ -111,7 +111,8 @@ def scan_keys(r: Redis, pattern: str) -> list[bytes]:
 
 
 def discover_queues(r: Redis, prefix: str = "") -> list[str]:
-    """Every queue name rq has a key for: rq:queues plus what one SCAN walk finds.
+    """Switchyard's four queues (a dispatcher may create them during a run), and every
+    queue name rq has a key for: rq:queues plus what one SCAN walk finds.
 
     The walk's pattern (`SOURCE_KEYS_PATTERN`) rejects the job hashes by their first letters,
     which Redis checks cheaply, and its COUNT is large: with 100,000 job hashes that is ten
@@ -119,7 +120,8 @@ def discover_queues(r: Redis, prefix: str = "") -> list[str]:
     with translated_redis("discovering rq queues"):
         members = r.smembers(QUEUES_SET)
         keys = set(r.scan_iter(match=SOURCE_KEYS_PATTERN, count=DISCOVERY_COUNT))
-    names = {_decode(m).removeprefix(QUEUE_PREFIX) for m in members}
+    names = {prefix + p.label for p in Priority}
+    names.update(_decode(m).removeprefix(QUEUE_PREFIX) for m in members)
     for key in map(_decode, keys):
         if key.startswith(QUEUE_PREFIX):
             names.add(key.removeprefix(QUEUE_PREFIX).removesuffix(INTERMEDIATE_SUFFIX))
@@ -151,7 +153,7 @@ def read_page(r: Redis, source: Source, start: int, size: int) -> list[Entry]:
     with translated_redis(f"reading {source.key}"):
         if source.kind.container == "list":
             members = [_raw(m) for m in r.lrange(source.key, start, end)]
-            return [Entry(m, _job_id(m, source.kind)) for m in members]
+            return [Entry(m, _decode(m)) for m in members]  # a list member is the job id
         pairs: list[Any] = r.zrange(source.key, start, end, withscores=True)
     return [Entry(_raw(m), _job_id(_raw(m), source.kind), float(s)) for m, s in pairs]
 

@@ -15,12 +15,13 @@ already in the database (recognised by id, so not written twice): nothing lost, 
 duplicated. Last, queued rq-owned tasks that have no job in Redis (never dispatched, or the
 job vanished) are taken over too; the claim's compare-and-set runs a task once regardless.
 
-Speed (10,000 jobs move in well under a second): entries are read a window of many batches
-at a time; each batch's Lua removal runs on a background thread while the next batch's
-transaction runs (its own COMMIT always came first); the run holds one database connection;
-PostgreSQL's ANALYZE runs on that thread too, at the start. A source whose window came back
-short is not read again at once: one pipelined recount of every source at the end, after the
-last removal, says which got new entries, and those are drained again.
+Speed: entries are read a window of many batches at a time. On PostgreSQL two writer threads,
+each on its own connection, write two batches at once; a batch waits for one in progress that
+holds any of its job ids, so they never write the same row. Each committed batch's Lua
+removal runs on a background thread (after its own COMMIT, always) while the next batches are
+written; PostgreSQL's ANALYZE runs there too, at the start. A source whose window came back
+short is not read again at once: one pipelined recount of every source, once every removal
+is done, says which got new entries, and those are drained again.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -43,7 +45,8 @@ from switchyard.domain import Engine, Status
 from switchyard.errors import UsageError
 from switchyard.logs import log_event
 from switchyard.migration import db_writes, rq_reader
-from switchyard.migration.db_writes import ForeignTask, Known, as_task_id
+from switchyard.migration.bulk import Writers, collector_spared
+from switchyard.migration.db_writes import ForeignTask, Known, as_task_id, is_own_job_id
 from switchyard.migration.decode import NeedsPickle, Undecodable, decode_job
 from switchyard.migration.lua import Scripts
 from switchyard.migration.mapping import Unmappable, map_job
@@ -54,6 +57,9 @@ log = logging.getLogger("switchyard.migration")
 
 MAX_BATCH = 5000
 WINDOW = 10_000  # entries read per LRANGE/ZRANGE; one read feeds several batches
+# Batches written at once. PostgreSQL runs each on its own backend (two cores' worth of index
+# maintenance); SQLite serialises writers anyway, and MariaDB has not been measured.
+WRITERS = {"postgresql": 2}
 Progress = Callable[[int], None]
 
 
@@ -65,10 +71,13 @@ class RqToDbOptions:
     include_in_flight: bool = False  # the operator has stopped the rq workers
     queue_prefix: str = ""  # RQ_QUEUE_PREFIX: which queues are switchyard's urgent..low
     actor: str = "migration"
+    writers: int | None = None  # batches written at once; None: WRITERS for the dialect
 
     def __post_init__(self) -> None:
         if not 1 <= self.batch_size <= MAX_BATCH:
             raise UsageError(f"invalid batch size {self.batch_size}: choose 1 to {MAX_BATCH}")
+        if self.writers is not None and not 1 <= self.writers <= 8:
+            raise UsageError(f"invalid number of writers {self.writers}: choose 1 to 8")
 
 
 @dataclass
@@ -128,7 +137,8 @@ def migrate_rq_to_db(
     """Run the migration (or, with dry_run, report what it would do). Idempotent."""
     started = time.monotonic()
     run = _Run(store, r, options, progress or (lambda _n: None))
-    run.execute()
+    with collector_spared():
+        run.execute()
     run.report.seconds = round(time.monotonic() - started, 3)
     log_event(log, "migrate.rq_to_db.done", **_summary(run.report))
     return run.report
@@ -141,17 +151,37 @@ def _summary(report: RqToDbReport) -> dict[str, Any]:
 
 
 @dataclass
-class _Removal:
-    """A batch whose removal from Redis runs in the background: what `_settle` needs."""
+class _Written:
+    """What one committed batch did (a writer thread's answer)."""
 
-    future: Future[list[bool]]
-    entries: list[Entry]
     batch: _Batch
+    job_ids: int
+    flipped: int
     inserted: set[str]
+    quarantined: set[str]
+
+
+@dataclass
+class _Writing:
+    """A batch handed to a writer thread."""
+
+    source: Source
+    entries: list[Entry]
+    job_ids: set[str]
+    future: Future[_Written]
+
+
+@dataclass
+class _Removal:
+    """A committed batch whose removal from Redis runs in the background."""
+
+    entries: list[Entry]
+    written: _Written
+    future: Future[list[bool]]
 
 
 class _Run:
-    """One run's state; each method is one step of the algorithm above."""
+    """One run's state, owned by the calling thread; writer threads only run `_write`."""
 
     def __init__(self, store: TaskStore, r: Redis, options: RqToDbOptions, progress: Progress):
         self.store = store
@@ -162,24 +192,31 @@ class _Run:
         self.report = RqToDbReport(dry_run=options.dry_run)
         self.own_seen_queued: set[uuid.UUID] = set()  # dry run: rq-owned tasks found in Redis
         self.left: dict[Source, int] = {}  # entries left at the top of a source (pickled)
-        self.removal: _Removal | None = None  # at most one removal outstanding
+        self.writing: deque[_Writing] = deque()
+        self.removing: deque[_Removal] = deque()
         self.background = ThreadPoolExecutor(1, thread_name_prefix="switchyard-migration")
+        dialect_writers = WRITERS.get(store.engine.dialect.name, 1)
+        self.writers = Writers(store.engine, options.writers or dialect_writers)
 
     def execute(self) -> None:
-        with self.background, self.store.engine.connect() as conn:
+        with self.background, self.writers:
             statistics = self._refresh_statistics_in_background()
             self.report.alive_workers = rq_reader.alive_workers(self.r)
             include = self.options.include_in_flight or not self.report.alive_workers
             self.report.in_flight_included = include
-            todo = self._sources_with_entries(include)
+            everything = rq_reader.sources(self.r, self.options.queue_prefix)
+            found = [s for s in everything if include or not s.kind.in_flight]
+            if not include:
+                self._count_left_in_flight([s for s in everything if s.kind.in_flight])
             if self.options.dry_run:
-                for source in todo:
+                for source in self._holding_more(found):
                     self._dry_drain(source)
             else:
-                self._drain_all(conn, todo)
+                self._move_all(found)
             if statistics is not None:
                 statistics.result()  # surfaces an error of the ANALYZE
-        self._sweep()
+        if self.options.dry_run:
+            self._sweep()
 
     def _refresh_statistics_in_background(self) -> Future[None] | None:
         if self.options.dry_run:
@@ -187,41 +224,44 @@ class _Run:
         engine, columns = self.store.engine, db_writes.LOOKUP_COLUMNS
         return self.background.submit(db_writes.refresh_statistics, engine, columns)
 
-    def _sources_with_entries(self, include_in_flight: bool) -> list[Source]:
-        """Every source holding entries now (one pipelined count); in-flight ones while a
-        worker is alive are only counted."""
-        found = rq_reader.sources(self.r, self.options.queue_prefix)
-        todo = []
-        for source, n in zip(found, rq_reader.counts(self.r, found), strict=True):
-            if n and source.kind.in_flight and not include_in_flight:
-                self.report.left_in_flight += n
-            elif n:
-                todo.append(source)
-        return todo
+    def _count_left_in_flight(self, in_flight: list[Source]) -> None:
+        """In-flight entries stay while a worker is alive: only counted."""
+        self.report.left_in_flight = sum(rq_reader.counts(self.r, in_flight))
+
+    def _holding_more(self, found: list[Source]) -> list[Source]:
+        """The sources holding more entries than were left in them (one pipelined count)."""
+        now = rq_reader.counts(self.r, found)
+        return [s for s, n in zip(found, now, strict=True) if n > self.left.get(s, 0)]
 
     # -- reading -------------------------------------------------------------------------
 
-    def _drain_all(self, conn: sa.Connection, todo: list[Source]) -> None:
-        """Drain every source; then, with every removal done, recount them all in one round
-        trip and drain again those that hold more than what was left in them."""
-        while todo:
+    def _move_all(self, found: list[Source]) -> None:
+        """Drain every source holding entries, sweep, and repeat while a recount (once every
+        write and removal is done) finds more: entries that arrived meanwhile, such as a job
+        a dispatcher enqueued between our read and the sweep (its task now db-owned, so the
+        job goes as one already there)."""
+        todo = self._holding_more(found)
+        while True:
             for source in todo:
-                self._drain(conn, source)
-            self._settle()
-            now = rq_reader.counts(self.r, todo)
-            todo = [s for s, n in zip(todo, now, strict=True) if n > self.left.get(s, 0)]
+                self._drain(source)
+            self._finish_everything()
+            self._sweep()
+            todo = self._holding_more(found)
+            if not todo:
+                return
 
-    def _drain(self, conn: sa.Connection, source: Source) -> None:
-        """Read a window past what stays at the top, write it batch by batch. A full window
-        means more may follow: once its removals are done, read again from the top."""
+    def _drain(self, source: Source) -> None:
+        """Read a window past what stays at the top and hand it out batch by batch. A full
+        window means more may follow: once its batches are written and removed, read again
+        from the top."""
         size = self.options.batch_size
         while True:
             entries = rq_reader.read_page(self.r, source, self.left.get(source, 0), WINDOW)
             for start in range(0, len(entries), size):
-                self._batch(conn, source, entries[start : start + size])
+                self._write_later(source, entries[start : start + size])
             if len(entries) < WINDOW:
                 return
-            self._settle()
+            self._finish_everything()
 
     def _dry_drain(self, source: Source) -> None:
         """Page through one source without changing anything."""
@@ -235,33 +275,55 @@ class _Run:
         self.report.by_source[source.key] = self.report.by_source.get(source.key, 0) + n
         self.progress(n)
 
-    # -- one batch -----------------------------------------------------------------------
+    # -- writing -------------------------------------------------------------------------
 
-    def _batch(self, conn: sa.Connection, source: Source, entries: list[Entry]) -> None:
-        """Write and commit; then hand the removal to the background thread."""
+    def _write_later(self, source: Source, entries: list[Entry]) -> None:
+        """Hand a batch to a writer once one is free and no batch in progress holds any of
+        its job ids (a job listed twice: the second batch then finds it written)."""
+        job_ids = {e.job_id for e in entries}
+        while len(self.writing) >= self.writers.n or any(
+            not job_ids.isdisjoint(w.job_ids) for w in self.writing
+        ):
+            self._finish_write()
+        future = self.writers.submit(self._write, source, entries)
+        self.writing.append(_Writing(source, entries, job_ids, future))
+
+    def _write(self, conn: sa.Connection, source: Source, entries: list[Entry]) -> _Written:
+        """One batch in one transaction, on a writer thread (touches no run state)."""
         job_ids = list(dict.fromkeys(e.job_id for e in entries))
-        task_ids = {j: t for j in job_ids if (t := as_task_id(j)) is not None}
+        own = [j for j in job_ids if is_own_job_id(j)]
         options = self.options
         with db_writes.migration_tx(conn, options.actor, self.store.max_attempts) as tx:
-            flipped = tx.take_over(list(task_ids.values()), in_flight=source.kind.in_flight)
-            rest = [j for j in job_ids if task_ids.get(j) not in flipped]
+            flipped = tx.take_over(own, in_flight=source.kind.in_flight)
+            rest = [j for j in job_ids if j not in flipped] if flipped else job_ids
             batch = self._classify(source, entries, rest, tx.lookup(rest))
             inserted = tx.insert_foreign(batch.foreign)
             quarantined = tx.insert_quarantine(batch.quarantine)
-        # Committed: from here on a crash leaves rows the next run recognises.
-        self._count(batch, len(job_ids), len(flipped), inserted, quarantined)
-        done = [e for e in entries if e.job_id not in batch.left] if batch.left else entries
-        self.left[source] = self.left.get(source, 0) + len(entries) - len(done)
-        self._remove_in_background(source, done, batch, inserted)
-        self._advance(source, len(entries))
-        log_event(log, "migrate.batch", logging.DEBUG, source=source.key, entries=len(entries))
+        return _Written(batch, len(job_ids), len(flipped), inserted, quarantined)
 
-    def _remove_in_background(
-        self, source: Source, done: list[Entry], batch: _Batch, inserted: set[str]
-    ) -> None:
-        """Start removing this committed batch; first settle the previous removal, which
-        ran while this batch was written (so an error stops the run one batch later)."""
-        self._settle()
+    def _finish_write(self) -> None:
+        """Wait for the oldest batch's COMMIT, count it, and start removing it."""
+        writing = self.writing.popleft()
+        written = writing.future.result()
+        # Committed: from here on a crash leaves rows the next run recognises.
+        self._count(written)
+        entries, left = writing.entries, written.batch.left
+        done = [e for e in entries if e.job_id not in left] if left else entries
+        self.left[writing.source] = self.left.get(writing.source, 0) + len(entries) - len(done)
+        self._remove_later(writing.source, done, written)
+        self._advance(writing.source, len(entries))
+        log_event(
+            log, "migrate.batch", logging.DEBUG, source=writing.source.key, entries=len(entries)
+        )
+
+    # -- removing ------------------------------------------------------------------------
+
+    def _remove_later(self, source: Source, done: list[Entry], written: _Written) -> None:
+        """Start removing a committed batch from Redis; first account for removals that are
+        over (and wait for the oldest if two are still running, so an error stops the run
+        soon)."""
+        while self.removing and (len(self.removing) >= 2 or self.removing[0].future.done()):
+            self._finish_removal()
         future = self.background.submit(
             self.scripts.remove,
             source.key,
@@ -269,14 +331,18 @@ class _Run:
             [e.member for e in done],
             [rq_reader.job_key(e.job_id) for e in done],
         )
-        self.removal = _Removal(future, done, batch, inserted)
+        self.removing.append(_Removal(done, written, future))
 
-    def _settle(self) -> None:
-        """Wait for the outstanding removal and account for what it found gone."""
-        removal, self.removal = self.removal, None
-        if removal is not None:
-            removed = removal.future.result()
-            self._handle_raced(removal.entries, removed, removal.batch, removal.inserted)
+    def _finish_removal(self) -> None:
+        removal = self.removing.popleft()
+        removed = removal.future.result()
+        self._handle_raced(removal.entries, removed, removal.written)
+
+    def _finish_everything(self) -> None:
+        while self.writing:
+            self._finish_write()
+        while self.removing:
+            self._finish_removal()
 
     def _dry_batch(self, source: Source, entries: list[Entry]) -> None:
         job_ids = list(dict.fromkeys(e.job_id for e in entries))
@@ -331,16 +397,14 @@ class _Run:
 
     # -- accounting ----------------------------------------------------------------------
 
-    def _count(
-        self, batch: _Batch, n_ids: int, flipped: int, inserted: set[str], quarantined: set[str]
-    ) -> None:
-        rep = self.report
-        rep.migrated_own += flipped
-        rep.migrated_foreign += len(inserted)
+    def _count(self, written: _Written) -> None:
+        rep, batch, quarantined = self.report, written.batch, written.quarantined
+        rep.migrated_own += written.flipped
+        rep.migrated_foreign += len(written.inserted)
         rep.quarantined += len(quarantined)
         rep.left_pickled += len(batch.left)
-        handled = flipped + len(inserted) + len(quarantined) + len(batch.left)
-        rep.already_there += n_ids - handled
+        handled = written.flipped + len(written.inserted) + len(quarantined) + len(batch.left)
+        rep.already_there += written.job_ids - handled
         rep.quarantine += [_quarantine_line(q) for q in batch.quarantine if q.job_id in quarantined]
 
     def _count_dry(self, source: Source, batch: _Batch, known: Known) -> None:
@@ -363,9 +427,7 @@ class _Run:
         rep.already_there += len(known.migrated) + len(known.quarantined)
         rep.quarantine += [_quarantine_line(q) for q in batch.quarantine]
 
-    def _handle_raced(
-        self, entries: list[Entry], removed: list[bool], batch: _Batch, inserted: set[str]
-    ) -> None:
+    def _handle_raced(self, entries: list[Entry], removed: list[bool], written: _Written) -> None:
         """An entry no longer there was taken by a live worker: its job runs in rq, so a
         foreign copy we just created must not run as well."""
         gone = {e.job_id for e, ok in zip(entries, removed, strict=True) if not ok}
@@ -374,8 +436,8 @@ class _Run:
         self.report.raced += len(gone)
         copies = [
             f.new.id
-            for f in batch.foreign
-            if f.new.source_job_id in gone and f.new.source_job_id in inserted
+            for f in written.batch.foreign
+            if f.new.source_job_id in gone and f.new.source_job_id in written.inserted
         ]
         db_writes.cancel_raced(self.store.engine, copies, self.options.actor)
         log_event(log, "migrate.raced", logging.WARNING, jobs=len(gone))

@@ -31,7 +31,7 @@ from switchyard.rq_engine.connection import (
     registry_keys,
     translated_redis,
 )
-from switchyard.rq_engine.scripts import Scripts, hash_args
+from switchyard.rq_engine.scripts import Field, Scripts, enqueue_jobs_args, hash_fields
 
 log = logging.getLogger("switchyard.rq.dispatch")
 
@@ -53,24 +53,44 @@ class PushResult:
 def push_jobs(
     connection: redis.Redis, pending: Iterable[Pending], settings: Settings | None = None
 ) -> PushResult:
-    """Enqueue one rq job per task, in one pipelined round trip; idempotent by job id."""
+    """Enqueue one rq job per task, in one pipelined round trip with one ENQUEUE_JOBS call
+    per queue; idempotent by job id."""
     settings = settings or get_settings()
     scripts = Scripts(connection)
-    items = list(pending)
+    batches = _by_queue_and_layout(connection, list(pending), settings)
     with translated_redis("enqueueing jobs"), connection.pipeline(transaction=False) as pipe:
-        for item in items:
-            queue = queue_for(connection, item.priority, settings.rq_queue_prefix)
-            keys, args = _job_script_input(queue, item, settings)
-            scripts.enqueue_once(keys=keys, args=args, client=pipe)
+        for queue, batch in batches:
+            keys, args = _enqueue_input(queue, batch)
+            scripts.enqueue_jobs(keys=keys, args=args, client=pipe)
         answers = pipe.execute()
     result = PushResult()
-    for item, answer in zip(items, answers, strict=True):
-        (result.pushed if answer == 1 else result.present).append(item.id)
+    for (_queue, batch), batch_answers in zip(batches, answers, strict=True):
+        for (item, _fields), answer in zip(batch, batch_answers, strict=True):
+            (result.pushed if answer == 1 else result.present).append(item.id)
     return result
 
 
-def _job_script_input(queue: Queue, item: Pending, s: Settings) -> tuple[list[str], list[Any]]:
-    """ENQUEUE_ONCE's keys and arguments: the job hash is built by rq's own Job."""
+Batch = list[tuple[Pending, list[Field]]]
+
+
+def _by_queue_and_layout(
+    connection: redis.Redis, items: list[Pending], settings: Settings
+) -> list[tuple[Queue, Batch]]:
+    """Each task with its job hash, built by rq's own Job, grouped by queue and by the
+    hash's field names (one ENQUEUE_JOBS call needs one layout), in their original order."""
+    queues = {
+        p: queue_for(connection, p, settings.rq_queue_prefix) for p in {i.priority for i in items}
+    }
+    groups: dict[tuple[str, tuple[str, ...]], tuple[Queue, Batch]] = {}
+    for item in items:
+        queue = queues[item.priority]
+        fields = hash_fields(_job(queue, item, settings).to_dict())
+        layout = (queue.name, tuple(name for name, _ in fields))
+        groups.setdefault(layout, (queue, []))[1].append((item, fields))
+    return list(groups.values())
+
+
+def _job(queue: Queue, item: Pending, s: Settings) -> Job:
     job = queue.create_job(
         JOB_FUNC,
         args=[str(item.id)],
@@ -81,9 +101,16 @@ def _job_script_input(queue: Queue, item: Pending, s: Settings) -> tuple[list[st
         status=JobStatus.QUEUED,
     )
     job.enqueued_at = rq_now()
+    return job
+
+
+def _enqueue_input(queue: Queue, batch: Batch) -> tuple[list[str], list[Any]]:
+    """ENQUEUE_JOBS's keys and arguments for one queue's jobs."""
     failed, finished, wip = registry_keys(queue.name)
-    keys = [job.key, queue.key, queue.redis_queues_keys, failed, finished, wip]
-    return keys, [job.id, queue.key, *hash_args(job.to_dict())]
+    ids = [str(item.id) for item, _ in batch]
+    keys = [queue.key, queue.redis_queues_keys, failed, finished, wip]
+    keys += [Job.key_for(job_id) for job_id in ids]
+    return keys, enqueue_jobs_args(queue.key, ids, [fields for _, fields in batch])
 
 
 class _Pusher:
@@ -121,15 +148,18 @@ def dispatch_pending(
     connection: redis.Redis,
     limit: int = 10 * DISPATCH_BATCH,
     settings: Settings | None = None,
+    batch: int = DISPATCH_BATCH,
 ) -> int:
     """Enqueue queued rq-owned tasks that are not in Redis yet (crash or outage between
-    commit and enqueue, a retry whose backoff ended, a recovered task); returns how many
-    were pushed. Idempotent, and safe to run in every process at once."""
+    commit and enqueue, a retry whose backoff ended, a recovered task), `batch` per
+    transaction; returns how many were pushed. Idempotent, and safe to run in every process
+    at once."""
     pusher = _Pusher(connection, settings)
     while limit > 0:
-        handed = store.dispatch(pusher, limit=min(DISPATCH_BATCH, limit))
+        requested = min(batch, limit)
+        handed = store.dispatch(pusher, limit=requested)
         limit -= handed
-        if handed < DISPATCH_BATCH:
+        if handed < requested:
             break
     return pusher.pushed
 

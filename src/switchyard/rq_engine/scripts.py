@@ -6,47 +6,78 @@ exactly what rq's own `Job.save()` writes: the fields come from rq's `Job.to_dic
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import redis
 from redis.commands.core import Script
 
-# Put one rq job into its queue unless it is already waiting to run. This is what makes
-# enqueueing idempotent by job id (= task id) without WATCH: the check and the push are one
-# atomic step, so two dispatchers racing on one task push it once.
+# Put rq jobs of one queue into it, each unless it is already waiting to run. This is what
+# makes enqueueing idempotent by job id (= task id) without WATCH: the check and the push are
+# one atomic step, so two dispatchers racing on one task push it once.
 #
-# A job hash in status `queued` is waiting in its list: nothing to do (returns 0). Any other
-# hash is spent (finished, failed, stopped) or stale (`started` by a worker that died; the
-# database has requeued the task), so it is replaced by the fresh job, the id leaves the
-# failed/finished registries (rq's registries then agree with the database: the task is
+# For each job: a hash in status `queued` is waiting in its list: nothing to do (answer 0).
+# Any other hash is spent (finished, failed, stopped) or stale (`started` by a worker that
+# died; the database has requeued the task), so it is replaced by the fresh job, the id leaves
+# the failed/finished registries (rq's registries then agree with the database: the task is
 # queued again), a stale execution of a dead worker leaves the wip registry (so rq's clean-up
-# cannot later mark the new run failed), and the id is pushed (returns 1).
+# cannot later mark the new run failed), and the id is pushed (answer 1).
 #
-# KEYS: 1 rq:job:<id>, 2 rq:queue:<q>, 3 rq:queues, 4 rq:failed:<q>, 5 rq:finished:<q>,
-#       6 rq:wip:<q>
-# ARGV: 1 job id, 2 queue key (member of rq:queues), 3.. field, value, ... of the job hash
-ENQUEUE_ONCE = """
-local status = redis.call('HGET', KEYS[1], 'status')
-if status == 'queued' then
-  return 0
-end
-if status == 'started' then
-  local cursor = '0'
-  repeat
-    local page = redis.call('ZSCAN', KEYS[6], cursor, 'MATCH', ARGV[1] .. ':*')
-    cursor = page[1]
-    for i = 1, #page[2], 2 do
-      redis.call('ZREM', KEYS[6], page[2][i])
+# One call takes a whole batch: the fields every job shares (origin, timeout, status, ...)
+# travel once, and each job brings only its id and the values of its own fields (data,
+# description, created_at, enqueued_at), a sixth of the arguments of one call per job.
+#
+# KEYS: 1 rq:queue:<q>, 2 rq:queues, 3 rq:failed:<q>, 4 rq:finished:<q>, 5 rq:wip:<q>,
+#       5+j rq:job:<id of job j>
+# ARGV: 1 queue key (member of rq:queues), 2 S, 3..2+2S the S shared fields and values,
+#       then P, the P names of the fields each job has its own value for, then per job:
+#       its id and its P values
+# Returns one answer per job, in order.
+ENQUEUE_JOBS = """
+local shared_end = 2 + 2 * tonumber(ARGV[2])
+local n_own = tonumber(ARGV[shared_end + 1])
+local names = shared_end + 1
+local first = names + n_own + 1
+local answers = {}
+local pushed = false
+for job = 1, #KEYS - 5 do
+  local at = first + (job - 1) * (n_own + 1)
+  local key, id = KEYS[5 + job], ARGV[at]
+  local status = redis.call('HGET', key, 'status')
+  if status == 'queued' then
+    answers[job] = 0
+  else
+    if status == 'started' then
+      local cursor = '0'
+      repeat
+        local page = redis.call('ZSCAN', KEYS[5], cursor, 'MATCH', id .. ':*')
+        cursor = page[1]
+        for i = 1, #page[2], 2 do
+          redis.call('ZREM', KEYS[5], page[2][i])
+        end
+      until cursor == '0'
     end
-  until cursor == '0'
+    local fields = {}
+    for i = 3, shared_end do
+      fields[#fields + 1] = ARGV[i]
+    end
+    for k = 1, n_own do
+      fields[#fields + 1] = ARGV[names + k]
+      fields[#fields + 1] = ARGV[at + k]
+    end
+    redis.call('DEL', key)
+    redis.call('HSET', key, unpack(fields))
+    redis.call('ZREM', KEYS[3], id)
+    redis.call('ZREM', KEYS[4], id)
+    redis.call('RPUSH', KEYS[1], id)
+    answers[job] = 1
+    pushed = true
+  end
 end
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], unpack(ARGV, 3))
-redis.call('ZREM', KEYS[4], ARGV[1])
-redis.call('ZREM', KEYS[5], ARGV[1])
-redis.call('RPUSH', KEYS[2], ARGV[1])
-redis.call('SADD', KEYS[3], ARGV[2])
-return 1
+if pushed then
+  redis.call('SADD', KEYS[2], ARGV[1])
+end
+return answers
 """
 
 # Forget a job that its queue no longer holds (a worker popped it, then died before starting
@@ -69,15 +100,32 @@ class Scripts:
     """The scripts registered on one client; callable on a pipeline (EVALSHA, loaded once)."""
 
     def __init__(self, connection: redis.Redis) -> None:
-        self.enqueue_once: Script = connection.register_script(ENQUEUE_ONCE)
+        self.enqueue_jobs: Script = connection.register_script(ENQUEUE_JOBS)
         self.forget_if_lost: Script = connection.register_script(FORGET_IF_LOST)
 
 
-def hash_args(fields: dict[str, Any]) -> list[Any]:
-    """Flatten a job hash for HSET in Lua; None fields are left out, as redis-py would refuse
-    them (rq writes '' for the ones it wants present)."""
-    out: list[Any] = []
-    for key, value in fields.items():
-        if value is not None:
-            out += [key, value]
-    return out
+Field = tuple[str, Any]
+
+
+def hash_fields(fields: dict[str, Any]) -> list[Field]:
+    """A job hash's (field, value) pairs for HSET in Lua; None fields are left out, as
+    redis-py would refuse them (rq writes '' for the ones it wants present)."""
+    return [(key, value) for key, value in fields.items() if value is not None]
+
+
+def enqueue_jobs_args(
+    queue_member: str, ids: Sequence[str], hashes: Sequence[list[Field]]
+) -> list[Any]:
+    """ENQUEUE_JOBS's ARGV for jobs whose hashes have the same fields in the same order: the
+    fields with one value in every hash are sent once, the others per job."""
+    names = [name for name, _ in hashes[0]]
+    columns = list(zip(*([value for _, value in h] for h in hashes), strict=True))
+    shared = [i for i, column in enumerate(columns) if all(v == column[0] for v in column)]
+    own = [i for i in range(len(names)) if i not in shared]
+    args: list[Any] = [queue_member, len(shared)]
+    for i in shared:
+        args += [names[i], columns[i][0]]
+    args += [len(own), *(names[i] for i in own)]
+    for job_id, h in zip(ids, hashes, strict=True):
+        args += [job_id, *(h[i][1] for i in own)]
+    return args
