@@ -20,8 +20,9 @@ each on its own connection, write two batches at once; a batch waits for one in 
 holds any of its job ids, so they never write the same row. Each committed batch's Lua
 removal runs on a background thread (after its own COMMIT, always) while the next batches are
 written; PostgreSQL's ANALYZE runs there too, at the start. A source whose window came back
-short is not read again at once: one pipelined recount of every source, once every removal
-is done, says which got new entries, and those are drained again.
+short is not read again at once: when every batch is written and removed and the sweep has
+run, one pipelined recount of every source says which got entries meanwhile (a dispatcher
+may have enqueued a job between our read and the sweep), and those are drained again.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from switchyard.migration.rq_reader import Entry, Kind, Source
 log = logging.getLogger("switchyard.migration")
 
 MAX_BATCH = 5000
+MAX_WRITERS = 8
 WINDOW = 10_000  # entries read per LRANGE/ZRANGE; one read feeds several batches
 # Batches written at once. PostgreSQL runs each on its own backend (two cores' worth of index
 # maintenance); SQLite serialises writers anyway, and MariaDB has not been measured.
@@ -76,8 +78,8 @@ class RqToDbOptions:
     def __post_init__(self) -> None:
         if not 1 <= self.batch_size <= MAX_BATCH:
             raise UsageError(f"invalid batch size {self.batch_size}: choose 1 to {MAX_BATCH}")
-        if self.writers is not None and not 1 <= self.writers <= 8:
-            raise UsageError(f"invalid number of writers {self.writers}: choose 1 to 8")
+        if self.writers is not None and not 1 <= self.writers <= MAX_WRITERS:
+            raise UsageError(f"invalid number of writers {self.writers}: choose 1 to {MAX_WRITERS}")
 
 
 @dataclass
@@ -155,7 +157,7 @@ class _Written:
     """What one committed batch did (a writer thread's answer)."""
 
     batch: _Batch
-    job_ids: int
+    jobs: int  # distinct job ids in the batch
     flipped: int
     inserted: set[str]
     quarantined: set[str]
@@ -320,8 +322,8 @@ class _Run:
 
     def _remove_later(self, source: Source, done: list[Entry], written: _Written) -> None:
         """Start removing a committed batch from Redis; first account for removals that are
-        over (and wait for the oldest if two are still running, so an error stops the run
-        soon)."""
+        over (waiting for the oldest if two are outstanding, so that an error stops the run
+        within a batch or two)."""
         while self.removing and (len(self.removing) >= 2 or self.removing[0].future.done()):
             self._finish_removal()
         future = self.background.submit(
@@ -343,6 +345,8 @@ class _Run:
             self._finish_write()
         while self.removing:
             self._finish_removal()
+
+    # -- what a batch holds --------------------------------------------------------------
 
     def _dry_batch(self, source: Source, entries: list[Entry]) -> None:
         job_ids = list(dict.fromkeys(e.job_id for e in entries))
@@ -404,7 +408,7 @@ class _Run:
         rep.quarantined += len(quarantined)
         rep.left_pickled += len(batch.left)
         handled = written.flipped + len(written.inserted) + len(quarantined) + len(batch.left)
-        rep.already_there += written.job_ids - handled
+        rep.already_there += written.jobs - handled
         rep.quarantine += [_quarantine_line(q) for q in batch.quarantine if q.job_id in quarantined]
 
     def _count_dry(self, source: Source, batch: _Batch, known: Known) -> None:
