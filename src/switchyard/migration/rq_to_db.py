@@ -58,7 +58,7 @@ log = logging.getLogger("switchyard.migration")
 
 MAX_BATCH = 5000
 MAX_WRITERS = 8
-WINDOW = 10_000  # entries read per LRANGE/ZRANGE; one read feeds several batches
+WINDOW = 50_000  # entries read per LRANGE/ZRANGE; one read feeds many batches
 # Batches written at once. PostgreSQL runs each on its own backend (two cores' worth of index
 # maintenance); SQLite serialises writers anyway, and MariaDB has not been measured.
 WRITERS = {"postgresql": 2}
