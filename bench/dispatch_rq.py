@@ -122,6 +122,18 @@ def bench_settings(db_url: str, redis_url: str) -> Settings:
     )
 
 
+class LateSessionMeter(common.CpuMeter):
+    """A CpuMeter that also counts sessions opened after `start()` (the supervisor opens one
+    later) from when they connect, not from their thread's birth: MariaDB reuses cached
+    threads, whose lifetime CPU is other sessions' work."""
+
+    def _on_connect(self, dbapi_conn: Any, record: Any) -> None:
+        known = len(self.sessions)
+        super()._on_connect(dbapi_conn, record)
+        for path in self.sessions[known:]:
+            self._began.setdefault(path, common._cpu_seconds(path))
+
+
 def switchyard_main(
     db_url: str, redis_url: str, worker_class: str, burst: bool, results: Any, start: StartLine
 ) -> None:
@@ -129,7 +141,7 @@ def switchyard_main(
     its CPU (and its database sessions') through `results` when it ends."""
     common.exit_with_parent()
     services = Services(bench_settings(db_url, redis_url))
-    meter = common.CpuMeter(services.store.engine)
+    meter = LateSessionMeter(services.store.engine)
     services.store.counts()  # connect before the start line
     services.redis.ping()
     start.arrive()
