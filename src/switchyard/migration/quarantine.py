@@ -8,6 +8,7 @@ job can be put back into Redis exactly as it was.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -68,9 +69,14 @@ def storable_job_id(job_id: str) -> str:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         text = ""
-    if text and len(text) <= MAX_JOB_ID and not text.startswith("b64:"):
+    if text and len(text) <= MAX_JOB_ID and not text.startswith(("b64:", "sha256:")):
         return text
-    return ("b64:" + _b64(raw))[:MAX_JOB_ID]
+    encoded = "b64:" + _b64(raw)
+    if len(encoded) <= MAX_JOB_ID:
+        return encoded
+    # Too long to keep whole: a digest is unique and stable, so a rerun finds the row and two
+    # different ids never collide; the full id stays in the row's raw document.
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
 def quarantine_row(item: Quarantined, now: datetime) -> dict[str, object]:
