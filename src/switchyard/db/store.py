@@ -249,6 +249,29 @@ def _named_completion(form: CompletionForm) -> sa.Executable:
     return _completion_update()
 
 
+def queued_row(
+    n: NewTask, max_attempts: int, created_at: datetime, available_at: datetime
+) -> dict[str, Any]:
+    """The `tasks` row of a new queued task (a submission, or a job migrated from rq)."""
+    return {
+        "id": n.id,
+        "user_id": n.user_id,
+        "platform_connection_id": n.platform_connection_id,
+        "image_url": n.image_url,
+        "priority": n.priority,
+        "settings": n.settings,
+        "status": Status.QUEUED.value,
+        "attempts": 0,
+        "max_attempts": max_attempts,
+        "progress": 0,
+        "created_at": created_at,
+        "available_at": available_at,
+        "origin": n.origin.value,
+        "engine": n.engine.value,
+        "source_job_id": n.source_job_id,
+    }
+
+
 class TaskStore:
     """All reads and writes of tasks, events and run-time state."""
 
@@ -279,26 +302,7 @@ class TaskStore:
     def submit(self, new: Sequence[NewTask], actor: str) -> list[Task]:
         """Insert tasks as `queued`, with their creation events, in one transaction."""
         now = utcnow()
-        rows = [
-            {
-                "id": n.id,
-                "user_id": n.user_id,
-                "platform_connection_id": n.platform_connection_id,
-                "image_url": n.image_url,
-                "priority": n.priority,
-                "settings": n.settings,
-                "status": Status.QUEUED.value,
-                "attempts": 0,
-                "max_attempts": self.max_attempts,
-                "progress": 0,
-                "created_at": now,
-                "available_at": now,
-                "origin": n.origin.value,
-                "engine": n.engine.value,
-                "source_job_id": n.source_job_id,
-            }
-            for n in new
-        ]
+        rows = [queued_row(n, self.max_attempts, now, now) for n in new]
         if not rows:
             return []
         events = [_event(r["id"], now, actor, None, Status.QUEUED, r["origin"]) for r in rows]

@@ -28,7 +28,7 @@ from sqlalchemy.dialects import postgresql
 
 from switchyard.db.engine import translated
 from switchyard.db.schema import UtcDateTime, quarantine, task_events, tasks
-from switchyard.db.store import NewTask, utcnow
+from switchyard.db.store import NewTask, queued_row, utcnow
 from switchyard.domain import Engine, Status
 from switchyard.migration.quarantine import Quarantined, quarantine_row, storable_job_id
 
@@ -270,24 +270,8 @@ class MigrationTx:
         return {str(f.new.source_job_id) for f in fresh}
 
     def _row(self, f: ForeignTask) -> dict[str, Any]:
-        n = f.new
-        return {
-            "id": n.id,
-            "user_id": n.user_id,
-            "platform_connection_id": n.platform_connection_id,
-            "image_url": n.image_url,
-            "priority": n.priority,
-            "settings": n.settings,
-            "status": Status.QUEUED.value,
-            "attempts": 0,
-            "max_attempts": self.max_attempts,
-            "progress": 0,
-            "created_at": f.created_at,
-            "available_at": f.available_at,
-            "origin": n.origin.value,
-            "engine": Engine.DB.value,
-            "source_job_id": n.source_job_id,
-        }
+        row = queued_row(f.new, self.max_attempts, f.created_at, f.available_at)
+        return {**row, "engine": Engine.DB.value}  # a migrated job belongs to the db engine
 
     def insert_quarantine(self, items: Sequence[Quarantined]) -> set[str]:
         """Insert the quarantine rows whose job id is not there yet; returns their job ids."""
