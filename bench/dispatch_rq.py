@@ -47,14 +47,14 @@ from _common import BenchContext, BenchFailed, StartLine, note, scenario, summar
 from rq import Queue, SimpleWorker, Worker
 from rq.serializers import JSONSerializer
 
-from switchyard import modes
+from switchyard import modes, switch
 from switchyard.config import Settings, load_settings
 from switchyard.db.store import NewTask
 from switchyard.domain import Engine, Priority
 from switchyard.operations import submit
 from switchyard.operations.services import Services
-from switchyard.rq_engine import dispatch_pending
 from switchyard.rq_engine.worker import run_worker
+from switchyard.switch import dispatch_pending
 
 QUEUES = [p.label for p in sorted(Priority)]
 RQ_CLASSES = {"simple": SimpleWorker, "fork": Worker}
@@ -176,7 +176,7 @@ def fresh(ctx: BenchContext, redis_url: str) -> Services:
     common.reset_tables(ctx.url)
     redis.Redis.from_url(redis_url).flushdb()
     services = Services(bench_settings(ctx.url, redis_url))
-    modes.set_mode(services.store, modes.Mode.RQ, "bench", "rq bench")
+    switch.switch_mode(services.store, modes.Mode.RQ, "bench", "rq bench")
     return services
 
 

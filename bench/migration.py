@@ -46,7 +46,7 @@ from switchyard.db.schema import tasks
 from switchyard.db.store import NewTask, TaskStore
 from switchyard.domain import Engine, Priority
 from switchyard.migration import RqToDbOptions, migrate_db_to_rq, migrate_rq_to_db
-from switchyard.rq_engine.dispatch import dispatch_pending
+from switchyard.switch import dispatch_pending
 
 ACTOR = "bench"
 LOAD_CHUNK = 5000

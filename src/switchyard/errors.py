@@ -37,6 +37,18 @@ class StoreError(SwitchyardError):
     """The database could not be reached or refused a statement."""
 
 
+class Fenced(SwitchyardError):
+    """A move or enqueue was decided under a routing epoch that is no longer current; nothing
+    was written. The caller reads the routing again and decides anew."""
+
+    def __init__(self, action: str, held: int, current: int | None) -> None:
+        now = "unknown" if current is None else str(current)
+        super().__init__(f"{action} fenced: decided under routing epoch {held}, now {now}")
+        self.action = action
+        self.held = held
+        self.current = current
+
+
 class SubmissionsPaused(SwitchyardError):
     """Submissions are paused by an operator; nothing was written."""
 
@@ -67,6 +79,17 @@ class StepFailed(SwitchyardError):
     def __init__(self, message: str, detail: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.detail = detail or {}
+
+
+class StepIncomplete(StepFailed):
+    """A step did what it could but left work behind (e.g. pickled jobs without
+    --allow-pickle); the run stops as incomplete, and `command` finishes it."""
+
+    def __init__(self, message: str, command: str, detail: dict[str, Any] | None = None) -> None:
+        super().__init__(
+            f"{message}; finish with `{command}`", {**(detail or {}), "command": command}
+        )
+        self.command = command
 
 
 class RunFailed(SwitchyardError):

@@ -2,7 +2,9 @@
 
 The mode lives in `system_state` under "mode" ({"mode": "rq", "since", "reason"}), so every
 process sees the same one; each process reads it through a `ModeWatcher` that caches it for
-MODE_CACHE_SECONDS (at most 1 s), so a switch is acted on within two seconds everywhere.
+MODE_CACHE_SECONDS (at most 1 s). A cached view may be stale: it carries the routing epoch it
+was read under, and every move or enqueue decided from it is fenced by that epoch (switching,
+and the fence, live in `switchyard.switch` and `db/fence.py`).
 
 | mode     | submissions owned by | polling workers claim                     | rq dispatch |
 |----------|----------------------|-------------------------------------------|-------------|
@@ -28,7 +30,8 @@ from datetime import timedelta
 from typing import Any
 
 from switchyard.config import Settings
-from switchyard.db.store import TaskStore, utcnow
+from switchyard.db.fence import EPOCH_KEY, epoch_of
+from switchyard.db.store import TaskStore
 from switchyard.domain import Engine
 from switchyard.errors import ConfigError, UsageError
 
@@ -65,7 +68,7 @@ def boot_mode(settings: Settings) -> Mode:
     )
 
 
-def _stored_mode(value: Any) -> Mode | None:
+def stored_mode(value: Any) -> Mode | None:
     if value is None:
         return None
     raw = value.get("mode") if isinstance(value, dict) else None
@@ -76,49 +79,7 @@ def _stored_mode(value: Any) -> Mode | None:
 
 def current_mode(store: TaskStore, settings: Settings) -> Mode:
     """The mode in force now (read from the database, not cached)."""
-    return _stored_mode(store.get_state(MODE_KEY)) or boot_mode(settings)
-
-
-def _iso_now() -> str:
-    return utcnow().isoformat() + "Z"
-
-
-def set_mode(
-    store: TaskStore, mode: Mode, actor: str, reason: str, settings: Settings | None = None
-) -> dict[str, Any]:
-    """Switch the mode and move queued work to the engine that now owns it; recorded as a
-    `mode_changed` system event. Returns {"mode", "previous", "changed", "moved"}.
-
-    To `db`: queued rq-owned tasks become db-owned (their rq jobs then find nothing to do).
-    To `rq`: queued db-owned tasks become rq-owned, and the dispatchers enqueue them.
-    To `hybrid`: nothing moves (polling workers take db-owned tasks, rq the rest).
-    """
-    previous = _stored_mode(store.get_state(MODE_KEY))
-    if previous is None and settings is not None:
-        previous = boot_mode(settings)
-    store.set_state(MODE_KEY, {"mode": mode.value, "since": _iso_now(), "reason": reason}, actor)
-    moved = _move_queued(store, mode, actor)
-    changed = previous is not mode
-    if changed or moved:
-        detail = {"from": previous.value if previous else None, "to": mode.value, "moved": moved}
-        store.record_event("mode_changed", actor, reason, detail)
-    return {
-        "mode": mode.value,
-        "previous": previous.value if previous else None,
-        "changed": changed,
-        "moved": moved,
-    }
-
-
-def _move_queued(store: TaskStore, mode: Mode, actor: str) -> int:
-    if mode is Mode.HYBRID:
-        return 0
-    source, target = (Engine.RQ, Engine.DB) if mode is Mode.DB else (Engine.DB, Engine.RQ)
-    reason = f"moved to {target.value}: mode is {mode.value}"
-    moved = 0
-    while n := store.reassign_queued(source, target, actor, reason):
-        moved += n
-    return moved
+    return stored_mode(store.get_state(MODE_KEY)) or boot_mode(settings)
 
 
 # -- the Redis fallback --------------------------------------------------------------------
@@ -131,25 +92,9 @@ def fallback_state(store: TaskStore) -> dict[str, Any]:
     return {"active": bool(value.get("active")), **{k: value.get(k) for k in ("since", "reason")}}
 
 
-def _is_active(value: Any) -> bool:
+def fallback_active(value: Any) -> bool:
+    """Whether a stored `fallback` value says the fallback is on."""
     return isinstance(value, dict) and bool(value.get("active"))
-
-
-def activate_fallback(store: TaskStore, actor: str, reason: str) -> bool:
-    """Turn the fallback on; True if this call did (of many processes noticing, one wins and
-    records the `fallback_activated` event)."""
-    state = {"active": True, "since": _iso_now(), "reason": reason}
-    if not store.swap_state(FALLBACK_KEY, lambda v: not _is_active(v), state, actor):
-        return False
-    store.record_event("fallback_activated", actor, reason, {})
-    return True
-
-
-def clear_fallback(store: TaskStore, actor: str, reason: str) -> bool:
-    """Turn the fallback off; True if this call did. The caller then re-dispatches and
-    records the `fallback_cleared` event with what it moved."""
-    state = {"active": False, "since": _iso_now(), "reason": reason}
-    return store.swap_state(FALLBACK_KEY, _is_active, state, actor)
 
 
 # -- what the mode means for each kind of worker -----------------------------------------
@@ -168,6 +113,7 @@ class Routing:
     mode: Mode
     fallback: bool = False
     grace: timedelta = timedelta(seconds=30)
+    epoch: int = 0  # the routing epoch this view was read under (see `db/fence.py`)
 
     @property
     def redis_in_use(self) -> bool:
@@ -210,17 +156,22 @@ class ModeWatcher:
                 self._read_at = time.monotonic()
             return self._cached
 
-    def __call__(self) -> Routing:
-        return self.routing()
+    def __call__(self, fresh: bool = False) -> Routing:
+        return self.routing(fresh)
 
     def _read(self) -> Routing:
-        state = self.store.all_state()
-        mode = _stored_mode(state.get(MODE_KEY)) or boot_mode(self.settings)
-        return Routing(
-            mode=mode,
-            fallback=_is_active(state.get(FALLBACK_KEY)),
-            grace=timedelta(seconds=self.settings.hybrid_grace_seconds),
-        )
+        return read_routing(self.store, self.settings)
+
+
+def read_routing(store: TaskStore, settings: Settings) -> Routing:
+    """The routing in force now, with its epoch: one read of `system_state`, not cached."""
+    state = store.all_state()
+    return Routing(
+        mode=stored_mode(state.get(MODE_KEY)) or boot_mode(settings),
+        fallback=fallback_active(state.get(FALLBACK_KEY)),
+        grace=timedelta(seconds=settings.hybrid_grace_seconds),
+        epoch=epoch_of(state.get(EPOCH_KEY)),
+    )
 
 
 __all__ = [
@@ -230,10 +181,10 @@ __all__ = [
     "ModeWatcher",
     "PollingScope",
     "Routing",
-    "activate_fallback",
     "boot_mode",
-    "clear_fallback",
     "current_mode",
+    "fallback_active",
     "fallback_state",
-    "set_mode",
+    "read_routing",
+    "stored_mode",
 ]

@@ -9,9 +9,10 @@ import sys
 import uuid
 
 from switchyard.domain import Status
-from switchyard.modes import Mode, set_mode
+from switchyard.modes import Mode
 from switchyard.operations.services import Services
 from switchyard.rollback.canary import local_image_server, run_canary
+from switchyard.switch import switch_mode as set_mode
 from tests.conftest import cli_env
 from tests.integration.conftest import StartWorker
 from tests.integration.test_rollback_support import sqlite_services  # noqa: F401

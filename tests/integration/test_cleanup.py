@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from switchyard.modes import Mode, set_mode
+from switchyard.modes import Mode
 from switchyard.operations import rollback as ops
 from switchyard.operations.services import Services
 from switchyard.rollback.cleanup import CleanupRefused, cleanup_rq
 from switchyard.rollback.verify import verify
+from switchyard.switch import switch_mode as set_mode
 from tests.integration.test_rollback_support import (  # noqa: F401
     clean_db_url,
     foreign_jobs,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from switchyard import modes
+from switchyard import modes, switch
 from switchyard.db.store import utcnow
 from switchyard.domain import Status
 from switchyard.operations import submit
@@ -59,7 +59,7 @@ def test_rq_and_polling_workers_on_one_backlog_run_each_task_once(
 ) -> None:
     log = tmp_path / "runs.log"
     services = pool.make(db_url, redis_url, hybrid_grace_seconds=0.3)
-    modes.set_mode(services.store, modes.Mode.HYBRID, "test", "hybrid")
+    switch.switch_mode(services.store, modes.Mode.HYBRID, "test", "hybrid")
     env = {"REDIS_URL": redis_url, "HANDLER_LOG": str(log), "HYBRID_GRACE_SECONDS": "0.3"}
     for args in (("--engine", "rq"), ("--engine", "db", "-c", "2")):
         workers.start(db_url, *args, **env)
@@ -81,7 +81,7 @@ def test_redis_dies_mid_run_of_1000_tasks_and_nothing_is_lost_or_run_twice(
 ) -> None:
     log = tmp_path / "runs.log"
     services = pool.make(db_url, private_redis.url)
-    modes.set_mode(services.store, modes.Mode.RQ, "test", "fallback test")
+    switch.switch_mode(services.store, modes.Mode.RQ, "test", "fallback test")
     env = {"REDIS_URL": private_redis.url, "HANDLER_LOG": str(log), "WORKER_BATCH_SIZE": "20"}
     for _ in range(2):
         workers.start(db_url, "--engine", "auto", **env)
@@ -136,7 +136,7 @@ def test_after_an_outage_queued_tasks_are_really_moved_back_to_rq_and_counted(
     db_url: str, pool: ServicesPool, private_redis: PrivateRedis
 ) -> None:
     services = pool.make(db_url, private_redis.url)
-    modes.set_mode(services.store, modes.Mode.RQ, "test", "outage")
+    switch.switch_mode(services.store, modes.Mode.RQ, "test", "outage")
     before = submit(services, new_tasks(12), "test")  # in Redis
     assert sum(queue_lengths(services.redis).values()) == 12
     supervisor = Supervisor(services, "monitor")
@@ -160,7 +160,7 @@ def test_without_rq_fallback_enabled_polling_workers_do_not_take_over(
     db_url: str, pool: ServicesPool, private_redis: PrivateRedis
 ) -> None:
     services = pool.make(db_url, private_redis.url, rq_fallback_enabled=False)
-    modes.set_mode(services.store, modes.Mode.RQ, "test", "no fallback")
+    switch.switch_mode(services.store, modes.Mode.RQ, "test", "no fallback")
     submit(services, new_tasks(3), "test")
     supervisor = Supervisor(services, "monitor")
     private_redis.stop()

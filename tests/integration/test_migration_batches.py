@@ -16,7 +16,7 @@ from switchyard.domain import Engine, Priority, Status
 from switchyard.errors import StoreError
 from switchyard.migration import RqToDbOptions, migrate_rq_to_db
 from switchyard.migration.bulk import collector_spared
-from switchyard.rq_engine.dispatch import enqueue_tasks
+from switchyard.switch import enqueue_tasks
 from tests.integration.test_migration_support import (  # noqa: F401  (fixtures)
     clean_store_fixture,
     foreign_jobs,

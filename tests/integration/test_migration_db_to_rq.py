@@ -78,7 +78,9 @@ def test_a_crash_between_flip_and_enqueue_is_finished_by_the_rerun(
     sqlite_store: TaskStore, r: redis.Redis, sqlite_url: str, redis_url: str
 ) -> None:
     ids = db_backlog(sqlite_store, 10)
-    sqlite_store.reassign_queued(Engine.DB, Engine.RQ, "test", TO_RQ_REASON)  # flip, no enqueue
+    sqlite_store.reassign_queued(
+        Engine.DB, Engine.RQ, "test", TO_RQ_REASON, epoch=0
+    )  # flip, no enqueue
 
     report = to_rq(sqlite_store, r, settings_for(sqlite_url, redis_url))
 
@@ -91,7 +93,7 @@ def test_a_crash_between_enqueue_and_mark_does_not_enqueue_twice(
 ) -> None:
     settings = settings_for(sqlite_url, redis_url)
     ids = db_backlog(sqlite_store, 10)
-    sqlite_store.reassign_queued(Engine.DB, Engine.RQ, "test", TO_RQ_REASON)
+    sqlite_store.reassign_queued(Engine.DB, Engine.RQ, "test", TO_RQ_REASON, epoch=0)
     tasks = [sqlite_store.get(i) for i in ids]
     push_jobs(r, [Pending(t.id, t.priority) for t in tasks], settings)  # pushed, never marked
 

@@ -84,7 +84,7 @@ def test_a_committed_batch_whose_removal_was_lost_is_recognised_not_repeated(
     """The state a SIGKILL between COMMIT and the Lua removal leaves behind."""
     ids = own_backlog(clean_store, r, settings_for(db_url, redis_url), 6)
     clean_store.reassign_queued(
-        Engine.RQ, Engine.DB, "test", TO_DB_REASON
+        Engine.RQ, Engine.DB, "test", TO_DB_REASON, epoch=clean_store.routing_epoch()
     )  # the commit, no removal
 
     report = migrate(clean_store, r)

@@ -27,7 +27,7 @@ from switchyard.config import Settings
 from switchyard.db.schema import quarantine, task_events, tasks
 from switchyard.db.store import NewTask, TaskStore
 from switchyard.domain import Engine, Priority
-from switchyard.rq_engine.dispatch import enqueue_tasks
+from switchyard.switch import enqueue_tasks
 from tests.conftest import make_settings
 
 PRIORITIES = list(Priority)

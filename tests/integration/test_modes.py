@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from switchyard import modes
+from switchyard import modes, switch
 from switchyard.config import load_settings
 from switchyard.db.store import TaskStore
 from switchyard.domain import Engine, Status
@@ -71,25 +71,31 @@ def test_switching_moves_queued_work_and_is_recorded(store: TaskStore) -> None:
     settings = make_settings("sqlite://")
     store.submit(new_tasks(3, engine=Engine.DB), "test")
     assert modes.current_mode(store, settings) is Mode.DB
-    to_rq = modes.set_mode(store, Mode.RQ, "op", "try rq", settings)
-    assert to_rq == {"mode": "rq", "previous": "db", "changed": True, "moved": 3}
+    to_rq = switch.switch_mode(store, Mode.RQ, "op", "try rq", settings)
+    assert (to_rq.mode, to_rq.previous, to_rq.changed, to_rq.moved) == (Mode.RQ, Mode.DB, True, 3)
     assert store.engine_counts()["queued"]["rq"] == {"urgent": 1, "high": 1, "normal": 1, "low": 0}
-    assert modes.set_mode(store, Mode.HYBRID, "op", "both", settings)["moved"] == 0
-    assert modes.set_mode(store, Mode.DB, "op", "roll back", settings)["moved"] == 3
+    assert switch.switch_mode(store, Mode.HYBRID, "op", "both", settings).moved == 0
+    assert switch.switch_mode(store, Mode.DB, "op", "roll back", settings).moved == 3
     assert modes.current_mode(store, settings) is Mode.DB
     kinds = [(e["kind"], e["detail"]["to"]) for e in store.system_events()]
-    assert kinds == [("mode_changed", "db"), ("mode_changed", "hybrid"), ("mode_changed", "rq")]
+    assert kinds == [
+        ("mode_changed", "db"),
+        ("ownership_moved", "db"),
+        ("mode_changed", "hybrid"),
+        ("mode_changed", "rq"),
+        ("ownership_moved", "rq"),
+    ]
     task = store.list_tasks()[0]
     reasons = [e["reason"] for e in store.events(task.id)]
     assert reasons == ["submitted", "moved to rq: mode is rq", "moved to db: mode is db"]
 
 
 def test_only_one_process_turns_the_fallback_on_or_off(store: TaskStore) -> None:
-    assert modes.activate_fallback(store, "w1", "redis down")
-    assert not modes.activate_fallback(store, "w2", "redis down")
+    assert switch.activate_fallback(store, "w1", "redis down")
+    assert not switch.activate_fallback(store, "w2", "redis down")
     assert modes.fallback_state(store)["active"]
-    assert modes.clear_fallback(store, "w2", "back")
-    assert not modes.clear_fallback(store, "w1", "back")
+    assert switch.clear_fallback(store, "w2", "back")
+    assert not switch.clear_fallback(store, "w1", "back")
     assert [e["kind"] for e in store.system_events()] == ["fallback_activated"]
 
 
@@ -111,7 +117,7 @@ def test_the_watcher_sees_a_switch_within_its_cache_time(store: TaskStore) -> No
     settings = make_settings("sqlite://", mode_cache_seconds=0.3)
     watcher = ModeWatcher(store, settings)
     assert watcher().mode is Mode.DB
-    modes.set_mode(store, Mode.HYBRID, "op", "switch", settings)
+    switch.switch_mode(store, Mode.HYBRID, "op", "switch", settings)
     assert watcher().mode is Mode.DB  # still cached
     time.sleep(0.35)
     assert watcher().mode is Mode.HYBRID
@@ -126,6 +132,9 @@ def test_the_mode_command(sqlite_url: str, redis_url: str, pool: ServicesPool) -
         "changed": True,
         "moved": 0,
         "dispatched": 0,
+        "epoch": 1,
+        "superseded": False,
+        "lagging": [],
     }
     shown = get_mode(pool.make(sqlite_url, "redis://127.0.0.1:1/0"))
     assert (shown["mode"], shown["reason"], shown["boot_default"]) == ("hybrid", "test", "db")
@@ -147,7 +156,7 @@ def test_auto_workers_follow_switches_within_two_seconds(
 
     wait_for(lambda: engine_of_worker() == "db", timeout=15)
     for mode, engine in ((Mode.RQ, "rq"), (Mode.DB, "db"), (Mode.HYBRID, "rq")):
-        modes.set_mode(store, mode, "test", "flip")
+        switch.switch_mode(store, mode, "test", "flip")
         switched_at = time.monotonic()
         wait_for(lambda engine=engine: engine_of_worker() == engine, timeout=10)
         assert time.monotonic() - switched_at < 2.5, f"{mode}: took too long"

@@ -20,9 +20,10 @@ from rq.serializers import JSONSerializer
 from switchyard.db.engine import make_engine
 from switchyard.db.store import NewTask, TaskStore
 from switchyard.domain import Engine, Priority
-from switchyard.modes import Mode, set_mode
+from switchyard.modes import Mode
 from switchyard.operations.services import Services
-from switchyard.rq_engine.dispatch import enqueue_tasks
+from switchyard.switch import enqueue_tasks
+from switchyard.switch import switch_mode as set_mode
 from tests.conftest import make_settings
 
 EXTRA_TABLES = ("runs", "run_steps", "quarantine", "workers", "system_events")

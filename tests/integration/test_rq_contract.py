@@ -9,14 +9,15 @@ from collections.abc import Callable, Iterator
 import pytest
 from rq.serializers import JSONSerializer
 
-from switchyard import modes
+from switchyard import modes, switch
 from switchyard.db.store import NewTask
 from switchyard.domain import Engine, Priority, Status, Task
 from switchyard.errors import CaptionError
 from switchyard.operations import submit
 from switchyard.operations.services import Services
-from switchyard.rq_engine import dispatch_pending, jobs, queue_for
+from switchyard.rq_engine import jobs, queue_for
 from switchyard.rq_engine.worker import SimpleRQWorker
+from switchyard.switch import dispatch_pending
 from switchyard.worker import Worker
 from tests.integration.test_rq_support import ServicesPool
 
@@ -31,7 +32,7 @@ class Driver:
         self.engine = engine
         self.ran: list[Task] = []
         mode = modes.Mode.RQ if engine == "rq" else modes.Mode.DB
-        modes.set_mode(services.store, mode, "test", "contract")
+        switch.switch_mode(services.store, mode, "test", "contract")
         services.modes.routing(fresh=True)
 
     def submit(self, *priorities: Priority, path: str = "ok") -> list[Task]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from switchyard import modes
+from switchyard import modes, switch
 from switchyard.db.store import NewTask, utcnow
 from switchyard.domain import Engine, Priority, Status
 from switchyard.operations import engines, submit
@@ -43,7 +43,7 @@ def test_rq_workers_shut_down_gracefully_through_rqs_own_command(
     sqlite_url: str, redis_url: str, pool: ServicesPool, workers: Workers
 ) -> None:
     services = pool.make(sqlite_url, redis_url)
-    modes.set_mode(services.store, modes.Mode.RQ, "test", "control")
+    switch.switch_mode(services.store, modes.Mode.RQ, "test", "control")
     proc = workers.start(sqlite_url, "--engine", "rq", REDIS_URL=redis_url)
     wait_for(lambda: services.store.list_workers() != [], timeout=20)
     task = submit(services, [NewTask("http://img.test/sleep/1.5/a.png", 1, 1)], "test")[0]
@@ -61,7 +61,7 @@ def test_suspended_rq_workers_take_no_job_until_resumed(
     sqlite_url: str, redis_url: str, pool: ServicesPool, workers: Workers
 ) -> None:
     services = pool.make(sqlite_url, redis_url)
-    modes.set_mode(services.store, modes.Mode.RQ, "test", "control")
+    switch.switch_mode(services.store, modes.Mode.RQ, "test", "control")
     engines.suspend_rq(services, "operator", "test")
     workers.start(sqlite_url, "--engine", "rq", REDIS_URL=redis_url)
     wait_for(lambda: services.store.list_workers() != [], timeout=20)
@@ -94,7 +94,7 @@ def test_stats_count_both_engines_and_what_rq_is_processing(
     sqlite_url: str, redis_url: str, pool: ServicesPool
 ) -> None:
     services = pool.make(sqlite_url, redis_url)
-    modes.set_mode(services.store, modes.Mode.HYBRID, "test", "stats")
+    switch.switch_mode(services.store, modes.Mode.HYBRID, "test", "stats")
     running, _waiting = submit(services, new_tasks(2), "test")
     services.store.submit([NewTask("http://img.test/db.png", 1, 1, Priority.LOW)], "test")
     services.store.claim_task(running.id, "rq-worker", Engine.RQ)

@@ -15,7 +15,7 @@ from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from switchyard import modes
+from switchyard import modes, switch
 from switchyard.db.store import NewTask, Outcome
 from switchyard.domain import Engine, Priority, Status
 from switchyard.operations import submit
@@ -25,14 +25,13 @@ from switchyard.rq_engine import (
     QUEUE_NAMES,
     BrokerUnavailable,
     connect,
-    dispatch_pending,
-    enqueue_tasks,
     jobs,
     queue_for,
     sweep_lost,
 )
 from switchyard.rq_engine.control import queue_lengths
 from switchyard.rq_engine.worker import SimpleRQWorker
+from switchyard.switch import dispatch_pending, enqueue_tasks
 from tests.integration.test_rq_support import (
     ServicesPool,
     all_job_ids,
@@ -52,7 +51,7 @@ def pool() -> Iterator[ServicesPool]:
 @pytest.fixture
 def services(db_url: str, redis_url: str, pool: ServicesPool) -> Services:
     s = pool.make(db_url, redis_url)
-    modes.set_mode(s.store, modes.Mode.RQ, "test", "rq engine tests")
+    switch.switch_mode(s.store, modes.Mode.RQ, "test", "rq engine tests")
     return s
 
 
@@ -113,7 +112,7 @@ def test_a_task_committed_while_redis_is_down_is_dispatched_later(
     db_url: str, redis_url: str, pool: ServicesPool
 ) -> None:
     down = pool.make(db_url, "redis://127.0.0.1:1/0")  # nothing listens on port 1
-    modes.set_mode(down.store, modes.Mode.RQ, "test", "rq")
+    switch.switch_mode(down.store, modes.Mode.RQ, "test", "rq")
     created = submit(down, new_tasks(3), "test")  # must not fail
     assert [down.store.get(t.id).dispatched_at for t in created] == [None, None, None]
     up = pool.make(db_url, redis_url)
@@ -138,7 +137,8 @@ def test_a_job_whose_task_was_claimed_cancelled_or_moved_does_nothing(
     claimed, cancelled, moved = submit(services, new_tasks(3), "test")
     assert services.store.claim_task(claimed.id, "elsewhere", Engine.DB) is not None
     services.store.cancel(cancelled.id, "test")
-    services.store.reassign_queued(Engine.RQ, Engine.DB, "test", "moved", limit=10)
+    epoch = services.modes.routing(fresh=True).epoch
+    services.store.reassign_queued(Engine.RQ, Engine.DB, "test", "moved", limit=10, epoch=epoch)
     run_rq(services)
     assert services.store.get(claimed.id).status is Status.RUNNING
     assert services.store.get(claimed.id).worker == "elsewhere"
@@ -200,14 +200,14 @@ def test_a_stale_started_job_is_replaced_and_its_wip_entry_dropped(services: Ser
 
 def test_the_queue_prefix_names_the_queues(db_url: str, redis_url: str, pool: ServicesPool) -> None:
     s = pool.make(db_url, redis_url, rq_queue_prefix="cap-")
-    modes.set_mode(s.store, modes.Mode.RQ, "test", "rq")
+    switch.switch_mode(s.store, modes.Mode.RQ, "test", "rq")
     task = submit(s, [NewTask("http://img.test/a.png", 1, 1, Priority.LOW)], "test")[0]
     assert s.redis.lrange("rq:queue:cap-low", 0, -1) == [str(task.id).encode()]
     assert s.redis.llen("rq:queue:low") == 0
 
 
 def test_in_db_mode_submissions_stay_with_the_database(services: Services) -> None:
-    modes.set_mode(services.store, modes.Mode.DB, "test", "db")
+    switch.switch_mode(services.store, modes.Mode.DB, "test", "db")
     services.modes.routing(fresh=True)
     task = submit(services, new_tasks(1), "test")[0]
     assert task.engine == "db"
@@ -224,11 +224,14 @@ def test_the_public_surface_other_parts_rely_on_does_not_drift() -> None:
     from switchyard import rq_engine
     from switchyard.operations import engines
 
-    assert {"QUEUE_NAMES", "JOB_FUNC", "connect", "queue_for", "dispatch_pending"} <= set(
+    assert {"QUEUE_NAMES", "JOB_FUNC", "connect", "queue_for", "push_jobs"} <= set(
         rq_engine.__all__
     )
-    assert {"enqueue_tasks", "BrokerUnavailable"} <= set(rq_engine.__all__)
-    assert {"Mode", "current_mode", "set_mode", "ModeWatcher"} <= set(modes_module.__all__)
+    assert {"BrokerUnavailable"} <= set(rq_engine.__all__)
+    assert {"Mode", "current_mode", "read_routing", "ModeWatcher"} <= set(modes_module.__all__)
+    assert {"switch_mode", "enqueue_tasks", "dispatch_pending", "adopt_db_tasks"} <= set(
+        switch.__all__
+    )
     wanted = {"get_mode", "set_mode", "engine_stats", "rq_health", "list_workers"}
     wanted |= {"shutdown_rq_workers", "suspend_rq", "resume_rq"}
     assert wanted <= set(engines.__all__)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from switchyard import modes
+from switchyard import modes, switch
 from switchyard.db.store import NewTask
 from switchyard.domain import Priority, Status
 from switchyard.operations import submit
@@ -72,7 +72,7 @@ def test_a_task_of_a_sigkilled_rq_worker_is_recovered_and_completed_once(
     }
     services = pool.make(db_url, redis_url)
     store = services.store
-    modes.set_mode(store, modes.Mode.RQ, "test", "sigkill")
+    switch.switch_mode(store, modes.Mode.RQ, "test", "sigkill")
     args = ("--engine", "rq", "--worker-class", worker_class)
     victim = workers.start(db_url, *args, **env)
     wait_for(lambda: len(store.list_workers()) == 1, timeout=20)

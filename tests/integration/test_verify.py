@@ -11,10 +11,11 @@ from switchyard.db.schema import tasks
 from switchyard.db.store import NewTask, utcnow
 from switchyard.domain import Engine, Origin
 from switchyard.migration.mapping import task_id_for_job
-from switchyard.modes import Mode, set_mode
+from switchyard.modes import Mode
 from switchyard.operations import migration
 from switchyard.operations.services import Services
 from switchyard.rollback.verify import VerifyReport, verify
+from switchyard.switch import switch_mode as set_mode
 from tests.conftest import PrivateRedis, make_settings
 from tests.integration.test_rollback_support import (  # noqa: F401
     clean_db_url,

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from rq import Worker
 
 from switchyard import modes
+from switchyard import switch as the_switch
 from switchyard.operations import Services
 from switchyard.rq_engine import connect
 from switchyard.web import create_app
@@ -117,7 +118,7 @@ def test_a_redis_outage_is_reported_never_as_zero(
     assert overall.status_code == 503
     assert overall.json()["redis"]["status"] == "error"
     # While the fallback is active, polling workers carry the work: degraded, not down.
-    modes.activate_fallback(svc.store, "test", "redis down")
+    the_switch.activate_fallback(svc.store, "test", "redis down")
     overall = client.get("/health")
     assert (overall.status_code, overall.json()["redis"]["status"]) == (200, "degraded")
 

@@ -310,10 +310,31 @@ def locals_without(values: dict[str, Any], *names: str) -> dict[str, Any]:
 
 
 @rollback_app.command()
-def resume(run_id: str = typer.Argument(...), as_json: bool = JsonOption) -> None:
-    """Continue an interrupted or failed run: done steps are skipped, the rest run."""
+def resume(
+    run_id: str = typer.Argument(...),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Decode pickled jobs now."),
+    include_in_flight: bool = typer.Option(
+        False, "--include-in-flight", help="Move in-flight jobs too (the rq workers are stopped)."
+    ),
+    stop_timeout: float | None = typer.Option(None, "--stop-timeout", min=0),
+    drain_timeout: float | None = typer.Option(None, "--drain-timeout", min=0),
+    canary_timeout: float | None = typer.Option(None, "--canary-timeout", min=0.1),
+    as_json: bool = JsonOption,
+) -> None:
+    """Continue an interrupted, failed or incomplete run: done steps are skipped, the rest run;
+    the options given change the run's recorded parameters first."""
+    changes: dict[str, Any] = {
+        "allow_pickle": allow_pickle or None,
+        "include_in_flight": include_in_flight or None,
+        "stop_timeout": stop_timeout,
+        "drain_timeout": drain_timeout,
+        "canary_timeout": canary_timeout,
+    }
+    changes = {k: v for k, v in changes.items() if v is not None}
     services = State.services()
-    _finish_run(lambda: ops.execute_run(services, run_id, _say, _bar_factory(as_json)), as_json)
+    _finish_run(
+        lambda: ops.execute_run(services, run_id, _say, _bar_factory(as_json), changes), as_json
+    )
 
 
 @rollback_app.command("list")

@@ -83,7 +83,7 @@ def serve(
 
     # The web process watches Redis too, so a deployment without rq workers still detects an
     # outage and turns the fallback on (the supervisor does nothing in db mode).
-    supervisor = Supervisor(State.services(), name=f"web:{worker_name()}")
+    supervisor = Supervisor(State.services(), name=f"web:{worker_name()}", own_row=True)
     supervisor.start()
     child = None
     if with_worker:

@@ -101,7 +101,9 @@ system_state = sa.Table(
     sa.Column("updated_by", sa.String(255), nullable=False),
 )
 
-# Every worker of either engine, refreshed with its heartbeat (`switchyard workers`).
+# Every process of a deployment: workers of either engine and `serve` (engine "web"),
+# refreshed with its heartbeat (`switchyard workers`); `epoch_seen` is the routing epoch the
+# process acts under (see `db/fence.py`), so a switch can wait until every process has seen it.
 workers = sa.Table(
     "workers",
     metadata,
@@ -114,6 +116,7 @@ workers = sa.Table(
     sa.Column("processed", sa.Integer, nullable=False, default=0),
     sa.Column("started_at", UtcDateTime, nullable=False),
     sa.Column("heartbeat_at", UtcDateTime, nullable=False),
+    sa.Column("epoch_seen", sa.Integer),
 )
 
 # What a migration could not decode or map: kept byte for byte, never dropped or guessed at.

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
+from switchyard.db import fence
 from switchyard.db.engine import make_engine, retry_on_disconnect, translated
 from switchyard.db.schema import (
     UtcDateTime,
@@ -272,6 +273,37 @@ def queued_row(
     }
 
 
+class _Unchanged(Exception):
+    """Internal: roll a routing switch back because its expectation did not hold."""
+
+
+def _swap_in(
+    conn: sa.Connection,
+    key: str,
+    expect: Callable[[Any], bool],
+    value: Any,
+    actor: str,
+    now: datetime,
+) -> bool:
+    """Upsert `key` in this transaction if `expect(current)` holds (the row locked first)."""
+    row = conn.execute(
+        sa.select(system_state.c.value).where(system_state.c.key == key).with_for_update()
+    ).first()
+    if not expect(None if row is None else row.value):
+        return False
+    if row is None:
+        conn.execute(
+            system_state.insert().values(key=key, value=value, updated_at=now, updated_by=actor)
+        )
+    else:
+        conn.execute(
+            system_state.update()
+            .where(system_state.c.key == key)
+            .values(value=value, updated_at=now, updated_by=actor)
+        )
+    return True
+
+
 class TaskStore:
     """All reads and writes of tasks, events and run-time state."""
 
@@ -299,14 +331,17 @@ class TaskStore:
 
     # -- submission and reads -------------------------------------------------------------
 
-    def submit(self, new: Sequence[NewTask], actor: str) -> list[Task]:
-        """Insert tasks as `queued`, with their creation events, in one transaction."""
+    def submit(self, new: Sequence[NewTask], actor: str, *, epoch: int | None = None) -> list[Task]:
+        """Insert tasks as `queued`, with their creation events, in one transaction. With
+        `epoch`, the owners were chosen under that routing epoch: fenced (see `db/fence.py`)."""
         now = utcnow()
         rows = [queued_row(n, self.max_attempts, now, now) for n in new]
         if not rows:
             return []
         events = [_event(r["id"], now, actor, None, Status.QUEUED, r["origin"]) for r in rows]
         with translated("submitting tasks"), self.engine.begin() as conn:
+            if epoch is not None:
+                fence.hold(conn, epoch, "submit", now)
             conn.execute(tasks.insert(), rows)
             conn.execute(task_events.insert(), events)
         return [self._fresh(r) for r in rows]
@@ -862,29 +897,17 @@ class TaskStore:
             ).scalar()
         return default if value is None else value
 
+    def routing_epoch(self) -> int:
+        """The routing epoch now (see `db/fence.py`)."""
+        return fence.epoch_of(self.get_state(fence.EPOCH_KEY))
+
     def all_state(self) -> dict[str, Any]:
         with translated("reading system state"), self.engine.connect() as conn:
             return {r.key: r.value for r in conn.execute(sa.select(system_state))}
 
     def set_state(self, key: str, value: Any, actor: str) -> None:
         """Upsert portably: update, and insert if nothing was there (under the write lock)."""
-        now = utcnow()
-        with translated("writing system state"), self.engine.begin() as conn:
-            exists = conn.execute(
-                sa.select(system_state.c.key).where(system_state.c.key == key).with_for_update()
-            ).first()
-            if exists:
-                conn.execute(
-                    system_state.update()
-                    .where(system_state.c.key == key)
-                    .values(value=value, updated_at=now, updated_by=actor)
-                )
-            else:
-                conn.execute(
-                    system_state.insert().values(
-                        key=key, value=value, updated_at=now, updated_by=actor
-                    )
-                )
+        self.swap_state(key, lambda _v: True, value, actor)
 
     def swap_state(self, key: str, expect: Callable[[Any], bool], value: Any, actor: str) -> bool:
         """Compare-and-set one state key: write `value` only if `expect(current)` holds.
@@ -893,24 +916,23 @@ class TaskStore:
         same thing (Redis down) exactly one records the change."""
         now = utcnow()
         with translated("writing system state"), self.engine.begin() as conn:
-            row = conn.execute(
-                sa.select(system_state.c.value).where(system_state.c.key == key).with_for_update()
-            ).first()
-            if not expect(None if row is None else row.value):
-                return False
-            if row is None:
-                conn.execute(
-                    system_state.insert().values(
-                        key=key, value=value, updated_at=now, updated_by=actor
-                    )
-                )
-            else:
-                conn.execute(
-                    system_state.update()
-                    .where(system_state.c.key == key)
-                    .values(value=value, updated_at=now, updated_by=actor)
-                )
-        return True
+            return _swap_in(conn, key, expect, value, actor, now)
+
+    def switch_routing(
+        self, key: str, expect: Callable[[Any], bool], value: Any, actor: str
+    ) -> int | None:
+        """Change a routing key (the mode, the fallback) if `expect(current)` holds, and
+        advance the routing epoch in the same transaction (see `db/fence.py`); returns the
+        new epoch, or None if nothing changed."""
+        now = utcnow()
+        try:
+            with translated("switching the routing"), self.engine.begin() as conn:
+                epoch = fence.advance(conn, actor, now)
+                if not _swap_in(conn, key, expect, value, actor, now):
+                    raise _Unchanged  # rolls back: the epoch stays where it was
+        except _Unchanged:
+            return None
+        return epoch
 
     def record_event(
         self, kind: str, actor: str, reason: str | None, detail: dict[str, Any] | None = None
@@ -920,11 +942,15 @@ class TaskStore:
         with translated("recording a system event"), self.engine.begin() as conn:
             conn.execute(system_events.insert().values(**row, detail=detail or {}))
 
-    def system_events(self, kind: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        """The newest system events first."""
+    def system_events(
+        self, kind: str | None = None, limit: int = 100, since: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        """The newest system events first (of one kind, or those at or after `since`)."""
         query = sa.select(system_events).order_by(system_events.c.id.desc()).limit(limit)
         if kind is not None:
             query = query.where(system_events.c.kind == kind)
+        if since is not None:
+            query = query.where(system_events.c.at >= since)
         with translated("reading system events"), self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(query)]
 
@@ -934,6 +960,7 @@ class TaskStore:
         self,
         enqueue: Callable[[list[Pending]], Collection[uuid.UUID]],
         *,
+        epoch: int,
         limit: int = 500,
         ids: Sequence[uuid.UUID] | None = None,
     ) -> int:
@@ -943,7 +970,8 @@ class TaskStore:
         The rows stay locked while `enqueue` runs, so concurrent dispatchers take disjoint
         tasks and no worker can claim, fail and requeue a task between its enqueue and its
         mark (which would mark the requeued attempt as dispatched). If `enqueue` raises,
-        nothing is marked and the next pass tries again.
+        nothing is marked and the next pass tries again. Fenced by `epoch` (the routing the
+        decision to dispatch was made under): a stale dispatcher pushes nothing.
         """
         now = utcnow()
         query = (
@@ -961,6 +989,7 @@ class TaskStore:
         if ids is not None:
             query = query.where(tasks.c.id.in_(list(ids)))
         with translated("dispatching tasks"), self.engine.begin() as conn:
+            fence.hold(conn, epoch, "dispatch", now)
             pending = [Pending(r.id, r.priority) for r in conn.execute(query)]
             if not pending:
                 return 0
@@ -1006,10 +1035,18 @@ class TaskStore:
             return [Pending(r.id, r.priority) for r in conn.execute(query)]
 
     def reassign_queued(
-        self, source: Engine, target: Engine, actor: str, reason: str, limit: int = 1000
+        self,
+        source: Engine,
+        target: Engine,
+        actor: str,
+        reason: str,
+        limit: int = 1000,
+        *,
+        epoch: int,
     ) -> int:
         """Move up to `limit` queued tasks from one owning engine to the other (not yet
-        dispatched), each with a queued -> queued event; returns how many moved."""
+        dispatched), each with a queued -> queued event; returns how many moved. Fenced by
+        `epoch`, the routing the move was decided under."""
         now = utcnow()
         pick = (
             sa.select(tasks.c.id)
@@ -1018,6 +1055,7 @@ class TaskStore:
             .with_for_update(skip_locked=True)
         )
         with translated("moving queued tasks between engines"), self.engine.begin() as conn:
+            fence.hold(conn, epoch, f"move {source.value}->{target.value}", now)
             ids = list(conn.execute(pick).scalars())
             if not ids:
                 return 0
@@ -1063,12 +1101,13 @@ class TaskStore:
 
     # -- the worker registry --------------------------------------------------------------
 
-    def register_worker(self, name: str, engine: Engine, host: str, pid: int) -> None:
-        """Add (or restart) a worker's row; `switchyard workers` lists them."""
+    def register_worker(self, name: str, engine: Engine | str, host: str, pid: int) -> None:
+        """Add (or restart) a process's row (a worker, or "web" for `serve`); `switchyard
+        workers` lists them."""
         now = utcnow()
         row = {
             "name": name,
-            "engine": engine.value,
+            "engine": str(engine),
             "host": host,
             "pid": pid,
             "state": "idle",
@@ -1085,24 +1124,30 @@ class TaskStore:
         self,
         name: str,
         *,
-        engine: Engine,
+        engine: Engine | str,
         state: str,
         current_task: str | None,
         processed: int,
+        epoch_seen: int | None = None,
     ) -> None:
-        """Refresh a worker's row with its heartbeat."""
-        stmt = (
-            workers.update()
-            .where(workers.c.name == name)
-            .values(
-                engine=engine.value,
-                state=state,
-                current_task=current_task,
-                processed=processed,
-                heartbeat_at=utcnow(),
-            )
-        )
+        """Refresh a worker's row with its heartbeat (and the routing epoch it acts under)."""
+        values: dict[str, Any] = {
+            "engine": str(engine),
+            "state": state,
+            "current_task": current_task,
+            "processed": processed,
+            "heartbeat_at": utcnow(),
+        }
+        if epoch_seen is not None:
+            values["epoch_seen"] = epoch_seen
+        stmt = workers.update().where(workers.c.name == name).values(values)
         with translated("refreshing a worker"), self.engine.begin() as conn:
+            conn.execute(stmt)
+
+    def acknowledge_epoch(self, name: str, epoch: int) -> None:
+        """Record that process `name` now acts under routing epoch `epoch`."""
+        stmt = workers.update().where(workers.c.name == name).values(epoch_seen=epoch)
+        with translated("acknowledging the routing epoch"), self.engine.begin() as conn:
             conn.execute(stmt)
 
     def list_workers(self, include_stopped: bool = False) -> list[dict[str, Any]]:

@@ -25,6 +25,7 @@ from typing import Any
 
 from redis import Redis
 
+from switchyard import switch
 from switchyard.config import Settings
 from switchyard.db.store import TaskStore
 from switchyard.domain import Engine
@@ -32,7 +33,7 @@ from switchyard.errors import UsageError
 from switchyard.logs import log_event
 from switchyard.migration.bulk import collector_spared
 from switchyard.migration.db_writes import refresh_statistics
-from switchyard.rq_engine.dispatch import dispatch_pending
+from switchyard.modes import Routing, read_routing
 
 log = logging.getLogger("switchyard.migration")
 
@@ -68,8 +69,11 @@ def migrate_db_to_rq(
     dry_run: bool = False,
     actor: str = "migration",
     progress: Callable[[int], None] | None = None,
+    routing: Routing | None = None,
 ) -> DbToRqReport:
-    """Hand every queued db-owned task to rq (or, with dry_run, count them). Idempotent."""
+    """Hand every queued db-owned task to rq (or, with dry_run, count them). Idempotent.
+    Every flip and enqueue is fenced by `routing`'s epoch (the operations layer checks that
+    it permits moves to rq; None: the routing in force when the run starts)."""
     if not 1 <= batch_size <= MAX_BATCH:
         raise UsageError(f"invalid batch size {batch_size}: choose 1 to {MAX_BATCH}")
     started = time.monotonic()
@@ -78,8 +82,9 @@ def migrate_db_to_rq(
     if dry_run:
         report.moved, report.waiting = pending_work(store)
     else:
+        routing = routing or read_routing(store, settings)
         with collector_spared():
-            _run(store, r, settings, batch_size, actor, report, tick)
+            _run(store, r, settings, batch_size, actor, report, tick, routing)
         report.waiting = pending_work(store)[1]
     report.seconds = round(time.monotonic() - started, 3)
     log_event(log, "migrate.db_to_rq.done", **{k: v for k, v in report.to_dict().items()})
@@ -94,6 +99,7 @@ def _run(
     actor: str,
     report: DbToRqReport,
     tick: Callable[[int], None],
+    routing: Routing,
 ) -> None:
     """While one batch is enqueued, the next one's owner flips on a thread of its own (its
     own transaction and connection; SKIP LOCKED keeps the two apart). A flip that finds
@@ -104,21 +110,40 @@ def _run(
 
         def flip_next() -> Future[int]:
             return flipper.submit(
-                store.reassign_queued, Engine.DB, Engine.RQ, actor, TO_RQ_REASON, batch_size
+                store.reassign_queued,
+                Engine.DB,
+                Engine.RQ,
+                actor,
+                TO_RQ_REASON,
+                batch_size,
+                epoch=routing.epoch,
             )
 
         flipping = flip_next()
         # First what an interrupted run (or a down Redis) left committed but not enqueued.
-        leftovers = _enqueue(store, r, settings, EVERYTHING, batch_size)
+        leftovers = _enqueue(store, r, settings, EVERYTHING, batch_size, routing)
         report.enqueued += leftovers
         tick(leftovers)
         statistics.result()  # surfaces an error of the ANALYZE
         while moved := flipping.result() or flip_next().result():
             report.moved += moved
             flipping = flip_next()
-            report.enqueued += _enqueue(store, r, settings, moved, batch_size)
+            report.enqueued += _enqueue(store, r, settings, moved, batch_size, routing)
             tick(moved)
 
 
-def _enqueue(store: TaskStore, r: Redis, settings: Settings, limit: int, batch: int) -> int:
-    return dispatch_pending(store, r, limit=limit, settings=settings, batch=batch)
+def _enqueue(
+    store: TaskStore, r: Redis, settings: Settings, limit: int, batch: int, routing: Routing
+) -> int:
+    """Enqueue up to `limit` undispatched rq-owned tasks; a fenced pass raises, so a mode
+    switch during the run stops it (a rerun finishes it)."""
+    return switch.dispatch_pending(
+        store,
+        r,
+        limit=limit,
+        settings=settings,
+        batch=batch,
+        routing=routing,
+        actor="migration",
+        strict=True,
+    )

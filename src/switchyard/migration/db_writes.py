@@ -26,6 +26,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
+from switchyard.db import fence
 from switchyard.db.engine import translated
 from switchyard.db.schema import UtcDateTime, quarantine, task_events, tasks
 from switchyard.db.store import NewTask, queued_row, utcnow
@@ -290,11 +291,16 @@ class MigrationTx:
 
 
 @contextlib.contextmanager
-def migration_tx(conn: sa.Connection, actor: str, max_attempts: int) -> Iterator[MigrationTx]:
+def migration_tx(
+    conn: sa.Connection, actor: str, max_attempts: int, epoch: int
+) -> Iterator[MigrationTx]:
     """One batch's transaction on the connection the run holds (no pool checkout and ping
-    per batch): committed when the block ends, rolled back if it raises."""
+    per batch), fenced by the routing `epoch` the move was permitted under: committed when
+    the block ends, rolled back if it raises (`Fenced` if the mode changed meanwhile)."""
     with translated("writing a migration batch"), conn.begin():
-        yield MigrationTx(conn, actor, max_attempts)
+        tx = MigrationTx(conn, actor, max_attempts)
+        fence.hold(conn, epoch, "migrate rq->db", tx.now)
+        yield tx
 
 
 def cancel_raced(engine: sa.Engine, task_ids: Iterable[uuid.UUID], actor: str) -> int:

@@ -74,6 +74,10 @@ class RqToDbOptions:
     queue_prefix: str = ""  # RQ_QUEUE_PREFIX: which queues are switchyard's urgent..low
     actor: str = "migration"
     writers: int | None = None  # batches written at once; None: WRITERS for the dialect
+    # The routing epoch the move was permitted under (`switch.require_move_to`, which the
+    # operations layer applies); None: the epoch current when the run starts. Every batch's
+    # transaction is fenced by it, so a mode switch during the run stops it cleanly.
+    epoch: int | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.batch_size <= MAX_BATCH:
@@ -189,6 +193,7 @@ class _Run:
         self.store = store
         self.r = r
         self.options = options
+        self._epoch = options.epoch if options.epoch is not None else store.routing_epoch()
         self.progress = progress
         self.scripts = Scripts(r)
         self.report = RqToDbReport(dry_run=options.dry_run)
@@ -295,7 +300,9 @@ class _Run:
         job_ids = list(dict.fromkeys(e.job_id for e in entries))
         own = [j for j in job_ids if is_own_job_id(j)]
         options = self.options
-        with db_writes.migration_tx(conn, options.actor, self.store.max_attempts) as tx:
+        with db_writes.migration_tx(
+            conn, options.actor, self.store.max_attempts, self._epoch
+        ) as tx:
             flipped = tx.take_over(own, in_flight=source.kind.in_flight)
             rest = [j for j in job_ids if j not in flipped] if flipped else job_ids
             batch = self._classify(source, entries, rest, tx.lookup(rest))
@@ -458,7 +465,12 @@ class _Run:
             return
         reason = f"{db_writes.TO_DB_REASON} (no rq job found)"
         while n := self.store.reassign_queued(
-            Engine.RQ, Engine.DB, self.options.actor, reason, limit=self.options.batch_size
+            Engine.RQ,
+            Engine.DB,
+            self.options.actor,
+            reason,
+            limit=self.options.batch_size,
+            epoch=self._epoch,
         ):
             self.report.swept += n
 

@@ -8,15 +8,16 @@ figures), never as zero jobs.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Any
 
-from switchyard import modes
+from switchyard import modes, switch
 from switchyard.db.store import utcnow
 from switchyard.domain import Engine
 from switchyard.modes import Mode
 from switchyard.operations.services import Services
-from switchyard.rq_engine import BrokerUnavailable, dispatch_pending
+from switchyard.rq_engine import BrokerUnavailable
 from switchyard.rq_engine import control as rq
 
 
@@ -40,17 +41,28 @@ def get_mode(services: Services) -> dict[str, Any]:
     }
 
 
-def set_mode(services: Services, mode: str | Mode, actor: str, reason: str) -> dict[str, Any]:
-    """Switch the mode at run time (workers and web processes follow within 2 s), moving
-    queued work to the engine that now owns it. In rq and hybrid mode the queued rq-owned
+def set_mode(
+    services: Services,
+    mode: str | Mode,
+    actor: str,
+    reason: str,
+    await_timeout: float | None = None,
+) -> dict[str, Any]:
+    """Switch the mode at run time through the switch (the routing epoch advances, so no
+    process acting on the old mode can move or enqueue anything), moving queued work to the
+    engine that now owns it; then wait (bounded) until every live process has seen the new
+    epoch and list those that have not (`lagging`). In rq and hybrid mode the queued rq-owned
     tasks are dispatched at once if Redis answers (else the dispatcher loop does it)."""
     chosen = mode if isinstance(mode, Mode) else Mode.parse(mode)
-    result = modes.set_mode(services.store, chosen, actor, reason, services.settings)
+    switched = switch.switch_mode(services.store, chosen, actor, reason, services.settings)
+    result = switched.to_dict()
+    lagging = switch.await_epoch(services.store, switched.epoch, services.settings, await_timeout)
+    result["lagging"] = [asdict(p) for p in lagging]
     result["dispatched"] = None
     if chosen is not Mode.DB:
         try:
-            result["dispatched"] = dispatch_pending(
-                services.store, services.redis, settings=services.settings
+            result["dispatched"] = switch.dispatch_pending(
+                services.store, services.redis, settings=services.settings, actor=actor
             )
         except BrokerUnavailable as exc:
             result["dispatch_error"] = str(exc)
@@ -158,7 +170,7 @@ def resume_rq(services: Services, actor: str, reason: str | None = None) -> dict
 
 def dispatch_now(services: Services) -> dict[str, int]:
     """Run one dispatcher pass now; returns how many tasks were pushed to Redis."""
-    pushed = dispatch_pending(services.store, services.redis, settings=services.settings)
+    pushed = switch.dispatch_pending(services.store, services.redis, settings=services.settings)
     return {"pushed": pushed}
 
 

@@ -1,18 +1,22 @@
 """Migration operations: backup, restore, and moving queued work between the engines.
 
 What the CLI (and the rollback runs built on top) call. Each returns a report with
-`to_dict()` for `--json`; none of them changes the mode: switching engines is the caller's
-step, before or after the move, so a rollback run can record it as a step of its own.
+`to_dict()` for `--json`; none of them changes the mode. A move runs only when the mode
+already runs its target engine (else the processes following the mode would undo it), so
+switching comes first: a rollback run switches, then moves, each a step of its own.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from redis import Redis
 
+from switchyard import switch
+from switchyard.domain import Engine
 from switchyard.migration import (
     DbToRqReport,
     RestoreReport,
@@ -26,6 +30,7 @@ from switchyard.migration import (
 )
 from switchyard.migration.backup import default_backup_dir
 from switchyard.migration.db_to_rq import pending_work
+from switchyard.modes import read_routing
 from switchyard.operations.services import Services
 from switchyard.rq_engine.connection import connect
 
@@ -62,8 +67,30 @@ def rq_to_db_total(services: Services, options: RqToDbOptions) -> int:
 def rq_to_db(
     services: Services, options: RqToDbOptions, progress: Progress | None = None
 ) -> RqToDbReport:
-    """Move every queued rq job (own and foreign) to the database engine."""
-    return migrate_rq_to_db(services.store, redis_client(services), options, progress)
+    """Move every queued rq job (own and foreign) to the database engine: only while the mode
+    runs the database engine (db or hybrid), fenced by the epoch it was permitted under."""
+    if not options.dry_run:
+        routing = read_routing(services.store, services.settings)
+        options = replace(options, epoch=switch.require_move_to(routing, Engine.DB))
+    report = migrate_rq_to_db(services.store, redis_client(services), options, progress)
+    if not options.dry_run:
+        moved = report.migrated_own + report.swept
+        epoch = options.epoch or 0
+        _record(services, options.actor, "rq-to-db", report.to_dict(), epoch, moved)
+    return report
+
+
+def _record(
+    services: Services, actor: str, direction: str, counts: dict[str, Any], epoch: int, moved: int
+) -> None:
+    """A `migrated` system event (and `ownership_moved` for own tasks) for the timeline."""
+    numbers = {k: v for k, v in counts.items() if isinstance(v, int | float | bool)}
+    store = services.store
+    store.record_event("migrated", actor, direction, {"direction": direction, **numbers})
+    if moved:
+        source, target = direction.split("-to-")
+        detail = {"from": source, "to": target, "count": moved, "epoch": epoch, "why": "migrate"}
+        store.record_event("ownership_moved", actor, "migrate", detail)
 
 
 def db_to_rq_total(services: Services) -> int:
@@ -77,13 +104,23 @@ def db_to_rq(
     batch_size: int = 1000,
     dry_run: bool = False,
     progress: Progress | None = None,
+    actor: str = "migration",
 ) -> DbToRqReport:
-    """Hand every queued db-owned task to rq (job id = task id), idempotently."""
-    return migrate_db_to_rq(
+    """Hand every queued db-owned task to rq (job id = task id), idempotently: only while the
+    mode runs rq (rq or hybrid, fallback off), fenced by the epoch it was permitted under."""
+    routing = read_routing(services.store, services.settings)
+    if not dry_run:
+        switch.require_move_to(routing, Engine.RQ)
+    report = migrate_db_to_rq(
         services.store,
         redis_client(services),
         services.settings,
         batch_size=batch_size,
         dry_run=dry_run,
         progress=progress,
+        actor=actor,
+        routing=routing,
     )
+    if not dry_run:
+        _record(services, actor, "db-to-rq", report.to_dict(), routing.epoch, report.moved)
+    return report

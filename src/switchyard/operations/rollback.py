@@ -56,14 +56,21 @@ def create_run(services: Services, kind: str, **params: Any) -> str:
 
 
 def execute_run(
-    services: Services, run_id: str, progress: Progress | None = None, bar: BarFactory = no_bar
+    services: Services,
+    run_id: str,
+    progress: Progress | None = None,
+    bar: BarFactory = no_bar,
+    changes: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Execute (or continue) a run in this thread; returns it with its timeline. Raises
+    """Execute (or continue) a run in this thread, its parameters first updated with
+    `changes` (`rollback resume RUN --allow-pickle`); returns it with its timeline. Raises
     RunFailed after recording a failed step, RunBusy if another process executes runs."""
     recorder = _recorder(services)
     run = recorder.get(run_id)
     if run.status is RunStatus.SUCCEEDED:
         raise NothingToResume(f"run {run_id} already succeeded; nothing to resume")
+    if changes:
+        recorder.update_params(run_id, changes)
     steps = procedure(run.kind).steps
     execute(recorder, run_id, steps, services, progress or (lambda _m: None), bar)
     return get_run(services, run_id)

@@ -5,14 +5,15 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterable
-from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
+from switchyard import switch
 from switchyard.db.store import NewTask
-from switchyard.domain import CaptionSettings, Origin, Priority, Status, Task
-from switchyard.errors import NotFound, SubmissionsPaused, UsageError
+from switchyard.domain import CaptionSettings, Priority, Status, Task
+from switchyard.errors import BrokerUnavailable, NotFound, SubmissionsPaused, UsageError
 from switchyard.logs import log_event
+from switchyard.modes import Routing
 from switchyard.operations.maintenance import submission_block
 from switchyard.operations.services import Services
 
@@ -90,21 +91,17 @@ def submit(services: Services, new: Iterable[NewTask], actor: str) -> list[Task]
     polling workers take them while the fallback is active.
     """
     ensure_accepting(services)
-    routing = services.modes()
-    owned = [
-        replace(n, engine=routing.submit_engine) if n.origin is Origin.SUBMITTED else n for n in new
-    ]
-    created = services.store.submit(owned, actor)
+    created, routing = switch.submit(services.store, list(new), actor, services.modes)
     if routing.redis_in_use and created:
-        _enqueue_after_commit(services, created)
+        _enqueue_after_commit(services, created, routing)
     return created
 
 
-def _enqueue_after_commit(services: Services, created: list[Task]) -> None:
-    from switchyard.rq_engine import BrokerUnavailable, enqueue_tasks
-
+def _enqueue_after_commit(services: Services, created: list[Task], routing: Routing) -> None:
     try:
-        enqueue_tasks(services.store, services.redis, created, services.settings)
+        switch.enqueue_tasks(
+            services.store, services.redis, created, services.settings, routing, "submit"
+        )
     except BrokerUnavailable as exc:
         log_event(log, "enqueue_deferred", logging.WARNING, tasks=len(created), error=exc)
 

@@ -23,6 +23,7 @@ Where the image comes from (the worker must fetch it over HTTP):
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import threading
@@ -34,13 +35,13 @@ from typing import Any
 
 from PIL import Image
 
+from switchyard import switch
 from switchyard.db.store import NewTask
 from switchyard.domain import Engine, Priority, Status, Task
 from switchyard.errors import InvalidTransition, SwitchyardError, UsageError
 from switchyard.logs import log_event
 from switchyard.operations.services import Services
 from switchyard.operations.tasks import validate_url
-from switchyard.rq_engine.dispatch import enqueue_tasks
 
 log = logging.getLogger(__name__)
 
@@ -107,18 +108,19 @@ def local_image_server() -> Iterator[str]:
 
 def submit_canary(services: Services, image_url: str, actor: str) -> Task:
     """Write the canary for the engine that owns new work now, and enqueue it on rq."""
-    routing = services.modes.routing(fresh=True)
-    engine = routing.submit_engine
     new = NewTask(
         validate_url(image_url),
         user_id=CANARY_USER_ID,
         platform_connection_id=CANARY_CONNECTION_ID,
         priority=Priority.URGENT,
-        engine=engine,
     )
-    (task,) = services.store.submit([new], actor)
+    fresh = functools.partial(services.modes.routing, fresh=True)
+    (task,), routing = switch.submit(services.store, [new], actor, fresh)
+    engine = routing.submit_engine
     if engine is Engine.RQ and routing.redis_in_use:
-        enqueue_tasks(services.store, services.redis, [task], services.settings)
+        switch.enqueue_tasks(
+            services.store, services.redis, [task], services.settings, routing, actor
+        )
     log_event(log, "canary.submit", task_id=task.id, engine=engine.value, actor=actor)
     return task
 
@@ -156,13 +158,20 @@ def run_canary(
 
 
 def _result(task: Task, seconds: float, image_url: str) -> CanaryResult:
-    common = {"task_id": str(task.id), "engine": task.engine, "seconds": seconds}
+    result = functools.partial(
+        CanaryResult,
+        task_id=str(task.id),
+        engine=task.engine,
+        seconds=seconds,
+        image_url=image_url,
+    )
     if task.status is Status.COMPLETED:
-        return CanaryResult(True, "completed", image_url=image_url, caption=task.caption, **common)
+        return result(True, "completed", caption=task.caption)
     if task.status is Status.FAILED:
-        return CanaryResult(False, "failed", image_url=image_url, error=task.error, **common)
-    error = f"not finished after the timeout (still {task.status.value})"
-    return CanaryResult(False, "timeout", image_url=image_url, error=error, **common)
+        return result(False, "failed", error=task.error)
+    return result(
+        False, "timeout", error=f"not finished after the timeout (still {task.status.value})"
+    )
 
 
 def _cancel(services: Services, task: Task, actor: str, timeout: float) -> None:

@@ -34,6 +34,7 @@ from typing import Any
 
 from redis import Redis
 
+from switchyard import switch
 from switchyard.domain import Engine, Status
 from switchyard.errors import SwitchyardError
 from switchyard.logs import log_event
@@ -54,7 +55,6 @@ from switchyard.rollback.rqstate import (
     take_snapshot,
 )
 from switchyard.rq_engine.connection import connect, queue_for, translated_redis
-from switchyard.rq_engine.dispatch import dispatch_pending
 from switchyard.rq_engine.scripts import Scripts as RqEngineScripts
 
 log = logging.getLogger(__name__)
@@ -291,8 +291,8 @@ def repair(services: Services, report: CheckReport, actor: str = "check") -> dic
     if redispatch and report.mode != Mode.DB.value:
         _forget_lost(services, r, [f.subject for f in report.findings if f.kind == "lost_job"])
         services.store.undispatch(sorted(redispatch))
-        done["redispatched"] = dispatch_pending(
-            services.store, r, limit=10**9, settings=services.settings
+        done["redispatched"] = switch.dispatch_pending(
+            services.store, r, limit=10**9, settings=services.settings, actor=actor
         )
     log_event(log, "check.repair", actor=actor, **done)
     return {k: v for k, v in done.items() if v}

@@ -1,36 +1,47 @@
-"""The runbook's procedures as ordered lists of named, idempotent steps.
+"""The runbook's procedures as ordered lists of named, idempotent steps, in one safe order:
+check every precondition before changing anything; pause; switch the mode (the fence: the
+routing epoch advances, so no process acting on the old mode can move or enqueue anything, and
+the step waits until every live process has seen it); stop or drain; back up; move; verify
+(twice, around a settle period longer than the mode cache, with an audit of every ownership
+move since the switch); canary; resume.
 
-| procedure   | steps                                                                      |
-|-------------|----------------------------------------------------------------------------|
-| emergency   | pause, stop rq workers (through rq), back up, migrate everything including |
-|             | in-flight work, switch to db, verify, canary, resume                      |
-| planned     | pause, drain (running rq work finishes, time limit), stop rq workers, back |
-|             | up, migrate, switch to db, verify, canary (if given), resume               |
-| partial     | switch to hybrid, confirm the fallback is on, verify                      |
-| rollforward | pause, make rq ready, back up, migrate db -> rq, switch to rq, verify,     |
-|             | canary (if given), resume                                                  |
+| procedure   | steps                                                                       |
+|-------------|-----------------------------------------------------------------------------|
+| emergency   | preflight, pause, switch to db, stop rq workers (through rq), back up,      |
+|             | migrate everything including in-flight work, verify, canary, resume         |
+| planned     | preflight, pause, switch to db, drain (running rq work finishes, time       |
+|             | limit), stop rq workers, back up, migrate, verify, canary (if given), resume |
+| partial     | preflight (the fallback is enabled, Redis answers), switch to hybrid, verify |
+| rollforward | preflight (Redis answers, rq workers for a canary), pause, switch to rq,    |
+|             | make rq ready, back up, migrate db -> rq, verify, canary (if given), resume  |
 
 Each step is safe to run again (`rollback resume RUN` reruns the step that was interrupted or
 failed): pausing twice keeps the first pause, a backup interrupted before its rename is taken
-again and a finished one is reused, both migrations are idempotent by job id, switching to
-the mode in force changes nothing, checks only read. A step that fails stops the run where it
-is: submissions stay paused (resuming is the last step) and the failure says why.
+again and a finished one is reused, both migrations are idempotent by job id, switching again
+moves what is left, checks only read. A step that fails stops the run where it is:
+submissions stay paused (resuming is the last step) and the failure says why. A step that
+left work behind (pickled jobs without `--allow-pickle`) stops the run as *incomplete*, with
+the exact command that finishes it.
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from switchyard.errors import NotFound, UsageError
+from switchyard.db.store import utcnow
+from switchyard.domain import Engine
+from switchyard.errors import NotFound, StepIncomplete, UsageError
 from switchyard.migration.backup import load_manifest
-from switchyard.modes import Mode
+from switchyard.modes import Mode, read_routing
 from switchyard.operations import engines, maintenance, migration
 from switchyard.operations.services import Services
-from switchyard.rollback import db_reads
+from switchyard.rollback import check, db_reads
 from switchyard.rollback.canary import local_image_server, run_canary
 from switchyard.rollback.rqstate import IN_FLIGHT_KINDS, PENDING_KINDS, classify_key
 from switchyard.rollback.runs import Step, StepContext, StepFailed
@@ -67,6 +78,8 @@ def default_params(kind: str, **given: Any) -> dict[str, Any]:
         "canary_serve_local": False,
         "canary_timeout": 120.0,
         "canary_required": kind == "emergency",
+        "include_in_flight": True,  # emergency and planned stop the rq workers first
+        "settle_seconds": None,  # None: twice the mode cache plus a dispatcher pass
     }
     params.update({k: v for k, v in given.items() if v is not None})
     _check_canary(kind, params)
@@ -156,21 +169,62 @@ def _wait_for(still: Callable[[], list[Any]], timeout: float) -> list[Any]:
     return left
 
 
+def preflight(kind: str) -> Callable[[StepContext], dict[str, Any]]:
+    """Every precondition of the procedure, checked before anything changes."""
+
+    def run(ctx: StepContext) -> dict[str, Any]:
+        services = _services(ctx)
+        problems: list[str] = []
+        detail: dict[str, Any] = {}
+        health = engines.rq_health(services)
+        detail["redis"] = health["redis"]
+        if not health["ok"]:
+            problems.append(f"redis is not usable: {health['redis'].get('error')}")
+        if kind == "partial" and not services.settings.rq_fallback_enabled:
+            problems.append(
+                "RQ_FALLBACK_ENABLED is off: hybrid mode relies on the Redis fallback; set it "
+                "to true for the web service and workers"
+            )
+        if kind != "partial":
+            problems += _backup_root_problems(Path(ctx.params["backup_root"]))
+        if kind == "rollforward" and health["ok"] and _wants_canary(ctx):
+            detail["rq_workers"] = workers = _worker_names(services)
+            if not workers:
+                problems.append("no rq worker is running to take the work")
+        if problems:
+            raise StepFailed(
+                "preflight failed, nothing was changed: "
+                + "; ".join(problems)
+                + f"; then `switchyard rollback resume {ctx.run_id}`",
+                detail,
+            )
+        return detail
+
+    return run
+
+
+def _backup_root_problems(root: Path) -> list[str]:
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=root):
+            pass
+    except OSError as exc:
+        return [f"backups cannot be written under {root}: {exc.strerror or exc}"]
+    return []
+
+
+def _wants_canary(ctx: StepContext) -> bool:
+    return bool(ctx.params["canary_url"] or ctx.params["canary_serve_local"])
+
+
 def make_rq_ready(ctx: StepContext) -> dict[str, Any]:
-    """Rollforward: Redis answers, rq is not suspended, and (for a canary) a worker runs."""
+    """Rollforward: Redis answers and rq is not suspended."""
     services = _services(ctx)
     health = engines.rq_health(services)
     if not health["ok"]:
         raise StepFailed(f"redis is not usable: {health['redis'].get('error')}")
     engines.resume_rq(services, _actor(ctx), ctx.params["reason"])
-    workers = _worker_names(services)
-    wants_canary = ctx.params["canary_url"] or ctx.params["canary_serve_local"]
-    if wants_canary and not workers:
-        raise StepFailed(
-            "no rq worker is running to take the work; start `switchyard worker --engine rq` "
-            f"and `switchyard rollback resume {ctx.run_id}`"
-        )
-    return {"redis": health["redis"], "rq_workers": workers}
+    return {"redis": health["redis"], "rq_workers": _worker_names(services)}
 
 
 def backup(ctx: StepContext) -> dict[str, Any]:
@@ -200,64 +254,146 @@ def _pending_entries(redis_keys: dict[str, int]) -> int:
 
 
 def migrate_to_db(ctx: StepContext) -> dict[str, Any]:
+    """Move every rq job to the database; work it had to leave behind makes the run
+    incomplete, with the command that finishes it."""
     services = _services(ctx)
     options = migration.rq_to_db_options(
         services,
-        include_in_flight=True,  # the workers were stopped by the step before
+        include_in_flight=bool(ctx.params["include_in_flight"]),
         allow_pickle=bool(ctx.params["allow_pickle"]),
         actor=_actor(ctx),
     )
     total = migration.rq_to_db_total(services, options)
     with ctx.bar("migrating rq -> db", total) as tick:
-        report = migration.rq_to_db(services, options, tick).to_dict()
-    report["quarantine"] = report["quarantine"][:QUARANTINE_LISTED]
-    return report
+        report = migration.rq_to_db(services, options, tick)
+    detail = report.to_dict()
+    detail["quarantine"] = detail["quarantine"][:QUARANTINE_LISTED]
+    _left_behind(ctx, report.left_pickled, report.left_in_flight, detail)
+    return detail
+
+
+def _left_behind(ctx: StepContext, pickled: int, in_flight: int, detail: dict[str, Any]) -> None:
+    reasons, flags = [], []
+    if pickled:
+        reasons.append(f"{pickled} pickled foreign job(s) left in Redis (not decoded)")
+        flags.append("--allow-pickle")
+    if in_flight:
+        reasons.append(f"{in_flight} job(s) still in flight in rq, not moved")
+        flags.append("--include-in-flight")
+    if reasons:
+        command = " ".join(["switchyard rollback resume", ctx.run_id, *flags])
+        raise StepIncomplete("; ".join(reasons), command, detail)
 
 
 def migrate_to_rq(ctx: StepContext) -> dict[str, Any]:
     services = _services(ctx)
     with ctx.bar("migrating db -> rq", migration.db_to_rq_total(services)) as tick:
-        return migration.db_to_rq(services, progress=tick).to_dict()
+        return migration.db_to_rq(services, progress=tick, actor=_actor(ctx)).to_dict()
 
 
 def switch_mode(mode: Mode) -> Callable[[StepContext], dict[str, Any]]:
+    """The fence: switch (the routing epoch advances), then wait until every live process has
+    seen the new epoch; those that have not are listed (their writes are fenced anyway)."""
+
     def run(ctx: StepContext) -> dict[str, Any]:
-        return engines.set_mode(_services(ctx), mode, _actor(ctx), ctx.params["reason"])
+        services = _services(ctx)
+        switched_at = utcnow()
+        result = engines.set_mode(services, mode, _actor(ctx), ctx.params["reason"])
+        return {**result, "switched_at": switched_at.isoformat() + "Z"}
 
     return run
 
 
-def confirm_fallback(ctx: StepContext) -> dict[str, Any]:
-    """Hybrid relies on the Redis fallback (RQ_FALLBACK_ENABLED), an environment setting of
-    every process: this step can only confirm it for the processes that share this one's."""
-    enabled = _services(ctx).settings.rq_fallback_enabled
-    if not enabled:
-        raise StepFailed(
-            "RQ_FALLBACK_ENABLED is off: set it to true for the web service and workers, then "
-            f"`switchyard rollback resume {ctx.run_id}`"
-        )
-    return {"fallback_enabled": True}
+def verify_step(
+    target: Engine | None, expect_rq_empty: bool, expect_db_empty: bool = False
+) -> Callable[..., Any]:
+    """Verify; then, after a settle period longer than the mode cache, verify again, run
+    `check`, and audit every ownership move since the switch: a late writer fails the run."""
 
-
-def verify_step(expect_rq_empty: bool, expect_db_empty: bool = False) -> Callable[..., Any]:
     def run(ctx: StepContext) -> dict[str, Any]:
         services = _services(ctx)
-        path = ctx.earlier.get("backup", {}).get("path")
-        report = verify(services, Path(path) if path else None, expect_rq_empty=expect_rq_empty)
-        detail = report.to_dict()
-        problems = [f"{c.name}: {c.discrepancies[0]}" for c in report.checks if not c.ok]
-        if expect_db_empty:
-            left = db_reads.queued_counts(services.store.engine).get("db", 0)
-            detail["db_queued_left"] = left
-            if left:
-                problems.append(f"db_queue_empty: {left} queued task(s) still owned by db")
+        first = _verified(ctx, expect_rq_empty, expect_db_empty)
+        settle = float(ctx.params.get("settle_seconds") or settle_seconds(services))
+        time.sleep(settle)
+        second = _verified(ctx, expect_rq_empty, expect_db_empty)
+        found = check.run_check(services)
+        audit = _audit(ctx, target)
+        detail = {**second, "first_pass": first, "settled_seconds": settle}
+        detail["check"] = {"ok": found.ok, "findings": found.counts()}
+        detail["audit"] = audit
+        problems = [f"{f.kind} {f.subject}: {f.detail}" for f in found.findings[:5]]
+        problems += audit["problems"]
         if problems:
             raise StepFailed(
-                "verification failed; submissions stay paused: " + "; ".join(problems), detail
+                "verification after settling failed; submissions stay paused: "
+                + "; ".join(problems),
+                detail,
             )
         return detail
 
     return run
+
+
+def settle_seconds(services: Services) -> float:
+    """Longer than any process may act on a cached routing, plus one dispatcher pass."""
+    s = services.settings
+    return 2 * s.mode_cache_seconds + s.rq_dispatch_interval + 1.0
+
+
+def _verified(ctx: StepContext, expect_rq_empty: bool, expect_db_empty: bool) -> dict[str, Any]:
+    services = _services(ctx)
+    path = ctx.earlier.get("backup", {}).get("path")
+    report = verify(services, Path(path) if path else None, expect_rq_empty=expect_rq_empty)
+    detail = report.to_dict()
+    problems = [f"{c.name}: {c.discrepancies[0]}" for c in report.checks if not c.ok]
+    if expect_db_empty:
+        left = db_reads.queued_counts(services.store.engine).get("db", 0)
+        detail["db_queued_left"] = left
+        if left:
+            problems.append(f"db_queue_empty: {left} queued task(s) still owned by db")
+    if problems:
+        raise StepFailed(
+            "verification failed; submissions stay paused: " + "; ".join(problems), detail
+        )
+    return detail
+
+
+def _audit(ctx: StepContext, target: Engine | None) -> dict[str, Any]:
+    """What touched ownership since this run's switch, read from `system_events`."""
+    switched = ctx.earlier.get("switch_mode", {})
+    services = _services(ctx)
+    since = datetime.fromisoformat(str(switched["switched_at"]).removesuffix("Z"))
+    events = services.store.system_events(limit=10_000, since=since)
+    now = read_routing(services.store, services.settings).epoch
+    problems = audit_moves(events, target, int(switched["epoch"]), now)
+    return {"since": switched["switched_at"], "events": len(events), "problems": problems}
+
+
+def audit_moves(
+    events: list[dict[str, Any]], target: Engine | None, fence_epoch: int, current_epoch: int
+) -> list[str]:
+    """Why a run cannot be trusted: the routing changed after its switch, or some process
+    moved tasks away from the engine the run moved them to. Pure: events in, problems out."""
+    problems = []
+    if current_epoch != fence_epoch:
+        switches = [
+            f"{e['kind']} by {e['actor']}"
+            for e in events
+            if e["kind"] in ("mode_changed", "fallback_activated", "fallback_cleared")
+            and (e["detail"] or {}).get("epoch", 0) > fence_epoch
+        ]
+        problems.append(
+            f"the routing changed after the run's switch (epoch {fence_epoch} -> "
+            f"{current_epoch}): {', '.join(switches) or 'see `switchyard events`'}"
+        )
+    for e in events:
+        d = e["detail"] or {}
+        if e["kind"] == "ownership_moved" and target is not None and d.get("to") != target.value:
+            problems.append(
+                f"{e['actor']} moved {d.get('count')} task(s) {d.get('from')} -> {d.get('to')} "
+                f"({d.get('why')}) after the switch"
+            )
+    return problems
 
 
 def canary(ctx: StepContext) -> dict[str, Any]:
@@ -287,56 +423,42 @@ BACKUP = Step("backup", backup, "snapshot rq and the database, with checksums")
 CANARY = Step("canary", canary, "run one real task through the active engine")
 
 
+def _preflight(kind: str) -> Step:
+    return Step("preflight", preflight(kind), "check every precondition; nothing changes")
+
+
+def _switch(mode: Mode) -> Step:
+    what = f"switch to {mode.value}: fence the old routing, wait for every process"
+    return Step("switch_mode", switch_mode(mode), what)
+
+
+def _verify(target: Engine | None, rq_empty: bool, db_empty: bool = False) -> Step:
+    what = "prove nothing lost or doubled, settle, prove it again, audit ownership moves"
+    return Step("verify", verify_step(target, rq_empty, db_empty), what)
+
+
 def procedure(kind: str) -> Procedure:
     if kind == "emergency":
-        steps = [
-            PAUSE,
-            STOP,
-            BACKUP,
-            Step("migrate", migrate_to_db, "move every rq job, in-flight ones too, to the db"),
-            Step("switch_mode", switch_mode(Mode.DB), "switch to the db engine"),
-            Step("verify", verify_step(expect_rq_empty=True), "prove nothing lost or doubled"),
-            CANARY,
-            RESUME,
-        ]
+        migrate = Step("migrate", migrate_to_db, "move every rq job, in-flight ones too, to the db")
+        steps = [_preflight(kind), PAUSE, _switch(Mode.DB), STOP, BACKUP, migrate]
+        steps += [_verify(Engine.DB, rq_empty=True), CANARY, RESUME]
         return Procedure(kind, "Immediate rollback (emergency)", steps)
     if kind == "planned":
-        steps = [
-            PAUSE,
-            Step("drain_rq", drain_rq, "let running rq work finish (time limit)"),
-            STOP,
-            BACKUP,
-            Step("migrate", migrate_to_db, "move every queued rq job to the db"),
-            Step("switch_mode", switch_mode(Mode.DB), "switch to the db engine"),
-            Step("verify", verify_step(expect_rq_empty=True), "prove nothing lost or doubled"),
-            CANARY,
-            RESUME,
-        ]
+        drain = Step("drain_rq", drain_rq, "let running rq work finish (time limit)")
+        migrate = Step("migrate", migrate_to_db, "move every queued rq job to the db")
+        steps = [_preflight(kind), PAUSE, _switch(Mode.DB), drain, STOP, BACKUP, migrate]
+        steps += [_verify(Engine.DB, rq_empty=True), CANARY, RESUME]
         return Procedure(kind, "Planned rollback", steps)
     if kind == "partial":
-        steps = [
-            Step("switch_mode", switch_mode(Mode.HYBRID), "switch to hybrid"),
-            Step("confirm_fallback", confirm_fallback, "the Redis fallback is enabled"),
-            Step("verify", verify_step(expect_rq_empty=False), "nothing queued in both"),
-        ]
+        steps = [_preflight(kind), _switch(Mode.HYBRID), _verify(None, rq_empty=False)]
         return Procedure(kind, "Partial rollback (hybrid mode)", steps)
     if kind == "rollforward":
-        steps = [
-            PAUSE,
-            Step("make_rq_ready", make_rq_ready, "redis answers, rq resumed, workers up"),
-            BACKUP,
-            Step("migrate", migrate_to_rq, "hand every queued db task to rq"),
-            Step("switch_mode", switch_mode(Mode.RQ), "switch to the rq engine"),
-            Step(
-                "verify",
-                verify_step(expect_rq_empty=False, expect_db_empty=True),
-                "prove nothing lost or doubled",
-            ),
-            CANARY,
-            RESUME,
-        ]
+        ready = Step("make_rq_ready", make_rq_ready, "redis answers, rq resumed")
+        migrate = Step("migrate", migrate_to_rq, "hand every queued db task to rq")
+        steps = [_preflight(kind), PAUSE, _switch(Mode.RQ), ready, BACKUP, migrate]
+        steps += [_verify(Engine.RQ, rq_empty=False, db_empty=True), CANARY, RESUME]
         return Procedure(kind, "Rollforward (database to rq)", steps)
     raise UsageError(f"invalid procedure {kind!r}: choose {', '.join(KINDS)}")
 
 
-__all__ = ["KINDS", "Procedure", "default_params", "procedure"]
+__all__ = ["KINDS", "Procedure", "audit_moves", "default_params", "procedure", "settle_seconds"]

@@ -31,7 +31,14 @@ import sqlalchemy as sa
 from switchyard.db.engine import translated
 from switchyard.db.schema import run_steps, runs, system_state
 from switchyard.db.store import utcnow
-from switchyard.errors import NotFound, RunBusy, RunFailed, StepFailed, SwitchyardError
+from switchyard.errors import (
+    NotFound,
+    RunBusy,
+    RunFailed,
+    StepFailed,
+    StepIncomplete,
+    SwitchyardError,
+)
 from switchyard.logs import log_event
 
 log = logging.getLogger(__name__)
@@ -45,6 +52,7 @@ class RunStatus(enum.StrEnum):
     RUNNING = "running"  # being executed (or its process died: see the lease)
     SUCCEEDED = "succeeded"  # every step done
     FAILED = "failed"  # a step failed; the run stopped there and says why
+    INCOMPLETE = "incomplete"  # a step left work behind; its detail names the command
     INTERRUPTED = "interrupted"  # stopped by a signal; `rollback resume` continues it
 
 
@@ -52,6 +60,7 @@ class StepStatus(enum.StrEnum):
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
+    INCOMPLETE = "incomplete"  # did what it could, left work behind (detail: command)
     INTERRUPTED = "interrupted"  # its process died or was stopped while it ran
 
 
@@ -167,6 +176,12 @@ class RunRecorder:
                 .where(run_steps.c.id == step_id)
                 .values(status=status.value, finished_at=utcnow(), detail=detail)
             )
+
+    def update_params(self, run_id: str, changes: dict[str, Any]) -> None:
+        """Change a run's parameters before it is resumed (`rollback resume RUN --allow-pickle`)."""
+        params = {**self.get(run_id).params, **changes}
+        with translated("recording a run"), self.engine.begin() as conn:
+            conn.execute(runs.update().where(runs.c.id == run_id).values(params=params))
 
     def set_status(
         self, run_id: str, status: RunStatus, summary: dict[str, Any] | None = None
@@ -397,8 +412,11 @@ def _run_step(
         detail = step.run(context)
     except (StepFailed, SwitchyardError) as exc:
         detail = {"error": str(exc), **getattr(exc, "detail", {})}
-        recorder.end_step(step_id, StepStatus.FAILED, detail)
-        recorder.set_status(run_id, RunStatus.FAILED, {"failed_step": step.name, **detail})
+        left_work = isinstance(exc, StepIncomplete)
+        status = StepStatus.INCOMPLETE if left_work else StepStatus.FAILED
+        recorder.end_step(step_id, status, detail)
+        run_status = RunStatus.INCOMPLETE if left_work else RunStatus.FAILED
+        recorder.set_status(run_id, run_status, {"failed_step": step.name, **detail})
         log_event(log, "run.step_failed", logging.ERROR, run=run_id, step=step.name, error=exc)
         raise RunFailed(f"run {run_id} stopped at step {step.name}: {exc}", run_id) from exc
     except BaseException as exc:  # SIGTERM, Ctrl-C or a bug: leave it resumable, say so

@@ -155,7 +155,7 @@ def _functions(services: Services, job_ids: list[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for job_id in job_ids:
         with translated_redis("reading a job"):
-            fields = r.hgetall(f"rq:job:{job_id}")
+            fields: dict[bytes, bytes] = r.hgetall(f"rq:job:{job_id}")  # type: ignore[assignment]
         try:
             out[job_id] = decode_job(fields, allow_pickle=False).func_name or "?"
         except Undecodable as exc:  # switchyard's own jobs are always plain JSON

@@ -24,7 +24,8 @@ task id, which is also the job id):
     rq:suspended          string  present while rq workers are suspended
 
 Where the pieces are: `connection` (clients, queue names, error translation), `scripts` (the
-Lua), `dispatch` (enqueueing, the dispatcher's passes, recovery after an outage), `jobs` (the
+Lua), `dispatch` (pushing jobs, finding lost ones; *what* to enqueue and when is decided by
+`switchyard.switch`, fenced by the routing epoch), `jobs` (the
 job function), `worker` (`switchyard worker --engine rq|auto`), `supervisor` (health monitor,
 fallback, dispatcher loop), `control` (statistics, suspension, graceful shutdown).
 """
@@ -38,14 +39,7 @@ from switchyard.rq_engine.connection import (
     queue_name,
     queue_names,
 )
-from switchyard.rq_engine.dispatch import (
-    PushResult,
-    dispatch_pending,
-    enqueue_tasks,
-    push_jobs,
-    redispatch_after_outage,
-    sweep_lost,
-)
+from switchyard.rq_engine.dispatch import PushResult, push_jobs, sweep_lost
 
 __all__ = [
     "JOB_FUNC",
@@ -53,12 +47,9 @@ __all__ = [
     "BrokerUnavailable",
     "PushResult",
     "connect",
-    "dispatch_pending",
-    "enqueue_tasks",
     "push_jobs",
     "queue_for",
     "queue_name",
     "queue_names",
-    "redispatch_after_outage",
     "sweep_lost",
 ]

@@ -1,5 +1,5 @@
-"""Putting rq-owned tasks into Redis: after a submit commits, from the dispatcher loop, and
-again after Redis comes back from an outage.
+"""Putting jobs into Redis (`push_jobs`), for the switch (`switchyard.switch`), which decides
+what to enqueue and when, fenced by the routing epoch; and finding jobs lost from their queue.
 
 The order is always: the task row is committed first, then the job is enqueued, then the row
 is marked dispatched. A crash or a Redis outage between commit and enqueue leaves the row
@@ -23,7 +23,6 @@ from rq.utils import now as rq_now
 
 from switchyard.config import Settings, get_settings
 from switchyard.db.store import Pending, TaskStore
-from switchyard.domain import Engine, Task
 from switchyard.logs import log_event
 from switchyard.rq_engine.connection import (
     JOB_FUNC,
@@ -34,8 +33,6 @@ from switchyard.rq_engine.connection import (
 from switchyard.rq_engine.scripts import Field, Scripts, enqueue_jobs_args, hash_fields
 
 log = logging.getLogger("switchyard.rq.dispatch")
-
-DISPATCH_BATCH = 500
 
 
 @dataclass
@@ -111,80 +108,6 @@ def _enqueue_input(queue: Queue, batch: Batch) -> tuple[list[str], list[Any]]:
     keys = [queue.key, queue.redis_queues_keys, failed, finished, wip]
     keys += [Job.key_for(job_id) for job_id in ids]
     return keys, enqueue_jobs_args(queue.key, ids, [fields for _, fields in batch])
-
-
-class _Pusher:
-    """The callback `TaskStore.dispatch` runs while the rows are locked; keeps the count."""
-
-    def __init__(self, connection: redis.Redis, settings: Settings | None) -> None:
-        self.connection = connection
-        self.settings = settings
-        self.pushed = 0
-
-    def __call__(self, pending: list[Pending]) -> list[uuid.UUID]:
-        done = push_jobs(self.connection, pending, self.settings)
-        self.pushed += len(done.pushed)
-        return done.in_redis
-
-
-def enqueue_tasks(
-    store: TaskStore,
-    connection: redis.Redis,
-    tasks: Iterable[Task | Pending],
-    settings: Settings | None = None,
-) -> int:
-    """Enqueue these (just submitted) rq-owned tasks and mark them dispatched; returns how
-    many were pushed. Tasks already dispatched, claimed or owned by the db engine are left."""
-    ids = [t.id for t in tasks]
-    pusher = _Pusher(connection, settings)
-    for start in range(0, len(ids), DISPATCH_BATCH):
-        chunk = ids[start : start + DISPATCH_BATCH]
-        store.dispatch(pusher, limit=len(chunk), ids=chunk)
-    return pusher.pushed
-
-
-def dispatch_pending(
-    store: TaskStore,
-    connection: redis.Redis,
-    limit: int = 10 * DISPATCH_BATCH,
-    settings: Settings | None = None,
-    batch: int = DISPATCH_BATCH,
-) -> int:
-    """Enqueue queued rq-owned tasks that are not in Redis yet (crash or outage between
-    commit and enqueue, a retry whose backoff ended, a recovered task), `batch` per
-    transaction; returns how many were pushed. Idempotent, and safe to run in every process
-    at once."""
-    pusher = _Pusher(connection, settings)
-    while limit > 0:
-        requested = min(batch, limit)
-        handed = store.dispatch(pusher, limit=requested)
-        limit -= handed
-        if handed < requested:
-            break
-    return pusher.pushed
-
-
-def adopt_db_tasks(store: TaskStore, actor: str) -> int:
-    """In rq mode, queued tasks owned by the db engine (requeued after a polling worker ran
-    them during a fallback, or written by another tool) move to rq; returns how many."""
-    moved = 0
-    while n := store.reassign_queued(Engine.DB, Engine.RQ, actor, "moved to rq: mode is rq"):
-        moved += n
-    if moved:
-        log_event(log, "adopt", actor=actor, moved=moved)
-    return moved
-
-
-def redispatch_after_outage(
-    store: TaskStore, connection: redis.Redis, actor: str, settings: Settings | None = None
-) -> dict[str, int]:
-    """Redis is back: it may have lost what it held, so every queued rq-owned task is put
-    through the idempotent enqueue again. Returns counts: `checked` (marks cleared) and
-    `pushed` (really enqueued now; the rest were still in Redis)."""
-    checked = store.undispatch()
-    pushed = dispatch_pending(store, connection, limit=10**9, settings=settings)
-    log_event(log, "redispatch", actor=actor, checked=checked, pushed=pushed)
-    return {"checked": checked, "pushed": pushed}
 
 
 def sweep_lost(

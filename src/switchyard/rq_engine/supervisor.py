@@ -5,7 +5,10 @@
   and when Redis answers again it turns it off and puts every queued rq-owned task through
   the idempotent enqueue again, recording what it moved as a `fallback_cleared` event;
 - dispatches every RQ_DISPATCH_INTERVAL: queued rq-owned tasks not in Redis yet (and, in rq
-  mode, adopts db-owned queued tasks first);
+  mode, adopts db-owned queued tasks first), through the switch, fenced by the epoch of the
+  routing it decided from: a stale view writes nothing;
+- reports the routing epoch this process acts under (`workers.epoch_seen`), so a switch can
+  wait until every process has seen it; `serve` keeps a registry row of its own for this;
 - sweeps for jobs lost from their queue (popped by a worker that died before starting them);
 - for an rq worker, keeps its registry row fresh and requeues tasks of dead workers.
 
@@ -16,6 +19,8 @@ fallback switch is decided by a compare-and-set on `system_state`.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -26,14 +31,16 @@ import redis
 
 from switchyard.domain import Engine
 from switchyard.logs import log_event
-from switchyard.modes import Mode, ModeWatcher, activate_fallback, clear_fallback
+from switchyard.modes import Mode, ModeWatcher
 from switchyard.operations.services import Services
 from switchyard.rq_engine.connection import BrokerUnavailable, connect, translated_redis
-from switchyard.rq_engine.dispatch import (
+from switchyard.rq_engine.dispatch import sweep_lost
+from switchyard.switch import (
+    activate_fallback,
     adopt_db_tasks,
+    clear_fallback,
     dispatch_pending,
     redispatch_after_outage,
-    sweep_lost,
 )
 
 log = logging.getLogger("switchyard.rq.supervisor")
@@ -63,11 +70,20 @@ class Supervisor:
     """The duties in the module docstring, on a daemon thread; `tick()` runs the due ones
     (tests call it directly)."""
 
-    def __init__(self, services: Services, name: str, watcher: ModeWatcher | None = None) -> None:
+    def __init__(
+        self,
+        services: Services,
+        name: str,
+        watcher: ModeWatcher | None = None,
+        *,
+        own_row: bool = False,
+    ) -> None:
         s = services.settings
         self.services = services
         self.name = name
         self.watcher = watcher or services.modes
+        # `serve` has no worker to keep its registry row: the supervisor keeps it.
+        self.own_row = own_row
         # Set by an rq worker while it runs: the supervisor then keeps its registry row.
         self.report: Callable[[], WorkerStatusReport] | None = None
         self._last_report: WorkerStatusReport | None = None
@@ -81,10 +97,13 @@ class Supervisor:
             (s.rq_dispatch_interval, self.dispatch),
             (sweep_every, self.sweep),
             (s.worker_heartbeat_interval, self.keep_registry),
+            (max(0.5, s.mode_cache_seconds), self.acknowledge_epoch),
         ]
         self._due = [0.0] * len(self._duties)
 
     def start(self) -> None:
+        if self.own_row:
+            self.services.store.register_worker(self.name, "web", socket.gethostname(), os.getpid())
         self._thread = threading.Thread(target=self._run, name="supervisor", daemon=True)
         self._thread.start()
 
@@ -92,6 +111,8 @@ class Supervisor:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        if self.own_row:
+            self._guarded(lambda: self._touch_own("stopped"))
 
     def _run(self) -> None:
         while not self._stop.wait(TICK):
@@ -130,36 +151,39 @@ class Supervisor:
             log_event(log, "redis_down", logging.WARNING, worker=self.name, error=error)
         self._redis_down = True
         enabled = self.services.settings.rq_fallback_enabled
-        if enabled and activate_fallback(self.services.store, self.name, error):
+        if enabled and activate_fallback(self.services.store, self.name, error) is not None:
             log_event(log, "fallback_activated", logging.WARNING, reason=error)
 
     def _on_redis_back(self) -> None:
         store = self.services.store
         was_down, self._redis_down = self._redis_down, False
         reason = "redis answers again"
-        won = clear_fallback(store, self.name, reason)
+        won = clear_fallback(store, self.name, reason) is not None
         if not won and not (was_down and not self.services.settings.rq_fallback_enabled):
             return  # another process recovers (or there was nothing to recover)
+        routing = self.watcher.routing(fresh=True)  # decide under the epoch just written
         try:
-            adopted = adopt_db_tasks(store, self.name) if self.watcher().mode is Mode.RQ else 0
+            adopted = adopt_db_tasks(store, self.name, routing)
             counts = redispatch_after_outage(
-                store, self.services.redis, self.name, self.services.settings
+                store, self.services.redis, self.name, self.services.settings, routing
             )
         except BrokerUnavailable as exc:
             self._on_redis_down(f"redis failed again during recovery: {exc}")
             return
         kind = "fallback_cleared" if won else "redis_recovered"
-        store.record_event(kind, self.name, reason, {**counts, "adopted": adopted})
+        detail = {**counts, "adopted": adopted, "epoch": routing.epoch}
+        store.record_event(kind, self.name, reason, detail)
         log_event(log, kind, **counts, adopted=adopted)
 
     def dispatch(self) -> None:
         routing = self.watcher()
         if not routing.redis_in_use or self._redis_down:
             return
-        if routing.mode is Mode.RQ:
-            adopt_db_tasks(self.services.store, self.name)
         s = self.services
-        pushed = dispatch_pending(s.store, s.redis, settings=s.settings)
+        adopt_db_tasks(s.store, self.name, routing)
+        pushed = dispatch_pending(
+            s.store, s.redis, settings=s.settings, routing=routing, actor=self.name
+        )
         if pushed:
             log_event(log, "dispatch", worker=self.name, pushed=pushed)
 
@@ -169,7 +193,25 @@ class Supervisor:
         older = timedelta(seconds=self.services.settings.rq_stale_dispatch_seconds)
         sweep_lost(self.services.store, self.services.redis, older, self.services.settings)
 
+    def acknowledge_epoch(self) -> None:
+        """Report the routing epoch this process acts under, as often as it re-reads the
+        routing (a worker that re-registers starts its row afresh, so this repeats)."""
+        self.services.store.acknowledge_epoch(self.name, self.watcher().epoch)
+
+    def _touch_own(self, state: str) -> None:
+        self.services.store.touch_worker(
+            self.name,
+            engine="web",
+            state=state,
+            current_task=None,
+            processed=0,
+            epoch_seen=self.watcher().epoch,
+        )
+
     def keep_registry(self) -> None:
+        if self.own_row:
+            self._touch_own("serving")
+            return
         report = self.report
         if report is None:
             return  # a polling worker keeps its own row and recovers lapsed tasks itself

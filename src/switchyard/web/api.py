@@ -51,7 +51,7 @@ class TaskIn(BaseModel):
     user_id: int = Field(gt=0, le=MAX_ID)
     platform_connection_id: int = Field(gt=0, le=MAX_ID)
     priority: PriorityName = "normal"
-    settings: CaptionSettings = Field(default_factory=CaptionSettings)
+    settings: CaptionSettings = Field(default_factory=lambda: CaptionSettings.model_validate({}))
 
     def build(self) -> NewTask:
         """The operations layer validates again (the URL's syntax above all)."""

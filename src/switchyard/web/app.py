@@ -65,7 +65,7 @@ def create_app(services: Services | None = None) -> FastAPI:
         same_site="strict",
         https_only=False,
     )
-    app.add_exception_handler(SwitchyardError, _switchyard_error)
+    app.add_exception_handler(SwitchyardError, _switchyard_error)  # type: ignore[arg-type]
     app.middleware("http")(_security_headers)
     for module in (api, admin, rollback, dashboard, metrics):
         app.include_router(module.router)
