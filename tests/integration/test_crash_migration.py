@@ -23,12 +23,14 @@ from typing import Any
 import pytest
 import redis
 
+from switchyard import switch
 from switchyard.config import Settings
 from switchyard.db.store import NewTask, TaskStore
 from switchyard.domain import Status
 from switchyard.migration import RqToDbOptions, migrate_db_to_rq, migrate_rq_to_db
 from switchyard.migration.db_to_rq import TO_RQ_REASON
 from switchyard.migration.db_writes import TO_DB_REASON
+from switchyard.modes import Mode
 from tests.conftest import cli_env
 from tests.integration.test_migration_support import (  # noqa: F401  (fixtures)
     PRIORITIES,
@@ -173,11 +175,12 @@ def test_db_to_rq_killed_at_a_random_moment_then_rerun(
     rng = random.Random(seed)
     new = [NewTask(f"http://img.example/{i}.png", 2, 5, PRIORITIES[i % 4]) for i in range(240)]
     ids = [t.id for t in clean_store.submit(new, "test")]
+    settings = settings_for(db_url, redis_url)
+    switch.switch_mode(clean_store, Mode.HYBRID, "test", "moves to rq permitted", settings)
 
     process = start(db_url, redis_url, "db-to-rq")
     in_redis = kill_when(process, lambda: queued_in_redis(r), rng.randint(1, 216))
 
-    settings = settings_for(db_url, redis_url)
     migrate_db_to_rq(clean_store, r, settings, batch_size=BATCH)
 
     rows = task_rows(clean_store)

@@ -152,7 +152,8 @@ def test_after_an_outage_queued_tasks_are_really_moved_back_to_rq_and_counted(
     assert not modes.fallback_state(services.store)["active"]
     assert sum(queue_lengths(services.redis).values()) == 20
     cleared = services.store.system_events(kind="fallback_cleared")[0]
-    assert cleared["detail"] == {"checked": 12, "pushed": 20, "adopted": 0}
+    epoch = services.store.routing_epoch()
+    assert cleared["detail"] == {"checked": 12, "pushed": 20, "adopted": 0, "epoch": epoch}
     assert {services.store.get(t.id).status for t in before + during} == {Status.QUEUED}
 
 
@@ -170,5 +171,6 @@ def test_without_rq_fallback_enabled_polling_workers_do_not_take_over(
     private_redis.start()  # empty: the 3 jobs are gone, and are enqueued again
     supervisor.tick(every_duty=True)
     (event,) = services.store.system_events(kind="redis_recovered")
-    assert event["detail"] == {"checked": 3, "pushed": 3, "adopted": 0}
+    epoch = services.store.routing_epoch()
+    assert event["detail"] == {"checked": 3, "pushed": 3, "adopted": 0, "epoch": epoch}
     assert sum(queue_lengths(services.redis).values()) == 3

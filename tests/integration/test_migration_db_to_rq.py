@@ -12,11 +12,13 @@ import redis
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
+from switchyard import switch
 from switchyard.config import Settings
 from switchyard.db.store import NewTask, Pending, TaskStore
 from switchyard.domain import Engine, Status
 from switchyard.migration import RqToDbOptions, migrate_db_to_rq, migrate_rq_to_db
 from switchyard.migration.db_to_rq import TO_RQ_REASON
+from switchyard.modes import Mode
 from switchyard.rq_engine.connection import JOB_FUNC
 from switchyard.rq_engine.dispatch import push_jobs
 from tests.conftest import cli_env
@@ -33,6 +35,8 @@ from tests.integration.test_migration_support import (  # noqa: F401  (fixtures)
 
 
 def db_backlog(store: TaskStore, n: int) -> list[Any]:
+    """n queued db-owned tasks, in hybrid mode: moves to rq are permitted, nothing moves yet."""
+    switch.switch_mode(store, Mode.HYBRID, "test", "moves to rq permitted", Settings())
     new = [
         NewTask(f"http://img.example/{i}.png", 3, 4, priority=PRIORITIES[i % 4]) for i in range(n)
     ]
@@ -79,7 +83,7 @@ def test_a_crash_between_flip_and_enqueue_is_finished_by_the_rerun(
 ) -> None:
     ids = db_backlog(sqlite_store, 10)
     sqlite_store.reassign_queued(
-        Engine.DB, Engine.RQ, "test", TO_RQ_REASON, epoch=0
+        Engine.DB, Engine.RQ, "test", TO_RQ_REASON, epoch=sqlite_store.routing_epoch()
     )  # flip, no enqueue
 
     report = to_rq(sqlite_store, r, settings_for(sqlite_url, redis_url))
@@ -93,7 +97,9 @@ def test_a_crash_between_enqueue_and_mark_does_not_enqueue_twice(
 ) -> None:
     settings = settings_for(sqlite_url, redis_url)
     ids = db_backlog(sqlite_store, 10)
-    sqlite_store.reassign_queued(Engine.DB, Engine.RQ, "test", TO_RQ_REASON, epoch=0)
+    sqlite_store.reassign_queued(
+        Engine.DB, Engine.RQ, "test", TO_RQ_REASON, epoch=sqlite_store.routing_epoch()
+    )
     tasks = [sqlite_store.get(i) for i in ids]
     push_jobs(r, [Pending(t.id, t.priority) for t in tasks], settings)  # pushed, never marked
 

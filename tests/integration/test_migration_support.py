@@ -23,10 +23,12 @@ from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
+from switchyard import switch
 from switchyard.config import Settings
 from switchyard.db.schema import quarantine, task_events, tasks
 from switchyard.db.store import NewTask, TaskStore
 from switchyard.domain import Engine, Priority
+from switchyard.modes import Mode, read_routing
 from switchyard.switch import enqueue_tasks
 from tests.conftest import make_settings
 
@@ -75,6 +77,9 @@ def own_backlog(
         for i in range(n)
     ]
     created = store.submit(new, "test")
+    if not switch.may_enqueue(read_routing(store, settings)):
+        # Jobs are enqueued only while the mode runs rq; hybrid also lets them move back.
+        switch.switch_mode(store, Mode.HYBRID, "test", "an rq backlog to migrate", settings)
     assert enqueue_tasks(store, r, created, settings) == n
     return [t.id for t in created]
 

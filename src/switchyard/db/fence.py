@@ -43,13 +43,21 @@ def _locked_value(conn: sa.Connection, *, read: bool) -> tuple[bool, Any]:
     return (row is not None, None if row is None else row.value)
 
 
-def _insert(conn: sa.Connection, epoch: int, actor: str, now: Any) -> None:
-    """Create the row; a concurrent creator makes this fail (unique key), never pass twice."""
-    conn.execute(
-        system_state.insert().values(
-            key=EPOCH_KEY, value={"epoch": epoch}, updated_at=now, updated_by=actor
-        )
+# INSERT that does nothing if the key exists (waiting for a concurrent insert to end first).
+_IF_MISSING = {"postgresql": "ON CONFLICT DO NOTHING", "sqlite": "OR IGNORE", "mysql": "IGNORE"}
+
+
+def _insert(conn: sa.Connection, epoch: int, actor: str, now: Any, if_missing: bool) -> None:
+    stmt = system_state.insert().values(
+        key=EPOCH_KEY, value={"epoch": epoch}, updated_at=now, updated_by=actor
     )
+    if if_missing:
+        clause = _IF_MISSING["mysql" if conn.dialect.name == "mariadb" else conn.dialect.name]
+        if conn.dialect.name == "postgresql":
+            stmt = stmt.suffix_with(clause)
+        else:
+            stmt = stmt.prefix_with(clause)
+    conn.execute(stmt)
 
 
 def hold(conn: sa.Connection, epoch: int, action: str, now: Any) -> None:
@@ -57,11 +65,10 @@ def hold(conn: sa.Connection, epoch: int, action: str, now: Any) -> None:
     still `epoch`. Call it before the write it guards."""
     exists, value = _locked_value(conn, read=True)
     if not exists:
-        # First use since the table was emptied: create it (exclusively locked) at epoch 0.
-        try:
-            _insert(conn, 0, "fence", now)
-        except sa.exc.IntegrityError:  # another process created it meanwhile: decide again
-            raise Fenced(action, epoch, None) from None
+        # First use since the table was emptied: create it at epoch 0 (unless another
+        # process just did), then lock it like any other time.
+        _insert(conn, 0, "fence", now, if_missing=True)
+        exists, value = _locked_value(conn, read=True)
     current = epoch_of(value)
     if current != epoch:
         raise Fenced(action, epoch, current)
@@ -79,7 +86,7 @@ def advance(conn: sa.Connection, actor: str, now: Any) -> int:
             .values(value={"epoch": epoch}, updated_at=now, updated_by=actor)
         )
     else:
-        _insert(conn, epoch, actor, now)
+        _insert(conn, epoch, actor, now, if_missing=False)
     return epoch
 
 

@@ -1070,6 +1070,18 @@ class TaskStore:
             )
         return len(ids)
 
+    def queued_owned_by(self, engine: Engine, ids: Sequence[uuid.UUID] | None = None) -> int:
+        """How many queued tasks `engine` owns (of `ids`, if given)."""
+        query = sa.select(sa.func.count()).where(
+            tasks.c.status == Status.QUEUED.value, tasks.c.engine == engine.value
+        )
+        if ids is not None:
+            if not ids:
+                return 0
+            query = query.where(tasks.c.id.in_(list(ids)))
+        with translated("counting queued tasks"), self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
     def engine_counts(self) -> dict[str, Any]:
         """Queued and running tasks per owning engine and priority, and how many queued
         rq-owned tasks are not in Redis yet (`undispatched`)."""

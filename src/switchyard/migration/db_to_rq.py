@@ -72,8 +72,8 @@ def migrate_db_to_rq(
     routing: Routing | None = None,
 ) -> DbToRqReport:
     """Hand every queued db-owned task to rq (or, with dry_run, count them). Idempotent.
-    Every flip and enqueue is fenced by `routing`'s epoch (the operations layer checks that
-    it permits moves to rq; None: the routing in force when the run starts)."""
+    Every flip and enqueue is fenced by `routing`'s epoch (None: the routing in force when
+    the run starts), which must run rq (`switch.require_move_to`)."""
     if not 1 <= batch_size <= MAX_BATCH:
         raise UsageError(f"invalid batch size {batch_size}: choose 1 to {MAX_BATCH}")
     started = time.monotonic()
@@ -83,6 +83,7 @@ def migrate_db_to_rq(
         report.moved, report.waiting = pending_work(store)
     else:
         routing = routing or read_routing(store, settings)
+        switch.require_move_to(routing, Engine.RQ)
         with collector_spared():
             _run(store, r, settings, batch_size, actor, report, tick, routing)
         report.waiting = pending_work(store)[1]

@@ -69,6 +69,32 @@ def set_mode(
     return result
 
 
+# -- ownership at a glance ------------------------------------------------------------------
+
+OWNERSHIP_SAMPLE = 1000  # job ids read from the head of each rq queue
+
+
+def ownership(services: Services) -> dict[str, Any]:
+    """A cheap form of `check` for /health: tasks owned by one engine and queued in the other.
+    Reads the head of each of switchyard's four rq queues and counts those own jobs whose
+    task is queued and owned by the database; in db mode, also queued rq-owned tasks (which
+    no dispatcher serves). Never reports zero for a Redis it could not read."""
+    store = services.store
+    mode = modes.current_mode(store, services.settings)
+    found: dict[str, Any] = {"mode": mode.value}
+    if mode is Mode.DB:
+        found["rq_owned_in_db_mode"] = store.queued_owned_by(Engine.RQ)
+    try:
+        waiting = rq.own_job_ids(
+            services.redis, services.settings.rq_queue_prefix, OWNERSHIP_SAMPLE
+        )
+        found["db_owned_in_rq_queues"] = store.queued_owned_by(Engine.DB, waiting)
+    except BrokerUnavailable as exc:
+        found["redis_error"] = str(exc)
+    bad = found.get("rq_owned_in_db_mode", 0) + found.get("db_owned_in_rq_queues", 0)
+    return {"consistent": bad == 0, **found}
+
+
 # -- statistics -----------------------------------------------------------------------------
 
 
@@ -188,6 +214,7 @@ __all__ = [
     "engine_stats",
     "get_mode",
     "list_workers",
+    "ownership",
     "resume_rq",
     "rq_health",
     "set_mode",

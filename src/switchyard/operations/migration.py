@@ -109,8 +109,6 @@ def db_to_rq(
     """Hand every queued db-owned task to rq (job id = task id), idempotently: only while the
     mode runs rq (rq or hybrid, fallback off), fenced by the epoch it was permitted under."""
     routing = read_routing(services.store, services.settings)
-    if not dry_run:
-        switch.require_move_to(routing, Engine.RQ)
     report = migrate_db_to_rq(
         services.store,
         redis_client(services),

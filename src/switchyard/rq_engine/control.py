@@ -5,6 +5,7 @@ BrokerUnavailable rather than reporting a Redis error as zero."""
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any
 
 import redis
@@ -23,6 +24,22 @@ def queue_lengths(connection: redis.Redis, prefix: str | None = None) -> dict[st
             p.llen(queue_for(connection, priority, prefix).key)
         lengths = p.execute()
     return {pr.label: int(n) for pr, n in zip(sorted(Priority), lengths, strict=True)}
+
+
+def own_job_ids(connection: redis.Redis, prefix: str | None, per_queue: int) -> list[uuid.UUID]:
+    """Task ids of switchyard's jobs at the head of its four queues (at most `per_queue`
+    entries read from each; other applications' job ids are skipped)."""
+    with translated_redis("reading queued job ids"), connection.pipeline() as pipe:
+        for p in sorted(Priority):
+            pipe.lrange(queue_for(connection, p, prefix).key, 0, per_queue - 1)
+        answers = pipe.execute()
+    ids = []
+    for raw in (entry for answer in answers for entry in answer):
+        try:
+            ids.append(uuid.UUID(raw.decode() if isinstance(raw, bytes) else raw))
+        except ValueError:
+            continue
+    return ids
 
 
 def registry_counts(connection: redis.Redis, prefix: str | None = None) -> dict[str, int]:

@@ -155,23 +155,33 @@ def public_maintenance_status(svc: Svc) -> dict[str, Any]:
 
 @router.get("/health", tags=["health"], responses={503: {}})
 def health(svc: Svc) -> JSONResponse:
-    """Each component with its status (ok, degraded, error, unused). 503 when the system
-    cannot take or keep work (database down, or Redis down in rq or hybrid mode with no
-    fallback active); "degraded" (still 200) when no worker is alive to run it."""
+    """Each component with its status (ok, degraded, inconsistent, error, unused). 503 when
+    the system cannot take or keep work (database down, or Redis down in rq or hybrid mode
+    with no fallback active); "inconsistent" (200) when tasks owned by one engine are queued
+    in the other (`switchyard check` lists them); "degraded" (200) when no worker is alive."""
     components = {"database": _database_health(svc)}
     if components["database"]["status"] == "ok":
         mode = engines.get_mode(svc)
         components["mode"] = {"status": "ok", **mode}
         components["redis"] = _redis_health(svc, mode)
         components["workers"] = _workers_health(svc, mode)
+        components["ownership"] = _ownership_health(svc)
     statuses = {c["status"] for c in components.values()}
-    overall = (
-        "unhealthy"
-        if "error" in statuses
-        else ("degraded" if "degraded" in statuses else "healthy")
+    overall = next(
+        (word for status, word in OVERALL if status in statuses),
+        "healthy",
     )
     body = {"status": overall, **components}
     return JSONResponse(body, status_code=503 if overall == "unhealthy" else 200)
+
+
+# The worst component status decides the whole, in this order.
+OVERALL = (("error", "unhealthy"), ("inconsistent", "inconsistent"), ("degraded", "degraded"))
+
+
+def _ownership_health(svc: ops.Services) -> dict[str, Any]:
+    found = engines.ownership(svc)
+    return {"status": "ok" if found.pop("consistent") else "inconsistent", **found}
 
 
 def _database_health(svc: ops.Services) -> dict[str, Any]:
