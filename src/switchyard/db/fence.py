@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from switchyard.db.schema import system_state
 from switchyard.errors import Fenced
@@ -43,21 +44,17 @@ def _locked_value(conn: sa.Connection, *, read: bool) -> tuple[bool, Any]:
     return (row is not None, None if row is None else row.value)
 
 
-# INSERT that does nothing if the key exists (waiting for a concurrent insert to end first).
-_IF_MISSING = {"postgresql": "ON CONFLICT DO NOTHING", "sqlite": "OR IGNORE", "mysql": "IGNORE"}
-
-
 def _insert(conn: sa.Connection, epoch: int, actor: str, now: Any, if_missing: bool) -> None:
-    stmt = system_state.insert().values(
-        key=EPOCH_KEY, value={"epoch": epoch}, updated_at=now, updated_by=actor
-    )
-    if if_missing:
-        clause = _IF_MISSING["mysql" if conn.dialect.name == "mariadb" else conn.dialect.name]
-        if conn.dialect.name == "postgresql":
-            stmt = stmt.suffix_with(clause)
-        else:
-            stmt = stmt.prefix_with(clause)
-    conn.execute(stmt)
+    """Create the row; `if_missing`: do nothing if it exists (after waiting for a concurrent
+    creator to commit), so two first users never fail each other."""
+    values = {"key": EPOCH_KEY, "value": {"epoch": epoch}, "updated_at": now, "updated_by": actor}
+    if not if_missing:
+        conn.execute(system_state.insert().values(values))
+    elif conn.dialect.name == "postgresql":
+        conn.execute(postgresql.insert(system_state).values(values).on_conflict_do_nothing())
+    else:  # SQLite "INSERT OR IGNORE", MariaDB/MySQL "INSERT IGNORE"
+        ignore = "OR IGNORE" if conn.dialect.name == "sqlite" else "IGNORE"
+        conn.execute(system_state.insert().prefix_with(ignore).values(values))
 
 
 def hold(conn: sa.Connection, epoch: int, action: str, now: Any) -> None:
