@@ -67,6 +67,7 @@ def sources_of(target: Status) -> list[Status]:
 class Origin(enum.StrEnum):
     SUBMITTED = "submitted"
     MIGRATED = "migrated"
+    CANARY = "canary"  # a rollback's proof that the engine runs work: goes around the backlog
 
 
 class Engine(enum.StrEnum):

@@ -53,12 +53,13 @@ from switchyard.modes import (
     read_routing,
     stored_mode,
 )
-from switchyard.rq_engine.dispatch import push_jobs
+from switchyard.rq_engine.dispatch import push_jobs, to_front
 
 log = logging.getLogger("switchyard.switch")
 
 DISPATCH_BATCH = 500
 SUBMIT_ATTEMPTS = 3  # a submission fenced by a switch decides again with the new routing
+NEW_WORK = (Origin.SUBMITTED, Origin.CANARY)  # owned by the engine the mode gives new work
 
 
 # -- what a routing permits -------------------------------------------------------------------
@@ -258,9 +259,7 @@ def submit(
 def _submit_under(
     store: TaskStore, new: Sequence[NewTask], actor: str, routing: Routing
 ) -> list[Task]:
-    owned = [
-        replace(n, engine=routing.submit_engine) if n.origin is Origin.SUBMITTED else n for n in new
-    ]
+    owned = [replace(n, engine=routing.submit_engine) if n.origin in NEW_WORK else n for n in new]
     return store.submit(owned, actor, epoch=routing.epoch)
 
 
@@ -318,19 +317,25 @@ def enqueue_tasks(
     settings: Settings | None = None,
     routing: Routing | None = None,
     actor: str = "dispatch",
+    front: bool = False,
 ) -> int:
     """Enqueue these (just submitted) rq-owned tasks and mark them dispatched; returns how
     many were pushed. Tasks already dispatched, claimed or owned by the db engine are left;
-    nothing is pushed unless the routing enqueues."""
+    nothing is pushed unless the routing enqueues. `front`: then move each to the head of
+    its queue (the canary lane)."""
     current = _routing_or_now(store, routing, settings)
     if not may_enqueue(current):
         return 0
-    ids = [t.id for t in tasks]
+    items = [Pending(t.id, t.priority) for t in tasks]
     dispatcher = _Dispatcher(store, connection, settings, current, actor)
-    for start in range(0, len(ids), DISPATCH_BATCH):
-        chunk = ids[start : start + DISPATCH_BATCH]
+    for start in range(0, len(items), DISPATCH_BATCH):
+        chunk = [i.id for i in items[start : start + DISPATCH_BATCH]]
         if dispatcher.run(len(chunk), chunk) is None:
             break
+    if front:
+        prefix = (settings or get_settings()).rq_queue_prefix
+        for item in items:
+            to_front(connection, item, prefix)
     return dispatcher.pusher.pushed
 
 

@@ -8,10 +8,13 @@ import subprocess
 import sys
 import uuid
 
-from switchyard.domain import Status
+from switchyard import switch
+from switchyard.db.store import NewTask
+from switchyard.domain import Engine, Origin, Priority, Status
 from switchyard.modes import Mode
 from switchyard.operations.services import Services
-from switchyard.rollback.canary import local_image_server, run_canary
+from switchyard.rollback.canary import local_image_server, run_canary, submit_canary
+from switchyard.rq_engine import queue_for
 from switchyard.switch import switch_mode as set_mode
 from tests.conftest import cli_env
 from tests.integration.conftest import StartWorker
@@ -85,3 +88,35 @@ def test_the_cli_exits_1_on_timeout(sqlite_services: Services) -> None:  # noqa:
     )
     assert done.returncode == 1
     assert "canary timeout" in done.stderr
+
+
+def test_the_canary_goes_around_10000_urgent_tasks_on_the_db_engine(
+    sqlite_services: Services,  # noqa: F811
+    start_worker: StartWorker,
+) -> None:
+    svc = sqlite_services
+    set_mode(svc.store, Mode.DB, "test", "test")
+    refused = "http://127.0.0.1:9/backlog.png"  # each attempt fails at once and retries
+    backlog = [NewTask(refused, 1, 1, Priority.URGENT, engine=Engine.DB) for _ in range(10_000)]
+    svc.store.submit(backlog, "test")
+    start_worker(svc.settings.database_url)
+    with local_image_server() as url:
+        result = run_canary(svc, url, timeout=20)
+    assert result.ok, result
+    assert result.seconds < 10
+    assert svc.store.counts()["queued"]["urgent"] > 9_000  # the backlog is still there
+
+
+def test_the_canary_job_waits_at_the_head_of_its_rq_queue(
+    sqlite_services: Services,  # noqa: F811
+) -> None:
+    svc = sqlite_services
+    set_mode(svc.store, Mode.RQ, "test", "test")
+    backlog = [NewTask(f"http://img.example/{i}.png", 1, 1, Priority.URGENT) for i in range(2000)]
+    created, routing = switch.submit(svc.store, backlog, "test", svc.modes)
+    assert switch.enqueue_tasks(svc.store, svc.redis, created, svc.settings, routing) == 2000
+    canary = submit_canary(svc, "http://img.example/canary.png", "test")
+    urgent = queue_for(svc.redis, Priority.URGENT, svc.settings.rq_queue_prefix).key
+    assert svc.redis.lindex(urgent, 0) == str(canary.id).encode()
+    assert svc.redis.llen(urgent) == 2001
+    assert canary.origin is Origin.CANARY

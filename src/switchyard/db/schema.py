@@ -75,6 +75,8 @@ tasks = sa.Table(
     sa.Index("ix_tasks_heartbeat", "status", "heartbeat_at"),
     # Queued tasks per owning engine (dispatch, migration between engines).
     sa.Index("ix_tasks_engine", "engine", "status", "dispatched_at"),
+    # The canary lane: the few canary tasks, found without reading the queued backlog.
+    sa.Index("ix_tasks_origin", "origin"),
 )
 
 # Append-only history. No foreign key on purpose: deleting a task keeps its history.

@@ -417,14 +417,16 @@ class TaskStore:
         engine: Engine = Engine.DB,
         *,
         rq_grace: timedelta | None = None,
+        origin: Origin | None = None,
     ) -> list[Task]:
         """Atomically take up to `limit` available queued tasks, urgent first, then oldest.
 
         With `rq_grace` (hybrid mode), tasks owned by the rq engine are taken only once they
         have been available for longer than that: polling workers are then a safety net.
+        With `origin`, only tasks of that origin (the canary lane, through ix_tasks_origin).
         """
         now = utcnow()
-        stmt = self.claim_statement(worker, limit, engine, now, rq_grace=rq_grace)
+        stmt = self.claim_statement(worker, limit, engine, now, rq_grace=rq_grace, origin=origin)
         with translated("claiming tasks"), self.engine.begin() as conn:
             if self._returning:
                 claimed = [_to_task(r) for r in conn.execute(stmt)]
@@ -457,6 +459,7 @@ class TaskStore:
         now: datetime,
         *,
         rq_grace: timedelta | None = None,
+        origin: Origin | None = None,
     ) -> sa.Update | sa.Select[Any]:
         """The statement a claim runs first, built apart so a test can EXPLAIN it: the whole
         claim (`UPDATE ... RETURNING`) on PostgreSQL and SQLite, the locking SELECT on MariaDB.
@@ -468,6 +471,8 @@ class TaskStore:
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
+        if origin is not None:
+            pick = pick.where(tasks.c.origin == origin.value)
         if rq_grace is not None:
             pick = pick.where(
                 sa.or_(

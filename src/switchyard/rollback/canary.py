@@ -37,7 +37,7 @@ from PIL import Image
 
 from switchyard import switch
 from switchyard.db.store import NewTask
-from switchyard.domain import Engine, Priority, Status, Task
+from switchyard.domain import Engine, Origin, Priority, Status, Task
 from switchyard.errors import InvalidTransition, SwitchyardError, UsageError
 from switchyard.logs import log_event
 from switchyard.operations.services import Services
@@ -113,13 +113,14 @@ def submit_canary(services: Services, image_url: str, actor: str) -> Task:
         user_id=CANARY_USER_ID,
         platform_connection_id=CANARY_CONNECTION_ID,
         priority=Priority.URGENT,
+        origin=Origin.CANARY,  # its own lane: around the backlog, in either engine
     )
     fresh = functools.partial(services.modes.routing, fresh=True)
     (task,), routing = switch.submit(services.store, [new], actor, fresh)
     engine = routing.submit_engine
     if engine is Engine.RQ and routing.redis_in_use:
         switch.enqueue_tasks(
-            services.store, services.redis, [task], services.settings, routing, actor
+            services.store, services.redis, [task], services.settings, routing, actor, front=True
         )
     log_event(log, "canary.submit", task_id=task.id, engine=engine.value, actor=actor)
     return task

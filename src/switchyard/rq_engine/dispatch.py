@@ -110,6 +110,13 @@ def _enqueue_input(queue: Queue, batch: Batch) -> tuple[list[str], list[Any]]:
     return keys, enqueue_jobs_args(queue.key, ids, [fields for _, fields in batch])
 
 
+def to_front(connection: redis.Redis, item: Pending, prefix: str) -> bool:
+    """Move a waiting job to the head of its queue; False if no longer waiting there."""
+    key = queue_for(connection, item.priority, prefix).key
+    with translated_redis("moving a job to the front of its queue"):
+        return bool(Scripts(connection).to_front(keys=[key], args=[str(item.id)]))
+
+
 def sweep_lost(
     store: TaskStore,
     connection: redis.Redis,

@@ -95,12 +95,25 @@ end
 return 1
 """
 
+# Move a waiting job to the head of its queue (the canary lane: the next free worker takes it,
+# however long the backlog). Nothing happens if a worker has taken it meanwhile.
+#
+# KEYS: 1 rq:queue:<q>      ARGV: 1 job id      Returns 1 if moved, 0 if it was not waiting.
+TO_FRONT = """
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) > 0 then
+  redis.call('LPUSH', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
+"""
+
 
 class Scripts:
     """The scripts registered on one client; callable on a pipeline (EVALSHA, loaded once)."""
 
     def __init__(self, connection: redis.Redis) -> None:
         self.enqueue_jobs: Script = connection.register_script(ENQUEUE_JOBS)
+        self.to_front: Script = connection.register_script(TO_FRONT)
         self.forget_if_lost: Script = connection.register_script(FORGET_IF_LOST)
 
 
