@@ -255,3 +255,14 @@ def test_the_cli_gives_the_ownership_story_as_json(sqlite_services: Services) ->
     assert data["tally"]["mode_changed"] == 2  # the run's switch to hybrid, then ops-bob's
     assert set(data["state_now"]) == {"read_at", "tasks"}
     assert "**What Touched Ownership**" in data["markdown"]
+
+
+def test_an_open_run_reads_its_window_up_to_now(services: Services) -> None:  # noqa: F811
+    run_id = RunRecorder(services.store.engine).create("rollforward", {"actor": "operator"})
+    moved = {"from": "rq", "to": "db", "count": 1, "why": "migrate"}
+    services.store.record_event("ownership_moved", "ops-dan", "manual migrate", moved)
+    made = ops.incident_report(services, run_id)
+    assert made.touched.window.open
+    assert [(a.event.actor, a.toward) for a in made.touched.against] == [("ops-dan", "db")]
+    assert "the run, up to now (the run is still open), plus 10 s." in made.markdown()
+    assert "toward rq)**: " in made.markdown()

@@ -46,13 +46,18 @@ WITH_THE_RUN = [
 ]
 
 
-@pytest.mark.parametrize(("kind", "moved"), AGAINST)
+def case_id(case: tuple[str, SystemEvent]) -> str:
+    kind, e = case
+    return f"{kind}-{e.kind}-" + "-".join(f"{k}={v}" for k, v in e.detail.items())
+
+
+@pytest.mark.parametrize(("kind", "moved"), AGAINST, ids=[case_id(c) for c in AGAINST])
 def test_a_move_against_the_run_is_flagged(kind: str, moved: SystemEvent) -> None:
     (flagged,) = against_direction(TARGET[kind], [moved])
     assert flagged.event is moved
 
 
-@pytest.mark.parametrize(("kind", "moved"), WITH_THE_RUN)
+@pytest.mark.parametrize(("kind", "moved"), WITH_THE_RUN, ids=[case_id(c) for c in WITH_THE_RUN])
 def test_a_move_with_the_run_or_no_move_is_not_flagged(kind: str, moved: SystemEvent) -> None:
     assert against_direction(TARGET[kind], [moved]) == []
 

@@ -325,7 +325,8 @@ def _event_rows(touched: Touches) -> list[str]:
         what = ("**AGAINST THE RUN** " if e.id in flagged else "") + event_summary(e)
         rows.append(f"| {_clock(e.at)} | {_cell(e.actor)} | {_cell(e.kind)} | {_cell(what)} |")
     if touched.truncated:
-        rows += ["", f"Only the first {len(touched.events)} events are listed."]
+        listed = len(touched.events)
+        rows += ["", f"Only the first {listed} events are listed (and judged against the run)."]
     return rows
 
 
@@ -369,6 +370,12 @@ def _touched(touched: Touches) -> list[str]:
     ]
 
 
+def _statuses(state: StateNow) -> list[str]:
+    """Every status in its lifecycle order, then any the database holds that we do not know."""
+    known = [s.value for s in Status]
+    return known + sorted(set(state.counts) - set(known))
+
+
 def _state_now(state: StateNow) -> list[str]:
     engines = state.engines()
     read = f"Read from the database at {_time(state.read_at)}."
@@ -380,7 +387,7 @@ def _state_now(state: StateNow) -> list[str]:
         "| status | " + " | ".join(engines) + " | total |",
         "|---|" + "---|" * (len(engines) + 1),
     ]
-    for status in [s.value for s in Status] + sorted(set(state.counts) - {s.value for s in Status}):
+    for status in _statuses(state):
         by_engine = state.counts.get(status, {})
         cells = [str(by_engine.get(e, 0)) for e in engines]
         lines.append(f"| {status} | " + " | ".join(cells) + f" | {sum(by_engine.values())} |")
