@@ -3,21 +3,31 @@ with placeholders (never guesses) for what a run cannot know."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from switchyard.db.schema import system_events
+from switchyard.db.store import TaskStore
+from switchyard.modes import Mode, set_mode
 from switchyard.operations import rollback as ops
 from switchyard.operations.services import Services
+from switchyard.rollback.ownership import SETTLE
 from switchyard.rollback.report import TODO
-from switchyard.rollback.runs import RunFailed
+from switchyard.rollback.runs import RunFailed, RunRecord, RunRecorder, Step, StepContext, execute
 from tests.conftest import cli_env
 from tests.integration.test_rollback_support import (  # noqa: F401
+    clean_db_url,
     foreign_jobs,
+    new_tasks,
     redis_client,
     rq_owned,
+    services,
     sqlite_services,
 )
 
@@ -29,7 +39,9 @@ SECTIONS = [
     "**Root Cause**:",
     "**Timeline**:",
     "**Actions Taken**:",
+    "**What Touched Ownership**:",
     "**Counts**:",
+    "**State Now**:",
     "**Verification Results**:",
     "**What Worked Well**:",
     "**Areas for Improvement**:",
@@ -106,3 +118,151 @@ def test_the_cli_writes_the_report(sqlite_services: Services, tmp_path: Path) ->
     assert done.returncode == 0, done.stderr
     assert "Partial rollback (hybrid mode), succeeded" in out.read_text()
     assert "`confirm_fallback` — RQ_FALLBACK_ENABLED is on" in out.read_text()
+
+
+# -- what touched ownership in the run's window, and the state now ------------------------------
+
+
+def event_at(store: TaskStore, at: datetime, actor: str, kind: str, **detail: Any) -> None:
+    """An event with a chosen time (record_event always stamps now): for outside the window."""
+    row = {"at": at, "actor": actor, "kind": kind, "reason": None, "detail": detail}
+    with store.engine.begin() as conn:
+        conn.execute(system_events.insert().values(**row))
+
+
+def run_with_bystanders(svc: Services) -> RunRecord:
+    """An emergency rollback (to the database) recorded step by step, during which an
+    operator switches the mode back to rq by hand and a worker adopts work for rq (both
+    against the run), another migrates rq -> db (with it), and a stale worker is fenced."""
+    store = svc.store
+
+    def switch(ctx: StepContext) -> dict[str, Any]:
+        actor = f"operator (run {ctx.run_id})"
+        set_mode(store, Mode.DB, actor, "emergency rollback")
+        store.record_event(
+            "ownership_moved",
+            actor,
+            None,
+            {"from": "rq", "to": "db", "count": 4, "epoch": 7, "why": "mode_switch"},
+        )
+        return {}
+
+    def meanwhile(ctx: StepContext) -> dict[str, Any]:
+        set_mode(store, Mode.RQ, "ops-bob", "switchyard mode rq")  # moves the 4 tasks to rq
+        adopt = {"from": "db", "to": "rq", "count": 4, "epoch": 8, "why": "adopt"}
+        store.record_event("ownership_moved", "worker-3", None, adopt)
+        store.record_event("migrated", "ops-carol", "manual migrate", {"direction": "rq-to-db"})
+        fenced = {"action": "claim", "held_epoch": 7, "current_epoch": 8}
+        store.record_event("fenced", "worker-9", None, fenced)
+        store.record_event("fallback_cleared", "worker-4", None, {})  # no detail at all
+        store.record_event("cosmic_ray", "worker-5", None, {"bits": 1})  # a kind not known
+        return {}
+
+    recorder = RunRecorder(store.engine)
+    run_id = recorder.create("emergency", {"actor": "operator", "reason": "redis down"})
+    steps = [Step("switch", switch, "switch"), Step("meanwhile", meanwhile, "others act")]
+    return execute(recorder, run_id, steps, svc)
+
+
+def test_the_report_tells_what_touched_ownership_in_the_window(services: Services) -> None:  # noqa: F811
+    store = services.store
+    store.submit(new_tasks(4), "test")
+    run = run_with_bystanders(services)
+    assert run.finished_at is not None
+    event_at(store, run.started_at - timedelta(seconds=1), "ops-early", "mode_changed", to="rq")
+    event_at(store, run.finished_at + SETTLE + timedelta(seconds=1), "ops-late", "fenced")
+    event_at(store, run.finished_at + SETTLE - timedelta(seconds=1), "worker-7", "fenced")
+    store.submit(new_tasks(3), "test")  # after the run: only the state now can know
+
+    made = ops.incident_report(services, run.id)
+    data, text = made.to_dict(), made.markdown()
+
+    listed = [(e["actor"], e["kind"]) for e in data["events"]]
+    by_run = f"operator (run {run.id})"
+    assert listed == [
+        (by_run, "mode_changed"),
+        (by_run, "ownership_moved"),
+        ("ops-bob", "mode_changed"),
+        ("worker-3", "ownership_moved"),
+        ("ops-carol", "migrated"),
+        ("worker-9", "fenced"),
+        ("worker-4", "fallback_cleared"),
+        ("worker-5", "cosmic_ray"),
+        ("worker-7", "fenced"),  # in the settle margin
+    ]
+    assert data["tally"] == {
+        "mode_changed": 2,
+        "ownership_moved": 2,
+        "migrated": 1,
+        "fenced": 2,
+        "fallback_cleared": 1,
+        "cosmic_ray": 1,
+    }
+    against = [(a["actor"], a["kind"], a["toward"]) for a in data["against_direction"]]
+    assert against == [("ops-bob", "mode_changed", "rq"), ("worker-3", "ownership_moved", "rq")]
+    assert data["direction"] == "db"
+    assert data["state_now"]["tasks"] == {"queued": {"db": 3, "rq": 4}}
+
+    assert "ops-early" not in text and "ops-late" not in text
+    assert "**2 ownership move(s) went AGAINST the direction of the run (toward db)**" in text
+    assert "| ops-bob | mode_changed | **AGAINST THE RUN** mode db -> rq, 4 task(s) moved" in text
+    assert "4 task(s) moved rq -> db (mode_switch) (epoch 7) |" in text
+    assert "| worker-9 | fenced | refused claim: acting on epoch 7, current is 8 |" in text
+    assert "| worker-5 | cosmic_ray | cosmic ray: bits 1 |" in text
+    assert "| worker-4 | fallback_cleared | Redis fallback off |" in text
+    assert "ops-bob (1), ops-carol (1), worker-3 (1)" in text
+    assert "Tally: cosmic_ray 1, fallback_cleared 1, fenced 2, migrated 1, mode_changed 2" in text
+    assert f"Read from the database at {made.state.read_at:%Y-%m-%d %H:%M:%S} UTC." in text
+    assert made.state.read_at > run.finished_at
+    assert "| queued | 3 | 4 | 7 |" in text
+
+
+def test_a_quiet_window_says_nothing_went_against_the_run(services: Services) -> None:  # noqa: F811
+    def with_the_run(ctx: StepContext) -> dict[str, Any]:
+        actor = f"operator (run {ctx.run_id})"
+        moved = {"from": "rq", "to": "db", "count": 2, "why": "migrate"}
+        services.store.record_event("ownership_moved", actor, None, moved)
+        return {}
+
+    recorder = RunRecorder(services.store.engine)
+    run_id = recorder.create("planned", {"actor": "operator"})
+    execute(recorder, run_id, [Step("move", with_the_run, "move")], services)
+    made = ops.incident_report(services, run_id)
+    assert made.to_dict()["against_direction"] == []
+    assert "No ownership move went against the direction of the run (toward db)." in (
+        made.markdown()
+    )
+    assert "Acting besides the run's own steps: nobody." in made.markdown()
+
+
+def test_the_cli_gives_the_ownership_story_as_json(sqlite_services: Services) -> None:  # noqa: F811
+    run = ops.run_procedure(sqlite_services, "partial", reason="flaky redis failovers")
+    sqlite_services.store.record_event("mode_changed", "ops-bob", None, {"to": "rq"})
+    env = cli_env(
+        sqlite_services.settings.database_url, REDIS_URL=sqlite_services.settings.redis_url
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "switchyard", "report", run["id"], "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert data["run"] == run["id"] and data["direction"] == "hybrid"
+    assert [a["actor"] for a in data["against_direction"]] == ["ops-bob"]
+    assert data["tally"]["mode_changed"] == 2  # the run's switch to hybrid, then ops-bob's
+    assert set(data["state_now"]) == {"read_at", "tasks"}
+    assert "**What Touched Ownership**" in data["markdown"]
+
+
+def test_an_open_run_reads_its_window_up_to_now(services: Services) -> None:  # noqa: F811
+    run_id = RunRecorder(services.store.engine).create("rollforward", {"actor": "operator"})
+    moved = {"from": "rq", "to": "db", "count": 1, "why": "migrate"}
+    services.store.record_event("ownership_moved", "ops-dan", "manual migrate", moved)
+    made = ops.incident_report(services, run_id)
+    assert made.touched.window.open
+    assert [(a.event.actor, a.toward) for a in made.touched.against] == [("ops-dan", "db")]
+    assert "the run, up to now (the run is still open), plus 10 s." in made.markdown()
+    assert "toward rq)**: " in made.markdown()

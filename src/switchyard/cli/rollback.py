@@ -194,11 +194,12 @@ def report(
     as_json: bool = JsonOption,
 ) -> None:
     """The incident report of a run, from the runbook's template, in Markdown."""
-    markdown = ops.run_report(State.services(), run_id)
+    made = ops.incident_report(State.services(), run_id)
+    markdown = made.markdown()
     if out is not None:
         out.write_text(markdown)
     if as_json:
-        emit_json({"run": run_id, "markdown": markdown, "path": str(out) if out else None})
+        emit_json({**made.to_dict(), "markdown": markdown, "path": str(out) if out else None})
     elif out is None:
         typer.echo(markdown, nl=False)
     else:

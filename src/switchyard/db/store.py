@@ -959,6 +959,29 @@ class TaskStore:
         with translated("reading system events"), self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(query)]
 
+    def system_events_between(
+        self, start: datetime, end: datetime, limit: int = 10_000
+    ) -> list[dict[str, Any]]:
+        """The system events recorded from `start` to `end` (both included), oldest first."""
+        query = (
+            sa.select(system_events)
+            .where(system_events.c.at.between(start, end))
+            .order_by(system_events.c.at, system_events.c.id)
+            .limit(limit)
+        )
+        with translated("reading system events"), self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+    def system_event_tally(self, start: datetime, end: datetime) -> dict[str, int]:
+        """Kind -> how many system events of that kind were recorded from `start` to `end`."""
+        query = (
+            sa.select(system_events.c.kind, sa.func.count())
+            .where(system_events.c.at.between(start, end))
+            .group_by(system_events.c.kind)
+        )
+        with translated("counting system events"), self.engine.connect() as conn:
+            return {str(kind): int(n) for kind, n in conn.execute(query)}
+
     # -- dispatch to the rq engine ---------------------------------------------------------
 
     def dispatch(

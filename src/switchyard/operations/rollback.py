@@ -138,9 +138,15 @@ def get_run(services: Services, run_id: str) -> dict[str, Any]:
     return run
 
 
+def incident_report(services: Services, run_id: str) -> report_mod.IncidentReport:
+    """The incident report of a run, with what touched ownership in its window and the
+    tasks as they are now (both read from the database at this call)."""
+    return report_mod.build(services.store, _recorder(services).get(run_id))
+
+
 def run_report(services: Services, run_id: str) -> str:
     """The incident report of a run, in Markdown."""
-    return report_mod.render(_recorder(services).get(run_id))
+    return incident_report(services, run_id).markdown()
 
 
 # -- the checks ---------------------------------------------------------------------------------
@@ -202,6 +208,7 @@ __all__ = [
     "create_run",
     "execute_run",
     "get_run",
+    "incident_report",
     "list_runs",
     "resume_in_background",
     "run_procedure",

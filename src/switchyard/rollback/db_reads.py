@@ -148,6 +148,21 @@ def queued_counts(engine: sa.Engine) -> dict[str, int]:
         return {str(e or Engine.DB.value): int(n) for e, n in conn.execute(query)}
 
 
+def tasks_by_status_and_engine(engine: sa.Engine) -> dict[str, dict[str, int]]:
+    """Status -> owning engine -> how many tasks (a task with no engine recorded is the
+    database engine's, as everywhere else)."""
+    query = sa.select(tasks.c.status, tasks.c.engine, sa.func.count()).group_by(
+        tasks.c.status, tasks.c.engine
+    )
+    out: dict[str, dict[str, int]] = {}
+    with translated("counting tasks by status and engine"), engine.connect() as conn:
+        for status, owner, n in conn.execute(query):
+            by_engine = out.setdefault(str(status), {})
+            key = str(owner or Engine.DB.value)
+            by_engine[key] = by_engine.get(key, 0) + int(n)
+    return out
+
+
 def duplicate_source_jobs(engine: sa.Engine) -> list[str]:
     """rq job ids that more than one task was migrated from (the unique index forbids it;
     this proves it held)."""
@@ -198,6 +213,7 @@ __all__ = [
     "queued_counts",
     "rq_owned_active",
     "source_jobs",
+    "tasks_by_status_and_engine",
     "tasks_present",
     "undispatched_rq",
 ]

@@ -4,17 +4,29 @@ Everything the run recorded is filled in: times, the steps and their outcomes, t
 the backup and the migration, the verification and canary results. What a run cannot know
 (when the issue was first detected, the root cause analysis, preventive measures) is left as
 a marked placeholder for the incident owner; nothing is made up.
+
+Two sections are read from the database when the report is made, not from the run's record:
+"What Touched Ownership" (every system event in the run's window, whoever wrote it, and the
+moves that went against the run's direction; see `ownership.py`) and "State Now" (tasks by
+status and owning engine, labelled with when they were read).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from switchyard.db.store import TaskStore, utcnow
+from switchyard.domain import Status
+from switchyard.rollback import ownership
+from switchyard.rollback.ownership import StateNow, SystemEvent, Touches
 from switchyard.rollback.procedures import procedure
 from switchyard.rollback.runs import RunRecord, RunStatus, StepRecord, StepStatus
 
 TODO = "_[to be written by the incident owner]_"
+AGAINST_LISTED = 10  # moves named in the against-the-run line; the table flags every one
 DEFAULT_REASONS = {f"{k} rollback" for k in ("emergency", "planned", "partial", "rollforward")}
 
 
@@ -227,7 +239,162 @@ def _follow_up(run: RunRecord, latest: dict[str, StepRecord]) -> list[str]:
     return [f"- {i}" for i in items] + [f"- {TODO}"]
 
 
-def render(run: RunRecord) -> str:
+# -- what touched ownership (system events in the run's window) -----------------------------
+
+
+def _epoch(d: dict[str, Any]) -> str:
+    return f" (epoch {d['epoch']})" if "epoch" in d else ""
+
+
+def _v(d: dict[str, Any], key: str) -> Any:
+    """A detail value for the reader: `?` when the event did not record it."""
+    value = d.get(key)
+    return "?" if value is None else value
+
+
+def _pairs(d: dict[str, Any], skip: tuple[str, ...] = ()) -> str:
+    return ", ".join(f"{k} {v}" for k, v in d.items() if k not in skip)
+
+
+def _mode_changed(d: dict[str, Any]) -> str:
+    moved = _v(d, "moved")
+    return f"mode {_v(d, 'from')} -> {_v(d, 'to')}, {moved} task(s) moved{_epoch(d)}"
+
+
+def _ownership_moved(d: dict[str, Any]) -> str:
+    why = f" ({d['why']})" if "why" in d else ""
+    moved = f"{_v(d, 'count')} task(s) moved {_v(d, 'from')} -> {_v(d, 'to')}"
+    return moved + why + _epoch(d)
+
+
+def _fenced(d: dict[str, Any]) -> str:
+    return (
+        f"refused {d.get('action') or 'a write'}: acting on epoch {_v(d, 'held_epoch')}, "
+        f"current is {_v(d, 'current_epoch')}"
+    )
+
+
+def _with_counts(label: str) -> Callable[[dict[str, Any]], str]:
+    def describe(d: dict[str, Any]) -> str:
+        counts = _pairs(d, skip=("epoch",))
+        return label + (f": {counts}" if counts else "") + _epoch(d)
+
+    return describe
+
+
+def _migrated(d: dict[str, Any]) -> str:
+    return _with_counts(f"migration {_v(d, 'direction')}")(
+        {k: v for k, v in d.items() if k != "direction"}
+    )
+
+
+def _workers_shutdown(d: dict[str, Any]) -> str:
+    workers = d.get("workers")
+    return f"{len(workers) if isinstance(workers, list) else '?'} rq worker(s) told to shut down"
+
+
+_EVENTS = {
+    "mode_changed": _mode_changed,
+    "ownership_moved": _ownership_moved,
+    "fenced": _fenced,
+    "migrated": _migrated,
+    "fallback_activated": _with_counts("Redis fallback on"),
+    "fallback_cleared": _with_counts("Redis fallback off"),
+    "redis_recovered": _with_counts("Redis back"),
+    "rq_workers_shutdown": _workers_shutdown,
+    "rq_suspended": _with_counts("rq suspended"),
+    "rq_resumed": _with_counts("rq resumed"),
+}
+
+
+def event_summary(event: SystemEvent) -> str:
+    """What a system event did, in one line; kinds this report does not know are shown
+    generically, and a missing detail key is shown as `?`, never an error."""
+    describe = _EVENTS.get(event.kind) or _with_counts(event.kind.replace("_", " "))
+    return describe(event.detail) + (f" — {event.reason}" if event.reason else "")
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _event_rows(touched: Touches) -> list[str]:
+    rows = ["| time | actor | kind | what |", "|---|---|---|---|"]
+    flagged = {a.event.id for a in touched.against}
+    for e in touched.events:
+        what = ("**AGAINST THE RUN** " if e.id in flagged else "") + event_summary(e)
+        rows.append(f"| {_clock(e.at)} | {_cell(e.actor)} | {_cell(e.kind)} | {_cell(what)} |")
+    if touched.truncated:
+        listed = len(touched.events)
+        rows += ["", f"Only the first {listed} events are listed (and judged against the run)."]
+    return rows
+
+
+def _against_line(touched: Touches) -> str:
+    heading = f"toward {touched.target}" if touched.target else "of an unknown procedure"
+    if not touched.against:
+        return f"No ownership move went against the direction of the run ({heading})."
+    moves = "; ".join(
+        f"{_clock(a.event.at)} `{a.event.kind}` by {a.event.actor} (toward {a.toward})"
+        for a in touched.against[:AGAINST_LISTED]
+    )
+    if len(touched.against) > AGAINST_LISTED:
+        moves += f"; and {len(touched.against) - AGAINST_LISTED} more in the table below"
+    return (
+        f"**{len(touched.against)} ownership move(s) went AGAINST the direction of the run "
+        f"({heading})**: {moves}."
+    )
+
+
+def _touched(touched: Touches) -> list[str]:
+    w = touched.window
+    until = "now (the run is still open)" if w.open else "the run's end"
+    lines = [
+        f"System events from {_time(w.start)} to {_time(w.end)}: the run, up to {until}, "
+        f"plus {int(ownership.SETTLE.total_seconds())} s.",
+        "",
+        _against_line(touched),
+        "",
+    ]
+    if not touched.events:
+        return [*lines, "No system event was recorded in the window."]
+    tally = ", ".join(f"{k} {n}" for k, n in sorted(touched.tally.items()))
+    others = ", ".join(f"{a} ({n})" for a, n in sorted(touched.other_actors().items()))
+    return [
+        *lines,
+        *_event_rows(touched),
+        "",
+        f"Tally: {tally}.",
+        "",
+        f"Acting besides the run's own steps: {others or 'nobody'}.",
+    ]
+
+
+def _statuses(state: StateNow) -> list[str]:
+    """Every status in its lifecycle order, then any the database holds that we do not know."""
+    known = [s.value for s in Status]
+    return known + sorted(set(state.counts) - set(known))
+
+
+def _state_now(state: StateNow) -> list[str]:
+    engines = state.engines()
+    read = f"Read from the database at {_time(state.read_at)}."
+    if not engines:
+        return [read, "", "There are no tasks."]
+    lines = [
+        read,
+        "",
+        "| status | " + " | ".join(engines) + " | total |",
+        "|---|" + "---|" * (len(engines) + 1),
+    ]
+    for status in _statuses(state):
+        by_engine = state.counts.get(status, {})
+        cells = [str(by_engine.get(e, 0)) for e in engines]
+        lines.append(f"| {status} | " + " | ".join(cells) + f" | {sum(by_engine.values())} |")
+    return lines
+
+
+def render(run: RunRecord, touched: Touches, state: StateNow) -> str:
     """The incident report in Markdown."""
     latest = _latest(run)
     reason = run.params.get("reason")
@@ -252,9 +419,17 @@ def render(run: RunRecord) -> str:
         "**Actions Taken**:",
         *[f"- {s.name}: {step_summary(s)}" for s in run.steps],
         "",
+        "**What Touched Ownership**:",
+        "",
+        *_touched(touched),
+        "",
         "**Counts**:",
         "",
         *_counts(latest),
+        "",
+        "**State Now**:",
+        "",
+        *_state_now(state),
         "",
         "**Verification Results**:",
         "",
@@ -274,4 +449,24 @@ def render(run: RunRecord) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["render", "step_summary"]
+@dataclass(frozen=True)
+class IncidentReport:
+    """A run's report: the run as recorded, and what the database says now."""
+
+    run: RunRecord
+    touched: Touches
+    state: StateNow
+
+    def markdown(self) -> str:
+        return render(self.run, self.touched, self.state)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run": self.run.id, **self.touched.to_dict(), "state_now": self.state.to_dict()}
+
+
+def build(store: TaskStore, run: RunRecord) -> IncidentReport:
+    """Read what touched ownership in the run's window, and the tasks as they are now."""
+    return IncidentReport(run, ownership.touches(store, run, utcnow()), ownership.state_now(store))
+
+
+__all__ = ["IncidentReport", "build", "event_summary", "render", "step_summary"]
