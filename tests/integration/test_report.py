@@ -14,12 +14,13 @@ import pytest
 
 from switchyard.db.schema import system_events
 from switchyard.db.store import TaskStore
-from switchyard.modes import Mode, set_mode
+from switchyard.modes import Mode
 from switchyard.operations import rollback as ops
 from switchyard.operations.services import Services
 from switchyard.rollback.ownership import SETTLE
 from switchyard.rollback.report import TODO
 from switchyard.rollback.runs import RunFailed, RunRecord, RunRecorder, Step, StepContext, execute
+from switchyard.switch import switch_mode as set_mode
 from tests.conftest import cli_env
 from tests.integration.test_rollback_support import (  # noqa: F401
     clean_db_url,
@@ -70,7 +71,7 @@ def test_a_successful_emergency_fills_in_the_template(
     assert f"**Run**: `{run['id']}` — Immediate rollback (emergency), succeeded" in text
     assert "**Root Cause**: redis memory exhausted, workers OOM-killed" in text
     assert "- 2025-01-31 13:58 UTC: Issue detected" in text
-    assert "8 moved to the database (6 own, 2 foreign), 0 already there, 0 quarantined" in text
+    assert "2 moved to the database (0 own, 2 foreign), 6 already there, 0 quarantined" in text
     assert "| tasks in the backup | 6 |" in text
     assert "| queued or in-flight rq entries in the backup | 8 |" in text
     assert "| backup_jobs_accounted | pass | — |" in text
@@ -117,7 +118,7 @@ def test_the_cli_writes_the_report(sqlite_services: Services, tmp_path: Path) ->
     )
     assert done.returncode == 0, done.stderr
     assert "Partial rollback (hybrid mode), succeeded" in out.read_text()
-    assert "`confirm_fallback` — RQ_FALLBACK_ENABLED is on" in out.read_text()
+    assert "`preflight` — every precondition held; redis answers" in out.read_text()
 
 
 # -- what touched ownership in the run's window, and the state now ------------------------------
@@ -182,6 +183,7 @@ def test_the_report_tells_what_touched_ownership_in_the_window(services: Service
     assert listed == [
         (by_run, "mode_changed"),
         (by_run, "ownership_moved"),
+        ("ops-bob", "ownership_moved"),  # the switch records the 4 tasks it moves to rq
         ("ops-bob", "mode_changed"),
         ("worker-3", "ownership_moved"),
         ("ops-carol", "migrated"),
@@ -192,25 +194,29 @@ def test_the_report_tells_what_touched_ownership_in_the_window(services: Service
     ]
     assert data["tally"] == {
         "mode_changed": 2,
-        "ownership_moved": 2,
+        "ownership_moved": 3,
         "migrated": 1,
         "fenced": 2,
         "fallback_cleared": 1,
         "cosmic_ray": 1,
     }
     against = [(a["actor"], a["kind"], a["toward"]) for a in data["against_direction"]]
-    assert against == [("ops-bob", "mode_changed", "rq"), ("worker-3", "ownership_moved", "rq")]
+    assert against == [
+        ("ops-bob", "ownership_moved", "rq"),
+        ("ops-bob", "mode_changed", "rq"),
+        ("worker-3", "ownership_moved", "rq"),
+    ]
     assert data["direction"] == "db"
     assert data["state_now"]["tasks"] == {"queued": {"db": 3, "rq": 4}}
 
     assert "ops-early" not in text and "ops-late" not in text
-    assert "**2 ownership move(s) went AGAINST the direction of the run (toward db)**" in text
+    assert "**3 ownership move(s) went AGAINST the direction of the run (toward db)**" in text
     assert "| ops-bob | mode_changed | **AGAINST THE RUN** mode db -> rq, 4 task(s) moved" in text
     assert "4 task(s) moved rq -> db (mode_switch) (epoch 7) |" in text
     assert "| worker-9 | fenced | refused claim: acting on epoch 7, current is 8 |" in text
     assert "| worker-5 | cosmic_ray | cosmic ray: bits 1 |" in text
     assert "| worker-4 | fallback_cleared | Redis fallback off |" in text
-    assert "ops-bob (1), ops-carol (1), worker-3 (1)" in text
+    assert "ops-bob (2), ops-carol (1), worker-3 (1)" in text
     assert "Tally: cosmic_ray 1, fallback_cleared 1, fenced 2, migrated 1, mode_changed 2" in text
     assert f"Read from the database at {made.state.read_at:%Y-%m-%d %H:%M:%S} UTC." in text
     assert made.state.read_at > run.finished_at

@@ -15,11 +15,13 @@ import pytest
 
 from switchyard import switch
 from switchyard.db import fence
+from switchyard.db.store import utcnow
 from switchyard.domain import Engine
 from switchyard.errors import Fenced, UsageError
 from switchyard.migration import RqToDbOptions, migrate_rq_to_db
 from switchyard.modes import FALLBACK_KEY, MODE_KEY, Mode, Routing, read_routing
 from switchyard.operations import Services
+from switchyard.rollback.ownership import SystemEvent
 from switchyard.rollback.procedures import audit_moves
 from switchyard.rq_engine import connect, jobs
 from switchyard.rq_engine.control import queue_lengths
@@ -160,19 +162,22 @@ def test_a_switch_waits_for_every_process_and_names_the_laggards(svc: Services) 
 
 
 def test_the_audit_fails_a_run_on_a_late_move_or_a_later_switch() -> None:
-    def event(kind: str, **detail: object) -> dict[str, object]:
-        return {"kind": kind, "actor": "web:host:7", "detail": detail}
+    def event(kind: str, reason: str | None = None, **detail: object) -> SystemEvent:
+        return SystemEvent(1, utcnow(), "web:host:7", kind, reason, detail)
 
     consistent = [event("ownership_moved", to="db", count=5, epoch=4), event("fenced")]
-    against = [event("ownership_moved", **{"from": "db"}, to="rq", count=9, why="adopt")]
+    against = [event("ownership_moved", "adopt", **{"from": "db"}, to="rq", count=9)]
     later = [event("mode_changed", to="rq", epoch=5)]
 
-    assert audit_moves(consistent, Engine.DB, 4, 4) == []
-    (late,) = audit_moves(against, Engine.DB, 4, 4)
-    assert "web:host:7 moved 9 task(s) db -> rq (adopt)" in late
-    (switched,) = audit_moves(later, Engine.DB, 4, 5)
+    assert audit_moves(consistent, "db", 4, 4) == []
+    (late,) = audit_moves(against, "db", 4, 4)
+    assert "web:host:7 moved 9 task(s) toward rq (adopt)" in late
+    switched, moved = audit_moves(later, "db", 4, 5)
     assert "epoch 4 -> 5" in switched and "mode_changed by web:host:7" in switched
-    assert audit_moves(against, None, 4, 4) == []  # hybrid: both directions are legitimate
+    assert "toward rq" in moved
+    # partial: a move to the database goes its way; one to rq does not
+    assert audit_moves([event("ownership_moved", to="db", count=2)], "hybrid", 4, 4) == []
+    assert audit_moves(against, "hybrid", 4, 4)
 
 
 def test_without_the_epoch_check_the_stale_process_undoes_the_rollback(

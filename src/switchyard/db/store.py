@@ -947,15 +947,11 @@ class TaskStore:
         with translated("recording a system event"), self.engine.begin() as conn:
             conn.execute(system_events.insert().values(**row, detail=detail or {}))
 
-    def system_events(
-        self, kind: str | None = None, limit: int = 100, since: datetime | None = None
-    ) -> list[dict[str, Any]]:
-        """The newest system events first (of one kind, or those at or after `since`)."""
+    def system_events(self, kind: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest system events first."""
         query = sa.select(system_events).order_by(system_events.c.id.desc()).limit(limit)
         if kind is not None:
             query = query.where(system_events.c.kind == kind)
-        if since is not None:
-            query = query.where(system_events.c.at >= since)
         with translated("reading system events"), self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(query)]
 

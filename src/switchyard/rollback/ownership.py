@@ -149,8 +149,8 @@ def destination(event: SystemEvent) -> str | None:
         return None if d.get("count") == 0 else _text(d.get("to"))
     if event.kind == "migrated":
         return MIGRATION_TO.get(str(d.get("direction")))
-    if event.kind in ("fallback_cleared", "redis_recovered") and _positive(d.get("adopted")):
-        return "rq"  # adopting hands queued database-owned tasks to rq
+    # An adoption during a recovery (`fallback_cleared` with `adopted`) is recorded by the
+    # switch as an `ownership_moved` of its own: counted there, not twice.
     return None
 
 
@@ -192,10 +192,6 @@ def state_now(store: TaskStore) -> StateNow:
 
 def _text(value: Any) -> str | None:
     return None if value is None else str(value)
-
-
-def _positive(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 __all__ = [

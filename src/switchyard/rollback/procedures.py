@@ -35,13 +35,12 @@ from pathlib import Path
 from typing import Any
 
 from switchyard.db.store import utcnow
-from switchyard.domain import Engine
 from switchyard.errors import NotFound, StepIncomplete, UsageError
 from switchyard.migration.backup import load_manifest
 from switchyard.modes import Mode, read_routing
 from switchyard.operations import engines, maintenance, migration
 from switchyard.operations.services import Services
-from switchyard.rollback import check, db_reads
+from switchyard.rollback import check, db_reads, ownership
 from switchyard.rollback.canary import local_image_server, run_canary
 from switchyard.rollback.rqstate import IN_FLIGHT_KINDS, PENDING_KINDS, classify_key
 from switchyard.rollback.runs import Step, StepContext, StepFailed
@@ -305,7 +304,7 @@ def switch_mode(mode: Mode) -> Callable[[StepContext], dict[str, Any]]:
 
 
 def verify_step(
-    target: Engine | None, expect_rq_empty: bool, expect_db_empty: bool = False
+    target: str, expect_rq_empty: bool, expect_db_empty: bool = False
 ) -> Callable[..., Any]:
     """Verify; then, after a settle period longer than the mode cache, verify again, run
     `check`, and audit every ownership move since the switch: a late writer fails the run."""
@@ -358,42 +357,49 @@ def _verified(ctx: StepContext, expect_rq_empty: bool, expect_db_empty: bool) ->
     return detail
 
 
-def _audit(ctx: StepContext, target: Engine | None) -> dict[str, Any]:
+def _audit(ctx: StepContext, target: str) -> dict[str, Any]:
     """What touched ownership since this run's switch, read from `system_events`."""
     switched = ctx.earlier.get("switch_mode", {})
     services = _services(ctx)
     since = datetime.fromisoformat(str(switched["switched_at"]).removesuffix("Z"))
-    events = services.store.system_events(limit=10_000, since=since)
+    rows = services.store.system_events_between(since, utcnow())
+    events = [ownership.SystemEvent.from_row(r) for r in rows]
     now = read_routing(services.store, services.settings).epoch
     problems = audit_moves(events, target, int(switched["epoch"]), now)
     return {"since": switched["switched_at"], "events": len(events), "problems": problems}
 
 
+ROUTING_KINDS = ("mode_changed", "fallback_activated", "fallback_cleared")
+
+
 def audit_moves(
-    events: list[dict[str, Any]], target: Engine | None, fence_epoch: int, current_epoch: int
+    events: list[ownership.SystemEvent], target: str, fence_epoch: int, current_epoch: int
 ) -> list[str]:
     """Why a run cannot be trusted: the routing changed after its switch, or some process
-    moved tasks away from the engine the run moved them to. Pure: events in, problems out."""
+    moved work against the run's direction (`ownership.against_direction`). Pure."""
     problems = []
     if current_epoch != fence_epoch:
         switches = [
-            f"{e['kind']} by {e['actor']}"
+            f"{e.kind} by {e.actor}"
             for e in events
-            if e["kind"] in ("mode_changed", "fallback_activated", "fallback_cleared")
-            and (e["detail"] or {}).get("epoch", 0) > fence_epoch
+            if e.kind in ROUTING_KINDS and _int(e.detail.get("epoch")) > fence_epoch
         ]
         problems.append(
             f"the routing changed after the run's switch (epoch {fence_epoch} -> "
             f"{current_epoch}): {', '.join(switches) or 'see `switchyard events`'}"
         )
-    for e in events:
-        d = e["detail"] or {}
-        if e["kind"] == "ownership_moved" and target is not None and d.get("to") != target.value:
-            problems.append(
-                f"{e['actor']} moved {d.get('count')} task(s) {d.get('from')} -> {d.get('to')} "
-                f"({d.get('why')}) after the switch"
-            )
+    for found in ownership.against_direction(target, events):
+        e = found.event
+        count = e.detail.get("count")
+        what = f"{count} task(s)" if count is not None else e.kind
+        problems.append(
+            f"{e.actor} moved {what} toward {found.toward} ({e.reason or e.kind}) after the switch"
+        )
     return problems
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) else 0
 
 
 def canary(ctx: StepContext) -> dict[str, Any]:
@@ -432,7 +438,7 @@ def _switch(mode: Mode) -> Step:
     return Step("switch_mode", switch_mode(mode), what)
 
 
-def _verify(target: Engine | None, rq_empty: bool, db_empty: bool = False) -> Step:
+def _verify(target: str, rq_empty: bool, db_empty: bool = False) -> Step:
     what = "prove nothing lost or doubled, settle, prove it again, audit ownership moves"
     return Step("verify", verify_step(target, rq_empty, db_empty), what)
 
@@ -441,22 +447,26 @@ def procedure(kind: str) -> Procedure:
     if kind == "emergency":
         migrate = Step("migrate", migrate_to_db, "move every rq job, in-flight ones too, to the db")
         steps = [_preflight(kind), PAUSE, _switch(Mode.DB), STOP, BACKUP, migrate]
-        steps += [_verify(Engine.DB, rq_empty=True), CANARY, RESUME]
+        steps += [_verify(ownership.TARGET[kind], rq_empty=True), CANARY, RESUME]
         return Procedure(kind, "Immediate rollback (emergency)", steps)
     if kind == "planned":
         drain = Step("drain_rq", drain_rq, "let running rq work finish (time limit)")
         migrate = Step("migrate", migrate_to_db, "move every queued rq job to the db")
         steps = [_preflight(kind), PAUSE, _switch(Mode.DB), drain, STOP, BACKUP, migrate]
-        steps += [_verify(Engine.DB, rq_empty=True), CANARY, RESUME]
+        steps += [_verify(ownership.TARGET[kind], rq_empty=True), CANARY, RESUME]
         return Procedure(kind, "Planned rollback", steps)
     if kind == "partial":
-        steps = [_preflight(kind), _switch(Mode.HYBRID), _verify(None, rq_empty=False)]
+        steps = [
+            _preflight(kind),
+            _switch(Mode.HYBRID),
+            _verify(ownership.TARGET[kind], rq_empty=False),
+        ]
         return Procedure(kind, "Partial rollback (hybrid mode)", steps)
     if kind == "rollforward":
         ready = Step("make_rq_ready", make_rq_ready, "redis answers, rq resumed")
         migrate = Step("migrate", migrate_to_rq, "hand every queued db task to rq")
         steps = [_preflight(kind), PAUSE, _switch(Mode.RQ), ready, BACKUP, migrate]
-        steps += [_verify(Engine.RQ, rq_empty=False, db_empty=True), CANARY, RESUME]
+        steps += [_verify(ownership.TARGET[kind], rq_empty=False, db_empty=True), CANARY, RESUME]
         return Procedure(kind, "Rollforward (database to rq)", steps)
     raise UsageError(f"invalid procedure {kind!r}: choose {', '.join(KINDS)}")
 

@@ -71,9 +71,16 @@ def _migrate(d: dict[str, Any]) -> str:
 
 def _verify(d: dict[str, Any]) -> str:
     checks = d.get("checks", [])
-    if d.get("ok"):
-        return f"passed ({len(checks)} checks)"
-    return "failed: " + ", ".join(d.get("failed", []))
+    if not d.get("ok"):
+        return "failed: " + ", ".join(d.get("failed", []))
+    line = f"passed ({len(checks)} checks)"
+    if "settled_seconds" in d:
+        audit = d.get("audit", {})
+        line += (
+            f", and again after settling {d['settled_seconds']:g} s, with `check` clean and "
+            f"{audit.get('events', 0)} ownership event(s) since the switch audited"
+        )
+    return line
 
 
 def _canary(d: dict[str, Any]) -> str:
@@ -93,8 +100,18 @@ _SUMMARIES = {
         f"{d['queued_entries']} queued entries"
     ),
     "migrate": _migrate,
-    "switch_mode": lambda d: f"mode {d['previous']} -> {d['mode']}, {d['moved']} task(s) moved",
-    "confirm_fallback": lambda d: "RQ_FALLBACK_ENABLED is on",
+    "preflight": lambda d: (
+        "every precondition held" + ("; redis answers" if (d.get("redis") or {}).get("ok") else "")
+    ),
+    "switch_mode": lambda d: (
+        f"mode {d['previous']} -> {d['mode']} (routing epoch {d.get('epoch', '?')}), "
+        f"{d['moved']} task(s) moved; "
+        + (
+            "every live process saw it"
+            if not d.get("lagging")
+            else "not yet seen by " + ", ".join(p["name"] for p in d["lagging"])
+        )
+    ),
     "verify": _verify,
     "canary": _canary,
 }
