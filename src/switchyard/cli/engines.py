@@ -44,9 +44,16 @@ def mode(
         emit_json(result)
         return
     console.print(
-        f"mode {result['previous']} -> [bold]{result['mode']}[/]; "
-        f"{result['moved']} queued tasks moved, {result['dispatched'] or 0} dispatched to rq"
+        f"mode {result['previous']} -> [bold]{result['mode']}[/] (routing epoch "
+        f"{result['epoch']}); {result['moved']} queued tasks moved, "
+        f"{result['dispatched'] or 0} dispatched to rq"
     )
+    for late in result["lagging"]:
+        console.print(
+            f"not yet seen by {late['name']} ({late['engine']}, at epoch {late['epoch_seen']}): "
+            "its moves and enqueues are refused until it catches up",
+            markup=False,
+        )
     if "dispatch_error" in result:
         console.print(f"dispatch deferred: {result['dispatch_error']}", markup=False)
 
