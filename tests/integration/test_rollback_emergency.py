@@ -14,7 +14,7 @@ from rq import Queue
 from switchyard.domain import Engine, Status
 from switchyard.errors import SubmissionsPaused, UsageError
 from switchyard.modes import Mode, current_mode
-from switchyard.operations import maintenance, migration
+from switchyard.operations import maintenance
 from switchyard.operations import rollback as ops
 from switchyard.operations.services import Services
 from switchyard.operations.tasks import ensure_accepting
@@ -33,11 +33,12 @@ from tests.integration.test_rollback_support import (  # noqa: F401
 )
 
 STEPS = [
+    "preflight",
     "pause_submissions",
+    "switch_mode",
     "stop_rq_workers",
     "backup",
     "migrate",
-    "switch_mode",
     "verify",
     "canary",
     "resume_submissions",
@@ -58,8 +59,12 @@ def test_emergency_moves_everything_and_records_each_step(
     assert [s["name"] for s in result["steps"]] == STEPS
     assert all(s["status"] == "done" for s in result["steps"])
     assert all(p["status"] == "done" for p in result["plan"])
+    switched = next(s for s in result["steps"] if s["name"] == "switch_mode")["detail"]
+    assert (switched["mode"], switched["moved"], switched["lagging"]) == ("db", 19, [])
     migrate = next(s for s in result["steps"] if s["name"] == "migrate")["detail"]
-    assert (migrate["migrated_own"], migrate["migrated_foreign"]) == (20, 5)
+    # The switch already owns the 19 queued ones for the database; the in-flight one moves here.
+    assert (migrate["migrated_own"], migrate["migrated_foreign"]) == (1, 5)
+    assert migrate["already_there"] == 19
     assert migrate["in_flight_included"] is True
     canary = next(s for s in result["steps"] if s["name"] == "canary")["detail"]
     assert canary == {"skipped": "no canary source given"}
@@ -84,40 +89,41 @@ def test_emergency_needs_a_canary_source_or_an_explicit_no(
     assert ops.list_runs(sqlite_services) == []  # refused before anything was recorded
 
 
-def test_a_failed_verification_stops_with_submissions_paused_and_resume_finishes(
+def test_work_left_behind_makes_the_run_incomplete_and_resume_with_its_option_finishes(
     sqlite_services: Services,  # noqa: F811
     tmp_path: Path,
 ) -> None:
     svc = sqlite_services
     rq_owned(svc, 3)
-    pickled = Queue("high", connection=redis_client(svc)).enqueue(  # rq's default: pickle
+    Queue("high", connection=redis_client(svc)).enqueue(  # rq's default serializer: pickle
         "legacy.caption",
         kwargs={"url": "http://example.org/p.png", "user_id": 5, "platform_connection_id": 2},
     )
-    with pytest.raises(RunFailed, match="stopped at step verify: verification failed") as err:
+    with pytest.raises(RunFailed, match="stopped at step migrate: 1 pickled foreign job") as err:
         ops.run_procedure(svc, "emergency", backup_root=str(tmp_path), canary_required=False)
     run_id = err.value.run_id
-    failed = ops.get_run(svc, run_id)
-    assert failed["status"] == "failed"
-    assert [s["status"] for s in failed["steps"]][-1] == "failed"
-    assert "rq_empty: rq:queue:high still holds 1 job(s)" in failed["steps"][-1]["detail"]["error"]
+    stopped = ops.get_run(svc, run_id)
+    assert stopped["status"] == "incomplete"
+    last = stopped["steps"][-1]
+    assert (last["name"], last["status"]) == ("migrate", "incomplete")
+    assert last["detail"]["command"] == f"switchyard rollback resume {run_id} --allow-pickle"
     with pytest.raises(SubmissionsPaused):
         ensure_accepting(svc)  # still paused: the operator must act
 
-    options = migration.rq_to_db_options(svc, include_in_flight=True, allow_pickle=True)
-    assert migration.rq_to_db(svc, options).migrated_foreign == 1
-    resumed = ops.execute_run(svc, run_id)
+    resumed = ops.execute_run(svc, run_id, changes={"allow_pickle": True})
+
     assert resumed["status"] == "succeeded"
+    assert resumed["params"]["allow_pickle"] is True
     names = [(s["name"], s["status"]) for s in resumed["steps"]]
-    assert names[-4:] == [
-        ("verify", "failed"),
+    assert names[-5:] == [
+        ("migrate", "incomplete"),
+        ("migrate", "done"),
         ("verify", "done"),
         ("canary", "done"),
         ("resume_submissions", "done"),
     ]
-    assert names.count(("migrate", "done")) == 1  # done steps were not run again
+    assert names.count(("backup", "done")) == 1  # done steps were not run again
     ensure_accepting(svc)
-    assert pickled.id
 
 
 def test_planned_waits_for_running_rq_work_then_gives_up_at_its_limit(

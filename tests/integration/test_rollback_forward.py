@@ -31,11 +31,12 @@ def test_rollforward_hands_every_queued_task_to_rq(
     run = ops.run_procedure(services, "rollforward", backup_root=str(tmp_path))
     assert run["status"] == "succeeded"
     assert [s["name"] for s in run["steps"]] == [
+        "preflight",
         "pause_submissions",
+        "switch_mode",
         "make_rq_ready",
         "backup",
         "migrate",
-        "switch_mode",
         "verify",
         "canary",
         "resume_submissions",
@@ -69,11 +70,21 @@ def test_partial_switches_to_hybrid_and_needs_the_fallback(
 ) -> None:
     set_mode(sqlite_services.store, Mode.RQ, "test", "test")
     run = ops.run_procedure(sqlite_services, "partial")
-    assert [s["name"] for s in run["steps"]] == ["switch_mode", "confirm_fallback", "verify"]
+    assert [s["name"] for s in run["steps"]] == ["preflight", "switch_mode", "verify"]
     assert current_mode(sqlite_services.store, sqlite_services.settings) is Mode.HYBRID
 
+
+def test_a_partial_rollback_without_the_fallback_changes_nothing(
+    sqlite_services: Services,  # noqa: F811
+) -> None:
+    """The check comes before the switch: a failed precondition leaves the mode alone."""
+    set_mode(sqlite_services.store, Mode.RQ, "test", "test")
+    epoch = sqlite_services.store.routing_epoch()
     no_fallback = Services(
         sqlite_services.settings.model_copy(update={"rq_fallback_enabled": False})
     )
     with pytest.raises(RunFailed, match="RQ_FALLBACK_ENABLED is off"):
         ops.run_procedure(no_fallback, "partial")
+    assert current_mode(no_fallback.store, no_fallback.settings) is Mode.RQ
+    assert no_fallback.store.routing_epoch() == epoch
+    no_fallback.store.engine.dispose()

@@ -31,7 +31,8 @@ from tests.integration.test_rollback_support import (  # noqa: F401
 )
 
 TRIALS = int(os.environ.get("SWITCHYARD_KILL_TRIALS", "1"))  # per database backend
-STEPS = ["pause_submissions", "stop_rq_workers", "backup", "migrate", "switch_mode", "verify"]
+STEPS = ["preflight", "pause_submissions", "switch_mode", "stop_rq_workers", "backup", "migrate"]
+STEPS += ["verify"]
 OWN, FOREIGN = 1500, 200
 
 
