@@ -398,11 +398,15 @@ def test_assess_is_not_broken_by_markers_or_wrong_types(svc: Services, r: redis.
     assert result["signals"]["redis_ok"] is True
 
 
-def test_emergency_rollback_moves_the_intermediate_job_past_the_markers(
-    svc: Services, r: redis.Redis, tmp_path: Path
+@pytest.mark.parametrize(
+    ("kind", "params"),
+    [("emergency", {"canary_required": False}), ("planned", {"drain_timeout": 2.0})],
+)
+def test_a_rollback_moves_the_intermediate_job_past_the_markers(
+    svc: Services, r: redis.Redis, tmp_path: Path, kind: str, params: dict[str, Any]
 ) -> None:
     state = messy_rq(svc, r)
-    run = ops.run_procedure(svc, "emergency", backup_root=str(tmp_path), canary_required=False)
+    run = ops.run_procedure(svc, kind, backup_root=str(tmp_path), **params)
     steps = {s["name"]: s for s in run["steps"]}
     assert run["status"] == "succeeded", steps
     assert steps["migrate"]["detail"]["migrated"] == 4
