@@ -128,9 +128,18 @@ def _print_rq_to_db(data: dict[str, Any], verbose: bool) -> None:
         soft_wrap=True,
     )
     if data["left_in_flight"]:
+        held = ", ".join(f"{k}: {n}" for k, n in data["left_in_flight_keys"].items())
         console.print(
             f"{len(data['alive_workers'])} rq workers alive: stop them, then rerun with "
-            "--include-in-flight to move the jobs they hold",
+            f"--include-in-flight to move the jobs they hold ({held})",
+            markup=False,
+            soft_wrap=True,
+            style="yellow",
+        )
+    if data["skipped_keys"]:
+        odd = ", ".join(f"{k} ({t})" for k, t in data["skipped_keys"].items())
+        console.print(
+            f"not read (not the list or sorted set their name says): {odd}",
             markup=False,
             soft_wrap=True,
             style="yellow",

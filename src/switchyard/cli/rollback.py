@@ -150,7 +150,8 @@ def cleanup_rq(
         return
     verb = "removed" if data["done"] else "would remove"
     console.print(
-        f"{verb}: {data['entries']} entries, {data['job_hashes']} loose job hashes"
+        f"{verb}: {data['entries']} entries, {data['job_hashes']} loose job hashes, "
+        f"{data['markers']} rq crash marker(s)"
         + (f", {data['worker_keys']} worker keys" if data["done"] else "")
         + f"; kept {data['kept_foreign_done']} foreign done job(s)",
         markup=False,

@@ -7,6 +7,8 @@ never leaves something that looks like a finished backup):
     redis/structures.jsonl   every rq queue list, registry (wip, scheduled, deferred, ready,
                              failed, finished, canceled) and rq:queues: one key a line
     redis/jobs.jsonl         every rq:job:<id> hash, field names and values base64 (exact bytes)
+    redis/markers.jsonl      every rq 3.0 `rq:queue:<q>:intermediate:first_seen:<id>` string
+                             (a crash marker, not a queue): value base64 (exact bytes), pttl
     redis/dump.rdb           Redis's own snapshot, when Redis persists to disk and the file
                              is readable here (after a BGSAVE that has really finished)
     db/tasks.jsonl           every task row
@@ -15,6 +17,9 @@ never leaves something that looks like a finished backup):
 
 The structures are read in one MULTI/EXEC, so the queues and registries are one instant;
 job hashes are read after (a job finishing meanwhile may lose its hash; the manifest says so).
+A key is a structure only when its name and its TYPE agree (`survey`); any other key of
+rq's under those names is listed in the manifest (`redis.skipped_keys`: key -> TYPE), never
+read with a list or sorted-set command, and never fatal.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from switchyard.db.schema import quarantine, system_state, tasks
 from switchyard.db.store import TaskStore
 from switchyard.domain import Priority
 from switchyard.errors import NotFound, UsageError
-from switchyard.migration.rq_reader import PREFIX, QUEUES_SET
+from switchyard.migration.rq_reader import PREFIX, QUEUES_SET, is_wrongtype, key_types, marker_job
 from switchyard.rq_engine.connection import BrokerUnavailable, translated_redis
 
 FORMAT = "switchyard-backup@1"
@@ -50,6 +55,9 @@ STRUCTURE_PREFIXES = tuple(
     for k in ("queue", "wip", "scheduled", "deferred", "ready", "failed", "finished", "canceled")
 )
 JOB_PREFIX = f"{PREFIX}:job:"
+# One SCAN walk finds every structure above and the markers (rq:queue:...), but skips the
+# job hashes (rq:job:*) by their first letter: c(anceled) d f q r s w.
+STRUCTURE_PATTERN = f"{PREFIX}:[cdfqrsw]*"
 BGSAVE_TIMEOUT = 300.0
 CHUNK = 1000
 DB_FILES = {"tasks": tasks, "quarantine": quarantine, "system_state": system_state}
@@ -144,21 +152,62 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
 # -- reading Redis ---------------------------------------------------------------------------
 
 
+def expected_type(key: str) -> str | None:
+    """The TYPE an rq key must have to be read as a structure: "list" for queue and
+    intermediate lists, "zset" for registries, "set" for rq:queues, "string" for rq 3.0's
+    `first_seen` markers; None for a key that is none of these by name."""
+    if key == QUEUES_SET:
+        return "set"
+    if marker_job(key) is not None:
+        return "string"
+    if key.startswith(f"{PREFIX}:queue:"):
+        name = key[len(f"{PREFIX}:queue:") :]
+        return "list" if name and ":intermediate:" not in name else None
+    return "zset" if key.startswith(STRUCTURE_PREFIXES) else None
+
+
+@dataclass
+class Survey:
+    """rq's structures (key, type), its markers, and the keys whose TYPE did not match."""
+
+    structures: list[tuple[bytes, str]]
+    markers: list[bytes]
+    skipped: dict[str, str]
+
+
+def survey(r: Redis) -> Survey:
+    """One SCAN walk, then every candidate's TYPE in one pipeline: a key is a structure (or
+    a marker) only when its name and its TYPE both say so."""
+    with translated_redis("scanning rq keys"):
+        keys = set(r.scan_iter(match=STRUCTURE_PATTERN, count=CHUNK))
+        named = {text(k): k for k in keys if expected_type(text(k)) is not None}
+        named.setdefault(QUEUES_SET, QUEUES_SET.encode())
+        types = key_types(r, sorted(named))
+    found = Survey([], [], {})
+    for name, key in sorted(named.items()):
+        want, kind = expected_type(name), types[name]
+        if kind == "none":
+            continue  # gone since the SCAN (or rq:queues never made)
+        if kind != want:
+            found.skipped[name] = kind
+        elif kind == "string":
+            found.markers.append(key)
+        else:
+            found.structures.append((key, kind))
+    found.structures.sort()
+    return found
+
+
 def structure_keys(r: Redis) -> list[tuple[bytes, str]]:
     """(key, type) of every rq queue list and registry, and rq:queues, found by SCAN."""
-    found: list[tuple[bytes, str]] = []
-    with translated_redis("scanning rq keys"):
-        for kind in ("list", "zset"):
-            for key in r.scan_iter(match=f"{PREFIX}:*", count=CHUNK, _type=kind):
-                if text(key).startswith(STRUCTURE_PREFIXES):
-                    found.append((key, kind))
-        if r.exists(QUEUES_SET):
-            found.append((QUEUES_SET.encode(), "set"))
-    return sorted(found)
+    return survey(r).structures
 
 
-def read_structures(r: Redis, keys: list[tuple[bytes, str]]) -> list[dict[str, Any]]:
-    """All of them in one MULTI/EXEC: one instant."""
+def read_structures(
+    r: Redis, keys: list[tuple[bytes, str]], skipped: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """All of them in one MULTI/EXEC: one instant. A key that is no longer of its type
+    (WRONGTYPE: it changed since the SCAN) is left out, and noted in `skipped`."""
     with translated_redis("reading rq queues and registries"):
         pipe = r.pipeline(transaction=True)
         for key, kind in keys:
@@ -168,9 +217,16 @@ def read_structures(r: Redis, keys: list[tuple[bytes, str]]) -> list[dict[str, A
                 pipe.zrange(key, 0, -1, withscores=True)
             else:
                 pipe.smembers(key)
-        values = pipe.execute()
+        values = pipe.execute(raise_on_error=False)
+        for value in values:
+            if isinstance(value, Exception) and not is_wrongtype(value):
+                raise value
     docs = []
     for (key, kind), value in zip(keys, values, strict=True):
+        if isinstance(value, Exception):
+            if skipped is not None:
+                skipped[text(key)] = "wrongtype"
+            continue
         if kind == "zset":
             members: list[Any] = [[text(m), s] for m, s in value]
         else:
@@ -203,6 +259,22 @@ def iter_job_hashes(r: Redis) -> Iterator[dict[str, Any]]:
                     "pttl": int(pttl),
                     "fields": [[b64(k), b64(v)] for k, v in fields.items()],
                 }
+
+
+def iter_markers(r: Redis, keys: list[bytes]) -> Iterator[dict[str, Any]]:
+    """rq 3.0's `first_seen` markers, exact bytes in base64, with their time to live."""
+    for start in range(0, len(keys), CHUNK):
+        chunk = keys[start : start + CHUNK]
+        with translated_redis("reading rq markers"):
+            pipe = r.pipeline(transaction=False)
+            for key in chunk:
+                pipe.get(key)
+                pipe.pttl(key)
+            values = pipe.execute(raise_on_error=False)
+        for i, key in enumerate(chunk):
+            value, pttl = values[2 * i], values[2 * i + 1]
+            if isinstance(value, bytes) and not isinstance(pttl, Exception):
+                yield {"key": text(key), "pttl": int(pttl), "value": b64(value)}
 
 
 # -- Redis's own snapshot ------------------------------------------------------------------
@@ -324,15 +396,25 @@ def _backup_redis(
         else:
             path = work / "redis" / "dump.rdb"
             files["redis/dump.rdb"] = FileRecord(file_sha256(path), path.stat().st_size)
-    structures = read_structures(r, structure_keys(r))
+    found = survey(r)
+    structures = read_structures(r, found.structures, found.skipped)
     files["redis/structures.jsonl"] = write_jsonl(work / "redis" / "structures.jsonl", structures)
     files["redis/jobs.jsonl"] = write_jsonl(work / "redis" / "jobs.jsonl", iter_job_hashes(r))
+    markers = iter_markers(r, found.markers)
+    files["redis/markers.jsonl"] = write_jsonl(work / "redis" / "markers.jsonl", markers)
     counts["redis_keys"] = {d["key"]: len(d["members"]) for d in structures}
     counts["job_hashes"] = files["redis/jobs.jsonl"].records
+    counts["markers"] = files["redis/markers.jsonl"].records
     notes.append("job hashes are read after the queues; a job finishing meanwhile may lack one")
+    if found.skipped:
+        notes.append(
+            f"{len(found.skipped)} rq key(s) of an unexpected type were not read as queues or "
+            "registries (see redis.skipped_keys)"
+        )
     return {
         "persistence": persistence.enabled,
         "dump": "redis/dump.rdb" if "redis/dump.rdb" in files else None,
+        "skipped_keys": dict(sorted(found.skipped.items())),
     }
 
 

@@ -5,6 +5,10 @@ rq's keys (prefix `rq`, rq 2.x/3.x), as this package sees them:
     rq:queues                      set of queue keys ("rq:queue:<q>") rq knows about
     rq:queue:<q>                   list of job ids waiting (RPUSH; LPUSH when at_front)
     rq:queue:<q>:intermediate      list: ids a single-queue worker has LMOVEd but not yet started
+                                   (LREMed when the job starts; a crash in between leaves them)
+    rq:queue:<q>:intermediate:first_seen:<id>
+                                   string (rq 3.0, EX 24 h): when rq's maintenance first saw
+                                   <id> stuck in the intermediate list; NOT a queue
     rq:wip:<q>                     zset "<job id>:<execution id>" -> expiry: jobs being executed
     rq:scheduled:<q>               zset job id -> unix time it is due
     rq:deferred:<q>                zset job id -> created: waiting on an unfinished dependency

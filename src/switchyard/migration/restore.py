@@ -37,6 +37,7 @@ from switchyard.migration.backup import (
     load_manifest,
     raw_bytes,
     read_jsonl,
+    read_structures,
     row_from_json,
     structure_keys,
     verify_checksums,
@@ -218,16 +219,10 @@ def _member_job_id(doc: dict[str, Any], member: Any) -> str:
 def _referenced_job_ids(r: Redis) -> set[str]:
     """Job ids in any rq list or registry right now."""
     ids: set[str] = set()
-    for key, kind in structure_keys(r):
-        name = key.decode("utf-8", "surrogateescape")
-        if kind == "set":
-            continue
-        with translated_redis(f"reading {name}"):
-            members: list[Any] = r.lrange(key, 0, -1) if kind == "list" else r.zrange(key, 0, -1)
-        doc = {"key": name, "type": "list"}
-        for m in members:
-            value = m.decode("utf-8", "surrogateescape") if isinstance(m, bytes) else str(m)
-            ids.add(_member_job_id(doc, value))
+    keys = [(key, kind) for key, kind in structure_keys(r) if kind != "set"]
+    for doc in read_structures(r, keys):  # a key that changed type since the SCAN: left out
+        for m in doc["members"]:
+            ids.add(_member_job_id(doc, m))
     return ids
 
 

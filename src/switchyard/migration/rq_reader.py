@@ -3,23 +3,34 @@
 Everything here only reads: SCAN (never KEYS) to find the keys, LRANGE/ZRANGE pages to list
 entries, pipelined HGETALL for job hashes. Bytes are kept as Redis returned them, so what
 cannot be understood can be quarantined exactly.
+
+A key is read as a queue or registry only when both its name and its TYPE say so: rq 3.0
+writes `rq:queue:<q>:intermediate:first_seen:<job id>` strings (crash markers, 24 h TTL)
+beside the intermediate list, and any other key of an unexpected type may sit among rq's
+keys too. Those are never given a list or sorted-set command: they are reported by name with
+their TYPE (`skipped`), never fatal. A key that changes type between the SCAN and the read
+(a WRONGTYPE reply) is skipped and reported the same way.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+import redis
 from redis import Redis
 
 from switchyard.domain import Priority
-from switchyard.rq_engine.connection import translated_redis
+from switchyard.rq_engine.connection import BrokerUnavailable, translated_redis
 
 PREFIX = "rq"
 QUEUES_SET = f"{PREFIX}:queues"
 WORKERS_SET = f"{PREFIX}:workers"
 INTERMEDIATE_SUFFIX = ":intermediate"
+# rq 3.0 (rq/intermediate_queue.py): SET <intermediate key>:first_seen:<job id> NX EX 86400
+# when its maintenance first finds a job in the intermediate list that never started.
+MARKER_INFIX = f"{INTERMEDIATE_SUFFIX}:first_seen:"
 SCAN_COUNT = 1000
 DISCOVERY_COUNT = 10_000
 QUEUE_PREFIX = f"{PREFIX}:queue:"
@@ -77,6 +88,38 @@ def job_key(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}"
 
 
+def marker_key(queue: str, job_id: str) -> str:
+    """rq 3.0's `first_seen` marker of a job in a queue's intermediate list."""
+    return f"{key_for(Kind.INTERMEDIATE, queue)}:first_seen:{job_id}"
+
+
+def marker_job(key: str) -> tuple[str, str] | None:
+    """(queue, job id) of an rq 3.0 `first_seen` marker key; None for any other key."""
+    if not key.startswith(QUEUE_PREFIX):
+        return None
+    queue, infix, job_id = key[len(QUEUE_PREFIX) :].partition(MARKER_INFIX)
+    return (queue, job_id) if infix and queue and job_id else None
+
+
+def source_of(key: str) -> Source | None:
+    """The queue list or registry a key name stands for; None for anything else. Keys under
+    an intermediate list's name (`rq:queue:<q>:intermediate:...`, such as rq 3.0's markers)
+    are rq's bookkeeping, never a queue."""
+    if key.startswith(QUEUE_PREFIX):
+        name = key[len(QUEUE_PREFIX) :]
+        if f"{INTERMEDIATE_SUFFIX}:" in name:
+            return None
+        if name.endswith(INTERMEDIATE_SUFFIX):
+            queue = name[: -len(INTERMEDIATE_SUFFIX)]
+            return Source(Kind.INTERMEDIATE, queue) if queue else None
+        return Source(Kind.QUEUE, name) if name else None
+    for kind in (Kind.READY, Kind.SCHEDULED, Kind.DEFERRED, Kind.WIP):
+        head = f"{PREFIX}:{kind.value}:"
+        if key.startswith(head) and len(key) > len(head):
+            return Source(kind, key[len(head) :])
+    return None
+
+
 @dataclass(frozen=True)
 class Source:
     """One list or sorted set that holds job ids of one queue."""
@@ -110,51 +153,124 @@ def scan_keys(r: Redis, pattern: str) -> list[bytes]:
         return sorted(set(r.scan_iter(match=pattern, count=SCAN_COUNT)))
 
 
-def discover_queues(r: Redis, prefix: str = "") -> list[str]:
+@dataclass
+class Discovery:
+    """The queue names found, and the keys that were not read: key -> its TYPE."""
+
+    queues: list[str]
+    skipped: dict[str, str] = field(default_factory=dict)
+    markers: int = 0  # rq 3.0 `first_seen` markers seen (not queues; left alone)
+
+
+def discover(r: Redis, prefix: str = "") -> Discovery:
     """Switchyard's four queues (a dispatcher may create them during a run), and every
-    queue name rq has a key for: rq:queues plus what one SCAN walk finds.
+    queue name rq has a list or registry for: rq:queues (when it is a set) plus what one
+    SCAN walk finds, each candidate's TYPE checked in one pipeline.
 
     The walk's pattern (`SOURCE_KEYS_PATTERN`) rejects the job hashes by their first letters,
     which Redis checks cheaply, and its COUNT is large: with 100,000 job hashes that is ten
     round trips instead of five walks of a hundred, each call still bounded work in Redis."""
+    found = Discovery([])
     with translated_redis("discovering rq queues"):
-        members = r.smembers(QUEUES_SET)
-        keys = set(r.scan_iter(match=SOURCE_KEYS_PATTERN, count=DISCOVERY_COUNT))
+        keys = sorted(set(r.scan_iter(match=SOURCE_KEYS_PATTERN, count=DISCOVERY_COUNT)))
+        candidates: list[tuple[str, Source]] = []
+        markers: list[str] = []
+        for key in map(_decode, keys):
+            if marker_job(key) is not None:
+                markers.append(key)
+            elif (source := source_of(key)) is not None:
+                candidates.append((key, source))
+        types = key_types(r, [QUEUES_SET, *markers, *(k for k, _ in candidates)])
+        members = r.smembers(QUEUES_SET) if types[QUEUES_SET] == "set" else set()
+    if types[QUEUES_SET] not in ("set", "none"):
+        found.skipped[QUEUES_SET] = types[QUEUES_SET]
+    for key in markers:
+        if types[key] == "string":
+            found.markers += 1
+        elif types[key] != "none":
+            found.skipped[key] = types[key]
     names = {prefix + p.label for p in Priority}
-    names.update(_decode(m).removeprefix(QUEUE_PREFIX) for m in members)
-    for key in map(_decode, keys):
-        if key.startswith(QUEUE_PREFIX):
-            names.add(key.removeprefix(QUEUE_PREFIX).removesuffix(INTERMEDIATE_SUFFIX))
-        elif key.startswith(REGISTRY_PREFIXES):
-            names.add(key.split(":", 2)[2])
-    return queue_order({n for n in names if n}, prefix)
+    for member in map(_decode, members):
+        if (source := source_of(member)) is not None and source.kind is Kind.QUEUE:
+            names.add(source.queue)
+    for key, source in candidates:
+        if types[key] == source.kind.container:
+            names.add(source.queue)
+        elif types[key] != "none":  # "none": gone since the SCAN
+            found.skipped[key] = types[key]
+    found.queues = queue_order({n for n in names if n}, prefix)
+    return found
+
+
+def discover_queues(r: Redis, prefix: str = "") -> list[str]:
+    return discover(r, prefix).queues
+
+
+def key_types(r: Redis, keys: list[str]) -> dict[str, str]:
+    """TYPE of each key, in one pipeline ("none" for a key that does not exist)."""
+    if not keys:
+        return {}
+    pipe = r.pipeline(transaction=False)
+    for key in keys:
+        pipe.type(key)
+    return {k: _decode(t) for k, t in zip(keys, pipe.execute(), strict=True)}
 
 
 def sources(r: Redis, prefix: str = "", kinds: tuple[Kind, ...] = MIGRATED_KINDS) -> list[Source]:
     """Every (queue, kind) pair, in priority order, then in `kinds` order within a queue."""
-    return [Source(kind, q) for q in discover_queues(r, prefix) for kind in kinds]
+    return sources_of(discover_queues(r, prefix), kinds)
 
 
-def counts(r: Redis, found: list[Source]) -> list[int]:
-    """How many entries each source holds now, in one pipelined round trip."""
+def sources_of(queues: list[str], kinds: tuple[Kind, ...] = MIGRATED_KINDS) -> list[Source]:
+    return [Source(kind, q) for q in queues for kind in kinds]
+
+
+def counts(r: Redis, found: list[Source], skipped: dict[str, str] | None = None) -> list[int]:
+    """How many entries each source holds now, in one pipelined round trip. The count comes
+    with the key's TYPE: a key that is not the list or sorted set its name says counts 0 and
+    is recorded in `skipped` (key -> TYPE); its LLEN/ZCARD only got a WRONGTYPE reply."""
     with translated_redis("counting rq queues and registries"):
         pipe = r.pipeline(transaction=False)
         for source in found:
+            pipe.type(source.key)
             if source.kind.container == "list":
                 pipe.llen(source.key)
             else:
                 pipe.zcard(source.key)
-        return [int(n) for n in pipe.execute()]
+        replies = pipe.execute(raise_on_error=False)
+        for reply in replies:
+            if isinstance(reply, Exception) and not is_wrongtype(reply):
+                raise reply
+    out = []
+    for i, source in enumerate(found):
+        kind, n = _decode(replies[2 * i]), replies[2 * i + 1]
+        if kind in (source.kind.container, "none") and not isinstance(n, Exception):
+            out.append(int(n))
+            continue
+        out.append(0)
+        if skipped is not None:
+            skipped[source.key] = "wrongtype" if kind in (source.kind.container, "none") else kind
+    return out
+
+
+def is_wrongtype(exc: BaseException) -> bool:
+    return isinstance(exc, redis.ResponseError) and str(exc).startswith("WRONGTYPE")
 
 
 def read_page(r: Redis, source: Source, start: int, size: int) -> list[Entry]:
-    """Up to `size` entries from position `start`, without removing anything."""
+    """Up to `size` entries from position `start`, without removing anything. A key that is
+    no longer a list or sorted set (WRONGTYPE) reads as empty: the next count reports it."""
     end = start + size - 1
-    with translated_redis(f"reading {source.key}"):
-        if source.kind.container == "list":
-            members = [_raw(m) for m in r.lrange(source.key, start, end)]
-            return [Entry(m, _decode(m)) for m in members]  # a list member is the job id
-        pairs: list[Any] = r.zrange(source.key, start, end, withscores=True)
+    try:
+        with translated_redis(f"reading {source.key}"):
+            if source.kind.container == "list":
+                members = [_raw(m) for m in r.lrange(source.key, start, end)]
+                return [Entry(m, _decode(m)) for m in members]  # a list member is the job id
+            pairs: list[Any] = r.zrange(source.key, start, end, withscores=True)
+    except BrokerUnavailable as exc:
+        if exc.__cause__ is not None and is_wrongtype(exc.__cause__):
+            return []
+        raise
     return [Entry(_raw(m), _job_id(_raw(m), source.kind), float(s)) for m, s in pairs]
 
 

@@ -23,6 +23,14 @@ written; PostgreSQL's ANALYZE runs there too, at the start. A source whose windo
 short is not read again at once: when every batch is written and removed and the sweep has
 run, one pipelined recount of every source says which got entries meanwhile (a dispatcher
 may have enqueued a job between our read and the sweep), and those are drained again.
+
+rq 3.0's intermediate lists (`rq:queue:<q>:intermediate`: ids a one-queue worker took with
+LMOVE and had not started; after a crash they stay there) are real work: they are in-flight
+entries, moved once no worker is alive or with `include_in_flight`, otherwise counted in
+`left_in_flight` per key (the run is then not complete). Moving one also unlinks its
+`first_seen` marker by name, so a job id that comes back to rq later is not taken for stuck.
+Markers are never read as queues, and a key whose TYPE is not the one its name says is
+reported in `skipped_keys` and left alone.
 """
 
 from __future__ import annotations
@@ -53,6 +61,7 @@ from switchyard.migration.lua import Scripts
 from switchyard.migration.mapping import Unmappable, map_job
 from switchyard.migration.quarantine import Quarantined, encode_raw
 from switchyard.migration.rq_reader import Entry, Kind, Source
+from switchyard.rq_engine.connection import translated_redis
 
 log = logging.getLogger("switchyard.migration")
 
@@ -100,6 +109,9 @@ class RqToDbReport:
     left_pickled: int = 0  # pickled foreign jobs, left in Redis without --allow-pickle
     swept: int = 0  # rq-owned queued tasks with no job in Redis, taken over
     in_flight_included: bool = False
+    left_in_flight_keys: dict[str, int] = field(default_factory=dict)  # key -> entries left
+    skipped_keys: dict[str, str] = field(default_factory=dict)  # not a list/zset: key -> TYPE
+    markers: int = 0  # rq 3.0 `first_seen` markers found (not queues)
     alive_workers: list[str] = field(default_factory=list)
     by_source: dict[str, int] = field(default_factory=dict)
     quarantine: list[dict[str, str]] = field(default_factory=list)
@@ -132,7 +144,7 @@ def total_entries(r: Redis, options: RqToDbOptions) -> int:
     found = rq_reader.sources(r, options.queue_prefix)
     return sum(
         n
-        for s, n in zip(found, rq_reader.counts(r, found), strict=True)
+        for s, n in zip(found, rq_reader.counts(r, found, {}), strict=True)
         if options.include_in_flight or not s.kind.in_flight
     )
 
@@ -211,7 +223,10 @@ class _Run:
             self.report.alive_workers = rq_reader.alive_workers(self.r)
             include = self.options.include_in_flight or not self.report.alive_workers
             self.report.in_flight_included = include
-            everything = rq_reader.sources(self.r, self.options.queue_prefix)
+            discovery = rq_reader.discover(self.r, self.options.queue_prefix)
+            self.report.skipped_keys.update(discovery.skipped)
+            self.report.markers = discovery.markers
+            everything = rq_reader.sources_of(discovery.queues)
             found = [s for s in everything if include or not s.kind.in_flight]
             if not include:
                 self._count_left_in_flight([s for s in everything if s.kind.in_flight])
@@ -232,12 +247,16 @@ class _Run:
         return self.background.submit(db_writes.refresh_statistics, engine, columns)
 
     def _count_left_in_flight(self, in_flight: list[Source]) -> None:
-        """In-flight entries stay while a worker is alive: only counted."""
-        self.report.left_in_flight = sum(rq_reader.counts(self.r, in_flight))
+        """In-flight entries stay while a worker is alive: only counted, per key."""
+        found = rq_reader.counts(self.r, in_flight, self.report.skipped_keys)
+        self.report.left_in_flight = sum(found)
+        self.report.left_in_flight_keys = {
+            s.key: n for s, n in zip(in_flight, found, strict=True) if n
+        }
 
     def _holding_more(self, found: list[Source]) -> list[Source]:
         """The sources holding more entries than were left in them (one pipelined count)."""
-        now = rq_reader.counts(self.r, found)
+        now = rq_reader.counts(self.r, found, self.report.skipped_keys)
         return [s for s, n in zip(found, now, strict=True) if n > self.left.get(s, 0)]
 
     # -- reading -------------------------------------------------------------------------
@@ -333,14 +352,25 @@ class _Run:
         within a batch or two)."""
         while self.removing and (len(self.removing) >= 2 or self.removing[0].future.done()):
             self._finish_removal()
-        future = self.background.submit(
-            self.scripts.remove,
-            source.key,
-            source.kind.container,
-            [e.member for e in done],
-            [rq_reader.job_key(e.job_id) for e in done],
-        )
+        future = self.background.submit(self._remove, source, done)
         self.removing.append(_Removal(done, written, future))
+
+    def _remove(self, source: Source, done: list[Entry]) -> list[bool]:
+        """Remove exactly these entries (and hashes); an intermediate entry's rq 3.0 marker
+        goes with it (unlinked by name)."""
+        members = [e.member for e in done]
+        job_keys = [rq_reader.job_key(e.job_id) for e in done]
+        removed = self.scripts.remove(source.key, source.kind.container, members, job_keys)
+        if source.kind is Kind.INTERMEDIATE:
+            markers = [
+                rq_reader.marker_key(source.queue, e.job_id)
+                for e, ok in zip(done, removed, strict=True)
+                if ok
+            ]
+            if markers:
+                with translated_redis(f"removing rq markers of {source.key}"):
+                    self.r.unlink(*markers)
+        return removed
 
     def _finish_removal(self) -> None:
         removal = self.removing.popleft()

@@ -194,8 +194,16 @@ def _still_members(r: Redis, places: list[Place]) -> set[tuple[str, str]]:
                 pipe.lpos(p.key, p.member)
             else:
                 pipe.zscore(p.key, p.member)
-        answers = pipe.execute()
-    return {(p.key, p.member) for p, a in zip(places, answers, strict=True) if a is not None}
+        answers = pipe.execute(raise_on_error=False)
+        for answer in answers:
+            if isinstance(answer, Exception) and not rq_reader.is_wrongtype(answer):
+                raise answer
+    # a key no longer of its type (WRONGTYPE) holds none of them any more
+    return {
+        (p.key, p.member)
+        for p, a in zip(places, answers, strict=True)
+        if a is not None and not isinstance(a, Exception)
+    }
 
 
 def _hashes_without_place(r: Redis, snap: RqSnapshot, lost: set[str]) -> list[Finding]:

@@ -11,8 +11,12 @@ Then, with `--yes` (without it, it only says what it would remove):
 - the hashes (and rq's per-job result and dependency keys) of accounted-for jobs that sit in
   no list are unlinked by name;
 - worker keys (`rq:worker:<name>`, `rq:workers`, `rq:workers:<queue>`) are unlinked by name,
-  and emptied queues leave `rq:queues`.
-Keys are found with SCAN and removed by exact name, never by a pattern given to DEL.
+  and emptied queues leave `rq:queues`;
+- rq 3.0's `first_seen` markers go with the rest of their job: a marker is unlinked when its
+  job is accounted for (its entries and hash are removed here) or nothing else of the job is
+  left in rq; the marker of a job kept in rq (a foreign job rq failed) stays.
+Keys are found with SCAN and removed by exact name, never by a pattern given to DEL. Keys of
+an unexpected TYPE are never read as lists or registries, and never removed.
 Foreign jobs that finished or failed in rq (never migrated) are kept, with their registries.
 """
 
@@ -58,6 +62,7 @@ class CleanupReport:
     worker_keys: int = 0
     queues_forgotten: int = 0
     kept_foreign_done: int = 0
+    markers: int = 0
     by_key: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -72,6 +77,7 @@ class Plan:
     loose_hashes: list[str] = field(default_factory=list)
     kept: set[str] = field(default_factory=set)
     unaccounted: list[str] = field(default_factory=list)
+    markers: list[str] = field(default_factory=list)  # rq 3.0 marker keys to unlink
 
 
 # -- refusing ----------------------------------------------------------------------------------
@@ -113,6 +119,11 @@ def make_plan(services: Services, snap: RqSnapshot) -> Plan:
         else:
             plan.kept.add(job_id)
     plan.loose_hashes = [j for j in snap.hashes if j in accounted and j not in snap.places]
+    plan.markers = sorted(
+        key
+        for key, job_id in snap.markers.items()
+        if job_id in accounted or (job_id not in snap.places and job_id not in snap.hashes)
+    )
     return plan
 
 
@@ -168,9 +179,19 @@ def unlink_worker_keys(r: Redis) -> int:
         return int(sum(r.unlink(k) for k in keys))
 
 
+def unlink_markers(r: Redis, keys: list[str]) -> int:
+    removed = 0
+    for start in range(0, len(keys), PAGE):
+        with translated_redis("removing rq markers"):
+            removed += int(r.unlink(*keys[start : start + PAGE]))
+    return removed
+
+
 def forget_empty_queues(r: Redis) -> int:
     """Drop `rq:queues` members whose list is gone (an emptied list no longer exists)."""
     with translated_redis("reading rq:queues"):
+        if r.type(rq_reader.QUEUES_SET) != b"set":
+            return 0  # absent, or not rq's set: nothing to read
         members = list(r.smembers(rq_reader.QUEUES_SET))
         gone = [m for m in members if not r.exists(m)]
         return int(r.srem(rq_reader.QUEUES_SET, *gone)) if gone else 0
@@ -189,9 +210,11 @@ def cleanup_rq(services: Services, *, confirm: bool, actor: str = "operator") ->
         report.entries = sum(len(p) for p in plan.entries.values())
         report.by_key = {k: len(p) for k, p in sorted(plan.entries.items())}
         report.job_hashes = len(plan.loose_hashes)
+        report.markers = len(plan.markers)
         return report
     remove_entries(r, plan, report)
     report.job_hashes = unlink_job_keys(r, plan.loose_hashes)
+    report.markers = unlink_markers(r, plan.markers)
     report.worker_keys = unlink_worker_keys(r)
     report.queues_forgotten = forget_empty_queues(r)
     log_event(log, "cleanup_rq", actor=actor, entries=report.entries, hashes=report.job_hashes)

@@ -10,6 +10,10 @@ Where a job id is, by kind of container (see `migration/lua.py` for the key layo
   `ready`: rq will run it (later);
 - in flight: `wip` (being executed);
 - done: `failed`, `finished`, `canceled`: kept for the record, never run again.
+
+rq 3.0's `rq:queue:<q>:intermediate:first_seen:<job id>` strings are crash markers, not
+containers: they are listed in `markers` (key -> job id). A key whose TYPE is not the one its
+name says is in `skipped_keys` (key -> TYPE) and is never read as a container.
 """
 
 from __future__ import annotations
@@ -20,8 +24,8 @@ from dataclasses import dataclass, field
 from redis import Redis
 
 from switchyard.migration import rq_reader
-from switchyard.migration.backup import read_structures, structure_keys, text
-from switchyard.migration.rq_reader import INTERMEDIATE_SUFFIX, PREFIX
+from switchyard.migration.backup import read_structures, survey, text
+from switchyard.migration.rq_reader import INTERMEDIATE_SUFFIX, PREFIX, marker_job
 from switchyard.rq_engine.connection import translated_redis
 
 PENDING_KINDS = frozenset({"queue", "intermediate", "scheduled", "deferred", "ready"})
@@ -55,6 +59,8 @@ class RqSnapshot:
     hashes: dict[str, JobHash] = field(default_factory=dict)
     containers: dict[str, int] = field(default_factory=dict)  # key -> member count
     alive_workers: list[str] = field(default_factory=list)
+    markers: dict[str, str] = field(default_factory=dict)  # rq 3.0 marker key -> job id
+    skipped_keys: dict[str, str] = field(default_factory=dict)  # key -> its unexpected TYPE
 
     def ids_in(self, kinds: frozenset[str]) -> set[str]:
         return {j for j, places in self.places.items() if any(p.kind in kinds for p in places)}
@@ -69,12 +75,16 @@ class RqSnapshot:
 
 
 def classify_key(key: str) -> tuple[str, str] | None:
-    """(kind, queue) of an rq list or registry key; None for anything else."""
+    """(kind, queue) of an rq list or registry key, by name; None for anything else (rq 3.0's
+    `...:intermediate:first_seen:<id>` markers included)."""
     if not key.startswith(f"{PREFIX}:"):
         return None
     kind, _, queue = key[len(PREFIX) + 1 :].partition(":")
+    if kind == "queue" and f"{INTERMEDIATE_SUFFIX}:" in queue:
+        return None  # rq's bookkeeping beside an intermediate list, never a container
     if kind == "queue" and queue.endswith(INTERMEDIATE_SUFFIX):
-        return "intermediate", queue[: -len(INTERMEDIATE_SUFFIX)]
+        queue = queue[: -len(INTERMEDIATE_SUFFIX)]
+        return ("intermediate", queue) if queue else None
     known = PENDING_KINDS | IN_FLIGHT_KINDS | DONE_KINDS
     return (kind, queue) if kind in known and queue else None
 
@@ -87,18 +97,27 @@ def member_job_id(kind: str, member: str) -> str:
 def take_snapshot(r: Redis) -> RqSnapshot:
     """Read where every job id is, every job hash's status, and the live workers."""
     snap = RqSnapshot()
-    snap.places, snap.containers = read_places(r)
+    snap.places, snap.containers = read_places(r, snap)
     snap.hashes = read_job_hashes(r, job_hash_ids(r))
     snap.alive_workers = rq_reader.alive_workers(r)
     return snap
 
 
-def read_places(r: Redis) -> tuple[dict[str, list[Place]], dict[str, int]]:
+def read_places(
+    r: Redis, snap: RqSnapshot | None = None
+) -> tuple[dict[str, list[Place]], dict[str, int]]:
     """Job id -> where it is, and key -> member count, of every list and registry (one
-    MULTI/EXEC: one instant)."""
+    MULTI/EXEC: one instant). The markers and the skipped keys go into `snap`."""
     places: dict[str, list[Place]] = defaultdict(list)
     containers: dict[str, int] = {}
-    for doc in read_structures(r, structure_keys(r)):
+    found = survey(r)
+    docs = read_structures(r, found.structures, found.skipped)
+    if snap is not None:
+        snap.skipped_keys = found.skipped
+        for key in map(text, found.markers):
+            if (marked := marker_job(key)) is not None:
+                snap.markers[key] = marked[1]
+    for doc in docs:
         where = classify_key(doc["key"])
         if where is None:
             continue

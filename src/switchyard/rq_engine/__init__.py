@@ -18,6 +18,9 @@ task id, which is also the job id):
     rq:scheduled:<q>      zset    jobs to enqueue at a time (unused: retries are the database's)
     rq:deferred:<q>       zset    jobs waiting on dependencies (unused)
     rq:queues             set     every queue key
+    rq:queue:<q>:intermediate  list  ids a one-queue rq worker took (LMOVE), not yet started;
+                          switchyard's four-queue workers pop (LPOP) and never write it
+    rq:queue:<q>:intermediate:first_seen:<id>  string  rq 3.0 crash marker (24 h), not a queue
     rq:workers            set     every worker key; rq:workers:<q> the workers of one queue
     rq:worker:<name>      hash    a worker's state, current job, counters, last heartbeat
     rq:pubsub:<name>      channel commands to a worker (`shutdown` is rq's graceful stop)
