@@ -720,7 +720,7 @@ def main(
         "switchyard.db.store:TaskStore", help="module:Class of the store (to try a prototype)."
     ),
     worker_class: str = typer.Option(
-        "switchyard.worker:Worker", help="module:Class of the worker (to try a prototype)."
+        "switchyard.workers.polling:Worker", help="module:Class of the worker (to try a prototype)."
     ),
     drop_stale: bool = typer.Option(False, help="First drop bench databases of dead runs."),
 ) -> None:

@@ -53,8 +53,8 @@ from switchyard.db.store import NewTask
 from switchyard.domain import Engine, Priority
 from switchyard.operations import submit
 from switchyard.operations.services import Services
-from switchyard.rq_engine.worker import run_worker
 from switchyard.switch import dispatch_pending
+from switchyard.workers.runner import run_worker
 
 QUEUES = [p.label for p in sorted(Priority)]
 RQ_CLASSES = {"simple": SimpleWorker, "fork": Worker}
@@ -478,7 +478,7 @@ def main(
         claim_ops=None,
         redis_url=None,
         store_class="switchyard.db.store:TaskStore",
-        worker_class="switchyard.worker:Worker",
+        worker_class="switchyard.workers.polling:Worker",
         drop_stale=False,
     )
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from switchyard.modes import Mode
-from switchyard.operations import rollback as ops
 from switchyard.operations.services import Services
+from switchyard.rollback import commands as ops
 from switchyard.rollback.cleanup import CleanupRefused, cleanup_rq
 from switchyard.rollback.verify import verify
 from switchyard.switch import switch_mode as set_mode

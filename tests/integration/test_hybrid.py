@@ -18,7 +18,7 @@ from switchyard.domain import Status
 from switchyard.operations import submit
 from switchyard.operations.services import Services
 from switchyard.rq_engine.control import queue_lengths
-from switchyard.rq_engine.supervisor import Supervisor
+from switchyard.workers.supervisor import Supervisor
 from tests.conftest import PrivateRedis
 from tests.integration.test_rq_support import (
     ServicesPool,

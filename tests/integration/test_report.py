@@ -15,8 +15,8 @@ import pytest
 from switchyard.db.schema import system_events
 from switchyard.db.store import TaskStore
 from switchyard.modes import Mode
-from switchyard.operations import rollback as ops
 from switchyard.operations.services import Services
+from switchyard.rollback import commands as ops
 from switchyard.rollback.ownership import SETTLE
 from switchyard.rollback.report import TODO
 from switchyard.rollback.runs import RunFailed, RunRecord, RunRecorder, Step, StepContext, execute

@@ -15,9 +15,9 @@ from switchyard.domain import Engine, Status
 from switchyard.errors import SubmissionsPaused, UsageError
 from switchyard.modes import Mode, current_mode
 from switchyard.operations import maintenance
-from switchyard.operations import rollback as ops
 from switchyard.operations.services import Services
 from switchyard.operations.tasks import ensure_accepting
+from switchyard.rollback import commands as ops
 from switchyard.rollback import db_reads
 from switchyard.rollback.runs import RunBusy, RunFailed
 from switchyard.rollback.verify import verify

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from switchyard.modes import Mode, current_mode
-from switchyard.operations import rollback as ops
 from switchyard.operations.services import Services
 from switchyard.operations.tasks import ensure_accepting
+from switchyard.rollback import commands as ops
 from switchyard.rollback.runs import RunFailed
 from switchyard.switch import switch_mode as set_mode
 from tests.integration.test_rollback_support import (  # noqa: F401

@@ -37,8 +37,8 @@ from switchyard.domain import Engine, Priority, Status
 from switchyard.migration import RqToDbOptions, migrate_rq_to_db, take_backup, total_entries
 from switchyard.migration.backup import read_jsonl, read_structures
 from switchyard.modes import Mode
-from switchyard.operations import rollback as ops
 from switchyard.operations.services import Services
+from switchyard.rollback import commands as ops
 from switchyard.rollback.assess import assess
 from switchyard.rollback.check import CheckOptions, run_check
 from switchyard.rollback.cleanup import cleanup_rq

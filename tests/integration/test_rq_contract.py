@@ -16,9 +16,9 @@ from switchyard.errors import CaptionError
 from switchyard.operations import submit
 from switchyard.operations.services import Services
 from switchyard.rq_engine import jobs, queue_for
-from switchyard.rq_engine.worker import SimpleRQWorker
 from switchyard.switch import dispatch_pending
-from switchyard.worker import Worker
+from switchyard.workers.polling import Worker
+from switchyard.workers.rq import SimpleRQWorker
 from tests.integration.test_rq_support import ServicesPool
 
 Handler = Callable[[Task], tuple[str, float]]

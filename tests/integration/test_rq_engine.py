@@ -30,8 +30,8 @@ from switchyard.rq_engine import (
     sweep_lost,
 )
 from switchyard.rq_engine.control import queue_lengths
-from switchyard.rq_engine.worker import SimpleRQWorker
 from switchyard.switch import dispatch_pending, enqueue_tasks
+from switchyard.workers.rq import SimpleRQWorker
 from tests.integration.test_rq_support import (
     ServicesPool,
     all_job_ids,
@@ -254,7 +254,7 @@ def test_a_late_result_of_a_recovered_rq_attempt_is_discarded(services: Services
 
 def test_the_forking_worker_refuses_sqlite(sqlite_url: str, redis_url: str) -> None:
     from switchyard.errors import ConfigError
-    from switchyard.rq_engine.worker import run_worker
+    from switchyard.workers.runner import run_worker
 
     pool = ServicesPool()
     try:

@@ -9,10 +9,11 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+from switchyard.captioning.handler import caption_handler
 from switchyard.db.store import TaskStore, utcnow
 from switchyard.domain import Status, Task
 from switchyard.errors import CaptionError
-from switchyard.worker import Worker, caption_handler
+from switchyard.workers.polling import Worker
 from tests.conftest import make_settings
 from tests.integration.conftest import (
     ImageServer,

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from switchyard import operations as ops
 from switchyard.db.schema import task_events, tasks
 from switchyard.errors import NotFound, UsageError
-from switchyard.operations.tasks import MAX_URL_LENGTH
+from switchyard.validation import MAX_URL_LENGTH
 from tests.conftest import make_settings
 
 GOOD = "https://files.example.social/media/a1b2.png"

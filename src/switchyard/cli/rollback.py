@@ -19,7 +19,7 @@ from switchyard.cli.migration import progress_bar
 from switchyard.errors import (
     CheckFailed,
 )
-from switchyard.operations import rollback as ops
+from switchyard.rollback import commands as ops
 from switchyard.rollback.runs import RunFailed, Tick
 
 rollback_app = typer.Typer(

@@ -40,7 +40,7 @@ def worker(
     ),
 ) -> None:
     """Run a worker until SIGTERM/SIGINT (twice to release running tasks at once)."""
-    from switchyard.rq_engine.worker import run_worker
+    from switchyard.workers.runner import run_worker  # rq and Pillow: only workers pay for them
 
     code = run_worker(
         State.services(),
@@ -78,8 +78,8 @@ def serve(
     settings = State.services().settings  # a bad setting fails here, in one line
     if settings.switchyard_admin_token is None:
         err_console.print("admin API and dashboard disabled: set SWITCHYARD_ADMIN_TOKEN")
-    from switchyard.rq_engine.supervisor import Supervisor
-    from switchyard.worker import worker_name
+    from switchyard.workers.polling import worker_name  # as above: not every command needs it
+    from switchyard.workers.supervisor import Supervisor
 
     # The web process watches Redis too, so a deployment without rq workers still detects an
     # outage and turns the fallback on (the supervisor does nothing in db mode).

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
+from switchyard.config import Settings
 from switchyard.db import fence
 from switchyard.db.engine import make_engine, retry_on_disconnect, translated
 from switchyard.db.schema import (
@@ -324,6 +325,16 @@ class TaskStore:
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> TaskStore:
         return cls(make_engine(url), **kwargs)
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> TaskStore:
+        """The store a process uses: DATABASE_URL with the retry settings."""
+        return cls.from_url(
+            s.database_url,
+            max_attempts=s.task_max_attempts,
+            backoff_base=s.retry_backoff_base,
+            backoff_max=s.retry_backoff_max,
+        )
 
     @property
     def dialect(self) -> str:

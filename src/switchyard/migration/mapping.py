@@ -10,7 +10,7 @@ A job maps when it carries, in its kwargs or in a dict positional argument:
 - optionally `settings`, a dict of caption settings.
 
 Both ids may be integers or strings of digits. The values are validated exactly as a
-submission is (`operations.tasks.build_task`), so a migrated task is one the API would have
+submission is (`validation.build_task`), so a migrated task is one the API would have
 accepted. The priority comes from the queue name (RQ_QUEUE_PREFIX + urgent, high, normal,
 low; any other queue maps to normal). Anything else (the function name, other arguments) is
 not needed to caption the image and is not kept; a job that fails any check is quarantined
@@ -27,7 +27,7 @@ from switchyard.db.store import NewTask
 from switchyard.domain import Engine, Origin, Priority
 from switchyard.errors import UsageError
 from switchyard.migration.decode import DecodedJob
-from switchyard.operations.tasks import build_task
+from switchyard.validation import build_task
 
 # Task ids of migrated jobs derive from the job id, so the same job always maps to the same id.
 JOB_NAMESPACE = uuid.UUID("6f1d2c3e-9a8b-4c5d-8e7f-0a1b2c3d4e5f")

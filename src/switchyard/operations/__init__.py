@@ -7,7 +7,6 @@ every face uses.
 
 from switchyard.operations.services import Services
 from switchyard.operations.tasks import (
-    build_task,
     cancel_task,
     ensure_accepting,
     get_task,
@@ -17,8 +16,8 @@ from switchyard.operations.tasks import (
     parse_task_id,
     retry_task,
     submit,
-    validate_url,
 )
+from switchyard.validation import build_task, validate_url
 
 __all__ = [
     "Services",

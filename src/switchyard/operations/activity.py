@@ -33,7 +33,7 @@ def _read(services: Services, what: str, query: sa.Executable) -> list[sa.Row[An
         return list(conn.execute(query))
 
 
-# -- rollback runs (written by operations.rollback; read here) -------------------------------
+# -- rollback runs (written by rollback.commands; read here) -------------------------------
 
 
 def _run_dict(row: sa.Row[Any]) -> dict[str, Any]:

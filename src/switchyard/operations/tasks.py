@@ -1,4 +1,4 @@
-"""Task operations: validate and submit, read, cancel, retry."""
+"""Task operations: submit (validated by `switchyard.validation`), read, cancel, retry."""
 
 from __future__ import annotations
 
@@ -6,18 +6,16 @@ import logging
 import uuid
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import urlsplit
 
 from switchyard import switch
 from switchyard.db.store import NewTask
-from switchyard.domain import CaptionSettings, Priority, Status, Task
+from switchyard.domain import Priority, Status, Task
 from switchyard.errors import BrokerUnavailable, NotFound, SubmissionsPaused, UsageError
 from switchyard.logs import log_event
 from switchyard.modes import Routing
 from switchyard.operations.maintenance import submission_block
 from switchyard.operations.services import Services
 
-MAX_URL_LENGTH = 2048
 log = logging.getLogger("switchyard.operations.tasks")
 
 
@@ -29,50 +27,6 @@ def init_schema(services: Services) -> dict[str, str]:
 
 
 # -- submission -------------------------------------------------------------------------------
-
-
-def validate_url(url: str) -> str:
-    """Syntax only; the worker's fetcher does the network checks (DNS, addresses, size)."""
-    url = url.strip()
-    if not url or len(url) > MAX_URL_LENGTH:
-        raise UsageError(f"invalid image_url: must be 1 to {MAX_URL_LENGTH} characters")
-    if any(c.isspace() or not c.isprintable() for c in url):
-        # urlsplit accepts these, but no fetcher can use them: percent-encode instead.
-        raise UsageError(f"invalid image_url {url!r}: contains whitespace or control characters")
-    try:
-        parts = urlsplit(url)
-        _ = parts.port
-    except ValueError as exc:
-        raise UsageError(f"invalid image_url {url!r}: {exc}") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(f"invalid image_url {url!r}: must be an http(s) URL with a host")
-    return url
-
-
-MAX_ID = 2**63 - 1  # ids are BIGINT columns
-
-
-def _positive(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_ID:
-        raise UsageError(f"invalid {name} {value!r}: must be an integer from 1 to {MAX_ID}")
-    return value
-
-
-def build_task(
-    image_url: str,
-    user_id: int,
-    platform_connection_id: int,
-    priority: str | Priority = Priority.NORMAL,
-    settings: dict[str, Any] | None = None,
-) -> NewTask:
-    """Validate one submission completely before anything is written."""
-    return NewTask(
-        image_url=validate_url(image_url),
-        user_id=_positive("user_id", user_id),
-        platform_connection_id=_positive("platform_connection_id", platform_connection_id),
-        priority=Priority.parse(priority),
-        settings=CaptionSettings.parse(settings).model_dump(exclude_none=True),
-    )
 
 
 def ensure_accepting(services: Services) -> None:

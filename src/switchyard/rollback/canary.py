@@ -41,7 +41,7 @@ from switchyard.domain import Engine, Origin, Priority, Status, Task
 from switchyard.errors import InvalidTransition, SwitchyardError, UsageError
 from switchyard.logs import log_event
 from switchyard.operations.services import Services
-from switchyard.operations.tasks import validate_url
+from switchyard.validation import validate_url
 
 log = logging.getLogger(__name__)
 

@@ -28,9 +28,9 @@ task id, which is also the job id):
 
 Where the pieces are: `connection` (clients, queue names, error translation), `scripts` (the
 Lua), `dispatch` (pushing jobs, finding lost ones; *what* to enqueue and when is decided by
-`switchyard.switch`, fenced by the routing epoch), `jobs` (the
-job function), `worker` (`switchyard worker --engine rq|auto`), `supervisor` (health monitor,
-fallback, dispatcher loop), `control` (statistics, suspension, graceful shutdown).
+`switchyard.switch`, fenced by the routing epoch), `jobs` (the job function), `control`
+(statistics, suspension, graceful shutdown). The worker processes live in
+`switchyard.workers`.
 """
 
 from switchyard.rq_engine.connection import (

@@ -32,7 +32,8 @@ from typing import Any
 from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
-from switchyard.config import Settings
+from switchyard.captioning.handler import Handler, make_handler
+from switchyard.config import Settings, get_settings
 from switchyard.db.store import Outcome, TaskStore
 from switchyard.domain import Engine, Status, Task
 from switchyard.errors import (
@@ -41,7 +42,6 @@ from switchyard.errors import (
     TaskFailed,
 )
 from switchyard.logs import log_event
-from switchyard.worker import Handler, make_handler
 
 log = logging.getLogger("switchyard.rq.jobs")
 
@@ -130,12 +130,10 @@ def current_context() -> JobContext:
 
 
 def _from_environment() -> JobContext:
-    from switchyard.operations.services import Services
-
-    services = Services.from_env()
+    settings = get_settings()
     job = get_current_job()
     name = job.worker_name if job is not None and job.worker_name else f"rq:{os.getpid()}"
-    return JobContext(services.store, services.settings, make_handler(services.settings), name)
+    return JobContext(TaskStore.from_settings(settings), settings, make_handler(settings), name)
 
 
 def run_task(task_id: str) -> dict[str, Any]:

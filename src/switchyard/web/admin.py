@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from switchyard.errors import NotFound
 from switchyard.modes import Mode
-from switchyard.operations import activity, engines, maintenance, rollback
+from switchyard.operations import activity, engines, maintenance
+from switchyard.rollback import commands as rollback
 from switchyard.web.api import Svc
 from switchyard.web.auth import require_admin
 

@@ -17,7 +17,7 @@ from switchyard.db.store import NewTask
 from switchyard.domain import CaptionSettings, Status
 from switchyard.errors import SwitchyardError, UsageError
 from switchyard.operations import engines, maintenance
-from switchyard.operations.tasks import MAX_URL_LENGTH
+from switchyard.validation import MAX_URL_LENGTH
 
 ACTOR = "api"
 MAX_BATCH = 1000

@@ -23,8 +23,8 @@ from switchyard.errors import (
 from switchyard.logs import log_event
 from switchyard.operations import Services
 from switchyard.operations.maintenance import DEFAULT_RETRY_AFTER, submission_block
-from switchyard.operations.rollback import NothingToResume
 from switchyard.rollback.cleanup import CleanupRefused
+from switchyard.rollback.commands import NothingToResume
 from switchyard.rollback.runs import RunBusy
 from switchyard.rq_engine import BrokerUnavailable
 from switchyard.web import admin, api, auth, dashboard, metrics, rollback

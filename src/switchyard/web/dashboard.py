@@ -23,7 +23,8 @@ from fastapi.templating import Jinja2Templates
 
 from switchyard import operations as ops
 from switchyard.errors import SwitchyardError, UsageError
-from switchyard.operations import activity, engines, maintenance, rollback
+from switchyard.operations import activity, engines, maintenance
+from switchyard.rollback import commands as rollback
 from switchyard.web import auth
 
 REFRESH_SECONDS = 5

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Body, Depends
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from switchyard.operations import rollback
+from switchyard.rollback import commands as rollback
 from switchyard.web.api import Svc
 from switchyard.web.auth import require_admin
 

@@ -1,5 +1,5 @@
-"""`switchyard worker --engine rq|auto`: rq's own worker classes on the four queues, in
-priority order, with the job context installed and a supervisor thread beside them.
+"""The rq worker: rq's own worker classes on the four queues, in priority order, with the job
+context installed and the supervisor (started by `workers.runner`) reporting for it.
 
 rq's stock `Worker` forks a work horse per job (isolation; about 46 jobs/s on the reference
 machine); `SimpleWorker` runs the job in the worker process (much faster, no isolation).
@@ -16,14 +16,11 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
 from enum import StrEnum
-from types import FrameType
 from typing import Any
 
 import redis
@@ -34,8 +31,8 @@ from rq.serializers import JSONSerializer
 from rq.suspension import is_suspended
 from rq.worker import BaseWorker, SimpleWorker, Worker, WorkerStatus
 
+from switchyard.captioning.handler import make_handler
 from switchyard.domain import Engine, Priority
-from switchyard.errors import ConfigError
 from switchyard.logs import log_event
 from switchyard.modes import ModeWatcher
 from switchyard.operations.services import Services
@@ -46,14 +43,11 @@ from switchyard.rq_engine.connection import (
     queue_for,
     translated_redis,
 )
-from switchyard.rq_engine.supervisor import Supervisor, WorkerStatusReport
-from switchyard.worker import Worker as PollingWorker
-from switchyard.worker import make_handler, worker_name
+from switchyard.workers.supervisor import Supervisor, WorkerStatusReport
 
 log = logging.getLogger("switchyard.rq.worker")
 
 DEQUEUE_WAIT = 1  # seconds a dequeue blocks before the worker looks around again
-REGISTRY_KEEP = timedelta(days=1)  # rows of workers silent this long are dropped at start
 
 
 class Ended(StrEnum):
@@ -207,100 +201,3 @@ def _final_report(services: Services, name: str, worker: _ModeAware) -> None:
     services.store.touch_worker(
         name, engine=Engine.RQ, state="stopped", current_task=None, processed=processed
     )
-
-
-def run_worker(
-    services: Services,
-    engine: str,
-    *,
-    worker_class: str = "simple",
-    concurrency: int = 1,
-    burst: bool = False,
-) -> int:
-    """`switchyard worker`: run the chosen engine (`auto` follows the mode); returns the exit
-    code. A supervisor thread watches Redis, dispatches, and keeps the registry."""
-    if engine != "db" and worker_class == "fork" and services.store.dialect == "sqlite":
-        # SQLite's file locks are per process and its connections must not cross a fork.
-        raise ConfigError("--worker-class fork needs PostgreSQL or MariaDB, not SQLite")
-    name = worker_name()
-    services.store.purge_workers(silent_for=REGISTRY_KEEP)
-    watcher = ModeWatcher(services.store, services.settings)
-    supervisor = Supervisor(services, name, watcher)
-    supervisor.start()
-    try:
-        if engine == "db":
-            return _run_polling(services, name, watcher, concurrency, burst, follow=False)[0]
-        options = RQWorkerOptions(name, worker_class, burst, follow_mode=engine == "auto")
-        return _run_switching(services, options, watcher, supervisor, concurrency)
-    finally:
-        supervisor.stop()
-
-
-def _run_polling(
-    services: Services,
-    name: str,
-    watcher: ModeWatcher,
-    concurrency: int,
-    burst: bool,
-    follow: bool,
-) -> tuple[int, bool]:
-    """A polling worker; returns (exit code, whether it yielded to rq)."""
-    worker = PollingWorker(
-        services.store,
-        services.settings,
-        make_handler(services.settings),
-        concurrency=concurrency,
-        burst=burst,
-        name=name,
-        routing=watcher,
-        follow_mode=follow,
-    )
-    worker.install_signal_handlers()
-    code = worker.run()
-    return code, worker.yielded and not worker.stopping.is_set()
-
-
-def _run_switching(
-    services: Services,
-    options: RQWorkerOptions,
-    watcher: ModeWatcher,
-    supervisor: Supervisor,
-    concurrency: int,
-) -> int:
-    """`--engine rq` (restarting after a Redis loss) or `--engine auto` (following the mode)."""
-    stop = _StopFlag()
-    incarnation = 0
-    while not stop.requested:
-        if options.follow_mode and watcher.routing(fresh=True).auto_engine is Engine.DB:
-            code, yielded = _run_polling(
-                services, options.name, watcher, concurrency, options.burst, follow=True
-            )
-            if not yielded:
-                return code
-        else:
-            ended = run_rq_worker(services, options, watcher, supervisor, incarnation)
-            incarnation += 1
-            if ended is Ended.STOPPED:
-                return 0
-            if ended is Ended.REDIS_LOST:
-                stop.wait(DEQUEUE_WAIT)
-        stop.install()
-    return 0
-
-
-class _StopFlag:
-    """Catches SIGTERM/SIGINT in the moments between two engines' loops."""
-
-    requested = False
-
-    def install(self) -> None:
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
-
-    def _on_signal(self, _signum: int, _frame: FrameType | None) -> None:
-        self.requested = True
-
-    def wait(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while not self.requested and time.monotonic() < deadline:
-            time.sleep(0.05)

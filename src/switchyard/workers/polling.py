@@ -28,49 +28,18 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
-from importlib import import_module
 from types import FrameType
 
+from switchyard.captioning.handler import Handler
 from switchyard.config import Settings
 from switchyard.db.store import Outcome, TaskStore
-from switchyard.domain import CaptionSettings, Engine, Origin, Task
-from switchyard.errors import ConfigError, FetchRefused, SwitchyardError, TaskTimeout
+from switchyard.domain import Engine, Origin, Task
+from switchyard.errors import FetchRefused, SwitchyardError, TaskTimeout
 from switchyard.logs import log_event
 from switchyard.modes import Mode, Routing
 
 CANARY_LOOK_SECONDS = 1.0  # how often the canary lane is looked at
-log = logging.getLogger("switchyard.worker")
-
-Handler = Callable[[Task], tuple[str, float]]
-"""Runs one task; returns (caption, quality score) or raises."""
-
-
-def caption_handler(settings: Settings) -> Handler:
-    """The production handler: fetch the image safely and caption it."""
-    from switchyard.captioning import caption_image, make_provider
-
-    provider = make_provider(settings)
-
-    def handle(task: Task) -> tuple[str, float]:
-        result = caption_image(
-            task.image_url, CaptionSettings.parse(task.settings), settings, provider
-        )
-        return result.text, result.quality_score
-
-    return handle
-
-
-def make_handler(settings: Settings) -> Handler:
-    """TASK_HANDLER's factory (benchmarks, tests) if set, else the captioning handler."""
-    if not settings.task_handler:
-        return caption_handler(settings)
-    module, _, attr = settings.task_handler.partition(":")
-    try:
-        factory = getattr(import_module(module), attr)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise ConfigError(f"invalid TASK_HANDLER {settings.task_handler!r}: {exc}") from None
-    handler: Handler = factory(settings)
-    return handler
+log = logging.getLogger("switchyard.worker")  # the name operators filter logs by
 
 
 def worker_name() -> str:

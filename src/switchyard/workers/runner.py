@@ -1,0 +1,123 @@
+"""`switchyard worker`: the one runner of both kinds of worker, with a supervisor beside them.
+
+`--engine db` runs a polling worker (`workers.polling`); `--engine rq` an rq worker
+(`workers.rq`), started again after a Redis loss; `--engine auto` follows the mode, handing
+over between the two when the mode (or a Redis fallback) says so. A supervisor thread
+(`workers.supervisor`) watches Redis, dispatches, and keeps the registry row.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from datetime import timedelta
+from types import FrameType
+
+from switchyard.captioning.handler import make_handler
+from switchyard.domain import Engine
+from switchyard.errors import ConfigError
+from switchyard.modes import ModeWatcher
+from switchyard.operations.services import Services
+from switchyard.workers.polling import Worker as PollingWorker
+from switchyard.workers.polling import worker_name
+from switchyard.workers.rq import DEQUEUE_WAIT, Ended, RQWorkerOptions, run_rq_worker
+from switchyard.workers.supervisor import Supervisor
+
+REGISTRY_KEEP = timedelta(days=1)  # rows of workers silent this long are dropped at start
+
+
+def run_worker(
+    services: Services,
+    engine: str,
+    *,
+    worker_class: str = "simple",
+    concurrency: int = 1,
+    burst: bool = False,
+) -> int:
+    """`switchyard worker`: run the chosen engine (`auto` follows the mode); returns the exit
+    code. A supervisor thread watches Redis, dispatches, and keeps the registry."""
+    if engine != "db" and worker_class == "fork" and services.store.dialect == "sqlite":
+        # SQLite's file locks are per process and its connections must not cross a fork.
+        raise ConfigError("--worker-class fork needs PostgreSQL or MariaDB, not SQLite")
+    name = worker_name()
+    services.store.purge_workers(silent_for=REGISTRY_KEEP)
+    watcher = ModeWatcher(services.store, services.settings)
+    supervisor = Supervisor(services, name, watcher)
+    supervisor.start()
+    try:
+        if engine == "db":
+            return _run_polling(services, name, watcher, concurrency, burst, follow=False)[0]
+        options = RQWorkerOptions(name, worker_class, burst, follow_mode=engine == "auto")
+        return _run_switching(services, options, watcher, supervisor, concurrency)
+    finally:
+        supervisor.stop()
+
+
+def _run_polling(
+    services: Services,
+    name: str,
+    watcher: ModeWatcher,
+    concurrency: int,
+    burst: bool,
+    follow: bool,
+) -> tuple[int, bool]:
+    """A polling worker; returns (exit code, whether it yielded to rq)."""
+    worker = PollingWorker(
+        services.store,
+        services.settings,
+        make_handler(services.settings),
+        concurrency=concurrency,
+        burst=burst,
+        name=name,
+        routing=watcher,
+        follow_mode=follow,
+    )
+    worker.install_signal_handlers()
+    code = worker.run()
+    return code, worker.yielded and not worker.stopping.is_set()
+
+
+def _run_switching(
+    services: Services,
+    options: RQWorkerOptions,
+    watcher: ModeWatcher,
+    supervisor: Supervisor,
+    concurrency: int,
+) -> int:
+    """`--engine rq` (restarting after a Redis loss) or `--engine auto` (following the mode)."""
+    stop = _StopFlag()
+    incarnation = 0
+    while not stop.requested:
+        if options.follow_mode and watcher.routing(fresh=True).auto_engine is Engine.DB:
+            code, yielded = _run_polling(
+                services, options.name, watcher, concurrency, options.burst, follow=True
+            )
+            if not yielded:
+                return code
+        else:
+            ended = run_rq_worker(services, options, watcher, supervisor, incarnation)
+            incarnation += 1
+            if ended is Ended.STOPPED:
+                return 0
+            if ended is Ended.REDIS_LOST:
+                stop.wait(DEQUEUE_WAIT)
+        stop.install()
+    return 0
+
+
+class _StopFlag:
+    """Catches SIGTERM/SIGINT in the moments between two engines' loops."""
+
+    requested = False
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, _signum: int, _frame: FrameType | None) -> None:
+        self.requested = True
+
+    def wait(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.requested and time.monotonic() < deadline:
+            time.sleep(0.05)
