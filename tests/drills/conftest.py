@@ -5,13 +5,13 @@ logs are attached to the report of a failed drill."""
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import cli_env
-from tests.drills.harness import DRILL_SETTINGS, Cluster, ImageServer
+from tests.drills.harness import DRILL_SETTINGS, Cluster, ImageServer, Submitter
 
 IMAGE_DELAY = 0.01  # seconds per image fetch: about 60 tasks/s for one worker thread
 
@@ -22,6 +22,21 @@ def drill_images() -> Iterator[ImageServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def start_submitter(drill_images: ImageServer) -> Iterator[Callable[[str], Submitter]]:
+    """`start_submitter(api)`: a submitter posting to serve at `api` (not yet started);
+    stopped at teardown if the drill did not stop it."""
+    made: list[Submitter] = []
+
+    def make(api: str) -> Submitter:
+        made.append(Submitter(api, drill_images.base))
+        return made[-1]
+
+    yield make
+    for submitter in made:
+        submitter.stop()
 
 
 @pytest.fixture

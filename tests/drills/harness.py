@@ -381,6 +381,7 @@ class Submitter:
                     self.result.errors.append(f"submitter: {type(exc).__name__}: {exc}")
 
     def stop(self) -> Submitted:
+        """Stop posting (idempotent); returns what was answered."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=30)

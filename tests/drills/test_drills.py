@@ -40,12 +40,12 @@ from tests.drills.harness import (
     DRILL_SETTINGS,
     CliRun,
     Cluster,
-    ImageServer,
     Submitter,
     free_port,
     history_problems,
     queued_by_engine,
     switchyard_jobs_in_queues,
+    task_rows,
     unaccepted_tasks,
     unfinished,
     wait_until,
@@ -167,7 +167,8 @@ def start_system(cluster: Cluster, db_url: str, procedure: Procedure) -> str:
                 alive = conn.exec_driver_sql(
                     "SELECT engine, COUNT(*) FROM workers WHERE state <> 'stopped' GROUP BY engine"
                 ).all()
-            return dict(alive) == {"rq": 2, "db": 1}
+            counts = {str(kind): int(n) for kind, n in alive}  # there may be "web" rows too
+            return counts.get("rq") == 2 and counts.get("db") == 1
 
         wait_until(ready, timeout=45, what="serve answering and 3 workers registered")
     finally:
@@ -218,8 +219,7 @@ def engine_state_problems(
     try:
         queued = queued_by_engine(engine)
         if procedure.end_mode == "db":
-            with engine.connect() as conn:
-                ids = {str(i) for (i,) in conn.exec_driver_sql("SELECT id FROM tasks")}
+            ids = set(task_rows(engine))  # str(UUID), as job ids are
             prefix = DRILL_SETTINGS["RQ_QUEUE_PREFIX"]
             jobs = switchyard_jobs_in_queues(connection, prefix, ids)
             if jobs:
@@ -248,7 +248,7 @@ def test_drill(
     db_url: str,
     redis_url: str,
     cluster: Cluster,
-    drill_images: ImageServer,
+    start_submitter: Callable[[str], Submitter],
     tmp_path: Path,
 ) -> None:
     procedure = PROCEDURES[kind]
@@ -263,7 +263,7 @@ def test_drill(
 
     api = start_system(cluster, db_url, procedure)
     lap("start")
-    submitter = Submitter(api, drill_images.base)
+    submitter = start_submitter(api)
     submitter.backlog(BACKLOG)
     submitter.start()
     time.sleep(LIVE_BEFORE)
