@@ -316,12 +316,8 @@ def test_drill(
         f"1. the run did not succeed: {run_summary(run)}",
     )
     # 2. verify and check, after the settle period
-    found.expect(
-        verified.code == 0, "2. verify after settling and the backlog:\n" + verify_summary(verified)
-    )
-    found.expect(
-        checked.code == 0, "2. check after settling and the backlog:\n" + check_summary(checked)
-    )
+    found.expect(verified.code == 0, "2. " + verify_summary(verified))
+    found.expect(checked.code == 0, "2. " + check_summary(checked))
     # 3. every accepted task ran exactly once
     found.expect(not left, f"3. the backlog did not finish in {BACKLOG_TIMEOUT:g}s: {left} left")
     found.expect(not history, "3. task history: " + "; ".join(history))
