@@ -8,7 +8,7 @@ and the fence, live in `switchyard.switch` and `db/fence.py`).
 
 | mode     | submissions owned by | polling workers claim                     | rq dispatch |
 |----------|----------------------|-------------------------------------------|-------------|
-| `db`     | db                   | every queued task                         | no          |
+| `db`     | db                   | every db-owned queued task                | no          |
 | `rq`     | rq                   | nothing                                   | yes         |
 | `hybrid` | rq                   | db-owned; rq-owned once queued > grace     | yes         |
 
@@ -104,6 +104,9 @@ def fallback_active(value: Any) -> bool:
 class PollingScope:
     claims: bool  # may a polling worker claim at all
     rq_grace: timedelta | None = None  # rq-owned tasks only once available this long
+    # rq-owned tasks at all. Not in db mode: the switch to db made every queued task db-owned,
+    # so an rq-owned one can only come from a later switch to rq that this view has not seen.
+    takes_rq: bool = True
 
 
 @dataclass(frozen=True)
@@ -121,8 +124,10 @@ class Routing:
         return self.mode is not Mode.DB and not self.fallback
 
     def polling_scope(self) -> PollingScope:
-        if self.mode is Mode.DB or self.fallback:
+        if self.fallback:
             return PollingScope(True)
+        if self.mode is Mode.DB:
+            return PollingScope(True, takes_rq=False)
         if self.mode is Mode.HYBRID:
             return PollingScope(True, self.grace)
         return PollingScope(False)

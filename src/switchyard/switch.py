@@ -17,6 +17,7 @@ What each routing permits:
 |---------------------------------|--------------------------------------------------|
 | enqueue (dispatch) to Redis     | mode rq or hybrid, fallback off                  |
 | adopt queued db-owned -> rq     | mode rq, fallback off                            |
+| adopt queued rq-owned -> db     | mode db                                          |
 | move queued rq -> db (migrate)  | mode db or hybrid                                |
 | move queued db -> rq (migrate)  | mode rq or hybrid, fallback off                  |
 | submit                          | always; the owner is the mode's (`submit_engine`) |
@@ -369,20 +370,34 @@ def dispatch_pending(
     return dispatcher.pusher.pushed
 
 
-def adopt_db_tasks(store: TaskStore, actor: str, routing: Routing | None = None) -> int:
-    """In rq mode, queued tasks owned by the db engine (requeued after a polling worker ran
-    them during a fallback, or written by another tool) move to rq; returns how many."""
+def adoption(routing: Routing) -> tuple[Engine, Engine] | None:
+    """(from, to) for queued tasks the mode's engine should own and does not, or None: in rq
+    mode db-owned ones (requeued after a polling worker ran them during a fallback, or written
+    by another tool); in db mode rq-owned ones (the mode came from the environment at boot, so
+    no switch moved them)."""
+    if may_adopt(routing):
+        return Engine.DB, Engine.RQ
+    if routing.mode is Mode.DB:
+        return Engine.RQ, Engine.DB
+    return None
+
+
+def adopt_queued(store: TaskStore, actor: str, routing: Routing | None = None) -> int:
+    """Move queued tasks to the engine the mode runs (see `adoption`); returns how many."""
     current = _routing_or_now(store, routing, None)
-    if not may_adopt(current):
+    direction = adoption(current)
+    if direction is None:
         return 0
+    source, target = direction
+    why = f"mode is {current.mode.value}"
     try:
-        moved = _reassign_all(store, Engine.DB, Engine.RQ, actor, "mode is rq", current.epoch)
+        moved = _reassign_all(store, source, target, actor, why, current.epoch)
     except Fenced as exc:
         record_fenced(store, actor, exc)
         return 0
-    _moved_event(store, actor, Engine.DB, Engine.RQ, moved, current.epoch, "adopt")
+    _moved_event(store, actor, source, target, moved, current.epoch, "adopt")
     if moved:
-        log_event(log, "adopt", actor=actor, moved=moved, epoch=current.epoch)
+        log_event(log, "adopt", actor=actor, moved=moved, to=target.value, epoch=current.epoch)
     return moved
 
 
@@ -409,7 +424,8 @@ __all__ = [
     "Lagging",
     "ModeSwitch",
     "activate_fallback",
-    "adopt_db_tasks",
+    "adopt_queued",
+    "adoption",
     "await_epoch",
     "clear_fallback",
     "dispatch_pending",

@@ -55,7 +55,7 @@ def test_every_planted_fault_is_found_and_the_safe_ones_repaired(
     assert not found.ok
     assert found.counts() == {
         "entry_without_hash": 1,
-        "status_disagrees": 1,
+        "stale_job": 1,
         "lost_job": 1,
         "undispatched": 1,
         "hash_without_place": 1,
@@ -63,7 +63,7 @@ def test_every_planted_fault_is_found_and_the_safe_ones_repaired(
     }
     by_kind = {f.kind: f for f in found.findings}
     assert by_kind["entry_without_hash"].subject == ids[0]
-    assert by_kind["status_disagrees"].subject == ids[1]
+    assert by_kind["stale_job"].subject == ids[1]
     assert by_kind["lost_job"].subject == ids[2]
     assert by_kind["stuck_running"].subject == ids[3]
     assert by_kind["hash_without_place"].subject == "loose-job"
@@ -78,3 +78,21 @@ def test_every_planted_fault_is_found_and_the_safe_ones_repaired(
     queued = [m.decode() for m in r.lrange("rq:queue:normal", 0, -1)]
     assert sorted(queued) == sorted(set(queued))  # nothing queued twice
     assert ids[1] not in queued and {ids[0], ids[2], ids[3]} <= set(queued)
+
+
+def test_a_stale_job_is_listed_and_removable_but_no_disagreement(
+    services: Services,  # noqa: F811
+) -> None:
+    """A polling worker ran the task (hybrid's safety net): its rq job would be a no-op."""
+    ids = rq_owned(services, 2)
+    services.store.cancel(uuid.UUID(ids[0]), "test")
+
+    found = run_check(services, NOW)
+
+    assert found.ok and found.problems() == []
+    assert [(f.kind, f.subject) for f in found.findings] == [("stale_job", ids[0])]
+    repaired = check_and_repair(services, NOW, repair_safe=True)
+    assert repaired.repaired == {"entries_removed": 1}
+    assert repaired.ok and repaired.findings == []
+    queued = [m.decode() for m in redis_client(services).lrange("rq:queue:normal", 0, -1)]
+    assert queued == [ids[1]]

@@ -101,7 +101,7 @@ def test_only_one_process_turns_the_fallback_on_or_off(store: TaskStore) -> None
 
 def test_what_polling_workers_may_claim_in_each_mode(store: TaskStore) -> None:
     grace = timedelta(seconds=30)
-    assert Routing(Mode.DB).polling_scope() == modes.PollingScope(True)
+    assert Routing(Mode.DB).polling_scope() == modes.PollingScope(True, takes_rq=False)
     assert Routing(Mode.RQ).polling_scope() == modes.PollingScope(False)
     assert Routing(Mode.RQ, fallback=True).polling_scope() == modes.PollingScope(True)
     assert Routing(Mode.HYBRID, grace=grace).polling_scope() == modes.PollingScope(True, grace)
@@ -111,6 +111,10 @@ def test_what_polling_workers_may_claim_in_each_mode(store: TaskStore) -> None:
     rq_owned = store.submit(new_tasks(1, engine=Engine.RQ), "test")[0]
     assert [t.id for t in store.claim("w", 10, rq_grace=grace)] == [db_owned.id]
     assert [t.id for t in store.claim("w", 10, rq_grace=timedelta(0))] == [rq_owned.id]
+    # db mode: never an rq-owned task (a view of db mode older than a switch to rq).
+    later_db = store.submit(new_tasks(1, engine=Engine.DB), "test")[0]
+    store.submit(new_tasks(1, engine=Engine.RQ), "test")
+    assert [t.id for t in store.claim("w", 10, takes_rq=False)] == [later_db.id]
 
 
 def test_the_watcher_sees_a_switch_within_its_cache_time(store: TaskStore) -> None:

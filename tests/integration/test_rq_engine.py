@@ -229,7 +229,7 @@ def test_the_public_surface_other_parts_rely_on_does_not_drift() -> None:
     )
     assert {"BrokerUnavailable"} <= set(rq_engine.__all__)
     assert {"Mode", "current_mode", "read_routing", "ModeWatcher"} <= set(modes_module.__all__)
-    assert {"switch_mode", "enqueue_tasks", "dispatch_pending", "adopt_db_tasks"} <= set(
+    assert {"switch_mode", "enqueue_tasks", "dispatch_pending", "adopt_queued"} <= set(
         switch.__all__
     )
     wanted = {"get_mode", "set_mode", "engine_stats", "rq_health", "list_workers"}

@@ -51,7 +51,7 @@ def in_redis(svc: Services) -> int:
 
 def stale_supervisor_pass(svc: Services, stale: Routing) -> tuple[int, int]:
     """What a supervisor whose cached mode still says rq does each second."""
-    adopted = switch.adopt_db_tasks(svc.store, "stale-process", stale)
+    adopted = switch.adopt_queued(svc.store, "stale-process", stale)
     pushed = switch.dispatch_pending(
         svc.store, svc.redis, settings=svc.settings, routing=stale, actor="stale-process"
     )

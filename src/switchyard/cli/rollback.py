@@ -7,6 +7,7 @@ a failed run prints its timeline, then the one-line reason, and exits 1.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -135,7 +136,9 @@ def check(
             [[f.kind, f.subject, f.detail, f.fix or "report only"] for f in report.findings],
         )
     if not report.ok:
-        raise CheckFailed(f"check found {len(report.findings)} problem(s): {report.counts()}")
+        problems = report.problems()
+        counts = dict(Counter(f.kind for f in problems))
+        raise CheckFailed(f"check found {len(problems)} problem(s): {counts}")
 
 
 @app.command("cleanup-rq")

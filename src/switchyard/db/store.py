@@ -429,15 +429,19 @@ class TaskStore:
         *,
         rq_grace: timedelta | None = None,
         origin: Origin | None = None,
+        takes_rq: bool = True,
     ) -> list[Task]:
         """Atomically take up to `limit` available queued tasks, urgent first, then oldest.
 
         With `rq_grace` (hybrid mode), tasks owned by the rq engine are taken only once they
         have been available for longer than that: polling workers are then a safety net.
-        With `origin`, only tasks of that origin (the canary lane, through ix_tasks_origin).
+        Without `takes_rq` (db mode), never one owned by rq. With `origin`, only tasks of
+        that origin (the canary lane, through ix_tasks_origin).
         """
         now = utcnow()
-        stmt = self.claim_statement(worker, limit, engine, now, rq_grace=rq_grace, origin=origin)
+        stmt = self.claim_statement(
+            worker, limit, engine, now, rq_grace=rq_grace, origin=origin, takes_rq=takes_rq
+        )
         with translated("claiming tasks"), self.engine.begin() as conn:
             if self._returning:
                 claimed = [_to_task(r) for r in conn.execute(stmt)]
@@ -471,6 +475,7 @@ class TaskStore:
         *,
         rq_grace: timedelta | None = None,
         origin: Origin | None = None,
+        takes_rq: bool = True,
     ) -> sa.Update | sa.Select[Any]:
         """The statement a claim runs first, built apart so a test can EXPLAIN it: the whole
         claim (`UPDATE ... RETURNING`) on PostgreSQL and SQLite, the locking SELECT on MariaDB.
@@ -484,7 +489,9 @@ class TaskStore:
         )
         if origin is not None:
             pick = pick.where(tasks.c.origin == origin.value)
-        if rq_grace is not None:
+        if not takes_rq:
+            pick = pick.where(sa.or_(tasks.c.engine != Engine.RQ.value, tasks.c.engine.is_(None)))
+        elif rq_grace is not None:
             pick = pick.where(
                 sa.or_(
                     tasks.c.engine != Engine.RQ.value,

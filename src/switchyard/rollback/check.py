@@ -14,8 +14,11 @@ Findings (each names the job or task, and the safe fix when there is one):
   Fix: re-dispatch (the idempotent enqueue replaces a spent hash).
 - `stuck_running`: a running task whose heartbeat lapsed (its worker died). Fix: requeue it
   (or fail it when no attempts are left), and re-dispatch it if rq owns it.
-- `status_disagrees`: rq's view of an own job contradicts the task row: a job waiting to run
-  for a finished task (fix: remove the entry, it could only be a no-op), a failed or finished
+- `stale_job`: an own job waiting to run for a task that is already finished (a polling
+  worker ran it: hybrid's safety net, a fallback, a view of the mode a second old). Harmless:
+  the job claims only a queued rq-owned task, so it is a no-op. Listed, removed by the fix,
+  and not a failure: `ok` holds.
+- `status_disagrees`: rq's view of an own job contradicts the task row: a failed or finished
   job for a task still running, a started job of a dead worker for a task not running.
 
 Transient states are ruled out by re-reading before reporting: an entry whose hash is gone
@@ -63,6 +66,7 @@ DEFAULT_GRACE_SECONDS = 60.0
 TERMINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
 # Fixes `--repair` may apply. Each is safe: it can only make a task run that should, once.
 REMOVE_ENTRY = "remove_entry"
+HARMLESS = frozenset({"stale_job"})  # listed and repairable, but no disagreement
 REDISPATCH = "redispatch"
 REQUEUE = "requeue"
 
@@ -86,7 +90,11 @@ class CheckReport:
 
     @property
     def ok(self) -> bool:
-        return not self.findings
+        return not self.problems()
+
+    def problems(self) -> list[Finding]:
+        """The findings that are disagreements (all but the harmless stale jobs)."""
+        return [f for f in self.findings if f.kind not in HARMLESS]
 
     def counts(self) -> dict[str, int]:
         return dict(Counter(f.kind for f in self.findings))
@@ -259,9 +267,9 @@ def _disagreements(snap: RqSnapshot, own: dict[str, db_reads.TaskState]) -> list
         if pending and task.status in TERMINAL:
             found += [
                 Finding(
-                    "status_disagrees",
+                    "stale_job",
                     job_id,
-                    f"job waits to run ({p.kind}) but its task is {task.status.value}",
+                    f"job waits to run ({p.kind}) but its task is {task.status.value}: a no-op",
                     REMOVE_ENTRY,
                     p.key,
                     p.member,
@@ -364,7 +372,7 @@ def check_and_repair(
     what remains and says what was done."""
     options = options or CheckOptions()
     report = run_check(services, options)
-    if not repair_safe or report.ok:
+    if not repair_safe or not report.findings:
         return report
     repaired = repair(services, report, options.actor)
     again = run_check(services, options)

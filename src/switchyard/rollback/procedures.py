@@ -320,7 +320,7 @@ def verify_step(
         detail = {**second, "first_pass": first, "settled_seconds": settle}
         detail["check"] = {"ok": found.ok, "findings": found.counts()}
         detail["audit"] = audit
-        problems = [f"{f.kind} {f.subject}: {f.detail}" for f in found.findings[:5]]
+        problems = [f"{f.kind} {f.subject}: {f.detail}" for f in found.problems()[:5]]
         problems += audit["problems"]
         if problems:
             raise StepFailed(

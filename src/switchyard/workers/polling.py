@@ -36,7 +36,7 @@ from switchyard.db.store import Outcome, TaskStore
 from switchyard.domain import Engine, Origin, Task
 from switchyard.errors import FetchRefused, SwitchyardError, TaskTimeout
 from switchyard.logs import log_event
-from switchyard.modes import Mode, Routing
+from switchyard.modes import Mode, PollingScope, Routing
 
 CANARY_LOOK_SECONDS = 1.0  # how often the canary lane is looked at
 log = logging.getLogger("switchyard.worker")  # the name operators filter logs by
@@ -153,22 +153,35 @@ class Worker:
         if scope is not None and not scope.claims:
             return 0  # rq mode: the polling worker waits for a mode change or a fallback
         room = max(self.settings.worker_batch_size, self.concurrency) - len(self.held)
-        grace = scope.rq_grace if scope is not None else None
-        tasks = self._canaries(grace)
-        tasks += self.store.claim(self.name, room - len(tasks), Engine.DB, rq_grace=grace)
+        scope = scope or PollingScope(True)
+        tasks = self._canaries(scope)
+        tasks += self.store.claim(
+            self.name,
+            room - len(tasks),
+            Engine.DB,
+            rq_grace=scope.rq_grace,
+            takes_rq=scope.takes_rq,
+        )
         for task in tasks:
             self.held[task.id] = _Held(task)
             self._pool.submit(self._run_one, task)
         return len(tasks)
 
-    def _canaries(self, grace: timedelta | None) -> list[Task]:
+    def _canaries(self, scope: PollingScope) -> list[Task]:
         """The canary lane, looked at once a second: a rollback's canary runs next, however
         long the backlog ahead of it (one indexed query, not one per claim)."""
         now = time.monotonic()
         if now < self._next_canary_look:
             return []
         self._next_canary_look = now + CANARY_LOOK_SECONDS
-        return self.store.claim(self.name, 1, Engine.DB, rq_grace=grace, origin=Origin.CANARY)
+        return self.store.claim(
+            self.name,
+            1,
+            Engine.DB,
+            rq_grace=scope.rq_grace,
+            origin=Origin.CANARY,
+            takes_rq=scope.takes_rq,
+        )
 
     def _run_one(self, task: Task) -> None:
         held = self.held.get(task.id)

@@ -4,9 +4,9 @@
   stops answering it turns the fallback on (polling workers then take every queued task),
   and when Redis answers again it turns it off and puts every queued rq-owned task through
   the idempotent enqueue again, recording what it moved as a `fallback_cleared` event;
-- dispatches every RQ_DISPATCH_INTERVAL: queued rq-owned tasks not in Redis yet (and, in rq
-  mode, adopts db-owned queued tasks first), through the switch, fenced by the epoch of the
-  routing it decided from: a stale view writes nothing;
+- dispatches every RQ_DISPATCH_INTERVAL: queued rq-owned tasks not in Redis yet (and first
+  adopts queued tasks the mode's engine does not own yet, in db mode too), through the
+  switch, fenced by the epoch of the routing it decided from: a stale view writes nothing;
 - reports the routing epoch this process acts under (`workers.epoch_seen`), so a switch can
   wait until every process has seen it; `serve` keeps a registry row of its own for this;
 - sweeps for jobs lost from their queue (popped by a worker that died before starting them);
@@ -37,7 +37,7 @@ from switchyard.rq_engine.connection import BrokerUnavailable, connect, translat
 from switchyard.rq_engine.dispatch import sweep_lost
 from switchyard.switch import (
     activate_fallback,
-    adopt_db_tasks,
+    adopt_queued,
     clear_fallback,
     dispatch_pending,
     redispatch_after_outage,
@@ -163,7 +163,7 @@ class Supervisor:
             return  # another process recovers (or there was nothing to recover)
         routing = self.watcher.routing(fresh=True)  # decide under the epoch just written
         try:
-            adopted = adopt_db_tasks(store, self.name, routing)
+            adopted = adopt_queued(store, self.name, routing)
             counts = redispatch_after_outage(
                 store, self.services.redis, self.name, self.services.settings, routing
             )
@@ -177,10 +177,13 @@ class Supervisor:
 
     def dispatch(self) -> None:
         routing = self.watcher()
+        s = self.services
+        if routing.mode is Mode.DB:
+            adopt_queued(s.store, self.name, routing)
+            return
         if not routing.redis_in_use or self._redis_down:
             return
-        s = self.services
-        adopt_db_tasks(s.store, self.name, routing)
+        adopt_queued(s.store, self.name, routing)
         pushed = dispatch_pending(
             s.store, s.redis, settings=s.settings, routing=routing, actor=self.name
         )
