@@ -17,10 +17,12 @@ SQLAlchemy's defaults that cost one per transaction:
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import random
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -33,6 +35,7 @@ from switchyard.logs import log_event
 log = logging.getLogger("switchyard.db")
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 # Plain scheme names map to the drivers we ship, so operators can paste ordinary URLs.
 _DRIVERS = {
@@ -154,6 +157,45 @@ def retry_on_disconnect(work: Callable[[bool], T], what: str) -> T:
             raise
         log_event(log, "db_reconnect", logging.WARNING, doing=what, error=_first_line(exc))
     return work(True)
+
+
+# Driver codes of a transaction chosen as a deadlock victim (or, on PostgreSQL, a serialization
+# failure): nothing of it was written, and running it again is the documented remedy.
+DEADLOCK_CODES = frozenset({1213, "40P01", "40001"})
+DEADLOCK_ATTEMPTS = 5
+
+
+def is_deadlock(exc: BaseException) -> bool:
+    """A deadlock victim, raw or already translated into a StoreError."""
+    cause = exc.__cause__ if isinstance(exc, StoreError) else exc
+    if not isinstance(cause, sa.exc.DBAPIError) or cause.orig is None:
+        return False
+    orig = cause.orig
+    code = getattr(orig, "sqlstate", None) or (orig.args[0] if orig.args else None)
+    return code in DEADLOCK_CODES
+
+
+def deadlock_retried(what: str) -> Callable[[Callable[P, T]], Callable[P, T]]:
+    """Run a method that is one whole transaction again when the database picks it as a
+    deadlock victim (rolled back, nothing written), up to DEADLOCK_ATTEMPTS times. Workers
+    and migrations write the same rows from many processes at once; a victim must not die."""
+
+    def wrap(method: Callable[P, T]) -> Callable[P, T]:
+        @functools.wraps(method)
+        def run(*args: P.args, **kwargs: P.kwargs) -> T:
+            for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
+                try:
+                    return method(*args, **kwargs)
+                except (StoreError, sa.exc.DBAPIError) as exc:
+                    if attempt == DEADLOCK_ATTEMPTS or not is_deadlock(exc):
+                        raise
+                    log_event(log, "db_deadlock_retry", logging.INFO, doing=what, attempt=attempt)
+                    time.sleep(random.uniform(0.005, 0.03) * attempt)
+            raise AssertionError("unreachable")
+
+        return run
+
+    return wrap
 
 
 @contextlib.contextmanager

@@ -24,7 +24,12 @@ import sqlalchemy as sa
 
 from switchyard.config import Settings
 from switchyard.db import fence
-from switchyard.db.engine import make_engine, retry_on_disconnect, translated
+from switchyard.db.engine import (
+    deadlock_retried,
+    make_engine,
+    retry_on_disconnect,
+    translated,
+)
 from switchyard.db.schema import (
     UtcDateTime,
     system_events,
@@ -421,6 +426,7 @@ class TaskStore:
 
     # -- claiming ---------------------------------------------------------------------------
 
+    @deadlock_retried("claiming tasks")
     def claim(
         self,
         worker: str,
@@ -601,6 +607,7 @@ class TaskStore:
 
     # -- a worker's reports -----------------------------------------------------------------
 
+    @deadlock_retried("sending heartbeats")
     def heartbeat(self, worker: str, task_ids: Iterable[uuid.UUID]) -> int:
         """Refresh the heartbeat of tasks this worker still holds; returns how many it holds."""
         ids = list(task_ids)
@@ -631,6 +638,7 @@ class TaskStore:
         with translated("recording progress"), self.engine.begin() as conn:
             conn.execute(stmt)
 
+    @deadlock_retried("completing tasks")
     def complete(self, worker: str, outcomes: Sequence[Outcome]) -> list[uuid.UUID]:
         """Record captions for tasks this worker still holds; returns the ids that took.
 
@@ -701,6 +709,7 @@ class TaskStore:
             conn.execute(_EVENT_INSERT, [_named_event(params, Status.RUNNING, Status.COMPLETED)])
         return True
 
+    @deadlock_retried("recording a failure")
     def fail(
         self,
         worker: str,
@@ -752,6 +761,7 @@ class TaskStore:
         ceiling = min(self.backoff_max, self.backoff_base * 2 ** max(0, attempts - 1))
         return timedelta(seconds=ceiling * (0.5 + random.random() / 2))
 
+    @deadlock_retried("releasing tasks")
     def release(self, worker: str, task_ids: Iterable[uuid.UUID], reason: str) -> int:
         """Give running tasks back to the queue at once (shutdown); the attempt is not counted."""
         ids = list(task_ids)
@@ -853,6 +863,7 @@ class TaskStore:
             )
         return self.get(task_id)
 
+    @deadlock_retried("recovering orphaned tasks")
     def recover_lapsed(self, lapse: timedelta, actor: str, limit: int = 500) -> Recovery:
         """Requeue running tasks whose heartbeat lapsed (worker killed); fail them if no
         attempts remain. Safe to run from every worker at once: rows are skip-locked."""
@@ -1076,6 +1087,7 @@ class TaskStore:
         with translated("finding stale dispatches"), self.engine.connect() as conn:
             return [Pending(r.id, r.priority) for r in conn.execute(query)]
 
+    @deadlock_retried("moving queued tasks between engines")
     def reassign_queued(
         self,
         source: Engine,

@@ -49,6 +49,7 @@ import sqlalchemy as sa
 from redis import Redis
 from rq.utils import utcparse
 
+from switchyard.db.engine import deadlock_retried
 from switchyard.db.store import TaskStore, utcnow
 from switchyard.domain import Engine, Status
 from switchyard.errors import UsageError
@@ -314,6 +315,7 @@ class _Run:
         future = self.writers.submit(self._write, source, entries)
         self.writing.append(_Writing(source, entries, job_ids, future))
 
+    @deadlock_retried("writing a migration batch")
     def _write(self, conn: sa.Connection, source: Source, entries: list[Entry]) -> _Written:
         """One batch in one transaction, on a writer thread (touches no run state)."""
         job_ids = list(dict.fromkeys(e.job_id for e in entries))
