@@ -199,3 +199,18 @@ def test_a_lapsed_process_is_not_waited_for(svc: Services) -> None:
     epoch = switch.switch_mode(store, Mode.HYBRID, "op", "x", svc.settings).epoch
     assert switch.lagging_processes(store, epoch, timedelta(seconds=60))
     assert switch.lagging_processes(store, epoch, timedelta(seconds=-1)) == []
+
+
+def test_in_db_mode_stranded_rq_owned_tasks_are_adopted_by_the_database(svc: Services) -> None:
+    """The mode came from the environment (no switch ran): rq-owned tasks would wait forever,
+    since db-mode polling workers take only db-owned ones."""
+    svc.store.submit(new_tasks(3, engine=Engine.RQ), "an rq deployment, before a restart")
+    routing = read_routing(svc.store, svc.settings)
+    assert routing.mode is Mode.DB and switch.adoption(routing) == (Engine.RQ, Engine.DB)
+
+    assert switch.adopt_queued(svc.store, "web:host:1", routing) == 3
+
+    assert (queued_owned_by(svc, Engine.RQ), queued_owned_by(svc, Engine.DB)) == (0, 3)
+    (moved,) = svc.store.system_events(kind="ownership_moved")
+    assert (moved["detail"]["to"], moved["detail"]["why"]) == ("db", "adopt")
+    assert switch.adopt_queued(svc.store, "web:host:1", routing) == 0  # nothing left: no write

@@ -1124,6 +1124,16 @@ class TaskStore:
             )
         return len(ids)
 
+    def has_queued(self, engine: Engine) -> bool:
+        """Whether any queued task is owned by `engine` (one indexed read, no lock)."""
+        query = (
+            sa.select(tasks.c.id)
+            .where(tasks.c.status == Status.QUEUED.value, tasks.c.engine == engine.value)
+            .limit(1)
+        )
+        with translated("looking for queued tasks"), self.engine.connect() as conn:
+            return conn.execute(query).first() is not None
+
     def queued_owned_by(self, engine: Engine, ids: Sequence[uuid.UUID] | None = None) -> int:
         """How many queued tasks `engine` owns (of `ids`, if given)."""
         query = sa.select(sa.func.count()).where(
