@@ -7,12 +7,13 @@ factory (`module:function`, given the settings) for benchmarks and tests.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import import_module
 
 from switchyard.captioning import caption_image, make_provider
 from switchyard.config import Settings
 from switchyard.domain import CaptionSettings, Task
-from switchyard.errors import ConfigError
+from switchyard.errors import ConfigError, FetchRefused, SwitchyardError
 
 Handler = Callable[[Task], tuple[str, float]]
 """Runs one task; returns (caption, quality score) or raises."""
@@ -42,3 +43,22 @@ def make_handler(settings: Settings) -> Handler:
         raise ConfigError(f"invalid TASK_HANDLER {settings.task_handler!r}: {exc}") from None
     handler: Handler = factory(settings)
     return handler
+
+
+@dataclass(frozen=True)
+class Failure:
+    """What a failed attempt becomes: the task's error, and whether to try again."""
+
+    message: str
+    retryable: bool
+
+
+def failure_of(exc: BaseException) -> Failure:
+    """The one failure policy of both workers: a refused fetch is final (trying again would be
+    refused again), anything else may be retried; switchyard's own errors speak for
+    themselves, anything else is an internal error named by its type."""
+    if isinstance(exc, SwitchyardError):
+        message = str(exc)
+    else:
+        message = f"internal error: {type(exc).__name__}: {exc}"
+    return Failure(message, retryable=not isinstance(exc, FetchRefused))

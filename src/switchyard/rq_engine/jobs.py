@@ -32,15 +32,11 @@ from typing import Any
 from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
-from switchyard.captioning.handler import Handler, make_handler
+from switchyard.captioning.handler import Handler, failure_of, make_handler
 from switchyard.config import Settings, get_settings
 from switchyard.db.store import Outcome, TaskStore
 from switchyard.domain import Engine, Status, Task
-from switchyard.errors import (
-    FetchRefused,
-    SwitchyardError,
-    TaskFailed,
-)
+from switchyard.errors import SwitchyardError, TaskFailed, TaskTimeout
 from switchyard.logs import log_event
 
 log = logging.getLogger("switchyard.rq.jobs")
@@ -160,15 +156,12 @@ def run_task(task_id: str) -> dict[str, Any]:
 
 
 def _record_failure(ctx: JobContext, task: Task, exc: Exception) -> dict[str, Any]:
-    if isinstance(exc, JobTimeoutException):
-        message = f"timed out after {ctx.settings.worker_timeout:g}s"
-    elif isinstance(exc, SwitchyardError):
-        message = str(exc)
-    else:
-        message = f"internal error: {type(exc).__name__}: {exc}"
-    retryable = not isinstance(exc, FetchRefused)
+    if isinstance(exc, JobTimeoutException):  # rq's, said as the polling worker says it
+        exc = TaskTimeout(f"timed out after {ctx.settings.worker_timeout:g}s")
+    failure = failure_of(exc)
+    message = failure.message
     status = ctx.store.fail(
-        ctx.worker, task.id, message, attempt=task.attempts, retryable=retryable
+        ctx.worker, task.id, message, attempt=task.attempts, retryable=failure.retryable
     )
     log_event(
         log,

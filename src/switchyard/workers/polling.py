@@ -30,16 +30,31 @@ from dataclasses import dataclass
 from datetime import timedelta
 from types import FrameType
 
-from switchyard.captioning.handler import Handler
+from switchyard.captioning.handler import Handler, failure_of
 from switchyard.config import Settings
 from switchyard.db.store import Outcome, TaskStore
 from switchyard.domain import Engine, Origin, Task
-from switchyard.errors import FetchRefused, SwitchyardError, TaskTimeout
+from switchyard.errors import TaskTimeout
 from switchyard.logs import log_event
 from switchyard.modes import Mode, PollingScope, Routing
 
 CANARY_LOOK_SECONDS = 1.0  # how often the canary lane is looked at
 log = logging.getLogger("switchyard.worker")  # the name operators filter logs by
+
+
+def recover_orphans(store: TaskStore, settings: Settings, actor: str) -> None:
+    """Requeue (or fail, with no attempts left) tasks whose worker's heartbeat lapsed: every
+    worker of either engine does this, so a SIGKILLed worker's tasks are never stranded."""
+    lapse = timedelta(seconds=settings.worker_heartbeat_lapse)
+    recovered = store.recover_lapsed(lapse, actor=actor)
+    if recovered.requeued or recovered.failed:
+        log_event(
+            log,
+            "recover_lapsed",
+            worker=actor,
+            requeued=len(recovered.requeued),
+            failed=len(recovered.failed),
+        )
 
 
 def worker_name() -> str:
@@ -230,14 +245,10 @@ class Worker:
         return len(results)
 
     def _record_failure(self, task: Task, exc: BaseException) -> None:
-        retryable = not isinstance(exc, FetchRefused)
-        message = (
-            str(exc)
-            if isinstance(exc, SwitchyardError)
-            else (f"internal error: {type(exc).__name__}: {exc}")
-        )
+        failure = failure_of(exc)
+        message = failure.message
         status = self.store.fail(
-            self.name, task.id, message, attempt=task.attempts, retryable=retryable
+            self.name, task.id, message, attempt=task.attempts, retryable=failure.retryable
         )
         self.processed += 1
         log_event(
@@ -261,16 +272,7 @@ class Worker:
             self.store.heartbeat(self.name, list(self.held))
         self._touch("busy" if self.held else "idle")
         self._enforce_timeout(now)
-        lapse = timedelta(seconds=self.settings.worker_heartbeat_lapse)
-        recovered = self.store.recover_lapsed(lapse, actor=self.name)
-        if recovered.requeued or recovered.failed:
-            log_event(
-                log,
-                "recover_lapsed",
-                worker=self.name,
-                requeued=len(recovered.requeued),
-                failed=len(recovered.failed),
-            )
+        recover_orphans(self.store, self.settings, self.name)
 
     def _enforce_timeout(self, now: float) -> None:
         """Abandon attempts older than WORKER_TIMEOUT; their late results are discarded."""

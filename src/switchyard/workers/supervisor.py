@@ -42,6 +42,7 @@ from switchyard.switch import (
     dispatch_pending,
     redispatch_after_outage,
 )
+from switchyard.workers.polling import recover_orphans
 
 log = logging.getLogger("switchyard.rq.supervisor")
 
@@ -218,16 +219,7 @@ class Supervisor:
         report = self.report
         if report is None:
             return  # a polling worker keeps its own row and recovers lapsed tasks itself
-        lapse = timedelta(seconds=self.services.settings.worker_heartbeat_lapse)
-        recovered = self.services.store.recover_lapsed(lapse, actor=self.name)
-        if recovered.requeued or recovered.failed:
-            log_event(
-                log,
-                "recover_lapsed",
-                worker=self.name,
-                requeued=len(recovered.requeued),
-                failed=len(recovered.failed),
-            )
+        recover_orphans(self.services.store, self.services.settings, self.name)
         try:
             self._last_report = r = report()
         except BrokerUnavailable:  # still alive: say so, with the last counters known
