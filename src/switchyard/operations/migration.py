@@ -32,14 +32,14 @@ from switchyard.migration.backup import default_backup_dir
 from switchyard.migration.db_to_rq import pending_work
 from switchyard.modes import read_routing
 from switchyard.operations.services import Services
-from switchyard.rq_engine.connection import connect
+from switchyard.rq_engine.connection import MOVE_TIMEOUT, connect
 
 Progress = Callable[[int], None]
 
 
 def redis_client(services: Services) -> Redis:
     """A client on REDIS_URL with byte replies, so job data is read exactly."""
-    return connect(services.settings.redis_url)
+    return connect(services.settings.redis_url, MOVE_TIMEOUT)
 
 
 def backup(services: Services, out: Path | None = None) -> dict[str, Any]:

@@ -10,11 +10,7 @@ import redis
 from switchyard.config import Settings, get_settings
 from switchyard.db.store import TaskStore
 from switchyard.modes import ModeWatcher
-from switchyard.rq_engine.connection import connect
-
-# Redis commands of the operations layer give up after this; the health monitor uses a much
-# shorter timeout of its own (RQ_HEALTH_TIMEOUT).
-REDIS_COMMAND_TIMEOUT = 2.0
+from switchyard.rq_engine.connection import COMMAND_TIMEOUT, connect
 
 
 @dataclass
@@ -35,7 +31,7 @@ class Services:
     def redis(self) -> redis.Redis:
         """A Redis client for RQ_REDIS_URL; connecting is lazy, so building it never fails
         because Redis is down."""
-        return connect(self.settings.redis_url, timeout=REDIS_COMMAND_TIMEOUT)
+        return connect(self.settings.redis_url, COMMAND_TIMEOUT)
 
     @cached_property
     def modes(self) -> ModeWatcher:

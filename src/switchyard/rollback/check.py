@@ -57,7 +57,12 @@ from switchyard.rollback.rqstate import (
     read_places,
     take_snapshot,
 )
-from switchyard.rq_engine.connection import connect, queue_for, translated_redis
+from switchyard.rq_engine.connection import (
+    READ_ALL_TIMEOUT,
+    connect,
+    queue_for,
+    translated_redis,
+)
 from switchyard.rq_engine.scripts import Scripts as RqEngineScripts
 
 log = logging.getLogger(__name__)
@@ -126,7 +131,7 @@ def run_check(services: Services, options: CheckOptions | None = None) -> CheckR
     report = CheckReport(mode=current_mode(services.store, services.settings).value)
     _database_side(services, options, report)
     try:
-        r = connect(services.settings.redis_url, timeout=5.0)
+        r = connect(services.settings.redis_url, READ_ALL_TIMEOUT)
         _redis_side(services, r, options, report)
     except SwitchyardError as exc:
         report.findings.append(Finding("redis_unreachable", "redis", str(exc)))
@@ -297,7 +302,7 @@ def _contradiction(job_status: str | None, worker_alive: bool, task: db_reads.Ta
 def repair(services: Services, report: CheckReport, actor: str = "check") -> dict[str, int]:
     """Apply the safe fixes the findings name; returns how many of each were done."""
     done: Counter[str] = Counter()
-    r = connect(services.settings.redis_url, timeout=5.0)
+    r = connect(services.settings.redis_url, READ_ALL_TIMEOUT)
     entries = [f for f in report.findings if f.fix == REMOVE_ENTRY or _is_entry_redispatch(f)]
     done["entries_removed"] = _remove_entries(r, entries)
     done["requeued"] = _requeue_lapsed(services, report, actor)

@@ -45,7 +45,12 @@ from switchyard.rollback.rqstate import (
     member_job_id,
     take_snapshot,
 )
-from switchyard.rq_engine.connection import JOB_FUNC, connect, translated_redis
+from switchyard.rq_engine.connection import (
+    JOB_FUNC,
+    READ_ALL_TIMEOUT,
+    connect,
+    translated_redis,
+)
 
 LISTED = 50  # discrepancies listed per check; the count is always complete
 MOVABLE_KINDS = PENDING_KINDS | IN_FLIGHT_KINDS
@@ -115,7 +120,7 @@ def _snapshot(services: Services, report: VerifyReport) -> RqSnapshot | None:
     check = Check("redis_reachable")
     report.checks.append(check)
     try:
-        return take_snapshot(connect(services.settings.redis_url, timeout=5.0))
+        return take_snapshot(connect(services.settings.redis_url, READ_ALL_TIMEOUT))
     except SwitchyardError as exc:
         check.add(f"{exc}; what rq holds could not be verified")
         return None
@@ -151,7 +156,7 @@ def _nothing_in_both(services: Services, snap: RqSnapshot) -> Check:
 
 def _functions(services: Services, job_ids: list[str]) -> dict[str, str]:
     """The function each job would call; an undecodable job is treated as foreign."""
-    r = connect(services.settings.redis_url, timeout=5.0)
+    r = connect(services.settings.redis_url, READ_ALL_TIMEOUT)
     out: dict[str, str] = {}
     for job_id in job_ids:
         with translated_redis("reading a job"):

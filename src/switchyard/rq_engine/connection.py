@@ -32,9 +32,18 @@ def translated_redis(what: str) -> Iterator[None]:
         raise BrokerUnavailable(f"redis error while {what}: {detail}") from exc
 
 
+# Every Redis client switchyard makes comes from `connect`, with one of these timeouts (seconds
+# before connecting or any command gives up), named by what the client is for:
+COMMAND_TIMEOUT = 2.0  # an operation's few commands: stats, dispatch, suspension, shutdown
+READ_ALL_TIMEOUT = 5.0  # verify and check: every rq key read once
+MOVE_TIMEOUT = 30.0  # backup, restore, migration: large reads, BGSAVE, Lua removals
+# RQ_HEALTH_TIMEOUT (a setting): the health monitor's ping, short so an outage shows at once.
+# None: an rq worker's own client, whose socket timeout rq sets around its blocking dequeue.
+
+
 def connect(url: str, timeout: float | None = None) -> redis.Redis:
-    """A client for `url`; with `timeout`, connecting and every command give up after it
-    (the health monitor's ping must not hang on a dead server)."""
+    """A client for `url`; with `timeout` (one of the above), connecting and every command
+    give up after it."""
     try:
         return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
     except ValueError as exc:
