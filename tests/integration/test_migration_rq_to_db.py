@@ -16,8 +16,8 @@ from switchyard.db.store import NewTask, TaskStore
 from switchyard.domain import Engine, Status
 from switchyard.migration import RqToDbOptions, migrate_rq_to_db
 from switchyard.migration.db_writes import TO_DB_REASON
-from switchyard.migration.lua import Scripts
 from switchyard.migration.rq_reader import Kind, Source, read_page
+from switchyard.rq_engine.scripts import Scripts
 from tests.conftest import cli_env
 from tests.integration.test_migration_support import (  # noqa: F401  (fixtures)
     alive_worker,

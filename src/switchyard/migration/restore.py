@@ -42,9 +42,10 @@ from switchyard.migration.backup import (
     structure_keys,
     verify_checksums,
 )
-from switchyard.migration.lua import Scripts
 from switchyard.migration.rq_reader import PREFIX
 from switchyard.rq_engine.connection import translated_redis
+from switchyard.rq_engine.keys import wip_job_id
+from switchyard.rq_engine.scripts import Scripts
 
 
 @dataclass
@@ -212,7 +213,7 @@ def _in_flight_queue(key: str) -> str | None:
 def _member_job_id(doc: dict[str, Any], member: Any) -> str:
     value = member[0] if doc["type"] == "zset" else member
     if doc["key"].startswith(f"{PREFIX}:wip:"):
-        return str(value.rpartition(":")[0] or value)
+        return wip_job_id(str(value))
     return str(value)
 
 

@@ -1,4 +1,4 @@
-"""Non-destructive reading of rq's queues and registries (key layout: see `lua.py`).
+"""Non-destructive reading of rq's queues and registries (key layout: `rq_engine/keys.py`).
 
 Everything here only reads: SCAN (never KEYS) to find the keys, LRANGE/ZRANGE pages to list
 entries, pipelined HGETALL for job hashes. Bytes are kept as Redis returned them, so what
@@ -23,6 +23,7 @@ from redis import Redis
 
 from switchyard.domain import Priority
 from switchyard.rq_engine.connection import BrokerUnavailable, translated_redis
+from switchyard.rq_engine.keys import wip_job_id
 
 PREFIX = "rq"
 QUEUES_SET = f"{PREFIX}:queues"
@@ -303,7 +304,7 @@ def _job_id(member: bytes, kind: Kind) -> str:
     """wip members are '<job id>:<execution id>'; everything else is the bare job id."""
     text = _decode(member)
     if kind is Kind.WIP:
-        return text.rpartition(":")[0] or text
+        return wip_job_id(text)
     return text
 
 

@@ -58,11 +58,11 @@ from switchyard.migration import db_writes, rq_reader
 from switchyard.migration.bulk import Writers, collector_spared
 from switchyard.migration.db_writes import ForeignTask, Known, as_task_id, is_own_job_id
 from switchyard.migration.decode import NeedsPickle, Undecodable, decode_job
-from switchyard.migration.lua import Scripts
 from switchyard.migration.mapping import Unmappable, map_job
 from switchyard.migration.quarantine import Quarantined, encode_raw
 from switchyard.migration.rq_reader import Entry, Kind, Source
 from switchyard.rq_engine.connection import translated_redis
+from switchyard.rq_engine.scripts import Scripts
 
 log = logging.getLogger("switchyard.migration")
 

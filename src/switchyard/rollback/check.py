@@ -43,7 +43,6 @@ from switchyard.errors import SwitchyardError
 from switchyard.logs import log_event
 from switchyard.migration import rq_reader
 from switchyard.migration.db_writes import as_task_id
-from switchyard.migration.lua import Scripts
 from switchyard.modes import Mode, current_mode
 from switchyard.operations.services import Services
 from switchyard.rollback import db_reads
@@ -63,7 +62,7 @@ from switchyard.rq_engine.connection import (
     queue_for,
     translated_redis,
 )
-from switchyard.rq_engine.scripts import Scripts as RqEngineScripts
+from switchyard.rq_engine.scripts import Scripts
 
 log = logging.getLogger(__name__)
 
@@ -346,7 +345,7 @@ def _forget_lost(services: Services, r: Redis, job_ids: list[str]) -> None:
     enqueue pushes it again (rq_engine's FORGET_IF_LOST: a job still waiting is kept)."""
     tasks = db_reads.own_tasks(services.store.engine, job_ids)
     prefix = services.settings.rq_queue_prefix
-    scripts = RqEngineScripts(r)
+    scripts = Scripts(r)
     with translated_redis("forgetting lost jobs"), r.pipeline(transaction=False) as pipe:
         for job_id, task in tasks.items():
             keys = [rq_reader.job_key(job_id), queue_for(r, task.priority, prefix).key]

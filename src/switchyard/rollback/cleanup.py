@@ -34,7 +34,6 @@ from switchyard.errors import (
 )
 from switchyard.logs import log_event
 from switchyard.migration import rq_reader
-from switchyard.migration.lua import Scripts
 from switchyard.modes import Mode, current_mode
 from switchyard.operations.services import Services
 from switchyard.rollback import db_reads
@@ -46,6 +45,8 @@ from switchyard.rollback.rqstate import (
     take_snapshot,
 )
 from switchyard.rq_engine.connection import translated_redis
+from switchyard.rq_engine.keys import wip_job_id
+from switchyard.rq_engine.scripts import Scripts
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +155,7 @@ def remove_entries(r: Redis, plan: Plan, report: CleanupReport) -> None:
 
 
 def rq_job_id(place: Place) -> str:
-    return place.member.rpartition(":")[0] if place.kind == "wip" else place.member
+    return wip_job_id(place.member) if place.kind == "wip" else place.member
 
 
 def unlink_job_keys(r: Redis, job_ids: list[str]) -> int:

@@ -5,7 +5,7 @@ every queue list and registry by SCAN and read them in one MULTI/EXEC (one insta
 `rq_reader.scan_keys` finds the job hashes. This module only classifies what they return:
 which job ids are where, and each job hash's status and function.
 
-Where a job id is, by kind of container (see `migration/lua.py` for the key layout):
+Where a job id is, by kind of container (see `rq_engine/keys.py` for the key layout):
 - pending: `queue`, `intermediate` (taken by a worker, not started), `scheduled`, `deferred`,
   `ready`: rq will run it (later);
 - in flight: `wip` (being executed);
@@ -27,6 +27,7 @@ from switchyard.migration import rq_reader
 from switchyard.migration.backup import read_structures, survey, text
 from switchyard.migration.rq_reader import INTERMEDIATE_SUFFIX, PREFIX, marker_job
 from switchyard.rq_engine.connection import translated_redis
+from switchyard.rq_engine.keys import wip_job_id
 
 PENDING_KINDS = frozenset({"queue", "intermediate", "scheduled", "deferred", "ready"})
 IN_FLIGHT_KINDS = frozenset({"wip"})
@@ -91,7 +92,7 @@ def classify_key(key: str) -> tuple[str, str] | None:
 
 def member_job_id(kind: str, member: str) -> str:
     """wip members are '<job id>:<execution id>'; every other member is the bare id."""
-    return (member.rpartition(":")[0] or member) if kind == "wip" else member
+    return wip_job_id(member) if kind == "wip" else member
 
 
 def take_snapshot(r: Redis) -> RqSnapshot:

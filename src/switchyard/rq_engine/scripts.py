@@ -1,6 +1,6 @@
-"""The Lua scripts of the rq engine, in one place. Each runs atomically inside Redis.
+"""Every Lua script switchyard runs, in one place. Each runs atomically inside Redis.
 
-Key names follow rq's layout (see the package docstring). The job hash a script writes is
+Key names follow rq's layout (`rq_engine/keys.py`). The job hash a script writes is
 exactly what rq's own `Job.save()` writes: the fields come from rq's `Job.to_dict()`.
 """
 
@@ -10,7 +10,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis
+from redis.client import Pipeline
 from redis.commands.core import Script
+
+from switchyard.rq_engine.connection import translated_redis
 
 # Put rq jobs of one queue into it, each unless it is already waiting to run. This is what
 # makes enqueueing idempotent by job id (= task id) without WATCH: the check and the push are
@@ -108,13 +111,73 @@ return 0
 """
 
 
+# -- removing what a migration moved, and restoring a backup (used by `switchyard.migration`)
+
+# KEYS[1] = the list or zset the entries were read from; KEYS[2..n+1] = their job hashes.
+# ARGV[1] = "list" | "zset"; ARGV[2..n+1] = the exact members read (ids, or "id:execution").
+# Each member found is removed (one occurrence) and its hash deleted. Returns the positions
+# (1..n) of the members that were no longer there (taken meanwhile): usually none, so the
+# reply stays small however large the batch.
+REMOVE_ENTRIES = """
+local container = KEYS[1]
+local is_list = ARGV[1] == 'list'
+local missing = {}
+for i = 2, #ARGV do
+    local n
+    if is_list then
+        n = redis.call('LREM', container, 1, ARGV[i])
+    else
+        n = redis.call('ZREM', container, ARGV[i])
+    end
+    if n == 1 then
+        redis.call('DEL', KEYS[i])
+    else
+        missing[#missing + 1] = i - 1
+    end
+end
+return missing
+"""
+
+# KEYS[1] = a job hash; ARGV = pttl (ms, or -1 for none), then field, value, field, value ...
+# Puts a backed-up job hash back only when no hash of that name exists: never overwrites.
+RESTORE_HASH_IF_ABSENT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+    return 0
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+local pttl = tonumber(ARGV[1])
+if pttl and pttl > 0 then
+    redis.call('PEXPIRE', KEYS[1], pttl)
+end
+return 1
+"""
+
+
 class Scripts:
     """The scripts registered on one client; callable on a pipeline (EVALSHA, loaded once)."""
 
-    def __init__(self, connection: redis.Redis) -> None:
+    def __init__(self, connection: redis.Redis) -> None:  # registering sends nothing yet
         self.enqueue_jobs: Script = connection.register_script(ENQUEUE_JOBS)
         self.to_front: Script = connection.register_script(TO_FRONT)
         self.forget_if_lost: Script = connection.register_script(FORGET_IF_LOST)
+        self.remove_entries: Script = connection.register_script(REMOVE_ENTRIES)
+        self.restore_hash_if_absent: Script = connection.register_script(RESTORE_HASH_IF_ABSENT)
+
+    def remove(
+        self, container: str, kind: str, members: list[bytes], job_keys: list[str]
+    ) -> list[bool]:
+        """Remove exactly these members (and their hashes); True where it was still there."""
+        if not members:
+            return []
+        with translated_redis(f"removing migrated entries from {container}"):
+            missing = set(self.remove_entries(keys=[container, *job_keys], args=[kind, *members]))
+        return [i not in missing for i in range(1, len(members) + 1)]
+
+    def queue_restore_hash(
+        self, pipe: Pipeline, key: str, fields: dict[bytes, bytes], pttl: int
+    ) -> None:
+        flat = [x for pair in fields.items() for x in pair]
+        self.restore_hash_if_absent(keys=[key], args=[pttl, *flat], client=pipe)
 
 
 Field = tuple[str, Any]
