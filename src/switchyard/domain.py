@@ -7,6 +7,7 @@ compare-and-set on the expected status, so no two actors can both win a transiti
 from __future__ import annotations
 
 import enum
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -136,3 +137,17 @@ class Task:
                 value = value.isoformat() + "Z"
             out[key] = value
         return out
+
+
+# An own job id is str(task id): the canonical lowercase form, nothing else.
+OWN_JOB_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def is_own_job_id(job_id: str) -> bool:
+    """Whether an rq job id is one of switchyard's own (job id = str(task id))."""
+    return OWN_JOB_ID.fullmatch(job_id) is not None
+
+
+def as_task_id(job_id: str) -> uuid.UUID | None:
+    """The task id an own job id names, else None."""
+    return uuid.UUID(job_id) if is_own_job_id(job_id) else None

@@ -170,7 +170,7 @@ def test_batch_size_is_bounded() -> None:
 
 def test_task_ids_and_job_ids_agree() -> None:
     task_id = uuid.uuid4()
-    from switchyard.migration.db_writes import as_task_id
+    from switchyard.domain import as_task_id
 
     assert as_task_id(str(task_id)) == task_id
     assert as_task_id(task_id.hex) is None  # not the canonical form switchyard writes

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from rq import Queue
 
+from switchyard.db import reads as db_reads
 from switchyard.domain import Engine, Status
 from switchyard.errors import SubmissionsPaused, UsageError
 from switchyard.modes import Mode, current_mode
@@ -18,7 +19,6 @@ from switchyard.operations import maintenance
 from switchyard.operations.services import Services
 from switchyard.operations.tasks import ensure_accepting
 from switchyard.rollback import commands as ops
-from switchyard.rollback import db_reads
 from switchyard.rollback.runs import RunBusy, RunFailed
 from switchyard.rollback.verify import verify
 from tests.integration.conftest import StartWorker

@@ -16,7 +16,6 @@ that is one statement and a commit per batch.
 from __future__ import annotations
 
 import contextlib
-import re
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -30,24 +29,11 @@ from switchyard.db import fence
 from switchyard.db.engine import translated
 from switchyard.db.schema import UtcDateTime, quarantine, task_events, tasks
 from switchyard.db.store import NewTask, queued_row, utcnow
-from switchyard.domain import Engine, Status
+from switchyard.domain import Engine, Status, as_task_id
 from switchyard.migration.quarantine import Quarantined, quarantine_row, storable_job_id
 
 TO_DB_REASON = "migrated rq->db"
 IN_FLIGHT_REASON = f"{TO_DB_REASON} (in flight; rq workers stopped)"
-
-
-# An own job id is str(task id): the canonical lowercase form, nothing else.
-OWN_JOB_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-
-
-def is_own_job_id(job_id: str) -> bool:
-    return OWN_JOB_ID.fullmatch(job_id) is not None
-
-
-def as_task_id(job_id: str) -> uuid.UUID | None:
-    """The task id an own job id names (job id = str(task id)), else None."""
-    return uuid.UUID(job_id) if is_own_job_id(job_id) else None
 
 
 def _event(

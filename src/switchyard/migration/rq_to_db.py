@@ -51,12 +51,12 @@ from rq.utils import utcparse
 
 from switchyard.db.engine import deadlock_retried
 from switchyard.db.store import TaskStore, utcnow
-from switchyard.domain import Engine, Status
+from switchyard.domain import Engine, Status, as_task_id, is_own_job_id
 from switchyard.errors import UsageError
 from switchyard.logs import log_event
 from switchyard.migration import db_writes, rq_reader
 from switchyard.migration.bulk import Writers, collector_spared
-from switchyard.migration.db_writes import ForeignTask, Known, as_task_id, is_own_job_id
+from switchyard.migration.db_writes import ForeignTask, Known
 from switchyard.migration.decode import NeedsPickle, Undecodable, decode_job
 from switchyard.migration.mapping import Unmappable, map_job
 from switchyard.migration.quarantine import Quarantined, encode_raw

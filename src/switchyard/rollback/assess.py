@@ -25,12 +25,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import Any
 
-import sqlalchemy as sa
-
-from switchyard.db.engine import translated
-from switchyard.db.schema import tasks
+from switchyard.db import reads as db_reads
 from switchyard.db.store import utcnow
-from switchyard.domain import Engine, Status
 from switchyard.modes import Mode
 from switchyard.operations import engines
 from switchyard.operations.services import Services
@@ -102,25 +98,14 @@ def measure(services: Services, options: AssessOptions) -> dict[str, Any]:
 
 def _rq_backlog(services: Services) -> tuple[int, float | None]:
     """Queued rq-owned tasks and the age of the oldest available one (seconds)."""
-    now = utcnow()
-    query = sa.select(sa.func.count(), sa.func.min(tasks.c.available_at)).where(
-        tasks.c.status == Status.QUEUED.value, tasks.c.engine == Engine.RQ.value
-    )
-    with translated("measuring the rq backlog"), services.store.engine.connect() as conn:
-        count, oldest = conn.execute(query).one()
-    age = max(0.0, (now - oldest).total_seconds()) if oldest is not None else None
-    return int(count), age
+    count, oldest = db_reads.rq_backlog(services.store.engine)
+    age = max(0.0, (utcnow() - oldest).total_seconds()) if oldest is not None else None
+    return count, age
 
 
 def _rq_completed(services: Services, window_minutes: float) -> int:
     since = utcnow() - timedelta(minutes=window_minutes)
-    query = sa.select(sa.func.count()).where(
-        tasks.c.status == Status.COMPLETED.value,
-        tasks.c.engine == Engine.RQ.value,
-        tasks.c.finished_at >= since,
-    )
-    with translated("measuring rq throughput"), services.store.engine.connect() as conn:
-        return int(conn.execute(query).scalar_one())
+    return db_reads.rq_completed_since(services.store.engine, since)
 
 
 # -- deciding -------------------------------------------------------------------------------------

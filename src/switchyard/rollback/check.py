@@ -38,14 +38,13 @@ from typing import Any
 from redis import Redis
 
 from switchyard import switch
-from switchyard.domain import Engine, Status
+from switchyard.db import reads as db_reads
+from switchyard.domain import Engine, Status, as_task_id
 from switchyard.errors import SwitchyardError
 from switchyard.logs import log_event
 from switchyard.migration import rq_reader
-from switchyard.migration.db_writes import as_task_id
 from switchyard.modes import Mode, current_mode
 from switchyard.operations.services import Services
-from switchyard.rollback import db_reads
 from switchyard.rollback.rqstate import (
     DONE_KINDS,
     IN_FLIGHT_KINDS,

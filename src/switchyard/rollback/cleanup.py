@@ -29,6 +29,7 @@ from typing import Any
 
 from redis import Redis
 
+from switchyard.db import reads as db_reads
 from switchyard.errors import (
     CleanupRefused,
 )
@@ -36,7 +37,6 @@ from switchyard.logs import log_event
 from switchyard.migration import rq_reader
 from switchyard.modes import Mode, current_mode
 from switchyard.operations.services import Services
-from switchyard.rollback import db_reads
 from switchyard.rollback.rqstate import (
     IN_FLIGHT_KINDS,
     PENDING_KINDS,

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from switchyard.db import reads as db_reads
 from switchyard.db.store import TaskStore, utcnow
-from switchyard.rollback import db_reads
 from switchyard.rollback.runs import RunRecord
 
 SETTLE = timedelta(seconds=10)  # after the run ends, what it set off is still its story

@@ -34,13 +34,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from switchyard.db import reads as db_reads
 from switchyard.db.store import utcnow
 from switchyard.errors import NotFound, StepIncomplete, UsageError
 from switchyard.migration.backup import load_manifest
 from switchyard.modes import Mode, read_routing
 from switchyard.operations import engines, maintenance, migration
 from switchyard.operations.services import Services
-from switchyard.rollback import check, db_reads, ownership
+from switchyard.rollback import check, ownership
 from switchyard.rollback.canary import local_image_server, run_canary
 from switchyard.rollback.rqstate import IN_FLIGHT_KINDS, PENDING_KINDS, classify_key
 from switchyard.rollback.runs import Step, StepContext, StepFailed

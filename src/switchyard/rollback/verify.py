@@ -29,14 +29,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from switchyard.domain import Engine, Status
+from switchyard.db import reads as db_reads
+from switchyard.domain import Engine, Status, as_task_id
 from switchyard.errors import SwitchyardError
 from switchyard.migration.backup import load_manifest, read_jsonl, verify_checksums
-from switchyard.migration.db_writes import as_task_id
 from switchyard.migration.decode import Undecodable, decode_job
 from switchyard.modes import Mode, current_mode, fallback_state
 from switchyard.operations.services import Services
-from switchyard.rollback import db_reads
 from switchyard.rollback.rqstate import (
     IN_FLIGHT_KINDS,
     PENDING_KINDS,

@@ -1,4 +1,5 @@
-"""Every database read the rollback checks make, in one place (SQLAlchemy Core; read only).
+"""Every database read the rollback checks and the assessment make, in one place (SQLAlchemy
+Core; read only).
 
 Ids are looked up in chunks of `CHUNK`, so a check over 100,000 jobs never builds a
 statement with 100,000 parameters.
@@ -17,8 +18,7 @@ import sqlalchemy as sa
 from switchyard.db.engine import translated
 from switchyard.db.schema import quarantine, tasks
 from switchyard.db.store import utcnow
-from switchyard.domain import Engine, Priority, Status
-from switchyard.migration.db_writes import as_task_id
+from switchyard.domain import Engine, Priority, Status, as_task_id
 
 CHUNK = 1000
 SCAN_ABOVE = 5 * CHUNK  # more ids than this: one streamed pass instead of IN lists
@@ -201,6 +201,27 @@ def rq_owned_active(engine: sa.Engine) -> int:
         return int(conn.execute(query).scalar_one())
 
 
+def rq_backlog(engine: sa.Engine) -> tuple[int, datetime | None]:
+    """Queued rq-owned tasks, and when the oldest became available."""
+    query = sa.select(sa.func.count(), sa.func.min(tasks.c.available_at)).where(
+        tasks.c.status == Status.QUEUED.value, tasks.c.engine == Engine.RQ.value
+    )
+    with translated("measuring the rq backlog"), engine.connect() as conn:
+        count, oldest = conn.execute(query).one()
+    return int(count), oldest
+
+
+def rq_completed_since(engine: sa.Engine, since: datetime) -> int:
+    """Tasks rq completed since `since`."""
+    query = sa.select(sa.func.count()).where(
+        tasks.c.status == Status.COMPLETED.value,
+        tasks.c.engine == Engine.RQ.value,
+        tasks.c.finished_at >= since,
+    )
+    with translated("measuring rq throughput"), engine.connect() as conn:
+        return int(conn.execute(query).scalar_one())
+
+
 __all__ = [
     "TaskState",
     "chunks",
@@ -211,6 +232,8 @@ __all__ = [
     "own_tasks",
     "quarantined_ids",
     "queued_counts",
+    "rq_backlog",
+    "rq_completed_since",
     "rq_owned_active",
     "source_jobs",
     "tasks_by_status_and_engine",
