@@ -13,9 +13,9 @@ import pytest
 import sqlalchemy as sa
 
 from switchyard.db.engine import make_engine
+from switchyard.db.runs import LEASE_KEY
 from switchyard.db.schema import system_state
 from switchyard.rollback.runs import (
-    LEASE_KEY,
     RunBusy,
     RunFailed,
     RunRecorder,
