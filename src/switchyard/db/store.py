@@ -283,6 +283,22 @@ class _Unchanged(Exception):
     """Internal: roll a routing switch back because its expectation did not hold."""
 
 
+def _locked_state(conn: sa.Connection, key: str) -> sa.Row[Any] | None:
+    return conn.execute(
+        sa.select(system_state.c.value).where(system_state.c.key == key).with_for_update()
+    ).first()
+
+
+def _upsert_state(
+    conn: sa.Connection, key: str, exists: bool, value: Any, actor: str, now: datetime
+) -> None:
+    values = {"value": value, "updated_at": now, "updated_by": actor}
+    if exists:
+        conn.execute(system_state.update().where(system_state.c.key == key).values(values))
+    else:
+        conn.execute(system_state.insert().values(key=key, **values))
+
+
 def _swap_in(
     conn: sa.Connection,
     key: str,
@@ -292,21 +308,10 @@ def _swap_in(
     now: datetime,
 ) -> bool:
     """Upsert `key` in this transaction if `expect(current)` holds (the row locked first)."""
-    row = conn.execute(
-        sa.select(system_state.c.value).where(system_state.c.key == key).with_for_update()
-    ).first()
+    row = _locked_state(conn, key)
     if not expect(None if row is None else row.value):
         return False
-    if row is None:
-        conn.execute(
-            system_state.insert().values(key=key, value=value, updated_at=now, updated_by=actor)
-        )
-    else:
-        conn.execute(
-            system_state.update()
-            .where(system_state.c.key == key)
-            .values(value=value, updated_at=now, updated_by=actor)
-        )
+    _upsert_state(conn, key, row is not None, value, actor, now)
     return True
 
 
@@ -951,6 +956,16 @@ class TaskStore:
         now = utcnow()
         with translated("writing system state"), self.engine.begin() as conn:
             return _swap_in(conn, key, expect, value, actor, now)
+
+    def update_state(self, key: str, change: Callable[[Any], Any], actor: str) -> Any:
+        """Read, change and write one state key in one locked transaction, so two operators
+        acting at once cannot lose each other's change; returns the new value."""
+        now = utcnow()
+        with translated(f"updating {key}"), self.engine.begin() as conn:
+            row = _locked_state(conn, key)
+            value = change(None if row is None else row.value)
+            _upsert_state(conn, key, row is not None, value, actor, now)
+        return value
 
     def switch_routing(
         self, key: str, expect: Callable[[Any], bool], value: Any, actor: str

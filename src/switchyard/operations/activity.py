@@ -1,160 +1,41 @@
-"""Read-only views for the dashboard and the metrics: rollback runs and their timelines,
-throughput over time, task durations, claim latency.
-
-Every query here only reads, and each is bounded by a time window or a row limit, so a
-dashboard refresh or a Prometheus scrape stays cheap on a large database.
-"""
+"""Read-only views for the dashboard and the metrics (the queries are `db/activity.py`):
+rollback runs and their timelines, throughput over time, task durations, claim latency."""
 
 from __future__ import annotations
 
-import itertools
-from datetime import datetime, timedelta
 from typing import Any
 
-import sqlalchemy as sa
-
-from switchyard.db.engine import translated
-from switchyard.db.schema import run_steps, runs, task_events, tasks
-from switchyard.db.store import utcnow
-from switchyard.domain import Status
-from switchyard.errors import NotFound
+from switchyard.db import activity as reads
 from switchyard.operations.services import Services
-
-# A scrape reads at most this many finished tasks to build its histograms.
-SAMPLE_LIMIT = 20_000
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.isoformat() + "Z"
-
-
-def _read(services: Services, what: str, query: sa.Executable) -> list[sa.Row[Any]]:
-    with translated(what), services.store.engine.connect() as conn:
-        return list(conn.execute(query))
-
-
-# -- rollback runs (written by rollback.commands; read here) -------------------------------
-
-
-def _run_dict(row: sa.Row[Any]) -> dict[str, Any]:
-    m = row._mapping
-    return {
-        "id": m["id"],
-        "kind": m["kind"],
-        "status": m["status"],
-        "params": m["params"],
-        "started_at": _iso(m["started_at"]),
-        "finished_at": _iso(m["finished_at"]),
-        "summary": m["summary"],
-    }
-
-
-def _step_dict(row: sa.Row[Any]) -> dict[str, Any]:
-    m = row._mapping
-    return {
-        "name": m["name"],
-        "status": m["status"],
-        "started_at": _iso(m["started_at"]),
-        "finished_at": _iso(m["finished_at"]),
-        "detail": m["detail"],
-    }
 
 
 def list_runs(services: Services, limit: int = 20) -> list[dict[str, Any]]:
-    query = sa.select(runs).order_by(runs.c.started_at.desc()).limit(limit)
-    return [_run_dict(r) for r in _read(services, "listing runs", query)]
+    return reads.list_runs(services.store.engine, limit)
 
 
 def get_run(services: Services, run_id: str) -> dict[str, Any]:
     """One run with its steps in the order they were recorded: the incident's timeline."""
-    found = _read(services, "reading a run", sa.select(runs).where(runs.c.id == run_id))
-    if not found:
-        raise NotFound(f"no run {run_id!r}")
-    steps = sa.select(run_steps).where(run_steps.c.run_id == run_id).order_by(run_steps.c.id)
-    return {
-        **_run_dict(found[0]),
-        "steps": [_step_dict(s) for s in _read(services, "reading run steps", steps)],
-    }
+    return reads.get_run(services.store.engine, run_id)
 
 
 def current_or_last_run(services: Services) -> dict[str, Any] | None:
     """The run in progress if there is one, else the latest; None before the first run."""
-    running_first = sa.case((runs.c.status == "running", 0), else_=1)
-    query = sa.select(runs.c.id).order_by(running_first, runs.c.started_at.desc()).limit(1)
-    found = _read(services, "finding the current run", query)
-    return get_run(services, found[0].id) if found else None
-
-
-# -- throughput -----------------------------------------------------------------------------
+    return reads.current_or_last_run(services.store.engine)
 
 
 def throughput(services: Services, minutes: int = 60, buckets: int = 30) -> dict[str, Any]:
-    """Completions and failures per time bucket over the last `minutes`, from task_events.
-
-    One portable query: a SUM(CASE ...) column per bucket and outcome, over the window only.
-    """
-    now = utcnow()
-    width = timedelta(minutes=minutes) / buckets
-    start = now - width * buckets
-    edges = [start + width * i for i in range(buckets + 1)]
-    at, to = task_events.c.at, task_events.c.to_status
-    columns = [
-        sa.func.coalesce(
-            sa.func.sum(sa.case((sa.and_(to == outcome, at >= lo, at < hi), 1), else_=0)), 0
-        )
-        for outcome in (Status.COMPLETED.value, Status.FAILED.value)
-        for lo, hi in itertools.pairwise(edges)
-    ]
-    query = sa.select(*columns).where(
-        at >= start, to.in_([Status.COMPLETED.value, Status.FAILED.value])
-    )
-    row = _read(services, "reading throughput", query)[0]
-    counts = [int(v) for v in row]
-    return {
-        "start": _iso(start),
-        "end": _iso(now),
-        "bucket_seconds": width.total_seconds(),
-        "completed": counts[:buckets],
-        "failed": counts[buckets:],
-    }
-
-
-# -- durations and latency ------------------------------------------------------------------
-
-
-def _seconds(later: datetime, earlier: datetime) -> float:
-    return max(0.0, (later - earlier).total_seconds())
+    """Completions and failures per time bucket over the last `minutes`."""
+    return reads.throughput(services.store.engine, minutes, buckets)
 
 
 def recent_durations(services: Services, minutes: int = 15) -> list[float]:
     """Run time (start to finish) of the tasks completed in the last `minutes`."""
-    since = utcnow() - timedelta(minutes=minutes)
-    query = (
-        sa.select(tasks.c.started_at, tasks.c.finished_at)
-        .where(
-            tasks.c.status == Status.COMPLETED.value,
-            tasks.c.finished_at >= since,
-            tasks.c.started_at.is_not(None),
-        )
-        .limit(SAMPLE_LIMIT)
-    )
-    return [_seconds(r.finished_at, r.started_at) for r in _read(services, "durations", query)]
+    return reads.recent_durations(services.store.engine, minutes)
 
 
 def recent_claim_latencies(services: Services, minutes: int = 15) -> list[float]:
-    """How long tasks claimed in the last `minutes` waited while claimable (enqueue or
-    backoff end to start)."""
-    since = utcnow() - timedelta(minutes=minutes)
-    query = (
-        sa.select(tasks.c.started_at, tasks.c.available_at)
-        .where(
-            tasks.c.status.in_([Status.RUNNING.value, Status.COMPLETED.value, Status.FAILED.value]),
-            tasks.c.started_at >= since,
-        )
-        .limit(SAMPLE_LIMIT)
-    )
-    rows = _read(services, "claim latencies", query)
-    return [_seconds(r.started_at, r.available_at) for r in rows]
+    """How long tasks claimed in the last `minutes` waited while claimable."""
+    return reads.recent_claim_latencies(services.store.engine, minutes)
 
 
 __all__ = [

@@ -25,10 +25,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeGuard
 
-import sqlalchemy as sa
-
-from switchyard.db.engine import translated
-from switchyard.db.schema import system_state
 from switchyard.db.store import utcnow
 from switchyard.errors import NotFound, UsageError
 from switchyard.logs import log_event
@@ -137,23 +133,8 @@ def _from_iso(text: str) -> datetime:
 
 
 def _update_state(services: Services, key: str, change: Callable[[Any], Any], actor: str) -> Any:
-    """Read, change and write one state key in one locked transaction, so two operators
-    acting at once cannot lose each other's change (SQLite: BEGIN IMMEDIATE holds the lock).
-
-    TaskStore.set_state writes without the read; this is its read-modify-write sibling.
-    """
-    now = utcnow()
-    with translated(f"updating {key}"), services.store.engine.begin() as conn:
-        row = conn.execute(
-            sa.select(system_state.c.value).where(system_state.c.key == key).with_for_update()
-        ).first()
-        new = change(None if row is None else row.value)
-        values = {"value": new, "updated_at": now, "updated_by": actor}
-        if row is None:
-            conn.execute(system_state.insert().values(key=key, **values))
-        else:
-            conn.execute(system_state.update().where(system_state.c.key == key).values(values))
-    return new
+    """Read, change and write one state key atomically (see `TaskStore.update_state`)."""
+    return services.store.update_state(key, change, actor)
 
 
 # -- operator actions -------------------------------------------------------------------------
