@@ -25,11 +25,11 @@ import redis
 
 from switchyard import switch
 from switchyard.config import Settings
+from switchyard.db.moves import TO_DB_REASON
 from switchyard.db.store import NewTask, TaskStore
 from switchyard.domain import Status
 from switchyard.migration import RqToDbOptions, migrate_db_to_rq, migrate_rq_to_db
 from switchyard.migration.db_to_rq import TO_RQ_REASON
-from switchyard.migration.db_writes import TO_DB_REASON
 from switchyard.modes import Mode
 from tests.conftest import cli_env
 from tests.integration.test_migration_support import (  # noqa: F401  (fixtures)

@@ -11,11 +11,11 @@ from collections import Counter
 import pytest
 import redis
 
+from switchyard.db.bulk import collector_spared
 from switchyard.db.store import NewTask, TaskStore
 from switchyard.domain import Engine, Priority, Status
 from switchyard.errors import StoreError
 from switchyard.migration import RqToDbOptions, migrate_rq_to_db
-from switchyard.migration.bulk import collector_spared
 from switchyard.switch import enqueue_tasks
 from tests.integration.test_migration_support import (  # noqa: F401  (fixtures)
     clean_store_fixture,

@@ -13,12 +13,12 @@ import pytest
 import redis
 from rq import Queue
 
+from switchyard.db.quarantine import decode_raw
 from switchyard.db.store import TaskStore, utcnow
 from switchyard.domain import Engine, Origin, Priority, Status
 from switchyard.migration import RqToDbOptions, migrate_rq_to_db
 from switchyard.migration.decode import DecodedJob, Undecodable, decode_job
 from switchyard.migration.mapping import Unmappable, map_job, task_id_for_job
-from switchyard.migration.quarantine import decode_raw
 from tests.integration.test_migration_support import (  # noqa: F401  (fixtures)
     clean_store_fixture,
     foreign_kwargs,

@@ -12,10 +12,10 @@ from collections import Counter
 import pytest
 import redis
 
+from switchyard.db.moves import TO_DB_REASON
 from switchyard.db.store import NewTask, TaskStore
 from switchyard.domain import Engine, Status
 from switchyard.migration import RqToDbOptions, migrate_rq_to_db
-from switchyard.migration.db_writes import TO_DB_REASON
 from switchyard.migration.rq_reader import Kind, Source, read_page
 from switchyard.rq_engine.scripts import Scripts
 from tests.conftest import cli_env

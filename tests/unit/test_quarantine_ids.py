@@ -1,6 +1,6 @@
 """The quarantine's job_id column must never merge two different rq job ids."""
 
-from switchyard.migration.quarantine import MAX_JOB_ID, decode_raw, encode_raw, storable_job_id
+from switchyard.db.quarantine import MAX_JOB_ID, decode_raw, encode_raw, storable_job_id
 
 
 def test_long_ids_sharing_a_prefix_stay_distinct_and_fit() -> None:

@@ -6,11 +6,13 @@ with a script that removes exactly what was read; each step is idempotent, so a 
 a crash at any point continues. Modules:
 
 - `rq_reader`: non-destructive enumeration of rq's queues and registries (SCAN, LRANGE, ZRANGE)
-- `lua`: the rq key layout and every Lua script
-- `decode`, `mapping`, `quarantine`: foreign jobs -> tasks, or quarantine byte for byte
-- `db_writes`: the batched, idempotent database side
+- `decode`, `mapping`: foreign jobs -> tasks, or quarantine byte for byte
 - `rq_to_db`, `db_to_rq`: the two migrations
 - `backup`, `restore`: the snapshot and putting back what is missing
+
+Elsewhere: the database side of a move is `db/moves.py` (batched, idempotent, fenced), the
+quarantine row `db/quarantine.py`, parallel writers `db/bulk.py`; the key layout
+`rq_engine/keys.py` and every Lua script `rq_engine/scripts.py`.
 """
 
 from switchyard.migration.backup import load_manifest, take_backup, verify_checksums

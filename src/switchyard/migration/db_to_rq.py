@@ -27,12 +27,12 @@ from redis import Redis
 
 from switchyard import switch
 from switchyard.config import Settings
+from switchyard.db.bulk import collector_spared
+from switchyard.db.moves import refresh_statistics
 from switchyard.db.store import TaskStore
 from switchyard.domain import Engine
 from switchyard.errors import UsageError
 from switchyard.logs import log_event
-from switchyard.migration.bulk import collector_spared
-from switchyard.migration.db_writes import refresh_statistics
 from switchyard.modes import Routing, read_routing
 
 log = logging.getLogger("switchyard.migration")

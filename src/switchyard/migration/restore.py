@@ -25,12 +25,13 @@ from typing import Any
 import sqlalchemy as sa
 from redis import Redis
 
+from switchyard.db import moves
 from switchyard.db.engine import translated
 from switchyard.db.schema import quarantine, tasks
 from switchyard.db.store import TaskStore
 from switchyard.domain import Engine, Status
 from switchyard.errors import SwitchyardError
-from switchyard.migration import db_writes, rq_reader
+from switchyard.migration import rq_reader
 from switchyard.migration.backup import (
     CHUNK,
     JOB_PREFIX,
@@ -130,7 +131,7 @@ def _jobs_to_put_back(store: TaskStore, path: Path) -> _Wanted:
     wanted: set[str] = set()
     for start in range(0, len(unique), CHUNK):
         chunk = unique[start : start + CHUNK]
-        known = db_writes.lookup(store.engine, chunk)
+        known = moves.lookup(store.engine, chunk)
         for job_id in chunk:
             state = known.own.get(job_id)
             rq_queued = state == (Status.QUEUED, Engine.RQ.value)

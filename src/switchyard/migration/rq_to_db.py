@@ -49,17 +49,18 @@ import sqlalchemy as sa
 from redis import Redis
 from rq.utils import utcparse
 
+from switchyard.db import moves
+from switchyard.db.bulk import Writers, collector_spared
 from switchyard.db.engine import deadlock_retried
+from switchyard.db.moves import ForeignTask, Known
+from switchyard.db.quarantine import Quarantined, encode_raw
 from switchyard.db.store import TaskStore, utcnow
 from switchyard.domain import Engine, Status, as_task_id, is_own_job_id
 from switchyard.errors import UsageError
 from switchyard.logs import log_event
-from switchyard.migration import db_writes, rq_reader
-from switchyard.migration.bulk import Writers, collector_spared
-from switchyard.migration.db_writes import ForeignTask, Known
+from switchyard.migration import rq_reader
 from switchyard.migration.decode import NeedsPickle, Undecodable, decode_job
 from switchyard.migration.mapping import Unmappable, map_job
-from switchyard.migration.quarantine import Quarantined, encode_raw
 from switchyard.migration.rq_reader import Entry, Kind, Source
 from switchyard.rq_engine.connection import translated_redis
 from switchyard.rq_engine.scripts import Scripts
@@ -244,8 +245,8 @@ class _Run:
     def _refresh_statistics_in_background(self) -> Future[None] | None:
         if self.options.dry_run:
             return None
-        engine, columns = self.store.engine, db_writes.LOOKUP_COLUMNS
-        return self.background.submit(db_writes.refresh_statistics, engine, columns)
+        engine, columns = self.store.engine, moves.LOOKUP_COLUMNS
+        return self.background.submit(moves.refresh_statistics, engine, columns)
 
     def _count_left_in_flight(self, in_flight: list[Source]) -> None:
         """In-flight entries stay while a worker is alive: only counted, per key."""
@@ -321,9 +322,7 @@ class _Run:
         job_ids = list(dict.fromkeys(e.job_id for e in entries))
         own = [j for j in job_ids if is_own_job_id(j)]
         options = self.options
-        with db_writes.migration_tx(
-            conn, options.actor, self.store.max_attempts, self._epoch
-        ) as tx:
+        with moves.migration_tx(conn, options.actor, self.store.max_attempts, self._epoch) as tx:
             flipped = tx.take_over(own, in_flight=source.kind.in_flight)
             rest = [j for j in job_ids if j not in flipped] if flipped else job_ids
             batch = self._classify(source, entries, rest, tx.lookup(rest))
@@ -389,7 +388,7 @@ class _Run:
 
     def _dry_batch(self, source: Source, entries: list[Entry]) -> None:
         job_ids = list(dict.fromkeys(e.job_id for e in entries))
-        known = db_writes.lookup(self.store.engine, job_ids)
+        known = moves.lookup(self.store.engine, job_ids)
         batch = self._classify(source, entries, job_ids, known)
         self._count_dry(source, batch, known)
         self._advance(source, len(entries))
@@ -482,7 +481,7 @@ class _Run:
             for f in written.batch.foreign
             if f.new.source_job_id in gone and f.new.source_job_id in written.inserted
         ]
-        db_writes.cancel_raced(self.store.engine, copies, self.options.actor)
+        moves.cancel_raced(self.store.engine, copies, self.options.actor)
         log_event(log, "migrate.raced", logging.WARNING, jobs=len(gone))
 
     # -- the last step -------------------------------------------------------------------
@@ -495,7 +494,7 @@ class _Run:
             remaining = sum(self.store.engine_counts()["queued"][Engine.RQ.value].values())
             self.report.swept = max(0, remaining - len(self.own_seen_queued))
             return
-        reason = f"{db_writes.TO_DB_REASON} (no rq job found)"
+        reason = f"{moves.TO_DB_REASON} (no rq job found)"
         while n := self.store.reassign_queued(
             Engine.RQ,
             Engine.DB,
@@ -531,7 +530,7 @@ def _available_at(source: Source, score: float | None) -> datetime:
 
 
 def _note(source: Source, job_id: str, fields: dict[bytes, bytes]) -> str:
-    note = f"{db_writes.TO_DB_REASON} from {source.key} (rq job {job_id})"
+    note = f"{moves.TO_DB_REASON} from {source.key} (rq job {job_id})"
     depends = fields.get(b"dependency_ids")
     if source.kind is Kind.DEFERRED and depends:
         note += f"; it waited on {depends.decode('utf-8', 'replace')}"

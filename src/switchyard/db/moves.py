@@ -27,10 +27,10 @@ from sqlalchemy.dialects import postgresql
 
 from switchyard.db import fence
 from switchyard.db.engine import translated
+from switchyard.db.quarantine import Quarantined, quarantine_row, storable_job_id
 from switchyard.db.schema import UtcDateTime, quarantine, task_events, tasks
 from switchyard.db.store import NewTask, queued_row, utcnow
 from switchyard.domain import Engine, Status, as_task_id
-from switchyard.migration.quarantine import Quarantined, quarantine_row, storable_job_id
 
 TO_DB_REASON = "migrated rq->db"
 IN_FLIGHT_REASON = f"{TO_DB_REASON} (in flight; rq workers stopped)"
