@@ -20,6 +20,9 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 import sqlalchemy as sa
 
+# What a write run by the pool is handed (so its callers need not import SQLAlchemy).
+Connection = sa.Connection
+
 P = ParamSpec("P")
 T = TypeVar("T")
 

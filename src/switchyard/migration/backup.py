@@ -24,13 +24,11 @@ read with a list or sorted-set command, and never fatal.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
 import shutil
 import time
-import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,13 +36,10 @@ from pathlib import Path
 from typing import Any
 
 import redis
-import sqlalchemy as sa
 from redis import Redis
 
-from switchyard.db.engine import translated
-from switchyard.db.schema import quarantine, system_state, tasks
+from switchyard.db.snapshot import TABLES, b64, snapshot
 from switchyard.db.store import TaskStore
-from switchyard.domain import Priority
 from switchyard.errors import NotFound, UsageError
 from switchyard.migration.rq_reader import PREFIX, QUEUES_SET, is_wrongtype, key_types, marker_job
 from switchyard.rq_engine.connection import BrokerUnavailable, translated_redis
@@ -60,7 +55,6 @@ JOB_PREFIX = f"{PREFIX}:job:"
 STRUCTURE_PATTERN = f"{PREFIX}:[cdfqrsw]*"
 BGSAVE_TIMEOUT = 300.0
 CHUNK = 1000
-DB_FILES = {"tasks": tasks, "quarantine": quarantine, "system_state": system_state}
 
 
 # -- value encoding: exact bytes, readable where they are text --------------------------------
@@ -73,41 +67,6 @@ def text(raw: bytes | str) -> str:
 
 def raw_bytes(value: str) -> bytes:
     return value.encode("utf-8", "surrogateescape")
-
-
-def b64(raw: bytes) -> str:
-    return base64.b64encode(raw).decode("ascii")
-
-
-def row_to_json(table: sa.Table, row: sa.Row[Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for col in table.columns:
-        value = row._mapping[col.name]
-        if isinstance(value, uuid.UUID):
-            value = str(value)
-        elif isinstance(value, datetime):
-            value = value.isoformat()
-        elif isinstance(value, bytes):
-            value = b64(value)
-        elif isinstance(value, Priority):
-            value = value.label
-        out[col.name] = value
-    return out
-
-
-def row_from_json(table: sa.Table, doc: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for col in table.columns:
-        value = doc.get(col.name)
-        if value is not None:
-            if isinstance(col.type, sa.Uuid):
-                value = uuid.UUID(value)
-            elif isinstance(col.type, sa.DateTime):
-                value = datetime.fromisoformat(value)
-            elif isinstance(col.type, sa.LargeBinary):
-                value = base64.b64decode(value)
-        out[col.name] = value
-    return out
 
 
 # -- writing files with their checksums ---------------------------------------------------
@@ -421,25 +380,12 @@ def _backup_redis(
 def _backup_database(
     store: TaskStore, work: Path, files: dict[str, FileRecord], counts: dict[str, Any]
 ) -> None:
-    # One read transaction, a snapshot where the database offers one (SQLite: BEGIN
-    # IMMEDIATE holds the write lock, so nothing changes underneath either).
-    options = {} if store.dialect == "sqlite" else {"isolation_level": "REPEATABLE READ"}
-    with (
-        translated("reading the database for a backup"),
-        store.engine.connect().execution_options(**options) as conn,
-        conn.begin(),
-    ):
-        for name, table in DB_FILES.items():
-            rows = conn.execute(sa.select(table)).yield_per(CHUNK)
+    with snapshot(store) as snap:
+        for name in TABLES:
             rel = f"db/{name}.jsonl"
-            files[rel] = write_jsonl(work / rel, (row_to_json(table, r) for r in rows))
+            files[rel] = write_jsonl(work / rel, snap.rows(name))
             counts[name] = files[rel].records
-        by_status = conn.execute(
-            sa.select(tasks.c.status, tasks.c.engine, sa.func.count()).group_by(
-                tasks.c.status, tasks.c.engine
-            )
-        )
-        counts["tasks_by_status_engine"] = {f"{s}/{e}": n for s, e, n in by_status}
+        counts["tasks_by_status_engine"] = snap.tasks_by_status_engine()
 
 
 def _safe_url(url: str) -> str:

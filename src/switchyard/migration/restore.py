@@ -22,12 +22,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
 from redis import Redis
 
 from switchyard.db import moves
-from switchyard.db.engine import translated
-from switchyard.db.schema import quarantine, tasks
+from switchyard.db.snapshot import restore_absent
 from switchyard.db.store import TaskStore
 from switchyard.domain import Engine, Status
 from switchyard.errors import SwitchyardError
@@ -39,7 +37,6 @@ from switchyard.migration.backup import (
     raw_bytes,
     read_jsonl,
     read_structures,
-    row_from_json,
     structure_keys,
     verify_checksums,
 )
@@ -71,10 +68,8 @@ def restore_backup(
     if problems:
         raise SwitchyardError(f"backup {path} is damaged, nothing restored: {'; '.join(problems)}")
     report = RestoreReport(dry_run=dry_run)
-    report.tasks_restored = _restore_rows(store, path / "db/tasks.jsonl", tasks, dry_run)
-    report.quarantine_restored = _restore_rows(
-        store, path / "db/quarantine.jsonl", quarantine, dry_run
-    )
+    report.tasks_restored = _restore_rows(store, path, "tasks", dry_run)
+    report.quarantine_restored = _restore_rows(store, path, "quarantine", dry_run)
     wanted = _jobs_to_put_back(store, path)
     report.jobs_accounted_for = wanted.accounted
     report.job_hashes_restored = _restore_hashes(r, path, wanted.ids, dry_run)
@@ -85,35 +80,10 @@ def restore_backup(
 # -- the database ----------------------------------------------------------------------------
 
 
-def _restore_rows(store: TaskStore, file: Path, table: sa.Table, dry_run: bool) -> int:
-    restored = 0
-    for chunk in _chunks(read_jsonl(file)):
-        rows = [row_from_json(table, d) for d in chunk]
-        with translated(f"restoring {table.name}"), store.engine.begin() as conn:
-            fresh = _absent(conn, table, rows)
-            if fresh and not dry_run:
-                conn.execute(table.insert(), fresh)
-        restored += len(fresh)
-    return restored
-
-
-def _absent(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> list[dict]:
-    """Rows whose identifying columns (primary and unique keys) match nothing stored."""
-    if table is tasks:
-        idents = [("id", tasks.c.id), ("source_job_id", tasks.c.source_job_id)]
-    else:
-        idents = [("job_id", quarantine.c.job_id)]
-    taken: set[tuple[str, Any]] = set()
-    for name, col in idents:
-        values = [r[name] for r in rows if r[name] is not None]
-        if values:
-            found = conn.execute(sa.select(col).where(col.in_(values))).scalars()
-            taken.update((name, v) for v in found)
-    fresh = [r for r in rows if not any((n, r[n]) in taken for n, _ in idents)]
-    if table is quarantine:
-        for r in fresh:
-            r.pop("id", None)  # a new surrogate key; the job id identifies the row
-    return fresh
+def _restore_rows(store: TaskStore, path: Path, name: str, dry_run: bool) -> int:
+    """The rows of db/<name>.jsonl that nothing stored matches, put back chunk by chunk."""
+    chunks = _chunks(read_jsonl(path / f"db/{name}.jsonl"))
+    return sum(restore_absent(store, name, chunk, dry_run) for chunk in chunks)
 
 
 @dataclass

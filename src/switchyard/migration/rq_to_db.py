@@ -45,12 +45,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import sqlalchemy as sa
 from redis import Redis
 from rq.utils import utcparse
 
 from switchyard.db import moves
-from switchyard.db.bulk import Writers, collector_spared
+from switchyard.db.bulk import Connection, Writers, collector_spared
 from switchyard.db.engine import deadlock_retried
 from switchyard.db.moves import ForeignTask, Known
 from switchyard.db.quarantine import Quarantined, encode_raw
@@ -317,7 +316,7 @@ class _Run:
         self.writing.append(_Writing(source, entries, job_ids, future))
 
     @deadlock_retried("writing a migration batch")
-    def _write(self, conn: sa.Connection, source: Source, entries: list[Entry]) -> _Written:
+    def _write(self, conn: Connection, source: Source, entries: list[Entry]) -> _Written:
         """One batch in one transaction, on a writer thread (touches no run state)."""
         job_ids = list(dict.fromkeys(e.job_id for e in entries))
         own = [j for j in job_ids if is_own_job_id(j)]
