@@ -265,25 +265,6 @@ def test_heartbeat_touches_only_tasks_this_worker_holds(store: TaskStore) -> Non
     assert store.heartbeat("w1", []) == 0
 
 
-def test_set_progress_is_clamped_and_only_for_the_holder(store: TaskStore) -> None:
-    task = claimed(store, "w1")
-    store.set_progress("w1", task.id, 250)
-    assert store.get(task.id).progress == 100
-    store.set_progress("w2", task.id, 10)
-    assert store.get(task.id).progress == 100
-
-
-def test_running_longer_than(store: TaskStore) -> None:
-    task = claimed(store, "w1")
-    assert store.running_longer_than("w1", 60) == []
-    set_column(store, task.id, started_at=utcnow() - timedelta(minutes=2))
-    assert store.running_longer_than("w1", 60) == [task.id]
-    assert store.running_longer_than("w2", 60) == []
-
-
-# -- operator actions -------------------------------------------------------------------------
-
-
 def test_cancel_a_queued_task(store: TaskStore) -> None:
     task = one(store)
     cancelled = store.cancel(task.id, "ops", "duplicate")

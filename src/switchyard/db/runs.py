@@ -137,11 +137,6 @@ class RunRecorder:
             ).all()
         return _run_record(row, [_step_record(s) for s in steps])
 
-    def recent(self, limit: int = 20) -> list[RunRecord]:
-        query = sa.select(runs).order_by(runs.c.started_at.desc()).limit(limit)
-        with translated("listing runs"), self.engine.connect() as conn:
-            return [_run_record(r, []) for r in conn.execute(query)]
-
     def begin_step(self, run_id: str, name: str) -> int:
         """Record a step starting; an earlier `running` record of it was interrupted."""
         now = utcnow()

@@ -630,19 +630,6 @@ class TaskStore:
         with translated("sending heartbeats"), self.engine.begin() as conn:
             return conn.execute(stmt).rowcount
 
-    def set_progress(self, worker: str, task_id: uuid.UUID, progress: int) -> None:
-        stmt = (
-            tasks.update()
-            .where(
-                tasks.c.id == task_id,
-                tasks.c.status == Status.RUNNING.value,
-                tasks.c.worker == worker,
-            )
-            .values(progress=max(0, min(100, progress)))
-        )
-        with translated("recording progress"), self.engine.begin() as conn:
-            conn.execute(stmt)
-
     @deadlock_retried("completing tasks")
     def complete(self, worker: str, outcomes: Sequence[Outcome]) -> list[uuid.UUID]:
         """Record captions for tasks this worker still holds; returns the ids that took.
@@ -916,16 +903,6 @@ class TaskStore:
             if events:
                 conn.execute(task_events.insert(), events)
         return Recovery(requeued, failed)
-
-    def running_longer_than(self, worker: str, seconds: float) -> list[uuid.UUID]:
-        """This worker's tasks started more than `seconds` ago (for WORKER_TIMEOUT)."""
-        query = sa.select(tasks.c.id).where(
-            tasks.c.status == Status.RUNNING.value,
-            tasks.c.worker == worker,
-            tasks.c.started_at < utcnow() - timedelta(seconds=seconds),
-        )
-        with translated("finding timed-out tasks"), self.engine.connect() as conn:
-            return list(conn.execute(query).scalars())
 
     # -- run-time state ---------------------------------------------------------------------
 

@@ -62,20 +62,6 @@ def our_workers(connection: redis.Redis, prefix: str | None = None) -> list[Base
         return [w for w in found if ours & set(w.queue_names())]
 
 
-def worker_view(worker: BaseWorker) -> dict[str, Any]:
-    return {
-        "name": worker.name,
-        "hostname": worker.hostname,
-        "pid": worker.pid,
-        "state": str(worker.get_state()),
-        "queues": worker.queue_names(),
-        "current_job": worker.get_current_job_id(),
-        "last_heartbeat": worker.last_heartbeat.isoformat() if worker.last_heartbeat else None,
-        "successful_jobs": worker.successful_job_count,
-        "failed_jobs": worker.failed_job_count,
-    }
-
-
 def shutdown_workers(connection: redis.Redis, prefix: str | None = None) -> list[str]:
     """Ask every rq worker on our queues to stop gracefully (rq's `shutdown` command: each
     finishes its current job, then exits). Returns the names asked."""
