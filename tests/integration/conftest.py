@@ -17,13 +17,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import redis
 import sqlalchemy as sa
 from PIL import Image
 
-from switchyard.db.schema import task_events, tasks
+from switchyard.db.engine import make_engine
+from switchyard.db.schema import quarantine, task_events, tasks
 from switchyard.db.store import NewTask, TaskStore
 from switchyard.domain import Priority, Status
-from tests.conftest import cli_env
+from switchyard.operations.services import Services
+from switchyard.rq_engine import jobs
+from tests.conftest import cli_env, make_settings
+from tests.integration.support_rq import ServicesPool, Workers
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -203,3 +208,76 @@ def start_worker(tmp_path: Path) -> Iterator[StartWorker]:
         if worker.process.poll() is None:
             worker.process.kill()
             worker.process.wait()
+
+
+# -- shared fixtures: Redis, clean databases, services, worker processes ----------------------
+
+
+@pytest.fixture(name="r")
+def redis_fixture(redis_url: str) -> Iterator[redis.Redis]:
+    """A byte-level client on this test's empty Redis database."""
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture(name="clean_store")
+def clean_store_fixture(store: TaskStore) -> TaskStore:
+    """`store` (every backend) with the quarantine emptied too: the shared fixture empties
+    only tasks, events and state on the servers' session databases."""
+    with store.engine.begin() as conn:
+        conn.execute(quarantine.delete())
+    return store
+
+
+EXTRA_TABLES = ("runs", "run_steps", "quarantine", "workers", "system_events")
+
+
+def _empty_extra_tables(url: str) -> None:
+    engine = make_engine(url)
+    existing = set(sa.inspect(engine).get_table_names())
+    with engine.begin() as conn:
+        for table in EXTRA_TABLES:
+            if table in existing:
+                conn.exec_driver_sql(f"DELETE FROM {table}")
+    engine.dispose()
+
+
+@pytest.fixture
+def clean_db_url(db_url: str) -> str:
+    """`db_url`, with the toolkit's own tables emptied too."""
+    _empty_extra_tables(db_url)
+    return db_url
+
+
+@pytest.fixture
+def services(clean_db_url: str, redis_url: str) -> Iterator[Services]:
+    """Services on a clean database of each backend and this session's own Redis database."""
+    svc = Services(make_settings(clean_db_url, redis_url=redis_url))
+    yield svc
+    svc.store.engine.dispose()
+
+
+@pytest.fixture
+def sqlite_services(sqlite_url: str, redis_url: str) -> Iterator[Services]:
+    """Services on SQLite only, for tests whose subject is not the database."""
+    svc = Services(make_settings(sqlite_url, redis_url=redis_url))
+    yield svc
+    svc.store.engine.dispose()
+
+
+@pytest.fixture
+def pool() -> Iterator[ServicesPool]:
+    """Services made by a test, closed (and the rq job context uninstalled) after it."""
+    made = ServicesPool()
+    yield made
+    jobs.uninstall()
+    made.close()
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[Workers]:
+    """Real worker processes, killed after the test if still running."""
+    started = Workers(tmp_path)
+    yield started
+    started.kill_all()

@@ -16,12 +16,7 @@ from switchyard.db.store import utcnow
 from switchyard.operations.services import Services
 from switchyard.rollback.assess import AssessOptions, assess, decide
 from tests.conftest import PrivateRedis, make_settings
-from tests.integration.test_rollback_support import (  # noqa: F401
-    clean_db_url,
-    redis_client,
-    rq_owned,
-    sqlite_services,
-)
+from tests.integration.support_rollback import rq_owned
 
 HEALTHY: dict[str, Any] = {
     "mode": "rq",
@@ -172,7 +167,7 @@ def test_critical_failure_outranks_everything_else() -> None:
     assert result.reasons == ["redis does not answer: down", "check found 1 lost_job"]
 
 
-def test_measured_on_a_live_system(sqlite_services: Services) -> None:  # noqa: F811
+def test_measured_on_a_live_system(sqlite_services: Services) -> None:
     own = rq_owned(sqlite_services, 10)
     with sqlite_services.store.engine.begin() as conn:  # the oldest has waited 20 minutes
         conn.execute(

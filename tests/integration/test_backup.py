@@ -28,14 +28,12 @@ from switchyard.migration import (
 )
 from switchyard.migration.backup import file_sha256
 from tests.conftest import cli_env
-from tests.integration.test_migration_support import (  # noqa: F401  (fixtures)
-    clean_store_fixture,
+from tests.integration.support_migration import (
     foreign_jobs,
     json_queue,
     own_backlog,
     put_in_flight,
     quarantine_rows,
-    redis_fixture,
     rq_ids,
     settings_for,
     task_rows,

@@ -18,11 +18,10 @@ from switchyard.rq_engine import queue_for
 from switchyard.switch import switch_mode as set_mode
 from tests.conftest import cli_env
 from tests.integration.conftest import StartWorker
-from tests.integration.test_rollback_support import sqlite_services  # noqa: F401
 
 
 def test_canary_completes_through_a_polling_worker(
-    sqlite_services: Services,  # noqa: F811
+    sqlite_services: Services,
     start_worker: StartWorker,
 ) -> None:
     svc = sqlite_services
@@ -38,7 +37,7 @@ def test_canary_completes_through_a_polling_worker(
 
 
 def test_canary_completes_through_an_rq_worker(
-    sqlite_services: Services,  # noqa: F811
+    sqlite_services: Services,
     start_worker: StartWorker,
 ) -> None:
     svc = sqlite_services
@@ -51,7 +50,7 @@ def test_canary_completes_through_an_rq_worker(
 
 
 def test_a_worker_that_refuses_private_addresses_fails_the_canary(
-    sqlite_services: Services,  # noqa: F811
+    sqlite_services: Services,
     start_worker: StartWorker,
 ) -> None:
     svc = sqlite_services
@@ -64,7 +63,7 @@ def test_a_worker_that_refuses_private_addresses_fails_the_canary(
 
 
 def test_nobody_running_it_times_out_and_the_canary_is_cancelled(
-    sqlite_services: Services,  # noqa: F811
+    sqlite_services: Services,
 ) -> None:
     svc = sqlite_services
     set_mode(svc.store, Mode.DB, "test", "test")
@@ -74,7 +73,7 @@ def test_nobody_running_it_times_out_and_the_canary_is_cancelled(
     assert task.status is Status.CANCELLED
 
 
-def test_the_cli_exits_1_on_timeout(sqlite_services: Services) -> None:  # noqa: F811
+def test_the_cli_exits_1_on_timeout(sqlite_services: Services) -> None:
     set_mode(sqlite_services.store, Mode.DB, "test", "test")
     env = cli_env(
         sqlite_services.settings.database_url, REDIS_URL=sqlite_services.settings.redis_url
@@ -91,7 +90,7 @@ def test_the_cli_exits_1_on_timeout(sqlite_services: Services) -> None:  # noqa:
 
 
 def test_the_canary_goes_around_10000_urgent_tasks_on_the_db_engine(
-    sqlite_services: Services,  # noqa: F811
+    sqlite_services: Services,
     start_worker: StartWorker,
 ) -> None:
     svc = sqlite_services
@@ -108,7 +107,7 @@ def test_the_canary_goes_around_10000_urgent_tasks_on_the_db_engine(
 
 
 def test_the_canary_job_waits_at_the_head_of_its_rq_queue(
-    sqlite_services: Services,  # noqa: F811
+    sqlite_services: Services,
 ) -> None:
     svc = sqlite_services
     set_mode(svc.store, Mode.RQ, "test", "test")

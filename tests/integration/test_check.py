@@ -13,19 +13,12 @@ from switchyard.db.store import utcnow
 from switchyard.domain import Engine
 from switchyard.operations.services import Services
 from switchyard.rollback.check import CheckOptions, check_and_repair, run_check
-from tests.integration.test_rollback_support import (  # noqa: F401
-    clean_db_url,
-    new_tasks,
-    redis_client,
-    rq_owned,
-    services,
-    sqlite_services,
-)
+from tests.integration.support_rollback import new_tasks, redis_client, rq_owned
 
 NOW = CheckOptions(grace=timedelta(0))
 
 
-def test_a_healthy_system_passes(services: Services) -> None:  # noqa: F811
+def test_a_healthy_system_passes(services: Services) -> None:
     rq_owned(services, 5)
     report = run_check(services, NOW)
     assert report.ok, report.findings
@@ -34,7 +27,7 @@ def test_a_healthy_system_passes(services: Services) -> None:  # noqa: F811
 
 
 def test_every_planted_fault_is_found_and_the_safe_ones_repaired(
-    services: Services,  # noqa: F811
+    services: Services,
 ) -> None:
     ids = rq_owned(services, 6)
     r = redis_client(services)
@@ -81,7 +74,7 @@ def test_every_planted_fault_is_found_and_the_safe_ones_repaired(
 
 
 def test_a_stale_job_is_listed_and_removable_but_no_disagreement(
-    services: Services,  # noqa: F811
+    services: Services,
 ) -> None:
     """A polling worker ran the task (hybrid's safety net): its rq job would be a no-op."""
     ids = rq_owned(services, 2)

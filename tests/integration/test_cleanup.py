@@ -14,14 +14,7 @@ from switchyard.rollback import commands as ops
 from switchyard.rollback.cleanup import CleanupRefused, cleanup_rq
 from switchyard.rollback.verify import verify
 from switchyard.switch import switch_mode as set_mode
-from tests.integration.test_rollback_support import (  # noqa: F401
-    clean_db_url,
-    foreign_jobs,
-    redis_client,
-    rq_owned,
-    services,
-    sqlite_services,
-)
+from tests.integration.support_rollback import foreign_jobs, redis_client, rq_owned
 
 
 def rolled_back(svc: Services, tmp_path: Path) -> tuple[Path, list[str], str]:
@@ -43,7 +36,7 @@ def finished_foreign_job(svc: Services) -> str:
     return job_id
 
 
-def test_refuses_in_rq_mode_with_rq_owned_work(sqlite_services: Services) -> None:  # noqa: F811
+def test_refuses_in_rq_mode_with_rq_owned_work(sqlite_services: Services) -> None:
     rq_owned(sqlite_services, 2)
     with pytest.raises(CleanupRefused) as refused:
         cleanup_rq(sqlite_services, confirm=True)
@@ -54,7 +47,7 @@ def test_refuses_in_rq_mode_with_rq_owned_work(sqlite_services: Services) -> Non
 
 
 def test_refuses_while_a_job_is_not_migrated(
-    sqlite_services: Services,  # noqa: F811
+    sqlite_services: Services,
     tmp_path: Path,
 ) -> None:
     rolled_back(sqlite_services, tmp_path)
@@ -65,7 +58,7 @@ def test_refuses_while_a_job_is_not_migrated(
 
 
 def test_removes_what_is_accounted_for_and_keeps_foreign_done_jobs(
-    services: Services,  # noqa: F811
+    services: Services,
     tmp_path: Path,
 ) -> None:
     backup, _, done = rolled_back(services, tmp_path)
@@ -86,7 +79,7 @@ def test_removes_what_is_accounted_for_and_keeps_foreign_done_jobs(
 
 
 def test_stale_own_jobs_left_by_a_bare_mode_switch_are_removed(
-    sqlite_services: Services,  # noqa: F811
+    sqlite_services: Services,
 ) -> None:
     svc = sqlite_services
     own = rq_owned(svc, 3)

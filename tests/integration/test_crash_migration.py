@@ -32,9 +32,8 @@ from switchyard.migration import RqToDbOptions, migrate_db_to_rq, migrate_rq_to_
 from switchyard.migration.db_to_rq import TO_RQ_REASON
 from switchyard.modes import Mode
 from tests.conftest import cli_env
-from tests.integration.test_migration_support import (  # noqa: F401  (fixtures)
+from tests.integration.support_migration import (
     PRIORITIES,
-    clean_store_fixture,
     events_with_reason,
     foreign_jobs,
     foreign_kwargs,
@@ -43,7 +42,6 @@ from tests.integration.test_migration_support import (  # noqa: F401  (fixtures)
     json_queue,
     own_backlog,
     quarantine_rows,
-    redis_fixture,
     rq_ids,
     settings_for,
     task_rows,

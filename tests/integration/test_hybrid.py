@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,14 +19,7 @@ from switchyard.operations.services import Services
 from switchyard.rq_engine.control import queue_lengths
 from switchyard.workers.supervisor import Supervisor
 from tests.conftest import PrivateRedis
-from tests.integration.test_rq_support import (
-    ServicesPool,
-    Workers,
-    new_tasks,
-    runs,
-    wait_for,
-    workers_fixture,
-)
+from tests.integration.support_rq import ServicesPool, Workers, new_tasks, runs, wait_for
 
 
 @pytest.fixture(params=["postgresql"])
@@ -35,18 +27,6 @@ def backend(request: pytest.FixtureRequest) -> str:
     """Process tests run on PostgreSQL only (the concurrency the others share is tested in
     the in-process suites); they are the slow ones."""
     return str(request.param)
-
-
-@pytest.fixture
-def pool() -> Iterator[ServicesPool]:
-    made = ServicesPool()
-    yield made
-    made.close()
-
-
-@pytest.fixture
-def workers(tmp_path: Path) -> Iterator[Workers]:
-    yield from workers_fixture(tmp_path)
 
 
 def all_done(services: Services, expected: int) -> bool:

@@ -17,12 +17,10 @@ from switchyard.domain import Engine, Priority, Status
 from switchyard.errors import StoreError
 from switchyard.migration import RqToDbOptions, migrate_rq_to_db
 from switchyard.switch import enqueue_tasks
-from tests.integration.test_migration_support import (  # noqa: F401  (fixtures)
-    clean_store_fixture,
+from tests.integration.support_migration import (
     foreign_jobs,
     job_hash_ids,
     own_backlog,
-    redis_fixture,
     rq_ids,
     settings_for,
     task_rows,

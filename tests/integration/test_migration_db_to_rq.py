@@ -22,12 +22,10 @@ from switchyard.modes import Mode
 from switchyard.rq_engine.connection import JOB_FUNC
 from switchyard.rq_engine.dispatch import push_jobs
 from tests.conftest import cli_env
-from tests.integration.test_migration_support import (  # noqa: F401  (fixtures)
+from tests.integration.support_migration import (
     PRIORITIES,
-    clean_store_fixture,
     events_with_reason,
     job_hash_ids,
-    redis_fixture,
     rq_ids,
     settings_for,
     task_rows,

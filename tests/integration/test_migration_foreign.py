@@ -19,15 +19,13 @@ from switchyard.domain import Engine, Origin, Priority, Status
 from switchyard.migration import RqToDbOptions, migrate_rq_to_db
 from switchyard.migration.decode import DecodedJob, Undecodable, decode_job
 from switchyard.migration.mapping import Unmappable, map_job, task_id_for_job
-from tests.integration.test_migration_support import (  # noqa: F401  (fixtures)
-    clean_store_fixture,
+from tests.integration.support_migration import (
     foreign_kwargs,
     job_hash_ids,
     json_queue,
     own_backlog,
     put_in_flight,
     quarantine_rows,
-    redis_fixture,
     rq_ids,
     settings_for,
     task_rows,

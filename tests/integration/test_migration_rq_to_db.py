@@ -19,14 +19,12 @@ from switchyard.migration import RqToDbOptions, migrate_rq_to_db
 from switchyard.migration.rq_reader import Kind, Source, read_page
 from switchyard.rq_engine.scripts import Scripts
 from tests.conftest import cli_env
-from tests.integration.test_migration_support import (  # noqa: F401  (fixtures)
+from tests.integration.support_migration import (
     alive_worker,
-    clean_store_fixture,
     events_with_reason,
     job_hash_ids,
     own_backlog,
     put_in_flight,
-    redis_fixture,
     rq_ids,
     settings_for,
     task_rows,

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
@@ -21,26 +19,7 @@ from switchyard.modes import Mode, ModeWatcher, Routing
 from switchyard.operations import submit
 from switchyard.operations.engines import get_mode
 from tests.conftest import make_settings
-from tests.integration.test_rq_support import (
-    ServicesPool,
-    Workers,
-    cli,
-    new_tasks,
-    wait_for,
-    workers_fixture,
-)
-
-
-@pytest.fixture
-def pool() -> Iterator[ServicesPool]:
-    made = ServicesPool()
-    yield made
-    made.close()
-
-
-@pytest.fixture
-def workers(tmp_path: Path) -> Iterator[Workers]:
-    yield from workers_fixture(tmp_path)
+from tests.integration.support_rq import ServicesPool, Workers, cli, new_tasks, wait_for
 
 
 @pytest.mark.parametrize(

@@ -22,15 +22,7 @@ from switchyard.rollback.report import TODO
 from switchyard.rollback.runs import RunFailed, RunRecord, RunRecorder, Step, StepContext, execute
 from switchyard.switch import switch_mode as set_mode
 from tests.conftest import cli_env
-from tests.integration.test_rollback_support import (  # noqa: F401
-    clean_db_url,
-    foreign_jobs,
-    new_tasks,
-    redis_client,
-    rq_owned,
-    services,
-    sqlite_services,
-)
+from tests.integration.support_rollback import foreign_jobs, new_tasks, rq_owned
 
 SECTIONS = [
     "# Rollback Incident Report",
@@ -52,7 +44,7 @@ SECTIONS = [
 
 
 def test_a_successful_emergency_fills_in_the_template(
-    sqlite_services: Services,  # noqa: F811
+    sqlite_services: Services,
     tmp_path: Path,
 ) -> None:
     rq_owned(sqlite_services, 6)
@@ -82,7 +74,7 @@ def test_a_successful_emergency_fills_in_the_template(
 
 
 def test_a_failed_run_says_where_it_stopped_and_how_to_finish(
-    sqlite_services: Services,  # noqa: F811
+    sqlite_services: Services,
     tmp_path: Path,
 ) -> None:
     rq_owned(sqlite_services, 2)
@@ -103,7 +95,7 @@ def test_a_failed_run_says_where_it_stopped_and_how_to_finish(
     assert f"`switchyard rollback resume {failed.value.run_id}`" in text
 
 
-def test_the_cli_writes_the_report(sqlite_services: Services, tmp_path: Path) -> None:  # noqa: F811
+def test_the_cli_writes_the_report(sqlite_services: Services, tmp_path: Path) -> None:
     run = ops.run_procedure(sqlite_services, "partial", reason="flaky redis failovers")
     out = tmp_path / "incident.md"
     env = cli_env(
@@ -165,7 +157,7 @@ def run_with_bystanders(svc: Services) -> RunRecord:
     return execute(recorder, run_id, steps, svc)
 
 
-def test_the_report_tells_what_touched_ownership_in_the_window(services: Services) -> None:  # noqa: F811
+def test_the_report_tells_what_touched_ownership_in_the_window(services: Services) -> None:
     store = services.store
     store.submit(new_tasks(4), "test")
     run = run_with_bystanders(services)
@@ -223,7 +215,7 @@ def test_the_report_tells_what_touched_ownership_in_the_window(services: Service
     assert "| queued | 3 | 4 | 7 |" in text
 
 
-def test_a_quiet_window_says_nothing_went_against_the_run(services: Services) -> None:  # noqa: F811
+def test_a_quiet_window_says_nothing_went_against_the_run(services: Services) -> None:
     def with_the_run(ctx: StepContext) -> dict[str, Any]:
         actor = f"operator (run {ctx.run_id})"
         moved = {"from": "rq", "to": "db", "count": 2, "why": "migrate"}
@@ -241,7 +233,7 @@ def test_a_quiet_window_says_nothing_went_against_the_run(services: Services) ->
     assert "Acting besides the run's own steps: nobody." in made.markdown()
 
 
-def test_the_cli_gives_the_ownership_story_as_json(sqlite_services: Services) -> None:  # noqa: F811
+def test_the_cli_gives_the_ownership_story_as_json(sqlite_services: Services) -> None:
     run = ops.run_procedure(sqlite_services, "partial", reason="flaky redis failovers")
     sqlite_services.store.record_event("mode_changed", "ops-bob", None, {"to": "rq"})
     env = cli_env(
@@ -263,7 +255,7 @@ def test_the_cli_gives_the_ownership_story_as_json(sqlite_services: Services) ->
     assert "**What Touched Ownership**" in data["markdown"]
 
 
-def test_an_open_run_reads_its_window_up_to_now(services: Services) -> None:  # noqa: F811
+def test_an_open_run_reads_its_window_up_to_now(services: Services) -> None:
     run_id = RunRecorder(services.store.engine).create("rollforward", {"actor": "operator"})
     moved = {"from": "rq", "to": "db", "count": 1, "why": "migrate"}
     services.store.record_event("ownership_moved", "ops-dan", "manual migrate", moved)

@@ -12,16 +12,11 @@ import pytest
 
 from switchyard.operations.services import Services
 from tests.conftest import cli_env
-from tests.integration.test_rollback_support import (  # noqa: F401
-    foreign_jobs,
-    redis_client,
-    rq_owned,
-    sqlite_services,
-)
+from tests.integration.support_rollback import foreign_jobs, redis_client, rq_owned
 
 
 @pytest.fixture
-def env(sqlite_services: Services) -> dict[str, str]:  # noqa: F811
+def env(sqlite_services: Services) -> dict[str, str]:
     s = sqlite_services.settings
     return cli_env(s.database_url, REDIS_URL=s.redis_url, LOG_LEVEL="WARNING")
 
@@ -37,7 +32,7 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_emergency_then_list_show_and_verify(
-    sqlite_services: Services,  # noqa: F811
+    sqlite_services: Services,
     env: dict[str, str],
     tmp_path: Path,
 ) -> None:
@@ -61,7 +56,7 @@ def test_emergency_then_list_show_and_verify(
 
 
 def test_check_fails_then_repair_fixes(
-    sqlite_services: Services,  # noqa: F811
+    sqlite_services: Services,
     env: dict[str, str],
 ) -> None:
     own = rq_owned(sqlite_services, 3)
@@ -77,7 +72,7 @@ def test_check_fails_then_repair_fixes(
 
 
 def test_cleanup_refuses_with_exit_1_and_says_why(
-    sqlite_services: Services,  # noqa: F811
+    sqlite_services: Services,
     env: dict[str, str],
 ) -> None:
     rq_owned(sqlite_services, 2)
@@ -92,7 +87,7 @@ def test_bad_usage_exits_2(env: dict[str, str]) -> None:
     assert "--no-canary" in usage.stderr
 
 
-def test_assess_json(sqlite_services: Services, env: dict[str, str]) -> None:  # noqa: F811
+def test_assess_json(sqlite_services: Services, env: dict[str, str]) -> None:
     rq_owned(sqlite_services, 1)
     done = cli(env, "rollback", "assess", "--security-issue", "--json")
     assert done.returncode == 0, done.stderr

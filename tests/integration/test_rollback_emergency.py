@@ -22,15 +22,7 @@ from switchyard.rollback import commands as ops
 from switchyard.rollback.runs import RunBusy, RunFailed
 from switchyard.rollback.verify import verify
 from tests.integration.conftest import StartWorker
-from tests.integration.test_rollback_support import (  # noqa: F401
-    clean_db_url,
-    foreign_jobs,
-    in_flight,
-    redis_client,
-    rq_owned,
-    services,
-    sqlite_services,
-)
+from tests.integration.support_rollback import foreign_jobs, in_flight, redis_client, rq_owned
 
 STEPS = [
     "preflight",
@@ -46,7 +38,7 @@ STEPS = [
 
 
 def test_emergency_moves_everything_and_records_each_step(
-    services: Services,  # noqa: F811
+    services: Services,
     tmp_path: Path,
 ) -> None:
     own = rq_owned(services, 20)
@@ -82,7 +74,7 @@ def test_emergency_moves_everything_and_records_each_step(
 
 
 def test_emergency_needs_a_canary_source_or_an_explicit_no(
-    sqlite_services: Services,  # noqa: F811
+    sqlite_services: Services,
 ) -> None:
     with pytest.raises(UsageError, match=r"--canary-url URL .* or --no-canary"):
         ops.run_procedure(sqlite_services, "emergency")
@@ -90,7 +82,7 @@ def test_emergency_needs_a_canary_source_or_an_explicit_no(
 
 
 def test_work_left_behind_makes_the_run_incomplete_and_resume_with_its_option_finishes(
-    sqlite_services: Services,  # noqa: F811
+    sqlite_services: Services,
     tmp_path: Path,
 ) -> None:
     svc = sqlite_services
@@ -127,7 +119,7 @@ def test_work_left_behind_makes_the_run_incomplete_and_resume_with_its_option_fi
 
 
 def test_planned_waits_for_running_rq_work_then_gives_up_at_its_limit(
-    sqlite_services: Services,  # noqa: F811
+    sqlite_services: Services,
     tmp_path: Path,
 ) -> None:
     svc = sqlite_services
@@ -139,7 +131,7 @@ def test_planned_waits_for_running_rq_work_then_gives_up_at_its_limit(
 
 
 def test_a_background_run_is_followed_by_id_and_blocks_a_second_one(
-    sqlite_services: Services,  # noqa: F811
+    sqlite_services: Services,
     tmp_path: Path,
 ) -> None:
     svc = sqlite_services
@@ -169,7 +161,7 @@ def wait_for(condition: Callable[[], bool], timeout: float = 20) -> None:
 
 
 def test_emergency_stops_a_live_rq_worker_through_rq(
-    sqlite_services: Services,  # noqa: F811
+    sqlite_services: Services,
     start_worker: StartWorker,
     tmp_path: Path,
 ) -> None:

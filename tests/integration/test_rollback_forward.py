@@ -12,17 +12,11 @@ from switchyard.operations.tasks import ensure_accepting
 from switchyard.rollback import commands as ops
 from switchyard.rollback.runs import RunFailed
 from switchyard.switch import switch_mode as set_mode
-from tests.integration.test_rollback_support import (  # noqa: F401
-    clean_db_url,
-    new_tasks,
-    redis_client,
-    services,
-    sqlite_services,
-)
+from tests.integration.support_rollback import new_tasks, redis_client
 
 
 def test_rollforward_hands_every_queued_task_to_rq(
-    services: Services,  # noqa: F811
+    services: Services,
     tmp_path: Path,
 ) -> None:
     set_mode(services.store, Mode.DB, "test", "after a rollback")
@@ -51,7 +45,7 @@ def test_rollforward_hands_every_queued_task_to_rq(
 
 
 def test_rollforward_with_a_canary_needs_an_rq_worker(
-    sqlite_services: Services,  # noqa: F811
+    sqlite_services: Services,
     tmp_path: Path,
 ) -> None:
     set_mode(sqlite_services.store, Mode.DB, "test", "test")
@@ -66,7 +60,7 @@ def test_rollforward_with_a_canary_needs_an_rq_worker(
 
 
 def test_partial_switches_to_hybrid_and_needs_the_fallback(
-    sqlite_services: Services,  # noqa: F811
+    sqlite_services: Services,
 ) -> None:
     set_mode(sqlite_services.store, Mode.RQ, "test", "test")
     run = ops.run_procedure(sqlite_services, "partial")
@@ -75,7 +69,7 @@ def test_partial_switches_to_hybrid_and_needs_the_fallback(
 
 
 def test_a_partial_rollback_without_the_fallback_changes_nothing(
-    sqlite_services: Services,  # noqa: F811
+    sqlite_services: Services,
 ) -> None:
     """The check comes before the switch: a failed precondition leaves the mode alone."""
     set_mode(sqlite_services.store, Mode.RQ, "test", "test")

@@ -26,11 +26,10 @@ from switchyard.rollback.runs import (
     StepStatus,
     execute,
 )
-from tests.integration.test_rollback_support import clean_db_url  # noqa: F401
 
 
 @pytest.fixture
-def recorder(clean_db_url: str) -> Iterator[RunRecorder]:  # noqa: F811
+def recorder(clean_db_url: str) -> Iterator[RunRecorder]:
     engine = make_engine(clean_db_url)
     yield RunRecorder(engine)
     engine.dispose()

@@ -22,13 +22,7 @@ from switchyard.db.schema import run_steps, runs, tasks
 from switchyard.operations.services import Services
 from switchyard.rollback.verify import verify
 from tests.conftest import PrivateRedis, cli_env, make_settings
-from tests.integration.test_rollback_support import (  # noqa: F401
-    clean_db_url,
-    foreign_jobs,
-    in_flight,
-    redis_client,
-    rq_owned,
-)
+from tests.integration.support_rollback import foreign_jobs, in_flight, redis_client, rq_owned
 
 TRIALS = int(os.environ.get("SWITCHYARD_KILL_TRIALS", "1"))  # per database backend
 STEPS = ["preflight", "pause_submissions", "switch_mode", "stop_rq_workers", "backup", "migrate"]
@@ -74,7 +68,7 @@ def latest_run(svc: Services) -> dict[str, Any] | None:
 
 @pytest.mark.parametrize("trial", range(TRIALS))
 def test_emergency_killed_anywhere_resumes_without_loss_or_duplicates(
-    clean_db_url: str,  # noqa: F811
+    clean_db_url: str,
     private_redis: PrivateRedis,
     tmp_path: Path,
     trial: int,

@@ -7,36 +7,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
-
-import pytest
 
 from switchyard import modes, switch
 from switchyard.db.store import NewTask, utcnow
 from switchyard.domain import Engine, Priority, Status
 from switchyard.operations import engines, submit
-from tests.integration.test_rq_support import (
-    ServicesPool,
-    Workers,
-    cli,
-    new_tasks,
-    wait_for,
-    workers_fixture,
-)
-
-
-@pytest.fixture
-def pool() -> Iterator[ServicesPool]:
-    made = ServicesPool()
-    yield made
-    made.close()
-
-
-@pytest.fixture
-def workers(tmp_path: Path) -> Iterator[Workers]:
-    yield from workers_fixture(tmp_path)
+from tests.integration.support_rq import ServicesPool, Workers, cli, new_tasks, wait_for
 
 
 def test_rq_workers_shut_down_gracefully_through_rqs_own_command(

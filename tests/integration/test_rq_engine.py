@@ -7,7 +7,6 @@ from __future__ import annotations
 import threading
 import zlib
 from collections import Counter
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -32,20 +31,7 @@ from switchyard.rq_engine import (
 from switchyard.rq_engine.control import queue_lengths
 from switchyard.switch import dispatch_pending, enqueue_tasks
 from switchyard.workers.rq import SimpleRQWorker
-from tests.integration.test_rq_support import (
-    ServicesPool,
-    all_job_ids,
-    handler,
-    new_tasks,
-)
-
-
-@pytest.fixture
-def pool() -> Iterator[ServicesPool]:
-    made = ServicesPool()
-    yield made
-    jobs.uninstall()
-    made.close()
+from tests.integration.support_rq import ServicesPool, all_job_ids, handler, new_tasks
 
 
 @pytest.fixture

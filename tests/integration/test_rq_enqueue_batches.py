@@ -4,9 +4,7 @@ its own, the shared fields sent once."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
-import pytest
 import redis
 from rq.job import Job
 from rq.serializers import JSONSerializer
@@ -17,13 +15,6 @@ from switchyard.rq_engine.connection import JOB_FUNC
 from switchyard.rq_engine.dispatch import push_jobs
 from switchyard.rq_engine.scripts import enqueue_jobs_args
 from tests.conftest import make_settings
-
-
-@pytest.fixture(name="r")
-def redis_fixture(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
 
 
 def test_each_job_of_a_batch_gets_its_own_answer(r: redis.Redis, redis_url: str) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,30 +13,12 @@ from switchyard import modes, switch
 from switchyard.db.store import NewTask
 from switchyard.domain import Priority, Status
 from switchyard.operations import submit
-from tests.integration.test_rq_support import (
-    ServicesPool,
-    Workers,
-    runs,
-    wait_for,
-    workers_fixture,
-)
+from tests.integration.support_rq import ServicesPool, Workers, runs, wait_for
 
 
 @pytest.fixture(params=["postgresql"])
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
-
-
-@pytest.fixture
-def pool() -> Iterator[ServicesPool]:
-    made = ServicesPool()
-    yield made
-    made.close()
-
-
-@pytest.fixture
-def workers(tmp_path: Path) -> Iterator[Workers]:
-    yield from workers_fixture(tmp_path)
 
 
 def children(pid: int) -> list[int]:

@@ -8,7 +8,6 @@ the epoch check and shows the same stale process undoing a rollback.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -23,17 +22,9 @@ from switchyard.modes import FALLBACK_KEY, MODE_KEY, Mode, Routing, read_routing
 from switchyard.operations import Services
 from switchyard.rollback.ownership import SystemEvent
 from switchyard.rollback.procedures import audit_moves
-from switchyard.rq_engine import connect, jobs
+from switchyard.rq_engine import connect
 from switchyard.rq_engine.control import queue_lengths
-from tests.integration.test_rq_support import ServicesPool, new_tasks
-
-
-@pytest.fixture
-def pool() -> Iterator[ServicesPool]:
-    made = ServicesPool()
-    yield made
-    jobs.uninstall()
-    made.close()
+from tests.integration.support_rq import ServicesPool, new_tasks
 
 
 @pytest.fixture

@@ -17,14 +17,7 @@ from switchyard.operations.services import Services
 from switchyard.rollback.verify import VerifyReport, verify
 from switchyard.switch import switch_mode as set_mode
 from tests.conftest import PrivateRedis, make_settings
-from tests.integration.test_rollback_support import (  # noqa: F401
-    clean_db_url,
-    foreign_jobs,
-    redis_client,
-    rq_owned,
-    services,
-    sqlite_services,
-)
+from tests.integration.support_rollback import foreign_jobs, redis_client, rq_owned
 
 
 def rolled_back(svc: Services, tmp_path: Path) -> tuple[Path, list[str], list[str]]:
@@ -42,7 +35,7 @@ def failed(report: VerifyReport) -> dict[str, list[str]]:
     return {c.name: c.discrepancies for c in report.checks if not c.ok}
 
 
-def test_a_clean_rollback_verifies(services: Services, tmp_path: Path) -> None:  # noqa: F811
+def test_a_clean_rollback_verifies(services: Services, tmp_path: Path) -> None:
     backup, _, _ = rolled_back(services, tmp_path)
     report = verify(services, backup)
     assert report.ok, failed(report)
@@ -62,7 +55,7 @@ def test_a_clean_rollback_verifies(services: Services, tmp_path: Path) -> None: 
 
 
 def test_a_lost_task_fails_presence_accounting_and_counts(
-    sqlite_services: Services,  # noqa: F811
+    sqlite_services: Services,
     tmp_path: Path,
 ) -> None:
     backup, own, foreign = rolled_back(sqlite_services, tmp_path)
@@ -87,7 +80,7 @@ def test_a_lost_task_fails_presence_accounting_and_counts(
 
 
 def test_a_migrated_job_still_in_rq_is_in_both_engines_and_rq_not_empty(
-    sqlite_services: Services,  # noqa: F811
+    sqlite_services: Services,
     tmp_path: Path,
 ) -> None:
     backup, _, _ = rolled_back(sqlite_services, tmp_path)
@@ -103,7 +96,7 @@ def test_a_migrated_job_still_in_rq_is_in_both_engines_and_rq_not_empty(
 
 
 def test_a_stale_own_job_is_not_in_both_but_a_foreign_function_under_its_id_is(
-    sqlite_services: Services,  # noqa: F811
+    sqlite_services: Services,
 ) -> None:
     svc = sqlite_services
     own = rq_owned(svc, 2)
@@ -125,7 +118,7 @@ def test_a_stale_own_job_is_not_in_both_but_a_foreign_function_under_its_id_is(
 
 
 def test_a_migrated_copy_of_an_own_job_is_a_duplicate(
-    sqlite_services: Services,  # noqa: F811
+    sqlite_services: Services,
 ) -> None:
     own = rq_owned(sqlite_services, 1, dispatch=False)
     with sqlite_services.store.engine.begin() as conn:
@@ -137,7 +130,7 @@ def test_a_migrated_copy_of_an_own_job_is_a_duplicate(
 
 
 def test_a_damaged_backup_proves_nothing(
-    sqlite_services: Services,  # noqa: F811
+    sqlite_services: Services,
     tmp_path: Path,
 ) -> None:
     backup, _, _ = rolled_back(sqlite_services, tmp_path)

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from switchyard.operations import Services
 from switchyard.web import create_app
@@ -70,3 +71,33 @@ TASK = {
     "user_id": 7,
     "platform_connection_id": 3,
 }
+
+
+# -- helpers shared by the web tests ---------------------------------------------------------
+
+
+def make_client(sqlite_url: str, redis_url: str) -> tuple[TestClient, Services]:
+    svc = build_services(
+        sqlite_url, switchyard_admin_token=TOKEN, redis_url=redis_url, mode_cache_seconds=0
+    )
+    return TestClient(create_app(svc)), svc
+
+
+def switch_mode_over_http(
+    client: TestClient, admin: dict[str, str], mode: str
+) -> dict[str, object]:
+    response = client.post("/admin/mode", json={"mode": mode, "reason": "test"}, headers=admin)
+    assert response.status_code == 200, response.text
+    result: dict[str, object] = response.json()
+    return result
+
+
+def scrape(client: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(response.text)
+        for s in family.samples
+    }

@@ -16,17 +16,14 @@ from switchyard import modes
 from switchyard import switch as the_switch
 from switchyard.operations import Services
 from switchyard.rq_engine import connect
-from switchyard.web import create_app
 from tests.conftest import PrivateRedis, cli_env
-from tests.web.conftest import TASK, TOKEN, build_services, sign_in
-from tests.web.test_metrics import scrape
-
-
-def make_client(sqlite_url: str, redis_url: str) -> tuple[TestClient, Services]:
-    svc = build_services(
-        sqlite_url, switchyard_admin_token=TOKEN, redis_url=redis_url, mode_cache_seconds=0
-    )
-    return TestClient(create_app(svc)), svc
+from tests.web.conftest import (
+    TASK,
+    make_client,
+    scrape,
+    sign_in,
+    switch_mode_over_http,
+)
 
 
 @pytest.fixture
@@ -47,13 +44,6 @@ def outage_client(
     svc.store.engine.dispose()
 
 
-def switch(client: TestClient, admin: dict[str, str], mode: str) -> dict[str, object]:
-    response = client.post("/admin/mode", json={"mode": mode, "reason": "test"}, headers=admin)
-    assert response.status_code == 200, response.text
-    result: dict[str, object] = response.json()
-    return result
-
-
 def test_mode_switch_moves_queued_work_and_stats_show_both_engines(
     rq_client: tuple[TestClient, Services], admin: dict[str, str]
 ) -> None:
@@ -61,7 +51,7 @@ def test_mode_switch_moves_queued_work_and_stats_show_both_engines(
     client.post("/api/tasks", json={**TASK, "priority": "high"})
     assert client.get("/admin/mode", headers=admin).json()["mode"] == "db"
 
-    result = switch(client, admin, "rq")
+    result = switch_mode_over_http(client, admin, "rq")
     assert (result["previous"], result["moved"], result["dispatched"]) == ("db", 1, 1)
     client.post("/api/tasks", json={**TASK, "priority": "urgent"})
 
@@ -105,7 +95,7 @@ def test_a_redis_outage_is_reported_never_as_zero(
     private_redis: PrivateRedis,
 ) -> None:
     client, svc = outage_client
-    switch(client, admin, "rq")
+    switch_mode_over_http(client, admin, "rq")
     private_redis.stop()
 
     health = client.get("/admin/rq/health", headers=admin)
@@ -133,7 +123,7 @@ def test_metrics_show_both_engines(
     rq_client: tuple[TestClient, Services], admin: dict[str, str]
 ) -> None:
     client, _ = rq_client
-    switch(client, admin, "rq")
+    switch_mode_over_http(client, admin, "rq")
     client.post("/api/tasks", json={**TASK, "priority": "low"})
     m = scrape(client)
     assert m[("switchyard_up", (("component", "redis"),))] == 1

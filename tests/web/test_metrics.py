@@ -7,25 +7,13 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
-from prometheus_client.parser import text_string_to_metric_families
 
 from switchyard import operations as ops
 from switchyard.db.schema import tasks
 from switchyard.db.store import Outcome
 from switchyard.operations import Services, maintenance
 from switchyard.web import create_app
-from tests.web.conftest import TASK, build_services
-
-
-def scrape(client: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    response = client.get("/metrics")
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain")
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(response.text)
-        for s in family.samples
-    }
+from tests.web.conftest import TASK, build_services, scrape
 
 
 def test_tasks_and_queues_are_counted_from_the_store(

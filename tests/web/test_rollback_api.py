@@ -14,8 +14,7 @@ from fastapi.testclient import TestClient
 from switchyard.rollback.procedures import KINDS
 from switchyard.web.rollback import Kind
 from tests.conftest import PrivateRedis
-from tests.web.conftest import TASK
-from tests.web.test_engines import make_client, switch
+from tests.web.conftest import TASK, make_client, switch_mode_over_http
 
 
 @pytest.fixture
@@ -46,7 +45,7 @@ def test_the_api_offers_every_procedure() -> None:
 
 def test_a_planned_rollback_through_the_api(rq_client: TestClient, admin: dict[str, str]) -> None:
     client = rq_client
-    switch(client, admin, "rq")
+    switch_mode_over_http(client, admin, "rq")
     created = [client.post("/api/tasks", json=TASK).json()["id"] for _ in range(3)]
     assert client.get("/admin/rq/stats", headers=admin).json()["rq"]["queues"]["normal"] == 3
 
@@ -97,7 +96,7 @@ def test_check_passes_then_fails_when_redis_is_gone(
     with client:
         dry = client.post("/admin/rq/cleanup", json={"confirm": False}, headers=admin)
         assert dry.status_code == 200 and dry.json()["done"] is False, dry.text
-        switch(client, admin, "rq")
+        switch_mode_over_http(client, admin, "rq")
         assert client.post("/admin/check", headers=admin).status_code == 200
         client.post("/api/tasks", json=TASK)
         refused = client.post("/admin/rq/cleanup", json={"confirm": True}, headers=admin)

@@ -15,7 +15,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +28,7 @@ from switchyard.errors import CaptionError
 from switchyard.operations.services import Services
 from tests.conftest import cli_env, make_settings
 
-HANDLER = "tests.integration.test_rq_support:handler"
+HANDLER = "tests.integration.support_rq:handler"
 
 
 def handler(settings: Settings) -> Callable[[Task], tuple[str, float]]:
@@ -146,12 +146,6 @@ class Workers:
             if proc.process.poll() is None:
                 proc.process.kill()
                 proc.process.wait()
-
-
-def workers_fixture(tmp_path: Path) -> Iterator[Workers]:
-    workers = Workers(tmp_path)
-    yield workers
-    workers.kill_all()
 
 
 def cli(db_url: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -11,11 +11,9 @@ execution registry API.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
-import pytest
 import redis
 import sqlalchemy as sa
 from rq import Queue, Worker
@@ -36,23 +34,6 @@ PRIORITIES = list(Priority)
 REGISTRIES = tuple(
     f"rq:{k}:" for k in ("wip", "scheduled", "deferred", "ready", "failed", "finished", "canceled")
 )
-
-
-@pytest.fixture(name="r")
-def redis_fixture(redis_url: str) -> Iterator[redis.Redis]:
-    """A byte-level client on this test's empty Redis database."""
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
-
-
-@pytest.fixture(name="clean_store")
-def clean_store_fixture(store: TaskStore) -> TaskStore:
-    """`store` (every backend) with the quarantine emptied too: the shared fixture empties
-    only tasks, events and state on the servers' session databases."""
-    with store.engine.begin() as conn:
-        conn.execute(quarantine.delete())
-    return store
 
 
 def settings_for(db_url: str, redis_url: str) -> Settings:

@@ -9,57 +9,17 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 
-import pytest
 import redis
-import sqlalchemy as sa
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-from switchyard.db.engine import make_engine
 from switchyard.db.store import NewTask, TaskStore
 from switchyard.domain import Engine, Priority
 from switchyard.modes import Mode
 from switchyard.operations.services import Services
 from switchyard.switch import enqueue_tasks
 from switchyard.switch import switch_mode as set_mode
-from tests.conftest import make_settings
-
-EXTRA_TABLES = ("runs", "run_steps", "quarantine", "workers", "system_events")
-
-
-def _empty_extra_tables(url: str) -> None:
-    engine = make_engine(url)
-    existing = set(sa.inspect(engine).get_table_names())
-    with engine.begin() as conn:
-        for table in EXTRA_TABLES:
-            if table in existing:
-                conn.exec_driver_sql(f"DELETE FROM {table}")
-    engine.dispose()
-
-
-@pytest.fixture
-def clean_db_url(db_url: str) -> str:
-    """`db_url`, with the toolkit's own tables emptied too."""
-    _empty_extra_tables(db_url)
-    return db_url
-
-
-@pytest.fixture
-def services(clean_db_url: str, redis_url: str) -> Iterator[Services]:
-    """Services on a clean database of each backend and this session's own Redis database."""
-    svc = Services(make_settings(clean_db_url, redis_url=redis_url))
-    yield svc
-    svc.store.engine.dispose()
-
-
-@pytest.fixture
-def sqlite_services(sqlite_url: str, redis_url: str) -> Iterator[Services]:
-    """Services on SQLite only, for tests whose subject is not the database."""
-    svc = Services(make_settings(sqlite_url, redis_url=redis_url))
-    yield svc
-    svc.store.engine.dispose()
 
 
 def new_tasks(n: int, priority: Priority = Priority.NORMAL, **fields: object) -> list[NewTask]:
