@@ -14,7 +14,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 
-import switchyard.migrations
+import switchyard.db.alembic
 from switchyard.db import migrate
 from switchyard.db.engine import make_engine
 from switchyard.db.schema import metadata
@@ -53,7 +53,7 @@ def fresh_engine(backend: str, tmp_path: Path) -> Iterator[sa.Engine]:
 
 def downgrade(engine: sa.Engine, revision: str) -> None:
     config = Config()
-    config.set_main_option("script_location", str(Path(switchyard.migrations.__file__).parent))
+    config.set_main_option("script_location", str(Path(switchyard.db.alembic.__file__).parent))
     with engine.begin() as conn:
         config.attributes["connection"] = conn
         command.downgrade(config, revision)

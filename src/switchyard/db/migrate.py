@@ -12,7 +12,7 @@ from alembic.script import ScriptDirectory
 
 from switchyard.db.engine import translated
 
-_SCRIPTS = Path(__file__).resolve().parent.parent / "migrations"
+_SCRIPTS = Path(__file__).resolve().parent / "alembic"
 
 
 def _config() -> Config:
