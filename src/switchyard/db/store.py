@@ -15,29 +15,38 @@ from __future__ import annotations
 import functools
 import random
 import uuid
-from collections.abc import Callable, Collection, Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import sqlalchemy as sa
 
 from switchyard.config import Settings
 from switchyard.db import fence
+from switchyard.db.clock import utcnow
 from switchyard.db.engine import (
     deadlock_retried,
     make_engine,
     retry_on_disconnect,
     translated,
 )
+from switchyard.db.ownership import OwnershipStore
+from switchyard.db.registry import WorkerRegistry
+from switchyard.db.rows import (
+    NewTask,
+    Outcome,
+    Pending,
+    Recovery,
+    event_row,
+    queued_row,
+    task_from_row,
+)
 from switchyard.db.schema import (
     UtcDateTime,
-    system_events,
-    system_state,
     task_events,
     tasks,
-    workers,
 )
+from switchyard.db.state import StateStore
 from switchyard.domain import (
     ALLOWED_TRANSITIONS,
     Engine,
@@ -49,109 +58,13 @@ from switchyard.domain import (
 )
 from switchyard.errors import InvalidTransition, NotFound
 
-
-def utcnow() -> datetime:
-    """Naive UTC, the form every timestamp column holds."""
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
-@dataclass(frozen=True)
-class NewTask:
-    """What a submission or a migration hands to the store; already validated."""
-
-    image_url: str
-    user_id: int
-    platform_connection_id: int
-    priority: Priority = Priority.NORMAL
-    settings: dict[str, Any] = field(default_factory=dict)
-    origin: Origin = Origin.SUBMITTED
-    engine: Engine = Engine.DB  # which engine owns the task while it is queued
-    source_job_id: str | None = None  # the rq job a migrated foreign job came from
-    id: uuid.UUID = field(default_factory=uuid.uuid4)
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """A finished attempt, as a worker reports it."""
-
-    task_id: uuid.UUID
-    attempt: int  # the attempt that produced it; a stale attempt's result is discarded
-    caption: str
-    quality_score: float
-
-
-@dataclass(frozen=True)
-class Recovery:
-    requeued: list[uuid.UUID]
-    failed: list[uuid.UUID]
-
-
-@dataclass(frozen=True)
-class Pending:
-    """A queued task the rq dispatcher is to put into Redis."""
-
-    id: uuid.UUID
-    priority: Priority
-
-
-def _to_task(row: sa.Row[Any]) -> Task:
-    m = row._mapping
-    return Task(
-        id=m["id"],
-        user_id=m["user_id"],
-        platform_connection_id=m["platform_connection_id"],
-        image_url=m["image_url"],
-        priority=m["priority"],
-        settings=m["settings"],
-        status=Status(m["status"]),
-        attempts=m["attempts"],
-        max_attempts=m["max_attempts"],
-        progress=m["progress"],
-        caption=m["caption"],
-        quality_score=m["quality_score"],
-        error=m["error"],
-        created_at=m["created_at"],
-        available_at=m["available_at"],
-        started_at=m["started_at"],
-        heartbeat_at=m["heartbeat_at"],
-        finished_at=m["finished_at"],
-        engine=m["engine"],
-        worker=m["worker"],
-        origin=Origin(m["origin"]),
-        dispatched_at=m["dispatched_at"],
-        source_job_id=m["source_job_id"],
-    )
-
-
-def _event(
-    task_id: uuid.UUID, at: datetime, actor: str, src: str | None, dst: Status, reason: str | None
-) -> dict[str, Any]:
-    return {
-        "task_id": task_id,
-        "at": at,
-        "actor": actor,
-        "from_status": src,
-        "to_status": dst.value,
-        "reason": reason,
-    }
-
-
-# -- the rq engine's per-job statements (claim_task, complete_one) ------------------------------
-#
-# Each rq job claims one named task and later completes it: two durable compare-and-sets per
-# job, where plain rq writes nothing durable. So these statements are built once, with bound
-# parameters (building and hashing one costs more than running it), and on PostgreSQL each is
-# a single statement run in autocommit: a data-modifying CTE updates the task and inserts its
-# event, so the whole transaction is one round trip. Parameters are named `p_*` because an
-# UPDATE would take a parameter named like a column as a value to SET.
-
 _EVENT_INSERT = task_events.insert()
 _EVENT_COLUMNS = ("task_id", "at", "actor", "from_status", "to_status", "reason")
 
 
 def _named_event(params: dict[str, Any], src: Status, dst: Status) -> dict[str, Any]:
     reason = "claimed" if dst is Status.RUNNING else None
-    return _event(params["p_id"], params["p_now"], params["p_worker"], src.value, dst, reason)
+    return event_row(params["p_id"], params["p_now"], params["p_worker"], src.value, dst, reason)
 
 
 def _event_select(source: sa.CTE, src: Status, dst: Status, reason: str | None) -> sa.Select[Any]:
@@ -256,66 +169,7 @@ def _named_completion(form: CompletionForm) -> sa.Executable:
     return _completion_update()
 
 
-def queued_row(
-    n: NewTask, max_attempts: int, created_at: datetime, available_at: datetime
-) -> dict[str, Any]:
-    """The `tasks` row of a new queued task (a submission, or a job migrated from rq)."""
-    return {
-        "id": n.id,
-        "user_id": n.user_id,
-        "platform_connection_id": n.platform_connection_id,
-        "image_url": n.image_url,
-        "priority": n.priority,
-        "settings": n.settings,
-        "status": Status.QUEUED.value,
-        "attempts": 0,
-        "max_attempts": max_attempts,
-        "progress": 0,
-        "created_at": created_at,
-        "available_at": available_at,
-        "origin": n.origin.value,
-        "engine": n.engine.value,
-        "source_job_id": n.source_job_id,
-    }
-
-
-class _Unchanged(Exception):
-    """Internal: roll a routing switch back because its expectation did not hold."""
-
-
-def _locked_state(conn: sa.Connection, key: str) -> sa.Row[Any] | None:
-    return conn.execute(
-        sa.select(system_state.c.value).where(system_state.c.key == key).with_for_update()
-    ).first()
-
-
-def _upsert_state(
-    conn: sa.Connection, key: str, exists: bool, value: Any, actor: str, now: datetime
-) -> None:
-    values = {"value": value, "updated_at": now, "updated_by": actor}
-    if exists:
-        conn.execute(system_state.update().where(system_state.c.key == key).values(values))
-    else:
-        conn.execute(system_state.insert().values(key=key, **values))
-
-
-def _swap_in(
-    conn: sa.Connection,
-    key: str,
-    expect: Callable[[Any], bool],
-    value: Any,
-    actor: str,
-    now: datetime,
-) -> bool:
-    """Upsert `key` in this transaction if `expect(current)` holds (the row locked first)."""
-    row = _locked_state(conn, key)
-    if not expect(None if row is None else row.value):
-        return False
-    _upsert_state(conn, key, row is not None, value, actor, now)
-    return True
-
-
-class TaskStore:
+class TaskStore(StateStore, WorkerRegistry, OwnershipStore):
     """All reads and writes of tasks, events and run-time state."""
 
     def __init__(
@@ -359,7 +213,7 @@ class TaskStore:
         rows = [queued_row(n, self.max_attempts, now, now) for n in new]
         if not rows:
             return []
-        events = [_event(r["id"], now, actor, None, Status.QUEUED, r["origin"]) for r in rows]
+        events = [event_row(r["id"], now, actor, None, Status.QUEUED, r["origin"]) for r in rows]
         with translated("submitting tasks"), self.engine.begin() as conn:
             if epoch is not None:
                 fence.hold(conn, epoch, "submit", now)
@@ -388,7 +242,7 @@ class TaskStore:
             row = conn.execute(sa.select(tasks).where(tasks.c.id == task_id)).first()
         if row is None:
             raise NotFound(f"no task {task_id}")
-        return _to_task(row)
+        return task_from_row(row)
 
     def list_tasks(
         self,
@@ -407,7 +261,7 @@ class TaskStore:
         if user_id is not None:
             query = query.where(tasks.c.user_id == user_id)
         with translated("listing tasks"), self.engine.connect() as conn:
-            return [_to_task(r) for r in conn.execute(query)]
+            return [task_from_row(r) for r in conn.execute(query)]
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Tasks by status, then by priority label."""
@@ -455,7 +309,7 @@ class TaskStore:
         )
         with translated("claiming tasks"), self.engine.begin() as conn:
             if self._returning:
-                claimed = [_to_task(r) for r in conn.execute(stmt)]
+                claimed = [task_from_row(r) for r in conn.execute(stmt)]
             else:
                 rows = conn.execute(stmt).all()
                 if not rows:
@@ -470,7 +324,7 @@ class TaskStore:
                 conn.execute(
                     task_events.insert(),
                     [
-                        _event(t.id, now, worker, Status.QUEUED.value, Status.RUNNING, "claimed")
+                        event_row(t.id, now, worker, Status.QUEUED.value, Status.RUNNING, "claimed")
                         for t in claimed
                     ],
                 )
@@ -560,13 +414,13 @@ class TaskStore:
         if again:  # the first try may have committed before its connection dropped
             mine = self._read_one(_named_claim("own", owned), params)
             if mine is not None:
-                return _to_task(mine)
+                return task_from_row(mine)
         if self.dialect == "postgresql":
             row = self._autocommit_one(_named_claim("postgresql", owned), params)
         else:
             with self.engine.begin() as conn:
                 row = self._claim_named_in(conn, params, owned)
-        return None if row is None else _to_task(row)
+        return None if row is None else task_from_row(row)
 
     def _claim_named_in(
         self, conn: sa.Connection, params: dict[str, Any], owned: bool
@@ -596,7 +450,7 @@ class TaskStore:
 
     @staticmethod
     def _claimed_view(row: sa.Row[Any], now: datetime, worker: str, engine: Engine) -> Task:
-        task = _to_task(row)
+        task = task_from_row(row)
         return Task(
             **{
                 **task.__dict__,
@@ -667,7 +521,7 @@ class TaskStore:
                 conn.execute(
                     task_events.insert(),
                     [
-                        _event(i, now, worker, Status.RUNNING.value, Status.COMPLETED, None)
+                        event_row(i, now, worker, Status.RUNNING.value, Status.COMPLETED, None)
                         for i in held
                     ],
                 )
@@ -744,7 +598,7 @@ class TaskStore:
             )
             conn.execute(
                 task_events.insert(),
-                [_event(task_id, now, worker, Status.RUNNING.value, to, error[:4000])],
+                [event_row(task_id, now, worker, Status.RUNNING.value, to, error[:4000])],
             )
         return to
 
@@ -777,7 +631,7 @@ class TaskStore:
                 conn.execute(
                     task_events.insert(),
                     [
-                        _event(i, now, worker, Status.RUNNING.value, Status.QUEUED, reason)
+                        event_row(i, now, worker, Status.RUNNING.value, Status.QUEUED, reason)
                         for i in held
                     ],
                 )
@@ -851,7 +705,7 @@ class TaskStore:
                 .values(status=to.value, **values)
             )
             conn.execute(
-                task_events.insert(), [_event(task_id, now, actor, current.value, to, reason)]
+                task_events.insert(), [event_row(task_id, now, actor, current.value, to, reason)]
             )
         return self.get(task_id)
 
@@ -895,341 +749,16 @@ class TaskStore:
                     )
                 )
             events = [
-                _event(i, now, actor, Status.RUNNING.value, Status.QUEUED, reason) for i in requeued
+                event_row(i, now, actor, Status.RUNNING.value, Status.QUEUED, reason)
+                for i in requeued
             ]
             events += [
-                _event(i, now, actor, Status.RUNNING.value, Status.FAILED, reason) for i in failed
+                event_row(i, now, actor, Status.RUNNING.value, Status.FAILED, reason)
+                for i in failed
             ]
             if events:
                 conn.execute(task_events.insert(), events)
         return Recovery(requeued, failed)
-
-    # -- run-time state ---------------------------------------------------------------------
-
-    def get_state(self, key: str, default: Any = None) -> Any:
-        with translated("reading system state"), self.engine.connect() as conn:
-            value = conn.execute(
-                sa.select(system_state.c.value).where(system_state.c.key == key)
-            ).scalar()
-        return default if value is None else value
-
-    def routing_epoch(self) -> int:
-        """The routing epoch now (see `db/fence.py`)."""
-        return fence.epoch_of(self.get_state(fence.EPOCH_KEY))
-
-    def all_state(self) -> dict[str, Any]:
-        with translated("reading system state"), self.engine.connect() as conn:
-            return {r.key: r.value for r in conn.execute(sa.select(system_state))}
-
-    def set_state(self, key: str, value: Any, actor: str) -> None:
-        """Upsert portably: update, and insert if nothing was there (under the write lock)."""
-        self.swap_state(key, lambda _v: True, value, actor)
-
-    def swap_state(self, key: str, expect: Callable[[Any], bool], value: Any, actor: str) -> bool:
-        """Compare-and-set one state key: write `value` only if `expect(current)` holds.
-
-        Under the row lock (or SQLite's write lock), so of several processes noticing the
-        same thing (Redis down) exactly one records the change."""
-        now = utcnow()
-        with translated("writing system state"), self.engine.begin() as conn:
-            return _swap_in(conn, key, expect, value, actor, now)
-
-    def update_state(self, key: str, change: Callable[[Any], Any], actor: str) -> Any:
-        """Read, change and write one state key in one locked transaction, so two operators
-        acting at once cannot lose each other's change; returns the new value."""
-        now = utcnow()
-        with translated(f"updating {key}"), self.engine.begin() as conn:
-            row = _locked_state(conn, key)
-            value = change(None if row is None else row.value)
-            _upsert_state(conn, key, row is not None, value, actor, now)
-        return value
-
-    def switch_routing(
-        self, key: str, expect: Callable[[Any], bool], value: Any, actor: str
-    ) -> int | None:
-        """Change a routing key (the mode, the fallback) if `expect(current)` holds, and
-        advance the routing epoch in the same transaction (see `db/fence.py`); returns the
-        new epoch, or None if nothing changed."""
-        now = utcnow()
-        try:
-            with translated("switching the routing"), self.engine.begin() as conn:
-                epoch = fence.advance(conn, actor, now)
-                if not _swap_in(conn, key, expect, value, actor, now):
-                    raise _Unchanged  # rolls back: the epoch stays where it was
-        except _Unchanged:
-            return None
-        return epoch
-
-    def record_event(
-        self, kind: str, actor: str, reason: str | None, detail: dict[str, Any] | None = None
-    ) -> None:
-        """Append a system event (mode switch, fallback, recovery with its counts...)."""
-        row = {"at": utcnow(), "actor": actor, "kind": kind, "reason": reason}
-        with translated("recording a system event"), self.engine.begin() as conn:
-            conn.execute(system_events.insert().values(**row, detail=detail or {}))
-
-    def system_events(self, kind: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        """The newest system events first."""
-        query = sa.select(system_events).order_by(system_events.c.id.desc()).limit(limit)
-        if kind is not None:
-            query = query.where(system_events.c.kind == kind)
-        with translated("reading system events"), self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(query)]
-
-    def system_events_between(
-        self, start: datetime, end: datetime, limit: int = 10_000
-    ) -> list[dict[str, Any]]:
-        """The system events recorded from `start` to `end` (both included), oldest first."""
-        query = (
-            sa.select(system_events)
-            .where(system_events.c.at.between(start, end))
-            .order_by(system_events.c.at, system_events.c.id)
-            .limit(limit)
-        )
-        with translated("reading system events"), self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(query)]
-
-    def system_event_tally(self, start: datetime, end: datetime) -> dict[str, int]:
-        """Kind -> how many system events of that kind were recorded from `start` to `end`."""
-        query = (
-            sa.select(system_events.c.kind, sa.func.count())
-            .where(system_events.c.at.between(start, end))
-            .group_by(system_events.c.kind)
-        )
-        with translated("counting system events"), self.engine.connect() as conn:
-            return {str(kind): int(n) for kind, n in conn.execute(query)}
-
-    # -- dispatch to the rq engine ---------------------------------------------------------
-
-    def dispatch(
-        self,
-        enqueue: Callable[[list[Pending]], Collection[uuid.UUID]],
-        *,
-        epoch: int,
-        limit: int = 500,
-        ids: Sequence[uuid.UUID] | None = None,
-    ) -> int:
-        """Hand rq-owned queued tasks not yet in Redis to `enqueue`, then record as dispatched
-        the ids it reports to be in Redis; returns how many it was handed.
-
-        The rows stay locked while `enqueue` runs, so concurrent dispatchers take disjoint
-        tasks and no worker can claim, fail and requeue a task between its enqueue and its
-        mark (which would mark the requeued attempt as dispatched). If `enqueue` raises,
-        nothing is marked and the next pass tries again. Fenced by `epoch` (the routing the
-        decision to dispatch was made under): a stale dispatcher pushes nothing.
-        """
-        now = utcnow()
-        query = (
-            sa.select(tasks.c.id, tasks.c.priority)
-            .where(
-                tasks.c.engine == Engine.RQ.value,
-                tasks.c.status == Status.QUEUED.value,
-                tasks.c.dispatched_at.is_(None),
-                tasks.c.available_at <= now,
-            )
-            .order_by(tasks.c.priority, tasks.c.created_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        if ids is not None:
-            query = query.where(tasks.c.id.in_(list(ids)))
-        with translated("dispatching tasks"), self.engine.begin() as conn:
-            fence.hold(conn, epoch, "dispatch", now)
-            pending = [Pending(r.id, r.priority) for r in conn.execute(query)]
-            if not pending:
-                return 0
-            in_redis = list(enqueue(pending))
-            if in_redis:
-                conn.execute(
-                    tasks.update().where(tasks.c.id.in_(in_redis)).values(dispatched_at=now)
-                )
-        return len(pending)
-
-    def undispatch(self, ids: Sequence[uuid.UUID] | None = None) -> int:
-        """Forget that queued rq-owned tasks are in Redis (all, or `ids`), so the dispatcher
-        enqueues them again: after Redis came back (it may have lost them), or when the
-        sweep found a job missing from its queue. Enqueueing is idempotent, so a task that
-        was still there is not queued twice."""
-        stmt = (
-            tasks.update()
-            .where(
-                tasks.c.engine == Engine.RQ.value,
-                tasks.c.status == Status.QUEUED.value,
-                tasks.c.dispatched_at.is_not(None),
-            )
-            .values(dispatched_at=None)
-        )
-        if ids is not None:
-            stmt = stmt.where(tasks.c.id.in_(list(ids)))
-        with translated("clearing dispatch marks"), self.engine.begin() as conn:
-            return conn.execute(stmt).rowcount
-
-    def stale_dispatched(self, older_than: timedelta, limit: int = 200) -> list[Pending]:
-        """Queued rq-owned tasks dispatched more than `older_than` ago, oldest first."""
-        query = (
-            sa.select(tasks.c.id, tasks.c.priority)
-            .where(
-                tasks.c.engine == Engine.RQ.value,
-                tasks.c.status == Status.QUEUED.value,
-                tasks.c.dispatched_at < utcnow() - older_than,
-            )
-            .order_by(tasks.c.dispatched_at)
-            .limit(limit)
-        )
-        with translated("finding stale dispatches"), self.engine.connect() as conn:
-            return [Pending(r.id, r.priority) for r in conn.execute(query)]
-
-    @deadlock_retried("moving queued tasks between engines")
-    def reassign_queued(
-        self,
-        source: Engine,
-        target: Engine,
-        actor: str,
-        reason: str,
-        limit: int = 1000,
-        *,
-        epoch: int,
-    ) -> int:
-        """Move up to `limit` queued tasks from one owning engine to the other (not yet
-        dispatched), each with a queued -> queued event; returns how many moved. Fenced by
-        `epoch`, the routing the move was decided under."""
-        now = utcnow()
-        pick = (
-            sa.select(tasks.c.id)
-            .where(tasks.c.status == Status.QUEUED.value, tasks.c.engine == source.value)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        with translated("moving queued tasks between engines"), self.engine.begin() as conn:
-            fence.hold(conn, epoch, f"move {source.value}->{target.value}", now)
-            ids = list(conn.execute(pick).scalars())
-            if not ids:
-                return 0
-            conn.execute(
-                tasks.update()
-                .where(tasks.c.id.in_(ids))
-                .values(engine=target.value, dispatched_at=None)
-            )
-            conn.execute(
-                task_events.insert(),
-                [_event(i, now, actor, Status.QUEUED.value, Status.QUEUED, reason) for i in ids],
-            )
-        return len(ids)
-
-    def has_queued(self, engine: Engine) -> bool:
-        """Whether any queued task is owned by `engine` (one indexed read, no lock)."""
-        query = (
-            sa.select(tasks.c.id)
-            .where(tasks.c.status == Status.QUEUED.value, tasks.c.engine == engine.value)
-            .limit(1)
-        )
-        with translated("looking for queued tasks"), self.engine.connect() as conn:
-            return conn.execute(query).first() is not None
-
-    def queued_owned_by(self, engine: Engine, ids: Sequence[uuid.UUID] | None = None) -> int:
-        """How many queued tasks `engine` owns (of `ids`, if given)."""
-        query = sa.select(sa.func.count()).where(
-            tasks.c.status == Status.QUEUED.value, tasks.c.engine == engine.value
-        )
-        if ids is not None:
-            if not ids:
-                return 0
-            query = query.where(tasks.c.id.in_(list(ids)))
-        with translated("counting queued tasks"), self.engine.connect() as conn:
-            return int(conn.execute(query).scalar_one())
-
-    def engine_counts(self) -> dict[str, Any]:
-        """Queued and running tasks per owning engine and priority, and how many queued
-        rq-owned tasks are not in Redis yet (`undispatched`)."""
-        query = (
-            sa.select(
-                tasks.c.status,
-                tasks.c.engine,
-                tasks.c.priority,
-                (tasks.c.dispatched_at.is_(None)).label("undispatched"),
-                sa.func.count(),
-            )
-            .where(tasks.c.status.in_([Status.QUEUED.value, Status.RUNNING.value]))
-            .group_by(
-                tasks.c.status, tasks.c.engine, tasks.c.priority, tasks.c.dispatched_at.is_(None)
-            )
-        )
-        out: dict[str, Any] = {
-            s: {e.value: {p.label: 0 for p in Priority} for e in Engine}
-            for s in (Status.QUEUED.value, Status.RUNNING.value)
-        }
-        out["undispatched"] = 0
-        with translated("counting tasks per engine"), self.engine.connect() as conn:
-            for status, engine, priority, undispatched, n in conn.execute(query):
-                owner = engine if engine in (Engine.DB.value, Engine.RQ.value) else Engine.DB.value
-                out[status][owner][Priority(priority).label] += n
-                if status == Status.QUEUED.value and owner == Engine.RQ.value and undispatched:
-                    out["undispatched"] += n
-        return out
-
-    # -- the worker registry --------------------------------------------------------------
-
-    def register_worker(self, name: str, engine: Engine | str, host: str, pid: int) -> None:
-        """Add (or restart) a process's row (a worker, or "web" for `serve`); `switchyard
-        workers` lists them."""
-        now = utcnow()
-        row = {
-            "name": name,
-            "engine": str(engine),
-            "host": host,
-            "pid": pid,
-            "state": "idle",
-            "current_task": None,
-            "processed": 0,
-            "started_at": now,
-            "heartbeat_at": now,
-        }
-        with translated("registering a worker"), self.engine.begin() as conn:
-            conn.execute(workers.delete().where(workers.c.name == name))
-            conn.execute(workers.insert().values(**row))
-
-    def touch_worker(
-        self,
-        name: str,
-        *,
-        engine: Engine | str,
-        state: str,
-        current_task: str | None,
-        processed: int,
-        epoch_seen: int | None = None,
-    ) -> None:
-        """Refresh a worker's row with its heartbeat (and the routing epoch it acts under)."""
-        values: dict[str, Any] = {
-            "engine": str(engine),
-            "state": state,
-            "current_task": current_task,
-            "processed": processed,
-            "heartbeat_at": utcnow(),
-        }
-        if epoch_seen is not None:
-            values["epoch_seen"] = epoch_seen
-        stmt = workers.update().where(workers.c.name == name).values(values)
-        with translated("refreshing a worker"), self.engine.begin() as conn:
-            conn.execute(stmt)
-
-    def acknowledge_epoch(self, name: str, epoch: int) -> None:
-        """Record that process `name` now acts under routing epoch `epoch`."""
-        stmt = workers.update().where(workers.c.name == name).values(epoch_seen=epoch)
-        with translated("acknowledging the routing epoch"), self.engine.begin() as conn:
-            conn.execute(stmt)
-
-    def list_workers(self, include_stopped: bool = False) -> list[dict[str, Any]]:
-        query = sa.select(workers).order_by(workers.c.engine, workers.c.name)
-        if not include_stopped:
-            query = query.where(workers.c.state != "stopped")
-        with translated("listing workers"), self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(query)]
-
-    def purge_workers(self, silent_for: timedelta) -> int:
-        """Drop rows of workers not heard from for `silent_for` (stopped or killed)."""
-        stmt = workers.delete().where(workers.c.heartbeat_at < utcnow() - silent_for)
-        with translated("purging old workers"), self.engine.begin() as conn:
-            return conn.execute(stmt).rowcount
 
 
 __all__ = [
@@ -1238,6 +767,7 @@ __all__ = [
     "Pending",
     "Recovery",
     "TaskStore",
+    "queued_row",
     "sources_of",
     "utcnow",
 ]

@@ -1,0 +1,190 @@
+"""Which engine owns a queued task, and whether its rq job is out: the statements behind the
+switch (`switchyard/switch.py`), each fenced by the routing epoch it was decided under."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Collection, Sequence
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from switchyard.db import fence
+from switchyard.db.clock import utcnow
+from switchyard.db.engine import deadlock_retried, translated
+from switchyard.db.rows import Pending, event_row
+from switchyard.db.schema import task_events, tasks
+from switchyard.domain import Engine, Priority, Status
+
+
+class OwnershipStore:
+    """`TaskStore`'s dispatch bookkeeping and ownership moves (a mixin over its engine)."""
+
+    engine: sa.Engine
+
+    def dispatch(
+        self,
+        enqueue: Callable[[list[Pending]], Collection[uuid.UUID]],
+        *,
+        epoch: int,
+        limit: int = 500,
+        ids: Sequence[uuid.UUID] | None = None,
+    ) -> int:
+        """Hand rq-owned queued tasks not yet in Redis to `enqueue`, then record as dispatched
+        the ids it reports to be in Redis; returns how many it was handed.
+
+        The rows stay locked while `enqueue` runs, so concurrent dispatchers take disjoint
+        tasks and no worker can claim, fail and requeue a task between its enqueue and its
+        mark (which would mark the requeued attempt as dispatched). If `enqueue` raises,
+        nothing is marked and the next pass tries again. Fenced by `epoch` (the routing the
+        decision to dispatch was made under): a stale dispatcher pushes nothing.
+        """
+        now = utcnow()
+        query = (
+            sa.select(tasks.c.id, tasks.c.priority)
+            .where(
+                tasks.c.engine == Engine.RQ.value,
+                tasks.c.status == Status.QUEUED.value,
+                tasks.c.dispatched_at.is_(None),
+                tasks.c.available_at <= now,
+            )
+            .order_by(tasks.c.priority, tasks.c.created_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        if ids is not None:
+            query = query.where(tasks.c.id.in_(list(ids)))
+        with translated("dispatching tasks"), self.engine.begin() as conn:
+            fence.hold(conn, epoch, "dispatch", now)
+            pending = [Pending(r.id, r.priority) for r in conn.execute(query)]
+            if not pending:
+                return 0
+            in_redis = list(enqueue(pending))
+            if in_redis:
+                conn.execute(
+                    tasks.update().where(tasks.c.id.in_(in_redis)).values(dispatched_at=now)
+                )
+        return len(pending)
+
+    def undispatch(self, ids: Sequence[uuid.UUID] | None = None) -> int:
+        """Forget that queued rq-owned tasks are in Redis (all, or `ids`), so the dispatcher
+        enqueues them again: after Redis came back (it may have lost them), or when the
+        sweep found a job missing from its queue. Enqueueing is idempotent, so a task that
+        was still there is not queued twice."""
+        stmt = (
+            tasks.update()
+            .where(
+                tasks.c.engine == Engine.RQ.value,
+                tasks.c.status == Status.QUEUED.value,
+                tasks.c.dispatched_at.is_not(None),
+            )
+            .values(dispatched_at=None)
+        )
+        if ids is not None:
+            stmt = stmt.where(tasks.c.id.in_(list(ids)))
+        with translated("clearing dispatch marks"), self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount
+
+    def stale_dispatched(self, older_than: timedelta, limit: int = 200) -> list[Pending]:
+        """Queued rq-owned tasks dispatched more than `older_than` ago, oldest first."""
+        query = (
+            sa.select(tasks.c.id, tasks.c.priority)
+            .where(
+                tasks.c.engine == Engine.RQ.value,
+                tasks.c.status == Status.QUEUED.value,
+                tasks.c.dispatched_at < utcnow() - older_than,
+            )
+            .order_by(tasks.c.dispatched_at)
+            .limit(limit)
+        )
+        with translated("finding stale dispatches"), self.engine.connect() as conn:
+            return [Pending(r.id, r.priority) for r in conn.execute(query)]
+
+    @deadlock_retried("moving queued tasks between engines")
+    def reassign_queued(
+        self,
+        source: Engine,
+        target: Engine,
+        actor: str,
+        reason: str,
+        limit: int = 1000,
+        *,
+        epoch: int,
+    ) -> int:
+        """Move up to `limit` queued tasks from one owning engine to the other (not yet
+        dispatched), each with a queued -> queued event; returns how many moved. Fenced by
+        `epoch`, the routing the move was decided under."""
+        now = utcnow()
+        pick = (
+            sa.select(tasks.c.id)
+            .where(tasks.c.status == Status.QUEUED.value, tasks.c.engine == source.value)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        with translated("moving queued tasks between engines"), self.engine.begin() as conn:
+            fence.hold(conn, epoch, f"move {source.value}->{target.value}", now)
+            ids = list(conn.execute(pick).scalars())
+            if not ids:
+                return 0
+            conn.execute(
+                tasks.update()
+                .where(tasks.c.id.in_(ids))
+                .values(engine=target.value, dispatched_at=None)
+            )
+            conn.execute(
+                task_events.insert(),
+                [event_row(i, now, actor, Status.QUEUED.value, Status.QUEUED, reason) for i in ids],
+            )
+        return len(ids)
+
+    def has_queued(self, engine: Engine) -> bool:
+        """Whether any queued task is owned by `engine` (one indexed read, no lock)."""
+        query = (
+            sa.select(tasks.c.id)
+            .where(tasks.c.status == Status.QUEUED.value, tasks.c.engine == engine.value)
+            .limit(1)
+        )
+        with translated("looking for queued tasks"), self.engine.connect() as conn:
+            return conn.execute(query).first() is not None
+
+    def queued_owned_by(self, engine: Engine, ids: Sequence[uuid.UUID] | None = None) -> int:
+        """How many queued tasks `engine` owns (of `ids`, if given)."""
+        query = sa.select(sa.func.count()).where(
+            tasks.c.status == Status.QUEUED.value, tasks.c.engine == engine.value
+        )
+        if ids is not None:
+            if not ids:
+                return 0
+            query = query.where(tasks.c.id.in_(list(ids)))
+        with translated("counting queued tasks"), self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def engine_counts(self) -> dict[str, Any]:
+        """Queued and running tasks per owning engine and priority, and how many queued
+        rq-owned tasks are not in Redis yet (`undispatched`)."""
+        query = (
+            sa.select(
+                tasks.c.status,
+                tasks.c.engine,
+                tasks.c.priority,
+                (tasks.c.dispatched_at.is_(None)).label("undispatched"),
+                sa.func.count(),
+            )
+            .where(tasks.c.status.in_([Status.QUEUED.value, Status.RUNNING.value]))
+            .group_by(
+                tasks.c.status, tasks.c.engine, tasks.c.priority, tasks.c.dispatched_at.is_(None)
+            )
+        )
+        out: dict[str, Any] = {
+            s: {e.value: {p.label: 0 for p in Priority} for e in Engine}
+            for s in (Status.QUEUED.value, Status.RUNNING.value)
+        }
+        out["undispatched"] = 0
+        with translated("counting tasks per engine"), self.engine.connect() as conn:
+            for status, engine, priority, undispatched, n in conn.execute(query):
+                owner = engine if engine in (Engine.DB.value, Engine.RQ.value) else Engine.DB.value
+                out[status][owner][Priority(priority).label] += n
+                if status == Status.QUEUED.value and owner == Engine.RQ.value and undispatched:
+                    out["undispatched"] += n
+        return out

@@ -1,0 +1,82 @@
+"""The registry of a deployment's processes (`workers`): workers of both engines and `serve`,
+with their heartbeat and the routing epoch each acts under."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from switchyard.db.clock import utcnow
+from switchyard.db.engine import translated
+from switchyard.db.schema import workers
+from switchyard.domain import Engine
+
+
+class WorkerRegistry:
+    """`TaskStore`'s worker registry (a mixin over its SQLAlchemy engine)."""
+
+    engine: sa.Engine
+
+    def register_worker(self, name: str, engine: Engine | str, host: str, pid: int) -> None:
+        """Add (or restart) a process's row (a worker, or "web" for `serve`); `switchyard
+        workers` lists them."""
+        now = utcnow()
+        row = {
+            "name": name,
+            "engine": str(engine),
+            "host": host,
+            "pid": pid,
+            "state": "idle",
+            "current_task": None,
+            "processed": 0,
+            "started_at": now,
+            "heartbeat_at": now,
+        }
+        with translated("registering a worker"), self.engine.begin() as conn:
+            conn.execute(workers.delete().where(workers.c.name == name))
+            conn.execute(workers.insert().values(**row))
+
+    def touch_worker(
+        self,
+        name: str,
+        *,
+        engine: Engine | str,
+        state: str,
+        current_task: str | None,
+        processed: int,
+        epoch_seen: int | None = None,
+    ) -> None:
+        """Refresh a worker's row with its heartbeat (and the routing epoch it acts under)."""
+        values: dict[str, Any] = {
+            "engine": str(engine),
+            "state": state,
+            "current_task": current_task,
+            "processed": processed,
+            "heartbeat_at": utcnow(),
+        }
+        if epoch_seen is not None:
+            values["epoch_seen"] = epoch_seen
+        stmt = workers.update().where(workers.c.name == name).values(values)
+        with translated("refreshing a worker"), self.engine.begin() as conn:
+            conn.execute(stmt)
+
+    def acknowledge_epoch(self, name: str, epoch: int) -> None:
+        """Record that process `name` now acts under routing epoch `epoch`."""
+        stmt = workers.update().where(workers.c.name == name).values(epoch_seen=epoch)
+        with translated("acknowledging the routing epoch"), self.engine.begin() as conn:
+            conn.execute(stmt)
+
+    def list_workers(self, include_stopped: bool = False) -> list[dict[str, Any]]:
+        query = sa.select(workers).order_by(workers.c.engine, workers.c.name)
+        if not include_stopped:
+            query = query.where(workers.c.state != "stopped")
+        with translated("listing workers"), self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+    def purge_workers(self, silent_for: timedelta) -> int:
+        """Drop rows of workers not heard from for `silent_for` (stopped or killed)."""
+        stmt = workers.delete().where(workers.c.heartbeat_at < utcnow() - silent_for)
+        with translated("purging old workers"), self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount

@@ -1,0 +1,128 @@
+"""The values the task store takes and gives, and the rows it writes for them: a new task,
+an outcome, a recovery, a task to enqueue; the `tasks` row of a new task and the
+`task_events` row of a transition."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from switchyard.domain import Engine, Origin, Priority, Status, Task
+
+
+@dataclass(frozen=True)
+class NewTask:
+    """What a submission or a migration hands to the store; already validated."""
+
+    image_url: str
+    user_id: int
+    platform_connection_id: int
+    priority: Priority = Priority.NORMAL
+    settings: dict[str, Any] = field(default_factory=dict)
+    origin: Origin = Origin.SUBMITTED
+    engine: Engine = Engine.DB  # which engine owns the task while it is queued
+    source_job_id: str | None = None  # the rq job a migrated foreign job came from
+    id: uuid.UUID = field(default_factory=uuid.uuid4)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A finished attempt, as a worker reports it."""
+
+    task_id: uuid.UUID
+    attempt: int  # the attempt that produced it; a stale attempt's result is discarded
+    caption: str
+    quality_score: float
+
+
+@dataclass(frozen=True)
+class Recovery:
+    requeued: list[uuid.UUID]
+    failed: list[uuid.UUID]
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A queued task the rq dispatcher is to put into Redis."""
+
+    id: uuid.UUID
+    priority: Priority
+
+
+def task_from_row(row: sa.Row[Any]) -> Task:
+    m = row._mapping
+    return Task(
+        id=m["id"],
+        user_id=m["user_id"],
+        platform_connection_id=m["platform_connection_id"],
+        image_url=m["image_url"],
+        priority=m["priority"],
+        settings=m["settings"],
+        status=Status(m["status"]),
+        attempts=m["attempts"],
+        max_attempts=m["max_attempts"],
+        progress=m["progress"],
+        caption=m["caption"],
+        quality_score=m["quality_score"],
+        error=m["error"],
+        created_at=m["created_at"],
+        available_at=m["available_at"],
+        started_at=m["started_at"],
+        heartbeat_at=m["heartbeat_at"],
+        finished_at=m["finished_at"],
+        engine=m["engine"],
+        worker=m["worker"],
+        origin=Origin(m["origin"]),
+        dispatched_at=m["dispatched_at"],
+        source_job_id=m["source_job_id"],
+    )
+
+
+def event_row(
+    task_id: uuid.UUID, at: datetime, actor: str, src: str | None, dst: Status, reason: str | None
+) -> dict[str, Any]:
+    return {
+        "task_id": task_id,
+        "at": at,
+        "actor": actor,
+        "from_status": src,
+        "to_status": dst.value,
+        "reason": reason,
+    }
+
+
+# -- the rq engine's per-job statements (claim_task, complete_one) ------------------------------
+#
+# Each rq job claims one named task and later completes it: two durable compare-and-sets per
+# job, where plain rq writes nothing durable. So these statements are built once, with bound
+# parameters (building and hashing one costs more than running it), and on PostgreSQL each is
+# a single statement run in autocommit: a data-modifying CTE updates the task and inserts its
+# event, so the whole transaction is one round trip. Parameters are named `p_*` because an
+# UPDATE would take a parameter named like a column as a value to SET.
+
+
+def queued_row(
+    n: NewTask, max_attempts: int, created_at: datetime, available_at: datetime
+) -> dict[str, Any]:
+    """The `tasks` row of a new queued task (a submission, or a job migrated from rq)."""
+    return {
+        "id": n.id,
+        "user_id": n.user_id,
+        "platform_connection_id": n.platform_connection_id,
+        "image_url": n.image_url,
+        "priority": n.priority,
+        "settings": n.settings,
+        "status": Status.QUEUED.value,
+        "attempts": 0,
+        "max_attempts": max_attempts,
+        "progress": 0,
+        "created_at": created_at,
+        "available_at": available_at,
+        "origin": n.origin.value,
+        "engine": n.engine.value,
+        "source_job_id": n.source_job_id,
+    }
