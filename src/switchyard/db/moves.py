@@ -28,30 +28,13 @@ from sqlalchemy.dialects import postgresql
 from switchyard.db import fence
 from switchyard.db.engine import translated
 from switchyard.db.quarantine import Quarantined, quarantine_row, storable_job_id
+from switchyard.db.rows import event_row
 from switchyard.db.schema import UtcDateTime, quarantine, task_events, tasks
 from switchyard.db.store import NewTask, queued_row, utcnow
 from switchyard.domain import Engine, Status, as_task_id
 
 TO_DB_REASON = "migrated rq->db"
 IN_FLIGHT_REASON = f"{TO_DB_REASON} (in flight; rq workers stopped)"
-
-
-def _event(
-    task_id: uuid.UUID,
-    at: datetime,
-    actor: str,
-    src: str | None,
-    reason: str,
-    dst: Status = Status.QUEUED,
-) -> dict[str, Any]:
-    return {
-        "task_id": task_id,
-        "at": at,
-        "actor": actor,
-        "from_status": src,
-        "to_status": dst.value,
-        "reason": reason[:4000],
-    }
 
 
 @dataclass
@@ -223,7 +206,7 @@ class MigrationTx:
         return set(self.conn.execute(stmt).scalars().all())
 
     def _events(self, ids: Iterable[uuid.UUID], src: str | None, reason: str) -> None:
-        rows = [_event(i, self.now, self.actor, src, reason) for i in ids]
+        rows = [event_row(i, self.now, self.actor, src, Status.QUEUED, reason) for i in ids]
         if rows:
             self.conn.execute(task_events.insert(), rows)
 
@@ -252,7 +235,10 @@ class MigrationTx:
             self.conn.execute(tasks.insert(), [self._row(f) for f in fresh])
             self.conn.execute(
                 task_events.insert(),
-                [_event(f.new.id, self.now, self.actor, None, f.note) for f in fresh],
+                [
+                    event_row(f.new.id, self.now, self.actor, None, Status.QUEUED, f.note)
+                    for f in fresh
+                ],
             )
         return {str(f.new.source_job_id) for f in fresh}
 
@@ -310,7 +296,7 @@ def cancel_raced(engine: sa.Engine, task_ids: Iterable[uuid.UUID], actor: str) -
             conn.execute(
                 task_events.insert(),
                 [
-                    _event(i, now, actor, Status.QUEUED.value, reason, Status.CANCELLED)
+                    event_row(i, now, actor, Status.QUEUED.value, Status.CANCELLED, reason)
                     for i in held
                 ],
             )

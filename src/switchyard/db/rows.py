@@ -91,18 +91,8 @@ def event_row(
         "actor": actor,
         "from_status": src,
         "to_status": dst.value,
-        "reason": reason,
+        "reason": reason if reason is None else reason[:4000],
     }
-
-
-# -- the rq engine's per-job statements (claim_task, complete_one) ------------------------------
-#
-# Each rq job claims one named task and later completes it: two durable compare-and-sets per
-# job, where plain rq writes nothing durable. So these statements are built once, with bound
-# parameters (building and hashing one costs more than running it), and on PostgreSQL each is
-# a single statement run in autocommit: a data-modifying CTE updates the task and inserts its
-# event, so the whole transaction is one round trip. Parameters are named `p_*` because an
-# UPDATE would take a parameter named like a column as a value to SET.
 
 
 def queued_row(

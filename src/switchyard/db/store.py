@@ -58,6 +58,15 @@ from switchyard.domain import (
 )
 from switchyard.errors import InvalidTransition, NotFound
 
+# -- the rq engine's per-job statements (claim_task, complete_one) ------------------------------
+#
+# Each rq job claims one named task and later completes it: two durable compare-and-sets per
+# job, where plain rq writes nothing durable. So these statements are built once, with bound
+# parameters (building and hashing one costs more than running it), and on PostgreSQL each is
+# a single statement run in autocommit: a data-modifying CTE updates the task and inserts its
+# event, so the whole transaction is one round trip. Parameters are named `p_*` because an
+# UPDATE would take a parameter named like a column as a value to SET.
+
 _EVENT_INSERT = task_events.insert()
 _EVENT_COLUMNS = ("task_id", "at", "actor", "from_status", "to_status", "reason")
 
