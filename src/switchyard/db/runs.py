@@ -32,6 +32,7 @@ import sqlalchemy as sa
 
 from switchyard.db.engine import translated
 from switchyard.db.schema import run_steps, runs, system_state
+from switchyard.db.state import locked_state, upsert_state
 from switchyard.db.store import utcnow
 from switchyard.errors import (
     NotFound,
@@ -208,18 +209,14 @@ class RunRecorder:
         """Become the one executor, or raise RunBusy naming the run that holds the lease."""
         now = utcnow()
         with translated("taking the run lease"), self.engine.begin() as conn:
-            row = conn.execute(
-                sa.select(system_state.c.value)
-                .where(system_state.c.key == LEASE_KEY)
-                .with_for_update()
-            ).first()
+            row = locked_state(conn, LEASE_KEY)
             held = row.value if row is not None else None
             if isinstance(held, dict) and held.get("owner") != owner and _lease_alive(held, now):
                 raise RunBusy(
                     f"run {held['run_id']} is being executed by {held['owner']} "
                     f"(heartbeat {held['heartbeat']}); wait for it, or resume it once it stops"
                 )
-            _write_state(conn, row is not None, _lease(run_id, owner, now), owner, now)
+            upsert_state(conn, LEASE_KEY, row is not None, _lease(run_id, owner, now), owner, now)
 
     def lease_holder(self) -> dict[str, Any] | None:
         """The live lease (run id, owner, heartbeat), or None when no run is executing."""
@@ -232,24 +229,14 @@ class RunRecorder:
     def refresh_lease(self, owner: str) -> None:
         now = utcnow()
         with translated("refreshing the run lease"), self.engine.begin() as conn:
-            row = conn.execute(
-                sa.select(system_state.c.value)
-                .where(system_state.c.key == LEASE_KEY)
-                .with_for_update()
-            ).first()
-            if row is not None and isinstance(row.value, dict) and row.value["owner"] == owner:
-                _write_state(conn, True, _lease(row.value["run_id"], owner, now), owner, now)
+            if (mine := _own_lease(conn, owner)) is not None:
+                upsert_state(conn, LEASE_KEY, True, _lease(mine["run_id"], owner, now), owner, now)
 
     def release_lease(self, owner: str) -> None:
         now = utcnow()
         with translated("releasing the run lease"), self.engine.begin() as conn:
-            row = conn.execute(
-                sa.select(system_state.c.value)
-                .where(system_state.c.key == LEASE_KEY)
-                .with_for_update()
-            ).first()
-            if row is not None and isinstance(row.value, dict) and row.value["owner"] == owner:
-                _write_state(conn, True, None, owner, now)
+            if _own_lease(conn, owner) is not None:
+                upsert_state(conn, LEASE_KEY, True, None, owner, now)
 
     @contextmanager
     def leased(self, run_id: str, owner: str) -> Iterator[None]:
@@ -300,12 +287,11 @@ def _pid_exists(pid: int) -> bool:
     return True
 
 
-def _write_state(conn: sa.Connection, exists: bool, value: Any, actor: str, now: datetime) -> None:
-    values = {"value": value, "updated_at": now, "updated_by": actor}
-    if exists:
-        conn.execute(system_state.update().where(system_state.c.key == LEASE_KEY).values(values))
-    else:
-        conn.execute(system_state.insert().values(key=LEASE_KEY, **values))
+def _own_lease(conn: sa.Connection, owner: str) -> dict[str, Any] | None:
+    """The lease, locked, if `owner` holds it."""
+    row = locked_state(conn, LEASE_KEY)
+    held = None if row is None else row.value
+    return held if isinstance(held, dict) and held.get("owner") == owner else None
 
 
 def _run_record(row: sa.Row[Any], steps: list[StepRecord]) -> RunRecord:

@@ -19,13 +19,13 @@ class _Unchanged(Exception):
     """Internal: roll a routing switch back because its expectation did not hold."""
 
 
-def _locked_state(conn: sa.Connection, key: str) -> sa.Row[Any] | None:
+def locked_state(conn: sa.Connection, key: str) -> sa.Row[Any] | None:
     return conn.execute(
         sa.select(system_state.c.value).where(system_state.c.key == key).with_for_update()
     ).first()
 
 
-def _upsert_state(
+def upsert_state(
     conn: sa.Connection, key: str, exists: bool, value: Any, actor: str, now: datetime
 ) -> None:
     values = {"value": value, "updated_at": now, "updated_by": actor}
@@ -44,10 +44,10 @@ def _swap_in(
     now: datetime,
 ) -> bool:
     """Upsert `key` in this transaction if `expect(current)` holds (the row locked first)."""
-    row = _locked_state(conn, key)
+    row = locked_state(conn, key)
     if not expect(None if row is None else row.value):
         return False
-    _upsert_state(conn, key, row is not None, value, actor, now)
+    upsert_state(conn, key, row is not None, value, actor, now)
     return True
 
 
@@ -89,9 +89,9 @@ class StateStore:
         acting at once cannot lose each other's change; returns the new value."""
         now = utcnow()
         with translated(f"updating {key}"), self.engine.begin() as conn:
-            row = _locked_state(conn, key)
+            row = locked_state(conn, key)
             value = change(None if row is None else row.value)
-            _upsert_state(conn, key, row is not None, value, actor, now)
+            upsert_state(conn, key, row is not None, value, actor, now)
         return value
 
     def switch_routing(
