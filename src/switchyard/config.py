@@ -5,10 +5,12 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from switchyard.errors import ConfigError
+
+PROVIDERS = ("builtin", "ollama", "openai")
 
 
 class Settings(BaseSettings):
@@ -55,10 +57,25 @@ class Settings(BaseSettings):
     retry_backoff_base: float = Field(5.0, ge=0)
     retry_backoff_max: float = Field(600.0, ge=0)
 
-    caption_provider: Literal["builtin", "ollama"] = "builtin"
+    caption_provider: Literal["builtin", "ollama", "openai"] = "builtin"
+    # A fallback chain, e.g. "ollama,builtin": the next is used only while the one before is
+    # unavailable. Unset, the chain is CAPTION_PROVIDER alone.
+    caption_providers: str | None = None
+    # Describe calls at once per provider in one worker process, shared by its threads (0: no
+    # limit); and the circuit breaker: this many unavailable answers in a row open it for the
+    # cooldown, during which workers take no tasks rather than return them.
+    caption_concurrency: int = Field(4, ge=0, le=1024)
+    caption_circuit_failures: int = Field(3, ge=1, le=1000)
+    caption_circuit_cooldown: float = Field(30.0, gt=0, le=3600)
     ollama_url: str = "http://127.0.0.1:11434"
     ollama_model: str = "llava"
     ollama_timeout: float = Field(120.0, gt=0)
+    # Any server speaking OpenAI's /v1/chat/completions with images (vLLM, llama.cpp's server,
+    # LM Studio, LocalAI, hosted APIs). The key is a secret: never logged or shown.
+    openai_base_url: str = "http://127.0.0.1:8000/v1"
+    openai_api_key: SecretStr | None = None
+    openai_model: str | None = None
+    openai_timeout: float = Field(120.0, gt=0)
 
     fetch_timeout: float = Field(15.0, gt=0)
     fetch_max_bytes: int = Field(20 * 1024 * 1024, gt=0)
@@ -72,6 +89,24 @@ class Settings(BaseSettings):
     # Signs the dashboard's session cookie; derived from the admin token when unset, so every
     # server process agrees and rotating the token signs everyone out.
     switchyard_session_secret: SecretStr | None = Field(None, min_length=16)
+
+    @field_validator("caption_providers")
+    @classmethod
+    def _known_providers(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        names = [name.strip() for name in value.split(",")]
+        unknown = [n for n in names if n not in PROVIDERS]
+        if unknown or len(set(names)) != len(names):
+            raise ValueError(f"a comma-separated list of distinct names from {PROVIDERS}")
+        return ",".join(names)
+
+    @property
+    def provider_chain(self) -> list[str]:
+        """The caption providers in the order they are tried."""
+        if not self.caption_providers:
+            return [self.caption_provider]
+        return [name.strip() for name in self.caption_providers.split(",")]
 
 
 def load_settings(**overrides: object) -> Settings:

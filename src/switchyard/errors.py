@@ -61,6 +61,17 @@ class FetchRefused(CaptionError):
     """The image URL or its response failed a safety check (scheme, address, size, type)."""
 
 
+class ProviderUnavailable(CaptionError):
+    """The caption provider cannot be reached or is overloaded right now (connection refused,
+    5xx or 429 after retries, its circuit open). Not the task's fault: the task goes back to
+    the queue without spending an attempt, and a provider chain tries its next provider.
+    `retry_after` is how long the task should wait before it is offered again, if known."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class TaskTimeout(SwitchyardError):
     """An attempt ran longer than WORKER_TIMEOUT; it is abandoned and may be retried."""
 

@@ -168,8 +168,11 @@ def test_public_surface_is_explicit() -> None:
         [
             "Caption",
             "CaptionProvider",
+            "Captioner",
+            "ProviderState",
             "caption_image",
             "fetch_image",
+            "make_captioner",
             "make_provider",
             "score_caption",
         ]

@@ -7,11 +7,18 @@ reused (the web service may want `score_caption` for human-written captions, say
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
 
 from switchyard.captioning.builtin import BuiltinProvider, open_image
 from switchyard.captioning.fetch import fetch_image
 from switchyard.captioning.ollama import OllamaProvider
+from switchyard.captioning.openai import OpenAIProvider
+from switchyard.captioning.providers import (
+    Breaker,
+    Captioner,
+    CaptionProvider,
+    GuardedProvider,
+    ProviderState,
+)
 from switchyard.captioning.quality import score_caption, truncate_caption
 from switchyard.config import Settings
 from switchyard.domain import CaptionSettings
@@ -20,8 +27,11 @@ from switchyard.errors import CaptionError, ConfigError, FetchRefused
 __all__ = [
     "Caption",
     "CaptionProvider",
+    "Captioner",
+    "ProviderState",
     "caption_image",
     "fetch_image",
+    "make_captioner",
     "make_provider",
     "score_caption",
 ]
@@ -36,28 +46,44 @@ class Caption:
     provider: str
 
 
-class CaptionProvider(Protocol):
-    """Anything that can describe image bytes; `name` is recorded with the caption."""
-
-    name: str
-
-    def describe(self, image: bytes, settings: CaptionSettings) -> str:
-        """Return alt text for `image`, or raise CaptionError with one line."""
-        ...
-
-
-def make_provider(settings: Settings) -> CaptionProvider:
-    """The provider the operator chose with CAPTION_PROVIDER."""
-    if settings.caption_provider == "builtin":
+def make_provider(settings: Settings, name: str | None = None) -> CaptionProvider:
+    """One provider by name (default: CAPTION_PROVIDER), configured from the settings."""
+    name = name or settings.caption_provider
+    if name == "builtin":
         return BuiltinProvider(max_pixels=settings.fetch_max_pixels)
-    if settings.caption_provider == "ollama":
+    if name == "ollama":
         return OllamaProvider(
             settings.ollama_url,
             settings.ollama_model,
             settings.ollama_timeout,
             max_pixels=settings.fetch_max_pixels,
         )
-    raise ConfigError(f"invalid CAPTION_PROVIDER: {settings.caption_provider!r}")
+    if name == "openai":
+        if not settings.openai_model:
+            raise ConfigError("invalid OPENAI_MODEL: required when the openai provider is used")
+        key = settings.openai_api_key
+        return OpenAIProvider(
+            settings.openai_base_url,
+            settings.openai_model,
+            settings.openai_timeout,
+            api_key=key.get_secret_value() if key else None,
+            max_pixels=settings.fetch_max_pixels,
+        )
+    raise ConfigError(f"invalid CAPTION_PROVIDERS: unknown provider {name!r}")
+
+
+def make_captioner(settings: Settings) -> Captioner:
+    """CAPTION_PROVIDERS (or the one CAPTION_PROVIDER), each behind its limit and breaker."""
+    return Captioner(
+        [
+            GuardedProvider(
+                make_provider(settings, name),
+                settings.caption_concurrency,
+                Breaker(settings.caption_circuit_failures, settings.caption_circuit_cooldown),
+            )
+            for name in settings.provider_chain
+        ]
+    )
 
 
 def _check_decodes(image: bytes, max_pixels: int) -> None:
@@ -74,18 +100,26 @@ def caption_image(
     url: str,
     caption_settings: CaptionSettings,
     settings: Settings,
-    provider: CaptionProvider | None = None,
+    provider: Captioner | CaptionProvider | None = None,
 ) -> Caption:
     """Fetch `url`, describe it, fit it to `caption_settings.max_length`, and score it.
 
     Raises FetchRefused when the URL or its response fails a safety check, and
     CaptionError (its parent) for every other failure; messages are one line.
     """
-    provider = provider or make_provider(settings)
+    captioner = _as_captioner(provider or make_captioner(settings))
     image = fetch_image(url, settings)
     _check_decodes(image, settings.fetch_max_pixels)
-    text = " ".join(provider.describe(image, caption_settings).split())
+    described = captioner.describe(image, caption_settings)
+    text = " ".join(described.text.split())
     if not text:
-        raise CaptionError(f"provider {provider.name} returned an empty caption")
+        raise CaptionError(f"provider {described.provider} returned an empty caption")
     text = truncate_caption(text, caption_settings.max_length)
-    return Caption(text, score_caption(text, caption_settings), provider.name)
+    return Caption(text, score_caption(text, caption_settings), described.provider)
+
+
+def _as_captioner(provider: Captioner | CaptionProvider) -> Captioner:
+    """A bare provider (tests, embedding) runs unguarded: no limit, a breaker that never opens."""
+    if isinstance(provider, Captioner):
+        return provider
+    return Captioner([GuardedProvider(provider, 0, Breaker(2**31, 0.0))])

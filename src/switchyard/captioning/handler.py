@@ -10,26 +10,44 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import import_module
 
-from switchyard.captioning import caption_image, make_provider
+from switchyard.captioning import caption_image, make_captioner
 from switchyard.config import Settings
 from switchyard.domain import CaptionSettings, Task
-from switchyard.errors import ConfigError, FetchRefused, SwitchyardError
+from switchyard.errors import ConfigError, FetchRefused, ProviderUnavailable, SwitchyardError
 
 Handler = Callable[[Task], tuple[str, float]]
 """Runs one task; returns (caption, quality score) or raises."""
 
 
-def caption_handler(settings: Settings) -> Handler:
-    """The production handler: fetch the image safely and caption it."""
-    provider = make_provider(settings)
+class CaptionHandler:
+    """The production handler: fetch the image safely and caption it with the provider chain.
 
-    def handle(task: Task) -> tuple[str, float]:
+    One per worker process, shared by its threads, so the providers' concurrency limits and
+    circuit breakers hold for the whole process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.captioner = make_captioner(settings)
+
+    def __call__(self, task: Task) -> tuple[str, float]:
         result = caption_image(
-            task.image_url, CaptionSettings.parse(task.settings), settings, provider
+            task.image_url, CaptionSettings.parse(task.settings), self.settings, self.captioner
         )
         return result.text, result.quality_score
 
-    return handle
+    def ready(self) -> bool:
+        return self.captioner.ready()
+
+
+def caption_handler(settings: Settings) -> Handler:
+    return CaptionHandler(settings)
+
+
+def handler_ready(handler: Handler) -> bool:
+    """False while the handler says taking a task now would only hand it back (every caption
+    provider's circuit open). Handlers without a `ready` are always ready."""
+    ready = getattr(handler, "ready", None)
+    return bool(ready()) if callable(ready) else True
 
 
 def make_handler(settings: Settings) -> Handler:
@@ -51,14 +69,26 @@ class Failure:
 
     message: str
     retryable: bool
+    # Not the task's fault (its caption provider is unavailable): give the task back without
+    # counting the attempt, to be offered again after this many seconds.
+    release_after: float | None = None
+
+
+# An unavailable provider that named no wait: long enough not to spin, short enough that a
+# provider back up is used within seconds.
+DEFAULT_RELEASE_SECONDS = 5.0
 
 
 def failure_of(exc: BaseException) -> Failure:
     """The one failure policy of both workers: a refused fetch is final (trying again would be
-    refused again), anything else may be retried; switchyard's own errors speak for
-    themselves, anything else is an internal error named by its type."""
+    refused again), an unavailable provider costs no attempt, anything else may be retried;
+    switchyard's own errors speak for themselves, anything else is an internal error named by
+    its type."""
     if isinstance(exc, SwitchyardError):
         message = str(exc)
     else:
         message = f"internal error: {type(exc).__name__}: {exc}"
+    if isinstance(exc, ProviderUnavailable):
+        wait = exc.retry_after if exc.retry_after is not None else DEFAULT_RELEASE_SECONDS
+        return Failure(message, retryable=True, release_after=wait)
     return Failure(message, retryable=not isinstance(exc, FetchRefused))

@@ -617,8 +617,11 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore):
         return timedelta(seconds=ceiling * (0.5 + random.random() / 2))
 
     @deadlock_retried("releasing tasks")
-    def release(self, worker: str, task_ids: Iterable[uuid.UUID], reason: str) -> int:
-        """Give running tasks back to the queue at once (shutdown); the attempt is not counted."""
+    def release(
+        self, worker: str, task_ids: Iterable[uuid.UUID], reason: str, *, delay: float = 0.0
+    ) -> int:
+        """Give running tasks back to the queue (shutdown, an unavailable caption provider),
+        to be offered again after `delay` seconds; the attempt is not counted."""
         ids = list(task_ids)
         if not ids:
             return 0
@@ -632,7 +635,7 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore):
                     .values(
                         status=Status.QUEUED.value,
                         worker=None,
-                        available_at=now,
+                        available_at=now + timedelta(seconds=delay),
                         attempts=tasks.c.attempts - 1,
                         dispatched_at=None,
                     )

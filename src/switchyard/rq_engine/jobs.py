@@ -160,6 +160,10 @@ def _record_failure(ctx: JobContext, task: Task, exc: Exception) -> dict[str, An
         exc = TaskTimeout(f"timed out after {ctx.settings.worker_timeout:g}s")
     failure = failure_of(exc)
     message = failure.message
+    if failure.release_after is not None:  # the provider is down, not the task: no attempt
+        ctx.store.release(ctx.worker, [task.id], message, delay=failure.release_after)
+        log_event(log, "released", logging.WARNING, task_id=task.id, reason=message)
+        return {"task_id": str(task.id), "outcome": "released"}
     status = ctx.store.fail(
         ctx.worker, task.id, message, attempt=task.attempts, retryable=failure.retryable
     )

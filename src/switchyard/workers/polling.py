@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from types import FrameType
 
-from switchyard.captioning.handler import Handler, failure_of
+from switchyard.captioning.handler import Handler, failure_of, handler_ready
 from switchyard.config import Settings
 from switchyard.db.store import Outcome, TaskStore
 from switchyard.domain import Engine, Origin, Task
@@ -167,6 +167,8 @@ class Worker:
         scope = self.routing().polling_scope() if self.routing else None
         if scope is not None and not scope.claims:
             return 0  # rq mode: the polling worker waits for a mode change or a fallback
+        if not handler_ready(self.handler):
+            return 0  # every caption provider is down: leave the tasks queued, spend nothing
         room = max(self.settings.worker_batch_size, self.concurrency) - len(self.held)
         scope = scope or PollingScope(True)
         tasks = self._canaries(scope)
@@ -247,6 +249,10 @@ class Worker:
     def _record_failure(self, task: Task, exc: BaseException) -> None:
         failure = failure_of(exc)
         message = failure.message
+        if failure.release_after is not None:
+            self.store.release(self.name, [task.id], message, delay=failure.release_after)
+            log_event(log, "released", logging.WARNING, task_id=task.id, reason=message)
+            return
         status = self.store.fail(
             self.name, task.id, message, attempt=task.attempts, retryable=failure.retryable
         )

@@ -31,7 +31,7 @@ from rq.serializers import JSONSerializer
 from rq.suspension import is_suspended
 from rq.worker import BaseWorker, SimpleWorker, Worker, WorkerStatus
 
-from switchyard.captioning.handler import make_handler
+from switchyard.captioning.handler import handler_ready, make_handler
 from switchyard.domain import Engine, Priority
 from switchyard.logs import log_event
 from switchyard.modes import ModeWatcher
@@ -60,6 +60,9 @@ class _ModeAware(BaseWorker):
     """The loop changes described in the module docstring, for any rq worker class."""
 
     should_yield: Callable[[], bool] = staticmethod(lambda: False)
+    # False while taking a job would only hand its task back (every caption provider's circuit
+    # open). Only a simple worker learns this: a forking worker's breakers live in its horses.
+    may_take_work: Callable[[], bool] = staticmethod(lambda: True)
     yielded = False
     stop_signalled = False
 
@@ -108,6 +111,9 @@ class _ModeAware(BaseWorker):
             return None
         if self.get_state() == WorkerStatus.SUSPENDED:
             self.set_state(WorkerStatus.IDLE)
+        if not self.may_take_work():
+            time.sleep(DEQUEUE_WAIT)
+            return None
         if self.should_run_maintenance_tasks:
             self.run_maintenance_tasks()
         return self.queue_class.dequeue_any(
@@ -163,7 +169,9 @@ def run_rq_worker(
     worker = build_rq_worker(services, options, incarnation)
     if options.follow_mode:
         worker.should_yield = lambda: watcher().auto_engine is not Engine.RQ
-    jobs.install(services.store, services.settings, make_handler(services.settings), options.name)
+    handler = make_handler(services.settings)
+    worker.may_take_work = lambda: handler_ready(handler)
+    jobs.install(services.store, services.settings, handler, options.name)
     services.store.register_worker(options.name, Engine.RQ, socket.gethostname(), os.getpid())
     supervisor.report = lambda: _report(worker)
     level = "INFO" if logging.getLogger("switchyard").isEnabledFor(logging.DEBUG) else "WARNING"
