@@ -119,6 +119,8 @@ class GuardedProvider:
                 text = self.provider.describe(image, settings)
         except ProviderUnavailable as exc:
             self.breaker.failed(str(exc))
+            if exc.retry_after is None and self.breaker.retry_in() > 0:
+                exc.retry_after = self.breaker.retry_in()  # this failure opened the circuit
             raise
         except Exception:
             self.breaker.succeeded()  # it answered: the provider is up, the task is the problem

@@ -1,0 +1,96 @@
+"""A caption provider outage under a real polling worker: tasks stay queued and keep their
+attempts, the worker stops taking tasks while the circuit is open, and the backlog completes
+once the provider is back. On all three databases."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import sqlalchemy as sa
+
+from switchyard.captioning.handler import CaptionHandler
+from switchyard.captioning.providers import Breaker, Captioner, GuardedProvider
+from switchyard.db.schema import task_events
+from switchyard.db.store import TaskStore, utcnow
+from switchyard.domain import CaptionSettings, Status
+from switchyard.errors import ProviderUnavailable
+from switchyard.workers.polling import Worker
+from tests.conftest import make_settings
+from tests.integration.conftest import ImageServer, per_task, status_counts, submit_many
+
+
+COOLDOWN = 1.5
+
+
+class Switchable:
+    """A provider whose server is down until the test brings it back."""
+
+    name = "ollama"
+
+    def __init__(self) -> None:
+        self.up = threading.Event()
+        self.calls = 0
+
+    def describe(self, image: bytes, settings: CaptionSettings) -> str:
+        self.calls += 1
+        if not self.up.is_set():
+            raise ProviderUnavailable("could not reach Ollama at http://127.0.0.1:1: refused")
+        return "a small red rectangle"
+
+
+def test_an_outage_spends_no_attempts_and_the_backlog_completes_after(
+    store: TaskStore, db_url: str, image_server: ImageServer
+) -> None:
+    settings = make_settings(
+        db_url, worker_poll_interval=0.05, worker_heartbeat_interval=0.05, fetch_allow_private=True
+    )
+    provider = Switchable()
+    handler = CaptionHandler(settings)
+    handler.captioner = Captioner([GuardedProvider(provider, 2, Breaker(1, COOLDOWN))])
+    submit_many(store, [image_server.url(f"img/{i}.png") for i in range(6)])
+    worker = Worker(store, settings, handler, concurrency=1, name="w-outage")
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        opened = time.monotonic() + 5
+        while provider.calls == 0 or status_counts(store) != {"queued": 6}:
+            assert time.monotonic() < opened, "the worker never tried the provider"
+            time.sleep(0.02)
+        assert provider.calls == 1  # the call that opened the circuit; none while it is open
+        tasks = store.list_tasks()
+        assert {t.status for t in tasks} == {Status.QUEUED}
+        assert all(t.attempts == 0 for t in tasks)  # the released attempt was not counted
+        # Taken in one batch, handed back unrun once the circuit opened, and offered again
+        # only after the cooldown: nothing spins against a provider that is down.
+        assert all(t.available_at > utcnow() for t in tasks)
+        assert not per_task(store, Status.RUNNING, Status.FAILED)
+
+        # While the circuit is open the worker takes nothing, even what is free to take.
+        submit_many(store, [image_server.url("img/late.png")])
+        time.sleep(0.4)
+        [late] = [t for t in store.list_tasks() if t.image_url.endswith("late.png")]
+        assert (late.status, late.attempts) == (Status.QUEUED, 0)
+        assert late.id not in per_task(store, Status.QUEUED, Status.RUNNING)
+
+        provider.up.set()
+        deadline = time.monotonic() + 10
+        while status_counts(store) != {"completed": 7} and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        worker.stopping.set()
+        thread.join(10)
+    assert status_counts(store) == {"completed": 7}
+    assert all(t.attempts == 1 for t in store.list_tasks())
+    assert all(n == 1 for n in per_task(store, Status.RUNNING, Status.COMPLETED).values())
+    with store.engine.connect() as conn:
+        reasons = (
+            conn.execute(
+                sa.select(task_events.c.reason).where(
+                    task_events.c.to_status == "queued", task_events.c.from_status == "running"
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert reasons and all("could not reach Ollama" in (r or "") for r in reasons)
