@@ -122,6 +122,7 @@ class Task:
     origin: Origin
     dispatched_at: datetime | None = None
     source_job_id: str | None = None
+    caption_provider: str | None = None  # which caption provider wrote `caption`
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready view, used by `--json` and the HTTP API."""

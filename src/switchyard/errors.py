@@ -61,6 +61,10 @@ class FetchRefused(CaptionError):
     """The image URL or its response failed a safety check (scheme, address, size, type)."""
 
 
+class ProviderTimeout(CaptionError):
+    """The caption provider did not answer in time; the attempt fails and may be retried."""
+
+
 class ProviderUnavailable(CaptionError):
     """The caption provider cannot be reached or is overloaded right now (connection refused,
     5xx or 429 after retries, its circuit open). Not the task's fault: the task goes back to

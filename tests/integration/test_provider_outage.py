@@ -19,7 +19,6 @@ from switchyard.workers.polling import Worker
 from tests.conftest import make_settings
 from tests.integration.conftest import ImageServer, per_task, status_counts, submit_many
 
-
 COOLDOWN = 1.5
 
 
@@ -82,6 +81,7 @@ def test_an_outage_spends_no_attempts_and_the_backlog_completes_after(
         thread.join(10)
     assert status_counts(store) == {"completed": 7}
     assert all(t.attempts == 1 for t in store.list_tasks())
+    assert {t.caption_provider for t in store.list_tasks()} == {"ollama"}
     assert all(n == 1 for n in per_task(store, Status.RUNNING, Status.COMPLETED).values())
     with store.engine.connect() as conn:
         reasons = (
@@ -94,3 +94,9 @@ def test_an_outage_spends_no_attempts_and_the_backlog_completes_after(
             .all()
         )
     assert reasons and all("could not reach Ollama" in (r or "") for r in reasons)
+    # The worker's registry row reports what it saw of the provider.
+    [row] = [w for w in store.list_workers(include_stopped=True) if w["name"] == "w-outage"]
+    [seen] = row["providers"]
+    assert (seen["name"], seen["circuit"], seen["calls"]) == ("ollama", "closed", 8)
+    assert seen["errors"]["unavailable"] == 1 and seen["errors"]["circuit_open"] >= 5
+    assert sum(seen["latency_counts"]) == seen["calls"]

@@ -9,14 +9,29 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import import_module
+from typing import Any, NamedTuple
 
 from switchyard.captioning import caption_image, make_captioner
 from switchyard.config import Settings
 from switchyard.domain import CaptionSettings, Task
 from switchyard.errors import ConfigError, FetchRefused, ProviderUnavailable, SwitchyardError
 
-Handler = Callable[[Task], tuple[str, float]]
-"""Runs one task; returns (caption, quality score) or raises."""
+
+class Captioned(NamedTuple):
+    """What the captioning handler returns: (caption, quality score) plus who wrote it."""
+
+    caption: str
+    quality_score: float
+    provider: str | None = None
+
+
+Handler = Callable[[Task], "tuple[str, float] | Captioned"]
+"""Runs one task; returns (caption, quality score), or a `Captioned`, or raises."""
+
+
+def provider_of(result: tuple[str, float] | Captioned) -> str | None:
+    """The caption provider named by a handler's result (plain handlers name none)."""
+    return result.provider if isinstance(result, Captioned) else None
 
 
 class CaptionHandler:
@@ -29,18 +44,27 @@ class CaptionHandler:
         self.settings = settings
         self.captioner = make_captioner(settings)
 
-    def __call__(self, task: Task) -> tuple[str, float]:
+    def __call__(self, task: Task) -> Captioned:
         result = caption_image(
             task.image_url, CaptionSettings.parse(task.settings), self.settings, self.captioner
         )
-        return result.text, result.quality_score
+        return Captioned(result.text, result.quality_score, result.provider)
 
     def ready(self) -> bool:
         return self.captioner.ready()
 
+    def report(self) -> list[dict[str, Any]]:
+        """The providers as this process sees them, for its row in the worker registry."""
+        return [state.to_json() for state in self.captioner.states()]
+
 
 def caption_handler(settings: Settings) -> Handler:
     return CaptionHandler(settings)
+
+
+def provider_report(handler: Handler) -> list[dict[str, Any]] | None:
+    """What a captioning handler reports of its providers; None for other handlers."""
+    return handler.report() if isinstance(handler, CaptionHandler) else None
 
 
 def handler_ready(handler: Handler) -> bool:

@@ -21,7 +21,7 @@ import httpx
 
 from switchyard.captioning.builtin import open_image
 from switchyard.domain import CaptionSettings
-from switchyard.errors import CaptionError, ProviderUnavailable
+from switchyard.errors import CaptionError, ProviderTimeout, ProviderUnavailable
 
 MAX_RETRY_AFTER = 30.0  # seconds; a longer wish is the circuit breaker's business
 # Vision models reliably accept these; anything else is re-encoded as PNG.
@@ -73,7 +73,7 @@ def post_json(
             try:
                 response = client.post(endpoint, json=body)
             except httpx.TimeoutException:
-                raise CaptionError(
+                raise ProviderTimeout(
                     f"{server.service} at {server.base_url} did not answer within "
                     f"{server.timeout:g}s"
                 ) from None

@@ -12,15 +12,16 @@
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
 
 from switchyard.domain import CaptionSettings
-from switchyard.errors import ProviderUnavailable
+from switchyard.errors import CaptionError, ProviderTimeout, ProviderUnavailable
 
 
 class CaptionProvider(Protocol):
@@ -33,15 +34,67 @@ class CaptionProvider(Protocol):
         ...
 
 
+# Upper bounds (seconds) of the latency histogram each worker reports per provider.
+LATENCY_BUCKETS = (0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+
 @dataclass(frozen=True)
 class ProviderState:
-    """What `/health`, `/metrics` and `assess` show of one provider in this process."""
+    """What `/health`, `/metrics` and `assess` show of one provider in one worker process:
+    its circuit, and counters since the process started (reported with its heartbeat)."""
 
     name: str
     circuit: str  # closed | open | half-open
     failures_in_row: int
     last_error: str | None
     retry_in: float  # seconds until an open circuit lets a call through; 0 otherwise
+    calls: int = 0
+    errors: dict[str, int] = field(default_factory=dict)  # by kind, see `error_kind`
+    latency_counts: tuple[int, ...] = ()  # per bucket of LATENCY_BUCKETS, then +Inf
+    latency_sum: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "latency_counts": list(self.latency_counts)}
+
+
+def error_kind(exc: BaseException) -> str:
+    """The label an error is counted under."""
+    if isinstance(exc, ProviderUnavailable):
+        return "unavailable"
+    if isinstance(exc, ProviderTimeout):
+        return "timeout"
+    if isinstance(exc, CaptionError):
+        return "rejected"  # the provider answered, but with no usable caption
+    return "internal"
+
+
+class CallStats:
+    """Calls, errors by kind and a latency histogram of one provider; thread-safe."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.errors: dict[str, int] = {}
+        self.counts = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.total = 0.0
+        self._lock = threading.Lock()
+
+    def record(self, seconds: float, error: BaseException | None) -> None:
+        with self._lock:
+            self.calls += 1
+            self.counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+            self.total += seconds
+            if error is not None:
+                kind = error_kind(error)
+                self.errors[kind] = self.errors.get(kind, 0) + 1
+
+    def snapshot(self) -> tuple[int, dict[str, int], tuple[int, ...], float]:
+        with self._lock:
+            return self.calls, dict(self.errors), tuple(self.counts), self.total
+
+    def refused(self) -> None:
+        """A call the open circuit turned away: counted as an error, not as a call."""
+        with self._lock:
+            self.errors["circuit_open"] = self.errors.get("circuit_open", 0) + 1
 
 
 class Breaker:
@@ -103,40 +156,59 @@ class GuardedProvider:
         self.provider = provider
         self.name = provider.name
         self.breaker = breaker
+        self.stats = CallStats()
         self._slots: AbstractContextManager[object] = (
             threading.BoundedSemaphore(concurrency) if concurrency > 0 else nullcontext()
         )
 
     def describe(self, image: bytes, settings: CaptionSettings) -> str:
         if not self.breaker.admit():
+            self.stats.refused()
             raise ProviderUnavailable(
                 f"caption provider {self.name} is unavailable (circuit open after "
                 f"{self.breaker.failures} failures: {self.breaker.last_error})",
                 retry_after=max(self.breaker.retry_in(), 1.0),
             )
-        try:
-            with self._slots:
+        with self._slots:
+            started = time.monotonic()
+            try:
                 text = self.provider.describe(image, settings)
-        except ProviderUnavailable as exc:
+            except BaseException as exc:
+                self.stats.record(time.monotonic() - started, exc)
+                self._judge(exc)
+                raise
+            self.stats.record(time.monotonic() - started, None)
+        self.breaker.succeeded()
+        return text
+
+    def _judge(self, exc: BaseException) -> None:
+        """What a failed call says of the provider."""
+        if isinstance(exc, ProviderUnavailable):
             self.breaker.failed(str(exc))
             if exc.retry_after is None and self.breaker.retry_in() > 0:
                 exc.retry_after = self.breaker.retry_in()  # this failure opened the circuit
-            raise
-        except Exception:
+        elif isinstance(exc, Exception):
             self.breaker.succeeded()  # it answered: the provider is up, the task is the problem
-            raise
-        except BaseException:
+        else:
             self.breaker.abandoned()  # interrupted (shutdown): no verdict on the provider
-            raise
-        self.breaker.succeeded()
-        return text
 
     def ready(self) -> bool:
         return self.breaker.circuit() != "open"
 
     def state(self) -> ProviderState:
         b = self.breaker
-        return ProviderState(self.name, b.circuit(), b.failures, b.last_error, b.retry_in())
+        calls, errors, counts, total = self.stats.snapshot()
+        return ProviderState(
+            self.name,
+            b.circuit(),
+            b.failures,
+            b.last_error,
+            b.retry_in(),
+            calls,
+            errors,
+            counts,
+            total,
+        )
 
 
 @dataclass(frozen=True)

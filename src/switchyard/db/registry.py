@@ -47,8 +47,10 @@ class WorkerRegistry:
         current_task: str | None,
         processed: int,
         epoch_seen: int | None = None,
+        providers: list[dict[str, Any]] | None = None,
     ) -> None:
-        """Refresh a worker's row with its heartbeat (and the routing epoch it acts under)."""
+        """Refresh a worker's row with its heartbeat (and the routing epoch it acts under, and
+        its caption providers' state, when it has them)."""
         values: dict[str, Any] = {
             "engine": str(engine),
             "state": state,
@@ -58,6 +60,8 @@ class WorkerRegistry:
         }
         if epoch_seen is not None:
             values["epoch_seen"] = epoch_seen
+        if providers is not None:
+            values["providers"] = providers
         stmt = workers.update().where(workers.c.name == name).values(values)
         with translated("refreshing a worker"), self.engine.begin() as conn:
             conn.execute(stmt)

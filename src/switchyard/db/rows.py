@@ -37,6 +37,7 @@ class Outcome:
     attempt: int  # the attempt that produced it; a stale attempt's result is discarded
     caption: str
     quality_score: float
+    provider: str | None = None  # the caption provider that wrote it, if a provider did
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,7 @@ def task_from_row(row: sa.Row[Any]) -> Task:
         origin=Origin(m["origin"]),
         dispatched_at=m["dispatched_at"],
         source_job_id=m["source_job_id"],
+        caption_provider=m.get("caption_provider"),
     )
 
 

@@ -55,6 +55,7 @@ tasks = sa.Table(
     sa.Column("progress", sa.Integer, nullable=False, default=0),
     sa.Column("caption", sa.Text),
     sa.Column("quality_score", sa.Float),
+    sa.Column("caption_provider", sa.String(32)),  # which provider wrote the caption
     sa.Column("error", sa.Text),
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("available_at", UtcDateTime, nullable=False),
@@ -119,6 +120,8 @@ workers = sa.Table(
     sa.Column("started_at", UtcDateTime, nullable=False),
     sa.Column("heartbeat_at", UtcDateTime, nullable=False),
     sa.Column("epoch_seen", sa.Integer),
+    # The worker's caption providers as it last saw them: circuit, calls, errors, latency.
+    sa.Column("providers", sa.JSON),
 )
 
 # What a migration could not decode or map: kept byte for byte, never dropped or guessed at.

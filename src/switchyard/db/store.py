@@ -152,6 +152,7 @@ def _completion_update() -> sa.Update:
             status=Status.COMPLETED.value,
             caption=sa.bindparam("p_caption"),
             quality_score=sa.bindparam("p_score"),
+            caption_provider=sa.bindparam("p_provider"),
             finished_at=sa.bindparam("p_now"),
             progress=100,
             error=None,
@@ -518,12 +519,18 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore):
                         status=Status.COMPLETED.value,
                         caption=sa.bindparam("_caption"),
                         quality_score=sa.bindparam("_score"),
+                        caption_provider=sa.bindparam("_provider"),
                         finished_at=now,
                         progress=100,
                         error=None,
                     ),
                     [
-                        {"_id": i, "_caption": by_id[i].caption, "_score": by_id[i].quality_score}
+                        {
+                            "_id": i,
+                            "_caption": by_id[i].caption,
+                            "_score": by_id[i].quality_score,
+                            "_provider": by_id[i].provider,
+                        }
                         for i in held
                     ],
                 )
@@ -546,6 +553,7 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore):
             "p_attempt": outcome.attempt,
             "p_caption": outcome.caption,
             "p_score": outcome.quality_score,
+            "p_provider": outcome.provider,
             "p_now": utcnow(),  # also the completion's token: finished_at says it was ours
         }
         with translated("completing a task"):

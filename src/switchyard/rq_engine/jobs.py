@@ -32,7 +32,7 @@ from typing import Any
 from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
-from switchyard.captioning.handler import Handler, failure_of, make_handler
+from switchyard.captioning.handler import Handler, failure_of, make_handler, provider_of
 from switchyard.config import Settings, get_settings
 from switchyard.db.store import Outcome, TaskStore
 from switchyard.domain import Engine, Status, Task
@@ -141,18 +141,18 @@ def run_task(task_id: str) -> dict[str, Any]:
         return {"task_id": task_id, "outcome": "skipped"}
     with ctx.holding(task):
         try:
-            caption, score = ctx.handler(task)
+            result = ctx.handler(task)
         except (SystemExit, KeyboardInterrupt):  # cold shutdown: give the task back at once
             ctx.store.release(ctx.worker, [task.id], "rq worker shut down")
             raise
         except Exception as exc:
             return _record_failure(ctx, task, exc)
-    taken = ctx.store.complete_one(ctx.worker, Outcome(task.id, task.attempts, caption, score))
-    outcome = "completed" if taken else "discarded"
+    outcome = Outcome(task.id, task.attempts, result[0], result[1], provider_of(result))
+    taken = ctx.store.complete_one(ctx.worker, outcome)
     log_event(
         log, "complete" if taken else "complete_discarded", task_id=task_id, worker=ctx.worker
     )
-    return {"task_id": task_id, "outcome": outcome}
+    return {"task_id": task_id, "outcome": "completed" if taken else "discarded"}
 
 
 def _record_failure(ctx: JobContext, task: Task, exc: Exception) -> dict[str, Any]:

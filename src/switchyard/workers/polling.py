@@ -30,7 +30,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 from types import FrameType
 
-from switchyard.captioning.handler import Handler, failure_of, handler_ready
+from switchyard.captioning.handler import (
+    Captioned,
+    Handler,
+    failure_of,
+    handler_ready,
+    provider_of,
+    provider_report,
+)
 from switchyard.config import Settings
 from switchyard.db.store import Outcome, TaskStore
 from switchyard.domain import Engine, Origin, Task
@@ -91,7 +98,9 @@ class Worker:
         self.burst = burst
         self.name = name or worker_name()
         self.held: dict[uuid.UUID, _Held] = {}
-        self.done: queue.Queue[tuple[Task, tuple[str, float] | BaseException]] = queue.Queue()
+        self.done: queue.Queue[tuple[Task, tuple[str, float] | Captioned | BaseException]] = (
+            queue.Queue()
+        )
         self.stopping = threading.Event()
         self.aborting = threading.Event()
         self.processed = 0
@@ -230,7 +239,9 @@ class Worker:
             if isinstance(result, BaseException):
                 self._record_failure(task, result)
             else:
-                outcomes.append(Outcome(task.id, task.attempts, result[0], result[1]))
+                outcomes.append(
+                    Outcome(task.id, task.attempts, result[0], result[1], provider_of(result))
+                )
         if outcomes:
             taken = self.store.complete(self.name, outcomes)
             self.processed += len(outcomes)
@@ -297,6 +308,7 @@ class Worker:
             state=state,
             current_task=None if current is None else str(current),
             processed=self.processed,
+            providers=provider_report(self.handler),
         )
 
     def _release_all(self) -> int:

@@ -31,7 +31,7 @@ from rq.serializers import JSONSerializer
 from rq.suspension import is_suspended
 from rq.worker import BaseWorker, SimpleWorker, Worker, WorkerStatus
 
-from switchyard.captioning.handler import handler_ready, make_handler
+from switchyard.captioning.handler import handler_ready, make_handler, provider_report
 from switchyard.domain import Engine, Priority
 from switchyard.logs import log_event
 from switchyard.modes import ModeWatcher
@@ -173,7 +173,7 @@ def run_rq_worker(
     worker.may_take_work = lambda: handler_ready(handler)
     jobs.install(services.store, services.settings, handler, options.name)
     services.store.register_worker(options.name, Engine.RQ, socket.gethostname(), os.getpid())
-    supervisor.report = lambda: _report(worker)
+    supervisor.report = lambda: _report(worker, provider_report(handler))
     level = "INFO" if logging.getLogger("switchyard").isEnabledFor(logging.DEBUG) else "WARNING"
     try:
         worker.work(burst=options.burst, logging_level=level)
@@ -187,7 +187,9 @@ def run_rq_worker(
     return Ended.YIELDED if worker.yielded and not worker.stop_signalled else Ended.STOPPED
 
 
-def _report(worker: _ModeAware) -> WorkerStatusReport:
+def _report(
+    worker: _ModeAware, providers: list[dict[str, Any]] | None = None
+) -> WorkerStatusReport:
     """The registry row of an rq worker: its current task and how many jobs it has run."""
     with translated_redis("reading the worker's counters"):
         counts = worker.connection.hmget(worker.key, "successful_job_count", "failed_job_count")
@@ -197,6 +199,7 @@ def _report(worker: _ModeAware) -> WorkerStatusReport:
         state="busy" if current else "idle",
         current_task=current,
         processed=sum(int(c or 0) for c in counts),
+        providers=providers,
     )
 
 

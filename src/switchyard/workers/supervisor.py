@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import redis
 
@@ -55,6 +56,7 @@ class WorkerStatusReport:
     state: str
     current_task: str | None
     processed: int
+    providers: list[dict[str, Any]] | None = None  # the caption providers' state, if known
 
 
 def ping(connection: redis.Redis) -> str | None:
@@ -231,4 +233,5 @@ class Supervisor:
             state=r.state,
             current_task=r.current_task,
             processed=r.processed,
+            providers=r.providers,
         )
