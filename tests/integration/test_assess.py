@@ -30,6 +30,7 @@ HEALTHY: dict[str, Any] = {
     "throughput_per_minute": 100.0,
     "drain_minutes": 1.0,
     "check_findings": {},
+    "caption_providers_down": [],
 }
 
 
@@ -67,6 +68,20 @@ def signals(**changes: Any) -> dict[str, Any]:
             "no",
             "intact",
             "stalled",
+        ),
+        (
+            {
+                "rq_completed_in_window": 0,
+                "backlog_age_seconds": 1000.0,
+                "drain_minutes": None,
+                "caption_providers_down": ["ollama"],
+            },
+            {},
+            "fix_provider",
+            "medium",
+            "partial",
+            "intact",
+            "caption provider ollama is unavailable in every live worker",
         ),
         (
             {"check_findings": {"lost_job": 3}},

@@ -21,6 +21,7 @@ import pytest
 from PIL import Image
 
 from switchyard.captioning import caption_image, make_provider
+from switchyard.captioning.handler import provider_problems
 from switchyard.captioning.ollama import OllamaProvider
 from switchyard.config import load_settings
 from switchyard.domain import CaptionSettings
@@ -63,7 +64,12 @@ class FakeOllama(BaseHTTPRequestHandler):
             self._json(200, {"model": model, "response": f'  "{CAPTION}"\n', "done": True})
 
     def do_GET(self) -> None:
-        """The same server hosts the image, so `caption_image` can run end to end."""
+        """`/api/tags` lists the pulled models; any other path is the image, so that
+        `caption_image` can run end to end."""
+        if self.path == "/api/tags":
+            return self._json(
+                200, {"models": [{"name": "llava:latest"}, {"name": "moondream:1.8b"}]}
+            )
         self.send_response(200)
         self.send_header("Content-Type", "image/png")
         self.send_header("Content-Length", str(len(PNG)))
@@ -249,3 +255,19 @@ def test_caption_image_refuses_private_url_before_calling_ollama(
     with pytest.raises(FetchRefused, match=r"^refused: 127\.0\.0\.1 is a loopback address$"):
         caption_image(f"{ollama.url}/cat.png", CaptionSettings(), settings)
     assert ollama.received == []
+
+
+def test_check_says_in_one_line_when_the_model_is_not_pulled(ollama: FakeOllamaServer) -> None:
+    assert provider(ollama, "llava").check() is None  # "llava" means "llava:latest"
+    assert provider(ollama, "moondream:1.8b").check() is None
+    assert provider(ollama, "bakllava").check() == (
+        "Ollama model bakllava is not pulled (run: ollama pull bakllava)"
+    )
+    settings = load_settings(
+        caption_providers="ollama,builtin", ollama_url=ollama.url, ollama_model="bakllava"
+    )
+    assert provider_problems(settings) == [
+        "Ollama model bakllava is not pulled (run: ollama pull bakllava)"
+    ]
+    unreachable = OllamaProvider("http://127.0.0.1:9", "llava", 1.0)
+    assert (unreachable.check() or "").startswith("Ollama at http://127.0.0.1:9 is not usable: ")

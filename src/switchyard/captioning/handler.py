@@ -58,6 +58,14 @@ class CaptionHandler:
         return [state.to_json() for state in self.captioner.states()]
 
 
+def provider_problems(settings: Settings) -> list[str]:
+    """One line for each configured caption provider that cannot work now (unreachable, its
+    model not pulled), for a worker to say at start; none when TASK_HANDLER replaces them."""
+    if settings.task_handler:
+        return []
+    return make_captioner(settings).problems()
+
+
 def caption_handler(settings: Settings) -> Handler:
     return CaptionHandler(settings)
 

@@ -9,6 +9,7 @@ The runbook's tree, in order, first match wins:
 
     critical failure (flag, or rq not functional)            -> immediate (emergency) rollback
     data integrity compromised (flag, or check) / security   -> immediate (emergency) rollback
+    caption provider down in every live worker               -> fix the provider, not the engines
     performance severely degraded (flag, or thresholds)      -> planned rollback
     stability issues (flag, or stuck tasks, loose jobs)      -> partial rollback (hybrid)
     otherwise                                                -> fix in place (with monitoring)
@@ -28,7 +29,7 @@ from typing import Any
 from switchyard.db import reads as db_reads
 from switchyard.db.store import utcnow
 from switchyard.modes import Mode
-from switchyard.operations import engines
+from switchyard.operations import captions, engines
 from switchyard.operations.services import Services
 from switchyard.rollback.check import CheckOptions, run_check
 
@@ -41,6 +42,7 @@ ACTIONS = {
     "immediate": ("critical", "switchyard rollback emergency"),
     "planned": ("high", "switchyard rollback planned"),
     "partial": ("medium", "switchyard rollback partial"),
+    "fix_provider": ("medium", "bring the caption provider back; moving work will not help"),
     "fix_in_place": ("low", "switchyard check --repair, then monitor"),
     "none": ("none", "nothing to roll back: the database engine is in use"),
 }
@@ -93,6 +95,7 @@ def measure(services: Services, options: AssessOptions) -> dict[str, Any]:
         "throughput_per_minute": round(per_minute, 2),
         "drain_minutes": round(backlog / per_minute, 1) if per_minute else None,
         "check_findings": check.counts(),
+        "caption_providers_down": captions.providers_down(captions.caption_providers(services)),
     }
 
 
@@ -117,7 +120,13 @@ def rq_functional(s: dict[str, Any], o: AssessOptions) -> tuple[str, list[str]]:
     if s["rq_backlog"] and not s["rq_workers"]:
         return "no", [f"{s['rq_backlog']} task(s) queued for rq and no rq worker registered"]
     age = s["backlog_age_seconds"] or 0.0
-    if s["rq_backlog"] and not s["rq_completed_in_window"] and age > o.max_backlog_age:
+    waiting_on_provider = bool(s.get("caption_providers_down"))
+    if (
+        s["rq_backlog"]
+        and not s["rq_completed_in_window"]
+        and age > o.max_backlog_age
+        and not waiting_on_provider  # the work waits for the provider, not for rq
+    ):
         return "no", [
             f"stalled: nothing completed on rq in {o.window_minutes:g} min and the oldest "
             f"queued task waits {age:.0f} s (> {o.max_backlog_age:g} s)"
@@ -162,6 +171,7 @@ def decide(s: dict[str, Any], o: AssessOptions) -> Assessment:
             + integrity
             + _flag(o.security_issue, "security issue"),
         ),
+        ("fix_provider", _provider_down(s)),
         ("planned", _flag(o.performance_degraded, "performance degraded") + slow),
         ("partial", _flag(o.stability_issues, "stability issues") + stability),
         ("fix_in_place", ["rq is functional, data intact, within thresholds"]),
@@ -172,6 +182,16 @@ def decide(s: dict[str, Any], o: AssessOptions) -> Assessment:
     action, reasons = next((a, r) for a, r in branches if r)
     severity, command = ACTIONS[action]
     return Assessment(severity, action, command, functional, compromised, reasons, s)
+
+
+def _provider_down(s: dict[str, Any]) -> list[str]:
+    """Both engines caption with the same providers: a provider down in every worker stalls
+    either engine, so rolling back would move the wait, not end it."""
+    return [
+        f"caption provider {name} is unavailable in every live worker (circuit open): tasks "
+        "wait for it in either engine"
+        for name in s.get("caption_providers_down", [])
+    ]
 
 
 def _flag(raised: bool, what: str) -> list[str]:

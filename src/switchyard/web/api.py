@@ -16,7 +16,7 @@ from switchyard import operations as ops
 from switchyard.db.store import NewTask
 from switchyard.domain import CaptionSettings, Status
 from switchyard.errors import SwitchyardError, UsageError
-from switchyard.operations import engines, maintenance
+from switchyard.operations import captions, engines, maintenance
 from switchyard.validation import MAX_URL_LENGTH
 
 ACTOR = "api"
@@ -166,6 +166,7 @@ def health(svc: Svc) -> JSONResponse:
         components["redis"] = _redis_health(svc, mode)
         components["workers"] = _workers_health(svc, mode)
         components["ownership"] = _ownership_health(svc)
+        components["captioning"] = _captioning_health(svc)
     statuses = {c["status"] for c in components.values()}
     overall = next(
         (word for status, word in OVERALL if status in statuses),
@@ -182,6 +183,27 @@ OVERALL = (("error", "unhealthy"), ("inconsistent", "inconsistent"), ("degraded"
 def _ownership_health(svc: ops.Services) -> dict[str, Any]:
     found = engines.ownership(svc)
     return {"status": "ok" if found.pop("consistent") else "inconsistent", **found}
+
+
+def _captioning_health(svc: ops.Services) -> dict[str, Any]:
+    """The caption providers as the live workers report them: degraded while any worker has a
+    provider's circuit open (its tasks wait in the queue; nothing fails)."""
+    views = captions.caption_providers(svc)
+    if not views:
+        return {"status": "unused", "providers": []}
+    providers = [
+        {
+            "name": v.name,
+            "workers": v.workers,
+            "circuit_open_in": v.open_in,
+            "calls": v.calls,
+            "errors": v.errors,
+            "last_error": v.last_error,
+        }
+        for v in views
+    ]
+    degraded = any(v.open_in for v in views)
+    return {"status": "degraded" if degraded else "ok", "providers": providers}
 
 
 def _database_health(svc: ops.Services) -> dict[str, Any]:

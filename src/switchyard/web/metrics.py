@@ -21,7 +21,7 @@ from prometheus_client.utils import floatToGoString
 from switchyard.domain import Priority, Status
 from switchyard.errors import SwitchyardError
 from switchyard.modes import Mode
-from switchyard.operations import Services, activity, engines, maintenance
+from switchyard.operations import Services, activity, captions, engines, maintenance
 from switchyard.operations import overview as task_overview
 
 WINDOW_MINUTES = 15
@@ -103,6 +103,7 @@ class StoreCollector(Collector):
             activity.recent_claim_latencies(self.services, WINDOW_MINUTES),
             LATENCY_BUCKETS,
         )
+        yield from _provider_families(captions.caption_providers(self.services))
 
     def _engines(self, stats: dict[str, Any]) -> Iterator[GaugeMetricFamily]:
         """Both engines from one `engine_stats` read; Redis figures only when Redis answered."""
@@ -172,6 +173,43 @@ def _histogram(
     buckets = [(floatToGoString(b), float(bisect.bisect_right(ordered, b))) for b in bounds]
     buckets.append(("+Inf", float(len(ordered))))
     return GaugeHistogramMetricFamily(name, doc, buckets=buckets, gsum_value=sum(ordered))
+
+
+def _provider_families(views: list[captions.ProviderView]) -> Iterator[Any]:
+    """The caption providers, summed over the live workers' reports (gauges: a sum drops
+    when a worker stops)."""
+    yield _labelled(
+        "switchyard_caption_provider_circuit_open",
+        "Live workers in which the caption provider's circuit breaker is open.",
+        ["provider"],
+        {v.name: v.open_in for v in views},
+    )
+    yield _labelled(
+        "switchyard_caption_provider_calls",
+        "Calls to the caption provider by the live workers since each started.",
+        ["provider"],
+        {v.name: v.calls for v in views},
+    )
+    yield _labelled(
+        "switchyard_caption_provider_errors",
+        "Caption provider errors by kind (unavailable, timeout, rejected, internal, "
+        "circuit_open), by the live workers since each started.",
+        ["provider", "kind"],
+        {(v.name, kind): n for v in views for kind, n in v.errors.items()},
+    )
+    latency = GaugeHistogramMetricFamily(
+        "switchyard_caption_provider_latency_seconds",
+        "Time the caption provider took per call, by the live workers since each started.",
+        labels=["provider"],
+    )
+    for v in views:
+        cumulative, buckets = 0, []
+        bounds = [floatToGoString(b) for b in captions.LATENCY_BUCKETS] + ["+Inf"]
+        for bound, count in zip(bounds, v.latency_counts, strict=True):
+            cumulative += count
+            buckets.append((bound, float(cumulative)))
+        latency.add_metric([v.name], buckets, v.latency_sum)
+    yield latency
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

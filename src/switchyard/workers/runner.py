@@ -8,20 +8,24 @@ over between the two when the mode (or a Redis fallback) says so. A supervisor t
 
 from __future__ import annotations
 
+import logging
 import signal
 import time
 from datetime import timedelta
 from types import FrameType
 
-from switchyard.captioning.handler import make_handler
+from switchyard.captioning.handler import make_handler, provider_problems
 from switchyard.domain import Engine
 from switchyard.errors import ConfigError
+from switchyard.logs import log_event
 from switchyard.modes import ModeWatcher
 from switchyard.operations.services import Services
 from switchyard.workers.polling import Worker as PollingWorker
 from switchyard.workers.polling import worker_name
 from switchyard.workers.rq import DEQUEUE_WAIT, Ended, RQWorkerOptions, run_rq_worker
 from switchyard.workers.supervisor import Supervisor
+
+log = logging.getLogger("switchyard.worker")
 
 REGISTRY_KEEP = timedelta(days=1)  # rows of workers silent this long are dropped at start
 
@@ -41,6 +45,8 @@ def run_worker(
         raise ConfigError("--worker-class fork needs PostgreSQL or MariaDB, not SQLite")
     name = worker_name()
     services.store.purge_workers(silent_for=REGISTRY_KEEP)
+    for problem in provider_problems(services.settings):
+        log_event(log, "caption_provider_problem", logging.WARNING, worker=name, problem=problem)
     watcher = ModeWatcher(services.store, services.settings)
     supervisor = Supervisor(services, name, watcher)
     supervisor.start()
