@@ -13,6 +13,7 @@ from switchyard.cli import (  # noqa: F401  (registers commands)
     migration,
     rollback,
     tasks,
+    trial,
     worker,
 )
 from switchyard.cli._app import State, app, err_console

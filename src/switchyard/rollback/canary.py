@@ -26,16 +26,14 @@ import contextlib
 import functools
 import io
 import logging
-import threading
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from PIL import Image
 
 from switchyard import switch
+from switchyard.captioning.samples import serve_image
 from switchyard.db.store import NewTask
 from switchyard.domain import Engine, Origin, Priority, Status, Task
 from switchyard.errors import InvalidTransition, SwitchyardError, UsageError
@@ -75,35 +73,10 @@ def canary_png() -> bytes:
     return buffer.getvalue()
 
 
-@contextlib.contextmanager
-def local_image_server() -> Iterator[str]:
+def local_image_server() -> contextlib.AbstractContextManager[str]:
     """Serve the canary image on 127.0.0.1 (a free port) while the block runs; yields its
     URL."""
-    body = canary_png()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path != CANARY_PATH:
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Type", "image/png")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, name="canary-image", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}{CANARY_PATH}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    return serve_image(canary_png(), CANARY_PATH)
 
 
 def submit_canary(services: Services, image_url: str, actor: str) -> Task:
