@@ -1,6 +1,6 @@
-"""A caption provider outage under a real polling worker: tasks stay queued and keep their
-attempts, the worker stops taking tasks while the circuit is open, and the backlog completes
-once the provider is back. On all three databases."""
+"""A caption provider outage under a real polling worker and a real rq worker: tasks stay
+queued and keep their attempts, the polling worker stops taking tasks while the circuit is
+open, and the backlog completes once the provider is back. On all three databases."""
 
 from __future__ import annotations
 
@@ -8,16 +8,24 @@ import threading
 import time
 
 import sqlalchemy as sa
+from rq.registry import FailedJobRegistry
+from rq.serializers import JSONSerializer
 
-from switchyard.captioning.handler import CaptionHandler
+from switchyard import modes, switch
+from switchyard.captioning.handler import Captioned, CaptionHandler
 from switchyard.captioning.providers import Breaker, Captioner, GuardedProvider
 from switchyard.db.schema import task_events
 from switchyard.db.store import TaskStore, utcnow
-from switchyard.domain import CaptionSettings, Status
+from switchyard.domain import CaptionSettings, Priority, Status, Task
 from switchyard.errors import ProviderUnavailable
+from switchyard.operations import submit
+from switchyard.rq_engine import jobs, queue_for
+from switchyard.switch import dispatch_pending
 from switchyard.workers.polling import Worker
+from switchyard.workers.rq import SimpleRQWorker
 from tests.conftest import make_settings
 from tests.integration.conftest import ImageServer, per_task, status_counts, submit_many
+from tests.integration.support_rq import ServicesPool, new_tasks
 
 COOLDOWN = 1.5
 
@@ -100,3 +108,40 @@ def test_an_outage_spends_no_attempts_and_the_backlog_completes_after(
     assert (seen["name"], seen["circuit"], seen["calls"]) == ("ollama", "closed", 8)
     assert seen["errors"]["unavailable"] == 1 and seen["errors"]["circuit_open"] >= 5
     assert sum(seen["latency_counts"]) == seen["calls"]
+
+
+def test_an_rq_job_whose_provider_is_down_hands_its_task_back_unspent(
+    db_url: str, redis_url: str, pool: ServicesPool
+) -> None:
+    services = pool.make(db_url, redis_url)
+    switch.switch_mode(services.store, modes.Mode.RQ, "test", "rq provider outage")
+    created = submit(services, new_tasks(3), "test")
+    up = threading.Event()
+
+    def handler(task: Task) -> Captioned:
+        if not up.is_set():
+            raise ProviderUnavailable("could not reach Ollama: refused", retry_after=0.3)
+        return Captioned("a red square", 0.9, "ollama")
+
+    def drain() -> None:
+        jobs.install(services.store, services.settings, handler, "rq-outage")
+        queues = [queue_for(services.redis, p) for p in sorted(Priority)]
+        SimpleRQWorker(
+            queues, connection=services.redis, serializer=JSONSerializer, name="rq-outage"
+        ).work(burst=True, logging_level="WARNING")
+
+    drain()
+    tasks = [services.store.get(t.id) for t in created]
+    assert [(t.status, t.attempts, t.dispatched_at) for t in tasks] == [
+        (Status.QUEUED, 0, None)
+    ] * 3
+    assert len(FailedJobRegistry("urgent", connection=services.redis)) == 0
+
+    up.set()
+    time.sleep(0.35)  # the provider's cooldown: then the dispatcher offers them again
+    assert dispatch_pending(services.store, services.redis) == 3
+    drain()
+    done = [services.store.get(t.id) for t in created]
+    assert [(t.status, t.attempts, t.caption_provider) for t in done] == [
+        (Status.COMPLETED, 1, "ollama")
+    ] * 3
