@@ -116,7 +116,7 @@ def test_an_empty_batch_is_refused(client: TestClient) -> None:
 # -- reading ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("task_id", [str(uuid.uuid4()), "not-a-task-id"])
+@pytest.mark.parametrize("task_id", ["9b2f4c1e-7a3d-4e5f-8c6b-0d1e2f3a4b5c", "not-a-task-id"])
 def test_unknown_tasks_are_404(client: TestClient, task_id: str) -> None:
     response = client.get(f"/api/tasks/{task_id}")
     assert response.status_code == 404
