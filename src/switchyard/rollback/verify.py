@@ -196,7 +196,7 @@ def _no_duplicates(services: Services) -> Check:
     own_ids = {t: j for _, j in sources if (t := as_task_id(j)) is not None}
     for task_id in sorted(db_reads.tasks_present(engine, list(own_ids)), key=str):
         check.add(f"rq job {own_ids[task_id]} is task {task_id} and also has a migrated copy")
-    both = db_reads.quarantined_ids(engine, [j for _, j in sources])
+    both = db_reads.quarantined_ids(engine, [j for _, j in sources], open_only=True)
     for job_id in sorted(both):
         check.add(f"rq job {job_id} is both migrated and quarantined")
     check.detail["migrated_tasks"] = len(sources)
