@@ -123,6 +123,7 @@ class Task:
     origin: Origin
     dispatched_at: datetime | None = None
     source_job_id: str | None = None
+    source_index: int | None = None  # which of that job's tasks (a mapper may return several)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready view, used by `--json` and the HTTP API."""

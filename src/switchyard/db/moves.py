@@ -261,13 +261,12 @@ class MigrationTx:
         if not items:
             return set()
         by_stored = {storable_job_id(q.job_id): q for q in items}
-        present = dict(
-            self.conn.execute(
-                sa.select(quarantine.c.job_id, quarantine.c.resolution)
-                .where(quarantine.c.job_id.in_(list(by_stored)))
-                .with_for_update()
-            ).tuples()
+        found = self.conn.execute(
+            sa.select(quarantine.c.job_id, quarantine.c.resolution)
+            .where(quarantine.c.job_id.in_(list(by_stored)))
+            .with_for_update()
         )
+        present = {job_id: resolution for job_id, resolution in found}
         fresh = [q for s, q in by_stored.items() if s not in present]
         if fresh:
             self.conn.execute(quarantine.insert(), [quarantine_row(q, self.now) for q in fresh])

@@ -186,15 +186,18 @@ def source_jobs(engine: sa.Engine) -> list[tuple[uuid.UUID, str]]:
 
 
 def quarantined_ids(
-    engine: sa.Engine, job_ids: Sequence[str], *, open_only: bool = False
+    engine: sa.Engine, job_ids: Sequence[str], *, open_only: bool = False, any_state: bool = False
 ) -> set[str]:
     """The ones among `job_ids` whose bytes the quarantine holds: every row but a released
-    one (its job is back in Redis); with `open_only`, only rows no one has resolved."""
+    one (its job is back in Redis); with `open_only`, only rows no one has resolved; with
+    `any_state`, every row (the quarantine's own records)."""
     key = quarantine.c.job_id
     columns = [key, quarantine.c.resolution]
     rows = _rows_matching(engine, "reading quarantine", key, set(job_ids), columns)
     if open_only:
         return {r.job_id for r in rows if r.resolution is None}
+    if any_state:
+        return {r.job_id for r in rows}
     return {r.job_id for r in rows if r.resolution != Resolution.RELEASED.value}
 
 

@@ -80,6 +80,7 @@ def task_from_row(row: sa.Row[Any]) -> Task:
         origin=Origin(m["origin"]),
         dispatched_at=m["dispatched_at"],
         source_job_id=m["source_job_id"],
+        source_index=m["source_index"],
     )
 
 

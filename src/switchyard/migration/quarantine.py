@@ -25,7 +25,7 @@ from switchyard.db import quarantine as rows
 from switchyard.db.moves import ForeignTask
 from switchyard.db.quarantine import QuarantineRow, Resolution
 from switchyard.db.store import TaskStore, utcnow
-from switchyard.errors import UsageError
+from switchyard.errors import NotFound
 from switchyard.migration import rq_reader
 from switchyard.migration.decode import Undecodable, decode_job, decode_meta
 from switchyard.migration.mappers import load_mapper
@@ -41,10 +41,6 @@ from switchyard.migration.rq_reader import Kind
 from switchyard.rq_engine.scripts import ReleasePlace, Scripts
 
 REMAP_BATCH = 200
-
-
-class NotFound(UsageError):
-    """No quarantine row has that id."""
 
 
 @dataclass

@@ -139,8 +139,19 @@ class RqToDbReport:
         """True when nothing queued was left behind in Redis."""
         return self.left_in_flight == 0 and self.raced == 0 and self.left_pickled == 0
 
+    @property
+    def notes(self) -> list[str]:
+        """What an operator must do about work left behind (the summary's last lines)."""
+        if not self.left_pickled:
+            return []
+        return [
+            f"{self.left_pickled} pickled foreign job(s) left in Redis, not decoded: rerun "
+            "with --allow-pickle to decode their plain data (never code) and move them"
+        ]
+
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "migrated": self.migrated, "complete": self.complete}
+        data = asdict(self)
+        return {**data, "migrated": self.migrated, "complete": self.complete, "notes": self.notes}
 
 
 @dataclass
