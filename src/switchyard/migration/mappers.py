@@ -22,7 +22,7 @@ from typing import Any
 
 from switchyard.db import legacy
 from switchyard.db.legacy import LegacyConnection
-from switchyard.domain import ForeignJob, MappedTask
+from switchyard.domain import ForeignJob, MappedTask, Priority
 from switchyard.errors import UsageError
 from switchyard.migration.mapping import (
     URL_FIELDS,
@@ -36,6 +36,7 @@ from switchyard.migration.mapping import (
 DEFAULT_MAPPER = "switchyard.migration.mapping:by_fields"
 CAPTION_APP_FUNCTION = "app.services.task.rq.rq_job_processor.process_caption_task"
 QUEUED_STATUSES = frozenset({"queued"})
+PRIORITY_NAMES = frozenset(p.label for p in Priority)
 
 
 def load_mapper(path: str | None) -> Mapper:
@@ -124,10 +125,17 @@ def caption_app(job: ForeignJob, conn: LegacyConnection | None) -> list[MappedTa
             image_url=image.url or "",
             user_id=task.user_id,
             platform_connection_id=task.platform_connection_id,
+            priority=_queue_priority(job.queue),
             settings=settings,
         )
         for image in images
     ]
+
+
+def _queue_priority(queue: str) -> str | None:
+    """The app's queues are `vedfolnir:rq:<priority>`: the last part names the priority."""
+    last = queue.rpartition(":")[2]
+    return last if last in PRIORITY_NAMES else None
 
 
 def _caption_settings(raw: str | None) -> dict[str, Any] | None:
