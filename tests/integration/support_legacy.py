@@ -105,3 +105,19 @@ def writing_mapper(job: Any, conn: sa.Connection | None) -> list[Any]:
         )
     url = conn.execute(sa.select(images.c.image_url).where(images.c.id == 1)).scalar_one()
     return [MappedTask(image_url=url, user_id=1, platform_connection_id=1)]
+
+
+def account_mapper(job: Any, conn: sa.Connection | None) -> list[Any]:
+    """The default mapping, with platform connection 1 for caption jobs that lack one."""
+    from switchyard.domain import MappedTask
+    from switchyard.migration.mapping import Unmappable
+
+    if job.function != "thirdparty.caption":
+        raise Unmappable("not a caption job")
+    return [
+        MappedTask(
+            image_url=job.kwargs["image_url"],
+            user_id=job.kwargs["user_id"],
+            platform_connection_id=1,
+        )
+    ]
