@@ -163,6 +163,8 @@ def test_caption_app_jobs_become_one_task_per_pending_image(
         assert remap(services.store, options).remapped == 0 and len(tasks_by_job(services)) == 4
         assert quarantine_rows(services.store)[0]["resolution"] == "remapped"
         assert reads.duplicate_source_jobs(services.store.engine) == []
+        checks = {c.name: c for c in verify(services).checks}
+        assert checks["no_duplicates"].ok, checks["no_duplicates"]  # remapped is not open
         assert reads.quarantined_ids(services.store.engine, [T3], open_only=True) == set()
 
 

@@ -17,6 +17,7 @@ from switchyard.errors import NotFound
 from switchyard.migration import quarantine as q
 from switchyard.migration.quarantine import RemapOptions
 from switchyard.operations import migration as ops
+from switchyard.operations import quarantine as quarantine_ops
 from switchyard.operations.services import Services
 from tests.integration.support_migration import quarantine_rows, task_rows
 
@@ -51,6 +52,9 @@ def test_release_puts_the_exact_bytes_back_and_a_rerun_keeps_the_job(
         assert r.lrange("rq:queue:normal", 0, -1) == [listed.id.encode()]
         assert r.zscore("rq:scheduled:normal", scheduled.id) == due
     assert outcomes[0].message.startswith("already")
+    shown = quarantine_ops.show(svc, listed.id)
+    assert (shown["resolution"], shown["fields"]["origin"]) == ("released", "normal")
+    assert shown["fields"]["data"].startswith("base64:")  # zlib bytes, shown losslessly
     assert b"rq:queue:normal" in r.smembers("rq:queues")
     assert Job.fetch(listed.id, connection=r).func_name == "thirdparty.resize"
     assert set(states(svc).values()) == {Resolution.RELEASED.value}
