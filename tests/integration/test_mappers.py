@@ -18,7 +18,9 @@ from switchyard.migration.mapping import task_id_for_job
 from switchyard.migration.quarantine import RemapOptions, remap
 from switchyard.operations import migration as ops
 from switchyard.operations.services import Services
+from switchyard.rollback import commands as rollback
 from switchyard.rollback.verify import verify
+from tests.conftest import make_settings
 from tests.integration.support_legacy import (
     caption_app,
     caption_app_importable,
@@ -273,3 +275,30 @@ def test_backup_verify_and_restore_account_for_several_tasks_per_job_and_the_qua
         assert (restored.tasks_restored, restored.quarantine_restored) == (1, 1)
         assert set(tasks_by_job(svc)) == {(T1, 0), (T1, 1), (T2, 0)}
         assert verify(svc, after).ok
+
+
+def test_an_emergency_rollback_maps_foreign_jobs_with_the_configured_legacy_database(
+    sqlite_url: str, redis_url: str, r: redis.Redis, tmp_path: Path
+) -> None:
+    """The runbook's emergency procedure uses `--mapper` and LEGACY_DATABASE_URL (never
+    recorded with the run), and its verification accounts for a job that became two tasks."""
+    settings = make_settings(sqlite_url, redis_url=redis_url, legacy_database_url=sqlite_url)
+    svc = Services(settings)
+    try:
+        with legacy_database(sqlite_url, caption_app) as legacy:
+            caption_app_backlog(legacy, r)
+            result = rollback.run_procedure(
+                svc,
+                "emergency",
+                backup_root=str(tmp_path),
+                canary_required=False,
+                allow_pickle=True,
+                mapper=CAPTION,
+            )
+            assert result["status"] == "succeeded", result
+            step = next(s for s in result["steps"] if s["name"] == "migrate")["detail"]
+            assert (step["foreign_tasks"], step["quarantined"]) == (3, 1)
+            assert set(tasks_by_job(svc)) == {(T1, 0), (T1, 1), (T2, 0)}
+            assert "legacy_database_url" not in str(result.get("params", {}))
+    finally:
+        svc.store.engine.dispose()

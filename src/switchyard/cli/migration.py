@@ -134,7 +134,7 @@ def _print_rq_to_db(data: dict[str, Any], verbose: bool) -> None:
     verb = "would move" if data["dry_run"] else "moved"
     console.print(
         f"{verb} {data['migrated']} ({data['migrated_own']} switchyard, "
-        f"{data['migrated_foreign']} foreign as {data['foreign_tasks']} tasks), "
+        f"{data['migrated_foreign']} foreign), {data['foreign_tasks']} tasks from foreign jobs, "
         f"already there {data['already_there']}, left pickled {data['left_pickled']}, "
         f"quarantined {data['quarantined']}, rq-owned without a job {data['swept']}, "
         f"left in flight {data['left_in_flight']}, taken by a worker meanwhile {data['raced']} "
