@@ -67,7 +67,8 @@ def isolated(conn: sa.Connection | None) -> Iterator[None]:
     if conn is None:
         yield
         return
-    savepoint = conn.begin_nested()
+    with translated("starting a savepoint on the legacy database"):
+        savepoint = conn.begin_nested()  # a dead connection stops the run, not one job
     try:
         yield
     except BaseException:

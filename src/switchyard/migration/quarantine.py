@@ -74,9 +74,7 @@ def release_place(row: QuarantineRow) -> ReleasePlace:
     container, kind = job.found_in, "zset"
     if source is not None and source.kind.in_flight:
         container, kind = rq_reader.key_for(Kind.QUEUE, source.queue), "list"
-    elif (source is not None and source.kind is Kind.QUEUE) or job.found_in.startswith(
-        rq_reader.QUEUE_PREFIX
-    ):
+    elif job.found_in.startswith(rq_reader.QUEUE_PREFIX):  # rq:queue:<q>: a list
         kind = "list"
     score = job.score if job.score is not None else time.time()
     member = job.job_id.decode("utf-8", "surrogateescape")
