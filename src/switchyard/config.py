@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     rq_result_ttl: int = Field(500, ge=0)
     # Workers and the web process cache the mode this long (the issue allows 2 s to notice).
     mode_cache_seconds: float = Field(1.0, ge=0, le=1)
+    # Foreign rq jobs: the mapper (`module:function`) `migrate rq-to-db`, the rollback
+    # procedures and `quarantine remap` use unless told otherwise (unset: the built-in
+    # `switchyard.migration.mapping:by_fields`), and the legacy database it may read (read
+    # only; unset: none).
+    rq_job_mapper: str | None = Field(None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    legacy_database_url: str | None = None
     # Dotted path of a handler factory `(Settings) -> Handler`, for benchmarks and tests;
     # unset, workers caption images.
     task_handler: str | None = None

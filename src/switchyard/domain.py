@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -123,6 +124,7 @@ class Task:
     dispatched_at: datetime | None = None
     source_job_id: str | None = None
     caption_provider: str | None = None  # which caption provider wrote `caption`
+    source_index: int | None = None  # which of that job's tasks (a mapper may return several)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready view, used by `--json` and the HTTP API."""
@@ -152,3 +154,37 @@ def is_own_job_id(job_id: str) -> bool:
 def as_task_id(job_id: str) -> uuid.UUID | None:
     """The task id an own job id names, else None."""
     return uuid.UUID(job_id) if is_own_job_id(job_id) else None
+
+
+# -- mappers: what a foreign rq job becomes ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ForeignJob:
+    """A read-only view of a decoded foreign rq job, as a mapper receives it.
+
+    `args` is a tuple and `kwargs`/`meta` read-only mappings: a mapper describes the job, it
+    never changes what is kept of it (the raw hash is what a quarantine row holds)."""
+
+    id: str
+    function: str | None
+    args: tuple[Any, ...]
+    kwargs: Mapping[str, Any]
+    meta: Mapping[str, Any]
+    queue: str  # the queue's name, e.g. `vedfolnir:rq:urgent`
+    source: str  # the list or registry key it was found in
+    created_at: datetime | None
+    enqueued_at: datetime | None
+    serializer: str  # "json" or "pickle"
+
+
+@dataclass(frozen=True)
+class MappedTask:
+    """One task a mapper asks for. Validated exactly as a submission; `priority` None takes
+    the queue's priority."""
+
+    image_url: str
+    user_id: int
+    platform_connection_id: int
+    priority: str | None = None
+    settings: Mapping[str, Any] | None = None

@@ -41,7 +41,9 @@ def cli(db_url: str, *args: str, **env: str) -> Run:
     return Run(args, done.returncode, done.stdout, done.stderr)
 
 
-def cli_many(db_url: str, *commands: tuple[str, ...]) -> list[Run]:
+def cli_many(
+    db_url: str, *commands: tuple[str, ...], env: dict[str, str] | None = None
+) -> list[Run]:
     """Run independent commands at the same time; results in the order given."""
     with ThreadPoolExecutor(max_workers=4) as pool:
-        return list(pool.map(lambda args: cli(db_url, *args), commands))
+        return list(pool.map(lambda args: cli(db_url, *args, **(env or {})), commands))

@@ -19,6 +19,7 @@ from switchyard.db import migrate
 from switchyard.db.engine import make_engine
 from switchyard.db.schema import metadata
 from switchyard.db.store import NewTask, TaskStore, utcnow
+from switchyard.errors import StoreError
 from tests.conftest import SERVERS
 
 TABLES = set(metadata.tables)
@@ -120,3 +121,29 @@ def test_the_drift_check_sees_a_missing_index(fresh_engine: sa.Engine) -> None:
             else "DROP INDEX ix_tasks_claim"
         )
     assert any("ix_tasks_claim" in str(d) for d in drift(fresh_engine))
+
+
+def test_0006_keeps_migrated_tasks_as_their_jobs_first_and_unique_per_index(
+    fresh_engine: sa.Engine,
+) -> None:
+    migrate.upgrade(fresh_engine, "0004")
+    insert = sa.text(
+        "INSERT INTO tasks (id, user_id, platform_connection_id, image_url, priority, settings,"
+        " status, attempts, max_attempts, progress, created_at, available_at, origin,"
+        " source_job_id) VALUES (:id, 1, 2, 'http://example.org/a.png', 0, '{}', 'queued', 0,"
+        " 3, 0, :now, :now, 'migrated', 'job-1')"
+    ).bindparams(sa.bindparam("id", type_=sa.Uuid))
+    with fresh_engine.begin() as conn:
+        conn.execute(insert, {"id": uuid.uuid4(), "now": utcnow()})
+    migrate.upgrade(fresh_engine)
+    tasks = metadata.tables["tasks"]
+    with fresh_engine.connect() as conn:
+        assert conn.execute(sa.select(tasks.c.source_index)).scalars().all() == [0]
+
+    def second(index: int) -> None:
+        new = NewTask("http://example.org/b.png", 1, 2, source_job_id="job-1", source_index=index)
+        TaskStore(fresh_engine).submit([new], "test")
+
+    second(1)  # a job may map to several tasks...
+    with pytest.raises(StoreError, match=r"(?i)unique|duplicate"):
+        second(0)  # ...but never two of the same index

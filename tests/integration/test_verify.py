@@ -47,6 +47,7 @@ def test_a_clean_rollback_verifies(services: Services, tmp_path: Path) -> None:
         "no_duplicates",
         "backup_intact",
         "backup_tasks_present",
+        "backup_quarantine_present",
         "backup_jobs_accounted",
         "counts_match_manifest",
     ]

@@ -11,6 +11,7 @@ from switchyard import logs
 from switchyard.cli import (  # noqa: F401  (registers commands)
     engines,
     migration,
+    quarantine,
     rollback,
     tasks,
     trial,

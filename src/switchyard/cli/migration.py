@@ -93,6 +93,18 @@ def rq_to_db(
         "--include-in-flight",
         help="Also requeue jobs in rq:wip. Only after the rq workers are stopped.",
     ),
+    mapper: str | None = typer.Option(
+        None,
+        "--mapper",
+        help="module:function turning a foreign job into tasks (default: RQ_JOB_MAPPER, "
+        "else the job's own image_url/user_id/platform_connection_id).",
+    ),
+    legacy_database_url: str | None = typer.Option(
+        None,
+        "--legacy-database-url",
+        help="The legacy application's database the mapper reads, read only "
+        "(default: LEGACY_DATABASE_URL).",
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Move every queued rq job (switchyard's and foreign ones) to the database engine."""
@@ -103,6 +115,8 @@ def rq_to_db(
         dry_run=dry_run,
         allow_pickle=allow_pickle,
         include_in_flight=include_in_flight,
+        mapper=mapper,
+        legacy_database_url=legacy_database_url,
     )
     total = 0 if as_json else ops.rq_to_db_total(services, options)
     with progress_bar("rq -> db", total, as_json) as tick:
@@ -120,13 +134,16 @@ def _print_rq_to_db(data: dict[str, Any], verbose: bool) -> None:
     verb = "would move" if data["dry_run"] else "moved"
     console.print(
         f"{verb} {data['migrated']} ({data['migrated_own']} switchyard, "
-        f"{data['migrated_foreign']} foreign), already there {data['already_there']}, "
+        f"{data['migrated_foreign']} foreign), {data['foreign_tasks']} tasks from foreign jobs, "
+        f"already there {data['already_there']}, left pickled {data['left_pickled']}, "
         f"quarantined {data['quarantined']}, rq-owned without a job {data['swept']}, "
         f"left in flight {data['left_in_flight']}, taken by a worker meanwhile {data['raced']} "
         f"in {data['seconds']}s",
         markup=False,
         soft_wrap=True,
     )
+    for note in data["notes"]:
+        console.print(note, markup=False, soft_wrap=True, style="yellow")
     if data["left_in_flight"]:
         held = ", ".join(f"{k}: {n}" for k, n in data["left_in_flight_keys"].items())
         console.print(

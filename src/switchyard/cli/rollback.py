@@ -213,6 +213,12 @@ def report(
 # -- runs ---------------------------------------------------------------------------------------
 
 ReasonOption = typer.Option(None, "--reason", help="Why (recorded; the report's root cause).")
+MapperOption = typer.Option(
+    None,
+    "--mapper",
+    help="module:function for foreign jobs (default: RQ_JOB_MAPPER; its legacy database: "
+    "LEGACY_DATABASE_URL).",
+)
 CanaryUrlOption = typer.Option(
     None, "--canary-url", envvar="CANARY_IMAGE_URL", help="Canary image the workers can fetch."
 )
@@ -253,6 +259,7 @@ def emergency(
     canary_timeout: float = CanaryTimeoutOption,
     stop_timeout: float = typer.Option(60.0, "--stop-timeout", min=0, help="rq workers exit."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Decode pickled jobs."),
+    mapper: str | None = MapperOption,
     backup_dir: Path = BackupDirOption,
     detected_at: str | None = DetectedOption,
     as_json: bool = JsonOption,
@@ -271,6 +278,7 @@ def planned(
     no_canary: bool = NoCanaryOption,
     canary_timeout: float = CanaryTimeoutOption,
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Decode pickled jobs."),
+    mapper: str | None = MapperOption,
     backup_dir: Path = BackupDirOption,
     detected_at: str | None = DetectedOption,
     as_json: bool = JsonOption,
@@ -318,6 +326,7 @@ def locals_without(values: dict[str, Any], *names: str) -> dict[str, Any]:
 def resume(
     run_id: str = typer.Argument(...),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Decode pickled jobs now."),
+    mapper: str | None = MapperOption,
     include_in_flight: bool = typer.Option(
         False, "--include-in-flight", help="Move in-flight jobs too (the rq workers are stopped)."
     ),
@@ -330,6 +339,7 @@ def resume(
     the options given change the run's recorded parameters first."""
     changes: dict[str, Any] = {
         "allow_pickle": allow_pickle or None,
+        "mapper": mapper,
         "include_in_flight": include_in_flight or None,
         "stop_timeout": stop_timeout,
         "drain_timeout": drain_timeout,

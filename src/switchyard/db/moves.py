@@ -27,7 +27,7 @@ from sqlalchemy.dialects import postgresql
 
 from switchyard.db import fence
 from switchyard.db.engine import translated
-from switchyard.db.quarantine import Quarantined, quarantine_row, storable_job_id
+from switchyard.db.quarantine import Quarantined, Resolution, quarantine_row, storable_job_id
 from switchyard.db.rows import event_row
 from switchyard.db.schema import UtcDateTime, quarantine, task_events, tasks
 from switchyard.db.store import NewTask, queued_row, utcnow
@@ -109,10 +109,19 @@ def _lookup(conn: sa.Connection, job_ids: Sequence[str]) -> Known:
     stored = {storable_job_id(j): j for j in others if j not in known.migrated}
     if stored:
         found = conn.execute(
-            sa.select(quarantine.c.job_id).where(quarantine.c.job_id.in_(list(stored)))
+            sa.select(quarantine.c.job_id).where(
+                quarantine.c.job_id.in_(list(stored)), HOLDS_THE_JOB
+            )
         ).scalars()
         known.quarantined = {stored[j] for j in found}
     return known
+
+
+# A released row's job is back in Redis: the quarantine no longer accounts for it, so the next
+# migration treats the job as new (and never removes it from Redis on the row's strength).
+HOLDS_THE_JOB = sa.or_(
+    quarantine.c.resolution.is_(None), quarantine.c.resolution != Resolution.RELEASED.value
+)
 
 
 class MigrationTx:
@@ -247,19 +256,49 @@ class MigrationTx:
         return {**row, "engine": Engine.DB.value}  # a migrated job belongs to the db engine
 
     def insert_quarantine(self, items: Sequence[Quarantined]) -> set[str]:
-        """Insert the quarantine rows whose job id is not there yet; returns their job ids."""
+        """Insert the quarantine rows whose job id is not there yet, and reopen released rows
+        of jobs that came back and still do not map; returns their job ids."""
         if not items:
             return set()
         by_stored = {storable_job_id(q.job_id): q for q in items}
-        present = set(
-            self.conn.execute(
-                sa.select(quarantine.c.job_id).where(quarantine.c.job_id.in_(list(by_stored)))
-            ).scalars()
+        found = self.conn.execute(
+            sa.select(quarantine.c.job_id, quarantine.c.resolution)
+            .where(quarantine.c.job_id.in_(list(by_stored)))
+            .with_for_update()
         )
+        present = {job_id: resolution for job_id, resolution in found}
         fresh = [q for s, q in by_stored.items() if s not in present]
         if fresh:
             self.conn.execute(quarantine.insert(), [quarantine_row(q, self.now) for q in fresh])
-        return {q.job_id for q in fresh}
+        released = [s for s, res in present.items() if res == Resolution.RELEASED.value]
+        for stored in released:
+            row = quarantine_row(by_stored[stored], self.now)
+            self.conn.execute(
+                quarantine.update()
+                .where(quarantine.c.job_id == stored)
+                .values(**row, resolution=None, resolved_at=None)
+            )
+        return {q.job_id for q in fresh} | {by_stored[s].job_id for s in released}
+
+    def open_quarantine(self, row_ids: Sequence[int]) -> set[int]:
+        """Lock these quarantine rows; the ones still open."""
+        if not row_ids:
+            return set()
+        rows = self.conn.execute(
+            sa.select(quarantine.c.id)
+            .where(quarantine.c.id.in_(list(row_ids)), quarantine.c.resolution.is_(None))
+            .with_for_update()
+        ).scalars()
+        return set(rows)
+
+    def mark_remapped(self, row_ids: Sequence[int]) -> None:
+        """Rows locked by `open_quarantine`, whose tasks this transaction inserted."""
+        if row_ids:
+            self.conn.execute(
+                quarantine.update()
+                .where(quarantine.c.id.in_(list(row_ids)))
+                .values(resolution=Resolution.REMAPPED.value, resolved_at=self.now)
+            )
 
 
 @contextlib.contextmanager

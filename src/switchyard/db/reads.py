@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 
 from switchyard.db.engine import translated
+from switchyard.db.quarantine import Resolution
 from switchyard.db.schema import quarantine, tasks
 from switchyard.db.store import utcnow
 from switchyard.domain import Engine, Priority, Status, as_task_id
@@ -164,12 +165,12 @@ def tasks_by_status_and_engine(engine: sa.Engine) -> dict[str, dict[str, int]]:
 
 
 def duplicate_source_jobs(engine: sa.Engine) -> list[str]:
-    """rq job ids that more than one task was migrated from (the unique index forbids it;
-    this proves it held)."""
+    """rq job ids with two tasks for the same (job, index) of its mapping (the unique index
+    forbids it; this proves it held). One job may map to several tasks of distinct index."""
     query = (
         sa.select(tasks.c.source_job_id)
         .where(tasks.c.source_job_id.is_not(None))
-        .group_by(tasks.c.source_job_id)
+        .group_by(tasks.c.source_job_id, tasks.c.source_index)
         .having(sa.func.count() > 1)
         .limit(LIST_LIMIT)
     )
@@ -184,11 +185,20 @@ def source_jobs(engine: sa.Engine) -> list[tuple[uuid.UUID, str]]:
         return [(r.id, r.source_job_id) for r in conn.execute(query)]
 
 
-def quarantined_ids(engine: sa.Engine, job_ids: Sequence[str]) -> set[str]:
-    """The quarantined ones among `job_ids`."""
+def quarantined_ids(
+    engine: sa.Engine, job_ids: Sequence[str], *, open_only: bool = False, any_state: bool = False
+) -> set[str]:
+    """The ones among `job_ids` whose bytes the quarantine holds: every row but a released
+    one (its job is back in Redis); with `open_only`, only rows no one has resolved; with
+    `any_state`, every row (the quarantine's own records)."""
     key = quarantine.c.job_id
-    rows = _rows_matching(engine, "reading quarantine", key, set(job_ids), [key])
-    return {r.job_id for r in rows}
+    columns = [key, quarantine.c.resolution]
+    rows = _rows_matching(engine, "reading quarantine", key, set(job_ids), columns)
+    if open_only:
+        return {r.job_id for r in rows if r.resolution is None}
+    if any_state:
+        return {r.job_id for r in rows}
+    return {r.job_id for r in rows if r.resolution != Resolution.RELEASED.value}
 
 
 def rq_owned_active(engine: sa.Engine) -> int:

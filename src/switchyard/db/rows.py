@@ -26,6 +26,7 @@ class NewTask:
     origin: Origin = Origin.SUBMITTED
     engine: Engine = Engine.DB  # which engine owns the task while it is queued
     source_job_id: str | None = None  # the rq job a migrated foreign job came from
+    source_index: int | None = None  # which of that job's tasks (a mapper may return several)
     id: uuid.UUID = field(default_factory=uuid.uuid4)
 
 
@@ -81,6 +82,7 @@ def task_from_row(row: sa.Row[Any]) -> Task:
         dispatched_at=m["dispatched_at"],
         source_job_id=m["source_job_id"],
         caption_provider=m.get("caption_provider"),
+        source_index=m["source_index"],
     )
 
 
@@ -117,4 +119,5 @@ def queued_row(
         "origin": n.origin.value,
         "engine": n.engine.value,
         "source_job_id": n.source_job_id,
+        "source_index": n.source_index,
     }

@@ -68,8 +68,12 @@ tasks = sa.Table(
     # When the task's RQ job was enqueued; NULL while owned by the database engine or not yet
     # dispatched (the dispatcher looks for queued rq-owned rows with NULL here).
     sa.Column("dispatched_at", UtcDateTime),
-    # The rq job id a migrated foreign job came from; unique, so a rerun never duplicates.
-    sa.Column("source_job_id", sa.String(255), unique=True),
+    # The rq job a migrated foreign job came from, and which of the tasks its mapper returned
+    # (0, 1, ...): unique together, so a rerun never duplicates. The index also serves lookups
+    # by job id alone.
+    sa.Column("source_job_id", sa.String(255)),
+    sa.Column("source_index", sa.Integer),
+    sa.UniqueConstraint("source_job_id", "source_index"),
     # The claim walks this index in (priority, created_at) order among queued rows.
     sa.Index("ix_tasks_claim", "status", "priority", "created_at"),
     # Finding running tasks whose heartbeat lapsed.
@@ -136,6 +140,10 @@ quarantine = sa.Table(
     ),
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("created_at", UtcDateTime, nullable=False),
+    # NULL while open; then `remapped` (its tasks exist), `released` (put back into Redis) or
+    # `dropped` (the operator discarded it; the bytes stay here).
+    sa.Column("resolution", sa.String(16)),
+    sa.Column("resolved_at", UtcDateTime),
 )
 
 # A rollback or rollforward run and its recorded steps: the timeline of an incident.

@@ -104,9 +104,8 @@ def restore_absent(store: TaskStore, name: str, docs: Iterable[dict[str, Any]], 
 def _absent(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> list[dict]:
     """Rows whose identifying columns (primary and unique keys) match nothing stored."""
     if table is tasks:
-        idents = [("id", tasks.c.id), ("source_job_id", tasks.c.source_job_id)]
-    else:
-        idents = [("job_id", quarantine.c.job_id)]
+        return _absent_tasks(conn, rows)
+    idents = [("job_id", quarantine.c.job_id)]
     taken: set[tuple[str, Any]] = set()
     for name, col in idents:
         values = [r[name] for r in rows if r[name] is not None]
@@ -118,6 +117,28 @@ def _absent(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) ->
         for r in fresh:
             r.pop("id", None)  # a new surrogate key; the job id identifies the row
     return fresh
+
+
+def _absent_tasks(conn: sa.Connection, rows: list[dict[str, Any]]) -> list[dict]:
+    """Tasks whose id and whose (source job, index) are both free. A backup taken before
+    jobs could map to several tasks has no index: its migrated task is the job's first."""
+    for r in rows:
+        if r["source_job_id"] is not None and r["source_index"] is None:
+            r["source_index"] = 0
+    ids = [r["id"] for r in rows]
+    taken_ids = set(conn.execute(sa.select(tasks.c.id).where(tasks.c.id.in_(ids))).scalars())
+    jobs = list({r["source_job_id"] for r in rows if r["source_job_id"] is not None})
+    taken_keys: set[tuple[str, int]] = set()
+    if jobs:
+        found = sa.select(tasks.c.source_job_id, tasks.c.source_index).where(
+            tasks.c.source_job_id.in_(jobs)
+        )
+        taken_keys = {(j, i) for j, i in conn.execute(found)}
+    return [
+        r
+        for r in rows
+        if r["id"] not in taken_ids and (r["source_job_id"], r["source_index"]) not in taken_keys
+    ]
 
 
 __all__ = ["CHUNK", "TABLES", "Snapshot", "restore_absent", "snapshot"]

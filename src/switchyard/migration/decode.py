@@ -75,6 +75,21 @@ def decode_job(fields: Mapping[bytes, bytes], *, allow_pickle: bool) -> DecodedJ
     return _as_call(_unpickle(payload), "pickle")
 
 
+def decode_meta(fields: Mapping[bytes, bytes], *, allow_pickle: bool) -> dict[str, Any]:
+    """The job's `meta` (written with the job's serializer, uncompressed), for a mapper to
+    read; informational, so what cannot be read safely is an empty dict, never a failure."""
+    raw = fields.get(b"meta")
+    if not raw:
+        return {}
+    value = _try_json(raw)
+    if value is None and allow_pickle and raw[:1] == PICKLE_PROTO:
+        try:
+            value = _unpickle(raw)
+        except Undecodable:
+            value = None
+    return value if isinstance(value, dict) else {}
+
+
 def _decompress(data: bytes) -> bytes:
     """rq compresses with zlib, but reads uncompressed data too; so do we."""
     try:

@@ -5,7 +5,8 @@ The checksums are verified first; a damaged backup restores nothing. Then:
 - tasks and quarantine rows not in the database are inserted (by id / source job id / job id);
 - a job is put back into Redis only if nothing accounts for it any more: its task (own job)
   is not in the database, or is still queued for the rq engine; a foreign job has no
-  migrated task and no quarantine row. Putting back an accounted-for job would queue the same
+  migrated task and no quarantine row but a released one (whose job belongs in Redis).
+  Putting back an accounted-for job would queue the same
   work in both engines;
 - such a job's hash is restored only if no hash of that name exists (never overwritten), and
   its entries are put back only where the job id is in no list or registry now. Entries that

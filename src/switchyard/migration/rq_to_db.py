@@ -35,20 +35,19 @@ reported in `skipped_keys` and left alone.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from redis import Redis
-from rq.utils import utcparse
 
-from switchyard.db import moves
+from switchyard.db import legacy, moves
 from switchyard.db.bulk import Connection, Writers, collector_spared
 from switchyard.db.engine import deadlock_retried
 from switchyard.db.moves import ForeignTask, Known
@@ -58,8 +57,15 @@ from switchyard.domain import Engine, Status, as_task_id, is_own_job_id
 from switchyard.errors import UsageError
 from switchyard.logs import log_event
 from switchyard.migration import rq_reader
-from switchyard.migration.decode import NeedsPickle, Undecodable, decode_job
-from switchyard.migration.mapping import Unmappable, map_job
+from switchyard.migration.decode import NeedsPickle, Undecodable, decode_job, decode_meta
+from switchyard.migration.mappers import load_mapper
+from switchyard.migration.mapping import (
+    Unmappable,
+    apply_mapper,
+    available_at,
+    foreign_view,
+    job_time,
+)
 from switchyard.migration.rq_reader import Entry, Kind, Source
 from switchyard.rq_engine.connection import translated_redis
 from switchyard.rq_engine.scripts import Scripts
@@ -88,8 +94,13 @@ class RqToDbOptions:
     # operations layer applies); None: the epoch current when the run starts. Every batch's
     # transaction is fenced by it, so a mode switch during the run stops it cleanly.
     epoch: int | None = None
+    # Foreign jobs: the mapper's `module:function` (None: `mapping.by_fields`), and the legacy
+    # database it may read (read only).
+    mapper: str | None = None
+    legacy_database_url: str | None = None
 
     def __post_init__(self) -> None:
+        load_mapper(self.mapper)  # a bad path is bad usage, before anything is read
         if not 1 <= self.batch_size <= MAX_BATCH:
             raise UsageError(f"invalid batch size {self.batch_size}: choose 1 to {MAX_BATCH}")
         if self.writers is not None and not 1 <= self.writers <= MAX_WRITERS:
@@ -102,7 +113,8 @@ class RqToDbReport:
 
     dry_run: bool
     migrated_own: int = 0
-    migrated_foreign: int = 0
+    migrated_foreign: int = 0  # foreign jobs mapped (each to one or more tasks)
+    foreign_tasks: int = 0  # the tasks they became
     already_there: int = 0
     quarantined: int = 0
     left_in_flight: int = 0
@@ -127,15 +139,26 @@ class RqToDbReport:
         """True when nothing queued was left behind in Redis."""
         return self.left_in_flight == 0 and self.raced == 0 and self.left_pickled == 0
 
+    @property
+    def notes(self) -> list[str]:
+        """What an operator must do about work left behind (the summary's last lines)."""
+        if not self.left_pickled:
+            return []
+        return [
+            f"{self.left_pickled} pickled foreign job(s) left in Redis, not decoded: rerun "
+            "with --allow-pickle to decode their plain data (never code) and move them"
+        ]
+
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "migrated": self.migrated, "complete": self.complete}
+        data = asdict(self)
+        return {**data, "migrated": self.migrated, "complete": self.complete, "notes": self.notes}
 
 
 @dataclass
 class _Batch:
     """What one batch found to write; committed together or not at all."""
 
-    foreign: list[ForeignTask] = field(default_factory=list)
+    foreign: list[ForeignTask] = field(default_factory=list)  # a job may have several
     quarantine: list[Quarantined] = field(default_factory=list)
     left: set[str] = field(default_factory=set)  # job ids to leave in Redis (pickle)
 
@@ -217,8 +240,18 @@ class _Run:
         self.background = ThreadPoolExecutor(1, thread_name_prefix="switchyard-migration")
         dialect_writers = WRITERS.get(store.engine.dialect.name, 1)
         self.writers = Writers(store.engine, options.writers or dialect_writers)
+        self.mapper = load_mapper(options.mapper)
+        url = options.legacy_database_url
+        self.legacy = legacy.read_only_engine(url) if url else None
 
     def execute(self) -> None:
+        try:
+            self._execute()
+        finally:
+            if self.legacy is not None:
+                self.legacy.dispose()
+
+    def _execute(self) -> None:
         with self.background, self.writers:
             statistics = self._refresh_statistics_in_background()
             self.report.alive_workers = rq_reader.alive_workers(self.r)
@@ -398,11 +431,25 @@ class _Run:
         """Decode and map the jobs the database does not account for yet."""
         batch = _Batch()
         new_ids = [j for j in job_ids if not known.accounted(j)]
+        if not new_ids:
+            return batch
         hashes = rq_reader.fetch_hashes(self.r, new_ids)
         scores = {e.job_id: e.score for e in entries}
-        for job_id in new_ids:
-            self._classify_new(source, job_id, hashes.get(job_id), scores.get(job_id), batch)
+        with self._legacy_reading() as conn:
+            for job_id in new_ids:
+                found = hashes.get(job_id)
+                self._classify_new(source, job_id, found, scores.get(job_id), batch, conn)
         return batch
+
+    @contextlib.contextmanager
+    def _legacy_reading(self) -> Iterator[legacy.LegacyConnection | None]:
+        """The batch's read-only legacy transaction (rolled back), if there is a legacy
+        database."""
+        if self.legacy is None:
+            yield None
+            return
+        with legacy.reading(self.legacy) as conn:
+            yield conn
 
     def _classify_new(
         self,
@@ -411,30 +458,31 @@ class _Run:
         fields: dict[bytes, bytes] | None,
         score: float | None,
         batch: _Batch,
+        conn: legacy.LegacyConnection | None,
     ) -> None:
         if fields is None:
             reason = "entry without a job hash (nothing to migrate but its id)"
-            raw = encode_raw(job_id, source.key, None)
+            raw = encode_raw(job_id, source.key, None, score)
             batch.quarantine.append(Quarantined(job_id, source.key, raw, reason))
             return
+        options = self.options
         try:
-            decoded = decode_job(fields, allow_pickle=self.options.allow_pickle)
-            new = map_job(job_id, decoded, source.queue, self.options.queue_prefix)
+            decoded = decode_job(fields, allow_pickle=options.allow_pickle)
+            meta = decode_meta(fields, allow_pickle=options.allow_pickle)
+            times = (job_time(fields, b"created_at"), job_time(fields, b"enqueued_at"))
+            view = foreign_view(job_id, decoded, source.queue, source.key, times, meta)
+            with legacy.isolated(conn):
+                new = apply_mapper(self.mapper, view, conn, options.queue_prefix)
         except NeedsPickle:
             batch.left.add(job_id)
             return
         except (Undecodable, Unmappable) as exc:
-            raw = encode_raw(job_id, source.key, fields)
+            raw = encode_raw(job_id, source.key, fields, score)
             batch.quarantine.append(Quarantined(job_id, source.key, raw, str(exc)))
             return
-        batch.foreign.append(
-            ForeignTask(
-                new=new,
-                created_at=_job_time(fields, b"created_at") or utcnow(),
-                available_at=_available_at(source, score),
-                note=_note(source, job_id, fields),
-            )
-        )
+        created, available = times[0] or utcnow(), available_at(source, score)
+        note = _note(source, job_id, fields)
+        batch.foreign += [ForeignTask(n, created, available, note) for n in new]
 
     # -- accounting ----------------------------------------------------------------------
 
@@ -442,6 +490,8 @@ class _Run:
         rep, batch, quarantined = self.report, written.batch, written.quarantined
         rep.migrated_own += written.flipped
         rep.migrated_foreign += len(written.inserted)
+        inserted = written.inserted
+        rep.foreign_tasks += sum(1 for f in batch.foreign if f.new.source_job_id in inserted)
         rep.quarantined += len(quarantined)
         rep.left_pickled += len(batch.left)
         handled = written.flipped + len(written.inserted) + len(quarantined) + len(batch.left)
@@ -461,7 +511,8 @@ class _Run:
             i for i in movable if i is not None and states[i] is Status.QUEUED
         )
         rep.migrated_own += len(movable)
-        rep.migrated_foreign += len(batch.foreign)
+        rep.migrated_foreign += len({f.new.source_job_id for f in batch.foreign})
+        rep.foreign_tasks += len(batch.foreign)
         rep.quarantined += len(batch.quarantine)
         rep.left_pickled += len(batch.left)
         rep.already_there += len(known.own) - len(movable)
@@ -507,25 +558,6 @@ class _Run:
 
 def _quarantine_line(q: Quarantined) -> dict[str, str]:
     return {"job_id": q.job_id, "source": q.source, "reason": q.reason}
-
-
-def _job_time(fields: dict[bytes, bytes], name: bytes) -> datetime | None:
-    raw = fields.get(name)
-    if not raw:
-        return None
-    try:
-        return utcparse(raw.decode("ascii")).replace(tzinfo=None)
-    except (UnicodeDecodeError, ValueError):
-        return None
-
-
-def _available_at(source: Source, score: float | None) -> datetime:
-    """A scheduled job keeps its due time; everything else is available now."""
-    now = utcnow()
-    if source.kind is Kind.SCHEDULED and score is not None:
-        due = datetime.fromtimestamp(score, UTC).replace(tzinfo=None)
-        return max(due, now)
-    return now
 
 
 def _note(source: Source, job_id: str, fields: dict[bytes, bytes]) -> str:

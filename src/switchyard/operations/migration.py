@@ -56,7 +56,14 @@ def restore(services: Services, path: Path, *, dry_run: bool = False) -> Restore
 
 
 def rq_to_db_options(services: Services, **options: Any) -> RqToDbOptions:
-    return RqToDbOptions(queue_prefix=services.settings.rq_queue_prefix, **options)
+    """Options with the settings' queue prefix, and their mapper and legacy database where
+    none is given (RQ_JOB_MAPPER, LEGACY_DATABASE_URL)."""
+    settings = services.settings
+    options["mapper"] = options.get("mapper") or settings.rq_job_mapper
+    options["legacy_database_url"] = (
+        options.get("legacy_database_url") or settings.legacy_database_url
+    )
+    return RqToDbOptions(queue_prefix=settings.rq_queue_prefix, **options)
 
 
 def rq_to_db_total(services: Services, options: RqToDbOptions) -> int:

@@ -74,6 +74,10 @@ def default_params(kind: str, **given: Any) -> dict[str, Any]:
         "stop_timeout": 60.0,  # rq workers to exit after the shutdown command
         "drain_timeout": 600.0,  # planned: running rq work to finish
         "allow_pickle": False,
+        # Foreign jobs' mapper (`module:function`; None: RQ_JOB_MAPPER or the built-in). The
+        # legacy database it reads comes from LEGACY_DATABASE_URL only, so its password is
+        # never recorded with the run.
+        "mapper": None,
         "canary_url": None,
         "canary_serve_local": False,
         "canary_timeout": 120.0,
@@ -261,6 +265,7 @@ def migrate_to_db(ctx: StepContext) -> dict[str, Any]:
         services,
         include_in_flight=bool(ctx.params["include_in_flight"]),
         allow_pickle=bool(ctx.params["allow_pickle"]),
+        mapper=ctx.params.get("mapper"),
         actor=_actor(ctx),
     )
     total = migration.rq_to_db_total(services, options)

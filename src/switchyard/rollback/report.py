@@ -250,7 +250,10 @@ def _follow_up(run: RunRecord, latest: dict[str, StepRecord]) -> list[str]:
     migrate = latest.get("migrate")
     quarantined = migrate.detail.get("quarantined", 0) if migrate is not None else 0
     if quarantined:
-        items.append(f"review the {quarantined} quarantined job(s) (kept byte for byte)")
+        items.append(
+            f"review the {quarantined} quarantined job(s) (kept byte for byte): "
+            "`switchyard quarantine list`, then remap, release or drop them"
+        )
     if run.kind in ("emergency", "planned") and run.status is RunStatus.SUCCEEDED:
         items.append("remove rq's keys once satisfied: `switchyard cleanup-rq --yes`")
     return [f"- {i}" for i in items] + [f"- {TODO}"]

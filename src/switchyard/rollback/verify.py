@@ -15,7 +15,8 @@ Every check can fail, and each failure lists its discrepancies:
 - `no_duplicates`: no rq job id with two tasks; no migrated task for a job id that is an own
   task's id; no job both migrated and quarantined.
 - with a backup: `backup_intact` (checksums, and the manifest's counts against its files),
-  `backup_tasks_present` (every task in it is in the database), `backup_jobs_accounted` (every
+  `backup_tasks_present` (every task in it is in the database), `backup_quarantine_present`
+  (every quarantine row in it is still a row, whatever became of it), `backup_jobs_accounted` (every
   job that was queued, scheduled, deferred or in flight is in the database as an own task, a
   migrated task or a quarantined job, or is still in rq), and `counts_match_manifest` (those
   totals equal the manifest's).
@@ -196,7 +197,7 @@ def _no_duplicates(services: Services) -> Check:
     own_ids = {t: j for _, j in sources if (t := as_task_id(j)) is not None}
     for task_id in sorted(db_reads.tasks_present(engine, list(own_ids)), key=str):
         check.add(f"rq job {own_ids[task_id]} is task {task_id} and also has a migrated copy")
-    both = db_reads.quarantined_ids(engine, [j for _, j in sources])
+    both = db_reads.quarantined_ids(engine, [j for _, j in sources], open_only=True)
     for job_id in sorted(both):
         check.add(f"rq job {job_id} is both migrated and quarantined")
     check.detail["migrated_tasks"] = len(sources)
@@ -218,10 +219,11 @@ def _against_backup(services: Services, path: Path, snap: RqSnapshot | None) -> 
     if not intact.ok:
         return [intact]  # a damaged backup proves nothing
     tasks_check, tasks_present = _backup_tasks(services, path)
+    quarantine_check = _backup_quarantine(services, path)
     jobs = _backup_jobs(path, manifest)
     jobs_check, accounted = _backup_jobs_accounted(services, jobs, snap)
     counts = _counts_match(manifest, tasks_present, jobs, accounted)
-    return [intact, tasks_check, jobs_check, counts]
+    return [intact, tasks_check, quarantine_check, jobs_check, counts]
 
 
 def _backup_intact(path: Path, manifest: dict[str, Any]) -> Check:
@@ -245,6 +247,19 @@ def _backup_tasks(services: Services, path: Path) -> tuple[Check, int]:
             check.add(f"task {task_id} is in the backup but not in the database")
     check.detail = {"in_backup": len(ids), "present": len(present)}
     return check, len(present)
+
+
+def _backup_quarantine(services: Services, path: Path) -> Check:
+    """Every quarantine row of the backup is still a row (resolved or not): its bytes are the
+    only copy of a job that left Redis."""
+    check = Check("backup_quarantine_present")
+    ids = [d["job_id"] for d in read_jsonl(path / "db/quarantine.jsonl")]
+    present = db_reads.quarantined_ids(services.store.engine, ids, any_state=True)
+    for job_id in ids:
+        if job_id not in present:
+            check.add(f"quarantined job {job_id} is in the backup but not in the database")
+    check.detail = {"in_backup": len(ids), "present": len(present)}
+    return check
 
 
 def _backup_jobs(path: Path, manifest: dict[str, Any]) -> BackupJobs:

@@ -7,6 +7,7 @@ exactly what rq's own `Job.save()` writes: the fields come from rq's `Job.to_dic
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -152,6 +153,70 @@ end
 return 1
 """
 
+# Put a quarantined job back exactly: its hash (every field, byte for byte) and its entry.
+# KEYS: 1 rq:job:<id>, 2 the list or sorted set it goes back into, 3 rq:queues
+# ARGV: 1 'list' or 'zset', 2 the entry (job id), 3 its score (zset), 4 the member of
+#       rq:queues to add ('' for none), 5 'check' (only say whether it could) or 'put',
+#       then field, value, field, value ...
+# Refuses, changing nothing, when the hash key holds anything but exactly these fields
+# ('hash_differs') or the container is of another type ('container_differs'). Idempotent:
+# 'released' when it wrote something, 'already' when everything was already there.
+RELEASE_JOB = """
+local n = (#ARGV - 5) / 2
+local hash_type = redis.call('TYPE', KEYS[1])['ok']
+if hash_type ~= 'none' then
+    if hash_type ~= 'hash' or redis.call('HLEN', KEYS[1]) ~= n then
+        return 'hash_differs'
+    end
+    for i = 6, #ARGV, 2 do
+        if redis.call('HGET', KEYS[1], ARGV[i]) ~= ARGV[i + 1] then
+            return 'hash_differs'
+        end
+    end
+end
+local container_type = redis.call('TYPE', KEYS[2])['ok']
+if container_type ~= 'none' and container_type ~= ARGV[1] then
+    return 'container_differs'
+end
+if ARGV[5] == 'check' then
+    return 'ok'
+end
+local wrote = false
+if hash_type == 'none' then
+    redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+    wrote = true
+end
+if ARGV[1] == 'list' then
+    if not redis.call('LPOS', KEYS[2], ARGV[2]) then
+        redis.call('RPUSH', KEYS[2], ARGV[2])
+        wrote = true
+    end
+elseif not redis.call('ZSCORE', KEYS[2], ARGV[2]) then
+    redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+    wrote = true
+end
+if ARGV[4] ~= '' then
+    redis.call('SADD', KEYS[3], ARGV[4])
+end
+if wrote then
+    return 'released'
+end
+return 'already'
+"""
+
+
+@dataclass(frozen=True)
+class ReleasePlace:
+    """Where RELEASE_JOB puts a job back."""
+
+    job_key: str
+    container: str
+    kind: str  # 'list' or 'zset'
+    member: bytes
+    score: float
+    queues_set: str
+    queues_member: str  # '' for none
+
 
 class Scripts:
     """The scripts registered on one client; callable on a pipeline (EVALSHA, loaded once)."""
@@ -162,6 +227,7 @@ class Scripts:
         self.forget_if_lost: Script = connection.register_script(FORGET_IF_LOST)
         self.remove_entries: Script = connection.register_script(REMOVE_ENTRIES)
         self.restore_hash_if_absent: Script = connection.register_script(RESTORE_HASH_IF_ABSENT)
+        self.release_job: Script = connection.register_script(RELEASE_JOB)
 
     def remove(
         self, container: str, kind: str, members: list[bytes], job_keys: list[str]
@@ -172,6 +238,16 @@ class Scripts:
         with translated_redis(f"removing migrated entries from {container}"):
             missing = set(self.remove_entries(keys=[container, *job_keys], args=[kind, *members]))
         return [i not in missing for i in range(1, len(members) + 1)]
+
+    def release(self, place: ReleasePlace, fields: dict[bytes, bytes], *, check: bool) -> str:
+        """RELEASE_JOB's answer for one quarantined job (see there)."""
+        flat = [x for pair in fields.items() for x in pair]
+        keys = [place.job_key, place.container, place.queues_set]
+        args: list[Any] = [place.kind, place.member, place.score, place.queues_member]
+        with translated_redis(f"putting job {place.member!r} back into {place.container}"):
+            answer = self.release_job(keys=keys, args=[*args, "check" if check else "put", *flat])
+        # the answer is bytes on a client without decode_responses
+        return answer.decode() if isinstance(answer, bytes) else str(answer)
 
     def queue_restore_hash(
         self, pipe: Pipeline, key: str, fields: dict[bytes, bytes], pttl: int

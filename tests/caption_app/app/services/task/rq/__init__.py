@@ -1,0 +1,1 @@
+"""Stand-in for the id-only caption app's package path (tests only)."""
