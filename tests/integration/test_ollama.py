@@ -11,10 +11,9 @@ import base64
 import io
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -26,6 +25,7 @@ from switchyard.captioning.ollama import OllamaProvider
 from switchyard.config import load_settings
 from switchyard.domain import CaptionSettings
 from switchyard.errors import CaptionError, FetchRefused
+from tests.integration.support_http import LoopbackServer, serving
 
 
 def encoded(fmt: str, size: tuple[int, int] = (32, 24)) -> bytes:
@@ -90,27 +90,13 @@ class FakeOllama(BaseHTTPRequestHandler):
         pass
 
 
-class FakeOllamaServer(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), FakeOllama)
-        self.received: list[dict[str, Any]] = []
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+FakeOllamaServer = LoopbackServer
 
 
 @pytest.fixture(scope="module")
-def ollama() -> Iterator[FakeOllamaServer]:
-    server = FakeOllamaServer()
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+def ollama() -> Iterator[LoopbackServer]:
+    with serving(LoopbackServer(FakeOllama)) as running:
+        yield running
 
 
 @pytest.fixture(autouse=True)

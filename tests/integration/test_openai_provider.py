@@ -10,10 +10,9 @@ from __future__ import annotations
 import base64
 import io
 import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -24,6 +23,7 @@ from switchyard.captioning.openai import OpenAIProvider
 from switchyard.config import load_settings
 from switchyard.domain import CaptionSettings
 from switchyard.errors import CaptionError, ConfigError, ProviderUnavailable
+from tests.integration.support_http import LoopbackServer, serving
 
 KEY = "sk-test-0123456789abcdef"
 CAPTION = "A red square on a plain background."
@@ -99,27 +99,13 @@ class FakeOpenAI(BaseHTTPRequestHandler):
         pass
 
 
-class FakeOpenAIServer(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), FakeOpenAI)
-        self.received: list[tuple[dict[str, str], dict[str, Any]]] = []
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+FakeOpenAIServer = LoopbackServer
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[FakeOpenAIServer]:
-    fake = FakeOpenAIServer()
-    thread = threading.Thread(target=fake.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield fake
-    fake.shutdown()
-    fake.server_close()
+def server() -> Iterator[LoopbackServer]:
+    with serving(LoopbackServer(FakeOpenAI)) as running:
+        yield running
 
 
 @pytest.fixture(autouse=True)
