@@ -104,7 +104,7 @@ def parse_targets(urls: str, default: BodyFormat = "json") -> list[Target]:
         prefix, plus, rest = entry.partition("+")
         chosen: BodyFormat = default
         if plus and prefix in FORMATS:
-            chosen, entry = prefix, rest  # type: ignore[assignment]
+            chosen, entry = prefix, rest
         parts = urlsplit(entry)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"entry {position} is not an http(s) URL")
