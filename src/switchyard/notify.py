@@ -177,14 +177,16 @@ class Notifier(logging.Handler):
         except Exception:  # a handler must not fail the code that logged
             self.handleError(record)
 
-    def close(self) -> None:
-        """Deliver what is queued (for at most `flush_seconds`), then stop the thread."""
+    def close(self, flush_seconds: float | None = None) -> None:
+        """Deliver what is queued (for at most `flush_seconds`, by default the delivery's),
+        then stop the thread. Later events are not sent."""
         if self._closed:
             return
         self._closed = True
-        with contextlib.suppress(queue.Full):
-            self._queue.put(None, timeout=self.delivery.flush_seconds)
-        self._thread.join(self.delivery.flush_seconds)
+        wait = self.delivery.flush_seconds if flush_seconds is None else flush_seconds
+        with contextlib.suppress(queue.Full):  # the thread stops when it reaches this None
+            self._queue.put(None, block=wait > 0, timeout=wait if wait > 0 else None)
+        self._thread.join(wait)
         super().close()
 
     # -- the delivery thread ------------------------------------------------------------------
