@@ -121,12 +121,13 @@ def image_server() -> Iterator[ImageServer]:
 
 class WebhookReceiver:
     """A local HTTP server that records every POST (path and JSON body). `replies` lists the
-    status codes to answer, in order (then 200); `delay` holds each answer that long."""
+    status codes to answer, in order (then 200); while `gate` is set, each answer waits until
+    `release()` (or 60 s)."""
 
     def __init__(self) -> None:
         self.received: list[tuple[str, dict[str, object]]] = []
         self.replies: list[int] = []
-        self.delay = 0.0
+        self.gate: threading.Event | None = None
         self.attempts = 0
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
@@ -142,7 +143,8 @@ class WebhookReceiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                time.sleep(receiver.delay)
+                if receiver.gate is not None:
+                    receiver.gate.wait(60)
                 code = receiver._record(self.path, body)
                 self.send_response(code)
                 self.send_header("Content-Length", "0")
@@ -168,7 +170,15 @@ class WebhookReceiver:
         """The `event` of every JSON body received (at `path`, if given)."""
         return [str(b.get("event")) for p, b in list(self.received) if path is None or p == path]
 
+    def hold(self) -> None:
+        self.gate = threading.Event()
+
+    def release(self) -> None:
+        if self.gate is not None:
+            self.gate.set()
+
     def stop(self) -> None:
+        self.release()
         self._server.shutdown()
         self._server.server_close()
 

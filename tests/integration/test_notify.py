@@ -7,13 +7,17 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 
 from switchyard import logs, notify
+from switchyard.cli import configure_logging
+from switchyard.config import load_settings
 from switchyard.db.store import TaskStore
+from switchyard.errors import ConfigError
 from switchyard.logs import log_event
 from switchyard.modes import Mode
 from switchyard.notify import Delivery, Notifier, parse_targets
@@ -122,20 +126,30 @@ def test_a_rejected_notification_is_not_retried(
     assert any('"action": "notify.failed"' in line for line in captured.lines)
 
 
-def test_a_slow_webhook_never_blocks_the_work(
+def test_a_webhook_that_does_not_answer_never_blocks_the_work(
     webhook: WebhookReceiver, sqlite_store: TaskStore
 ) -> None:
-    webhook.delay = 1.0
-    notifier = notifier_for(webhook.url("/slow"))
+    """Five real runs while the webhook holds its first request open: the runs finish, and
+    nothing has been delivered or given up on yet (delivery waits in its own thread)."""
+    webhook.hold()
+    notifier = notify.install(parse_targets(webhook.url("/held")), Delivery(timeout=60))
+    assert notifier is not None
+    logs.configure(logs.LogSetup(), [notifier])
     recorder = RunRecorder(sqlite_store.engine)
-    started = time.monotonic()
-    for _ in range(5):
-        run_id = recorder.create("planned", {})
-        execute(recorder, run_id, [Step("noop", lambda _c: {}, "quick")], None)
-    took = time.monotonic() - started
-    assert took < 1.0, f"five runs took {took:.2f} s behind a webhook that answers in 1 s"
-    assert webhook.attempts <= 1  # still delivering the first when the work was done
-    notifier.close(flush_seconds=0)  # do not wait for the other nine
+
+    def work() -> None:
+        for _ in range(5):
+            run_id = recorder.create("planned", {})
+            execute(recorder, run_id, [Step("noop", lambda _c: {}, "quick")], None)
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    worker.join(30)
+    assert not worker.is_alive(), "the work waited for the webhook"
+    assert (notifier.sent, notifier.failed, webhook.attempts) == (0, 0, 0)
+    webhook.release()
+    notifier.close()
+    assert notifier.sent == 10 and webhook.events() == ["run.create", "run.succeeded"] * 5
 
 
 def test_an_unreachable_webhook_fails_nothing_and_its_secret_is_never_logged(
@@ -171,15 +185,11 @@ def test_the_cli_notifies_and_delivers_before_it_exits(
     assert SECRET not in done.stdout + done.stderr
 
 
-def test_a_malformed_webhook_url_is_a_bad_setting(sqlite_url: str) -> None:
-    env = cli_env(sqlite_url, NOTIFY_WEBHOOK_URLS=f"ftp://example.org/{SECRET}")
-    done = subprocess.run(
-        [sys.executable, "-m", "switchyard", "mode"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 2
-    assert "invalid NOTIFY_WEBHOOK_URLS: entry 1 is not an http(s) URL" in done.stderr
-    assert SECRET not in done.stderr
+def test_a_malformed_webhook_url_or_log_format_is_a_bad_setting() -> None:
+    """ConfigError: the CLI prints its one line and exits 2; the URL is not in it."""
+    with pytest.raises(ConfigError) as bad_url:
+        configure_logging(load_settings(notify_webhook_urls=f"ftp://example.org/{SECRET}"), "INFO")
+    assert str(bad_url.value) == "invalid NOTIFY_WEBHOOK_URLS: entry 1 is not an http(s) URL"
+    assert bad_url.value.exit_code == 2
+    with pytest.raises(ConfigError, match=r"^invalid LOG_FORMAT"):
+        load_settings(log_format="xml")

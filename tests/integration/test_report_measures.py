@@ -101,10 +101,10 @@ def test_a_real_emergency_gets_its_checklist_decided(
     as_json = _cli(env, "report", run["id"], "--format", "json")
     assert as_json.returncode == 0, as_json.stderr
     assert _items(json.loads(as_json.stdout)) == items
-    markdown = _cli(env, "report", run["id"], "--format", "markdown")
-    assert "**Performance Before and After**:" in markdown.stdout
-    assert "| ❌ | Database workers running and healthy |" in markdown.stdout
-    assert "| ☐ | Admin dashboard functional _(for a person)_ |" in markdown.stdout
+    markdown = ops.run_report(sqlite_services, run["id"])
+    assert "**Performance Before and After**:" in markdown
+    assert "| ❌ | Database workers running and healthy |" in markdown
+    assert "| ☐ | Admin dashboard functional _(for a person)_ |" in markdown
     bad = _cli(env, "report", run["id"], "--format", "xml")
     assert bad.returncode == 2 and bad.stdout == ""
 
