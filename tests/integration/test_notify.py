@@ -31,6 +31,13 @@ QUICK = Delivery(attempts=3, backoff=0.05, timeout=2.0, flush_seconds=5.0)
 log = logging.getLogger("switchyard.test")
 
 
+@pytest.fixture(autouse=True)
+def _plain_logging() -> Iterator[None]:
+    """Each test installs its own notifier; afterwards the logger is as the CLI leaves it."""
+    yield
+    logs.configure()
+
+
 class Captured(logging.Handler):
     """Every record, formatted as JSON and as key=value, for searching."""
 
@@ -50,7 +57,6 @@ def captured() -> Iterator[Captured]:
     logging.getLogger().setLevel(logging.DEBUG)
     yield handler
     logging.getLogger().removeHandler(handler)
-    logs.configure()
 
 
 def notifier_for(urls: str, captured: Captured | None = None) -> Notifier:

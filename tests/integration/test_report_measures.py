@@ -12,7 +12,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from switchyard.db.measures import measure_window
+from switchyard.db.measures import measure_window, runs_state
+from switchyard.db.runs import RunRecorder, RunStatus, StepStatus
 from switchyard.db.schema import task_events
 from switchyard.db.store import utcnow
 from switchyard.operations.services import Services
@@ -63,6 +64,22 @@ def test_a_window_is_measured_from_the_task_history(services: Services) -> None:
         None,
         None,
     )
+
+
+def test_the_runs_state_for_the_alerts(services: Services) -> None:
+    engine = services.store.engine
+    assert runs_state(engine).last_status is None
+    recorder = RunRecorder(engine)
+    old = recorder.create("planned", {})
+    recorder.set_status(old, RunStatus.SUCCEEDED)
+    current = recorder.create("emergency", {})
+    recorder.end_step(recorder.begin_step(current, "backup"), StepStatus.DONE, {})
+    state = runs_state(engine)
+    assert (state.last_kind, state.last_status) == ("emergency", "running")
+    assert state.last_idle_seconds is not None and 0 <= state.last_idle_seconds < 60
+    assert state.by_status == {"succeeded": 1, "running": 1}
+    recorder.set_status(current, RunStatus.FAILED)
+    assert runs_state(engine).last_status == "failed"
 
 
 def _items(report: dict[str, object]) -> dict[str, tuple[str, str]]:
