@@ -92,6 +92,7 @@ class StoreCollector(Collector):
     def _store_families(self) -> Iterator[Any]:
         yield self._tasks()
         yield self._accepting()
+        yield _owned_elsewhere(engines.ownership(self.services))
         yield from _runs(measures.runs_state(self.services))
         yield _labelled(
             "switchyard_tasks_finished_window",
@@ -172,6 +173,21 @@ class StoreCollector(Collector):
             "1 while submissions are accepted, 0 while paused or in maintenance.",
             value=1.0 if block is None else 0.0,
         )
+
+
+def _owned_elsewhere(found: dict[str, Any]) -> GaugeMetricFamily:
+    """/health's ownership check as a metric: db-owned queued tasks whose job waits in an rq
+    queue (the heads of the queues, as /health reads them; absent when Redis could not be
+    read, never a false zero), and in db mode rq-owned queued tasks."""
+    family = GaugeMetricFamily(
+        "switchyard_tasks_owned_elsewhere",
+        "Queued tasks owned by one engine and queued in the other.",
+        labels=["owner", "queued_in"],
+    )
+    if "db_owned_in_rq_queues" in found:
+        family.add_metric(["db", "rq"], found["db_owned_in_rq_queues"])
+    family.add_metric(["rq", "db"], found.get("rq_owned_in_db_mode", 0))
+    return family
 
 
 def _runs(state: measures.RunsState) -> Iterator[GaugeMetricFamily]:
