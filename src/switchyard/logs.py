@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 LogFormat = Literal["text", "json"]
 ROOT = "switchyard"
+FOREIGN = ("uvicorn",)  # other loggers that write through the same handlers
 
 
 class KeyValueFormatter(logging.Formatter):
@@ -109,6 +110,14 @@ def configure(setup: LogSetup | None = None, extra: list[logging.Handler] | None
     root.handlers[:] = installed
     root.setLevel(min(logging.getLevelName(setup.level.upper()), logging.INFO))
     root.propagate = False
+    # The web server's own lines (start-up, access log) in the same format and files, so a
+    # log shipper reading JSON never meets a line of another format (`serve` passes
+    # uvicorn no logging configuration of its own).
+    for name in FOREIGN:
+        foreign = logging.getLogger(name)
+        foreign.handlers[:] = handlers
+        foreign.setLevel(setup.level.upper())
+        foreign.propagate = False
 
 
 def _rotating(setup: LogSetup) -> logging.Handler:

@@ -89,3 +89,15 @@ def test_a_high_log_level_quietens_the_output_but_not_the_notifier(tmp_path: Pat
     log_event(log, "run.step_failed", logging.ERROR, run="r1")
     assert [line.split()[2] for line in path.read_text().splitlines()] == ["action=run.step_failed"]
     assert notifier.actions == ["run.create", "run.step_failed"]
+
+
+def test_the_web_servers_lines_are_json_too(tmp_path: Path) -> None:
+    """`serve` hands uvicorn no logging configuration: its lines use the same handlers."""
+    path = tmp_path / "switchyard.log"
+    logs.configure(LogSetup(format="json", file=path))
+    access = logging.getLogger("uvicorn.access")
+    access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5000", "GET", "/metrics", "1.1", 200)
+    logging.getLogger("uvicorn.error").debug("below the level: not written")
+    [line] = [json.loads(x) for x in path.read_text().splitlines()]
+    assert line["action"] == '127.0.0.1:5000 - "GET /metrics HTTP/1.1" 200'
+    assert (line["level"], line["logger"]) == ("INFO", "uvicorn.access")
