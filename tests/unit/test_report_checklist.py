@@ -3,12 +3,19 @@ when its measurement says so, and left for a person when there is nothing to mea
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from switchyard.db.measures import WindowMeasures
-from switchyard.rollback.measured import Performance, Signals, Verdict, checklist
+from switchyard.rollback.measured import (
+    Performance,
+    Signals,
+    Verdict,
+    checklist,
+    checklist_lines,
+)
 from switchyard.rollback.runs import RunRecord, RunStatus, StepRecord, StepStatus
 
 T = datetime(2026, 1, 31, 14, 0)
@@ -87,3 +94,14 @@ def test_no_worker_or_refused_submissions_are_crossed() -> None:
     v = verdicts(replace(GOOD, db_workers_alive=0, accepting=False, refusal="paused"))
     assert v["Database workers running and healthy"] is Verdict.FAIL
     assert v["User task submission working"] is Verdict.FAIL
+
+
+def test_a_rollforward_leaves_the_database_workers_to_a_person() -> None:
+    forward = replace(GOOD, run=replace(GOOD.run, kind="rollforward"), db_workers_alive=0)
+    assert verdicts(forward)["Database workers running and healthy"] is Verdict.PERSON
+
+
+def test_a_pipe_in_the_evidence_does_not_break_the_table() -> None:
+    lines = checklist_lines(checklist(GOOD))
+    row = next(line for line in lines if "Error logs clean" in line)
+    assert len(re.findall(r"(?<!\\)\|", row)) == 4 and '"ERROR\\|CRITICAL"' in row
