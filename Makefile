@@ -28,6 +28,7 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP) services
 	scripts/ensure-browser  # Debian's chromium for the dashboard's browser test
+	scripts/ensure-promtool  # Debian's prometheus: promtool checks and unit-tests the alert rules
 	# Most tests wait on servers, not the CPU: TEST_WORKERS processes share them. The drills
 	# time a whole deployment, so they run afterwards on a quiet machine. Exit code 5 means
 	# PYTEST_ARGS selected none of a half.

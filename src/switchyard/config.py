@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
@@ -95,6 +96,20 @@ class Settings(BaseSettings):
     # Signs the dashboard's session cookie; derived from the admin token when unset, so every
     # server process agrees and rotating the token signs everyone out.
     switchyard_session_secret: SecretStr | None = Field(None, min_length=16)
+
+    # Logs: `text` (key=value) or `json` (one object a line) on stderr, and in LOG_FILE too
+    # when set, rotated by size.
+    log_format: Literal["text", "json"] = "text"
+    log_file: Path | None = None
+    log_file_max_bytes: int = Field(50 * 1024 * 1024, ge=1024)
+    log_file_backups: int = Field(5, ge=0, le=100)
+    # Team notifications (see notify.py): webhook URLs separated by commas or spaces. A
+    # SecretStr: a webhook URL carries its token, and must not appear in reprs or logs.
+    notify_webhook_urls: SecretStr | None = None
+    notify_format: Literal["json", "slack", "matrix"] = "json"
+    notify_attempts: int = Field(4, ge=1, le=20)
+    notify_backoff: float = Field(0.5, ge=0, le=60)
+    notify_timeout: float = Field(5.0, gt=0, le=60)
 
     @field_validator("caption_providers")
     @classmethod

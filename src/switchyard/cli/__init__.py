@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from switchyard import logs
+from switchyard import logs, notify
 from switchyard.cli import (  # noqa: F401  (registers commands)
     engines,
     migration,
@@ -18,7 +18,8 @@ from switchyard.cli import (  # noqa: F401  (registers commands)
     worker,
 )
 from switchyard.cli._app import State, app, err_console
-from switchyard.errors import SwitchyardError
+from switchyard.config import Settings, get_settings
+from switchyard.errors import ConfigError, SwitchyardError
 
 
 @app.callback()
@@ -27,7 +28,30 @@ def _root(
     log_level: str = typer.Option("INFO", "--log-level", envvar="LOG_LEVEL"),
 ) -> None:
     State.debug = debug
-    logs.configure(log_level)
+    configure_logging(get_settings(), log_level)
+
+
+def configure_logging(settings: Settings, level: str) -> None:
+    """Logs as LOG_FORMAT and LOG_FILE say, and the notifier when webhooks are set."""
+    secret = settings.notify_webhook_urls
+    try:
+        targets = notify.parse_targets(
+            secret.get_secret_value() if secret else "", settings.notify_format
+        )
+    except ValueError as exc:
+        raise ConfigError(f"invalid NOTIFY_WEBHOOK_URLS: {exc}") from None
+    delivery = notify.Delivery(
+        settings.notify_attempts, settings.notify_backoff, settings.notify_timeout
+    )
+    notifier = notify.install(targets, delivery)
+    setup = logs.LogSetup(
+        level,
+        settings.log_format,
+        settings.log_file,
+        settings.log_file_max_bytes,
+        settings.log_file_backups,
+    )
+    logs.configure(setup, [notifier] if notifier else None)
 
 
 def main() -> None:

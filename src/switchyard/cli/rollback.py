@@ -7,6 +7,7 @@ a failed run prints its timeline, then the one-line reason, and exits 1.
 
 from __future__ import annotations
 
+import enum
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -191,18 +192,27 @@ def canary(
         raise CheckFailed(f"canary {result.outcome}: {result.error}")
 
 
+class ReportFormat(enum.StrEnum):
+    MARKDOWN = "markdown"
+    JSON = "json"
+
+
 @app.command()
 def report(
     run_id: str = typer.Argument(..., help="The run id (see `rollback list`)."),
     out: Path | None = typer.Option(None, "--out", help="Write the Markdown to this file."),
+    fmt: ReportFormat = typer.Option(
+        ReportFormat.MARKDOWN, "--format", help="markdown, or json (the same as --json)."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
-    """The incident report of a run, from the runbook's template, in Markdown."""
+    """The incident report of a run, from the runbook's template: the run, the service an
+    hour before and after it, and the validation checklist."""
     made = ops.incident_report(State.services(), run_id)
     markdown = made.markdown()
     if out is not None:
         out.write_text(markdown)
-    if as_json:
+    if as_json or fmt is ReportFormat.JSON:
         emit_json({**made.to_dict(), "markdown": markdown, "path": str(out) if out else None})
     elif out is None:
         typer.echo(markdown, nl=False)

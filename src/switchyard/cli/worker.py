@@ -89,7 +89,10 @@ def serve(
     if with_worker:
         child = subprocess.Popen([sys.executable, "-m", "switchyard", "worker", "--engine", "auto"])
     try:
-        uvicorn.run("switchyard.web:create_app", factory=True, host=host, port=port)
+        # log_config=None: uvicorn logs through switchyard's handlers (LOG_FORMAT, LOG_FILE).
+        uvicorn.run(
+            "switchyard.web:create_app", factory=True, host=host, port=port, log_config=None
+        )
     finally:
         supervisor.stop()
         if child is not None:

@@ -133,6 +133,10 @@ def run_check(services: Services, options: CheckOptions | None = None) -> CheckR
         _redis_side(services, r, options, report)
     except SwitchyardError as exc:
         report.findings.append(Finding("redis_unreachable", "redis", str(exc)))
+    problems = report.problems()
+    if problems:  # an event operators are notified of (see notify.py)
+        kinds = ", ".join(f"{k} {n}" for k, n in sorted(Counter(f.kind for f in problems).items()))
+        log_event(log, "check.inconsistent", logging.WARNING, count=len(problems), kinds=kinds)
     return report
 
 

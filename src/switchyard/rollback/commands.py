@@ -141,7 +141,7 @@ def get_run(services: Services, run_id: str) -> dict[str, Any]:
 def incident_report(services: Services, run_id: str) -> report_mod.IncidentReport:
     """The incident report of a run, with what touched ownership in its window and the
     tasks as they are now (both read from the database at this call)."""
-    return report_mod.build(services.store, _recorder(services).get(run_id))
+    return report_mod.build(services, _recorder(services).get(run_id))
 
 
 def run_report(services: Services, run_id: str) -> str:

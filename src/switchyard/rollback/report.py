@@ -14,13 +14,15 @@ status and owning engine, labelled with when they were read).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from switchyard.db.store import TaskStore, utcnow
+from switchyard.db.store import utcnow
 from switchyard.domain import Status
-from switchyard.rollback import ownership
+from switchyard.operations.services import Services
+from switchyard.rollback import measured, ownership
+from switchyard.rollback.measured import Item, Performance, checklist_lines, performance_lines
 from switchyard.rollback.ownership import StateNow, SystemEvent, Touches
 from switchyard.rollback.procedures import procedure
 from switchyard.rollback.runs import RunRecord, RunStatus, StepRecord, StepStatus
@@ -414,8 +416,14 @@ def _state_now(state: StateNow) -> list[str]:
     return lines
 
 
-def render(run: RunRecord, touched: Touches, state: StateNow) -> str:
-    """The incident report in Markdown."""
+def render(
+    run: RunRecord,
+    touched: Touches,
+    state: StateNow,
+    measured: tuple[Performance, list[Item]] | None = None,
+) -> str:
+    """The incident report in Markdown; with `measured`, the service before and after the
+    run and the runbook's validation checklist."""
     latest = _latest(run)
     reason = run.params.get("reason")
     cause = reason if reason and reason not in DEFAULT_REASONS else TODO
@@ -455,6 +463,7 @@ def render(run: RunRecord, touched: Touches, state: StateNow) -> str:
         "",
         *_verification(latest),
         "",
+        *_measured(measured),
         "**What Worked Well**:",
         *_worked_well(run, latest),
         "",
@@ -469,24 +478,62 @@ def render(run: RunRecord, touched: Touches, state: StateNow) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _measured(measured: tuple[Performance, list[Item]] | None) -> list[str]:
+    if measured is None:
+        return []
+    performance, items = measured
+    return [
+        "**Performance Before and After**:",
+        "",
+        *performance_lines(performance),
+        "",
+        "**Validation Checklist**:",
+        "",
+        *checklist_lines(items),
+        "",
+    ]
+
+
 @dataclass(frozen=True)
 class IncidentReport:
-    """A run's report: the run as recorded, and what the database says now."""
+    """A run's report: the run as recorded, what the database says now, and the service
+    measured before and after the run with the validation checklist decided from it."""
 
     run: RunRecord
     touched: Touches
     state: StateNow
+    performance: Performance | None = None
+    checklist: list[Item] = field(default_factory=list)
 
     def markdown(self) -> str:
-        return render(self.run, self.touched, self.state)
+        measured = None if self.performance is None else (self.performance, self.checklist)
+        return render(self.run, self.touched, self.state, measured)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"run": self.run.id, **self.touched.to_dict(), "state_now": self.state.to_dict()}
+        return {
+            "run": self.run.id,
+            "status": self.run.status.value,
+            **self.touched.to_dict(),
+            "state_now": self.state.to_dict(),
+            "performance": self.performance.to_dict() if self.performance else None,
+            "checklist": [i.to_dict() for i in self.checklist],
+        }
 
 
-def build(store: TaskStore, run: RunRecord) -> IncidentReport:
-    """Read what touched ownership in the run's window, and the tasks as they are now."""
-    return IncidentReport(run, ownership.touches(store, run, utcnow()), ownership.state_now(store))
+def build(services: Services, run: RunRecord) -> IncidentReport:
+    """Read what touched ownership in the run's window, the tasks as they are now, and the
+    service's performance before and after the run; decide the checklist from them."""
+    store = services.store
+    now = utcnow()
+    touched = ownership.touches(store, run, now)
+    signals = measured.read_signals(services, run, len(touched.against), now)
+    return IncidentReport(
+        run,
+        touched,
+        ownership.state_now(store),
+        signals.performance,
+        measured.checklist(signals),
+    )
 
 
 __all__ = ["IncidentReport", "build", "event_summary", "render", "step_summary"]

@@ -111,6 +111,7 @@ def _run_step(
         reason = f"{type(exc).__name__}: {exc}"
         recorder.end_step(step_id, StepStatus.INTERRUPTED, {"error": reason})
         recorder.set_status(run_id, RunStatus.INTERRUPTED, {"interrupted_step": step.name})
+        log_event(log, "run.interrupted", logging.ERROR, run=run_id, step=step.name, error=reason)
         raise
     recorder.end_step(step_id, StepStatus.DONE, detail)
     log_event(log, "run.step_done", run=run_id, step=step.name)

@@ -24,6 +24,7 @@ Every check can fail, and each failure lists its discrepancies:
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -33,6 +34,7 @@ from typing import Any
 from switchyard.db import reads as db_reads
 from switchyard.domain import Engine, Status, as_task_id
 from switchyard.errors import SwitchyardError
+from switchyard.logs import log_event
 from switchyard.migration.backup import load_manifest, read_jsonl, verify_checksums
 from switchyard.migration.decode import Undecodable, decode_job
 from switchyard.modes import Mode, current_mode, fallback_state
@@ -54,6 +56,9 @@ from switchyard.rq_engine.connection import (
 
 LISTED = 50  # discrepancies listed per check; the count is always complete
 MOVABLE_KINDS = PENDING_KINDS | IN_FLIGHT_KINDS
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -113,6 +118,8 @@ def verify(
     report.checks.append(_no_duplicates(services))
     if against is not None:
         report.checks += _against_backup(services, against, snap)
+    if not report.ok:  # an event operators are notified of (see notify.py)
+        log_event(log, "verify.failed", logging.ERROR, failed=", ".join(report.failed()))
     return report
 
 

@@ -18,10 +18,11 @@ from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from switchyard.db.runs import RunStatus
 from switchyard.domain import Priority, Status
 from switchyard.errors import SwitchyardError
 from switchyard.modes import Mode
-from switchyard.operations import Services, activity, captions, engines, maintenance
+from switchyard.operations import Services, activity, captions, engines, maintenance, measures
 from switchyard.operations import overview as task_overview
 
 WINDOW_MINUTES = 15
@@ -91,6 +92,14 @@ class StoreCollector(Collector):
     def _store_families(self) -> Iterator[Any]:
         yield self._tasks()
         yield self._accepting()
+        yield _owned_elsewhere(engines.ownership(self.services))
+        yield from _runs(measures.runs_state(self.services))
+        yield _labelled(
+            "switchyard_tasks_finished_window",
+            f"Tasks that completed or failed for good in the last {WINDOW_MINUTES} minutes.",
+            ["outcome"],
+            measures.finished_since(self.services, WINDOW_MINUTES),
+        )
         yield _histogram(
             "switchyard_task_duration_seconds",
             f"Run time of tasks completed in the last {WINDOW_MINUTES} minutes.",
@@ -163,6 +172,45 @@ class StoreCollector(Collector):
             "switchyard_accepting_submissions",
             "1 while submissions are accepted, 0 while paused or in maintenance.",
             value=1.0 if block is None else 0.0,
+        )
+
+
+def _owned_elsewhere(found: dict[str, Any]) -> GaugeMetricFamily:
+    """/health's ownership check as a metric: db-owned queued tasks whose job waits in an rq
+    queue (the heads of the queues, as /health reads them; absent when Redis could not be
+    read, never a false zero), and in db mode rq-owned queued tasks."""
+    family = GaugeMetricFamily(
+        "switchyard_tasks_owned_elsewhere",
+        "Queued tasks owned by one engine and queued in the other.",
+        labels=["owner", "queued_in"],
+    )
+    if "db_owned_in_rq_queues" in found:
+        family.add_metric(["db", "rq"], found["db_owned_in_rq_queues"])
+    family.add_metric(["rq", "db"], found.get("rq_owned_in_db_mode", 0))
+    return family
+
+
+def _runs(state: measures.RunsState) -> Iterator[GaugeMetricFamily]:
+    """Rollback runs: counts by status, and the latest run, for the failed/stuck alerts."""
+    yield _labelled(
+        "switchyard_rollback_runs",
+        "Rollback runs by status (all recorded runs).",
+        ["status"],
+        {s.value: state.by_status.get(s.value, 0) for s in RunStatus},
+    )
+    last = GaugeMetricFamily(
+        "switchyard_rollback_last_run",
+        "1 for the latest rollback run (the running one first), labelled with its kind and status.",
+        labels=["kind", "status"],
+    )
+    if state.last_status is not None:
+        last.add_metric([state.last_kind or "", state.last_status], 1.0)
+    yield last
+    if state.last_idle_seconds is not None:
+        yield _gauge(
+            "switchyard_rollback_last_run_idle_seconds",
+            "Seconds since the latest run last started or ended a step (or started).",
+            state.last_idle_seconds,
         )
 
 
