@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     # Tests serve images from 127.0.0.1; production must never fetch from private addresses.
     fetch_allow_private: bool = False
 
+    # The largest request body the HTTP API reads (413 beyond it; its own bodies are < 1 MB).
+    http_max_body_bytes: int = Field(1024 * 1024, gt=0, le=64 * 1024 * 1024)
+
     # The HTTP admin API and dashboard are refused (never open) while no token is set.
     # SecretStr keeps the token out of reprs and logs.
     switchyard_admin_token: SecretStr | None = Field(None, min_length=16)
