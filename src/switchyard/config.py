@@ -95,9 +95,23 @@ class Settings(BaseSettings):
     # The HTTP admin API and dashboard are refused (never open) while no token is set.
     # SecretStr keeps the token out of reprs and logs.
     switchyard_admin_token: SecretStr | None = Field(None, min_length=16)
-    # Signs the dashboard's session cookie; derived from the admin token when unset, so every
-    # server process agrees and rotating the token signs everyone out.
+    # Signs the dashboard's session cookie; unset, a random key the server keeps in the
+    # database (table server_secrets), shared by every web process. Never derived from the
+    # admin token: a stolen cookie must not let token guesses be tested offline.
     switchyard_session_secret: SecretStr | None = Field(None, min_length=16)
+    # The session cookie's Secure flag; unset, on unless the server listens on a loopback
+    # address (behind a TLS proxy on 127.0.0.1, set it true).
+    switchyard_cookie_secure: bool | None = None
+    # Failed sign-ins (dashboard or bearer token) a client may make per window before 429.
+    switchyard_signin_attempts: int = Field(10, ge=1, le=10_000)
+    switchyard_signin_window: float = Field(300.0, gt=0, le=86_400)
+
+    @field_validator("switchyard_admin_token", "switchyard_session_secret")
+    @classmethod
+    def _sixteen_non_space(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and sum(not c.isspace() for c in value.get_secret_value()) < 16:
+            raise ValueError("must have at least 16 non-space characters")
+        return value
 
     @field_validator("caption_providers")
     @classmethod

@@ -5,13 +5,9 @@ bodies that quote the client's input only as a short excerpt."""
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
@@ -19,8 +15,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from switchyard.operations import Services
-from tests.conftest import cli_env
-from tests.web.conftest import TASK, TOKEN
+from tests.web.conftest import TASK, TOKEN, Uvicorn
 
 BIG = 30 * 1024 * 1024
 LIMIT = 1024 * 1024  # the default
@@ -107,56 +102,7 @@ def test_a_body_over_a_configured_limit_is_413(services: Services) -> None:
         assert client.post("/api/tasks", json=TASK).status_code == 201
 
 
-# -- a real server --------------------------------------------------------------------------------
-
-
-@dataclass
-class Uvicorn:
-    host: str
-    port: int
-    process: subprocess.Popen[bytes]
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def rss_kib(self) -> int:
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS")))
-
-
-@pytest.fixture
-def uvicorn_server(sqlite_url: str, redis_url: str, tmp_path: Path) -> Iterator[Uvicorn]:
-    """The app under uvicorn in a process of its own (its memory measured alone)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    env = cli_env(sqlite_url, SWITCHYARD_ADMIN_TOKEN=TOKEN, REDIS_URL=redis_url)
-    command = [sys.executable, "-m", "uvicorn", "switchyard.web:create_app", "--factory"]
-    log = (tmp_path / "uvicorn.log").open("wb")
-    process = subprocess.Popen(
-        [*command, "--port", str(port), "--log-level", "warning"], env=env, stdout=log, stderr=log
-    )
-    server = Uvicorn("127.0.0.1", port, process)
-    try:
-        _wait_until_up(server)
-        yield server
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
-
-
-def _wait_until_up(server: Uvicorn) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert server.process.poll() is None, "uvicorn exited"
-        try:
-            httpx.get(f"{server.url}/api/maintenance/status", timeout=1)
-            return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise AssertionError("uvicorn did not come up")
+# -- a real server (the `uvicorn_server` fixture) -------------------------------------------------
 
 
 @dataclass

@@ -11,7 +11,6 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette.middleware.sessions import SessionMiddleware
 
 from switchyard.errors import (
     ConfigError,
@@ -31,6 +30,7 @@ from switchyard.rollback.runs import RunBusy
 from switchyard.rq_engine import BrokerUnavailable
 from switchyard.web import admin, api, auth, dashboard, metrics, rollback
 from switchyard.web.limits import MAX_DETAIL_CHARS, BodyGuard, excerpt
+from switchyard.web.sessions import SessionKeys, Sessions
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +62,9 @@ def create_app(services: Services | None = None) -> FastAPI:
     )
     app.state.services = svc
     app.state.metrics = metrics.Metrics(svc)
-    app.add_middleware(
-        SessionMiddleware,
-        secret_key=auth.session_secret(svc.settings),
-        session_cookie=auth.SESSION_COOKIE,
-        max_age=auth.SESSION_MAX_AGE,
-        same_site="strict",
-        https_only=False,
-    )
+    app.state.session_keys = SessionKeys(svc)
+    app.state.signin_limiter = auth.signin_limiter(svc.settings)
+    app.add_middleware(Sessions, services=svc, keys=app.state.session_keys)
     app.add_exception_handler(SwitchyardError, _switchyard_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.middleware("http")(_security_headers)
