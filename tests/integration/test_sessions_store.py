@@ -29,8 +29,7 @@ def test_a_session_is_open_only_under_its_token_and_until_it_expires(store: Task
 def test_a_server_secret_is_made_once_even_by_racing_processes(store: TaskStore) -> None:
     found: list[str] = []
     threads = [
-        threading.Thread(target=lambda: found.append(store.server_secret("race")))
-        for _ in range(4)
+        threading.Thread(target=lambda: found.append(store.server_secret("race"))) for _ in range(4)
     ]
     for thread in threads:
         thread.start()

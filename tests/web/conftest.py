@@ -128,7 +128,9 @@ class Uvicorn:
 
     def rss_kib(self) -> int:
         status = Path(f"/proc/{self.process.pid}/status").read_text()
-        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS")))
+        return int(
+            next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))
+        )
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import base64
 import hashlib
 import hmac
 import json
+from pathlib import Path
 
 import httpx
 import pytest
@@ -114,8 +115,14 @@ def test_the_cookie_is_not_secure_on_loopback_unless_configured(
 
 @pytest.mark.parametrize(
     ("server", "secure"),
-    [(("127.0.0.1", 80), False), (("::1", 80), False), (("10.1.2.3", 80), True),
-     (("0.0.0.0", 80), True), (("testserver", 80), True), (None, True)],
+    [
+        (("127.0.0.1", 80), False),
+        (("::1", 80), False),
+        (("10.1.2.3", 80), True),
+        (("0.0.0.0", 80), True),
+        (("testserver", 80), True),
+        (None, True),
+    ],
 )
 def test_auto_secure_follows_the_address_served(server: object, secure: bool) -> None:
     assert cookie_secure(load_settings(), {"server": server}) is secure
@@ -127,7 +134,7 @@ def test_auto_secure_follows_the_address_served(server: object, secure: bool) ->
 
 @pytest.mark.parametrize("token", [" " * 16, " " * 20 + "abc", "a b c d e f g h i j k l m n o"])
 def test_an_admin_token_needs_sixteen_non_space_characters(token: str) -> None:
-    with pytest.raises(ConfigError, match="SWITCHYARD_ADMIN_TOKEN.*16 non-space"):
+    with pytest.raises(ConfigError, match=r"SWITCHYARD_ADMIN_TOKEN.*16 non-space"):
         load_settings(switchyard_admin_token=token)
 
 
@@ -177,3 +184,16 @@ def test_the_limiter_forgets_failures_past_the_window() -> None:
     assert limiter.retry_after("b") is None  # per client
     now[0] += 30.5
     assert limiter.retry_after("a") is None
+
+
+# -- the database away ----------------------------------------------------------------------------
+
+
+def test_without_the_database_sessions_are_503_and_the_rest_still_answers(tmp_path: Path) -> None:
+    away = build_services(f"sqlite:///{tmp_path}/no/such/dir/db", switchyard_admin_token=TOKEN)
+    with TestClient(create_app(away), base_url="https://testserver") as client:
+        login = client.post("/admin/login", data={"token": TOKEN})
+        assert login.status_code == 503 and login.headers["Retry-After"] == "5"
+        assert client.get("/health").status_code == 503  # its own answer: the database is down
+        assert client.get("/health").json()["database"]["status"] == "error"
+        assert client.get("/metrics").status_code == 200

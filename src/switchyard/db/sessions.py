@@ -67,6 +67,8 @@ class SessionStore:
 
     def end_stale_sessions(self, token_fp: str) -> int:
         """Delete expired sessions and those of any other token (a rotated one)."""
-        stale = sa.or_(admin_sessions.c.token_fp != token_fp, admin_sessions.c.expires_at <= utcnow())
+        stale = sa.or_(
+            admin_sessions.c.token_fp != token_fp, admin_sessions.c.expires_at <= utcnow()
+        )
         with translated("ending stale sessions"), self.engine.begin() as conn:
             return conn.execute(admin_sessions.delete().where(stale)).rowcount or 0

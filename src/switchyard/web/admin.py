@@ -19,7 +19,7 @@ from switchyard.operations import activity, engines, maintenance
 from switchyard.rollback import commands as rollback
 from switchyard.web.api import Svc
 from switchyard.web.auth import require_admin
-from switchyard.web.responses import ADMIN_ROUTES, NOT_FOUND
+from switchyard.web.responses import ADMIN_ROUTES, NOT_FOUND, unhealthy
 
 router = APIRouter(
     prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)], responses=ADMIN_ROUTES
@@ -89,7 +89,7 @@ class ReasonIn(BaseModel):
 # -- the engines (the runbook's /admin/rq/...) ------------------------------------------------
 
 
-@router.get("/rq/health", responses={503: {"description": "Redis does not answer"}})
+@router.get("/rq/health", responses=unhealthy("Redis does not answer"))
 def rq_health(svc: Svc) -> JSONResponse:
     """Is Redis answering, and what is the rq side doing: 503 when Redis does not answer."""
     health = engines.rq_health(svc)

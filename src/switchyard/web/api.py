@@ -18,7 +18,7 @@ from switchyard.domain import CaptionSettings, Status
 from switchyard.errors import SwitchyardError, UsageError
 from switchyard.operations import captions, engines, maintenance
 from switchyard.validation import MAX_URL_LENGTH
-from switchyard.web.responses import CONFLICT, EVERY_ROUTE, NOT_FOUND
+from switchyard.web.responses import CONFLICT, EVERY_ROUTE, NOT_FOUND, unhealthy
 
 ACTOR = "api"
 MAX_BATCH = 1000
@@ -161,7 +161,7 @@ def public_maintenance_status(svc: Svc) -> dict[str, Any]:
     return maintenance.public_status(svc)
 
 
-@router.get("/health", tags=["health"], responses={503: {"description": "Unhealthy: see each component"}})
+@router.get("/health", tags=["health"], responses=unhealthy("Unhealthy: see each component"))
 def health(svc: Svc) -> JSONResponse:
     """Each component with its status (ok, degraded, inconsistent, error, unused). 503 when
     the system cannot take or keep work (database down, or Redis down in rq or hybrid mode

@@ -1,7 +1,8 @@
 """The operator's dashboard at /admin: one server-rendered page kept open during an incident.
 
 It signs in with the admin token and then holds a server-side session (`web.auth`) named by
-a signed cookie (HttpOnly, SameSite=Strict, Secure unless served on loopback); every form carries the session's CSRF token and asks for confirmation.
+a signed cookie (HttpOnly, SameSite=Strict, Secure unless served on loopback); every form
+carries the session's CSRF token and asks for confirmation.
 A few lines of script refresh the status panel every few seconds from /admin/panel; the page
 works (minus the refresh) without them. A Content-Security-Policy with a per-request nonce
 allows only that script.

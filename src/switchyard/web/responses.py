@@ -47,13 +47,28 @@ EVERY_ROUTE: Responses = {
 ADMIN_ROUTES: Responses = {
     **EVERY_ROUTE,
     401: {"content": _json(Problem), "description": "Missing or wrong admin token"},
-    403: {"content": _json(Problem), "description": "Admin API disabled (no SWITCHYARD_ADMIN_TOKEN)"},
+    403: {
+        "content": _json(Problem),
+        "description": "Admin API disabled (no SWITCHYARD_ADMIN_TOKEN)",
+    },
     429: {
         "content": _json(Problem),
         "description": "Too many failed sign-ins from this client",
         "headers": RETRY_AFTER,
     },
 }
+
+REPORT = {"application/json": {"schema": {"type": "object"}}}
+
+
+def unhealthy(description: str) -> Responses:
+    """A 503 that carries the same report as its 200 (health: which component is down)."""
+    return {503: {"description": description, "content": REPORT}}
+
+
+# A check's 409 carries the same report as its 200: what the check found.
+VERDICT: Responses = {409: {"description": "The check found problems", "content": REPORT}}
+
 
 NOT_FOUND: Responses = {404: {"content": _json(Problem), "description": "No such item"}}
 CONFLICT: Responses = {409: {"content": _json(Problem), "description": "Not allowed in this state"}}

@@ -16,10 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from switchyard.rollback import commands as rollback
 from switchyard.web.api import Svc
 from switchyard.web.auth import require_admin
-from switchyard.web.responses import ADMIN_ROUTES, CONFLICT, NOT_FOUND
+from switchyard.web.responses import ADMIN_ROUTES, CONFLICT, NOT_FOUND, VERDICT
 
 router = APIRouter(
-    prefix="/admin", tags=["rollback"], dependencies=[Depends(require_admin)], responses=ADMIN_ROUTES
+    prefix="/admin",
+    tags=["rollback"],
+    dependencies=[Depends(require_admin)],
+    responses=ADMIN_ROUTES,
 )
 Actor = Annotated[str, Depends(require_admin)]
 # Kept equal to switchyard.rollback.procedures.KINDS by a test.
@@ -71,10 +74,6 @@ class CleanupIn(BaseModel):
 
 class MarkdownResponse(PlainTextResponse):
     media_type = "text/markdown"
-
-
-# 409 carries the same report as 200: what the check found.
-VERDICT: dict[int | str, dict[str, Any]] = {409: {"description": "The check found problems"}}
 
 
 def _verdict(report: dict[str, Any]) -> JSONResponse:

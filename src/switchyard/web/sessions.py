@@ -1,6 +1,7 @@
 """The session cookie: Starlette's SessionMiddleware, keyed by the server's secret (read from
 the database on first use, not at start, so the app starts while the database is away) and
-`Secure` unless configured otherwise or served on a loopback address."""
+`Secure` unless configured otherwise or served on a loopback address. Only /admin paths
+carry a session."""
 
 from __future__ import annotations
 
@@ -50,6 +51,13 @@ def cookie_secure(settings: Settings, scope: Scope) -> bool:
         return True
 
 
+def _uses_sessions(scope: Scope) -> bool:
+    """Only the dashboard, under /admin, has sessions: the task API, /health and /metrics
+    never need the secret, so they answer while the database that holds it is away."""
+    path: str = scope.get("path", "")
+    return path == "/admin" or path.startswith("/admin/")
+
+
 class Sessions:
     """SessionMiddleware for each Secure setting, built when first needed."""
 
@@ -60,7 +68,7 @@ class Sessions:
         self._built: dict[bool, SessionMiddleware] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
+        if scope["type"] not in ("http", "websocket") or not _uses_sessions(scope):
             await self.app(scope, receive, send)
             return
         try:
@@ -78,7 +86,7 @@ class Sessions:
     def _middleware(self, secure: bool) -> SessionMiddleware:
         if secure not in self._built:
             self._built[secure] = SessionMiddleware(
-                self.app,  # type: ignore[arg-type]
+                self.app,
                 secret_key=self.keys.secret(),
                 session_cookie=auth.SESSION_COOKIE,
                 max_age=auth.SESSION_MAX_AGE,
