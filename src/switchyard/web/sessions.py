@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import threading
+
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.responses import JSONResponse
 
