@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from switchyard.operations import Services
 from switchyard.web import create_app
-from tests.conftest import cli_env, make_settings
+from tests.conftest import REDIS_SERVER, cli_env, make_settings
 
 # A recognisable token, so a test can search logs and pages for it.
 TOKEN = "tok-" + secrets.token_hex(16)
@@ -133,15 +134,23 @@ class Uvicorn:
         )
 
 
-@pytest.fixture
-def uvicorn_server(sqlite_url: str, redis_url: str, tmp_path: Path) -> Iterator[Uvicorn]:
-    """The app under uvicorn in a process of its own (its memory measured alone)."""
+@pytest.fixture(scope="session")
+def uvicorn_server(
+    _sqlite_template: Path, _redis_db_index: int, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Uvicorn]:
+    """The app under uvicorn in a process of its own (its memory measured alone), on a
+    database of its own; started once per session, as starting it is the slow part."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = int(s.getsockname()[1])
-    env = cli_env(sqlite_url, SWITCHYARD_ADMIN_TOKEN=TOKEN, REDIS_URL=redis_url)
+    home = tmp_path_factory.mktemp("uvicorn")
+    shutil.copy(_sqlite_template, home / "switchyard.db")
+    redis_url = f"{REDIS_SERVER}/{_redis_db_index}"
+    env = cli_env(
+        f"sqlite:///{home / 'switchyard.db'}", SWITCHYARD_ADMIN_TOKEN=TOKEN, REDIS_URL=redis_url
+    )
     command = [sys.executable, "-m", "uvicorn", "switchyard.web:create_app", "--factory"]
-    log = (tmp_path / "uvicorn.log").open("wb")
+    log = (home / "uvicorn.log").open("wb")
     process = subprocess.Popen(
         [*command, "--port", str(port), "--log-level", "warning"], env=env, stdout=log, stderr=log
     )
