@@ -81,6 +81,12 @@ def test_a_422_echoes_no_more_than_an_excerpt(client: TestClient, services: Serv
     assert task_count(services) == 0
 
 
+def test_a_long_number_is_not_echoed_whole(client: TestClient) -> None:
+    response = client.post("/api/tasks", json={**TASK, "user_id": int("9" * 4000)})
+    assert response.status_code == 422
+    assert len(response.content) < 600
+
+
 def test_a_usage_error_message_is_cut_short(client: TestClient) -> None:
     # A control character: refused by validate_url, whose message quotes the URL.
     url = "https://a.example/\u0001" + "b" * 2000

@@ -123,11 +123,18 @@ def _trimmed(error: Any) -> dict[str, Any]:
     trimmed = {key: error[key] for key in ("loc", "msg", "type") if key in error}
     trimmed["msg"] = excerpt(str(trimmed.get("msg", "")), MAX_DETAIL_CHARS)
     if "input" in error:
-        shown = error["input"]
-        if not isinstance(shown, bool | int | str | None):  # a list, dict or float: as text
-            shown = repr(shown)
-        trimmed["input"] = excerpt(shown) if isinstance(shown, str) else shown
+        trimmed["input"] = _echo(error["input"])
     return trimmed
+
+
+def _echo(value: Any) -> Any:
+    """What the client sent, as itself when short and plain, else as a text excerpt (a
+    4,000-digit integer or a float NaN is not echoed back as JSON)."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int) and len(str(value)) <= 20:
+        return value
+    return excerpt(value if isinstance(value, str) else repr(value))
 
 
 def _paused(request: Request, exc: SubmissionsPaused) -> JSONResponse:
