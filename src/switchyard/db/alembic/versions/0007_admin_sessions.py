@@ -1,16 +1,16 @@
 """Dashboard sessions kept on the server (so logout and token rotation end them) and the
 server's own secrets (the key that signs session cookies, shared by every web process).
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 """
 
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
 
-revision = "0006"
-down_revision = "0005"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
