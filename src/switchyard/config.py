@@ -90,12 +90,29 @@ class Settings(BaseSettings):
     # Tests serve images from 127.0.0.1; production must never fetch from private addresses.
     fetch_allow_private: bool = False
 
+    # The largest request body the HTTP API reads (413 beyond it; its own bodies are < 1 MB).
+    http_max_body_bytes: int = Field(1024 * 1024, gt=0, le=64 * 1024 * 1024)
+
     # The HTTP admin API and dashboard are refused (never open) while no token is set.
     # SecretStr keeps the token out of reprs and logs.
     switchyard_admin_token: SecretStr | None = Field(None, min_length=16)
-    # Signs the dashboard's session cookie; derived from the admin token when unset, so every
-    # server process agrees and rotating the token signs everyone out.
+    # Signs the dashboard's session cookie; unset, a random key the server keeps in the
+    # database (table server_secrets), shared by every web process. Never derived from the
+    # admin token: a stolen cookie must not let token guesses be tested offline.
     switchyard_session_secret: SecretStr | None = Field(None, min_length=16)
+    # The session cookie's Secure flag; unset, on unless the server listens on a loopback
+    # address (behind a TLS proxy on 127.0.0.1, set it true).
+    switchyard_cookie_secure: bool | None = None
+    # Failed sign-ins (dashboard or bearer token) a client may make per window before 429.
+    switchyard_signin_attempts: int = Field(10, ge=1, le=10_000)
+    switchyard_signin_window: float = Field(300.0, gt=0, le=86_400)
+
+    @field_validator("switchyard_admin_token", "switchyard_session_secret")
+    @classmethod
+    def _sixteen_non_space(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and sum(not c.isspace() for c in value.get_secret_value()) < 16:
+            raise ValueError("must have at least 16 non-space characters")
+        return value
 
     # Logs: `text` (key=value) or `json` (one object a line) on stderr, and in LOG_FILE too
     # when set, rotated by size.

@@ -5,8 +5,16 @@ from __future__ import annotations
 
 import re
 import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -14,14 +22,16 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from switchyard.operations import Services
 from switchyard.web import create_app
-from tests.conftest import make_settings
+from tests.conftest import REDIS_SERVER, cli_env, make_settings
 
 # A recognisable token, so a test can search logs and pages for it.
 TOKEN = "tok-" + secrets.token_hex(16)
 
 
 def build_services(db_url: str, **overrides: object) -> Services:
-    return Services(make_settings(db_url, **overrides))
+    """Services for an app under test; failed sign-ins are not limited unless a test says so
+    (the tests that try every route with a wrong token would be answered 429)."""
+    return Services(make_settings(db_url, **{"switchyard_signin_attempts": 10_000, **overrides}))
 
 
 @pytest.fixture
@@ -38,7 +48,8 @@ def app(services: Services) -> FastAPI:
 
 @pytest.fixture
 def client(app: FastAPI) -> Iterator[TestClient]:
-    with TestClient(app) as c:
+    # https, as in production: the session cookie is Secure (the server is no loopback).
+    with TestClient(app, base_url="https://testserver") as c:
         yield c
 
 
@@ -80,7 +91,7 @@ def make_client(sqlite_url: str, redis_url: str) -> tuple[TestClient, Services]:
     svc = build_services(
         sqlite_url, switchyard_admin_token=TOKEN, redis_url=redis_url, mode_cache_seconds=0
     )
-    return TestClient(create_app(svc)), svc
+    return TestClient(create_app(svc), base_url="https://testserver"), svc
 
 
 def switch_mode_over_http(
@@ -101,3 +112,65 @@ def scrape(client: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], 
         for family in text_string_to_metric_families(response.text)
         for s in family.samples
     }
+
+
+# -- the app under a real uvicorn ------------------------------------------------------------
+
+
+@dataclass
+class Uvicorn:
+    host: str
+    port: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def rss_kib(self) -> int:
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(
+            next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))
+        )
+
+
+@pytest.fixture(scope="session")
+def uvicorn_server(
+    _sqlite_template: Path, _redis_db_index: int, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Uvicorn]:
+    """The app under uvicorn in a process of its own (its memory measured alone), on a
+    database of its own; started once per session, as starting it is the slow part."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    home = tmp_path_factory.mktemp("uvicorn")
+    shutil.copy(_sqlite_template, home / "switchyard.db")
+    redis_url = f"{REDIS_SERVER}/{_redis_db_index}"
+    env = cli_env(
+        f"sqlite:///{home / 'switchyard.db'}", SWITCHYARD_ADMIN_TOKEN=TOKEN, REDIS_URL=redis_url
+    )
+    command = [sys.executable, "-m", "uvicorn", "switchyard.web:create_app", "--factory"]
+    log = (home / "uvicorn.log").open("wb")
+    process = subprocess.Popen(
+        [*command, "--port", str(port), "--log-level", "warning"], env=env, stdout=log, stderr=log
+    )
+    server = Uvicorn("127.0.0.1", port, process)
+    try:
+        _wait_until_up(server)
+        yield server
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+def _wait_until_up(server: Uvicorn) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert server.process.poll() is None, "uvicorn exited"
+        try:
+            httpx.get(f"{server.url}/api/maintenance/status", timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise AssertionError("uvicorn did not come up")

@@ -146,8 +146,9 @@ def test_schedule_accepts_minutes_too(client: TestClient, admin: dict[str, str])
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ({"duration": "a while", "reason": "x"}, ["duration"]),
-        ({"duration": -5, "reason": "x"}, ["duration"]),
+        ({"duration": "a while", "reason": "x"}, ["body", "duration"]),
+        ({"duration": "31 days", "reason": "x"}, ["body", "duration"]),
+        ({"duration": -5, "reason": "x"}, ["body", "duration"]),
         ({"duration": 60, "reason": "x", "start_time": "tomorrow"}, ["body", "start_time"]),
         ({"duration": 60}, ["body", "reason"]),
         ({"durration": 60, "reason": "x"}, ["body", "duration"]),
@@ -158,7 +159,7 @@ def test_schedule_refuses_what_it_cannot_understand(
 ) -> None:
     response = client.post("/admin/maintenance/schedule", json=body, headers=admin)
     assert response.status_code == 422
-    assert response.json()["detail"][0]["loc"] == field
+    assert response.json()["detail"][0]["loc"][:2] == field
     status = client.get("/admin/maintenance/status", headers=admin).json()
     assert status["windows"]["upcoming"] == status["windows"]["active"] == []
 

@@ -60,7 +60,8 @@ def test_submit_one_task_then_read_it_with_its_history(client: TestClient) -> No
         ({"priority": "someday"}, ["body", "priority"]),
         ({"image_url": "ftp://example.org/a.png"}, ["body", "image_url"]),
         ({"image_url": "https://"}, ["body", "image_url"]),
-        ({"image_url": "https://a.example/\u0001.png"}, ["image_url"]),
+        ({"image_url": "https://a.example/\u0001.png"}, ["body", "image_url"]),
+        ({"image_url": "https://a.example/caf\u00e9.png"}, ["body", "image_url"]),
         ({"settings": {"max_length": 5}}, ["body", "settings", "max_length"]),
         ({"settings": {"colour": "blue"}}, ["body", "settings", "colour"]),
         ({"user_id": 0}, ["body", "user_id"]),
@@ -96,7 +97,7 @@ def test_a_batch_is_written_whole(client: TestClient) -> None:
     [
         ({"priority": "whenever"}, ["body", "tasks", 1, "priority"]),
         ({"image_url": "file:///etc/passwd"}, ["body", "tasks", 1, "image_url"]),
-        ({"image_url": "https://a.example/\u0001.png"}, ["tasks[1]", "image_url"]),
+        ({"image_url": "https://a.example/\u0001.png"}, ["body", "tasks", 1, "image_url"]),
     ],
 )
 def test_a_batch_with_one_bad_task_writes_nothing(

@@ -185,3 +185,25 @@ system_events = sa.Table(
     sa.Column("detail", sa.JSON, nullable=False),
     sa.Index("ix_system_events_kind", "kind", "id"),
 )
+
+# A signed-in dashboard session. `id` is the SHA-256 of the random id in the cookie (a copy of
+# this table forges no cookie); `token_fp` ties it to the admin token it was opened under (an
+# HMAC keyed by a server secret), so rotating the token ends it. Logout deletes the row.
+admin_sessions = sa.Table(
+    "admin_sessions",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("token_fp", sa.String(64), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("expires_at", UtcDateTime, nullable=False, index=True),
+)
+
+# Random secrets the server made for itself (the session cookies' signing key), one a name,
+# so every web process of a deployment agrees without an operator setting one.
+server_secrets = sa.Table(
+    "server_secrets",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(128), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+)

@@ -46,6 +46,7 @@ from switchyard.db.schema import (
     task_events,
     tasks,
 )
+from switchyard.db.sessions import SessionStore
 from switchyard.db.state import StateStore
 from switchyard.domain import (
     ALLOWED_TRANSITIONS,
@@ -179,7 +180,7 @@ def _named_completion(form: CompletionForm) -> sa.Executable:
     return _completion_update()
 
 
-class TaskStore(StateStore, WorkerRegistry, OwnershipStore):
+class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
     """All reads and writes of tasks, events and run-time state."""
 
     def __init__(

@@ -19,12 +19,33 @@ from switchyard.operations import activity, engines, maintenance
 from switchyard.rollback import commands as rollback
 from switchyard.web.api import Svc
 from switchyard.web.auth import require_admin
+from switchyard.web.responses import ADMIN_ROUTES, NOT_FOUND, unhealthy
 
-router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+router = APIRouter(
+    prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)], responses=ADMIN_ROUTES
+)
 Actor = Annotated[str, Depends(require_admin)]
 
+# A duration as the runbook writes it: minutes (90), or "30 days", "2 hours", "45 min",
+# "1h30m", "1 hour and 30 minutes". The schema says exactly what the API takes, bounds
+# included (more than 0, at most 30 days), so nothing it allows is refused later.
+_HOURS = r"(?:h|hrs?|hours?)"
+_MINUTES = r"(?:m|mins?|minutes?)"
+DURATION_PATTERN = (
+    r"^(?:(?:[1-9]|[12][0-9]|30) ?(?:d|days?)"
+    rf"|(?:[1-9][0-9]?|[1-6][0-9]{{2}}|7[01][0-9]|720) ?{_HOURS}"
+    rf"|(?:[1-9][0-9]{{0,3}}|[1-3][0-9]{{4}}|4[0-2][0-9]{{3}}|43[01][0-9]{{2}}|43200) ?{_MINUTES}"
+    rf"|(?:[1-9][0-9]?|[1-6][0-9]{{2}}|7[01][0-9]) ?{_HOURS}(?: and |, | )?"
+    rf"(?:[1-9]|[1-5][0-9]) ?{_MINUTES})$"
+)
+# A reason an operator gives: something besides whitespace (the operations strip it; Python
+# counts \x1c-\x1f as whitespace, which the schema's \s may not).
+REASON_PATTERN = r"[^\s\x1c-\x1f]"
+Reason = Annotated[str, Field(min_length=1, max_length=500, pattern=REASON_PATTERN)]
+Minutes = Annotated[float, Field(ge=1, le=30 * 24 * 60, strict=True)]
+Phrase = Annotated[str, Field(pattern=DURATION_PATTERN)]
 Duration = Annotated[
-    float | str,
+    Minutes | Phrase,
     Field(description='minutes (120) or a phrase such as "2 hours" or "1h30m"'),
 ]
 
@@ -32,14 +53,14 @@ Duration = Annotated[
 class EmergencyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: str = Field(default="emergency maintenance", min_length=1, max_length=500)
+    reason: Reason = "emergency maintenance"
     notify_users: bool = False
 
 
 class PauseIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: str = Field(default="paused by an operator", min_length=1, max_length=500)
+    reason: Reason = "paused by an operator"
     duration: Duration | None = None
 
 
@@ -48,7 +69,7 @@ class ScheduleIn(BaseModel):
 
     start_time: datetime | None = Field(None, description="ISO 8601; default now")
     duration: Duration
-    reason: str = Field(min_length=1, max_length=500)
+    reason: Reason
     notify_users: bool = False
 
 
@@ -56,7 +77,7 @@ class ModeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     mode: Mode
-    reason: str = Field(min_length=1, max_length=500)
+    reason: Reason
 
 
 class ReasonIn(BaseModel):
@@ -68,7 +89,7 @@ class ReasonIn(BaseModel):
 # -- the engines (the runbook's /admin/rq/...) ------------------------------------------------
 
 
-@router.get("/rq/health", responses={503: {}})
+@router.get("/rq/health", responses=unhealthy("Redis does not answer"))
 def rq_health(svc: Svc) -> JSONResponse:
     """Is Redis answering, and what is the rq side doing: 503 when Redis does not answer."""
     health = engines.rq_health(svc)
@@ -82,13 +103,13 @@ def rq_stats(svc: Svc) -> dict[str, Any]:
     return engines.engine_stats(svc)
 
 
-@router.post("/rq/shutdown-workers", responses={503: {}})
+@router.post("/rq/shutdown-workers")
 def shutdown_workers(svc: Svc, actor: Actor) -> dict[str, Any]:
     """Graceful, through rq: each worker finishes its current job, then exits."""
     return {"workers_asked": engines.shutdown_rq_workers(svc, actor)}
 
 
-@router.post("/rq/suspend", responses={503: {}})
+@router.post("/rq/suspend")
 def suspend_rq(
     svc: Svc, actor: Actor, body: Annotated[ReasonIn | None, Body()] = None
 ) -> dict[str, Any]:
@@ -96,7 +117,7 @@ def suspend_rq(
     return engines.suspend_rq(svc, actor, body.reason if body else None)
 
 
-@router.post("/rq/resume", responses={503: {}})
+@router.post("/rq/resume")
 def resume_rq(
     svc: Svc, actor: Actor, body: Annotated[ReasonIn | None, Body()] = None
 ) -> dict[str, Any]:
@@ -174,7 +195,7 @@ def schedule_maintenance(svc: Svc, actor: Actor, body: ScheduleIn) -> dict[str, 
     )
 
 
-@router.delete("/maintenance/schedule/{window_id}", responses={404: {}})
+@router.delete("/maintenance/schedule/{window_id}", responses=NOT_FOUND)
 def cancel_maintenance(window_id: str, svc: Svc, actor: Actor) -> dict[str, Any]:
     return maintenance.cancel_maintenance(svc, window_id, actor)
 
@@ -188,7 +209,7 @@ def list_runs(svc: Svc, limit: int = Query(20, ge=1, le=200)) -> dict[str, Any]:
     return {"runs": activity.list_runs(svc, limit)}
 
 
-@router.get("/runs/current", responses={404: {}})
+@router.get("/runs/current", responses=NOT_FOUND)
 def current_run(svc: Svc) -> dict[str, Any]:
     """The run in progress, or the last one, with its timeline."""
     run = activity.current_or_last_run(svc)
@@ -197,7 +218,7 @@ def current_run(svc: Svc) -> dict[str, Any]:
     return run
 
 
-@router.get("/runs/{run_id}", responses={404: {}})
+@router.get("/runs/{run_id}", responses=NOT_FOUND)
 def get_run(run_id: str, svc: Svc) -> dict[str, Any]:
     """One run with its timeline (every step record) and its plan (each step of the
     procedure and where it stands): follow a rollback started from the API by its id."""

@@ -18,18 +18,26 @@ from switchyard.domain import CaptionSettings, Status
 from switchyard.errors import SwitchyardError, UsageError
 from switchyard.operations import captions, engines, maintenance
 from switchyard.validation import MAX_URL_LENGTH
+from switchyard.web.responses import CONFLICT, EVERY_ROUTE, NOT_FOUND, unhealthy
 
 ACTOR = "api"
 MAX_BATCH = 1000
-MAX_ID = 2**63 - 1  # the columns are BIGINT
+# The columns are BIGINT (up to 2**63 - 1 = 9223372036854775807), but clients often hold a
+# JSON number as a double, and doubles near 2**63 are 1,024 apart: 2**63 - 1 itself travels
+# as 9.223372036854776e18 = 2**63, one past the column. The API's bound is a round number
+# below it: every double up to it, printed in its shortest form, is still at most the bound,
+# so what the schema allows the API accepts, and what it accepts fits the column.
+MAX_ID = 9_223_372_036_854_775_000
 EXAMPLE_URL = "https://pixelfed.example/storage/m/1.jpg"
-# The schema's promise about image URLs; `validate_url` is the authority on the rest.
-URL_PATTERN = r"^https?://[A-Za-z0-9][A-Za-z0-9.-]*(:[0-9]{1,4})?(/[^\s]*)?$"
+# The schema's promise about image URLs, no wider than what `validate_url` accepts, so a URL
+# the schema allows is never refused (schemathesis checks both ways): printable ASCII only,
+# anything else percent-encoded.
+URL_PATTERN = r"^https?://[A-Za-z0-9][A-Za-z0-9.-]*(:[0-9]{1,4})?(/[!-~]*)?$"
 
 # Priority labels for the schema; a test keeps them equal to domain.Priority's.
 PriorityName = Literal["urgent", "high", "normal", "low"]
 
-router = APIRouter()
+router = APIRouter(responses=EVERY_ROUTE)
 
 
 def services(request: Request) -> ops.Services:
@@ -79,13 +87,13 @@ class CancelIn(BaseModel):
 # -- tasks ------------------------------------------------------------------------------------
 
 
-@router.post("/api/tasks", status_code=201, tags=["tasks"], responses={503: {}, 422: {}})
+@router.post("/api/tasks", status_code=201, tags=["tasks"])
 def submit_task(body: TaskIn, svc: Svc) -> dict[str, Any]:
     """Queue one caption task. 503 with Retry-After while submissions are paused."""
     return ops.submit(svc, [body.build()], ACTOR)[0].to_dict()
 
 
-@router.post("/api/tasks/batch", status_code=201, tags=["tasks"], responses={503: {}, 422: {}})
+@router.post("/api/tasks/batch", status_code=201, tags=["tasks"])
 def submit_batch(body: BatchIn, svc: Svc) -> dict[str, Any]:
     """Queue up to 1000 tasks in one transaction: every task is validated first, and either
     all are written or none."""
@@ -100,7 +108,7 @@ def _build_at(index: int, task: TaskIn) -> NewTask:
         raise UsageError(f"invalid tasks[{index}].{str(exc).removeprefix('invalid ')}") from None
 
 
-@router.get("/api/tasks/{task_id}", tags=["tasks"], responses={404: {}})
+@router.get("/api/tasks/{task_id}", tags=["tasks"], responses=NOT_FOUND)
 def get_task(task_id: str, svc: Svc) -> dict[str, Any]:
     """One task with its history of transitions."""
     task, events = ops.get_task(svc, task_id)
@@ -117,7 +125,7 @@ def _event(event: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@router.get("/api/tasks", tags=["tasks"], responses={422: {}})
+@router.get("/api/tasks", tags=["tasks"])
 def list_tasks(
     svc: Svc,
     status: Status | None = None,
@@ -130,7 +138,7 @@ def list_tasks(
     return {"count": len(found), "tasks": [t.to_dict() for t in found]}
 
 
-@router.post("/api/tasks/{task_id}/cancel", tags=["tasks"], responses={404: {}, 409: {}})
+@router.post("/api/tasks/{task_id}/cancel", tags=["tasks"], responses={**NOT_FOUND, **CONFLICT})
 def cancel_task(
     task_id: str, svc: Svc, body: Annotated[CancelIn | None, Body()] = None
 ) -> dict[str, Any]:
@@ -138,7 +146,7 @@ def cancel_task(
     return ops.cancel_task(svc, task_id, ACTOR, body.reason if body else None).to_dict()
 
 
-@router.post("/api/tasks/{task_id}/retry", tags=["tasks"], responses={404: {}, 409: {}})
+@router.post("/api/tasks/{task_id}/retry", tags=["tasks"], responses={**NOT_FOUND, **CONFLICT})
 def retry_task(task_id: str, svc: Svc) -> dict[str, Any]:
     """Queue a failed or cancelled task again, with its attempts reset."""
     return ops.retry_task(svc, task_id, ACTOR).to_dict()
@@ -153,7 +161,7 @@ def public_maintenance_status(svc: Svc) -> dict[str, Any]:
     return maintenance.public_status(svc)
 
 
-@router.get("/health", tags=["health"], responses={503: {}})
+@router.get("/health", tags=["health"], responses=unhealthy("Unhealthy: see each component"))
 def health(svc: Svc) -> JSONResponse:
     """Each component with its status (ok, degraded, inconsistent, error, unused). 503 when
     the system cannot take or keep work (database down, or Redis down in rq or hybrid mode

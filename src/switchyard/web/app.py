@@ -8,8 +8,9 @@ import re
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette.middleware.sessions import SessionMiddleware
 
 from switchyard.errors import (
     ConfigError,
@@ -28,6 +29,8 @@ from switchyard.rollback.commands import NothingToResume
 from switchyard.rollback.runs import RunBusy
 from switchyard.rq_engine import BrokerUnavailable
 from switchyard.web import admin, api, auth, dashboard, metrics, rollback
+from switchyard.web.limits import MAX_DETAIL_CHARS, BodyGuard, excerpt
+from switchyard.web.sessions import SessionKeys, Sessions
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,8 @@ STATUS_FOR: dict[type[SwitchyardError], int] = {
 }
 # UsageError messages start "invalid <field>..."; the field is named back to the client.
 _FIELD = re.compile(r"^invalid ([A-Za-z_][\w.\[\]]*)")
+# A 422 lists at most this many problems (a batch of 1,000 bad tasks is not echoed back).
+MAX_ERRORS = 10
 
 
 def create_app(services: Services | None = None) -> FastAPI:
@@ -57,16 +62,14 @@ def create_app(services: Services | None = None) -> FastAPI:
     )
     app.state.services = svc
     app.state.metrics = metrics.Metrics(svc)
-    app.add_middleware(
-        SessionMiddleware,
-        secret_key=auth.session_secret(svc.settings),
-        session_cookie=auth.SESSION_COOKIE,
-        max_age=auth.SESSION_MAX_AGE,
-        same_site="strict",
-        https_only=False,
-    )
+    app.state.session_keys = SessionKeys(svc)
+    app.state.signin_limiter = auth.signin_limiter(svc.settings)
+    app.add_middleware(Sessions, services=svc, keys=app.state.session_keys)
     app.add_exception_handler(SwitchyardError, _switchyard_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.middleware("http")(_security_headers)
+    # Added last, so it runs first: nothing reads a body before its size is checked.
+    app.add_middleware(BodyGuard, max_bytes=svc.settings.http_max_body_bytes)
     for module in (api, admin, rollback, dashboard, metrics):
         app.include_router(module.router)
     return app
@@ -94,15 +97,44 @@ def _switchyard_error(request: Request, exc: SwitchyardError) -> JSONResponse:
         return _usage_error(exc)
     if isinstance(exc, SubmissionsPaused):
         return _paused(request, exc)
-    return JSONResponse({"detail": str(exc)}, status_code=status)
+    return JSONResponse({"detail": _short(exc)}, status_code=status)
+
+
+def _short(exc: Exception) -> str:
+    """An error message cut short: it may quote what the client sent (a 2 KB URL)."""
+    return excerpt(str(exc), MAX_DETAIL_CHARS)
 
 
 def _usage_error(exc: UsageError) -> JSONResponse:
     """A 422 shaped like FastAPI's own validation errors, naming the field."""
     found = _FIELD.match(str(exc))
     field = found.group(1) if found else "body"
-    body = {"detail": [{"loc": field.split("."), "msg": str(exc), "type": "value_error"}]}
+    body = {"detail": [{"loc": field.split("."), "msg": _short(exc), "type": "value_error"}]}
     return JSONResponse(body, status_code=422)
+
+
+def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's 422, with at most MAX_ERRORS problems and each echoed input an excerpt."""
+    errors = [_trimmed(error) for error in exc.errors()[:MAX_ERRORS]]
+    return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+
+
+def _trimmed(error: Any) -> dict[str, Any]:
+    trimmed = {key: error[key] for key in ("loc", "msg", "type") if key in error}
+    trimmed["msg"] = excerpt(str(trimmed.get("msg", "")), MAX_DETAIL_CHARS)
+    if "input" in error:
+        trimmed["input"] = _echo(error["input"])
+    return trimmed
+
+
+def _echo(value: Any) -> Any:
+    """What the client sent, as itself when short and plain, else as a text excerpt (a
+    4,000-digit integer or a float NaN is not echoed back as JSON)."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int) and len(str(value)) <= 20:
+        return value
+    return excerpt(value if isinstance(value, str) else repr(value))
 
 
 def _paused(request: Request, exc: SubmissionsPaused) -> JSONResponse:

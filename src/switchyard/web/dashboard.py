@@ -1,7 +1,8 @@
 """The operator's dashboard at /admin: one server-rendered page kept open during an incident.
 
-It signs in with the admin token and then holds a signed session cookie (HttpOnly,
-SameSite=Strict); every form carries the session's CSRF token and asks for confirmation.
+It signs in with the admin token and then holds a server-side session (`web.auth`) named by
+a signed cookie (HttpOnly, SameSite=Strict, Secure unless served on loopback); every form
+carries the session's CSRF token and asks for confirmation.
 A few lines of script refresh the status panel every few seconds from /admin/panel; the page
 works (minus the refresh) without them. A Content-Security-Policy with a per-request nonce
 allows only that script.
@@ -167,8 +168,13 @@ def login_form(request: Request) -> Response:
 def login(request: Request, token: Annotated[str, Form()] = "") -> Response:
     if auth.admin_token(request.app.state.services.settings) is None:
         return _disabled(request)
-    if not auth.sign_in(request, token):
-        return _render(request, "login.html", {"error": "wrong token"}, status=401)
+    try:
+        if not auth.sign_in(request, token):
+            return _render(request, "login.html", {"error": "wrong token"}, status=401)
+    except auth.TooManyAttempts as exc:
+        page = _render(request, "login.html", {"error": exc.detail}, status=429)
+        page.headers["Retry-After"] = str(exc.retry_after)
+        return page
     return RedirectResponse("/admin", status_code=303)
 
 

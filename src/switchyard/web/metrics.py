@@ -33,7 +33,10 @@ COMPONENTS = ("database", "redis")
 router = APIRouter()
 
 
-@router.get("/metrics", tags=["health"], response_class=Response)
+PROMETHEUS_TEXT = {"content": {"text/plain": {"schema": {"type": "string"}}}}
+
+
+@router.get("/metrics", tags=["health"], response_class=Response, responses={200: PROMETHEUS_TEXT})
 def scrape(request: Request) -> Response:
     """Prometheus text exposition."""
     return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

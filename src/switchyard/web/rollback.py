@@ -16,8 +16,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from switchyard.rollback import commands as rollback
 from switchyard.web.api import Svc
 from switchyard.web.auth import require_admin
+from switchyard.web.responses import ADMIN_ROUTES, CONFLICT, NOT_FOUND, VERDICT
 
-router = APIRouter(prefix="/admin", tags=["rollback"], dependencies=[Depends(require_admin)])
+router = APIRouter(
+    prefix="/admin",
+    tags=["rollback"],
+    dependencies=[Depends(require_admin)],
+    responses=ADMIN_ROUTES,
+)
 Actor = Annotated[str, Depends(require_admin)]
 # Kept equal to switchyard.rollback.procedures.KINDS by a test.
 Kind = Literal["emergency", "planned", "partial", "rollforward"]
@@ -66,6 +72,10 @@ class CleanupIn(BaseModel):
     confirm: bool = Field(default=False, description="false: only say what would be removed")
 
 
+class MarkdownResponse(PlainTextResponse):
+    media_type = "text/markdown"
+
+
 def _verdict(report: dict[str, Any]) -> JSONResponse:
     """200 when the check passed, 409 when it found something: a script's `curl -f` fails."""
     return JSONResponse(report, status_code=200 if report["ok"] else 409)
@@ -74,7 +84,7 @@ def _verdict(report: dict[str, Any]) -> JSONResponse:
 # -- runs ---------------------------------------------------------------------------------------
 
 
-@router.post("/rollback/{kind}", status_code=202, responses={409: {}, 422: {}})
+@router.post("/rollback/{kind}", status_code=202, responses=CONFLICT)
 def start_rollback(
     kind: Kind, svc: Svc, actor: Actor, body: Annotated[RollbackIn | None, Body()] = None
 ) -> JSONResponse:
@@ -85,17 +95,17 @@ def start_rollback(
     return JSONResponse(run, status_code=202, headers={"Location": location})
 
 
-@router.post("/runs/{run_id}/resume", status_code=202, responses={404: {}, 409: {}})
+@router.post("/runs/{run_id}/resume", status_code=202, responses={**NOT_FOUND, **CONFLICT})
 def resume_run(run_id: str, svc: Svc) -> JSONResponse:
     """Continue a failed or interrupted run where it stopped (every step is idempotent)."""
     run = rollback.resume_in_background(svc, run_id)
     return JSONResponse(run, status_code=202, headers={"Location": f"/admin/runs/{run_id}"})
 
 
-@router.get("/runs/{run_id}/report", response_class=PlainTextResponse, responses={404: {}})
-def run_report(run_id: str, svc: Svc) -> PlainTextResponse:
+@router.get("/runs/{run_id}/report", response_class=MarkdownResponse, responses=NOT_FOUND)
+def run_report(run_id: str, svc: Svc) -> MarkdownResponse:
     """The run's incident report, in Markdown."""
-    return PlainTextResponse(rollback.run_report(svc, run_id), media_type="text/markdown")
+    return MarkdownResponse(rollback.run_report(svc, run_id))
 
 
 # -- the checks ---------------------------------------------------------------------------------
@@ -107,7 +117,7 @@ def assess(svc: Svc, body: Annotated[AssessIn | None, Body()] = None) -> dict[st
     return rollback.assess(svc, **(body or AssessIn()).model_dump())
 
 
-@router.post("/check", responses={409: {}})
+@router.post("/check", responses=VERDICT)
 def check(svc: Svc, actor: Actor, body: Annotated[CheckIn | None, Body()] = None) -> JSONResponse:
     """Do the database and Redis agree? 409 lists what does not (and, with `repair`, what
     was safely repaired)."""
@@ -118,14 +128,14 @@ def check(svc: Svc, actor: Actor, body: Annotated[CheckIn | None, Body()] = None
     return _verdict(report.to_dict())
 
 
-@router.post("/verify", responses={409: {}})
+@router.post("/verify", responses=VERDICT)
 def verify(svc: Svc, body: Annotated[VerifyIn | None, Body()] = None) -> JSONResponse:
     """After a move: nothing lost or duplicated, and the engines hold what the mode says."""
     report = rollback.verify_now(svc, expect_rq_empty=(body or VerifyIn()).expect_rq_empty)
     return _verdict(report.to_dict())
 
 
-@router.post("/rq/cleanup", responses={409: {}})
+@router.post("/rq/cleanup", responses=CONFLICT)
 def cleanup_rq(
     svc: Svc, actor: Actor, body: Annotated[CleanupIn | None, Body()] = None
 ) -> dict[str, Any]:
