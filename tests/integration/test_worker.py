@@ -132,6 +132,15 @@ def test_refused_fetch_fails_without_retry_and_a_404_is_retried(
     assert image_server.hits[f"/{'missing/a.png'}"] == 3
 
 
+def test_a_punycode_host_that_does_not_parse_is_refused_once(store: TaskStore, db_url: str) -> None:
+    """idna's errors used to escape the fetcher: three tries, then "internal error"."""
+    submit_many(store, ["http://xn--a/cat.png"])
+    assert make_worker(store, db_url, caption_handler(make_settings(db_url))).run() == 0
+    [task] = store.list_tasks()
+    assert (task.status, task.attempts) == (Status.FAILED, 1)
+    assert (task.error or "").startswith("refused: malformed host (")
+
+
 def test_the_captioning_handler_completes_a_real_image(
     store: TaskStore, db_url: str, image_server: ImageServer
 ) -> None:
