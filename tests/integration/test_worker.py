@@ -157,7 +157,8 @@ def test_the_captioning_handler_completes_a_real_image(
 def test_a_timed_out_attempt_is_retried_and_its_late_result_discarded(
     store: TaskStore, db_url: str
 ) -> None:
-    """One thread: the retry is claimed while the abandoned attempt still occupies it."""
+    """Two threads: the retry runs on a fresh thread while the abandoned attempt still
+    occupies its own (one stuck thread of two does not yet replace the worker)."""
     gate = threading.Event()
 
     def first_hangs(task: Task) -> tuple[str, float]:
@@ -168,7 +169,7 @@ def test_a_timed_out_attempt_is_retried_and_its_late_result_discarded(
 
     submit_many(store, urls(1))
     [task_id] = [t.id for t in store.list_tasks()]
-    worker = make_worker(store, db_url, first_hangs, concurrency=1, worker_timeout=0.2)
+    worker = make_worker(store, db_url, first_hangs, concurrency=2, worker_timeout=0.2)
     thread, code = run_in_thread(worker)
     wait_until(lambda: per_task(store, Status.RUNNING, Status.QUEUED)[task_id] == 1)
     gate.set()
@@ -183,7 +184,7 @@ def test_a_timed_out_attempt_is_retried_and_its_late_result_discarded(
 def test_the_timeout_counts_from_the_start_of_the_attempt_not_the_claim(
     store: TaskStore, db_url: str
 ) -> None:
-    """A batch claims more tasks than threads; waiting for a thread is not running."""
+    """Three 0.15 s tasks in a row on one thread never trip a 0.35 s timeout."""
 
     def steady(task: Task) -> tuple[str, float]:
         time.sleep(0.15)
@@ -195,6 +196,27 @@ def test_the_timeout_counts_from_the_start_of_the_attempt_not_the_claim(
     assert status_counts(store) == {"completed": 3}
     assert all(t.attempts == 1 for t in store.list_tasks())
     assert transitions(store)[("running", "queued")] == 0
+
+
+def test_a_claim_takes_no_more_tasks_than_there_are_free_threads(
+    store: TaskStore, db_url: str
+) -> None:
+    """A claimed task never waits unstarted (behind a busy or a stuck thread)."""
+    gate = threading.Event()
+
+    def waits(task: Task) -> tuple[str, float]:
+        gate.wait(10)
+        return "ok", 0.5
+
+    submit_many(store, urls(5))
+    worker = make_worker(store, db_url, waits, concurrency=2, worker_batch_size=10)
+    thread, code = run_in_thread(worker)
+    wait_until(lambda: status_counts(store)["running"] == 2)
+    time.sleep(0.3)  # several claim rounds of the worker's loop
+    assert status_counts(store) == {"running": 2, "queued": 3}
+    gate.set()
+    thread.join(timeout=20)
+    assert code == [0] and status_counts(store) == {"completed": 5}
 
 
 def test_a_task_cancelled_while_running_keeps_its_cancellation(

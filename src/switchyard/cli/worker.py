@@ -38,8 +38,17 @@ def worker(
         "--worker-class",
         help="rq worker class: simple (runs jobs in-process, fast) or fork (a process per job).",
     ),
+    stop_timeout: float = typer.Option(
+        30.0,
+        "--stop-timeout",
+        min=0,
+        help="After SIGTERM/SIGINT, seconds running tasks may take before they are released.",
+    ),
 ) -> None:
-    """Run a worker until SIGTERM/SIGINT (twice to release running tasks at once)."""
+    """Run a worker until SIGTERM/SIGINT (twice, or --stop-timeout after the first, to release
+    running tasks). A polling worker whose threads are stuck in hung handlers re-executes
+    itself: same command line, same PID, a fresh process."""
+    from switchyard.workers.polling import REPLACE_EXIT_CODE
     from switchyard.workers.runner import run_worker  # rq and Pillow: only workers pay for them
 
     code = run_worker(
@@ -48,19 +57,34 @@ def worker(
         worker_class=worker_class.value,
         concurrency=concurrency,
         burst=burst,
+        stop_timeout=stop_timeout,
     )
+    if code == REPLACE_EXIT_CODE:
+        _replace_process()
     if code != 0:
         _exit_now(code)
     raise typer.Exit(code)
 
 
+def _replace_process() -> None:
+    """Re-execute this worker: exec ends every thread, however stuck, and keeps the PID, so
+    whoever watches the process (a supervisor, `serve --with-worker`) sees no exit."""
+    err_console.print("worker threads are stuck in hung handlers: starting afresh")
+    _flush()
+    os.execv(sys.executable, sys.orig_argv)
+
+
 def _exit_now(code: int) -> None:
     """After an abort its tasks are already released, but their threads may sit in a slow
     fetch, and a normal exit would wait for them (thread pools are joined at exit)."""
+    _flush()
+    os._exit(code)
+
+
+def _flush() -> None:
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(code)
 
 
 @app.command()

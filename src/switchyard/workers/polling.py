@@ -6,7 +6,16 @@ It also sends heartbeats for every task it holds, enforces WORKER_TIMEOUT, and r
 orphaned by workers that died (their heartbeat lapsed).
 
 Signals: the first SIGTERM/SIGINT stops claiming and lets running tasks finish (exit 0); a
-second one releases unfinished tasks back to `queued` at once (exit 1).
+second one, or `stop_timeout` seconds after the first, releases unfinished tasks back to
+`queued` at once (exit 1).
+
+Deadlines: every claimed task starts at once on a thread of its own (a claim takes no more
+tasks than there are free threads, so none waits unstarted behind a busy or stuck one). An
+attempt older than WORKER_TIMEOUT is failed or retried on time, however its handler hangs;
+its thread is abandoned (a daemon thread: it cannot keep the process alive) and its late
+result discarded. Python cannot kill a thread, so once as many abandoned threads are still
+stuck as the worker has threads, it stops claiming, finishes what it holds, and returns
+`REPLACE_EXIT_CODE`: `switchyard worker` then re-executes itself, a fresh process in place.
 
 Modes: given a `routing` (see `switchyard.modes`), the worker claims what the current mode
 lets polling workers take (everything in `db` mode or during a Redis fallback; in `hybrid`,
@@ -25,7 +34,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from types import FrameType
@@ -46,6 +54,7 @@ from switchyard.logs import log_event
 from switchyard.modes import Mode, PollingScope, Routing
 
 CANARY_LOOK_SECONDS = 1.0  # how often the canary lane is looked at
+REPLACE_EXIT_CODE = 75  # EX_TEMPFAIL: threads are stuck, run me again (see the docstring)
 log = logging.getLogger("switchyard.worker")  # the name operators filter logs by
 
 
@@ -71,9 +80,8 @@ def worker_name() -> str:
 @dataclass
 class _Held:
     task: Task
-    # When a pool thread began the attempt; None while it waits for a thread (a batch claims
-    # more tasks than threads), which does not count against WORKER_TIMEOUT.
-    started: float | None = None
+    thread: threading.Thread
+    started: float  # when the attempt began (its thread started), for WORKER_TIMEOUT
 
 
 class Worker:
@@ -90,6 +98,7 @@ class Worker:
         name: str | None = None,
         routing: Callable[[], Routing] | None = None,
         follow_mode: bool = False,
+        stop_timeout: float | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -104,7 +113,10 @@ class Worker:
         self.stopping = threading.Event()
         self.aborting = threading.Event()
         self.processed = 0
-        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="task")
+        self.stop_timeout = stop_timeout  # after the first signal; None: no limit
+        self._stop_by: float | None = None
+        self._abandoned: list[threading.Thread] = []  # threads of timed-out attempts
+        self.replacing = False  # its threads are stuck: finish, then run afresh
         self._next_heartbeat = 0.0
         self._next_canary_look = 0.0
         self.routing = routing
@@ -120,6 +132,8 @@ class Worker:
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         if self.stopping.is_set():
             self.aborting.set()
+        elif self.stop_timeout is not None:
+            self._stop_by = time.monotonic() + self.stop_timeout
         self.stopping.set()
 
     def run(self) -> int:
@@ -131,6 +145,7 @@ class Worker:
         try:
             while not self.aborting.is_set():
                 self._housekeeping()
+                self._enforce_deadlines()
                 claimed = self._maybe_claim()
                 collected = self._collect(wait=not claimed)
                 # A result collected after the claim may have requeued a task: claim again.
@@ -138,18 +153,19 @@ class Worker:
                     break
         finally:
             released = self._release_all() if self.aborting.is_set() else 0
-            self._pool.shutdown(wait=not self.aborting.is_set(), cancel_futures=True)
             self._touch("stopped")
             log_event(
                 log, "worker_stop", worker=self.name, processed=self.processed, released=released
             )
-        return 1 if self.aborting.is_set() else 0
+        if self.aborting.is_set():
+            return 1
+        return REPLACE_EXIT_CODE if self.replacing and not self.stopping.is_set() else 0
 
     def _finished(self, idle: bool) -> bool:
         """Stop when asked and nothing is held; in burst mode, also when a claim found nothing."""
         if self.held:
             return False
-        if self.stopping.is_set() or (self.burst and idle):
+        if self.stopping.is_set() or self.replacing or (self.burst and idle):
             return True
         if self.follow_mode and self.routing and self.routing().auto_engine is not Engine.DB:
             self.yielded = True
@@ -168,17 +184,17 @@ class Worker:
     # -- claiming and running ---------------------------------------------------------------
 
     def _maybe_claim(self) -> int | None:
-        """Claim when a thread would otherwise idle, up to WORKER_BATCH_SIZE held tasks.
+        """Claim as many tasks as there are free threads, at most WORKER_BATCH_SIZE.
 
         Returns how many were claimed, or None when no claim was attempted."""
-        if self.stopping.is_set() or len(self.held) >= self.concurrency:
+        if self.stopping.is_set() or self.replacing or len(self.held) >= self.concurrency:
             return None
         scope = self.routing().polling_scope() if self.routing else None
         if scope is not None and not scope.claims:
             return 0  # rq mode: the polling worker waits for a mode change or a fallback
         if not handler_ready(self.handler):
             return 0  # every caption provider is down: leave the tasks queued, spend nothing
-        room = max(self.settings.worker_batch_size, self.concurrency) - len(self.held)
+        room = min(self.settings.worker_batch_size, self.concurrency - len(self.held))
         scope = scope or PollingScope(True)
         tasks = self._canaries(scope)
         tasks += self.store.claim(
@@ -189,9 +205,17 @@ class Worker:
             takes_rq=scope.takes_rq,
         )
         for task in tasks:
-            self.held[task.id] = _Held(task)
-            self._pool.submit(self._run_one, task)
+            self._start(task)
         return len(tasks)
+
+    def _start(self, task: Task) -> None:
+        """Run `task` on a thread of its own: a daemon, so a hung handler cannot keep the
+        process alive, and new, so it never waits behind a thread that is stuck."""
+        thread = threading.Thread(
+            target=self._run_one, args=(task,), name=f"task-{task.id}", daemon=True
+        )
+        self.held[task.id] = _Held(task, thread, time.monotonic())
+        thread.start()
 
     def _canaries(self, scope: PollingScope) -> list[Task]:
         """The canary lane, looked at once a second: a rollback's canary runs next, however
@@ -210,10 +234,6 @@ class Worker:
         )
 
     def _run_one(self, task: Task) -> None:
-        held = self.held.get(task.id)
-        if held is None or held.task is not task:
-            return  # abandoned (timed out) while it waited for a thread
-        held.started = time.monotonic()
         try:
             self.done.put((task, self.handler(task)))
         except BaseException as exc:  # reported to the main thread, which decides
@@ -288,16 +308,27 @@ class Worker:
         if self.held:
             self.store.heartbeat(self.name, list(self.held))
         self._touch("busy" if self.held else "idle")
-        self._enforce_timeout(now)
         recover_orphans(self.store, self.settings, self.name)
 
-    def _enforce_timeout(self, now: float) -> None:
-        """Abandon attempts older than WORKER_TIMEOUT; their late results are discarded."""
+    def _enforce_deadlines(self) -> None:
+        """WORKER_TIMEOUT for every attempt, `stop_timeout` for a graceful stop, and the
+        decision to replace this process once its abandoned threads are all stuck."""
+        now = time.monotonic()
+        if self._stop_by is not None and now >= self._stop_by and not self.aborting.is_set():
+            log_event(log, "stop_timeout", logging.WARNING, worker=self.name, held=len(self.held))
+            self.aborting.set()
         limit = self.settings.worker_timeout
         for task_id, held in list(self.held.items()):
-            if held.started is not None and now - held.started > limit:
+            if now - held.started > limit:
                 del self.held[task_id]
+                self._abandoned.append(held.thread)
                 self._record_failure(held.task, TaskTimeout(f"timed out after {limit:g}s"))
+        self._abandoned = [thread for thread in self._abandoned if thread.is_alive()]
+        if len(self._abandoned) >= self.concurrency and not self.replacing:
+            log_event(
+                log, "worker_replace", logging.WARNING, worker=self.name, stuck=len(self._abandoned)
+            )
+            self.replacing = True
 
     def _touch(self, state: str) -> None:
         """Refresh this worker's row in the registry (`switchyard workers`)."""
