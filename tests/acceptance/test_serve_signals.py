@@ -54,17 +54,17 @@ def test_the_worker_of_serve_ends_with_it_on_sigterm_sigint_and_sigkill(
     servers = []
     for signum in SIGNALS:
         log = tmp_path / f"serve-{signum.name}.log"
+        port = str(free_port())
         with log.open("wb") as sink:
             server = subprocess.Popen(
-                [sys.executable, "-m", "switchyard", "serve", "--with-worker"]
-                + ["--port", str(free_port())],
+                [sys.executable, "-m", "switchyard", "serve", "--with-worker", "--port", port],
                 env=cli_env(sqlite_url, REDIS_URL=redis_url),
                 stdout=sink,
                 stderr=subprocess.STDOUT,
             )
         servers.append((signum, server, log))
     try:
-        for signum, server, log in servers:  # the worker logs its start once it is set up
+        for signum, _, log in servers:  # the worker logs its start once it is set up
             started = wait_for(lambda log=log: "worker_start" in log.read_text(), 60)
             assert started, f"{signum.name}: {log.read_text()}"
         workers = {signum: children(server.pid) for signum, server, _ in servers}
