@@ -198,10 +198,11 @@ def test_the_timeout_counts_from_the_start_of_the_attempt_not_the_claim(
     assert transitions(store)[("running", "queued")] == 0
 
 
-def test_a_claim_takes_no_more_tasks_than_there_are_free_threads(
+def test_claimed_tasks_that_wait_too_long_for_a_thread_are_released(
     store: TaskStore, db_url: str
 ) -> None:
-    """A claimed task never waits unstarted (behind a busy or a stuck thread)."""
+    """A batch claims more than the slots; with the slots busy, the rest go back to the
+    queue instead of sitting `running`, unstarted, behind slow work."""
     gate = threading.Event()
 
     def waits(task: Task) -> tuple[str, float]:
@@ -210,13 +211,17 @@ def test_a_claim_takes_no_more_tasks_than_there_are_free_threads(
 
     submit_many(store, urls(5))
     worker = make_worker(store, db_url, waits, concurrency=2, worker_batch_size=10)
+    worker.pending_limit = 0.3
     thread, code = run_in_thread(worker)
-    wait_until(lambda: status_counts(store)["running"] == 2)
-    time.sleep(0.3)  # several claim rounds of the worker's loop
+    wait_until(lambda: status_counts(store) == {"running": 2, "queued": 3})
+    time.sleep(0.3)  # several rounds of the worker's loop: it does not claim them again
     assert status_counts(store) == {"running": 2, "queued": 3}
     gate.set()
     thread.join(timeout=20)
     assert code == [0] and status_counts(store) == {"completed": 5}
+    assert transitions(store)[("running", "queued")] == 3
+    assert transitions(store)[("running", "completed")] == 5
+    assert all(t.attempts == 1 for t in store.list_tasks())
 
 
 def test_a_task_cancelled_while_running_keeps_its_cancellation(

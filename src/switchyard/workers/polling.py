@@ -9,13 +9,15 @@ Signals: the first SIGTERM/SIGINT stops claiming and lets running tasks finish (
 second one, or `stop_timeout` seconds after the first, releases unfinished tasks back to
 `queued` at once (exit 1).
 
-Deadlines: every claimed task starts at once on a thread of its own (a claim takes no more
-tasks than there are free threads, so none waits unstarted behind a busy or stuck one). An
-attempt older than WORKER_TIMEOUT is failed or retried on time, however its handler hangs;
-its thread is abandoned (a daemon thread: it cannot keep the process alive) and its late
-result discarded. Python cannot kill a thread, so once as many abandoned threads are still
-stuck as the worker has threads, it stops claiming, finishes what it holds, and returns
-`REPLACE_EXIT_CODE`: `switchyard worker` then re-executes itself, a fresh process in place.
+Deadlines: a batch claim may take more tasks than there are threads (one query for many fast
+tasks); the extra ones wait, claimed but unstarted, for one of the `concurrency` slots
+(`workers.slots`). One that has waited `pending_limit` seconds (its slots all busy with slow
+work) is released to `queued` for another worker; so is every unstarted one when the worker
+stops. An attempt older than WORKER_TIMEOUT is failed or retried on time, however its handler
+hangs: its thread is written off (a daemon: it cannot keep the process alive; its late result
+is discarded) and a fresh slot takes its place. Python cannot kill a thread, so once as many
+written-off threads are still stuck as the worker has slots, it stops claiming, finishes what
+it runs, and returns `REPLACE_EXIT_CODE`: `switchyard worker` then re-executes itself.
 
 Modes: given a `routing` (see `switchyard.modes`), the worker claims what the current mode
 lets polling workers take (everything in `db` mode or during a Redis fallback; in `hybrid`,
@@ -52,9 +54,11 @@ from switchyard.domain import Engine, Origin, Task
 from switchyard.errors import TaskTimeout
 from switchyard.logs import log_event
 from switchyard.modes import Mode, PollingScope, Routing
+from switchyard.workers.slots import Slots
 
 CANARY_LOOK_SECONDS = 1.0  # how often the canary lane is looked at
 REPLACE_EXIT_CODE = 75  # EX_TEMPFAIL: threads are stuck, run me again (see the docstring)
+PENDING_LIMIT = 10.0  # seconds a claimed task may wait for a free slot before it is released
 log = logging.getLogger("switchyard.worker")  # the name operators filter logs by
 
 
@@ -80,8 +84,10 @@ def worker_name() -> str:
 @dataclass
 class _Held:
     task: Task
-    thread: threading.Thread
-    started: float  # when the attempt began (its thread started), for WORKER_TIMEOUT
+    claimed: float  # when it was claimed, for `pending_limit`
+    # Its thread and when the attempt began (for WORKER_TIMEOUT); None while it is pending.
+    thread: threading.Thread | None = None
+    started: float | None = None
 
 
 class Worker:
@@ -115,7 +121,9 @@ class Worker:
         self.processed = 0
         self.stop_timeout = stop_timeout  # after the first signal; None: no limit
         self._stop_by: float | None = None
-        self._abandoned: list[threading.Thread] = []  # threads of timed-out attempts
+        self.pending_limit = PENDING_LIMIT
+        self._starting = threading.Lock()  # a slot starting a task vs. its release
+        self._slots = Slots(concurrency, self._begin, self._run_one)
         self.replacing = False  # its threads are stuck: finish, then run afresh
         self._next_heartbeat = 0.0
         self._next_canary_look = 0.0
@@ -153,6 +161,7 @@ class Worker:
                     break
         finally:
             released = self._release_all() if self.aborting.is_set() else 0
+            self._slots.close()
             self._touch("stopped")
             log_event(
                 log, "worker_stop", worker=self.name, processed=self.processed, released=released
@@ -184,7 +193,7 @@ class Worker:
     # -- claiming and running ---------------------------------------------------------------
 
     def _maybe_claim(self) -> int | None:
-        """Claim as many tasks as there are free threads, at most WORKER_BATCH_SIZE.
+        """Claim when a slot would otherwise idle, up to WORKER_BATCH_SIZE held tasks.
 
         Returns how many were claimed, or None when no claim was attempted."""
         if self.stopping.is_set() or self.replacing or len(self.held) >= self.concurrency:
@@ -194,7 +203,7 @@ class Worker:
             return 0  # rq mode: the polling worker waits for a mode change or a fallback
         if not handler_ready(self.handler):
             return 0  # every caption provider is down: leave the tasks queued, spend nothing
-        room = min(self.settings.worker_batch_size, self.concurrency - len(self.held))
+        room = max(self.settings.worker_batch_size, self.concurrency) - len(self.held)
         scope = scope or PollingScope(True)
         tasks = self._canaries(scope)
         tasks += self.store.claim(
@@ -204,18 +213,11 @@ class Worker:
             rq_grace=scope.rq_grace,
             takes_rq=scope.takes_rq,
         )
+        now = time.monotonic()
         for task in tasks:
-            self._start(task)
+            self.held[task.id] = _Held(task, now)
+            self._slots.put(task)
         return len(tasks)
-
-    def _start(self, task: Task) -> None:
-        """Run `task` on a thread of its own: a daemon, so a hung handler cannot keep the
-        process alive, and new, so it never waits behind a thread that is stuck."""
-        thread = threading.Thread(
-            target=self._run_one, args=(task,), name=f"task-{task.id}", daemon=True
-        )
-        self.held[task.id] = _Held(task, thread, time.monotonic())
-        thread.start()
 
     def _canaries(self, scope: PollingScope) -> list[Task]:
         """The canary lane, looked at once a second: a rollback's canary runs next, however
@@ -232,6 +234,16 @@ class Worker:
             origin=Origin.CANARY,
             takes_rq=scope.takes_rq,
         )
+
+    def _begin(self, task: Task) -> bool:
+        """On a slot's thread: start the attempt unless the task was released meanwhile."""
+        with self._starting:
+            held = self.held.get(task.id)
+            if held is None or held.task is not task or held.started is not None:
+                return False
+            held.thread = threading.current_thread()
+            held.started = time.monotonic()
+            return True
 
     def _run_one(self, task: Task) -> None:
         try:
@@ -311,24 +323,41 @@ class Worker:
         recover_orphans(self.store, self.settings, self.name)
 
     def _enforce_deadlines(self) -> None:
-        """WORKER_TIMEOUT for every attempt, `stop_timeout` for a graceful stop, and the
-        decision to replace this process once its abandoned threads are all stuck."""
+        """WORKER_TIMEOUT for every attempt, `pending_limit` for every unstarted task,
+        `stop_timeout` for a graceful stop, and the decision to replace this process once
+        its abandoned threads are all stuck."""
         now = time.monotonic()
         if self._stop_by is not None and now >= self._stop_by and not self.aborting.is_set():
             log_event(log, "stop_timeout", logging.WARNING, worker=self.name, held=len(self.held))
             self.aborting.set()
         limit = self.settings.worker_timeout
         for task_id, held in list(self.held.items()):
-            if now - held.started > limit:
+            if held.thread is not None and held.started is not None and now - held.started > limit:
                 del self.held[task_id]
-                self._abandoned.append(held.thread)
+                self._slots.retire(held.thread)
                 self._record_failure(held.task, TaskTimeout(f"timed out after {limit:g}s"))
-        self._abandoned = [thread for thread in self._abandoned if thread.is_alive()]
-        if len(self._abandoned) >= self.concurrency and not self.replacing:
-            log_event(
-                log, "worker_replace", logging.WARNING, worker=self.name, stuck=len(self._abandoned)
-            )
+        stuck = self._slots.stuck()
+        if stuck >= self.concurrency and not self.replacing:
+            log_event(log, "worker_replace", logging.WARNING, worker=self.name, stuck=stuck)
             self.replacing = True
+        self._release_pending(now)
+
+    def _release_pending(self, now: float) -> None:
+        """Give back unstarted tasks that waited too long for a slot, and all of them once
+        the worker stops or is to be replaced: they must not wait for slow work here."""
+        every = self.stopping.is_set() or self.replacing
+        with self._starting:
+            waited = [
+                task_id
+                for task_id, held in self.held.items()
+                if held.started is None and (every or now - held.claimed > self.pending_limit)
+            ]
+            for task_id in waited:
+                del self.held[task_id]
+        if waited:
+            reason = "worker shut down" if every else "waited too long for a worker thread"
+            released = self.store.release(self.name, waited, reason)
+            log_event(log, "release_pending", worker=self.name, released=released, reason=reason)
 
     def _touch(self, state: str) -> None:
         """Refresh this worker's row in the registry (`switchyard workers`)."""
@@ -343,6 +372,7 @@ class Worker:
         )
 
     def _release_all(self) -> int:
-        released = self.store.release(self.name, list(self.held), "worker shut down")
-        self.held.clear()
-        return released
+        with self._starting:  # no slot may start one of them after this
+            ids = list(self.held)
+            self.held.clear()
+        return self.store.release(self.name, ids, "worker shut down")
