@@ -11,9 +11,14 @@ import signal
 import time
 
 import pytest
+from rq.serializers import JSONSerializer
 
+from switchyard import modes, switch
 from switchyard.db.store import TaskStore
 from switchyard.domain import Priority, Status
+from switchyard.operations import submit
+from switchyard.rq_engine import jobs, queue_for
+from switchyard.workers.rq import SimpleRQWorker
 from tests.integration.conftest import (
     StartWorker,
     new_task,
@@ -21,7 +26,7 @@ from tests.integration.conftest import (
     submit_many,
     wait_until,
 )
-from tests.integration.support_rq import HANDLER
+from tests.integration.support_rq import HANDLER, ServicesPool, handler, new_tasks
 
 HANG = "http://img.test/hang/0.png"
 STARTUP = 60  # seconds a worker process may take to start (imports) on a loaded machine
@@ -80,3 +85,22 @@ def test_a_graceful_stop_ends_within_the_stop_timeout_releasing_what_did_not_fin
     released = store.get(task.id)
     assert (released.status, released.attempts, released.worker) == (Status.QUEUED, 0, None)
     assert store.events(task.id)[-1]["reason"] == "worker shut down"
+
+
+def test_an_rq_job_hung_in_a_system_call_is_timed_out_by_worker_timeout(
+    sqlite_url: str, redis_url: str, pool: ServicesPool
+) -> None:
+    """The rq engine: rq's job timeout (SIGALRM, set from WORKER_TIMEOUT) interrupts a handler
+    blocked in read(2); the attempt is failed on time and retried through the database."""
+    services = pool.make(sqlite_url, redis_url, worker_timeout=1.0)
+    switch.switch_mode(services.store, modes.Mode.RQ, "test", "rq")
+    [task] = submit(services, new_tasks(1, path="hang"), "test")
+    jobs.install(services.store, services.settings, handler(services.settings), "rq-hang")
+    queues = [queue_for(services.redis, p) for p in sorted(Priority)]
+    worker = SimpleRQWorker(queues, connection=services.redis, serializer=JSONSerializer)
+    started = time.monotonic()
+    worker.work(burst=True, logging_level="WARNING")
+    assert time.monotonic() - started < 1 + 2.0
+    again = services.store.get(task.id)
+    assert (again.status, again.attempts) == (Status.QUEUED, 1)
+    assert again.error == "timed out after 1s"
