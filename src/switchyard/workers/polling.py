@@ -150,6 +150,7 @@ class Worker:
             log, "worker_start", worker=self.name, concurrency=self.concurrency, burst=self.burst
         )
         self.store.register_worker(self.name, Engine.DB, socket.gethostname(), os.getpid())
+        self._slots.start()
         try:
             while not self.aborting.is_set():
                 self._housekeeping()

@@ -37,9 +37,12 @@ class Slots(Generic[Item]):
         self._run = run
         self._name = name
         self._queue: queue.SimpleQueue[Item] = queue.SimpleQueue()
+        self._size = size
         self._retired: set[threading.Thread] = set()
         self._closed = threading.Event()
-        for _ in range(size):
+
+    def start(self) -> None:
+        for _ in range(self._size):
             self._spawn()
 
     def put(self, item: Item) -> None:
