@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -145,6 +146,20 @@ class Settings(BaseSettings):
         if not self.caption_providers:
             return [self.caption_provider]
         return [name.strip() for name in self.caption_providers.split(",")]
+
+
+# `scheme://user:password@` up to the last `@` (a password may hold one unescaped): more
+# masked than needed, never less.
+_URL_PASSWORD = re.compile(r"^(?P<head>[^:/]*://[^:/@]*):.*@")
+_QUERY_PASSWORD = re.compile(r"(?i)(?P<head>[?&](?:password|passwd|pwd)=)[^&#]*")
+
+
+def masked_url(url: str) -> str:
+    """`url` with its password (in the userinfo or a `password=` query parameter) replaced
+    by `***`, for anything printed or logged. Works on a URL that does not parse, which is
+    when one is most often printed."""
+    masked = _URL_PASSWORD.sub(r"\g<head>:***@", url, count=1)
+    return _QUERY_PASSWORD.sub(r"\g<head>***", masked)
 
 
 def load_settings(**overrides: object) -> Settings:

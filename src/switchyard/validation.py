@@ -35,7 +35,8 @@ def validate_url(url: str) -> str:
 MAX_ID = 2**63 - 1  # ids are BIGINT columns
 
 
-def _positive(name: str, value: Any) -> int:
+def positive_id(name: str, value: Any) -> int:
+    """`value` if it fits an id column (a BIGINT above zero), else a UsageError naming it."""
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_ID:
         raise UsageError(f"invalid {name} {value!r}: must be an integer from 1 to {MAX_ID}")
     return value
@@ -51,8 +52,8 @@ def build_task(
     """Validate one submission completely before anything is written."""
     return NewTask(
         image_url=validate_url(image_url),
-        user_id=_positive("user_id", user_id),
-        platform_connection_id=_positive("platform_connection_id", platform_connection_id),
+        user_id=positive_id("user_id", user_id),
+        platform_connection_id=positive_id("platform_connection_id", platform_connection_id),
         priority=Priority.parse(priority),
         settings=CaptionSettings.parse(settings).model_dump(exclude_none=True),
     )

@@ -158,7 +158,43 @@ def test_typer_usage_errors_exit_2(sqlite_url: str) -> None:
     assert missing_option.code == 2 and "--user-id" in missing_option.err
     assert bad_engine.code == 2 and "--engine" in bad_engine.err
     for run in (missing_option, bad_engine):
-        assert "Traceback" not in run.err
+        assert len(run.err.strip().splitlines()) == 1, run.err  # not a boxed panel
+        assert run.error_line().startswith("error: ")
+
+
+def test_bad_input_is_one_line_and_exit_2_never_an_internal_error(
+    sqlite_url: str, sqlite_store: TaskStore, tmp_path: Path
+) -> None:
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes(b"http://example.org/ok.png\nhttp://example.org/caf\xe9.png\n")
+    runs = cli_many(
+        sqlite_url,
+        ("submit", "--file", str(latin1), *IDS),
+        ("tasks", "--user-id", "9223372036854775808"),  # one past BIGINT
+        ("tasks", "--user-id", "-5"),
+        ("tasks", "--user-id", "five"),
+    )
+    expected = [
+        f"error: cannot read {latin1}: not UTF-8 text (byte 0xe9 at offset 48)",
+        "error: invalid user_id 9223372036854775808: must be an integer from 1 to ",
+        "error: invalid user_id -5: must be an integer from 1 to ",
+        "error: Invalid value for '--user-id': ",
+    ]
+    for run, start in zip(runs, expected, strict=True):
+        assert run.code == 2, run
+        assert len(run.err.strip().splitlines()) == 1 and run.error_line().startswith(start), run
+    assert sqlite_store.list_tasks() == []
+
+
+def test_a_database_url_with_a_bad_port_is_exit_2_and_its_password_is_masked() -> None:
+    for url in (
+        "postgresql://ops:hunter2-secret@db.internal:fivefourthreetwo/switchyard",
+        "postgresql:/ops:hunter2-secret@db.internal/switchyard",  # does not parse at all
+    ):
+        run = cli(url, "tasks")
+        assert run.code == 2, run
+        assert "hunter2-secret" not in run.err + run.out, run
+        assert run.error_line().startswith("error: invalid DATABASE_URL"), run
 
 
 def test_debug_shows_the_traceback_and_a_missing_schema_is_one_line(tmp_path: Path) -> None:

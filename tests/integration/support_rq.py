@@ -4,7 +4,8 @@
 file named by HANDLER_LOG (one line per run, appended atomically), so a test can count how
 often each task really ran, whichever engine and process ran it. The image URL steers it:
 `.../sleep/<seconds>/...` sleeps, `.../sleep-once/<seconds>/...` sleeps on a task's first run
-only, `.../fail/...` raises, anything else returns at once.
+only, `.../hang/...` blocks forever in a system call (a read of a pipe nobody writes),
+`.../fail/...` raises, anything else returns at once.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ def handler(settings: Settings) -> Callable[[Task], tuple[str, float]]:
         if log_path:
             with open(log_path, "a") as log:
                 log.write(f"{task.id} {os.getpid()}\n")
+        if "hang" in parts:
+            os.read(os.pipe()[0], 1)  # blocks in C, beyond the reach of any signal handler
         if "sleep" in parts:
             time.sleep(float(parts[parts.index("sleep") + 1]))
         if first_run:

@@ -19,7 +19,8 @@ import pytest
 from PIL import Image
 
 from switchyard.captioning import fetch_image
-from switchyard.captioning.fetch import AddressPolicy, address_kind
+from switchyard.captioning.addresses import address_kind
+from switchyard.captioning.fetch import AddressPolicy
 from switchyard.config import Settings, load_settings
 from switchyard.errors import CaptionError, FetchRefused
 
@@ -130,6 +131,28 @@ def _drip(h: Handler, q: dict[str, list[str]]) -> None:
         time.sleep(0.05)
 
 
+def _dribble_headers(h: Handler, q: dict[str, list[str]]) -> None:
+    """One header line a second: every read is quick, the headers never end (well, after 8 s)."""
+    _dribble(h, [b"HTTP/1.1 200 OK\r\n"] + [b"X-Pad: %d\r\n" % i for i in range(8)])
+
+
+def _dribble_body(h: Handler, q: dict[str, list[str]]) -> None:
+    """Headers at once, then one body byte a second."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: 8\r\n\r\n"
+    _dribble(h, [head] + [b"x"] * 8)
+
+
+def _dribble(h: Handler, pieces: list[bytes]) -> None:
+    h.close_connection = True
+    try:
+        for piece in pieces:
+            h.wfile.write(piece)
+            h.wfile.flush()
+            time.sleep(1.0)
+    except OSError:
+        pass  # the fetcher hung up, as it should
+
+
 ROUTES: dict[str, Callable[[Handler, dict[str, list[str]]], None]] = {
     "/img.png": _image,
     "/page.html": _html,
@@ -141,6 +164,8 @@ ROUTES: dict[str, Callable[[Handler, dict[str, list[str]]], None]] = {
     "/loop": _loop,
     "/slow": _slow,
     "/drip": _drip,
+    "/dribble-headers": _dribble_headers,
+    "/dribble-body": _dribble_body,
 }
 
 
@@ -221,7 +246,7 @@ def test_ip_literal_in_private_range_is_refused() -> None:
         ("224.0.0.1", "a multicast address"),
         ("240.0.0.1", "a reserved address"),
         ("0.0.0.0", "an unspecified address"),
-        ("100.64.0.1", "not a public address"),
+        ("100.64.0.1", "a shared (carrier-grade NAT) address"),
         ("::1", "a loopback address"),
         ("fe80::1", "a link-local address"),
         ("fc00::1", "a private address"),
@@ -372,6 +397,18 @@ def test_trickling_body_hits_the_overall_deadline(server: ImageServer) -> None:
     assert time.monotonic() - started < 1.0  # the drip alone would take 3 s
 
 
+@pytest.mark.parametrize("path", ["/dribble-headers", "/dribble-body"])
+def test_a_server_dribbling_one_line_a_second_cannot_outlast_the_deadline(
+    server: ImageServer, path: str
+) -> None:
+    """Each piece comes within any per-read timeout; only a whole-fetch deadline ends it.
+    Without one, the headers take 8 s and the body ends at the first byte after 1.5 s."""
+    started = time.monotonic()
+    with pytest.raises(CaptionError, match=r"^timed out fetching image after 1\.5s$"):
+        fetch_image(server.url(path), settings(fetch_timeout=1.5), exempt=LOOPBACK_ONLY)
+    assert time.monotonic() - started < 1.5 + 0.35
+
+
 # --- https: the pinned connection still sends SNI and verifies the certificate's name ----
 
 
@@ -441,6 +478,28 @@ def test_https_certificate_must_match_the_requested_name(
     url = f"https://127.0.0.1:{server.port}/img.png"  # the certificate is for localhost only
     with pytest.raises(CaptionError, match=r"^could not fetch image from 127\.0\.0\.1: .*CERTIF"):
         fetch_image(url, settings(fetch_allow_private=True), verify=trust)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://xn--a/cat.png", "refused: malformed host (Codepoint U+0080 "),
+        ("http://xn--/cat.png", "refused: malformed host (Malformed A-label"),
+        ("http://xn--zz-/cat.png", "refused: malformed host (A-label must not end with a hyphen"),
+        ("http://a..b/cat.png", "refused: malformed host ("),
+        (f"http://{'a' * 64}.example/cat.png", "refused: malformed host ("),
+    ],
+)
+def test_hosts_that_do_not_parse_are_refused_not_internal_errors(url: str, message: str) -> None:
+    assert refused(url).startswith(message)
+
+
+def test_ietf_protocol_assignment_addresses_are_refused_before_connecting() -> None:
+    """Python 3.11 calls 192.0.0.8 and fec0::1 public; the fetcher connected to 192.0.0.8."""
+    assert refused("http://192.0.0.8/cat.png") == (
+        "refused: 192.0.0.8 is an IETF protocol assignment address"
+    )
+    assert refused("http://[fec0::1]/cat.png") == "refused: fec0::1 is a site-local address"
 
 
 def test_unresolvable_host_is_one_line_caption_error() -> None:

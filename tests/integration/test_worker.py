@@ -132,6 +132,15 @@ def test_refused_fetch_fails_without_retry_and_a_404_is_retried(
     assert image_server.hits[f"/{'missing/a.png'}"] == 3
 
 
+def test_a_punycode_host_that_does_not_parse_is_refused_once(store: TaskStore, db_url: str) -> None:
+    """idna's errors used to escape the fetcher: three tries, then "internal error"."""
+    submit_many(store, ["http://xn--a/cat.png"])
+    assert make_worker(store, db_url, caption_handler(make_settings(db_url))).run() == 0
+    [task] = store.list_tasks()
+    assert (task.status, task.attempts) == (Status.FAILED, 1)
+    assert (task.error or "").startswith("refused: malformed host (")
+
+
 def test_the_captioning_handler_completes_a_real_image(
     store: TaskStore, db_url: str, image_server: ImageServer
 ) -> None:
@@ -148,7 +157,8 @@ def test_the_captioning_handler_completes_a_real_image(
 def test_a_timed_out_attempt_is_retried_and_its_late_result_discarded(
     store: TaskStore, db_url: str
 ) -> None:
-    """One thread: the retry is claimed while the abandoned attempt still occupies it."""
+    """Two threads: the retry runs on a fresh thread while the abandoned attempt still
+    occupies its own (one stuck thread of two does not yet replace the worker)."""
     gate = threading.Event()
 
     def first_hangs(task: Task) -> tuple[str, float]:
@@ -159,7 +169,7 @@ def test_a_timed_out_attempt_is_retried_and_its_late_result_discarded(
 
     submit_many(store, urls(1))
     [task_id] = [t.id for t in store.list_tasks()]
-    worker = make_worker(store, db_url, first_hangs, concurrency=1, worker_timeout=0.2)
+    worker = make_worker(store, db_url, first_hangs, concurrency=2, worker_timeout=0.2)
     thread, code = run_in_thread(worker)
     wait_until(lambda: per_task(store, Status.RUNNING, Status.QUEUED)[task_id] == 1)
     gate.set()
@@ -174,7 +184,7 @@ def test_a_timed_out_attempt_is_retried_and_its_late_result_discarded(
 def test_the_timeout_counts_from_the_start_of_the_attempt_not_the_claim(
     store: TaskStore, db_url: str
 ) -> None:
-    """A batch claims more tasks than threads; waiting for a thread is not running."""
+    """Three 0.15 s tasks in a row on one thread never trip a 0.35 s timeout."""
 
     def steady(task: Task) -> tuple[str, float]:
         time.sleep(0.15)
@@ -186,6 +196,32 @@ def test_the_timeout_counts_from_the_start_of_the_attempt_not_the_claim(
     assert status_counts(store) == {"completed": 3}
     assert all(t.attempts == 1 for t in store.list_tasks())
     assert transitions(store)[("running", "queued")] == 0
+
+
+def test_claimed_tasks_that_wait_too_long_for_a_thread_are_released(
+    store: TaskStore, db_url: str
+) -> None:
+    """A batch claims more than the slots; with the slots busy, the rest go back to the
+    queue instead of sitting `running`, unstarted, behind slow work."""
+    gate = threading.Event()
+
+    def waits(task: Task) -> tuple[str, float]:
+        gate.wait(10)
+        return "ok", 0.5
+
+    submit_many(store, urls(5))
+    worker = make_worker(store, db_url, waits, concurrency=2, worker_batch_size=10)
+    worker.pending_limit = 0.3
+    thread, code = run_in_thread(worker)
+    wait_until(lambda: status_counts(store) == {"running": 2, "queued": 3})
+    time.sleep(0.3)  # several rounds of the worker's loop: it does not claim them again
+    assert status_counts(store) == {"running": 2, "queued": 3}
+    gate.set()
+    thread.join(timeout=20)
+    assert code == [0] and status_counts(store) == {"completed": 5}
+    assert transitions(store)[("running", "queued")] == 3
+    assert transitions(store)[("running", "completed")] == 5
+    assert all(t.attempts == 1 for t in store.list_tasks())
 
 
 def test_a_task_cancelled_while_running_keeps_its_cancellation(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from switchyard.config import Settings, load_settings
+from switchyard.config import Settings, load_settings, masked_url
 from switchyard.errors import ConfigError
 from tests.conftest import cli_env
 
@@ -119,3 +119,22 @@ def test_the_cli_refuses_to_start_on_an_invalid_value(tmp_path: Path) -> None:
         assert " ".join(err.split()).startswith(f"error: invalid {name}: "), err
         assert "Traceback" not in err and out == ""
     assert not database.exists()
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://ops:s3cret@db:5432/x", "postgresql://ops:***@db:5432/x"),
+        ("postgresql://ops:s3cret@db:notaport/x", "postgresql://ops:***@db:notaport/x"),
+        ("mysql+pymysql://root:p/w@d@db/x", "mysql+pymysql://root:***@db/x"),  # unescaped / and @
+        ("redis://:s3cret@127.0.0.1:6379/0", "redis://:***@127.0.0.1:6379/0"),
+        (
+            "postgresql://db/x?sslmode=require&password=s3cret",
+            "postgresql://db/x?sslmode=require&password=***",
+        ),
+        ("postgresql://ops@db/x", "postgresql://ops@db/x"),
+        ("sqlite:////var/lib/switchyard.db", "sqlite:////var/lib/switchyard.db"),
+    ],
+)
+def test_printed_urls_have_their_password_masked(url: str, shown: str) -> None:
+    assert masked_url(url) == shown

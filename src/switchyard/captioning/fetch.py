@@ -11,10 +11,13 @@ changes between our check and our connect (DNS rebinding). The defences, in orde
 * the connection is pinned to a vetted address (see `PinnedTransport`);
 * redirects are followed by hand, at most `MAX_REDIRECTS`, each hop vetted again;
 * the body is streamed and cut off at `fetch_max_bytes`; the content-type must be image/*;
-* the whole fetch, DNS included, shares one `fetch_timeout` budget: each hop's network
-  waits get what is left of it, and it is re-checked after every body chunk. (A single
-  stalled read can still wait for what was left when its hop began, so the worst case is
-  under twice the budget; httpx has no per-request wall clock to do better.)
+* the whole fetch is one deadline, `fetch_timeout` after it began: DNS, connect, TLS,
+  every header line, every body chunk and every redirect. httpx's timeouts apply per
+  socket operation (a server sending one header line a second never trips them), so the
+  connections are made through `DeadlineBackend`, whose every socket wait is cut to what
+  is left of the deadline; the fetch ends within `fetch_timeout` plus scheduling slack.
+* the host must parse: a malformed punycode label (`xn--a`), an empty or over-long label
+  is refused once, like any other bad URL, rather than failing as an internal error.
 
 Refusals raise `FetchRefused` with one line; network failures raise `CaptionError`.
 """
@@ -31,8 +34,10 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
+import httpcore
 import httpx
 
+from switchyard.captioning.addresses import IPAddress, Network, address_kind
 from switchyard.config import Settings
 from switchyard.errors import CaptionError, FetchRefused
 
@@ -41,40 +46,12 @@ REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 ALLOWED_SCHEMES = frozenset({"http", "https"})
 USER_AGENT = "switchyard-captioner/0.1 (+alt-text)"
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Verify = ssl.SSLContext | str | bool
-
-# Most specific first: 127.0.0.1 and 169.254.x are also `is_private`, 240/4 too.
-_ADDRESS_KINDS = (
-    ("is_unspecified", "an unspecified"),
-    ("is_loopback", "a loopback"),
-    ("is_link_local", "a link-local"),
-    ("is_multicast", "a multicast"),
-    ("is_reserved", "a reserved"),
-    ("is_private", "a private"),
-)
 
 
 def one_line(exc: BaseException) -> str:
     """Collapse an exception's text so the task's error column stays a single line."""
     return " ".join(str(exc).split()) or type(exc).__name__
-
-
-def address_kind(address: IPAddress) -> str | None:
-    """Say why `address` must not be fetched from ("a private address"), or None if public."""
-    if isinstance(address, ipaddress.IPv6Address):
-        embedded = address.ipv4_mapped or address.sixtofour
-        if embedded is None and address.teredo is not None:
-            embedded = address.teredo[1]
-        if embedded is not None and (kind := address_kind(embedded)) is not None:
-            return f"{kind} (embedded {embedded})"
-    for attribute, kind in _ADDRESS_KINDS:
-        if getattr(address, attribute):
-            return f"{kind} address"
-    if not address.is_global:
-        return "not a public address"
-    return None
 
 
 @dataclass(frozen=True)
@@ -117,7 +94,9 @@ def resolve(host: str, port: int, timeout: float | None) -> list[IPAddress]:
         infos = future.result(timeout=timeout)
     except FutureTimeout:
         raise httpx.ConnectTimeout(f"timed out resolving {host}") from None
-    except (socket.gaierror, UnicodeError) as exc:
+    except UnicodeError as exc:  # an over-long or empty label: the name can never resolve
+        raise FetchRefused(f"refused: malformed host ({one_line(exc)})") from None
+    except socket.gaierror as exc:
         raise CaptionError(f"could not resolve {host}: {one_line(exc)}") from None
     addresses: list[IPAddress] = []
     for info in infos:
@@ -141,20 +120,25 @@ class PinnedTransport(httpx.BaseTransport):
     happens to share the IP. If connecting to one vetted address fails, the next is tried.
     """
 
-    def __init__(self, policy: AddressPolicy, verify: Verify = True) -> None:
+    def __init__(self, policy: AddressPolicy, deadline: float, verify: Verify = True) -> None:
         self._policy = policy
-        self._inner = httpx.HTTPTransport(
-            verify=_default_ssl_context() if verify is True else verify,
-            limits=httpx.Limits(max_keepalive_connections=0),
+        self._deadline = deadline
+        self._inner = httpx.HTTPTransport(retries=0)
+        # httpx takes no network backend, so its transport (kept for its mapping of
+        # httpcore's errors to httpx's) gets a pool built with ours. A test of a server
+        # that dribbles its headers fails if this stops working.
+        self._inner._pool = httpcore.ConnectionPool(
+            ssl_context=_ssl_context(verify),
+            max_keepalive_connections=0,
             retries=0,
+            network_backend=DeadlineBackend(deadline),
         )
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Vet every address of the request's host, then send it to the first that answers."""
         host = request.url.host
         port = request.url.port or (443 if request.url.scheme == "https" else 80)
-        timeout = request.extensions.get("timeout", {}).get("connect")
-        addresses = resolve(host, port, timeout)
+        addresses = resolve(host, port, self._deadline - time.monotonic())
         for address in addresses:
             self._policy.check(host, address)
         last_error: httpx.ConnectError | None = None
@@ -181,6 +165,75 @@ class PinnedTransport(httpx.BaseTransport):
         self._inner.close()
 
 
+class DeadlineBackend(httpcore.NetworkBackend):
+    """httpcore's socket backend with every wait cut to what is left before `deadline`
+    (a `time.monotonic()` value): see the module docstring."""
+
+    def __init__(self, deadline: float) -> None:
+        self._deadline = deadline
+        self._inner = httpcore.SyncBackend()
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.NetworkStream:
+        wait = _cut(timeout, self._deadline, httpcore.ConnectTimeout)
+        stream = self._inner.connect_tcp(host, port, wait, local_address, socket_options)
+        return DeadlineStream(stream, self._deadline)
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+class DeadlineStream(httpcore.NetworkStream):
+    """A socket stream whose reads, writes and TLS handshake all end by the deadline."""
+
+    def __init__(self, inner: httpcore.NetworkStream, deadline: float) -> None:
+        self._inner = inner
+        self._deadline = deadline
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _cut(timeout, self._deadline, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _cut(timeout, self._deadline, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        wait = _cut(timeout, self._deadline, httpcore.ConnectTimeout)
+        return DeadlineStream(
+            self._inner.start_tls(ssl_context, server_hostname, wait), self._deadline
+        )
+
+    def get_extra_info(self, info: str) -> object:
+        return self._inner.get_extra_info(info)
+
+
+def _cut(timeout: float | None, deadline: float, expired: type[httpcore.TimeoutException]) -> float:
+    """`timeout`, shortened to the time left before `deadline`; raise `expired` if none is."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise expired("the fetch deadline has passed")
+    return left if timeout is None else min(timeout, left)
+
+
+def _ssl_context(verify: Verify) -> ssl.SSLContext:
+    if isinstance(verify, ssl.SSLContext):
+        return verify
+    return _default_ssl_context() if verify is True else httpx.create_ssl_context(verify)
+
+
 @functools.cache
 def _default_ssl_context() -> ssl.SSLContext:
     """Built once: loading the CA bundle costs most of a caption's CPU if done per fetch."""
@@ -188,11 +241,12 @@ def _default_ssl_context() -> ssl.SSLContext:
 
 
 def check_url(url: str | httpx.URL) -> httpx.URL:
-    """Parse `url` and refuse anything but an absolute http(s) URL with a host."""
+    """Parse `url` and refuse anything but an absolute http(s) URL with a host that parses."""
     try:
         parsed = url if isinstance(url, httpx.URL) else httpx.URL(url)
     except (httpx.InvalidURL, TypeError, ValueError) as exc:
         raise FetchRefused(f"refused: malformed URL ({one_line(exc)})") from None
+    _check_host(parsed)
     if not parsed.scheme:
         raise FetchRefused("refused: malformed URL (expected an absolute http:// or https:// URL)")
     if parsed.scheme not in ALLOWED_SCHEMES:
@@ -202,10 +256,30 @@ def check_url(url: str | httpx.URL) -> httpx.URL:
     return parsed
 
 
-def make_client(policy: AddressPolicy, verify: Verify = True) -> httpx.Client:
+def _check_host(parsed: httpx.URL) -> None:
+    """Refuse a host that cannot be decoded (a malformed punycode label such as `xn--a`) or
+    encoded for the resolver (an empty or over-long label). Both are UnicodeErrors (idna's
+    errors are too), raised lazily by httpx and the resolver; here they are refused once."""
+    try:
+        host = parsed.host  # httpx decodes punycode here, with the idna package
+        if host and not _is_ip_literal(host):
+            host.encode("idna")  # the encoding getaddrinfo applies: label lengths
+    except UnicodeError as exc:
+        raise FetchRefused(f"refused: malformed host ({one_line(exc)})") from None
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def make_client(policy: AddressPolicy, deadline: float, verify: Verify = True) -> httpx.Client:
     """A client that never follows redirects or proxies on its own; we vet every hop."""
     return httpx.Client(
-        transport=PinnedTransport(policy, verify),
+        transport=PinnedTransport(policy, deadline, verify),
         follow_redirects=False,
         trust_env=False,  # an environment proxy would resolve names where we cannot vet them
         headers={
@@ -236,7 +310,7 @@ def fetch_image(
     )
     current = check_url(url)
     try:
-        with make_client(policy, verify) as client:
+        with make_client(policy, deadline, verify) as client:
             for _hop in range(MAX_REDIRECTS + 1):
                 timeout = _remaining(deadline, settings)
                 with client.stream("GET", current, timeout=timeout) as response:

@@ -7,6 +7,10 @@ import sys
 
 import typer
 
+# typer 0.29 carries its own click; this one class has no public name (the help of a group
+# called without a command), and must show the help rather than an error line.
+from typer._click.exceptions import NoArgsIsHelpError
+
 from switchyard import logs, notify
 from switchyard.cli import (  # noqa: F401  (registers commands)
     engines,
@@ -55,13 +59,29 @@ def configure_logging(settings: Settings, level: str) -> None:
 
 
 def main() -> None:
-    """Entry point. Typer handles usage errors (exit 2) and exits; ours become one line."""
+    """Entry point: usage errors (Typer's and ours) become one line and exit 2, other
+    errors one line and their own code, never a traceback (but with --debug)."""
     try:
-        app()
+        code = app(standalone_mode=False)
+    except NoArgsIsHelpError as exc:
+        exc.show()  # the help, as `switchyard` alone has always printed
+        sys.exit(exc.exit_code)
+    except typer.TyperException as exc:  # bad options, values, files: all bad usage
+        _fail(None, f"error: {_one_line(exc)}", 2)
+    except typer.Abort:
+        _fail(None, "aborted", 1)
     except SwitchyardError as exc:
         _fail(exc, f"error: {exc}", exc.exit_code)
     except Exception as exc:
         _fail(exc, f"internal error: {type(exc).__name__}: {exc}", 1)
+    sys.exit(code if isinstance(code, int) else 0)  # typer.Exit(code) returns its code
+
+
+def _one_line(exc: typer.TyperException) -> str:
+    """Click's message on one line, with where to look for the right usage."""
+    message = " ".join(exc.format_message().split())
+    ctx = getattr(exc, "ctx", None)
+    return f"{message} (see: {ctx.command_path} --help)" if ctx is not None else message
 
 
 def _fail(exc: BaseException | None, line: str, code: int) -> None:

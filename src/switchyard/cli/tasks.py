@@ -41,9 +41,14 @@ def _read_urls(urls: list[str], file: Path | None) -> list[str]:
     found = list(urls)
     if file is not None:
         try:
-            text = file.read_text()
+            text = file.read_text(encoding="utf-8")
         except OSError as exc:
             raise UsageError(f"cannot read {file}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise UsageError(
+                f"cannot read {file}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x}"
+                f" at offset {exc.start})"
+            ) from None
         found += [
             line.strip()
             for line in text.splitlines()

@@ -29,6 +29,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import PoolResetState
 
+from switchyard.config import masked_url
 from switchyard.errors import ConfigError, StoreError
 from switchyard.logs import log_event
 
@@ -54,7 +55,13 @@ def normalize_url(raw: str) -> URL:
     try:
         url = make_url(raw)
     except sa.exc.ArgumentError:
-        raise ConfigError(f"invalid DATABASE_URL: cannot parse {raw!r}") from None
+        # Not echoed even masked: where it does not parse, the password may not be found.
+        raise ConfigError(
+            "invalid DATABASE_URL: cannot parse it (expected dialect://user:password@host/db)"
+        ) from None
+    except ValueError as exc:  # SQLAlchemy reads the port with int(): "invalid literal ..."
+        problem = "the port must be a number" if "int()" in str(exc) else str(exc)
+        raise ConfigError(f"invalid DATABASE_URL {masked_url(raw)!r}: {problem}") from None
     if url.drivername in _DRIVERS:
         url = url.set(drivername=_DRIVERS[url.drivername])
     if url.get_backend_name() not in ("sqlite", "postgresql", "mysql", "mariadb"):

@@ -38,6 +38,7 @@ from typing import Any
 import redis
 from redis import Redis
 
+from switchyard.config import masked_url
 from switchyard.db.snapshot import TABLES, b64, snapshot
 from switchyard.db.store import TaskStore
 from switchyard.errors import NotFound, UsageError
@@ -330,7 +331,7 @@ def take_backup(store: TaskStore, r: Redis, out: Path, *, redis_url: str = "") -
     manifest = {
         "format": FORMAT,
         "created_at": created_at,
-        "redis": {**redis_info, "url": _safe_url(redis_url)},
+        "redis": {**redis_info, "url": masked_url(redis_url)},
         "database": {"dialect": store.dialect},
         "counts": counts,
         "files": {name: rec.__dict__ for name, rec in sorted(files.items())},
@@ -386,14 +387,6 @@ def _backup_database(
             files[rel] = write_jsonl(work / rel, snap.rows(name))
             counts[name] = files[rel].records
         counts["tasks_by_status_engine"] = snap.tasks_by_status_engine()
-
-
-def _safe_url(url: str) -> str:
-    """The Redis URL without a password, for the manifest."""
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.rpartition('@')[2]}"
 
 
 # -- reading a backup back -----------------------------------------------------------------

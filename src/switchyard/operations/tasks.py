@@ -15,6 +15,7 @@ from switchyard.logs import log_event
 from switchyard.modes import Routing
 from switchyard.operations.maintenance import submission_block
 from switchyard.operations.services import Services
+from switchyard.validation import positive_id
 
 log = logging.getLogger("switchyard.operations.tasks")
 
@@ -90,7 +91,7 @@ def list_tasks(
     return services.store.list_tasks(
         status=wanted,
         priority=Priority.parse(priority) if priority else None,
-        user_id=user_id,
+        user_id=None if user_id is None else positive_id("user_id", user_id),
         limit=limit,
     )
 

@@ -6,7 +6,18 @@ It also sends heartbeats for every task it holds, enforces WORKER_TIMEOUT, and r
 orphaned by workers that died (their heartbeat lapsed).
 
 Signals: the first SIGTERM/SIGINT stops claiming and lets running tasks finish (exit 0); a
-second one releases unfinished tasks back to `queued` at once (exit 1).
+second one, or `stop_timeout` seconds after the first, releases unfinished tasks back to
+`queued` at once (exit 1).
+
+Deadlines: a batch claim may take more tasks than there are threads (one query for many fast
+tasks); the extra ones wait, claimed but unstarted, for one of the `concurrency` slots
+(`workers.slots`). One that has waited `pending_limit` seconds (its slots all busy with slow
+work) is released to `queued` for another worker; so is every unstarted one when the worker
+stops. An attempt older than WORKER_TIMEOUT is failed or retried on time, however its handler
+hangs: its thread is written off (a daemon: it cannot keep the process alive; its late result
+is discarded) and a fresh slot takes its place. Python cannot kill a thread, so once as many
+written-off threads are still stuck as the worker has slots, it stops claiming, finishes what
+it runs, and returns `REPLACE_EXIT_CODE`: `switchyard worker` then re-executes itself.
 
 Modes: given a `routing` (see `switchyard.modes`), the worker claims what the current mode
 lets polling workers take (everything in `db` mode or during a Redis fallback; in `hybrid`,
@@ -25,7 +36,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from types import FrameType
@@ -44,8 +54,11 @@ from switchyard.domain import Engine, Origin, Task
 from switchyard.errors import TaskTimeout
 from switchyard.logs import log_event
 from switchyard.modes import Mode, PollingScope, Routing
+from switchyard.workers.slots import Slots
 
 CANARY_LOOK_SECONDS = 1.0  # how often the canary lane is looked at
+REPLACE_EXIT_CODE = 75  # EX_TEMPFAIL: threads are stuck, run me again (see the docstring)
+PENDING_LIMIT = 10.0  # seconds a claimed task may wait for a free slot before it is released
 log = logging.getLogger("switchyard.worker")  # the name operators filter logs by
 
 
@@ -71,8 +84,9 @@ def worker_name() -> str:
 @dataclass
 class _Held:
     task: Task
-    # When a pool thread began the attempt; None while it waits for a thread (a batch claims
-    # more tasks than threads), which does not count against WORKER_TIMEOUT.
+    claimed: float  # when it was claimed, for `pending_limit`
+    # Its thread and when the attempt began (for WORKER_TIMEOUT); None while it is pending.
+    thread: threading.Thread | None = None
     started: float | None = None
 
 
@@ -90,6 +104,7 @@ class Worker:
         name: str | None = None,
         routing: Callable[[], Routing] | None = None,
         follow_mode: bool = False,
+        stop_timeout: float | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -104,7 +119,12 @@ class Worker:
         self.stopping = threading.Event()
         self.aborting = threading.Event()
         self.processed = 0
-        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="task")
+        self.stop_timeout = stop_timeout  # after the first signal; None: no limit
+        self._stop_by: float | None = None
+        self.pending_limit = PENDING_LIMIT
+        self._starting = threading.Lock()  # a slot starting a task vs. its release
+        self._slots = Slots(concurrency, self._begin, self._run_one)
+        self.replacing = False  # its threads are stuck: finish, then run afresh
         self._next_heartbeat = 0.0
         self._next_canary_look = 0.0
         self.routing = routing
@@ -120,6 +140,8 @@ class Worker:
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         if self.stopping.is_set():
             self.aborting.set()
+        elif self.stop_timeout is not None:
+            self._stop_by = time.monotonic() + self.stop_timeout
         self.stopping.set()
 
     def run(self) -> int:
@@ -128,9 +150,11 @@ class Worker:
             log, "worker_start", worker=self.name, concurrency=self.concurrency, burst=self.burst
         )
         self.store.register_worker(self.name, Engine.DB, socket.gethostname(), os.getpid())
+        self._slots.start()
         try:
             while not self.aborting.is_set():
                 self._housekeeping()
+                self._enforce_deadlines()
                 claimed = self._maybe_claim()
                 collected = self._collect(wait=not claimed)
                 # A result collected after the claim may have requeued a task: claim again.
@@ -138,18 +162,20 @@ class Worker:
                     break
         finally:
             released = self._release_all() if self.aborting.is_set() else 0
-            self._pool.shutdown(wait=not self.aborting.is_set(), cancel_futures=True)
+            self._slots.close()
             self._touch("stopped")
             log_event(
                 log, "worker_stop", worker=self.name, processed=self.processed, released=released
             )
-        return 1 if self.aborting.is_set() else 0
+        if self.aborting.is_set():
+            return 1
+        return REPLACE_EXIT_CODE if self.replacing and not self.stopping.is_set() else 0
 
     def _finished(self, idle: bool) -> bool:
         """Stop when asked and nothing is held; in burst mode, also when a claim found nothing."""
         if self.held:
             return False
-        if self.stopping.is_set() or (self.burst and idle):
+        if self.stopping.is_set() or self.replacing or (self.burst and idle):
             return True
         if self.follow_mode and self.routing and self.routing().auto_engine is not Engine.DB:
             self.yielded = True
@@ -168,10 +194,10 @@ class Worker:
     # -- claiming and running ---------------------------------------------------------------
 
     def _maybe_claim(self) -> int | None:
-        """Claim when a thread would otherwise idle, up to WORKER_BATCH_SIZE held tasks.
+        """Claim when a slot would otherwise idle, up to WORKER_BATCH_SIZE held tasks.
 
         Returns how many were claimed, or None when no claim was attempted."""
-        if self.stopping.is_set() or len(self.held) >= self.concurrency:
+        if self.stopping.is_set() or self.replacing or len(self.held) >= self.concurrency:
             return None
         scope = self.routing().polling_scope() if self.routing else None
         if scope is not None and not scope.claims:
@@ -188,9 +214,10 @@ class Worker:
             rq_grace=scope.rq_grace,
             takes_rq=scope.takes_rq,
         )
+        now = time.monotonic()
         for task in tasks:
-            self.held[task.id] = _Held(task)
-            self._pool.submit(self._run_one, task)
+            self.held[task.id] = _Held(task, now)
+            self._slots.put(task)
         return len(tasks)
 
     def _canaries(self, scope: PollingScope) -> list[Task]:
@@ -209,11 +236,17 @@ class Worker:
             takes_rq=scope.takes_rq,
         )
 
+    def _begin(self, task: Task) -> bool:
+        """On a slot's thread: start the attempt unless the task was released meanwhile."""
+        with self._starting:
+            held = self.held.get(task.id)
+            if held is None or held.task is not task or held.started is not None:
+                return False
+            held.thread = threading.current_thread()
+            held.started = time.monotonic()
+            return True
+
     def _run_one(self, task: Task) -> None:
-        held = self.held.get(task.id)
-        if held is None or held.task is not task:
-            return  # abandoned (timed out) while it waited for a thread
-        held.started = time.monotonic()
         try:
             self.done.put((task, self.handler(task)))
         except BaseException as exc:  # reported to the main thread, which decides
@@ -288,16 +321,44 @@ class Worker:
         if self.held:
             self.store.heartbeat(self.name, list(self.held))
         self._touch("busy" if self.held else "idle")
-        self._enforce_timeout(now)
         recover_orphans(self.store, self.settings, self.name)
 
-    def _enforce_timeout(self, now: float) -> None:
-        """Abandon attempts older than WORKER_TIMEOUT; their late results are discarded."""
+    def _enforce_deadlines(self) -> None:
+        """WORKER_TIMEOUT for every attempt, `pending_limit` for every unstarted task,
+        `stop_timeout` for a graceful stop, and the decision to replace this process once
+        its abandoned threads are all stuck."""
+        now = time.monotonic()
+        if self._stop_by is not None and now >= self._stop_by and not self.aborting.is_set():
+            log_event(log, "stop_timeout", logging.WARNING, worker=self.name, held=len(self.held))
+            self.aborting.set()
         limit = self.settings.worker_timeout
         for task_id, held in list(self.held.items()):
-            if held.started is not None and now - held.started > limit:
+            if held.thread is not None and held.started is not None and now - held.started > limit:
                 del self.held[task_id]
+                self._slots.retire(held.thread)
                 self._record_failure(held.task, TaskTimeout(f"timed out after {limit:g}s"))
+        stuck = self._slots.stuck()
+        if stuck >= self.concurrency and not self.replacing:
+            log_event(log, "worker_replace", logging.WARNING, worker=self.name, stuck=stuck)
+            self.replacing = True
+        self._release_pending(now)
+
+    def _release_pending(self, now: float) -> None:
+        """Give back unstarted tasks that waited too long for a slot, and all of them once
+        the worker stops or is to be replaced: they must not wait for slow work here."""
+        every = self.stopping.is_set() or self.replacing
+        with self._starting:
+            waited = [
+                task_id
+                for task_id, held in self.held.items()
+                if held.started is None and (every or now - held.claimed > self.pending_limit)
+            ]
+            for task_id in waited:
+                del self.held[task_id]
+        if waited:
+            reason = "worker shut down" if every else "waited too long for a worker thread"
+            released = self.store.release(self.name, waited, reason)
+            log_event(log, "release_pending", worker=self.name, released=released, reason=reason)
 
     def _touch(self, state: str) -> None:
         """Refresh this worker's row in the registry (`switchyard workers`)."""
@@ -312,6 +373,7 @@ class Worker:
         )
 
     def _release_all(self) -> int:
-        released = self.store.release(self.name, list(self.held), "worker shut down")
-        self.held.clear()
-        return released
+        with self._starting:  # no slot may start one of them after this
+            ids = list(self.held)
+            self.held.clear()
+        return self.store.release(self.name, ids, "worker shut down")

@@ -143,6 +143,7 @@ class RQWorkerOptions:
     worker_class: str = "simple"
     burst: bool = False
     follow_mode: bool = False  # --engine auto
+    stop_timeout: float | None = None  # the polling worker's, when --engine auto hands over
 
 
 def build_rq_worker(services: Services, options: RQWorkerOptions, incarnation: int) -> _ModeAware:

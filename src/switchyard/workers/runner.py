@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 from types import FrameType
 
@@ -37,6 +38,7 @@ def run_worker(
     worker_class: str = "simple",
     concurrency: int = 1,
     burst: bool = False,
+    stop_timeout: float | None = None,
 ) -> int:
     """`switchyard worker`: run the chosen engine (`auto` follows the mode); returns the exit
     code. A supervisor thread watches Redis, dispatches, and keeps the registry."""
@@ -52,31 +54,40 @@ def run_worker(
     supervisor.start()
     try:
         if engine == "db":
-            return _run_polling(services, name, watcher, concurrency, burst, follow=False)[0]
-        options = RQWorkerOptions(name, worker_class, burst, follow_mode=engine == "auto")
+            polling = _Polling(concurrency, burst, follow=False, stop_timeout=stop_timeout)
+            return _run_polling(services, name, watcher, polling)[0]
+        options = RQWorkerOptions(
+            name, worker_class, burst, follow_mode=engine == "auto", stop_timeout=stop_timeout
+        )
         return _run_switching(services, options, watcher, supervisor, concurrency)
     finally:
         supervisor.stop()
 
 
+@dataclass(frozen=True)
+class _Polling:
+    """How to run a polling worker (`switchyard worker`'s options)."""
+
+    concurrency: int
+    burst: bool
+    follow: bool  # --engine auto: yield to rq when the mode says so
+    stop_timeout: float | None
+
+
 def _run_polling(
-    services: Services,
-    name: str,
-    watcher: ModeWatcher,
-    concurrency: int,
-    burst: bool,
-    follow: bool,
+    services: Services, name: str, watcher: ModeWatcher, polling: _Polling
 ) -> tuple[int, bool]:
     """A polling worker; returns (exit code, whether it yielded to rq)."""
     worker = PollingWorker(
         services.store,
         services.settings,
         make_handler(services.settings),
-        concurrency=concurrency,
-        burst=burst,
+        concurrency=polling.concurrency,
+        burst=polling.burst,
         name=name,
         routing=watcher,
-        follow_mode=follow,
+        follow_mode=polling.follow,
+        stop_timeout=polling.stop_timeout,
     )
     worker.install_signal_handlers()
     code = worker.run()
@@ -95,9 +106,8 @@ def _run_switching(
     incarnation = 0
     while not stop.requested:
         if options.follow_mode and watcher.routing(fresh=True).auto_engine is Engine.DB:
-            code, yielded = _run_polling(
-                services, options.name, watcher, concurrency, options.burst, follow=True
-            )
+            polling = _Polling(concurrency, options.burst, True, options.stop_timeout)
+            code, yielded = _run_polling(services, options.name, watcher, polling)
             if not yielded:
                 return code
         else:
