@@ -85,7 +85,7 @@ def test_a_polling_worker_picks_up_new_work_and_stops_when_asked(
 
 
 def test_a_failed_attempt_is_retried_after_its_backoff(store: TaskStore, db_url: str) -> None:
-    backing_off = TaskStore(store.engine, backoff_base=0.6)
+    backing_off = TaskStore(store.engine, backoff_base=1.5)
 
     def flaky(task: Task) -> tuple[str, float]:
         if task.attempts == 1:
@@ -98,7 +98,7 @@ def test_a_failed_attempt_is_retried_after_its_backoff(store: TaskStore, db_url:
     [task] = store.list_tasks()
     assert backing_off.claim("probe", 1) == []
     assert (task.status, task.attempts, task.error) == (Status.QUEUED, 1, "provider busy")
-    assert task.available_at >= before + timedelta(seconds=0.3)  # half the backoff is fixed
+    assert task.available_at >= before + timedelta(seconds=0.75)  # half the backoff is fixed
     time.sleep(max(0.0, (task.available_at - utcnow()).total_seconds()) + 0.05)
     assert make_worker(backing_off, db_url, flaky).run() == 0
     done = store.get(task.id)
