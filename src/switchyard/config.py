@@ -13,6 +13,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from switchyard.errors import ConfigError
 
 PROVIDERS = ("builtin", "ollama", "openai")
+_LABEL = r"\s*(?i:urgent|high|normal|low)\s*"
+QUEUE_PRIORITIES_PATTERN = rf"^(\s*[^=,\s][^,]*={_LABEL}(,\s*[^=,\s][^,]*={_LABEL})*)?$"
 
 
 class Settings(BaseSettings):
@@ -32,6 +34,9 @@ class Settings(BaseSettings):
 
     # The rq engine: queue names are RQ_QUEUE_PREFIX + urgent/high/normal/low.
     rq_queue_prefix: str = Field("", pattern=r"^[A-Za-z0-9_.:-]*$", max_length=64)
+    # Priorities of other applications' queues whose names do not end in a priority label:
+    # "emails=low,reports=high" (rq_engine/queues.py has the rules; --queue adds to it).
+    rq_queue_priorities: str = Field("", pattern=QUEUE_PRIORITIES_PATTERN)
     # Hybrid mode: polling workers take rq-owned tasks left queued longer than this.
     hybrid_grace_seconds: float = Field(30.0, ge=0)
     # The health monitor pings Redis this often, giving up on a ping after RQ_HEALTH_TIMEOUT.

@@ -45,6 +45,7 @@ from switchyard.errors import NotFound, UsageError
 from switchyard.migration.rq_reader import PREFIX, QUEUES_SET, is_wrongtype, key_types
 from switchyard.rq_engine import keys
 from switchyard.rq_engine.connection import BrokerUnavailable, translated_redis
+from switchyard.rq_engine.inventory import unknown_keys
 from switchyard.rq_engine.keys import REGISTRIES, Role
 
 FORMAT = "switchyard-backup@1"
@@ -358,6 +359,12 @@ def _backup_redis(
     markers = iter_markers(r, found.markers)
     files["redis/markers.jsonl"] = write_jsonl(work / "redis" / "markers.jsonl", markers)
     counts["redis_keys"] = {d["key"]: len(d["members"]) for d in structures}
+    counts["failed_jobs"] = {
+        d["key"]: len(d["members"])
+        for d in structures
+        if (name := keys.name_of(d["key"])) and name.role is Role.FAILED and d["members"]
+    }
+    unknown = unknown_keys(r)
     counts["job_hashes"] = files["redis/jobs.jsonl"].records
     counts["markers"] = files["redis/markers.jsonl"].records
     notes.append("job hashes are read after the queues; a job finishing meanwhile may lack one")
@@ -366,10 +373,16 @@ def _backup_redis(
             f"{len(found.skipped)} rq key(s) of an unexpected type were not read as queues or "
             "registries (see redis.skipped_keys)"
         )
+    if unknown:
+        notes.append(
+            f"{len(unknown)} rq key(s) of no known rq layout were left alone, not backed up "
+            "(see redis.unknown_keys)"
+        )
     return {
         "persistence": persistence.enabled,
         "dump": "redis/dump.rdb" if "redis/dump.rdb" in files else None,
         "skipped_keys": dict(sorted(found.skipped.items())),
+        "unknown_keys": unknown,
     }
 
 

@@ -33,9 +33,10 @@ WORKERS_SET = f"{PREFIX}:workers"
 SCAN_COUNT = 1000
 DISCOVERY_COUNT = 10_000
 QUEUE_PREFIX = f"{PREFIX}:queue:"
-# rq:queue:*, rq:ready:*, rq:scheduled:*, rq:deferred:*, rq:wip:* (and, harmlessly,
-# rq:queues, rq:results:*, rq:worker(s)*), but not rq:job:*, the bulk of the keyspace.
-SOURCE_KEYS_PATTERN = f"{PREFIX}:[dqrsw]*"
+# rq:queue:*, rq:ready:*, rq:scheduled:*, rq:deferred:*, rq:wip:*, rq:failed:* (and,
+# harmlessly, rq:queues, rq:results:*, rq:worker(s)*, rq:finished:*), but not rq:job:*, the
+# bulk of the keyspace.
+SOURCE_KEYS_PATTERN = f"{PREFIX}:[dfqrsw]*"
 
 
 class Kind(enum.StrEnum):
@@ -47,6 +48,7 @@ class Kind(enum.StrEnum):
     DEFERRED = "deferred"
     INTERMEDIATE = "intermediate"
     WIP = "wip"
+    FAILED = "failed"  # moved only with --include-failed: the task runs again
 
     @property
     def in_flight(self) -> bool:
@@ -69,10 +71,7 @@ MIGRATED_KINDS = (
 )
 
 
-# The sorted sets that hold job ids to migrate ("rq:<kind>:<queue>").
-REGISTRY_PREFIXES = tuple(
-    f"{PREFIX}:{k.value}:" for k in (Kind.READY, Kind.SCHEDULED, Kind.DEFERRED, Kind.WIP)
-)
+WITH_FAILED = (*MIGRATED_KINDS, Kind.FAILED)
 
 
 def key_for(kind: Kind, queue: str) -> str:
