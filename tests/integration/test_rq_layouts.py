@@ -139,3 +139,22 @@ def assert_pending_jobs_back(r: redis.Redis, rec: Recording) -> None:
         if kind == "list" and classify(key, kind).role is Role.QUEUE:
             waited = rec.value(key)
             assert r.lrange(key, 0, -1)[: len(waited)] == waited, key
+
+
+def test_verify_fails_when_a_failed_job_of_the_backup_is_gone(
+    sqlite_url: str, redis_url: str, r: redis.Redis, tmp_path: Path
+) -> None:
+    rec = recording("3.0.0")
+    load(r, rec)
+    svc = Services(make_settings(sqlite_url, redis_url=redis_url))
+    take_backup(svc.store, r, tmp_path / "b")
+    listed = verify(svc, tmp_path / "b", expect_rq_empty=False)
+    assert listed.ok and listed.failed_jobs == {"rq:failed:low": 1}
+
+    (failed,) = rec.jobs["failed"]
+    r.delete("rq:failed:low", f"rq:job:{failed}")  # lost: neither in rq nor a task
+    report = verify(svc, tmp_path / "b", expect_rq_empty=False)
+    check = next(c for c in report.checks if c.name == "backup_failed_accounted")
+    assert check.discrepancies == [f"rq job {failed} was in the backup and is now nowhere"]
+    assert report.failed_jobs == {}
+    svc.store.engine.dispose()
