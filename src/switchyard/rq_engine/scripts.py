@@ -218,6 +218,42 @@ class ReleasePlace:
     queues_member: str  # '' for none
 
 
+# Find switchyard's first own job in its queues, looking past every other application's job
+# (the worker then LREMs exactly that id: nothing is popped blindly, so a foreign job keeps
+# its place and its order).
+# A job is switchyard's when its hash's description is the one switchyard's enqueue writes
+# ("caption task <id>") or names switchyard's job function ("<JOB_FUNC>(...)", a plain rq
+# producer's); the worker then checks the JSON payload itself (Lua cannot inflate zlib).
+# Up to `limit` entries of each queue are looked at, in priority order.
+#
+# KEYS: the queue lists, urgent first. ARGV: 1 "rq:job:", 2 own description prefix,
+# 3 JOB_FUNC .. "(", 4 limit, 5 "find" or "count", 6.. ids not to take (found foreign).
+# find: {queue index, job id}; {0, n} when there is no own job, n foreign entries seen.
+# count: per queue, the entries looked at that are not switchyard's.
+FIND_OWN_JOB = """
+local skip = {}
+for i = 6, #ARGV do skip[ARGV[i]] = true end
+local limit, find = tonumber(ARGV[4]), ARGV[5] == 'find'
+local counts, seen = {}, 0
+for q = 1, #KEYS do
+  local foreign = 0
+  for _, id in ipairs(redis.call('LRANGE', KEYS[q], 0, limit - 1)) do
+    local d = redis.call('HGET', ARGV[1] .. id, 'description')
+    local own = d and not skip[id]
+      and (d == ARGV[2] .. id or string.sub(d, 1, #ARGV[3]) == ARGV[3])
+    if own and find then
+      return {q, id}
+    end
+    if not own then foreign = foreign + 1 end
+  end
+  counts[q] = foreign
+  seen = seen + foreign
+end
+if find then return {0, seen} end
+return counts
+"""
+
+
 class Scripts:
     """The scripts registered on one client; callable on a pipeline (EVALSHA, loaded once)."""
 
@@ -228,6 +264,7 @@ class Scripts:
         self.remove_entries: Script = connection.register_script(REMOVE_ENTRIES)
         self.restore_hash_if_absent: Script = connection.register_script(RESTORE_HASH_IF_ABSENT)
         self.release_job: Script = connection.register_script(RELEASE_JOB)
+        self.find_own_job: Script = connection.register_script(FIND_OWN_JOB)
 
     def remove(
         self, container: str, kind: str, members: list[bytes], job_keys: list[str]

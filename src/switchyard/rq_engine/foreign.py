@@ -1,0 +1,77 @@
+"""Other applications' jobs in a queue switchyard's workers share: seen, never touched.
+
+A job is switchyard's when its hash says switchyard enqueued it (description "caption task
+<id>", or a description naming JOB_FUNC) AND its payload, read with rq's JSON serializer,
+calls JOB_FUNC. Anything else in switchyard's queues (a pickled job of another application,
+a JSON job of another function, an id without a hash) is foreign: switchyard's rq workers
+look past it and take the first own job behind it by id (`LREM` of exactly that id), so a
+foreign job is never popped, failed, reordered or changed; it waits for its owner's worker
+(or `migrate rq-to-db`). `foreign_counts` tells `rq stats`, `/health` and the metrics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+from rq.exceptions import DeserializationError
+from rq.job import Job
+
+from switchyard.rq_engine.connection import JOB_FUNC, OWN_DESCRIPTION, translated_redis
+from switchyard.rq_engine.scripts import Scripts
+
+LOOK_AHEAD = 1000  # entries of each queue looked at per search (bounded work in Redis)
+JOB_KEY_PREFIX = "rq:job:"
+
+
+@dataclass(frozen=True)
+class Found:
+    """The first own job of the queues (by index into the keys given), or None with how many
+    foreign entries were seen."""
+
+    queue_index: int | None
+    job_id: str | None
+    foreign_seen: int = 0
+
+
+def find_own(scripts: Scripts, queue_keys: list[str], skip: set[str]) -> Found:
+    """The first job in `queue_keys` (in order) whose hash says it is switchyard's."""
+    args: list[str | int] = [JOB_KEY_PREFIX, OWN_DESCRIPTION, f"{JOB_FUNC}(", LOOK_AHEAD, "find"]
+    args += sorted(skip)
+    with translated_redis("looking for switchyard's jobs"):
+        index, value = scripts.find_own_job(keys=queue_keys, args=args)
+    if int(index) == 0:
+        return Found(None, None, int(value))
+    return Found(int(index) - 1, _text(value))
+
+
+def take(r: redis.Redis, queue_key: str, job_id: str) -> bool:
+    """Remove exactly this id from its queue; False if another worker took it first."""
+    with translated_redis("taking a job"):
+        return bool(r.lrem(queue_key, 1, job_id))
+
+
+def is_own_job(job: Job) -> bool:
+    """Its payload, read with rq's JSON serializer, calls switchyard's job function."""
+    try:
+        return job.func_name == JOB_FUNC
+    except (DeserializationError, ValueError, TypeError):
+        return False
+
+
+def foreign_counts(r: redis.Redis, queue_keys: list[str]) -> dict[str, int]:
+    """Entries that are not switchyard's jobs, per queue key (the first LOOK_AHEAD of each)."""
+    if not queue_keys:
+        return {}
+    scripts = Scripts(r)
+    args: list[str | int] = [JOB_KEY_PREFIX, OWN_DESCRIPTION, f"{JOB_FUNC}(", LOOK_AHEAD, "count"]
+    with translated_redis("counting other applications' jobs"):
+        counts = scripts.find_own_job(keys=queue_keys, args=args)
+    return {k: int(n) for k, n in zip(queue_keys, counts, strict=True)}
+
+
+def _text(raw: bytes | str) -> str:
+    return raw if isinstance(raw, str) else raw.decode("utf-8", "surrogateescape")
+
+
+__all__ = ["Found", "find_own", "foreign_counts", "is_own_job", "take"]
