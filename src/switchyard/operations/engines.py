@@ -16,6 +16,7 @@ from switchyard import modes, switch
 from switchyard.db.store import utcnow
 from switchyard.domain import Engine
 from switchyard.modes import Mode
+from switchyard.operations.queues import rq_queues
 from switchyard.operations.services import Services
 from switchyard.rq_engine import BrokerUnavailable
 from switchyard.rq_engine import control as rq
@@ -107,9 +108,11 @@ def _redis_side(services: Services) -> dict[str, Any]:
             "registries": rq.registry_counts(services.redis, prefix),
             "suspended": rq.suspended(services.redis),
             "workers": len(rq.our_workers(services.redis, prefix)),
+            "all_queues": rq_queues(services).to_dict(),
         }
     except BrokerUnavailable as exc:
         none = {"queues": None, "registries": None, "suspended": None, "workers": None}
+        none["all_queues"] = None
         return {"redis": {"ok": False, "error": str(exc)}, **none}
 
 

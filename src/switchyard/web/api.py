@@ -225,9 +225,14 @@ def _database_health(svc: ops.Services) -> dict[str, Any]:
 def _redis_health(svc: ops.Services, mode: dict[str, Any]) -> dict[str, Any]:
     if mode["mode"] == "db":
         return {"status": "unused"}
-    redis = engines.rq_health(svc)["redis"]
+    health = engines.rq_health(svc)
+    redis = health["redis"]
     if redis.get("ok"):
-        return {"status": "ok", **redis}
+        seen = health["all_queues"]
+        foreign = {"foreign_jobs": seen["foreign"], "foreign_unserved": seen["unserved"]}
+        # Other applications' jobs left waiting with no worker of theirs: nothing of
+        # switchyard's is lost, but an operator must hear of it.
+        return {"status": "degraded" if seen["unserved"] else "ok", **redis, **foreign}
     # Polling workers carry the work while the fallback is active: degraded, not down.
     return {"status": "degraded" if mode["fallback"]["active"] else "error", **redis}
 
