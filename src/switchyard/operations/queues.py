@@ -17,6 +17,7 @@ from typing import Any
 
 from redis import Redis
 
+from switchyard.domain import Priority
 from switchyard.migration import rq_reader
 from switchyard.migration.rq_reader import Kind
 from switchyard.operations.services import Services
@@ -61,7 +62,7 @@ class RqQueues:
         }
 
 
-def explicit_priorities(services: Services) -> dict[str, Any]:
+def explicit_priorities(services: Services) -> dict[str, Priority]:
     """RQ_QUEUE_PRIORITIES as a mapping (validated at start-up)."""
     text = services.settings.rq_queue_priorities
     return parse_queue_priorities(i for i in text.split(",") if i.strip())

@@ -18,6 +18,9 @@ Findings (each names the job or task, and the safe fix when there is one):
   worker ran it: hybrid's safety net, a fallback, a view of the mode a second old). Harmless:
   the job claims only a queued rq-owned task, so it is a no-op. Listed, removed by the fix,
   and not a failure: `ok` holds.
+- `foreign_unserved`: jobs of other applications wait in a queue (any queue rq knows, found
+  by `rq:queues` and SCAN) and no worker of theirs is alive to run them; switchyard's workers
+  never touch them. Reported only: start their workers, or `migrate rq-to-db` them.
 - `status_disagrees`: rq's view of an own job contradicts the task row: a failed or finished
   job for a task still running, a started job of a dead worker for a task not running.
 
@@ -44,6 +47,7 @@ from switchyard.errors import SwitchyardError
 from switchyard.logs import log_event
 from switchyard.migration import rq_reader
 from switchyard.modes import Mode, current_mode
+from switchyard.operations.queues import rq_queues
 from switchyard.operations.services import Services
 from switchyard.rollback.rqstate import (
     DONE_KINDS,
@@ -169,6 +173,23 @@ def _redis_side(services: Services, r: Redis, options: CheckOptions, report: Che
     lost = _lost_jobs(services, snap, options, {f.subject for f in orphans})
     loose = _hashes_without_place(r, snap, {f.subject for f in lost})
     report.findings += orphans + lost + loose + _disagreements(snap, own)
+    report.findings += _foreign_unserved(services, r, report)
+
+
+def _foreign_unserved(services: Services, r: Redis, report: CheckReport) -> list[Finding]:
+    seen = rq_queues(services, r)
+    report.scanned["rq_queues"] = len(seen.queues)
+    return [
+        Finding(
+            "foreign_unserved",
+            q.name,
+            f"{q.unserved} job(s) of other applications wait in rq:queue:{q.name} and no "
+            "worker of theirs is alive; switchyard never runs them (start their workers, or "
+            "`switchyard migrate rq-to-db`)",
+        )
+        for q in seen.queues
+        if q.unserved
+    ]
 
 
 def _entries_without_hash(

@@ -3,10 +3,12 @@
 A job is switchyard's when its hash says switchyard enqueued it (description "caption task
 <id>", or a description naming JOB_FUNC) AND its payload, read with rq's JSON serializer,
 calls JOB_FUNC. Anything else in switchyard's queues (a pickled job of another application,
-a JSON job of another function, an id without a hash) is foreign: switchyard's rq workers
+a JSON job of another function) is foreign: switchyard's rq workers
 look past it and take the first own job behind it by id (`LREM` of exactly that id), so a
 foreign job is never popped, failed, reordered or changed; it waits for its owner's worker
-(or `migrate rq-to-db`). `foreign_counts` tells `rq stats`, `/health` and the metrics.
+(or `migrate rq-to-db`). An id without a hash is nobody's job: not taken, not counted
+(`check` reports it as an entry without a hash). `foreign_counts` tells `rq stats`,
+`/health` and the metrics.
 """
 
 from __future__ import annotations

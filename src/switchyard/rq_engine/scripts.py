@@ -229,7 +229,8 @@ class ReleasePlace:
 # KEYS: the queue lists, urgent first. ARGV: 1 "rq:job:", 2 own description prefix,
 # 3 JOB_FUNC .. "(", 4 limit, 5 "find" or "count", 6.. ids not to take (found foreign).
 # find: {queue index, job id}; {0, n} when there is no own job, n foreign entries seen.
-# count: per queue, the entries looked at that are not switchyard's.
+# count: per queue, the entries looked at that are jobs of another application (an id with no
+# hash is nobody's job: `check` reports it as an entry without a hash).
 FIND_OWN_JOB = """
 local skip = {}
 for i = 6, #ARGV do skip[ARGV[i]] = true end
@@ -244,7 +245,7 @@ for q = 1, #KEYS do
     if own and find then
       return {q, id}
     end
-    if not own then foreign = foreign + 1 end
+    if d and not own then foreign = foreign + 1 end
   end
   counts[q] = foreign
   seen = seen + foreign
