@@ -170,7 +170,10 @@ def health(svc: Svc) -> JSONResponse:
     components = {"database": _database_health(svc)}
     if components["database"]["status"] == "ok":
         mode = engines.get_mode(svc)
-        components["mode"] = {"status": "ok", **mode}
+        # The stored mode is in force; boot settings that disagree are shown. Settings that
+        # ask for the emergency rollback while the stored mode is not db are degraded.
+        status = "degraded" if mode["settings_drift_urgent"] else "ok"
+        components["mode"] = {"status": status, **mode}
         components["redis"] = _redis_health(svc, mode)
         components["workers"] = _workers_health(svc, mode)
         components["ownership"] = _ownership_health(svc)
