@@ -20,7 +20,8 @@ Findings (each names the job or task, and the safe fix when there is one):
   and not a failure: `ok` holds.
 - `foreign_unserved`: jobs of other applications wait in a queue (any queue rq knows, found
   by `rq:queues` and SCAN) and no worker of theirs is alive to run them; switchyard's workers
-  never touch them. Reported only: start their workers, or `migrate rq-to-db` them.
+  never touch them. Reported only, and no disagreement (`ok` holds; `assess` weighs it):
+  start their workers, or `migrate rq-to-db` them.
 - `status_disagrees`: rq's view of an own job contradicts the task row: a failed or finished
   job for a task still running, a started job of a dead worker for a task not running.
 
@@ -73,7 +74,9 @@ DEFAULT_GRACE_SECONDS = 60.0
 TERMINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
 # Fixes `--repair` may apply. Each is safe: it can only make a task run that should, once.
 REMOVE_ENTRY = "remove_entry"
-HARMLESS = frozenset({"stale_job"})  # listed and repairable, but no disagreement
+# Listed, but no disagreement between the database and Redis: `ok` holds. A stale job is
+# repairable; other applications' unserved jobs are theirs (a rollback must not fail on them).
+HARMLESS = frozenset({"stale_job", "foreign_unserved"})
 REDISPATCH = "redispatch"
 REQUEUE = "requeue"
 
@@ -100,7 +103,7 @@ class CheckReport:
         return not self.problems()
 
     def problems(self) -> list[Finding]:
-        """The findings that are disagreements (all but the harmless stale jobs)."""
+        """The findings that are disagreements (all but the HARMLESS kinds)."""
         return [f for f in self.findings if f.kind not in HARMLESS]
 
     def counts(self) -> dict[str, int]:
