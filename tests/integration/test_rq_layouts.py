@@ -158,3 +158,20 @@ def test_verify_fails_when_a_failed_job_of_the_backup_is_gone(
     assert check.discrepancies == [f"rq job {failed} was in the backup and is now nowhere"]
     assert report.failed_jobs == {}
     svc.store.engine.dispose()
+
+
+def test_an_unknown_key_is_reported_and_left_alone_never_a_crash(
+    sqlite_url: str, redis_url: str, r: redis.Redis, tmp_path: Path
+) -> None:
+    load(r, recording("3.0.0"))
+    r.hset("rq:cron:nightly", "at", "02:00")  # a newer rq's, or another application's
+    r.set("rq:brandnew", b"\x00?")
+    svc = Services(make_settings(sqlite_url, redis_url=redis_url))
+    try:
+        unknown = {"rq:cron:nightly": "hash", "rq:brandnew": "string"}
+        assert take_backup(svc.store, r, tmp_path / "b")["redis"]["unknown_keys"] == unknown
+        dry = migrate_rq_to_db(svc.store, r, RqToDbOptions(dry_run=True, allow_pickle=True))
+        assert dry.unknown_keys == unknown and dry.migrated_foreign == 9
+        assert r.hgetall("rq:cron:nightly") == {b"at": b"02:00"} and r.get("rq:brandnew")
+    finally:
+        svc.store.engine.dispose()

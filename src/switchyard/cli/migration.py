@@ -54,6 +54,8 @@ def backup(
         markup=False,
         soft_wrap=True,
     )
+    for key, kind in manifest["redis"].get("unknown_keys", {}).items():
+        console.print(f"left alone: {key} ({kind})", markup=False, style="yellow", soft_wrap=True)
     for note in manifest["notes"]:
         console.print(f"note: {note}", markup=False, style="yellow", soft_wrap=True)
 
@@ -180,6 +182,14 @@ def _print_rq_to_db(data: dict[str, Any], verbose: bool) -> None:
         console.print(
             f"failed jobs left in rq ({failed}): rerun with --include-failed to queue them "
             "as tasks again",
+            markup=False,
+            soft_wrap=True,
+            style="yellow",
+        )
+    if data["unknown_keys"]:
+        odd = ", ".join(f"{k} ({t})" for k, t in data["unknown_keys"].items())
+        console.print(
+            f"left alone (no rq layout switchyard knows): {odd}",
             markup=False,
             soft_wrap=True,
             style="yellow",

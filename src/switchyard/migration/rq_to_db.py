@@ -68,6 +68,7 @@ from switchyard.migration.mapping import (
 )
 from switchyard.migration.rq_reader import Entry, Kind, Source
 from switchyard.rq_engine.connection import translated_redis
+from switchyard.rq_engine.inventory import unknown_keys
 from switchyard.rq_engine.scripts import Scripts
 
 log = logging.getLogger("switchyard.migration")
@@ -128,6 +129,7 @@ class RqToDbReport:
     left_in_flight_keys: dict[str, int] = field(default_factory=dict)  # key -> entries left
     skipped_keys: dict[str, str] = field(default_factory=dict)  # not a list/zset: key -> TYPE
     failed_left: dict[str, int] = field(default_factory=dict)  # rq:failed:<q> -> jobs left
+    unknown_keys: dict[str, str] = field(default_factory=dict)  # no rq layout: key -> TYPE
     markers: int = 0  # rq 3.0 `first_seen` markers found (not queues)
     alive_workers: list[str] = field(default_factory=list)
     by_source: dict[str, int] = field(default_factory=dict)
@@ -268,6 +270,7 @@ class _Run:
             discovery = rq_reader.discover(self.r, self.options.queue_prefix)
             self.report.skipped_keys.update(discovery.skipped)
             self.report.markers = discovery.markers
+            self.report.unknown_keys = unknown_keys(self.r)
             everything = rq_reader.sources_of(discovery.queues, kinds_of(self.options))
             found = [s for s in everything if include or not s.kind.in_flight]
             if not include:
