@@ -26,6 +26,7 @@ from switchyard.db.store import NewTask
 from switchyard.domain import Engine, Priority, Status
 from switchyard.operations import engines, submit
 from switchyard.operations.services import Services
+from switchyard.rq_engine.connection import JOB_FUNC
 from switchyard.web.api import health
 from switchyard.web.metrics import Metrics
 from tests.integration.support_rq import ServicesPool, Workers, wait_for
@@ -85,7 +86,10 @@ def test_a_switchyard_rq_worker_leaves_other_applications_jobs_untouched_and_in_
         .id
     )
     mine += own(services, 2, Priority.NORMAL)
-    foreign_ids = [*first, *last, other_json]
+    # a pickled job naming switchyard's own function: taken by its hash, put back by its payload
+    forged = Queue("high", connection=r).enqueue(JOB_FUNC, str(uuid.uuid4())).id
+    mine.insert(3, own(services, 1, Priority.HIGH)[0])
+    foreign_ids = [*first, *last, other_json, forged]
     hashes = {j: r.hgetall(f"rq:job:{j}") for j in foreign_ids}
     waiting = [i.decode() for i in r.lrange("rq:queue:urgent", 0, -1)]
     assert waiting[:2] == first and set(waiting[2:5]) == set(mine[:3]) and waiting[5:] == last
@@ -103,19 +107,20 @@ def test_a_switchyard_rq_worker_leaves_other_applications_jobs_untouched_and_in_
         assert services.store.get(uuid.UUID(task_id)).status is Status.COMPLETED
     assert r.lrange("rq:queue:urgent", 0, -1) == [i.encode() for i in [*first, *last]]
     assert r.lrange("rq:queue:normal", 0, -1) == [other_json.encode()]
+    assert r.lrange("rq:queue:high", 0, -1) == [forged.encode()]
     assert {j: r.hgetall(f"rq:job:{j}") for j in foreign_ids} == hashes  # byte for byte
-    assert not r.exists("rq:failed:urgent", "rq:failed:normal")
+    assert not r.exists("rq:failed:urgent", "rq:failed:normal", "rq:failed:high")
 
     # reported: rq stats, /health, the metric, the event
     seen = engines.engine_stats(services)["rq"]["all_queues"]
     assert seen["queues"]["urgent"]["foreign"] == 3 and seen["queues"]["normal"]["foreign"] == 1
-    assert seen["unserved"] == 4
+    assert seen["unserved"] == 4  # the forged job names switchyard: counted as ours here
     body = json.loads(health(services).body)
     assert body["redis"]["foreign_unserved"] == 4 and body["redis"]["status"] == "degraded"
     metrics = Metrics(services).render().decode()
     assert 'switchyard_rq_foreign_jobs{queue="urgent"} 3.0' in metrics
     events = services.store.system_events("foreign_jobs_seen")
-    assert events and events[0]["detail"]["count"] == 4
+    assert events and events[0]["detail"]["count"] == 5  # the worker knows the forged one too
 
     # their owner's own rq worker runs them, in their order
     SimpleWorker([Queue("urgent", connection=r)], connection=r).work(burst=True)

@@ -5,10 +5,11 @@ A job is switchyard's when its hash says switchyard enqueued it (description "ca
 calls JOB_FUNC. Anything else in switchyard's queues (a pickled job of another application,
 a JSON job of another function) is foreign: switchyard's rq workers
 look past it and take the first own job behind it by id (`LREM` of exactly that id), so a
-foreign job is never popped, failed, reordered or changed; it waits for its owner's worker
-(or `migrate rq-to-db`). An id without a hash is nobody's job: not taken, not counted
-(`check` reports it as an entry without a hash). `foreign_counts` tells `rq stats`,
-`/health` and the metrics.
+foreign job is never popped, failed, reordered or changed (one whose hash names switchyard but
+whose payload is not switchyard's is put back where it was, and not taken again); it waits
+for its owner's worker (or `migrate rq-to-db`). An id without a hash is nobody's job: not
+taken, not counted (`check` reports it as an entry without a hash). `foreign_counts` tells
+`rq stats`, `/health` and the metrics.
 """
 
 from __future__ import annotations
@@ -27,30 +28,33 @@ JOB_KEY_PREFIX = "rq:job:"
 
 
 @dataclass(frozen=True)
-class Found:
-    """The first own job of the queues (by index into the keys given), or None with how many
-    foreign entries were seen."""
+class Taken:
+    """The first own job of the queues, already removed from its list (by index into the
+    keys given, and its index in that list); queue_index None: there was none, and
+    `foreign_seen` other applications' jobs were looked past."""
 
     queue_index: int | None
     job_id: str | None
+    position: int = 0
     foreign_seen: int = 0
 
 
-def find_own(scripts: Scripts, queue_keys: list[str], skip: set[str]) -> Found:
-    """The first job in `queue_keys` (in order) whose hash says it is switchyard's."""
-    args: list[str | int] = [JOB_KEY_PREFIX, OWN_DESCRIPTION, f"{JOB_FUNC}(", LOOK_AHEAD, "find"]
+def take_own(scripts: Scripts, queue_keys: list[str], skip: set[str]) -> Taken:
+    """Remove and return the first job in `queue_keys` (in order) whose hash says it is
+    switchyard's; its payload is for the caller to check (`is_own_job`, else `put_back`)."""
+    args: list[str | int] = [JOB_KEY_PREFIX, OWN_DESCRIPTION, f"{JOB_FUNC}(", LOOK_AHEAD, "take"]
     args += sorted(skip)
-    with translated_redis("looking for switchyard's jobs"):
-        index, value = scripts.find_own_job(keys=queue_keys, args=args)
+    with translated_redis("taking switchyard's next job"):
+        index, value, position = scripts.take_own_job(keys=queue_keys, args=args)
     if int(index) == 0:
-        return Found(None, None, int(value))
-    return Found(int(index) - 1, _text(value))
+        return Taken(None, None, foreign_seen=int(value))
+    return Taken(int(index) - 1, _text(value), int(position))
 
 
-def take(r: redis.Redis, queue_key: str, job_id: str) -> bool:
-    """Remove exactly this id from its queue; False if another worker took it first."""
-    with translated_redis("taking a job"):
-        return bool(r.lrem(queue_key, 1, job_id))
+def put_back(scripts: Scripts, queue_key: str, job_id: str, position: int) -> None:
+    """A job taken for switchyard's that is not (its payload says so) goes back in place."""
+    with translated_redis("putting a job back"):
+        scripts.put_back(keys=[queue_key], args=[job_id, position])
 
 
 def is_own_job(job: Job) -> bool:
@@ -68,7 +72,7 @@ def foreign_counts(r: redis.Redis, queue_keys: list[str]) -> dict[str, int]:
     scripts = Scripts(r)
     args: list[str | int] = [JOB_KEY_PREFIX, OWN_DESCRIPTION, f"{JOB_FUNC}(", LOOK_AHEAD, "count"]
     with translated_redis("counting other applications' jobs"):
-        counts = scripts.find_own_job(keys=queue_keys, args=args)
+        counts = scripts.take_own_job(keys=queue_keys, args=args)
     return {k: int(n) for k, n in zip(queue_keys, counts, strict=True)}
 
 
@@ -76,4 +80,4 @@ def _text(raw: bytes | str) -> str:
     return raw if isinstance(raw, str) else raw.decode("utf-8", "surrogateescape")
 
 
-__all__ = ["Found", "find_own", "foreign_counts", "is_own_job", "take"]
+__all__ = ["Taken", "foreign_counts", "is_own_job", "put_back", "take_own"]

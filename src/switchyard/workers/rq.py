@@ -13,11 +13,11 @@ the mode or a fallback says so, and back when Redis is in use again).
 
 Two: the worker never pops a queue blindly. Queues are shared with other applications (a
 pickled job of theirs in `rq:queue:urgent`); rq's pop would take such a job and fail it.
-Instead it finds its first own job (`rq_engine/foreign.py`), checks the payload, and removes
-exactly that id; every other job stays where it was, in order, and is reported (a log line
-and a `foreign_jobs_seen` system event when the number changes). With nothing of its own to
-do it polls (IDLE_POLL; FOREIGN_POLL while only foreign jobs wait, which bounds the work of
-looking past them).
+Instead it takes its first own job by id (`rq_engine/foreign.py`) and checks the payload
+(putting back, in place, one that is not its own); every other job stays where it was, in
+order, and is reported (a log line and a `foreign_jobs_seen` system event when the number
+changes). With nothing of its own to do it polls (IDLE_POLL; FOREIGN_POLL while only foreign
+jobs wait, which bounds the work of looking past them).
 """
 
 from __future__ import annotations
@@ -141,28 +141,26 @@ class _ModeAware(BaseWorker):
     def _take_own_job(self) -> tuple[Job, Queue] | None:
         """The first own job of the queues (in priority order), removed by its id alone;
         None when there is none. A job whose hash looked like ours but whose payload is not
-        (not JSON, another function) stays where it is and is not looked at again."""
+        (not JSON, another function) goes back where it was and is not taken again."""
         if self._scripts is None:
             self._scripts, self._found_foreign = Scripts(self.connection), set()
         queues = list(self._ordered_queues)
         while True:
-            found = foreign.find_own(self._scripts, [q.key for q in queues], self._found_foreign)
-            if found.queue_index is None or found.job_id is None:
-                self._note_foreign(found.foreign_seen)
+            taken = foreign.take_own(self._scripts, [q.key for q in queues], self._found_foreign)
+            if taken.queue_index is None or taken.job_id is None:
+                self._note_foreign(taken.foreign_seen)
                 return None
-            queue = queues[found.queue_index]
+            queue = queues[taken.queue_index]
             try:
                 job = self.job_class.fetch(
-                    found.job_id, connection=self.connection, serializer=self.serializer
+                    taken.job_id, connection=self.connection, serializer=self.serializer
                 )
             except NoSuchJobError:
-                job = None
-            if job is not None and not foreign.is_own_job(job):
-                self._found_foreign.add(found.job_id)
-                continue
-            if foreign.take(self.connection, queue.key, found.job_id) and job is not None:
+                continue  # its hash expired meanwhile: rq's own dequeue drops such an entry
+            if foreign.is_own_job(job):
                 return job, queue
-            # taken by another worker meanwhile, or an id without a hash: look again
+            foreign.put_back(self._scripts, queue.key, taken.job_id, taken.position)
+            self._found_foreign.add(taken.job_id)
 
     def _note_foreign(self, seen: int) -> None:
         if seen != self.foreign_seen:
