@@ -1,37 +1,62 @@
-"""Settings from the environment and a `.env` file, with the runbook's variable names."""
+"""Settings from the environment and a settings file, with the runbook's variable names.
+
+The settings file is the one SWITCHYARD_ENV_FILE names (it must exist: a name that points
+nowhere is an error, never an empty configuration), else `.env` in the current directory
+if there is one. The environment wins over the file. `describe` says what was resolved (the
+file read, the database and Redis with passwords masked, where the Redis URL came from), for
+`switchyard status --json` and the start-up log.
+
+A missing Redis URL is not an error (`make run` needs no Redis: the db mode never connects),
+but it is never silent: the default (DEFAULT_REDIS_URL, database 0) is reported as such by
+`status` and logged by every process started in a mode that uses Redis.
+"""
 
 from __future__ import annotations
 
+import os
 import re
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from switchyard.errors import ConfigError
 
 PROVIDERS = ("builtin", "ollama", "openai")
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+ENV_FILE_VARIABLE = "SWITCHYARD_ENV_FILE"
+_LABEL = r"\s*(?i:urgent|high|normal|low)\s*"
+QUEUE_PRIORITIES_PATTERN = rf"^(\s*[^=,\s][^,]*={_LABEL}(,\s*[^=,\s][^,]*={_LABEL})*)?$"
 
 
 class Settings(BaseSettings):
     """Everything an operator can set. Names match what the runbook's operators already type."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
 
     database_url: str = "sqlite:///switchyard.db"
     redis_url: str = Field(
-        "redis://127.0.0.1:6379/0", validation_alias=AliasChoices("REDIS_URL", "RQ_REDIS_URL")
+        DEFAULT_REDIS_URL, validation_alias=AliasChoices("REDIS_URL", "RQ_REDIS_URL")
     )
     rq_enabled: bool = False
     database_polling_enabled: bool = True
     hybrid_mode: bool = False
     rq_fallback_enabled: bool = True
-    emergency_rollback_mode: bool = False
+    emergency_rollback_mode: bool = Field(
+        False,
+        validation_alias=AliasChoices("EMERGENCY_ROLLBACK_MODE", "EMERGENCY_ROLLBACK"),
+    )
+    _env_file: Path | None = PrivateAttr(None)  # the settings file read, if any
 
     # The rq engine: queue names are RQ_QUEUE_PREFIX + urgent/high/normal/low.
     rq_queue_prefix: str = Field("", pattern=r"^[A-Za-z0-9_.:-]*$", max_length=64)
+    # Priorities of other applications' queues whose names do not end in a priority label:
+    # "emails=low,reports=high" (rq_engine/queues.py has the rules; --queue adds to it).
+    rq_queue_priorities: str = Field("", pattern=QUEUE_PRIORITIES_PATTERN)
     # Hybrid mode: polling workers take rq-owned tasks left queued longer than this.
     hybrid_grace_seconds: float = Field(30.0, ge=0)
     # The health monitor pings Redis this often, giving up on a ping after RQ_HEALTH_TIMEOUT.
@@ -162,14 +187,65 @@ def masked_url(url: str) -> str:
     return _QUERY_PASSWORD.sub(r"\g<head>***", masked)
 
 
+def settings_file() -> Path | None:
+    """SWITCHYARD_ENV_FILE (which must be a file), else `.env` here if there is one."""
+    named = os.environ.get(ENV_FILE_VARIABLE, "").strip()
+    if named:
+        path = Path(named).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"invalid {ENV_FILE_VARIABLE}: {named} is not a file")
+        return path.resolve()
+    local = Path(".env")
+    return local.resolve() if local.is_file() else None
+
+
 def load_settings(**overrides: object) -> Settings:
     """Build settings, turning a validation failure into one line naming the variable."""
+    source = settings_file()
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        settings = Settings(_env_file=source, **overrides)  # type: ignore[arg-type,call-arg]
     except ValidationError as exc:
         first = exc.errors()[0]
         name = str(first["loc"][0]).upper() if first["loc"] else "settings"
         raise ConfigError(f"invalid {name}: {first['msg']}") from None
+    settings._env_file = source
+    return settings
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What the settings resolved to, passwords masked."""
+
+    settings_file: str | None
+    database_url: str
+    sqlite_path: str | None  # the absolute file of a SQLite database (relative to here)
+    redis_url: str
+    redis_url_source: str  # "REDIS_URL or RQ_REDIS_URL", or "default: REDIS_URL is not set"
+    redis_db: int
+    redis_db_named: bool  # False: the URL names no database number; Redis uses 0
+
+    @property
+    def redis_default(self) -> bool:
+        return not self.redis_url_source.startswith("REDIS_URL")
+
+
+def describe(settings: Settings) -> Resolved:
+    env_file = settings._env_file
+    given = "redis_url" in settings.model_fields_set
+    db_path = urlsplit(settings.redis_url).path.strip("/")
+    sqlite = settings.database_url.partition(":///")
+    is_sqlite = settings.database_url.startswith("sqlite") and bool(sqlite[1])
+    return Resolved(
+        settings_file=str(env_file) if env_file else None,
+        database_url=masked_url(settings.database_url),
+        sqlite_path=str(Path(sqlite[2]).resolve()) if is_sqlite and sqlite[2] else None,
+        redis_url=masked_url(settings.redis_url),
+        redis_url_source="REDIS_URL or RQ_REDIS_URL"
+        if given
+        else f"default: REDIS_URL is not set, so {DEFAULT_REDIS_URL}",
+        redis_db=int(db_path) if db_path.isdigit() else 0,
+        redis_db_named=db_path.isdigit(),
+    )
 
 
 @lru_cache(maxsize=1)

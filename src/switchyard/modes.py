@@ -68,6 +68,50 @@ def boot_mode(settings: Settings) -> Mode:
     )
 
 
+def boot_settings(settings: Settings) -> dict[str, bool]:
+    """The runbook's variables that choose the boot mode, as set."""
+    return {
+        "RQ_ENABLED": settings.rq_enabled,
+        "DATABASE_POLLING_ENABLED": settings.database_polling_enabled,
+        "HYBRID_MODE": settings.hybrid_mode,
+        "EMERGENCY_ROLLBACK_MODE": settings.emergency_rollback_mode,
+    }
+
+
+@dataclass(frozen=True)
+class Drift:
+    """The stored mode (which every process follows) against what the boot settings say.
+    `urgent`: the settings ask for the emergency rollback (db) and the stored mode is not db,
+    so the runbook's switch is not in effect."""
+
+    stored: Mode
+    boot: Mode
+    settings: dict[str, bool]
+
+    @property
+    def urgent(self) -> bool:
+        return self.settings["EMERGENCY_ROLLBACK_MODE"] and self.stored is not Mode.DB
+
+    @property
+    def message(self) -> str:
+        flags = ", ".join(f"{k}={str(v).lower()}" for k, v in self.settings.items())
+        return (
+            f"the stored mode is {self.stored} but the boot settings ({flags}) say "
+            f"{self.boot}; the stored mode is in force (`switchyard mode {self.boot}` to follow "
+            "the settings)"
+        )
+
+
+def settings_drift(store: TaskStore, settings: Settings) -> Drift | None:
+    """The disagreement between the stored mode and the boot settings; None if they agree
+    or no mode was ever stored (then the settings decide)."""
+    stored = stored_mode(store.get_state(MODE_KEY))
+    boot = boot_mode(settings)
+    if stored is None or stored is boot:
+        return None
+    return Drift(stored, boot, boot_settings(settings))
+
+
 def stored_mode(value: Any) -> Mode | None:
     if value is None:
         return None
@@ -182,14 +226,17 @@ def read_routing(store: TaskStore, settings: Settings) -> Routing:
 __all__ = [
     "FALLBACK_KEY",
     "MODE_KEY",
+    "Drift",
     "Mode",
     "ModeWatcher",
     "PollingScope",
     "Routing",
     "boot_mode",
+    "boot_settings",
     "current_mode",
     "fallback_active",
     "fallback_state",
     "read_routing",
+    "settings_drift",
     "stored_mode",
 ]

@@ -11,6 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rq import Queue
+from rq.job import JobStatus
+from rq.serializers import JSONSerializer
 
 from switchyard.db.schema import system_events
 from switchyard.db.store import TaskStore
@@ -49,6 +52,7 @@ def test_a_successful_emergency_fills_in_the_template(
 ) -> None:
     rq_owned(sqlite_services, 6)
     foreign_jobs(sqlite_services, 2)
+    failed = failed_job(sqlite_services)
     run = ops.run_procedure(
         sqlite_services,
         "emergency",
@@ -67,10 +71,25 @@ def test_a_successful_emergency_fills_in_the_template(
     assert "| tasks in the backup | 6 |" in text
     assert "| queued or in-flight rq entries in the backup | 8 |" in text
     assert "| backup_jobs_accounted | pass | — |" in text
+    assert "| jobs in rq's failed registries in the backup | rq:failed:low: 1 |" in text
+    assert "| backup_failed_accounted | pass | — |" in text
+    assert "Jobs left in rq's failed registries (not migrated): rq:failed:low: 1." in text
+    assert "`switchyard migrate rq-to-db --include-failed`" in text
+    assert sqlite_services.redis.zscore("rq:failed:low", failed) is not None  # left alone
     assert "System restored (mode switched)" in text and "Validation completed" in text
     assert "new submissions were refused from" in text
     assert "`switchyard cleanup-rq --yes`" in text
     assert f"**Preventive Measures**:\n- {TODO}" in text  # not invented
+
+
+def failed_job(services: Services) -> str:
+    """A job rq failed (another application's), in rq's failed registry of `low`."""
+    queue = Queue("low", connection=services.redis, serializer=JSONSerializer)
+    job = queue.create_job("legacy.tasks.caption_image", kwargs={"user_id": 1})
+    job.set_status(JobStatus.FAILED)
+    job.save()
+    queue.failed_job_registry.add(job, ttl=3600)
+    return job.id
 
 
 def test_a_failed_run_says_where_it_stopped_and_how_to_finish(

@@ -49,6 +49,7 @@ def test_a_clean_rollback_verifies(services: Services, tmp_path: Path) -> None:
         "backup_tasks_present",
         "backup_quarantine_present",
         "backup_jobs_accounted",
+        "backup_failed_accounted",
         "counts_match_manifest",
     ]
     accounted = next(c for c in report.checks if c.name == "backup_jobs_accounted")

@@ -8,11 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from switchyard.config import Settings, load_settings, masked_url
+from switchyard.config import Settings, describe, load_settings, masked_url
 from switchyard.errors import ConfigError
 from tests.conftest import cli_env
 
-SETTING_NAMES = [name.upper() for name in Settings.model_fields] + ["RQ_REDIS_URL"]
+SETTING_NAMES = [name.upper() for name in Settings.model_fields] + [
+    "RQ_REDIS_URL",
+    "EMERGENCY_ROLLBACK",
+    "SWITCHYARD_ENV_FILE",
+]
 
 
 @pytest.fixture
@@ -138,3 +142,37 @@ def test_the_cli_refuses_to_start_on_an_invalid_value(tmp_path: Path) -> None:
 )
 def test_printed_urls_have_their_password_masked(url: str, shown: str) -> None:
     assert masked_url(url) == shown
+
+
+def test_switchyard_env_file_names_the_settings_file_wherever_the_command_runs(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    home = tmp_path_factory.mktemp("deploy")
+    (home / "switchyard.env").write_text(
+        "DATABASE_URL=postgresql://app:s3cret@db.internal/switchyard\n"
+        "REDIS_URL=redis://:hunter2@cache.internal:6379/4\nEMERGENCY_ROLLBACK=true\n"
+    )
+    (clean_env / ".env").write_text("DATABASE_URL=sqlite:///elsewhere.db\n")  # not read
+    monkeypatch.setenv("SWITCHYARD_ENV_FILE", str(home / "switchyard.env"))
+    s = load_settings()
+    assert s.emergency_rollback_mode is True  # the runbook's name
+    seen = describe(s)
+    assert seen.settings_file == str(home / "switchyard.env")
+    assert seen.database_url == "postgresql://app:***@db.internal/switchyard"
+    assert seen.redis_url == "redis://:***@cache.internal:6379/4" and seen.redis_db == 4
+    assert not seen.redis_default and seen.sqlite_path is None
+
+    monkeypatch.setenv("SWITCHYARD_ENV_FILE", str(home / "missing.env"))
+    with pytest.raises(
+        ConfigError, match=r"invalid SWITCHYARD_ENV_FILE: .*missing\.env is not a file"
+    ):
+        load_settings()
+
+
+def test_a_missing_redis_url_is_stated_not_silent(clean_env: Path) -> None:
+    seen = describe(load_settings())
+    assert seen.settings_file is None
+    assert seen.redis_default and seen.redis_url_source.startswith("default: REDIS_URL is not set")
+    assert seen.sqlite_path == str(clean_env / "switchyard.db")  # where the file really is
+    unnamed = describe(load_settings(redis_url="redis://cache:6379"))
+    assert (unnamed.redis_db, unnamed.redis_db_named, unnamed.redis_default) == (0, False, False)

@@ -136,6 +136,33 @@ def rq_stats(as_json: bool = JsonOption) -> None:
         f"workers: {data['workers']}",
         markup=False,
     )
+    _print_all_queues(data["rq"]["all_queues"])
+
+
+def _print_all_queues(seen: dict[str, Any] | None) -> None:
+    """Every queue rq knows, and the jobs in them that are not switchyard's."""
+    if not seen:
+        return
+    rows = [
+        [
+            name,
+            q["waiting"],
+            q["priority"],
+            "yes" if q["switchyard"] else "no",
+            q["foreign"],
+            q["other_workers"],
+        ]
+        for name, q in seen["queues"].items()
+    ]
+    head = ["rq queue", "waiting", "priority", "switchyard's", "foreign", "other workers"]
+    table("every queue rq knows", head, rows)
+    if seen["unserved"]:
+        console.print(
+            f"{seen['unserved']} job(s) of other applications wait with no worker of theirs: "
+            "left untouched by switchyard (start their workers, or `migrate rq-to-db`)",
+            markup=False,
+            style="yellow",
+        )
 
 
 @rq_app.command("shutdown-workers")

@@ -54,6 +54,8 @@ def backup(
         markup=False,
         soft_wrap=True,
     )
+    for key, kind in manifest["redis"].get("unknown_keys", {}).items():
+        console.print(f"left alone: {key} ({kind})", markup=False, style="yellow", soft_wrap=True)
     for note in manifest["notes"]:
         console.print(f"note: {note}", markup=False, style="yellow", soft_wrap=True)
 
@@ -105,6 +107,18 @@ def rq_to_db(
         help="The legacy application's database the mapper reads, read only "
         "(default: LEGACY_DATABASE_URL).",
     ),
+    include_failed: bool = typer.Option(
+        False,
+        "--include-failed",
+        help="Also move the jobs in rq's failed registries: they become queued tasks again.",
+    ),
+    queue: list[str] = typer.Option(
+        [],
+        "--queue",
+        metavar="NAME=PRIORITY",
+        help="The priority of a queue whose name does not end in one (repeatable; adds to "
+        "RQ_QUEUE_PRIORITIES).",
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Move every queued rq job (switchyard's and foreign ones) to the database engine."""
@@ -117,6 +131,8 @@ def rq_to_db(
         include_in_flight=include_in_flight,
         mapper=mapper,
         legacy_database_url=legacy_database_url,
+        include_failed=include_failed,
+        queue_priorities=ops.queue_priorities(services, queue),
     )
     total = 0 if as_json else ops.rq_to_db_total(services, options)
     with progress_bar("rq -> db", total, as_json) as tick:
@@ -157,6 +173,23 @@ def _print_rq_to_db(data: dict[str, Any], verbose: bool) -> None:
         odd = ", ".join(f"{k} ({t})" for k, t in data["skipped_keys"].items())
         console.print(
             f"not read (not the list or sorted set their name says): {odd}",
+            markup=False,
+            soft_wrap=True,
+            style="yellow",
+        )
+    if data["failed_left"]:
+        failed = ", ".join(f"{k}: {n}" for k, n in data["failed_left"].items())
+        console.print(
+            f"failed jobs left in rq ({failed}): rerun with --include-failed to queue them "
+            "as tasks again",
+            markup=False,
+            soft_wrap=True,
+            style="yellow",
+        )
+    if data["unknown_keys"]:
+        odd = ", ".join(f"{k} ({t})" for k, t in data["unknown_keys"].items())
+        console.print(
+            f"left alone (no rq layout switchyard knows): {odd}",
             markup=False,
             soft_wrap=True,
             style="yellow",

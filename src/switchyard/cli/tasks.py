@@ -12,6 +12,7 @@ from switchyard import operations as ops
 from switchyard.cli._app import JsonOption, State, app, console, emit_json, table
 from switchyard.domain import Task
 from switchyard.errors import UsageError
+from switchyard.operations import engines
 
 ACTOR = "cli"
 SPINNER_FROM = 500  # show a spinner on a terminal for batches this big
@@ -101,12 +102,13 @@ def status(task_id: str = typer.Argument(None), as_json: bool = JsonOption) -> N
     """One task with its history, or (without an id) counts by status and priority."""
     services = State.services()
     if task_id is None:
-        data = ops.overview(services)
+        data = {**ops.overview(services), "configuration": engines.configuration(services)}
         if as_json:
             emit_json(data)
             return
         rows = [[s, data["totals"][s], json.dumps(p)] for s, p in data["counts"].items()]
         table("tasks", ["status", "total", "by priority"], rows)
+        _print_configuration(data["configuration"])
         return
     task, events = ops.get_task(services, task_id)
     if as_json:
@@ -122,6 +124,19 @@ def status(task_id: str = typer.Argument(None), as_json: bool = JsonOption) -> N
         ["at", "actor", "from", "to", "reason"],
         [[e["at"], e["actor"], e["from_status"], e["to_status"], e["reason"]] for e in events],
     )
+
+
+def _print_configuration(conf: dict[str, Any]) -> None:
+    redis = conf["redis"]
+    lines = [
+        f"settings file: {conf['settings_file'] or 'none (environment only)'}",
+        f"database: {conf['database']['sqlite_path'] or conf['database']['url']}",
+        f"redis: {redis['url']} (db {redis['db']}; {redis['source']})",
+    ]
+    if conf["settings_drift"]:
+        lines.append(f"warning: {conf['settings_drift']}")
+    for line in lines:
+        console.print(line, markup=False, soft_wrap=True)
 
 
 def _event_dict(e: dict[str, Any]) -> dict[str, Any]:

@@ -42,15 +42,16 @@ from switchyard.config import masked_url
 from switchyard.db.snapshot import TABLES, b64, snapshot
 from switchyard.db.store import TaskStore
 from switchyard.errors import NotFound, UsageError
-from switchyard.migration.rq_reader import PREFIX, QUEUES_SET, is_wrongtype, key_types, marker_job
+from switchyard.migration.rq_reader import PREFIX, QUEUES_SET, is_wrongtype, key_types
+from switchyard.rq_engine import keys
 from switchyard.rq_engine.connection import BrokerUnavailable, translated_redis
+from switchyard.rq_engine.inventory import unknown_keys
+from switchyard.rq_engine.keys import REGISTRIES, Role
 
 FORMAT = "switchyard-backup@1"
-STRUCTURE_PREFIXES = tuple(
-    f"{PREFIX}:{k}:"
-    for k in ("queue", "wip", "scheduled", "deferred", "ready", "failed", "finished", "canceled")
-)
 JOB_PREFIX = f"{PREFIX}:job:"
+# What a backup reads as a structure (or a marker); the rest of rq's keys are not queued work.
+STRUCTURE_ROLES = REGISTRIES | {Role.QUEUES, Role.QUEUE, Role.INTERMEDIATE, Role.MARKER}
 # One SCAN walk finds every structure above and the markers (rq:queue:...), but skips the
 # job hashes (rq:job:*) by their first letter: c(anceled) d f q r s w.
 STRUCTURE_PATTERN = f"{PREFIX}:[cdfqrsw]*"
@@ -113,17 +114,12 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def expected_type(key: str) -> str | None:
-    """The TYPE an rq key must have to be read as a structure: "list" for queue and
-    intermediate lists, "zset" for registries, "set" for rq:queues, "string" for rq 3.0's
-    `first_seen` markers; None for a key that is none of these by name."""
-    if key == QUEUES_SET:
-        return "set"
-    if marker_job(key) is not None:
-        return "string"
-    if key.startswith(f"{PREFIX}:queue:"):
-        name = key[len(f"{PREFIX}:queue:") :]
-        return "list" if name and ":intermediate:" not in name else None
-    return "zset" if key.startswith(STRUCTURE_PREFIXES) else None
+    """The TYPE an rq key must have to be read as a structure (a queue or intermediate list,
+    a registry, rq:queues) or as a marker, by `keys.name_of`; None for any other key."""
+    name = keys.name_of(key)
+    if name is None or name.role not in STRUCTURE_ROLES:
+        return None
+    return name.expected_type
 
 
 @dataclass
@@ -363,6 +359,12 @@ def _backup_redis(
     markers = iter_markers(r, found.markers)
     files["redis/markers.jsonl"] = write_jsonl(work / "redis" / "markers.jsonl", markers)
     counts["redis_keys"] = {d["key"]: len(d["members"]) for d in structures}
+    counts["failed_jobs"] = {
+        d["key"]: len(d["members"])
+        for d in structures
+        if (name := keys.name_of(d["key"])) and name.role is Role.FAILED and d["members"]
+    }
+    unknown = unknown_keys(r)
     counts["job_hashes"] = files["redis/jobs.jsonl"].records
     counts["markers"] = files["redis/markers.jsonl"].records
     notes.append("job hashes are read after the queues; a job finishing meanwhile may lack one")
@@ -371,10 +373,16 @@ def _backup_redis(
             f"{len(found.skipped)} rq key(s) of an unexpected type were not read as queues or "
             "registries (see redis.skipped_keys)"
         )
+    if unknown:
+        notes.append(
+            f"{len(unknown)} rq key(s) of no known rq layout were left alone, not backed up "
+            "(see redis.unknown_keys)"
+        )
     return {
         "persistence": persistence.enabled,
         "dump": "redis/dump.rdb" if "redis/dump.rdb" in files else None,
         "skipped_keys": dict(sorted(found.skipped.items())),
+        "unknown_keys": unknown,
     }
 
 

@@ -21,8 +21,9 @@ positional argument:
 - optionally `settings`, a dict of caption settings.
 
 Both ids may be integers or strings of digits. The priority comes from the queue name
-(RQ_QUEUE_PREFIX + urgent, high, normal, low; any other queue maps to normal) unless the
-mapper names one. Other mappers: `migration/mappers.py`, and docs/adopting.md.
+(`rq_engine/queues.py`: `--queue NAME=PRIORITY`, RQ_QUEUE_PRIORITIES, RQ_QUEUE_PREFIX + a
+label, or any name ending in urgent, high, normal or low after a separator; else normal)
+unless the mapper names one. Other mappers: `migration/mappers.py`, and docs/adopting.md.
 """
 
 from __future__ import annotations
@@ -42,11 +43,13 @@ from switchyard.domain import Engine, ForeignJob, MappedTask, Origin, Priority
 from switchyard.errors import UsageError
 from switchyard.migration.decode import DecodedJob
 from switchyard.migration.rq_reader import Kind, Source
+from switchyard.rq_engine.queues import queue_priority
 from switchyard.validation import build_task
 
 # Task ids of migrated jobs derive from the job id, so the same job always maps to the same id.
 JOB_NAMESPACE = uuid.UUID("6f1d2c3e-9a8b-4c5d-8e7f-0a1b2c3d4e5f")
 URL_FIELDS = ("image_url", "url")
+NO_MAPPING: Mapping[str, Priority] = MappingProxyType({})
 
 Mapper = Callable[[ForeignJob, LegacyConnection | None], Iterable[MappedTask]]
 
@@ -62,12 +65,13 @@ def task_id_for_job(job_id: str, index: int = 0) -> uuid.UUID:
     return uuid.uuid5(JOB_NAMESPACE, name)
 
 
-def priority_for_queue(queue: str, prefix: str = "") -> Priority:
-    """`<RQ_QUEUE_PREFIX>urgent` -> urgent, ...; a queue of any other name -> normal."""
-    try:
-        return Priority.parse(queue.removeprefix(prefix))
-    except UsageError:
-        return Priority.NORMAL
+def priority_for_queue(
+    queue: str, prefix: str = "", explicit: Mapping[str, Priority] = NO_MAPPING
+) -> Priority:
+    """The queue name's priority, by the one rule (`rq_engine/queues.py`): an operator's
+    mapping, RQ_QUEUE_PREFIX + a label, any name ending in a label after a separator
+    (`vedfolnir:rq:urgent`), else normal."""
+    return queue_priority(queue, prefix, explicit)
 
 
 def foreign_view(
@@ -94,7 +98,11 @@ def foreign_view(
 
 
 def apply_mapper(
-    mapper: Mapper, view: ForeignJob, legacy: LegacyConnection | None, prefix: str = ""
+    mapper: Mapper,
+    view: ForeignJob,
+    legacy: LegacyConnection | None,
+    prefix: str = "",
+    explicit: Mapping[str, Priority] = NO_MAPPING,
 ) -> list[NewTask]:
     """The validated tasks a mapper returns for one job, keyed by (job id, index); Unmappable
     with the reason if it raises, returns something else, or returns nothing."""
@@ -106,7 +114,7 @@ def apply_mapper(
         raise Unmappable(f"mapper failed: {type(exc).__name__}: {_first_line(exc)}") from None
     if not mapped:
         raise Unmappable("the mapper returned no task for this job")
-    default = priority_for_queue(view.queue, prefix)
+    default = priority_for_queue(view.queue, prefix, explicit)
     return [_new_task(view.id, i, m, default) for i, m in enumerate(mapped)]
 
 

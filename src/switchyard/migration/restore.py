@@ -42,8 +42,9 @@ from switchyard.migration.backup import (
     verify_checksums,
 )
 from switchyard.migration.rq_reader import PREFIX
+from switchyard.rq_engine import keys
 from switchyard.rq_engine.connection import translated_redis
-from switchyard.rq_engine.keys import wip_job_id
+from switchyard.rq_engine.keys import Role, wip_job_id
 from switchyard.rq_engine.scripts import Scripts
 
 
@@ -174,11 +175,9 @@ def _put_back(r: Redis, doc: dict[str, Any], member: Any, dry_run: bool) -> str:
 
 
 def _in_flight_queue(key: str) -> str | None:
-    wip = f"{PREFIX}:wip:"
-    if key.startswith(wip):
-        return key[len(wip) :]
-    if key.startswith(f"{PREFIX}:queue:") and key.endswith(rq_reader.INTERMEDIATE_SUFFIX):
-        return key[len(f"{PREFIX}:queue:") : -len(rq_reader.INTERMEDIATE_SUFFIX)]
+    name = keys.name_of(key)
+    if name is not None and name.role in (Role.WIP, Role.INTERMEDIATE):
+        return name.subject
     return None
 
 

@@ -22,22 +22,21 @@ import redis
 from redis import Redis
 
 from switchyard.domain import Priority
+from switchyard.rq_engine import keys
 from switchyard.rq_engine.connection import BrokerUnavailable, translated_redis
-from switchyard.rq_engine.keys import wip_job_id
+from switchyard.rq_engine.keys import MARKER_INFIX, PREFIX, Role, wip_job_id
 
-PREFIX = "rq"
 QUEUES_SET = f"{PREFIX}:queues"
 WORKERS_SET = f"{PREFIX}:workers"
-INTERMEDIATE_SUFFIX = ":intermediate"
 # rq 3.0 (rq/intermediate_queue.py): SET <intermediate key>:first_seen:<job id> NX EX 86400
 # when its maintenance first finds a job in the intermediate list that never started.
-MARKER_INFIX = f"{INTERMEDIATE_SUFFIX}:first_seen:"
 SCAN_COUNT = 1000
 DISCOVERY_COUNT = 10_000
 QUEUE_PREFIX = f"{PREFIX}:queue:"
-# rq:queue:*, rq:ready:*, rq:scheduled:*, rq:deferred:*, rq:wip:* (and, harmlessly,
-# rq:queues, rq:results:*, rq:worker(s)*), but not rq:job:*, the bulk of the keyspace.
-SOURCE_KEYS_PATTERN = f"{PREFIX}:[dqrsw]*"
+# rq:queue:*, rq:ready:*, rq:scheduled:*, rq:deferred:*, rq:wip:*, rq:failed:* (and,
+# harmlessly, rq:queues, rq:results:*, rq:worker(s)*, rq:finished:*), but not rq:job:*, the
+# bulk of the keyspace.
+SOURCE_KEYS_PATTERN = f"{PREFIX}:[dfqrsw]*"
 
 
 class Kind(enum.StrEnum):
@@ -49,6 +48,7 @@ class Kind(enum.StrEnum):
     DEFERRED = "deferred"
     INTERMEDIATE = "intermediate"
     WIP = "wip"
+    FAILED = "failed"  # moved only with --include-failed: the task runs again
 
     @property
     def in_flight(self) -> bool:
@@ -71,18 +71,11 @@ MIGRATED_KINDS = (
 )
 
 
-# The sorted sets that hold job ids to migrate ("rq:<kind>:<queue>").
-REGISTRY_PREFIXES = tuple(
-    f"{PREFIX}:{k.value}:" for k in (Kind.READY, Kind.SCHEDULED, Kind.DEFERRED, Kind.WIP)
-)
+WITH_FAILED = (*MIGRATED_KINDS, Kind.FAILED)
 
 
 def key_for(kind: Kind, queue: str) -> str:
-    if kind is Kind.QUEUE:
-        return f"{PREFIX}:queue:{queue}"
-    if kind is Kind.INTERMEDIATE:
-        return f"{PREFIX}:queue:{queue}{INTERMEDIATE_SUFFIX}"
-    return f"{PREFIX}:{kind.value}:{queue}"
+    return keys.key_of(Role(kind.value), queue)
 
 
 def job_key(job_id: str) -> str:
@@ -96,29 +89,23 @@ def marker_key(queue: str, job_id: str) -> str:
 
 def marker_job(key: str) -> tuple[str, str] | None:
     """(queue, job id) of an rq 3.0 `first_seen` marker key; None for any other key."""
-    if not key.startswith(QUEUE_PREFIX):
+    name = keys.name_of(key)
+    if name is None or name.role is not Role.MARKER:
         return None
-    queue, infix, job_id = key[len(QUEUE_PREFIX) :].partition(MARKER_INFIX)
-    return (queue, job_id) if infix and queue and job_id else None
+    return key[len(QUEUE_PREFIX) :].partition(MARKER_INFIX)[0], name.subject
+
+
+# The classifier's roles that are sources of jobs to migrate, and their kinds here.
+_SOURCE_KINDS = {Role(kind.value): kind for kind in Kind}
 
 
 def source_of(key: str) -> Source | None:
-    """The queue list or registry a key name stands for; None for anything else. Keys under
-    an intermediate list's name (`rq:queue:<q>:intermediate:...`, such as rq 3.0's markers)
-    are rq's bookkeeping, never a queue."""
-    if key.startswith(QUEUE_PREFIX):
-        name = key[len(QUEUE_PREFIX) :]
-        if f"{INTERMEDIATE_SUFFIX}:" in name:
-            return None
-        if name.endswith(INTERMEDIATE_SUFFIX):
-            queue = name[: -len(INTERMEDIATE_SUFFIX)]
-            return Source(Kind.INTERMEDIATE, queue) if queue else None
-        return Source(Kind.QUEUE, name) if name else None
-    for kind in (Kind.READY, Kind.SCHEDULED, Kind.DEFERRED, Kind.WIP):
-        head = f"{PREFIX}:{kind.value}:"
-        if key.startswith(head) and len(key) > len(head):
-            return Source(kind, key[len(head) :])
-    return None
+    """The queue list or registry a key name stands for (`keys.name_of`); None for anything
+    else. Keys under an intermediate list's name (rq 3.0's markers) are never a queue."""
+    name = keys.name_of(key)
+    if name is None or name.role not in _SOURCE_KINDS:
+        return None
+    return Source(_SOURCE_KINDS[name.role], name.subject)
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -53,7 +53,7 @@ from switchyard.db.engine import deadlock_retried
 from switchyard.db.moves import ForeignTask, Known
 from switchyard.db.quarantine import Quarantined, encode_raw
 from switchyard.db.store import TaskStore, utcnow
-from switchyard.domain import Engine, Status, as_task_id, is_own_job_id
+from switchyard.domain import Engine, Priority, Status, as_task_id, is_own_job_id
 from switchyard.errors import UsageError
 from switchyard.logs import log_event
 from switchyard.migration import rq_reader
@@ -68,6 +68,7 @@ from switchyard.migration.mapping import (
 )
 from switchyard.migration.rq_reader import Entry, Kind, Source
 from switchyard.rq_engine.connection import translated_redis
+from switchyard.rq_engine.inventory import unknown_keys
 from switchyard.rq_engine.scripts import Scripts
 
 log = logging.getLogger("switchyard.migration")
@@ -87,7 +88,10 @@ class RqToDbOptions:
     dry_run: bool = False
     allow_pickle: bool = False
     include_in_flight: bool = False  # the operator has stopped the rq workers
+    include_failed: bool = False  # failed registries' jobs become queued tasks (run again)
     queue_prefix: str = ""  # RQ_QUEUE_PREFIX: which queues are switchyard's urgent..low
+    # Priorities of queues named otherwise (rq_engine/queues.py): --queue and the setting.
+    queue_priorities: Mapping[str, Priority] = field(default_factory=dict)
     actor: str = "migration"
     writers: int | None = None  # batches written at once; None: WRITERS for the dialect
     # The routing epoch the move was permitted under (`switch.require_move_to`, which the
@@ -124,6 +128,8 @@ class RqToDbReport:
     in_flight_included: bool = False
     left_in_flight_keys: dict[str, int] = field(default_factory=dict)  # key -> entries left
     skipped_keys: dict[str, str] = field(default_factory=dict)  # not a list/zset: key -> TYPE
+    failed_left: dict[str, int] = field(default_factory=dict)  # rq:failed:<q> -> jobs left
+    unknown_keys: dict[str, str] = field(default_factory=dict)  # no rq layout: key -> TYPE
     markers: int = 0  # rq 3.0 `first_seen` markers found (not queues)
     alive_workers: list[str] = field(default_factory=list)
     by_source: dict[str, int] = field(default_factory=dict)
@@ -163,9 +169,13 @@ class _Batch:
     left: set[str] = field(default_factory=set)  # job ids to leave in Redis (pickle)
 
 
+def kinds_of(options: RqToDbOptions) -> tuple[Kind, ...]:
+    return rq_reader.WITH_FAILED if options.include_failed else rq_reader.MIGRATED_KINDS
+
+
 def total_entries(r: Redis, options: RqToDbOptions) -> int:
     """How many entries a run will visit (for a progress bar)."""
-    found = rq_reader.sources(r, options.queue_prefix)
+    found = rq_reader.sources(r, options.queue_prefix, kinds_of(options))
     return sum(
         n
         for s, n in zip(found, rq_reader.counts(r, found, {}), strict=True)
@@ -260,10 +270,13 @@ class _Run:
             discovery = rq_reader.discover(self.r, self.options.queue_prefix)
             self.report.skipped_keys.update(discovery.skipped)
             self.report.markers = discovery.markers
-            everything = rq_reader.sources_of(discovery.queues)
+            self.report.unknown_keys = unknown_keys(self.r)
+            everything = rq_reader.sources_of(discovery.queues, kinds_of(self.options))
             found = [s for s in everything if include or not s.kind.in_flight]
             if not include:
                 self._count_left_in_flight([s for s in everything if s.kind.in_flight])
+            if not self.options.include_failed:
+                self._count_failed_left(rq_reader.sources_of(discovery.queues, (Kind.FAILED,)))
             if self.options.dry_run:
                 for source in self._holding_more(found):
                     self._dry_drain(source)
@@ -287,6 +300,12 @@ class _Run:
         self.report.left_in_flight_keys = {
             s.key: n for s, n in zip(in_flight, found, strict=True) if n
         }
+
+    def _count_failed_left(self, failed: list[Source]) -> None:
+        """Failed jobs are not queued work: listed (a run is still complete), moved only with
+        --include-failed."""
+        found = rq_reader.counts(self.r, failed, self.report.skipped_keys)
+        self.report.failed_left = {s.key: n for s, n in zip(failed, found, strict=True) if n}
 
     def _holding_more(self, found: list[Source]) -> list[Source]:
         """The sources holding more entries than were left in them (one pipelined count)."""
@@ -472,7 +491,9 @@ class _Run:
             times = (job_time(fields, b"created_at"), job_time(fields, b"enqueued_at"))
             view = foreign_view(job_id, decoded, source.queue, source.key, times, meta)
             with legacy.isolated(conn):
-                new = apply_mapper(self.mapper, view, conn, options.queue_prefix)
+                new = apply_mapper(
+                    self.mapper, view, conn, options.queue_prefix, options.queue_priorities
+                )
         except NeedsPickle:
             batch.left.add(job_id)
             return

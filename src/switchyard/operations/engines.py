@@ -8,17 +8,24 @@ figures), never as zero jobs.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Any
 
 from switchyard import modes, switch
+from switchyard.config import describe
 from switchyard.db.store import utcnow
 from switchyard.domain import Engine
+from switchyard.errors import SwitchyardError
+from switchyard.logs import log_event
 from switchyard.modes import Mode
+from switchyard.operations.queues import rq_queues
 from switchyard.operations.services import Services
 from switchyard.rq_engine import BrokerUnavailable
 from switchyard.rq_engine import control as rq
+
+log = logging.getLogger("switchyard.start")
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -38,7 +45,69 @@ def get_mode(services: Services) -> dict[str, Any]:
         "boot_default": modes.boot_mode(services.settings).value,
         "fallback": modes.fallback_state(services.store),
         "fallback_enabled": services.settings.rq_fallback_enabled,
+        **_drift(services),
     }
+
+
+def _drift(services: Services) -> dict[str, Any]:
+    drift = modes.settings_drift(services.store, services.settings)
+    return {
+        "settings_drift": drift.message if drift else None,
+        "settings_drift_urgent": bool(drift and drift.urgent),
+    }
+
+
+# -- what this process runs on -------------------------------------------------------------
+
+
+def configuration(services: Services) -> dict[str, Any]:
+    """The settings file read, the database and Redis resolved (passwords masked), and the
+    mode against the boot settings: what `switchyard status --json` shows."""
+    resolved = describe(services.settings)
+    return {
+        "settings_file": resolved.settings_file,
+        "database": {"url": resolved.database_url, "sqlite_path": resolved.sqlite_path},
+        "redis": {
+            "url": resolved.redis_url,
+            "source": resolved.redis_url_source,
+            "db": resolved.redis_db,
+            "db_named_in_url": resolved.redis_db_named,
+        },
+        "boot_settings": modes.boot_settings(services.settings),
+        **_drift(services),
+    }
+
+
+def announce_start(services: Services, process: str) -> None:
+    """What a starting process runs on, logged; a disagreement between the boot settings and
+    the stored mode, and a Redis URL that is only the default, as warnings (every start)."""
+    resolved = describe(services.settings)
+    log_event(
+        log,
+        "start",
+        process=process,
+        settings_file=resolved.settings_file or "none",
+        database=resolved.database_url,
+        redis=resolved.redis_url,
+    )
+    try:
+        drift = modes.settings_drift(services.store, services.settings)
+        mode = modes.current_mode(services.store, services.settings)
+    except SwitchyardError as exc:  # the process reports its own database failure later
+        log_event(log, "start.mode_unread", logging.WARNING, process=process, error=exc)
+        return
+    if drift is not None:
+        log_event(
+            log, "settings.mode_drift", logging.WARNING, process=process, detail=drift.message
+        )
+    if mode is not Mode.DB and resolved.redis_default:
+        log_event(
+            log,
+            "settings.redis_default",
+            logging.WARNING,
+            process=process,
+            detail=resolved.redis_url_source,
+        )
 
 
 def set_mode(
@@ -107,9 +176,11 @@ def _redis_side(services: Services) -> dict[str, Any]:
             "registries": rq.registry_counts(services.redis, prefix),
             "suspended": rq.suspended(services.redis),
             "workers": len(rq.our_workers(services.redis, prefix)),
+            "all_queues": rq_queues(services).to_dict(),
         }
     except BrokerUnavailable as exc:
         none = {"queues": None, "registries": None, "suspended": None, "workers": None}
+        none["all_queues"] = None
         return {"redis": {"ok": False, "error": str(exc)}, **none}
 
 

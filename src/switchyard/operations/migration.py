@@ -16,7 +16,7 @@ from typing import Any
 from redis import Redis
 
 from switchyard import switch
-from switchyard.domain import Engine
+from switchyard.domain import Engine, Priority
 from switchyard.migration import (
     DbToRqReport,
     RestoreReport,
@@ -31,8 +31,10 @@ from switchyard.migration import (
 from switchyard.migration.backup import default_backup_dir
 from switchyard.migration.db_to_rq import pending_work
 from switchyard.modes import read_routing
+from switchyard.operations.queues import explicit_priorities
 from switchyard.operations.services import Services
 from switchyard.rq_engine.connection import MOVE_TIMEOUT, connect
+from switchyard.rq_engine.queues import parse_queue_priorities
 
 Progress = Callable[[int], None]
 
@@ -63,7 +65,13 @@ def rq_to_db_options(services: Services, **options: Any) -> RqToDbOptions:
     options["legacy_database_url"] = (
         options.get("legacy_database_url") or settings.legacy_database_url
     )
+    options.setdefault("queue_priorities", explicit_priorities(services))
     return RqToDbOptions(queue_prefix=settings.rq_queue_prefix, **options)
+
+
+def queue_priorities(services: Services, items: list[str]) -> dict[str, Priority]:
+    """RQ_QUEUE_PRIORITIES, then `--queue NAME=PRIORITY` items over it (UsageError if bad)."""
+    return {**explicit_priorities(services), **parse_queue_priorities(items)}
 
 
 def rq_to_db_total(services: Services, options: RqToDbOptions) -> int:

@@ -1,6 +1,8 @@
 """`switchyard rollback assess`: the runbook's decision matrix and tree, from measurements.
 
-Measured signals: Redis reachable; rq workers registered; progress (rq completions in the
+Measured signals: Redis reachable; rq workers registered; every queue rq knows, with the jobs
+of other applications no worker of theirs serves (`foreign_unserved`, a stability finding of
+`check`: never "fix in place" while they wait for nobody); progress (rq completions in the
 last `window_minutes`); the rq backlog, its age (oldest queued rq-owned task) and the time
 to drain it at the measured throughput; and `check`'s findings. Operator flags add what
 cannot be measured (a security issue, corruption seen elsewhere, user complaints ...).
@@ -36,7 +38,9 @@ from switchyard.rollback.check import CheckOptions, run_check
 # Findings that mean work is lost or contradicted (data integrity), and those that mean the
 # system is unsteady but nothing is lost yet (stability).
 INTEGRITY_FINDINGS = frozenset({"entry_without_hash", "lost_job", "status_disagrees"})
-STABILITY_FINDINGS = frozenset({"stuck_running", "undispatched", "hash_without_place"})
+STABILITY_FINDINGS = frozenset(
+    {"stuck_running", "undispatched", "hash_without_place", "foreign_unserved"}
+)
 
 ACTIONS = {
     "immediate": ("critical", "switchyard rollback emergency"),
@@ -96,6 +100,9 @@ def measure(services: Services, options: AssessOptions) -> dict[str, Any]:
         "drain_minutes": round(backlog / per_minute, 1) if per_minute else None,
         "check_findings": check.counts(),
         "caption_providers_down": captions.providers_down(captions.caption_providers(services)),
+        # other applications' jobs no worker of theirs serves (check lists them per queue)
+        "foreign_unserved": (health["all_queues"] or {}).get("unserved", 0),
+        "rq_queues": (health["all_queues"] or {}).get("queues", {}),
     }
 
 

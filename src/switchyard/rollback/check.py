@@ -18,6 +18,10 @@ Findings (each names the job or task, and the safe fix when there is one):
   worker ran it: hybrid's safety net, a fallback, a view of the mode a second old). Harmless:
   the job claims only a queued rq-owned task, so it is a no-op. Listed, removed by the fix,
   and not a failure: `ok` holds.
+- `foreign_unserved`: jobs of other applications wait in a queue (any queue rq knows, found
+  by `rq:queues` and SCAN) and no worker of theirs is alive to run them; switchyard's workers
+  never touch them. Reported only, and no disagreement (`ok` holds; `assess` weighs it):
+  start their workers, or `migrate rq-to-db` them.
 - `status_disagrees`: rq's view of an own job contradicts the task row: a failed or finished
   job for a task still running, a started job of a dead worker for a task not running.
 
@@ -44,6 +48,7 @@ from switchyard.errors import SwitchyardError
 from switchyard.logs import log_event
 from switchyard.migration import rq_reader
 from switchyard.modes import Mode, current_mode
+from switchyard.operations.queues import rq_queues
 from switchyard.operations.services import Services
 from switchyard.rollback.rqstate import (
     DONE_KINDS,
@@ -69,7 +74,9 @@ DEFAULT_GRACE_SECONDS = 60.0
 TERMINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
 # Fixes `--repair` may apply. Each is safe: it can only make a task run that should, once.
 REMOVE_ENTRY = "remove_entry"
-HARMLESS = frozenset({"stale_job"})  # listed and repairable, but no disagreement
+# Listed, but no disagreement between the database and Redis: `ok` holds. A stale job is
+# repairable; other applications' unserved jobs are theirs (a rollback must not fail on them).
+HARMLESS = frozenset({"stale_job", "foreign_unserved"})
 REDISPATCH = "redispatch"
 REQUEUE = "requeue"
 
@@ -96,7 +103,7 @@ class CheckReport:
         return not self.problems()
 
     def problems(self) -> list[Finding]:
-        """The findings that are disagreements (all but the harmless stale jobs)."""
+        """The findings that are disagreements (all but the HARMLESS kinds)."""
         return [f for f in self.findings if f.kind not in HARMLESS]
 
     def counts(self) -> dict[str, int]:
@@ -169,6 +176,23 @@ def _redis_side(services: Services, r: Redis, options: CheckOptions, report: Che
     lost = _lost_jobs(services, snap, options, {f.subject for f in orphans})
     loose = _hashes_without_place(r, snap, {f.subject for f in lost})
     report.findings += orphans + lost + loose + _disagreements(snap, own)
+    report.findings += _foreign_unserved(services, r, report)
+
+
+def _foreign_unserved(services: Services, r: Redis, report: CheckReport) -> list[Finding]:
+    seen = rq_queues(services, r)
+    report.scanned["rq_queues"] = len(seen.queues)
+    return [
+        Finding(
+            "foreign_unserved",
+            q.name,
+            f"{q.unserved} job(s) of other applications wait in rq:queue:{q.name} and no "
+            "worker of theirs is alive; switchyard never runs them (start their workers, or "
+            "`switchyard migrate rq-to-db`)",
+        )
+        for q in seen.queues
+        if q.unserved
+    ]
 
 
 def _entries_without_hash(

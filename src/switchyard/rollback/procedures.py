@@ -245,6 +245,7 @@ def backup(ctx: StepContext) -> dict[str, Any]:
         "tasks": counts.get("tasks"),
         "job_hashes": counts.get("job_hashes"),
         "queued_entries": _pending_entries(counts.get("redis_keys", {})),
+        "failed_jobs": counts.get("failed_jobs", {}),
         "dump": manifest["redis"].get("dump"),
         "notes": manifest.get("notes", []),
     }

@@ -179,6 +179,7 @@ def _counts(latest: dict[str, StepRecord]) -> list[str]:
             f"| tasks in the backup | {b['tasks']} |",
             f"| rq job hashes in the backup | {b['job_hashes']} |",
             f"| queued or in-flight rq entries in the backup | {b['queued_entries']} |",
+            f"| jobs in rq's failed registries in the backup | {_failed(b)} |",
         ]
     migrate = latest.get("migrate")
     if migrate is not None and migrate.status is StepStatus.DONE:
@@ -217,10 +218,24 @@ def _verification(latest: dict[str, StepRecord]) -> list[str]:
     for c in checks:
         shown = "; ".join(c["discrepancies"][:3]) + (" …" if c["count"] > 3 else "")
         lines.append(f"| {c['name']} | {'pass' if c['ok'] else 'FAIL'} | {shown or '—'} |")
+    failed = verify.detail.get("failed_jobs") or {}
+    if failed:
+        lines += [
+            "",
+            f"Jobs left in rq's failed registries (not migrated): {_failed(verify.detail)}.",
+        ]
     canary = latest.get("canary")
     if canary is not None:
         lines += ["", f"Canary: {step_summary(canary)}."]
     return lines
+
+
+def _failed(detail: dict[str, Any]) -> str:
+    """rq's failed registries, `key: n` each (a step recorded before they were kept: ?)."""
+    if "failed_jobs" not in detail:
+        return "?"
+    found = detail["failed_jobs"]
+    return ", ".join(f"{k}: {n}" for k, n in found.items()) if found else "0"
 
 
 def _worked_well(run: RunRecord, latest: dict[str, StepRecord]) -> list[str]:
@@ -255,6 +270,12 @@ def _follow_up(run: RunRecord, latest: dict[str, StepRecord]) -> list[str]:
         items.append(
             f"review the {quarantined} quarantined job(s) (kept byte for byte): "
             "`switchyard quarantine list`, then remap, release or drop them"
+        )
+    verify = latest.get("verify")
+    if verify is not None and verify.detail.get("failed_jobs"):
+        items.append(
+            "decide on the jobs in rq's failed registries: `switchyard migrate rq-to-db "
+            "--include-failed` queues them as tasks again"
         )
     if run.kind in ("emergency", "planned") and run.status is RunStatus.SUCCEEDED:
         items.append("remove rq's keys once satisfied: `switchyard cleanup-rq --yes`")

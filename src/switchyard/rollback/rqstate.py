@@ -25,7 +25,8 @@ from redis import Redis
 
 from switchyard.migration import rq_reader
 from switchyard.migration.backup import read_structures, survey, text
-from switchyard.migration.rq_reader import INTERMEDIATE_SUFFIX, PREFIX, marker_job
+from switchyard.migration.rq_reader import PREFIX, marker_job
+from switchyard.rq_engine import keys
 from switchyard.rq_engine.connection import translated_redis
 from switchyard.rq_engine.keys import wip_job_id
 
@@ -33,6 +34,7 @@ PENDING_KINDS = frozenset({"queue", "intermediate", "scheduled", "deferred", "re
 IN_FLIGHT_KINDS = frozenset({"wip"})
 DONE_KINDS = frozenset({"failed", "finished", "canceled"})
 JOB_KEY_PREFIX = f"{PREFIX}:job:"
+CONTAINER_KINDS = PENDING_KINDS | IN_FLIGHT_KINDS | DONE_KINDS
 HASH_FIELDS = ("status", "origin", "worker_name")
 PAGE = 1000
 
@@ -76,18 +78,12 @@ class RqSnapshot:
 
 
 def classify_key(key: str) -> tuple[str, str] | None:
-    """(kind, queue) of an rq list or registry key, by name; None for anything else (rq 3.0's
-    `...:intermediate:first_seen:<id>` markers included)."""
-    if not key.startswith(f"{PREFIX}:"):
+    """(kind, queue) of an rq list or registry key, by name (`keys.name_of`); None for
+    anything else (rq 3.0's `...:intermediate:first_seen:<id>` markers included)."""
+    name = keys.name_of(key)
+    if name is None or name.role.value not in CONTAINER_KINDS:
         return None
-    kind, _, queue = key[len(PREFIX) + 1 :].partition(":")
-    if kind == "queue" and f"{INTERMEDIATE_SUFFIX}:" in queue:
-        return None  # rq's bookkeeping beside an intermediate list, never a container
-    if kind == "queue" and queue.endswith(INTERMEDIATE_SUFFIX):
-        queue = queue[: -len(INTERMEDIATE_SUFFIX)]
-        return ("intermediate", queue) if queue else None
-    known = PENDING_KINDS | IN_FLIGHT_KINDS | DONE_KINDS
-    return (kind, queue) if kind in known and queue else None
+    return name.role.value, name.subject
 
 
 def member_job_id(kind: str, member: str) -> str:

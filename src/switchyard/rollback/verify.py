@@ -18,8 +18,12 @@ Every check can fail, and each failure lists its discrepancies:
   `backup_tasks_present` (every task in it is in the database), `backup_quarantine_present`
   (every quarantine row in it is still a row, whatever became of it), `backup_jobs_accounted` (every
   job that was queued, scheduled, deferred or in flight is in the database as an own task, a
-  migrated task or a quarantined job, or is still in rq), and `counts_match_manifest` (those
-  totals equal the manifest's).
+  migrated task or a quarantined job, or is still in rq), `backup_failed_accounted` (the same
+  for every job in a failed registry: still in rq, or a task after `--include-failed`), and
+  `counts_match_manifest` (those totals equal the manifest's).
+
+The report also lists the jobs in rq's failed registries now (`failed_jobs`, key -> count):
+not queued work, so no check fails on them, but an operator must see them.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ from switchyard.rq_engine.connection import (
 
 LISTED = 50  # discrepancies listed per check; the count is always complete
 MOVABLE_KINDS = PENDING_KINDS | IN_FLIGHT_KINDS
+FAILED_KINDS = frozenset({"failed"})
 
 
 log = logging.getLogger(__name__)
@@ -83,6 +88,7 @@ class VerifyReport:
     checks: list[Check] = field(default_factory=list)
     backup: str | None = None
     mode: str | None = None
+    failed_jobs: dict[str, int] = field(default_factory=dict)  # rq:failed:<q> -> jobs
 
     @property
     def ok(self) -> bool:
@@ -97,6 +103,7 @@ class VerifyReport:
             "mode": self.mode,
             "backup": self.backup,
             "failed": self.failed(),
+            "failed_jobs": self.failed_jobs,
             "checks": [{**asdict(c), "ok": c.ok} for c in self.checks],
         }
 
@@ -112,6 +119,7 @@ def verify(
         expect_rq_empty = mode is Mode.DB and not fallback_state(store)["active"]
     snap = _snapshot(services, report)
     if snap is not None:
+        report.failed_jobs = _failed_jobs(snap)
         report.checks.append(_nothing_in_both(services, snap))
         if expect_rq_empty:
             report.checks.append(_rq_empty(snap))
@@ -179,6 +187,14 @@ def _keys(snap: RqSnapshot, job_id: str) -> str:
     return ", ".join(sorted({p.key for p in snap.places.get(job_id, [])})) or "no key"
 
 
+def _failed_jobs(snap: RqSnapshot) -> dict[str, int]:
+    return {
+        key: n
+        for key, n in sorted(snap.containers.items())
+        if n and (where := classify_key(key)) is not None and where[0] in FAILED_KINDS
+    }
+
+
 # -- RQ queues empty ---------------------------------------------------------------------------
 
 
@@ -227,10 +243,12 @@ def _against_backup(services: Services, path: Path, snap: RqSnapshot | None) -> 
         return [intact]  # a damaged backup proves nothing
     tasks_check, tasks_present = _backup_tasks(services, path)
     quarantine_check = _backup_quarantine(services, path)
-    jobs = _backup_jobs(path, manifest)
-    jobs_check, accounted = _backup_jobs_accounted(services, jobs, snap)
+    jobs = _backup_jobs(path, manifest, MOVABLE_KINDS)
+    jobs_check, accounted = _backup_jobs_accounted(services, jobs, snap, "backup_jobs_accounted")
+    failed = _backup_jobs(path, manifest, FAILED_KINDS)
+    failed_check, _ = _backup_jobs_accounted(services, failed, snap, "backup_failed_accounted")
     counts = _counts_match(manifest, tasks_present, jobs, accounted)
-    return [intact, tasks_check, quarantine_check, jobs_check, counts]
+    return [intact, tasks_check, quarantine_check, jobs_check, failed_check, counts]
 
 
 def _backup_intact(path: Path, manifest: dict[str, Any]) -> Check:
@@ -269,26 +287,27 @@ def _backup_quarantine(services: Services, path: Path) -> Check:
     return check
 
 
-def _backup_jobs(path: Path, manifest: dict[str, Any]) -> BackupJobs:
-    """Job ids the backup held in a queue, registry of pending work, or in flight."""
+def _backup_jobs(path: Path, manifest: dict[str, Any], kinds: frozenset[str]) -> BackupJobs:
+    """Job ids the backup held in containers of these kinds (pending work and in flight, or
+    the failed registries)."""
     jobs = BackupJobs()
     for doc in read_jsonl(path / "redis/structures.jsonl"):
         where = classify_key(doc["key"])
-        if where is None or where[0] not in MOVABLE_KINDS:
+        if where is None or where[0] not in kinds:
             continue
         for m in doc["members"]:
             jobs.entries[member_job_id(where[0], m[0] if doc["type"] == "zset" else m)] += 1
     for key, n in manifest["counts"].get("redis_keys", {}).items():
         where = classify_key(key)
-        if where is not None and where[0] in MOVABLE_KINDS:
+        if where is not None and where[0] in kinds:
             jobs.manifest_entries += int(n)
     return jobs
 
 
 def _backup_jobs_accounted(
-    services: Services, jobs: BackupJobs, snap: RqSnapshot | None
+    services: Services, jobs: BackupJobs, snap: RqSnapshot | None, name: str
 ) -> tuple[Check, Counter[str]]:
-    check = Check("backup_jobs_accounted")
+    check = Check(name)
     ids = sorted(jobs.entries)
     engine = services.store.engine
     own = db_reads.own_tasks(engine, ids)

@@ -18,6 +18,9 @@ from switchyard.errors import (
 
 # The rq job function; a job carries only the task id, the database holds the rest.
 JOB_FUNC = "switchyard.rq_engine.jobs.run_task"
+# The description switchyard's enqueue gives a job ("caption task <task id>"): with JOB_FUNC,
+# what tells its own jobs from other applications' in a shared queue (`rq_engine/foreign.py`).
+OWN_DESCRIPTION = "caption task "
 # Queue names (before RQ_QUEUE_PREFIX), in the order a worker drains them.
 QUEUE_NAMES: tuple[str, ...] = tuple(p.label for p in sorted(Priority))
 

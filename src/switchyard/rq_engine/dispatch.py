@@ -26,6 +26,7 @@ from switchyard.db.store import Pending, TaskStore
 from switchyard.logs import log_event
 from switchyard.rq_engine.connection import (
     JOB_FUNC,
+    OWN_DESCRIPTION,
     queue_for,
     registry_keys,
     translated_redis,
@@ -94,7 +95,7 @@ def _job(queue: Queue, item: Pending, s: Settings) -> Job:
         job_id=str(item.id),
         timeout=max(1, int(s.worker_timeout)),
         result_ttl=s.rq_result_ttl,
-        description=f"caption task {item.id}",
+        description=f"{OWN_DESCRIPTION}{item.id}",
         status=JobStatus.QUEUED,
     )
     job.enqueued_at = rq_now()

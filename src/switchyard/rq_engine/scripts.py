@@ -218,6 +218,59 @@ class ReleasePlace:
     queues_member: str  # '' for none
 
 
+# Take switchyard's first own job out of its queues, looking past every other application's
+# job: nothing is popped blindly, only that id is removed (LREM), so a foreign job keeps its
+# place and its order. A job is switchyard's when its hash's description is the one
+# switchyard's enqueue writes ("caption task <id>") or names switchyard's job function
+# ("<JOB_FUNC>(...)", a plain rq producer's); the worker then checks the JSON payload itself
+# (Lua cannot inflate zlib) and puts a job that fails the check back (PUT_BACK). Entries are
+# read 16 at a time, at most `limit` of each queue, so a queue of own jobs costs one short
+# LRANGE per take.
+#
+# KEYS: the queue lists, urgent first. ARGV: 1 "rq:job:", 2 own description prefix,
+# 3 JOB_FUNC .. "(", 4 limit, 5 "take" or "count", 6.. ids not to take (found foreign).
+# take: {queue index, job id, its index in the list}; {0, n, 0} when there is no own job, n
+# foreign entries seen. count: per queue, the entries looked at that are jobs of another
+# application (an id with no hash is nobody's job: `check` reports it as an entry without
+# a hash).
+TAKE_OWN_JOB = """
+local skip = {}
+for i = 6, #ARGV do skip[ARGV[i]] = true end
+local limit, take = tonumber(ARGV[4]), ARGV[5] == 'take'
+local counts, seen = {}, 0
+for q = 1, #KEYS do
+  local foreign, start = 0, 0
+  while start < limit do
+    local ids = redis.call('LRANGE', KEYS[q], start, math.min(start + 15, limit - 1))
+    for i, id in ipairs(ids) do
+      local d = redis.call('HGET', ARGV[1] .. id, 'description')
+      local own = d and not skip[id]
+        and (d == ARGV[2] .. id or string.sub(d, 1, #ARGV[3]) == ARGV[3])
+      if own and take then
+        redis.call('LREM', KEYS[q], 1, id)
+        return {q, id, start + i - 1}
+      end
+      if d and not own then foreign = foreign + 1 end
+    end
+    if #ids < 16 then break end
+    start = start + 16
+  end
+  counts[q] = foreign
+  seen = seen + foreign
+end
+if take then return {0, seen, 0} end
+return counts
+"""
+
+# Put a job TAKE_OWN_JOB took back where it was: before the entry now at its old index (or
+# at the tail if the list is shorter now). KEYS: 1 the queue list. ARGV: 1 job id, 2 index.
+PUT_BACK = """
+local pivot = redis.call('LINDEX', KEYS[1], tonumber(ARGV[2]))
+if pivot then return redis.call('LINSERT', KEYS[1], 'BEFORE', pivot, ARGV[1]) end
+return redis.call('RPUSH', KEYS[1], ARGV[1])
+"""
+
+
 class Scripts:
     """The scripts registered on one client; callable on a pipeline (EVALSHA, loaded once)."""
 
@@ -228,6 +281,8 @@ class Scripts:
         self.remove_entries: Script = connection.register_script(REMOVE_ENTRIES)
         self.restore_hash_if_absent: Script = connection.register_script(RESTORE_HASH_IF_ABSENT)
         self.release_job: Script = connection.register_script(RELEASE_JOB)
+        self.take_own_job: Script = connection.register_script(TAKE_OWN_JOB)
+        self.put_back: Script = connection.register_script(PUT_BACK)
 
     def remove(
         self, container: str, kind: str, members: list[bytes], job_keys: list[str]

@@ -170,7 +170,10 @@ def health(svc: Svc) -> JSONResponse:
     components = {"database": _database_health(svc)}
     if components["database"]["status"] == "ok":
         mode = engines.get_mode(svc)
-        components["mode"] = {"status": "ok", **mode}
+        # The stored mode is in force; boot settings that disagree are shown. Settings that
+        # ask for the emergency rollback while the stored mode is not db are degraded.
+        status = "degraded" if mode["settings_drift_urgent"] else "ok"
+        components["mode"] = {"status": status, **mode}
         components["redis"] = _redis_health(svc, mode)
         components["workers"] = _workers_health(svc, mode)
         components["ownership"] = _ownership_health(svc)
@@ -225,9 +228,14 @@ def _database_health(svc: ops.Services) -> dict[str, Any]:
 def _redis_health(svc: ops.Services, mode: dict[str, Any]) -> dict[str, Any]:
     if mode["mode"] == "db":
         return {"status": "unused"}
-    redis = engines.rq_health(svc)["redis"]
+    health = engines.rq_health(svc)
+    redis = health["redis"]
     if redis.get("ok"):
-        return {"status": "ok", **redis}
+        seen = health["all_queues"]
+        foreign = {"foreign_jobs": seen["foreign"], "foreign_unserved": seen["unserved"]}
+        # Other applications' jobs left waiting with no worker of theirs: nothing of
+        # switchyard's is lost, but an operator must hear of it.
+        return {"status": "degraded" if seen["unserved"] else "ok", **redis, **foreign}
     # Polling workers carry the work while the fallback is active: degraded, not down.
     return {"status": "degraded" if mode["fallback"]["active"] else "error", **redis}
 

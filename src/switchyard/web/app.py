@@ -22,7 +22,7 @@ from switchyard.errors import (
     UsageError,
 )
 from switchyard.logs import log_event
-from switchyard.operations import Services
+from switchyard.operations import Services, engines
 from switchyard.operations.maintenance import DEFAULT_RETRY_AFTER, submission_block
 from switchyard.rollback.cleanup import CleanupRefused
 from switchyard.rollback.commands import NothingToResume
@@ -55,6 +55,7 @@ MAX_ERRORS = 10
 def create_app(services: Services | None = None) -> FastAPI:
     """Build the app on `services` (from the environment when omitted)."""
     svc = services or Services.from_env()
+    engines.announce_start(svc, "serve")
     app = FastAPI(
         title="switchyard",
         version="0.1.0",

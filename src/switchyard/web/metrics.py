@@ -157,6 +157,13 @@ class StoreCollector(Collector):
             yield _gauge(
                 "switchyard_rq_workers", "rq's registered workers.", stats["rq"]["workers"]
             )
+            seen = stats["rq"]["all_queues"]["queues"]
+            yield _labelled(
+                "switchyard_rq_foreign_jobs",
+                "Jobs of other applications in each rq queue, left untouched by switchyard.",
+                ["queue"],
+                {name: q["foreign"] for name, q in seen.items()},
+            )
 
     def _tasks(self) -> GaugeMetricFamily:
         family = GaugeMetricFamily(

@@ -10,10 +10,19 @@ up to a minute without returning, so neither a mode switch nor a fallback would 
 Here the dequeue blocks at most one second at a time, and between two waits the worker looks
 at suspension and at the mode (with `--engine auto` it hands over to a polling worker when
 the mode or a fallback says so, and back when Redis is in use again).
+
+Two: the worker never pops a queue blindly. Queues are shared with other applications (a
+pickled job of theirs in `rq:queue:urgent`); rq's pop would take such a job and fail it.
+Instead it takes its first own job by id (`rq_engine/foreign.py`) and checks the payload
+(putting back, in place, one that is not its own); every other job stays where it was, in
+order, and is reported (a log line and a `foreign_jobs_seen` system event when the number
+changes). With nothing of its own to do it polls (IDLE_POLL; FOREIGN_POLL while only foreign
+jobs wait, which bounds the work of looking past them).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -24,7 +33,7 @@ from enum import StrEnum
 from typing import Any
 
 import redis
-from rq.exceptions import DequeueTimeout, StopRequested
+from rq.exceptions import DequeueTimeout, NoSuchJobError, StopRequested
 from rq.job import Job
 from rq.queue import Queue
 from rq.serializers import JSONSerializer
@@ -33,21 +42,25 @@ from rq.worker import BaseWorker, SimpleWorker, Worker, WorkerStatus
 
 from switchyard.captioning.handler import handler_ready, make_handler, provider_report
 from switchyard.domain import Engine, Priority
+from switchyard.errors import SwitchyardError
 from switchyard.logs import log_event
 from switchyard.modes import ModeWatcher
 from switchyard.operations.services import Services
-from switchyard.rq_engine import jobs
+from switchyard.rq_engine import foreign, jobs
 from switchyard.rq_engine.connection import (
     BrokerUnavailable,
     connect,
     queue_for,
     translated_redis,
 )
+from switchyard.rq_engine.scripts import Scripts
 from switchyard.workers.supervisor import Supervisor, WorkerStatusReport
 
 log = logging.getLogger("switchyard.rq.worker")
 
 DEQUEUE_WAIT = 1  # seconds a dequeue blocks before the worker looks around again
+IDLE_POLL = 0.05  # seconds between looks while switchyard's queues are empty
+FOREIGN_POLL = 0.5  # ... while only other applications' jobs wait in them
 
 
 class Ended(StrEnum):
@@ -63,8 +76,12 @@ class _ModeAware(BaseWorker):
     # False while taking a job would only hand its task back (every caption provider's circuit
     # open). Only a simple worker learns this: a forking worker's breakers live in its horses.
     may_take_work: Callable[[], bool] = staticmethod(lambda: True)
+    on_foreign: Callable[[int], None] = staticmethod(lambda _n: None)
     yielded = False
     stop_signalled = False
+    foreign_seen = 0
+    _found_foreign: set[str]
+    _scripts: Scripts | None = None
 
     def request_stop(self, signum: Any, frame: Any) -> None:
         self.stop_signalled = True  # SIGTERM/SIGINT, or rq's shutdown command (a SIGINT)
@@ -83,8 +100,8 @@ class _ModeAware(BaseWorker):
     def dequeue_job_and_maintain_ttl(
         self, timeout: int | None, max_idle_time: int | None = None
     ) -> tuple[Job, Queue] | None:
-        if timeout is None:  # burst: rq's non-blocking pop
-            return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+        if timeout is None:  # burst: what is there now, and no wait
+            return self._take_own_job()
         self.set_state(WorkerStatus.IDLE)
         while True:
             if self.should_yield():
@@ -116,14 +133,40 @@ class _ModeAware(BaseWorker):
             return None
         if self.should_run_maintenance_tasks:
             self.run_maintenance_tasks()
-        return self.queue_class.dequeue_any(
-            self._ordered_queues,
-            DEQUEUE_WAIT,
-            connection=self.connection,
-            job_class=self.job_class,
-            serializer=self.serializer,
-            death_penalty_class=self.death_penalty_class,
-        )
+        taken = self._take_own_job()
+        if taken is None:
+            time.sleep(FOREIGN_POLL if self.foreign_seen else IDLE_POLL)
+        return taken
+
+    def _take_own_job(self) -> tuple[Job, Queue] | None:
+        """The first own job of the queues (in priority order), removed by its id alone;
+        None when there is none. A job whose hash looked like ours but whose payload is not
+        (not JSON, another function) goes back where it was and is not taken again."""
+        if self._scripts is None:
+            self._scripts, self._found_foreign = Scripts(self.connection), set()
+        queues = list(self._ordered_queues)
+        while True:
+            taken = foreign.take_own(self._scripts, [q.key for q in queues], self._found_foreign)
+            if taken.queue_index is None or taken.job_id is None:
+                self._note_foreign(taken.foreign_seen)
+                return None
+            queue = queues[taken.queue_index]
+            try:
+                job = self.job_class.fetch(
+                    taken.job_id, connection=self.connection, serializer=self.serializer
+                )
+            except NoSuchJobError:
+                continue  # its hash expired meanwhile: rq's own dequeue drops such an entry
+            if foreign.is_own_job(job):
+                return job, queue
+            foreign.put_back(self._scripts, queue.key, taken.job_id, taken.position)
+            self._found_foreign.add(taken.job_id)
+
+    def _note_foreign(self, seen: int) -> None:
+        if seen != self.foreign_seen:
+            self.foreign_seen = seen
+            log_event(log, "rq.foreign_jobs_left", logging.WARNING, worker=self.name, count=seen)
+            self.on_foreign(seen)
 
 
 class SimpleRQWorker(_ModeAware, SimpleWorker):
@@ -173,6 +216,7 @@ def run_rq_worker(
     handler = make_handler(services.settings)
     worker.may_take_work = lambda: handler_ready(handler)
     jobs.install(services.store, services.settings, handler, options.name)
+    worker.on_foreign = lambda n: _record_foreign(services, options.name, n)
     services.store.register_worker(options.name, Engine.RQ, socket.gethostname(), os.getpid())
     supervisor.report = lambda: _report(worker, provider_report(handler))
     level = "INFO" if logging.getLogger("switchyard").isEnabledFor(logging.DEBUG) else "WARNING"
@@ -186,6 +230,13 @@ def run_rq_worker(
         _final_report(services, options.name, worker)
         jobs.uninstall()
     return Ended.YIELDED if worker.yielded and not worker.stop_signalled else Ended.STOPPED
+
+
+def _record_foreign(services: Services, worker: str, count: int) -> None:
+    """A system event when the foreign jobs this worker looks past change in number."""
+    detail = {"count": count, "look_ahead": foreign.LOOK_AHEAD}
+    with contextlib.suppress(SwitchyardError):  # the timeline is not worth a worker
+        services.store.record_event("foreign_jobs_seen", worker, "left for their owner", detail)
 
 
 def _report(

@@ -20,6 +20,7 @@ from switchyard.domain import Engine
 from switchyard.errors import ConfigError
 from switchyard.logs import log_event
 from switchyard.modes import ModeWatcher
+from switchyard.operations.engines import announce_start
 from switchyard.operations.services import Services
 from switchyard.workers.polling import Worker as PollingWorker
 from switchyard.workers.polling import worker_name
@@ -46,6 +47,7 @@ def run_worker(
         # SQLite's file locks are per process and its connections must not cross a fork.
         raise ConfigError("--worker-class fork needs PostgreSQL or MariaDB, not SQLite")
     name = worker_name()
+    announce_start(services, f"worker {name}")
     services.store.purge_workers(silent_for=REGISTRY_KEEP)
     for problem in provider_problems(services.settings):
         log_event(log, "caption_provider_problem", logging.WARNING, worker=name, problem=problem)
