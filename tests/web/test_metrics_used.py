@@ -18,9 +18,6 @@ from switchyard.rq_engine.connection import queue_for
 from tests.web.conftest import TASK, make_client, scrape
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
-# Used by a rule before /metrics exports it: foreign rq jobs come with branch rq-layouts
-# (issue 9). Until then the rule and the panel stay silent; remove the name from here then.
-NOT_YET_EXPORTED = {"switchyard_rq_foreign_jobs"}
 
 
 def used_metrics() -> set[str]:
@@ -43,7 +40,7 @@ def test_every_metric_the_rules_and_the_board_use_is_exported(
     exported = {f.name for f in text_string_to_metric_families(response.text)}
     used = used_metrics()
     assert len(used) >= 15  # the parse found the rules' and the board's names
-    assert used - NOT_YET_EXPORTED - exported == set()
+    assert used - exported == set()
 
 
 def test_a_db_owned_task_waiting_in_an_rq_queue_is_counted(sqlite_url: str, redis_url: str) -> None:
