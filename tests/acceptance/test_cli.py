@@ -66,7 +66,7 @@ def test_an_operator_session(db_url: str, store: TaskStore, tmp_path: Path) -> N
     assert [(e["actor"], e["from_status"], e["to_status"]) for e in detail["events"]] == [
         ("cli", None, "queued")
     ]
-    assert {t["id"] for t in high.json()} == {first, second}
+    assert {t["id"] for t in high.json()["tasks"]} == {first, second}
 
     cancelled = cli(db_url, "cancel", second, "--reason", "duplicate post", "--json")
     assert cancelled.json()["status"] == "cancelled"
