@@ -39,35 +39,49 @@ def _read(engine: sa.Engine, what: str, query: sa.Executable) -> list[sa.Row[Any
 LIVE = (Status.QUEUED.value, Status.RUNNING.value)
 
 
-def _by_status_and_priority(rows: list[sa.Row[Any]], statuses: tuple[str, ...]) -> dict[str, Any]:
+def _by_status_and_priority(rows: list[Any], statuses: tuple[str, ...]) -> dict[str, Any]:
     out: dict[str, dict[str, int]] = {s: {} for s in statuses}
-    for row in rows:
-        status, priority, n = row[0], row[1], row[2]
-        out[str(status)][Priority(priority).label] = int(n)
+    for status, priority, n in rows:
+        if status in out:
+            out[str(status)][Priority(priority).label] = int(n)
     return out
 
 
-def live_counts(engine: sa.Engine) -> dict[str, dict[str, int]]:
-    """Queued and running tasks by priority: a range of ix_tasks_claim (status leads it), so
-    the cost follows the live work, not the history."""
-    query = (
+DONE = tuple(s.value for s in FINISHED)
+
+
+def live_counts_query() -> sa.Select[Any]:
+    """A range of ix_tasks_claim (status leads it): the cost follows the live work."""
+    return (
         sa.select(tasks.c.status, tasks.c.priority, sa.func.count())
         .where(tasks.c.status.in_(LIVE))
         .group_by(tasks.c.status, tasks.c.priority)
     )
-    return _by_status_and_priority(_read(engine, "counting live tasks", query), LIVE)
+
+
+def finished_counts_query(since: datetime) -> sa.Select[Any]:
+    """A range of ix_tasks_finished (finished_at, status, priority), read from the index only.
+    The status is not a condition (a task put back in the queue has no finished_at; any other
+    status is dropped after), and the range is closed (up to a day ahead of now, far beyond
+    any clock skew) because SQLite's planner, without histograms, takes an open range for a
+    quarter of the table and walks ix_tasks_claim through the whole history instead."""
+    return (
+        sa.select(tasks.c.status, tasks.c.priority, sa.func.count())
+        .where(tasks.c.finished_at >= since, tasks.c.finished_at < utcnow() + timedelta(days=1))
+        .group_by(tasks.c.status, tasks.c.priority)
+    )
+
+
+def live_counts(engine: sa.Engine) -> dict[str, dict[str, int]]:
+    """Queued and running tasks by priority."""
+    rows = _read(engine, "counting live tasks", live_counts_query())
+    return _by_status_and_priority(rows, LIVE)
 
 
 def finished_counts(engine: sa.Engine, since: datetime) -> dict[str, dict[str, int]]:
-    """Completed, failed and cancelled tasks by priority among those finished since `since`:
-    a range of ix_tasks_finished (finished_at, status, priority), read from the index only."""
-    done = tuple(s.value for s in FINISHED)
-    query = (
-        sa.select(tasks.c.status, tasks.c.priority, sa.func.count())
-        .where(tasks.c.finished_at >= since, tasks.c.status.in_(done))
-        .group_by(tasks.c.status, tasks.c.priority)
-    )
-    return _by_status_and_priority(_read(engine, "counting finished tasks", query), done)
+    """Completed, failed and cancelled tasks by priority among those finished since `since`."""
+    rows = _read(engine, "counting finished tasks", finished_counts_query(since))
+    return _by_status_and_priority(rows, DONE)
 
 
 # -- rollback runs (written by db/runs.py's RunRecorder; read here) -------------------------------
@@ -125,15 +139,9 @@ def current_or_last_run(engine: sa.Engine) -> dict[str, Any] | None:
 # -- throughput -----------------------------------------------------------------------------
 
 
-def throughput(engine: sa.Engine, minutes: int = 60, buckets: int = 30) -> dict[str, Any]:
-    """Completions and failures per time bucket over the last `minutes`, from task_events.
-
-    One portable query: a SUM(CASE ...) column per bucket and outcome, over the window only.
-    """
-    now = utcnow()
-    width = timedelta(minutes=minutes) / buckets
-    start = now - width * buckets
-    edges = [start + width * i for i in range(buckets + 1)]
+def throughput_query(edges: list[datetime]) -> sa.Select[Any]:
+    """One portable query: a SUM(CASE ...) column per bucket and outcome, over the window only
+    (a range of ix_task_events_at, read from the index only)."""
     at, to = task_events.c.at, task_events.c.to_status
     columns = [
         sa.func.coalesce(
@@ -142,10 +150,18 @@ def throughput(engine: sa.Engine, minutes: int = 60, buckets: int = 30) -> dict[
         for outcome in (Status.COMPLETED.value, Status.FAILED.value)
         for lo, hi in itertools.pairwise(edges)
     ]
-    query = sa.select(*columns).where(
-        at >= start, to.in_([Status.COMPLETED.value, Status.FAILED.value])
+    return sa.select(*columns).where(
+        at >= edges[0], to.in_([Status.COMPLETED.value, Status.FAILED.value])
     )
-    row = _read(engine, "reading throughput", query)[0]
+
+
+def throughput(engine: sa.Engine, minutes: int = 60, buckets: int = 30) -> dict[str, Any]:
+    """Completions and failures per time bucket over the last `minutes`, from task_events."""
+    now = utcnow()
+    width = timedelta(minutes=minutes) / buckets
+    start = now - width * buckets
+    edges = [start + width * i for i in range(buckets + 1)]
+    row = _read(engine, "reading throughput", throughput_query(edges))[0]
     counts = [int(v) for v in row]
     return {
         "start": _iso(start),
@@ -210,4 +226,5 @@ __all__ = [
     "recent_claim_latencies",
     "recent_durations",
     "throughput",
+    "throughput_query",
 ]

@@ -80,17 +80,21 @@ def count_purgeable(engine: sa.Engine, statuses: Sequence[Status], before: datet
         return int(conn.execute(query).scalar_one())
 
 
-def _locked_batch(
-    conn: sa.Connection, statuses: Sequence[Status], before: datetime, limit: int
-) -> list[uuid.UUID]:
-    query = (
+def batch_query(statuses: Sequence[Status], before: datetime, limit: int) -> sa.Select[Any]:
+    """The oldest purgeable tasks, walking ix_tasks_finished from its start."""
+    return (
         sa.select(tasks.c.id)
         .where(_purgeable(statuses, before))
         .order_by(tasks.c.finished_at)
         .limit(limit)
         .with_for_update(skip_locked=True)  # SQLite: BEGIN IMMEDIATE already holds the lock
     )
-    return list(conn.execute(query).scalars())
+
+
+def _locked_batch(
+    conn: sa.Connection, statuses: Sequence[Status], before: datetime, limit: int
+) -> list[uuid.UUID]:
+    return list(conn.execute(batch_query(statuses, before, limit)).scalars())
 
 
 def _archive_records(conn: sa.Connection, ids: list[uuid.UUID]) -> list[dict[str, Any]]:
@@ -184,6 +188,7 @@ __all__ = [
     "Deleted",
     "RunHold",
     "backups_in_use",
+    "batch_query",
     "count_purgeable",
     "purge_quarantine_batch",
     "purge_runs",
