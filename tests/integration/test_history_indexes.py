@@ -24,7 +24,7 @@ from switchyard.db.store import TaskStore, utcnow
 from switchyard.domain import FINISHED, Priority, Status
 from tests.integration.support_plans import analyze, explain, index_hidden
 
-ROWS = 12_000
+ROWS = 6_000
 DAYS = 60
 HEAVY_USER = 7  # a fifth of all tasks: a user whose list must not be sorted in full
 
@@ -115,6 +115,11 @@ READS = [
         lambda c: activity.finished_counts_query(utcnow() - timedelta(days=1)),
         ("ix_tasks_finished",),
         groups=True,
+    ),
+    Read(
+        "durations and claim latencies (the last 15 minutes)",
+        lambda c: activity.durations_query(utcnow() - timedelta(minutes=15)),
+        ("ix_tasks_finished",),
     ),
     Read(
         "purge batch",

@@ -62,12 +62,10 @@ def live_counts_query() -> sa.Select[Any]:
 def finished_counts_query(since: datetime) -> sa.Select[Any]:
     """A range of ix_tasks_finished (finished_at, status, priority), read from the index only.
     The status is not a condition (a task put back in the queue has no finished_at; any other
-    status is dropped after), and the range is closed (up to a day ahead of now, far beyond
-    any clock skew) because SQLite's planner, without histograms, takes an open range for a
-    quarter of the table and walks ix_tasks_claim through the whole history instead."""
+    status is dropped after), and the range is closed (see _finished_since)."""
     return (
         sa.select(tasks.c.status, tasks.c.priority, sa.func.count())
-        .where(tasks.c.finished_at >= since, tasks.c.finished_at < utcnow() + timedelta(days=1))
+        .where(_finished_since(since))
         .group_by(tasks.c.status, tasks.c.priority)
     )
 
@@ -179,19 +177,31 @@ def _seconds(later: datetime, earlier: datetime) -> float:
     return max(0.0, (later - earlier).total_seconds())
 
 
-def recent_durations(engine: sa.Engine, minutes: int = 15) -> list[float]:
-    """Run time (start to finish) of the tasks completed in the last `minutes`."""
-    since = utcnow() - timedelta(minutes=minutes)
-    query = (
-        sa.select(tasks.c.started_at, tasks.c.finished_at)
-        .where(
-            tasks.c.status == Status.COMPLETED.value,
-            tasks.c.finished_at >= since,
-            tasks.c.started_at.is_not(None),
-        )
+def _finished_since(since: datetime) -> sa.ColumnElement[bool]:
+    """A closed range of ix_tasks_finished: up to a day ahead of now (far beyond any clock
+    skew), because SQLite's planner, without histograms, takes an open range for a quarter of
+    the table and would walk a status-led index through the whole history instead."""
+    return sa.and_(tasks.c.finished_at >= since, tasks.c.finished_at < utcnow() + timedelta(days=1))
+
+
+def durations_query(since: datetime) -> sa.Select[Any]:
+    """Tasks finished since `since`, a range of ix_tasks_finished."""
+    return (
+        sa.select(tasks.c.status, tasks.c.started_at, tasks.c.finished_at)
+        .where(_finished_since(since))
         .limit(SAMPLE_LIMIT)
     )
-    return [_seconds(r.finished_at, r.started_at) for r in _read(engine, "durations", query)]
+
+
+def recent_durations(engine: sa.Engine, minutes: int = 15) -> list[float]:
+    """Run time (start to finish) of the tasks completed in the last `minutes`. The status is
+    checked here, not in SQL, so no planner prefers a status-led index (see _finished_since)."""
+    query = durations_query(utcnow() - timedelta(minutes=minutes))
+    return [
+        _seconds(r.finished_at, r.started_at)
+        for r in _read(engine, "durations", query)
+        if r.status == Status.COMPLETED.value and r.started_at is not None
+    ]
 
 
 def recent_claim_latencies(engine: sa.Engine, minutes: int = 15) -> list[float]:
@@ -204,14 +214,15 @@ def recent_claim_latencies(engine: sa.Engine, minutes: int = 15) -> list[float]:
     running = sa.select(*columns).where(
         tasks.c.status == Status.RUNNING.value, tasks.c.started_at >= since
     )
-    finished = sa.select(*columns).where(
-        tasks.c.finished_at >= since,
-        tasks.c.status.in_([Status.COMPLETED.value, Status.FAILED.value]),
-        tasks.c.started_at >= since,
-    )
+    finished = sa.select(tasks.c.status, *columns).where(_finished_since(since))
+    ran = (Status.COMPLETED.value, Status.FAILED.value)
     rows = [
         *_read(engine, "claim latencies", running.limit(SAMPLE_LIMIT)),
-        *_read(engine, "claim latencies", finished.limit(SAMPLE_LIMIT)),
+        *(
+            r
+            for r in _read(engine, "claim latencies", finished.limit(SAMPLE_LIMIT))
+            if r.status in ran and r.started_at is not None and r.started_at >= since
+        ),
     ][:SAMPLE_LIMIT]
     return [_seconds(r.started_at, r.available_at) for r in rows]
 
@@ -219,6 +230,7 @@ def recent_claim_latencies(engine: sa.Engine, minutes: int = 15) -> list[float]:
 __all__ = [
     "LIVE",
     "current_or_last_run",
+    "durations_query",
     "finished_counts",
     "get_run",
     "list_runs",
