@@ -21,10 +21,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from switchyard.db import retention as retention_db
 from switchyard.db.runs import RunRecorder, RunStatus, StepStatus
 from switchyard.db.schema import quarantine, task_events, tasks
 from switchyard.db.store import Outcome, TaskStore, utcnow
-from switchyard.domain import Priority, Status
+from switchyard.domain import FINISHED, Priority, Status
 from switchyard.errors import UsageError
 from switchyard.operations import Services, retention
 from switchyard.operations.retention import PurgeOptions
@@ -79,6 +80,14 @@ def make_history(store: TaskStore, per_kind: int = 4) -> History:
     store.release("w", old_queued | new_queued, "shutdown")  # queued again, never finished
     _backdate(store, old_done | old_failed | old_cancelled | old_queued | old_running, OLD)
     _backdate(store, old_retried, OLD)
+    # Live rows carrying a stale finished_at (as a restore of an old row could write): only the
+    # status keeps them from matching.
+    with store.engine.begin() as conn:
+        conn.execute(
+            sa.update(tasks)
+            .where(tasks.c.id.in_(old_queued | old_running))
+            .values(finished_at=utcnow() - OLD)
+        )
     doomed = old_done | old_failed | old_cancelled
     by_status = {"completed": old_done, "failed": old_failed, "cancelled": old_cancelled}
     return History(doomed, set(ids) - doomed, by_status)
@@ -134,6 +143,11 @@ def test_an_unfinished_rollback_run_holds_tasks_and_quarantine(services: Service
         recorder.set_status(run_id, status)
         held = purge(services)
         assert held.tasks == 0 and held.held_by is not None and held.held_by["run"] == run_id
+        assert present(store) == history.doomed | history.kept
+        # A run that starts while a purge is under way stops it at the next batch.
+        cutoff = utcnow() - RETENTION
+        batch = retention_db.purge_task_batch(store.engine, FINISHED, cutoff, 100)
+        assert (batch.rows, batch.held_by is not None) == (0, True)
         assert present(store) == history.doomed | history.kept
     recorder.set_status(run_id, RunStatus.SUCCEEDED)
     assert purge(services).tasks == len(history.doomed)
