@@ -133,6 +133,9 @@ class Settings(BaseSettings):
     backup_root: str = "backups"
     retention_interval: float = Field(3600.0, ge=1)
     purge_batch_size: int = Field(1000, ge=1, le=10_000)
+    # Seconds the scheduled purge rests between batches, so workers keep their throughput
+    # (bench/history.py measures it); `switchyard purge --pause` overrides it.
+    purge_pause: float = Field(0.5, ge=0, le=60)
 
     # The HTTP admin API and dashboard are refused (never open) while no token is set.
     # SecretStr keeps the token out of reprs and logs.

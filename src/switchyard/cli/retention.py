@@ -24,20 +24,25 @@ def purge(
     archive: Path | None = typer.Option(
         None, "--archive", help="Append each task and its events to FILE (JSON lines) first."
     ),
-    batch_size: int = typer.Option(1000, "--batch-size", min=1, max=10_000),
-    pause: float = typer.Option(0.0, "--pause", min=0, max=60, help="Seconds between batches."),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", min=1, max=10_000, help="Tasks per transaction [PURGE_BATCH_SIZE]."
+    ),
+    pause: float | None = typer.Option(
+        None, "--pause", min=0, max=60, help="Seconds between batches [PURGE_PAUSE]."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Delete finished tasks (never queued or running ones) older than --older-than, with
     their events, a short transaction per batch; nothing while a rollback run is unfinished.
     Exit 1 when a run held the purge back."""
+    settings = State.services().settings
     options = PurgeOptions(
         older_than=retention.parse_older_than(older_than),
         statuses=retention.parse_statuses(status),
         dry_run=dry_run,
-        batch_size=batch_size,
+        batch_size=settings.purge_batch_size if batch_size is None else batch_size,
         archive=archive,
-        pause=pause,
+        pause=settings.purge_pause if pause is None else pause,
     )
     result = _run(options, show_progress=not as_json and err_console.is_terminal)
     if as_json:

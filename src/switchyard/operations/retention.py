@@ -237,7 +237,7 @@ def scheduled_retention(services: Services) -> dict[str, Any]:
     s = services.settings
     done: dict[str, Any] = {}
     if s.task_retention is not None:
-        options = PurgeOptions(s.task_retention, batch_size=s.purge_batch_size)
+        options = PurgeOptions(s.task_retention, batch_size=s.purge_batch_size, pause=s.purge_pause)
         done["tasks"] = purge_tasks(services, options).to_dict()
     if s.quarantine_retention is not None:
         done["quarantine"] = purge_quarantine(services, s.quarantine_retention, s.purge_batch_size)
