@@ -42,7 +42,7 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (  # noqa: E402
+from _common import (
     BACKENDS,
     SPAWN,
     BenchFailed,
@@ -56,13 +56,13 @@ from _common import (  # noqa: E402
     write_results,
 )
 
-from switchyard.db import retention  # noqa: E402
-from switchyard.db.engine import make_engine  # noqa: E402
-from switchyard.db.reads import Cursor  # noqa: E402
-from switchyard.db.rows import NewTask, Outcome  # noqa: E402
-from switchyard.db.schema import tasks  # noqa: E402
-from switchyard.db.store import TaskStore  # noqa: E402
-from switchyard.domain import FINISHED  # noqa: E402
+from switchyard.db import retention
+from switchyard.db.engine import make_engine
+from switchyard.db.reads import Cursor
+from switchyard.db.rows import NewTask, Outcome
+from switchyard.db.schema import tasks
+from switchyard.db.store import TaskStore
+from switchyard.domain import FINISHED
 
 TOKEN = "bench-history-admin-token-0123456789"
 RECENT = 1000  # finished in the last 23 hours, in every database of a pair
