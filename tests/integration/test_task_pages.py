@@ -53,7 +53,17 @@ def _walk_from(services: Services, cursor: str | None, limit: int) -> list[str]:
     return seen
 
 
-@pytest.mark.parametrize("bad", ["x", "bm90IGEgY3Vyc29y", "MjAyNi0wMS0wMXx6eg", "!!"])
+FORGED = [
+    "x",
+    "!!",
+    "bm90IGEgY3Vyc29y",  # "not a cursor"
+    "MjAyNi0wMS0wMXx6eg",  # "2026-01-01|zz"
+    # "2026-01-01T00:00:00+00:00|" and a valid id: an aware time, which no page hands out
+    "MjAyNi0wMS0wMVQwMDowMDowMCswMDowMHwwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMA",
+]
+
+
+@pytest.mark.parametrize("bad", FORGED)
 def test_a_cursor_not_handed_out_is_refused(services: Services, bad: str) -> None:
     with pytest.raises(UsageError, match="invalid cursor"):
         ops.list_tasks(services, cursor=bad)

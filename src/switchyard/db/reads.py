@@ -257,7 +257,10 @@ class Cursor:
         try:
             raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
             moment, task_id = raw.split("|")
-            return cls(datetime.fromisoformat(moment), uuid.UUID(hex=task_id))
+            at = datetime.fromisoformat(moment)
+            if at.tzinfo is not None:  # ours are naive UTC, as the column
+                raise ValueError(moment)
+            return cls(at, uuid.UUID(hex=task_id))
         except (binascii.Error, UnicodeDecodeError, ValueError):
             raise UsageError("invalid cursor: not one this server handed out") from None
 
