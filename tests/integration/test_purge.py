@@ -29,6 +29,7 @@ from switchyard.domain import FINISHED, Priority, Status
 from switchyard.errors import UsageError
 from switchyard.operations import Services, retention
 from switchyard.operations.retention import PurgeOptions
+from switchyard.workers.retention import RetentionSchedule
 from tests.conftest import cli_env, make_settings
 from tests.integration.conftest import new_task, wait_until
 
@@ -322,9 +323,14 @@ def test_serve_runs_the_configured_retention_on_its_schedule(services: Services)
         make_settings(services.settings.database_url, task_retention="30d", run_retention="90d")
     )
     try:
-        assert retention.retention_enabled(on) and not retention.retention_enabled(services)
-        done = retention.scheduled_retention(on)
-        assert done["tasks"]["tasks"] == len(history.doomed) and done["runs"] == 0
-        assert present(services.store) == history.kept
+        assert not RetentionSchedule(services).start()  # off by default: no thread at all
+        schedule = RetentionSchedule(on)
+        assert schedule.start()  # a pass at once, then every RETENTION_INTERVAL
+        try:
+            wait_until(lambda: present(services.store) == history.kept, timeout=30)
+        finally:
+            schedule.stop()
+        done = retention.scheduled_retention(on)  # and a pass finds nothing left
+        assert done["tasks"]["tasks"] == 0 and done["runs"] == 0
     finally:
         on.store.engine.dispose()
