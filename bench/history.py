@@ -300,24 +300,28 @@ def _worker(url: str, seconds: float, line: StartLine, results: Any) -> None:
     results.put(done / (time.perf_counter() - started))
 
 
-def _purger(url: str, seconds: float, pause: float, line: StartLine, results: Any) -> None:
+def _purger(
+    url: str, seconds: float, pause: float, batch: int, line: StartLine, results: Any
+) -> None:
     engine = make_engine(url)
     cutoff = datetime.now(UTC).replace(tzinfo=None) - timedelta(days=2)
     line.arrive()
     rows, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
-        rows += retention.purge_task_batch(engine, FINISHED, cutoff, 1000).rows
+        rows += retention.purge_task_batch(engine, FINISHED, cutoff, batch).rows
         if pause:
             time.sleep(pause)
     results.put(rows)
 
 
-def _run(url: str, seconds: float, with_purge: bool, pause: float) -> dict[str, float]:
+def _run(url: str, seconds: float, with_purge: bool, pause: float, batch: int) -> dict[str, float]:
     line, results, purged = StartLine(), SPAWN.Queue(), SPAWN.Queue()
     procs = [SPAWN.Process(target=_worker, args=(url, seconds, line, results), name="worker")]
     if with_purge:
         procs.append(
-            SPAWN.Process(target=_purger, args=(url, seconds, pause, line, purged), name="purge")
+            SPAWN.Process(
+                target=_purger, args=(url, seconds, pause, batch, line, purged), name="purge"
+            )
         )
     for p in procs:
         p.start()
@@ -329,10 +333,10 @@ def _run(url: str, seconds: float, with_purge: bool, pause: float) -> dict[str, 
     return {"tasks_per_s": round(rate, 1), "purged": rows}
 
 
-def throughput_under_purge(url: str, seconds: float, pause: float) -> dict[str, Any]:
-    alone_before = _run(url, seconds, False, pause)
-    during = _run(url, seconds, True, pause)
-    alone_after = _run(url, seconds, False, pause)
+def throughput_under_purge(url: str, seconds: float, pause: float, batch: int) -> dict[str, Any]:
+    alone_before = _run(url, seconds, False, pause, batch)
+    during = _run(url, seconds, True, pause, batch)
+    alone_after = _run(url, seconds, False, pause, batch)
     alone = (alone_before["tasks_per_s"] + alone_after["tasks_per_s"]) / 2
     drop = 1 - during["tasks_per_s"] / alone if alone else None
     return {
@@ -340,6 +344,7 @@ def throughput_under_purge(url: str, seconds: float, pause: float) -> dict[str, 
         "during_purge": during,
         "alone_after": alone_after,
         "purge_pause_s": pause,
+        "purge_batch": batch,
         "purge_tasks_per_s": round(during["purged"] / seconds, 1),
         "drop": round(drop, 3) if drop is not None else None,
         "ok": drop is not None and drop <= MAX_DROP,
@@ -382,7 +387,9 @@ def bench_backend(backend: str, sizes: tuple[int, int], args: argparse.Namespace
             bulk_load_queued(large_url, 200_000 if backend != "sqlite" else 50_000)
             result["throughput"] = {}
             for pause in args.purge_pauses:
-                found = throughput_under_purge(large_url, args.load_seconds, pause)
+                found = throughput_under_purge(
+                    large_url, args.load_seconds, pause, args.purge_batch
+                )
                 result["throughput"][f"pause_{pause:g}s"] = found
                 note(
                     f"{backend}: throughput drop under a purge pausing {pause:g} s: {found['drop']}"
@@ -412,6 +419,7 @@ def main() -> int:
     parser.add_argument(
         "--purge-pauses", default="0,0.5", help="pauses between purge batches to measure"
     )
+    parser.add_argument("--purge-batch", type=int, default=1000, help="tasks per purge batch")
     parser.add_argument("--skip-purge", action="store_true")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
     parser.add_argument("--quick", action="store_true", help="1k vs 50k, fewer repeats")
@@ -423,9 +431,11 @@ def main() -> int:
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     if not set(backends) <= set(BACKENDS) or small < 1 or large <= small:
         parser.error("--backends from sqlite,postgresql,mariadb; --sizes small,large ascending")
-    results = {b: bench_backend(b, (small, large), args) for b in backends}
+    results: dict[str, Any] = {}
     out = {"bench": "history", "machine": machine_info(), "results": results}
-    path = write_results("history", out)
+    for backend in backends:  # written after each backend: a later failure loses nothing
+        results[backend] = bench_backend(backend, (small, large), args)
+        path = write_results("history", out)
     _print_table(results)
     note(f"written to {path}")
     import json
