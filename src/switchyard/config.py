@@ -132,7 +132,7 @@ class Settings(BaseSettings):
     backup_retention: Age = None
     backup_root: str = "backups"
     retention_interval: float = Field(3600.0, ge=1)
-    purge_batch_size: int = Field(1000, ge=1, le=10_000)
+    purge_batch_size: int = Field(200, ge=1, le=10_000)
     # Seconds the scheduled purge rests between batches, so workers keep their throughput
     # (bench/history.py measures it); `switchyard purge --pause` overrides it.
     purge_pause: float = Field(0.5, ge=0, le=60)

@@ -35,7 +35,7 @@ class PurgeOptions:
     older_than: timedelta
     statuses: tuple[Status, ...] = FINISHED
     dry_run: bool = False
-    batch_size: int = 1000
+    batch_size: int = 200
     archive: Path | None = None
     pause: float = 0.0  # seconds between batches, to leave the database to the workers
 
