@@ -132,7 +132,9 @@ def list_tasks(
     priority: PriorityName | None = None,
     user_id: int | None = Query(None, gt=0, le=MAX_ID),
     limit: int = Query(50, ge=1, le=1000),
-    cursor: str | None = Query(None, max_length=200, description="`next_cursor` of a page"),
+    cursor: str | None = Query(
+        None, max_length=200, pattern=r"^[A-Za-z0-9_-]+$", description="`next_cursor` of a page"
+    ),
 ) -> dict[str, Any]:
     """Tasks, newest first, filtered by status, priority and user, a page at a time: pass a
     page's `next_cursor` back as `cursor` for the next (null on the last page). Tasks
