@@ -16,12 +16,21 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from switchyard.errors import ConfigError
@@ -31,6 +40,27 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 ENV_FILE_VARIABLE = "SWITCHYARD_ENV_FILE"
 _LABEL = r"\s*(?i:urgent|high|normal|low)\s*"
 QUEUE_PRIORITIES_PATTERN = rf"^(\s*[^=,\s][^,]*={_LABEL}(,\s*[^=,\s][^,]*={_LABEL})*)?$"
+_AGE = re.compile(r"^\s*(\d{1,6})\s*(m|min|h|d|w)\s*$", re.IGNORECASE)
+_AGE_UNITS = {"m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_age(text: str, field: str = "age") -> timedelta:
+    """A retention age such as "30d", "12h", "2w" or "90m"; anything else is refused."""
+    found = _AGE.match(text)
+    if found is None or int(found[1]) == 0:
+        raise ValueError(f"invalid {field} {text!r}: give a positive age such as 30d, 12h or 2w")
+    return timedelta(seconds=int(found[1]) * _AGE_UNITS[found[2].lower()])
+
+
+def _optional_age(value: object) -> timedelta | None:
+    """Unset, empty or "off" turns a retention off."""
+    if value is None or isinstance(value, timedelta):
+        return value
+    text = str(value).strip()
+    return None if text.lower() in ("", "off", "none") else parse_age(text)
+
+
+Age = Annotated[timedelta | None, BeforeValidator(_optional_age)]
 
 
 class Settings(BaseSettings):
@@ -118,6 +148,20 @@ class Settings(BaseSettings):
 
     # The largest request body the HTTP API reads (413 beyond it; its own bodies are < 1 MB).
     http_max_body_bytes: int = Field(1024 * 1024, gt=0, le=64 * 1024 * 1024)
+    # Retention (off unless set): `serve` purges finished tasks and their events older than
+    # TASK_RETENTION, quarantine rows older than QUARANTINE_RETENTION, succeeded runs older than
+    # RUN_RETENTION and backups under BACKUP_ROOT older than BACKUP_RETENTION, every
+    # RETENTION_INTERVAL seconds, in batches of PURGE_BATCH_SIZE (see operations/retention.py).
+    task_retention: Age = None
+    quarantine_retention: Age = None
+    run_retention: Age = None
+    backup_retention: Age = None
+    backup_root: str = "backups"
+    retention_interval: float = Field(3600.0, ge=1)
+    purge_batch_size: int = Field(200, ge=1, le=10_000)
+    # Seconds the scheduled purge rests between batches, so workers keep their throughput
+    # (bench/history.py measures it); `switchyard purge --pause` overrides it.
+    purge_pause: float = Field(0.5, ge=0, le=60)
 
     # The HTTP admin API and dashboard are refused (never open) while no token is set.
     # SecretStr keeps the token out of reprs and logs.

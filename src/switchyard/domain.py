@@ -61,6 +61,11 @@ ALLOWED_TRANSITIONS: dict[Status, frozenset[Status]] = {
 }
 
 
+# Statuses a task rests in once its work is over (finished_at is set); only these are ever
+# counted by window or purged.
+FINISHED = (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
+
+
 def sources_of(target: Status) -> list[Status]:
     """Every status from which `target` may be reached."""
     return [s for s, targets in ALLOWED_TRANSITIONS.items() if target in targets]

@@ -66,7 +66,7 @@ def test_an_operator_session(db_url: str, store: TaskStore, tmp_path: Path) -> N
     assert [(e["actor"], e["from_status"], e["to_status"]) for e in detail["events"]] == [
         ("cli", None, "queued")
     ]
-    assert {t["id"] for t in high.json()} == {first, second}
+    assert {t["id"] for t in high.json()["tasks"]} == {first, second}
 
     cancelled = cli(db_url, "cancel", second, "--reason", "duplicate post", "--json")
     assert cancelled.json()["status"] == "cancelled"
@@ -203,7 +203,7 @@ def test_debug_shows_the_traceback_and_a_missing_schema_is_one_line(tmp_path: Pa
     assert debug.code == 1 and "Traceback (most recent call last)" in debug.err
     assert "switchyard.errors.StoreError" in debug.err
     assert plain.code == 1 and plain.error_line().startswith(
-        "error: database error while counting tasks: no such table: tasks"
+        "error: database error while counting live tasks: no such table: tasks"
     )
     init = cli(fresh, "init")
     assert init.code == 0 and f"schema at revision {migrate.head_revision()}" in init.out

@@ -140,6 +140,8 @@ def test_bad_list_filters_are_refused(
 
 def test_list_filters_work(services: ops.Services) -> None:
     submit_batch(services, [{"priority": "urgent"}, {"user_id": 9}])
-    assert [t.user_id for t in ops.list_tasks(services, user_id=9)] == [9]
-    assert [t.priority.label for t in ops.list_tasks(services, priority="urgent")] == ["urgent"]
-    assert len(ops.list_tasks(services, status="queued")) == 2
+    assert [t.user_id for t in ops.list_tasks(services, user_id=9).tasks] == [9]
+    assert [t.priority.label for t in ops.list_tasks(services, priority="urgent").tasks] == [
+        "urgent"
+    ]
+    assert len(ops.list_tasks(services, status="queued").tasks) == 2

@@ -258,3 +258,16 @@ def test_the_schema_names_every_priority() -> None:
     from switchyard.web.api import PriorityName
 
     assert list(get_args(PriorityName)) == [p.label for p in Priority]
+
+
+def test_task_lists_page_by_cursor_and_refuse_a_forged_one(client: TestClient) -> None:
+    body = {"tasks": [{**TASK, "user_id": 3} for _ in range(5)]}
+    assert client.post("/api/tasks/batch", json=body).status_code == 201
+    first = client.get("/api/tasks", params={"limit": 3}).json()
+    assert first["count"] == 3 and first["next_cursor"]
+    second = client.get("/api/tasks", params={"limit": 3, "cursor": first["next_cursor"]}).json()
+    assert second["count"] == 2 and second["next_cursor"] is None
+    ids = [t["id"] for t in first["tasks"] + second["tasks"]]
+    assert len(set(ids)) == 5
+    forged = client.get("/api/tasks", params={"cursor": "not-a-cursor"})
+    assert forged.status_code == 422 and "invalid cursor" in forged.text

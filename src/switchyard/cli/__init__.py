@@ -16,6 +16,7 @@ from switchyard.cli import (  # noqa: F401  (registers commands)
     engines,
     migration,
     quarantine,
+    retention,
     rollback,
     tasks,
     trial,

@@ -149,17 +149,26 @@ def list_tasks(
     priority: str | None = typer.Option(None, "--priority"),
     user_id: int | None = typer.Option(None, "--user-id"),
     limit: int = typer.Option(50, "--limit", min=1, max=10000),
+    cursor: str | None = typer.Option(
+        None, "--cursor", help="Continue after a page: the cursor the previous page printed."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
-    """List tasks, newest first, with filters."""
-    found = ops.list_tasks(
-        State.services(), status=status, priority=priority, user_id=user_id, limit=limit
+    """List tasks, newest first, with filters, a page at a time (--limit, --cursor)."""
+    page = ops.list_tasks(
+        State.services(),
+        status=status,
+        priority=priority,
+        user_id=user_id,
+        limit=limit,
+        cursor=cursor,
     )
     if as_json:
-        emit_json([t.to_dict() for t in found])
+        tasks = [t.to_dict() for t in page.tasks]
+        emit_json({"count": len(tasks), "tasks": tasks, "next_cursor": page.next_cursor})
         return
     table(
-        f"{len(found)} tasks",
+        f"{len(page.tasks)} tasks",
         ["id", "status", "priority", "attempts", "url", "caption/error"],
         [
             [
@@ -170,9 +179,11 @@ def list_tasks(
                 t.image_url,
                 (t.caption or t.error or "")[:60],
             ]
-            for t in found
+            for t in page.tasks
         ],
     )
+    if page.next_cursor:
+        console.print(f"next page: --cursor {page.next_cursor}", highlight=False)
 
 
 @app.command()

@@ -135,6 +135,10 @@ def serve(
     # this process on the spot and orphan it).
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     supervisor.start()
+    from switchyard.workers.retention import RetentionSchedule
+
+    retention = RetentionSchedule(State.services())  # off unless a retention is set
+    retention.start()
     child = _start_worker_child() if with_worker else None
     try:
         # log_config=None: uvicorn logs through switchyard's handlers (LOG_FORMAT, LOG_FILE).
@@ -142,6 +146,7 @@ def serve(
             "switchyard.web:create_app", factory=True, host=host, port=port, log_config=None
         )
     finally:
+        retention.stop()
         supervisor.stop()
         if child is not None:
             _stop_worker_child(child)

@@ -1,8 +1,10 @@
-"""Read-only views for the dashboard and the metrics: rollback runs and their timelines,
-throughput over time, task durations, claim latency.
+"""Read-only views for the dashboard and the metrics: live and recently finished task counts,
+rollback runs and their timelines, throughput over time, task durations, claim latency.
 
-Every query here only reads, and each is bounded by a time window or a row limit, so a
-dashboard refresh or a Prometheus scrape stays cheap on a large database.
+Every query here only reads, and each is bounded by live work (queued and running tasks, read
+from ix_tasks_claim), a time window (ix_tasks_finished, ix_task_events_at) or a row limit, so a
+dashboard refresh or a Prometheus scrape costs the same at ten million finished tasks as at a
+thousand. None counts the whole history.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import sqlalchemy as sa
 from switchyard.db.engine import translated
 from switchyard.db.schema import run_steps, runs, task_events, tasks
 from switchyard.db.store import utcnow
-from switchyard.domain import Status
+from switchyard.domain import FINISHED, Priority, Status
 from switchyard.errors import NotFound
 
 # A scrape reads at most this many finished tasks to build its histograms.
@@ -30,6 +32,54 @@ def _iso(moment: datetime | None) -> str | None:
 def _read(engine: sa.Engine, what: str, query: sa.Executable) -> list[sa.Row[Any]]:
     with translated(what), engine.connect() as conn:
         return list(conn.execute(query))
+
+
+# -- task counts ----------------------------------------------------------------------------
+
+LIVE = (Status.QUEUED.value, Status.RUNNING.value)
+
+
+def _by_status_and_priority(rows: list[Any], statuses: tuple[str, ...]) -> dict[str, Any]:
+    out: dict[str, dict[str, int]] = {s: {} for s in statuses}
+    for status, priority, n in rows:
+        if status in out:
+            out[str(status)][Priority(priority).label] = int(n)
+    return out
+
+
+DONE = tuple(s.value for s in FINISHED)
+
+
+def live_counts_query() -> sa.Select[Any]:
+    """A range of ix_tasks_claim (status leads it): the cost follows the live work."""
+    return (
+        sa.select(tasks.c.status, tasks.c.priority, sa.func.count())
+        .where(tasks.c.status.in_(LIVE))
+        .group_by(tasks.c.status, tasks.c.priority)
+    )
+
+
+def finished_counts_query(since: datetime) -> sa.Select[Any]:
+    """A range of ix_tasks_finished (finished_at, status, priority), read from the index only.
+    The status is not a condition (a task put back in the queue has no finished_at; any other
+    status is dropped after), and the range is closed (see _finished_since)."""
+    return (
+        sa.select(tasks.c.status, tasks.c.priority, sa.func.count())
+        .where(_finished_since(since))
+        .group_by(tasks.c.status, tasks.c.priority)
+    )
+
+
+def live_counts(engine: sa.Engine) -> dict[str, dict[str, int]]:
+    """Queued and running tasks by priority."""
+    rows = _read(engine, "counting live tasks", live_counts_query())
+    return _by_status_and_priority(rows, LIVE)
+
+
+def finished_counts(engine: sa.Engine, since: datetime) -> dict[str, dict[str, int]]:
+    """Completed, failed and cancelled tasks by priority among those finished since `since`."""
+    rows = _read(engine, "counting finished tasks", finished_counts_query(since))
+    return _by_status_and_priority(rows, DONE)
 
 
 # -- rollback runs (written by db/runs.py's RunRecorder; read here) -------------------------------
@@ -87,15 +137,9 @@ def current_or_last_run(engine: sa.Engine) -> dict[str, Any] | None:
 # -- throughput -----------------------------------------------------------------------------
 
 
-def throughput(engine: sa.Engine, minutes: int = 60, buckets: int = 30) -> dict[str, Any]:
-    """Completions and failures per time bucket over the last `minutes`, from task_events.
-
-    One portable query: a SUM(CASE ...) column per bucket and outcome, over the window only.
-    """
-    now = utcnow()
-    width = timedelta(minutes=minutes) / buckets
-    start = now - width * buckets
-    edges = [start + width * i for i in range(buckets + 1)]
+def throughput_query(edges: list[datetime]) -> sa.Select[Any]:
+    """One portable query: a SUM(CASE ...) column per bucket and outcome, over the window only
+    (a range of ix_task_events_at, read from the index only)."""
     at, to = task_events.c.at, task_events.c.to_status
     columns = [
         sa.func.coalesce(
@@ -104,10 +148,18 @@ def throughput(engine: sa.Engine, minutes: int = 60, buckets: int = 30) -> dict[
         for outcome in (Status.COMPLETED.value, Status.FAILED.value)
         for lo, hi in itertools.pairwise(edges)
     ]
-    query = sa.select(*columns).where(
-        at >= start, to.in_([Status.COMPLETED.value, Status.FAILED.value])
+    return sa.select(*columns).where(
+        at >= edges[0], to.in_([Status.COMPLETED.value, Status.FAILED.value])
     )
-    row = _read(engine, "reading throughput", query)[0]
+
+
+def throughput(engine: sa.Engine, minutes: int = 60, buckets: int = 30) -> dict[str, Any]:
+    """Completions and failures per time bucket over the last `minutes`, from task_events."""
+    now = utcnow()
+    width = timedelta(minutes=minutes) / buckets
+    start = now - width * buckets
+    edges = [start + width * i for i in range(buckets + 1)]
+    row = _read(engine, "reading throughput", throughput_query(edges))[0]
     counts = [int(v) for v in row]
     return {
         "start": _iso(start),
@@ -125,42 +177,66 @@ def _seconds(later: datetime, earlier: datetime) -> float:
     return max(0.0, (later - earlier).total_seconds())
 
 
-def recent_durations(engine: sa.Engine, minutes: int = 15) -> list[float]:
-    """Run time (start to finish) of the tasks completed in the last `minutes`."""
-    since = utcnow() - timedelta(minutes=minutes)
-    query = (
-        sa.select(tasks.c.started_at, tasks.c.finished_at)
-        .where(
-            tasks.c.status == Status.COMPLETED.value,
-            tasks.c.finished_at >= since,
-            tasks.c.started_at.is_not(None),
-        )
+def _finished_since(since: datetime) -> sa.ColumnElement[bool]:
+    """A closed range of ix_tasks_finished: up to a day ahead of now (far beyond any clock
+    skew), because SQLite's planner, without histograms, takes an open range for a quarter of
+    the table and would walk a status-led index through the whole history instead."""
+    return sa.and_(tasks.c.finished_at >= since, tasks.c.finished_at < utcnow() + timedelta(days=1))
+
+
+def durations_query(since: datetime) -> sa.Select[Any]:
+    """Tasks finished since `since`, a range of ix_tasks_finished."""
+    return (
+        sa.select(tasks.c.status, tasks.c.started_at, tasks.c.finished_at)
+        .where(_finished_since(since))
         .limit(SAMPLE_LIMIT)
     )
-    return [_seconds(r.finished_at, r.started_at) for r in _read(engine, "durations", query)]
+
+
+def recent_durations(engine: sa.Engine, minutes: int = 15) -> list[float]:
+    """Run time (start to finish) of the tasks completed in the last `minutes`. The status is
+    checked here, not in SQL, so no planner prefers a status-led index (see _finished_since)."""
+    query = durations_query(utcnow() - timedelta(minutes=minutes))
+    return [
+        _seconds(r.finished_at, r.started_at)
+        for r in _read(engine, "durations", query)
+        if r.status == Status.COMPLETED.value and r.started_at is not None
+    ]
 
 
 def recent_claim_latencies(engine: sa.Engine, minutes: int = 15) -> list[float]:
     """How long tasks claimed in the last `minutes` waited while claimable (enqueue or
-    backoff end to start)."""
+    backoff end to start). A task claimed in the window is running now or finished since, so
+    two bounded reads (ix_tasks_claim, ix_tasks_finished) find them all without an index on
+    started_at."""
     since = utcnow() - timedelta(minutes=minutes)
-    query = (
-        sa.select(tasks.c.started_at, tasks.c.available_at)
-        .where(
-            tasks.c.status.in_([Status.RUNNING.value, Status.COMPLETED.value, Status.FAILED.value]),
-            tasks.c.started_at >= since,
-        )
-        .limit(SAMPLE_LIMIT)
+    columns = (tasks.c.started_at, tasks.c.available_at)
+    running = sa.select(*columns).where(
+        tasks.c.status == Status.RUNNING.value, tasks.c.started_at >= since
     )
-    rows = _read(engine, "claim latencies", query)
+    finished = sa.select(tasks.c.status, *columns).where(_finished_since(since))
+    ran = (Status.COMPLETED.value, Status.FAILED.value)
+    rows = [
+        *_read(engine, "claim latencies", running.limit(SAMPLE_LIMIT)),
+        *(
+            r
+            for r in _read(engine, "claim latencies", finished.limit(SAMPLE_LIMIT))
+            if r.status in ran and r.started_at is not None and r.started_at >= since
+        ),
+    ][:SAMPLE_LIMIT]
     return [_seconds(r.started_at, r.available_at) for r in rows]
 
 
 __all__ = [
+    "LIVE",
     "current_or_last_run",
+    "durations_query",
+    "finished_counts",
     "get_run",
     "list_runs",
+    "live_counts",
     "recent_claim_latencies",
     "recent_durations",
     "throughput",
+    "throughput_query",
 ]

@@ -142,9 +142,11 @@ def finished_since(engine: sa.Engine, minutes: int) -> dict[str, int]:
     """Tasks that completed or failed for good in the last `minutes` (by finished_at)."""
     since = utcnow() - timedelta(minutes=minutes)
     outcomes = [Status.COMPLETED.value, Status.FAILED.value]
+    # A closed range of ix_tasks_finished, the status grouped rather than filtered: a planner
+    # must not walk a status-led index through the whole history (see db/activity.py).
     query = (
         sa.select(tasks.c.status, sa.func.count())
-        .where(tasks.c.status.in_(outcomes), tasks.c.finished_at >= since)
+        .where(tasks.c.finished_at >= since, tasks.c.finished_at < utcnow() + timedelta(days=1))
         .group_by(tasks.c.status)
     )
     with translated("counting finished tasks"), engine.connect() as conn:

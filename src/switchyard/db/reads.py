@@ -7,9 +7,11 @@ statement with 100,000 parameters.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -17,9 +19,11 @@ import sqlalchemy as sa
 
 from switchyard.db.engine import translated
 from switchyard.db.quarantine import Resolution
+from switchyard.db.rows import task_from_row
 from switchyard.db.schema import quarantine, tasks
 from switchyard.db.store import utcnow
-from switchyard.domain import Engine, Priority, Status, as_task_id
+from switchyard.domain import Engine, Priority, Status, Task, as_task_id
+from switchyard.errors import UsageError
 
 CHUNK = 1000
 SCAN_ABOVE = 5 * CHUNK  # more ids than this: one streamed pass instead of IN lists
@@ -232,7 +236,85 @@ def rq_completed_since(engine: sa.Engine, since: datetime) -> int:
         return int(conn.execute(query).scalar_one())
 
 
+# -- task lists: keyset pages ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where a page of tasks (newest first) stopped: the last task's (created_at, id). Passed
+    around as an opaque string; the next page starts strictly after it, so a task is never
+    listed twice and none is skipped, however many are submitted meanwhile."""
+
+    created_at: datetime
+    id: uuid.UUID
+
+    def encode(self) -> str:
+        raw = f"{self.created_at.isoformat()}|{self.id.hex}".encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, text: str) -> Cursor:
+        try:
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
+            moment, task_id = raw.split("|")
+            at = datetime.fromisoformat(moment)
+            if at.tzinfo is not None:  # ours are naive UTC, as the column
+                raise ValueError(moment)
+            return cls(at, uuid.UUID(hex=task_id))
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            raise UsageError("invalid cursor: not one this server handed out") from None
+
+
+@dataclass(frozen=True)
+class TaskFilter:
+    status: Status | None = None
+    priority: Priority | None = None
+    user_id: int | None = None
+
+
+@dataclass(frozen=True)
+class TaskPage:
+    tasks: list[Task] = field(default_factory=list)
+    next_cursor: str | None = None  # None: this was the last page
+
+
+def _after(cursor: Cursor) -> sa.ColumnElement[bool]:
+    """Strictly after `cursor` in (created_at DESC, id DESC) order. The leading `created_at <=`
+    bounds the index range on every dialect (MariaDB does not range-scan row comparisons)."""
+    at, task_id = tasks.c.created_at, tasks.c.id
+    return sa.and_(
+        at <= cursor.created_at,
+        sa.or_(at < cursor.created_at, sa.and_(at == cursor.created_at, task_id < cursor.id)),
+    )
+
+
+def page_query(wanted: TaskFilter, cursor: Cursor | None, limit: int) -> sa.Select[Any]:
+    """One page, newest first, walking one of ix_tasks_created, ix_tasks_status_created,
+    ix_tasks_user_created or ix_tasks_priority_created in order: no sort, no scan."""
+    query = sa.select(tasks).order_by(tasks.c.created_at.desc(), tasks.c.id.desc()).limit(limit)
+    if wanted.status is not None:
+        query = query.where(tasks.c.status == wanted.status.value)
+    if wanted.priority is not None:
+        query = query.where(tasks.c.priority == wanted.priority)
+    if wanted.user_id is not None:
+        query = query.where(tasks.c.user_id == wanted.user_id)
+    return query if cursor is None else query.where(_after(cursor))
+
+
+def task_page(engine: sa.Engine, wanted: TaskFilter, cursor: Cursor | None, limit: int) -> TaskPage:
+    """Up to `limit` tasks after `cursor`; one row more is read to know whether a page follows."""
+    with translated("listing tasks"), engine.connect() as conn:
+        found = [task_from_row(r) for r in conn.execute(page_query(wanted, cursor, limit + 1))]
+    if len(found) <= limit:
+        return TaskPage(found)
+    last = found[limit - 1]
+    return TaskPage(found[:limit], Cursor(last.created_at, last.id).encode())
+
+
 __all__ = [
+    "Cursor",
+    "TaskFilter",
+    "TaskPage",
     "TaskState",
     "chunks",
     "dispatched_rq",
@@ -240,12 +322,14 @@ __all__ = [
     "lapsed_running",
     "migrated_tasks",
     "own_tasks",
+    "page_query",
     "quarantined_ids",
     "queued_counts",
     "rq_backlog",
     "rq_completed_since",
     "rq_owned_active",
     "source_jobs",
+    "task_page",
     "tasks_by_status_and_engine",
     "tasks_present",
     "undispatched_rq",

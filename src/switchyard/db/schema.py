@@ -82,6 +82,14 @@ tasks = sa.Table(
     sa.Index("ix_tasks_engine", "engine", "status", "dispatched_at"),
     # The canary lane: the few canary tasks, found without reading the queued backlog.
     sa.Index("ix_tasks_origin", "origin"),
+    # History at scale (see docs/architecture.md, "Reads that do not grow with the past"):
+    # finished counts over a window and the purge's oldest-first walk, read from the index only.
+    sa.Index("ix_tasks_finished", "finished_at", "status", "priority"),
+    # Task lists, newest first, paginated by a keyset cursor (created_at, id), per filter.
+    sa.Index("ix_tasks_created", "created_at", "id"),
+    sa.Index("ix_tasks_status_created", "status", "created_at", "id"),
+    sa.Index("ix_tasks_user_created", "user_id", "created_at", "id"),
+    sa.Index("ix_tasks_priority_created", "priority", "created_at", "id"),
 )
 
 # Append-only history. No foreign key on purpose: deleting a task keeps its history.
@@ -96,6 +104,8 @@ task_events = sa.Table(
     sa.Column("to_status", sa.String(16), nullable=False),
     sa.Column("reason", sa.Text),
     sa.Index("ix_task_events_task", "task_id", "id"),
+    # Throughput over a window (the dashboard), read from the index only.
+    sa.Index("ix_task_events_at", "at", "to_status"),
 )
 
 # What operators change at run time (mode, maintenance, submissions paused), one row a key.

@@ -15,6 +15,7 @@ from typing import Any
 
 from switchyard import modes, switch
 from switchyard.config import describe
+from switchyard.db import activity as activity_db
 from switchyard.db.store import utcnow
 from switchyard.domain import Engine
 from switchyard.errors import SwitchyardError
@@ -164,6 +165,8 @@ def ownership(services: Services) -> dict[str, Any]:
     return {"consistent": bad == 0, **found}
 
 
+FAILED_WINDOW_HOURS = 24
+
 # -- statistics -----------------------------------------------------------------------------
 
 
@@ -188,9 +191,11 @@ def engine_stats(services: Services) -> dict[str, Any]:
     """Both engines side by side. `processing` is the number of tasks rq workers are running
     now (from the database, the system of record), which the runbook polls before a
     shutdown; `queued` counts queued tasks per owning engine and priority; `rq.queues` is what
-    Redis holds (LLEN)."""
+    Redis holds (LLEN); `failed` counts tasks that failed in the last 24 hours (a window, so the
+    page does not slow down as history grows)."""
     counts = services.store.engine_counts()
-    by_status = services.store.counts()
+    since = utcnow() - timedelta(hours=FAILED_WINDOW_HOURS)
+    by_status = activity_db.finished_counts(services.store.engine, since)
     redis_side = _redis_side(services)
     registry = list_workers(services)
     return {
@@ -201,6 +206,7 @@ def engine_stats(services: Services) -> dict[str, Any]:
         "queued": counts["queued"],
         "undispatched": counts["undispatched"],
         "failed": sum(by_status["failed"].values()),
+        "failed_window_hours": FAILED_WINDOW_HOURS,
         "rq": redis_side,
         "workers": {
             e.value: sum(1 for w in registry if w["engine"] == e.value and w["alive"])

@@ -5,10 +5,13 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterable
+from datetime import timedelta
 from typing import Any
 
 from switchyard import switch
-from switchyard.db.store import NewTask
+from switchyard.db import activity as counts_db
+from switchyard.db.reads import Cursor, TaskFilter, TaskPage, task_page
+from switchyard.db.store import NewTask, utcnow
 from switchyard.domain import Priority, Status, Task
 from switchyard.errors import BrokerUnavailable, NotFound, SubmissionsPaused, UsageError
 from switchyard.logs import log_event
@@ -83,22 +86,41 @@ def list_tasks(
     priority: str | None = None,
     user_id: int | None = None,
     limit: int = 50,
-) -> list[Task]:
+    cursor: str | None = None,
+) -> TaskPage:
+    """A page of tasks, newest first; its `next_cursor` (None on the last page) fetches the
+    next. Each filter walks an index of its own, so page 1,000 costs what page 1 does."""
     try:
         wanted = Status(status) if status else None
     except ValueError:
         raise UsageError(f"invalid status {status!r}") from None
-    return services.store.list_tasks(
-        status=wanted,
-        priority=Priority.parse(priority) if priority else None,
-        user_id=None if user_id is None else positive_id("user_id", user_id),
-        limit=limit,
-    )
+    user = None if user_id is None else positive_id("user_id", user_id)
+    chosen = TaskFilter(wanted, Priority.parse(priority) if priority else None, user)
+    after = Cursor.decode(cursor) if cursor else None
+    return task_page(services.store.engine, chosen, after, limit)
+
+
+# Finished tasks are counted over this window: history does not make a polled page slower.
+FINISHED_WINDOW = timedelta(hours=24)
 
 
 def overview(services: Services) -> dict[str, Any]:
-    counts = services.store.counts()
-    return {"counts": counts, "totals": {s: sum(p.values()) for s, p in counts.items()}}
+    """Counts by status and priority: every queued and running task, and the tasks that
+    finished (completed, failed, cancelled) in the last 24 hours, with the last hour's totals.
+    Each read is bounded by live work or by the window (see db/activity.py)."""
+    now = utcnow()
+    engine = services.store.engine
+    counts = {
+        **counts_db.live_counts(engine),
+        **counts_db.finished_counts(engine, now - FINISHED_WINDOW),
+    }
+    last_hour = counts_db.finished_counts(engine, now - timedelta(hours=1))
+    return {
+        "counts": counts,
+        "totals": {s: sum(p.values()) for s, p in counts.items()},
+        "finished_window_hours": FINISHED_WINDOW.total_seconds() / 3600,
+        "finished_last_hour": {s: sum(p.values()) for s, p in last_hour.items()},
+    }
 
 
 def cancel_task(services: Services, raw_id: str, actor: str, reason: str | None = None) -> Task:

@@ -132,10 +132,21 @@ def list_tasks(
     priority: PriorityName | None = None,
     user_id: int | None = Query(None, gt=0, le=MAX_ID),
     limit: int = Query(50, ge=1, le=1000),
+    cursor: str | None = Query(
+        None, max_length=200, pattern=r"^[A-Za-z0-9_-]+$", description="`next_cursor` of a page"
+    ),
 ) -> dict[str, Any]:
-    """Tasks, newest first, filtered by status, priority and user."""
-    found = ops.list_tasks(svc, status=status, priority=priority, user_id=user_id, limit=limit)
-    return {"count": len(found), "tasks": [t.to_dict() for t in found]}
+    """Tasks, newest first, filtered by status, priority and user, a page at a time: pass a
+    page's `next_cursor` back as `cursor` for the next (null on the last page). Tasks
+    submitted meanwhile never shift a page: none is listed twice or skipped."""
+    page = ops.list_tasks(
+        svc, status=status, priority=priority, user_id=user_id, limit=limit, cursor=cursor
+    )
+    return {
+        "count": len(page.tasks),
+        "tasks": [t.to_dict() for t in page.tasks],
+        "next_cursor": page.next_cursor,
+    }
 
 
 @router.post("/api/tasks/{task_id}/cancel", tags=["tasks"], responses={**NOT_FOUND, **CONFLICT})

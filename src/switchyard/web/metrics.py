@@ -18,6 +18,7 @@ from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from switchyard.db.activity import LIVE
 from switchyard.db.runs import RunStatus
 from switchyard.domain import Priority, Status
 from switchyard.errors import SwitchyardError
@@ -93,7 +94,7 @@ class StoreCollector(Collector):
         yield from families
 
     def _store_families(self) -> Iterator[Any]:
-        yield self._tasks()
+        yield from self._tasks()
         yield self._accepting()
         yield _owned_elsewhere(engines.ownership(self.services))
         yield from _runs(measures.runs_state(self.services))
@@ -165,16 +166,33 @@ class StoreCollector(Collector):
                 {name: q["foreign"] for name, q in seen.items()},
             )
 
-    def _tasks(self) -> GaugeMetricFamily:
-        family = GaugeMetricFamily(
-            "switchyard_tasks", "Tasks by status and priority.", labels=["status", "priority"]
+    def _tasks(self) -> Iterator[GaugeMetricFamily]:
+        """Live tasks exactly; finished ones over a window (history never slows a scrape)."""
+        data = task_overview(self.services)
+        live = GaugeMetricFamily(
+            "switchyard_tasks",
+            "Queued and running tasks by priority.",
+            labels=["status", "priority"],
         )
-        counts = task_overview(self.services)["counts"]
+        finished = GaugeMetricFamily(
+            "switchyard_tasks_finished",
+            f"Tasks finished in the last {data['finished_window_hours']:g} hours, by status "
+            "and priority.",
+            labels=["status", "priority"],
+        )
         for status in Status:
+            family = live if status.value in LIVE else finished
             for priority in Priority:
-                n = counts.get(status.value, {}).get(priority.label, 0)
+                n = data["counts"].get(status.value, {}).get(priority.label, 0)
                 family.add_metric([status.value, priority.label], n)
-        return family
+        yield live
+        yield finished
+        yield _labelled(
+            "switchyard_tasks_finished_last_hour",
+            "Tasks finished in the last hour, by status.",
+            ["status"],
+            data["finished_last_hour"],
+        )
 
     def _accepting(self) -> GaugeMetricFamily:
         block = maintenance.submission_block(self.services)

@@ -1,0 +1,116 @@
+"""Reading a statement's plan on each dialect, and hiding one index for a connection: what the
+index tests share (the claim's and the history's)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from switchyard.db.engine import make_engine
+from switchyard.db.store import TaskStore
+
+
+@dataclass(frozen=True)
+class Plan:
+    indexes: set[str]  # indexes the plan uses
+    table_scan: bool  # reads a whole table
+    sorts: bool  # sorts rows instead of reading them in index order
+    text: str
+
+
+def analyze(store: TaskStore) -> None:
+    """Fresh statistics, so each planner sees the data as loaded."""
+    statement = {"postgresql": "ANALYZE", "sqlite": "ANALYZE"}
+    with store.engine.begin() as conn:
+        result = conn.exec_driver_sql(
+            statement.get(store.dialect, "ANALYZE TABLE tasks, task_events")
+        )
+        if result.returns_rows:
+            result.all()  # MariaDB reports per table
+
+
+def explain(conn: sa.Connection, stmt: sa.Executable) -> Plan:
+    """EXPLAIN `stmt` exactly as compiled for this connection's dialect."""
+    compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    processors = compiled._bind_processors  # e.g. a UUID as SQLite's text
+    params = {k: processors[k](v) if k in processors else v for k, v in compiled.params.items()}
+    args = tuple(params[k] for k in compiled.positiontup or ()) if compiled.positional else params
+    reader = {"postgresql": _postgres, "sqlite": _sqlite}.get(conn.dialect.name, _mariadb)
+    return reader(conn, str(compiled), args)
+
+
+def _postgres(conn: sa.Connection, sql: str, args: Any) -> Plan:
+    [plan] = conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {sql}", args).scalar_one()
+
+    def nodes(node: dict[str, object]) -> Iterator[dict[str, object]]:
+        yield node
+        for child in node.get("Plans", []):  # type: ignore[attr-defined]
+            yield from nodes(child)
+
+    every = list(nodes(plan["Plan"]))
+    return Plan(
+        indexes={str(n["Index Name"]) for n in every if "Index Name" in n},
+        table_scan=any(n["Node Type"] == "Seq Scan" for n in every),
+        sorts=any(n["Node Type"] in ("Sort", "Incremental Sort") for n in every),
+        text=json.dumps(plan, indent=1),
+    )
+
+
+def _mariadb(conn: sa.Connection, sql: str, args: Any) -> Plan:
+    rows = [dict(r._mapping) for r in conn.exec_driver_sql(f"EXPLAIN {sql}", args)]
+    mine = [r for r in rows if r["table"] in ("tasks", "task_events")]
+    return Plan(
+        indexes={str(r["key"]) for r in mine if r["key"]},
+        table_scan=any(r["type"] == "ALL" for r in mine),
+        sorts=any("filesort" in (r["Extra"] or "") for r in mine),
+        text="\n".join(map(str, rows)),
+    )
+
+
+def _sqlite(conn: sa.Connection, sql: str, args: Any) -> Plan:
+    details = [str(r[-1]) for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", args)]
+    return Plan(
+        indexes={
+            d.split(" INDEX ")[1].split()[0]
+            for d in details
+            if "USING INDEX " in d or "USING COVERING INDEX " in d
+        },
+        table_scan=any(d in ("SCAN tasks", "SCAN task_events") for d in details),
+        sorts=any("TEMP B-TREE" in d for d in details),
+        text="\n".join(details),
+    )
+
+
+@contextlib.contextmanager
+def index_hidden(store: TaskStore, table: str, *indexes: str) -> Iterator[sa.Connection]:
+    """A connection on which `indexes` are gone, restored afterwards: dropped inside a
+    transaction that is rolled back (PostgreSQL, SQLite), or marked IGNORED (MariaDB, whose
+    DDL commits at once). A connection of its own: sqlite3 caches prepared statements per
+    connection, and a cached EXPLAIN does not notice the schema change."""
+    engine = make_engine(store.engine.url.render_as_string(hide_password=False))
+    try:
+        with engine.connect() as conn:
+            if store.dialect == "mysql":
+                alter = ", ".join(f"ALTER INDEX {i} IGNORED" for i in indexes)
+                conn.exec_driver_sql(f"ALTER TABLE {table} {alter}")
+                try:
+                    yield conn
+                finally:
+                    conn.exec_driver_sql(
+                        f"ALTER TABLE {table} {alter.replace('IGNORED', 'NOT IGNORED')}"
+                    )
+                return
+            transaction = conn.begin()
+            for index in indexes:
+                conn.exec_driver_sql(f"DROP INDEX {index}")
+            try:
+                yield conn
+            finally:
+                transaction.rollback()
+    finally:
+        engine.dispose()
