@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import sqlalchemy as sa
@@ -23,6 +22,13 @@ from switchyard.db import migrate
 from switchyard.db.engine import make_engine
 from switchyard.db.schema import metadata
 from switchyard.db.store import TaskStore
+from tests.support_servers import (
+    PrivateMariaDB,
+    PrivatePostgres,
+    PrivateRedis,
+    PrivateServer,
+    ServerMissing,
+)
 
 BACKENDS = ("sqlite", "postgresql", "mariadb")
 SERVERS = {
@@ -227,56 +233,36 @@ def redis_url(_redis_db_index: int) -> Iterator[str]:
 def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     """A redis-server of this test's own on a free port, which the test may stop and start
     (outage tests must never stop the shared server)."""
-    server = PrivateRedis(tmp_path)
-    server.start()
+    server = _private(lambda: PrivateRedis(tmp_path))
     yield server
     server.stop()
 
 
-class PrivateRedis:
-    def __init__(self, workdir: Path) -> None:
-        import socket
+@pytest.fixture(scope="session")
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """A PostgreSQL server of this session's own, which a test may stop, kill and start (and
+    must leave running: each test makes a database of its own on it)."""
+    server = _private(PrivatePostgres)
+    yield server
+    server.remove()
 
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.workdir = workdir
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
-        import redis
+@pytest.fixture(scope="session")
+def private_mariadb() -> Iterator[PrivateMariaDB]:
+    """A MariaDB server of this session's own, which a test may stop, kill and start (and
+    must leave running: each test makes a database of its own on it)."""
+    server = _private(PrivateMariaDB)
+    yield server
+    server.remove()
 
-        binary = shutil.which("redis-server")
-        if binary is None:
-            _unavailable("redis-server is not installed")
-        self.process = subprocess.Popen(
-            [
-                str(binary),
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.workdir),
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        client = redis.Redis.from_url(self.url)
-        for _ in range(100):
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        raise RuntimeError("private redis-server did not start")
 
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-            self.process = None
+S = TypeVar("S", bound=PrivateServer)
+
+
+def _private(make: Callable[[], S]) -> S:
+    try:
+        server = make()
+        server.start()
+    except ServerMissing as exc:
+        _unavailable(str(exc))
+    return server

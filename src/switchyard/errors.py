@@ -37,6 +37,11 @@ class StoreError(SwitchyardError):
     """The database could not be reached or refused a statement."""
 
 
+class StoreUnavailable(StoreError):
+    """The database is not reachable now (down, restarting, connection lost): the statement
+    was not done, or its transaction rolled back. Waiting and trying again is the remedy."""
+
+
 class Fenced(SwitchyardError):
     """A move or enqueue was decided under a routing epoch that is no longer current; nothing
     was written. The caller reads the routing again and decides anew."""

@@ -30,7 +30,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import PoolResetState
 
 from switchyard.config import masked_url
-from switchyard.errors import ConfigError, StoreError
+from switchyard.errors import ConfigError, StoreError, StoreUnavailable
 from switchyard.logs import log_event
 
 log = logging.getLogger("switchyard.db")
@@ -150,9 +150,13 @@ def _configure_sqlite(engine: sa.Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def retry_on_disconnect(work: Callable[[bool], T], what: str) -> T:
-    """Run `work(False)`; if its connection turned out dead, run `work(True)` once on a fresh
-    one (SQLAlchemy has invalidated the pool by then).
+OUTAGE_BACKOFF_MAX = 2.0  # seconds between two tries while the database is unavailable
+
+
+def retry_on_disconnect(work: Callable[[bool], T], what: str, wait_up_to: float = 0.0) -> T:
+    """Run `work(False)`; if its connection turned out dead, run `work(True)` on a fresh one
+    (SQLAlchemy has invalidated the pool by then): once, or with `wait_up_to` seconds, as
+    often as it takes while the database is unavailable (restarting) for that long.
 
     The first run may have committed before the connection dropped (a lost reply to COMMIT
     cannot be told apart from a lost request), so `work(True)` must first look for its own
@@ -160,10 +164,19 @@ def retry_on_disconnect(work: Callable[[bool], T], what: str) -> T:
     try:
         return work(False)
     except sa.exc.DBAPIError as exc:
-        if not exc.connection_invalidated:
+        if not is_unavailable(exc):
             raise
         log_event(log, "db_reconnect", logging.WARNING, doing=what, error=_first_line(exc))
-    return work(True)
+    deadline = time.monotonic() + wait_up_to
+    delay = 0.1
+    while True:
+        try:
+            return work(True)
+        except sa.exc.DBAPIError as exc:
+            if not is_unavailable(exc) or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(OUTAGE_BACKOFF_MAX, delay * 2)
 
 
 # Driver codes of a transaction chosen as a deadlock victim (or, on PostgreSQL, a serialization
@@ -205,12 +218,48 @@ def deadlock_retried(what: str) -> Callable[[Callable[P, T]], Callable[P, T]]:
     return wrap
 
 
+# Driver codes that say the server is gone or going (not that it refused the statement): on
+# MySQL/MariaDB can't connect, gone away, lost during query, lost at handshake, shutdown in
+# progress, forcing close, connection killed, disconnected for inactivity; on PostgreSQL the
+# SQLSTATE classes 08 (connection exception) and 57P (admin/crash shutdown, cannot connect
+# now). A psycopg error without a SQLSTATE never reached a server.
+_MYSQL_GONE = frozenset({2003, 2006, 2013, 2055, 1053, 1080, 1927, 4031})
+_PG_GONE_PREFIXES = ("08", "57P")
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """The database was not reachable (down, restarting, or the connection dropped): what
+    the caller asked for was not done, or rolled back with its connection. Deadlocks and
+    refusals of the statement itself are not outages."""
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    if not isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError) or is_deadlock(exc):
+        return False
+    orig = exc.orig
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate is not None:
+        return str(sqlstate).startswith(_PG_GONE_PREFIXES)
+    code = orig.args[0] if orig is not None and orig.args else None
+    if isinstance(code, int):
+        return code in _MYSQL_GONE or code == 0  # PyMySQL's (0, '') is a closed connection
+    # psycopg without a SQLSTATE: failed before any server answered (refused, reset, timed
+    # out). SQLite's OperationalError also says "no such table": not an outage.
+    return type(orig).__module__.startswith("psycopg")
+
+
 @contextlib.contextmanager
 def translated(what: str) -> Iterator[None]:
-    """Turn a driver error into a one-line StoreError saying what we were doing."""
+    """Turn a driver error into a one-line StoreError saying what we were doing; an outage
+    becomes StoreUnavailable, which workers wait out and the faces answer with "try later"."""
     try:
         yield
     except sa.exc.DBAPIError as exc:
+        if is_unavailable(exc):
+            raise StoreUnavailable(
+                f"database unavailable while {what}: {_first_line(exc)}"
+            ) from exc
         raise StoreError(f"database error while {what}: {_first_line(exc)}") from exc
     except sa.exc.SQLAlchemyError as exc:
         raise StoreError(f"database error while {what}: {exc}") from exc

@@ -403,9 +403,12 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
         engine: Engine,
         *,
         owned_by: Engine | None = None,
+        wait_up_to: float = 0.0,
     ) -> Task | None:
         """Claim one named task (an RQ job delivers its id); None if it is no longer queued
         (or, with `owned_by`, no longer owned by that engine: moved to the other one).
+        After a dropped connection it tries again for up to `wait_up_to` seconds while the
+        database is unavailable (`retry_on_disconnect`).
 
         The rq engine's per-job path: one round trip on PostgreSQL (`_named_claim`)."""
         params = {
@@ -418,7 +421,9 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
         owned = owned_by is not None
         with translated("claiming a task"):
             return retry_on_disconnect(
-                lambda again: self._claim_named(params, owned, again), "claiming a task"
+                lambda again: self._claim_named(params, owned, again),
+                "claiming a task",
+                wait_up_to,
             )
 
     def _claim_named(self, params: dict[str, Any], owned: bool, again: bool) -> Task | None:
@@ -544,10 +549,11 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
                 )
         return held
 
-    def complete_one(self, worker: str, outcome: Outcome) -> bool:
+    def complete_one(self, worker: str, outcome: Outcome, wait_up_to: float = 0.0) -> bool:
         """`complete` for a single task (an rq job): the compare-and-set is the UPDATE's own
         WHERE (still running, under this worker, this attempt), with no locking SELECT; one
-        round trip on PostgreSQL (`_named_completion`). True if it took."""
+        round trip on PostgreSQL (`_named_completion`). True if it took. `wait_up_to` as
+        for `claim_task`."""
         params = {
             "p_id": outcome.task_id,
             "p_worker": worker,
@@ -559,7 +565,7 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
         }
         with translated("completing a task"):
             return retry_on_disconnect(
-                lambda again: self._complete_named(params, again), "completing a task"
+                lambda again: self._complete_named(params, again), "completing a task", wait_up_to
             )
 
     def _complete_named(self, params: dict[str, Any], again: bool) -> bool:

@@ -13,7 +13,13 @@ from switchyard.db import activity as counts_db
 from switchyard.db.reads import Cursor, TaskFilter, TaskPage, task_page
 from switchyard.db.store import NewTask, utcnow
 from switchyard.domain import Priority, Status, Task
-from switchyard.errors import BrokerUnavailable, NotFound, SubmissionsPaused, UsageError
+from switchyard.errors import (
+    BrokerUnavailable,
+    NotFound,
+    StoreUnavailable,
+    SubmissionsPaused,
+    UsageError,
+)
 from switchyard.logs import log_event
 from switchyard.modes import Routing
 from switchyard.operations.maintenance import submission_block
@@ -45,8 +51,9 @@ def submit(services: Services, new: Iterable[NewTask], actor: str) -> list[Task]
     """Write every task in one transaction: all or nothing.
 
     In rq and hybrid mode the tasks are owned by rq and enqueued after the commit. If Redis
-    fails then, the submission still succeeds: the dispatcher loop enqueues them later, or
-    polling workers take them while the fallback is active.
+    or the database fails then, the submission still succeeds (its rows are committed, and
+    a client told otherwise would submit them twice): the dispatcher loop enqueues them
+    later, or polling workers take them while the fallback is active.
     """
     ensure_accepting(services)
     created, routing = switch.submit(services.store, list(new), actor, services.modes)
@@ -60,7 +67,7 @@ def _enqueue_after_commit(services: Services, created: list[Task], routing: Rout
         switch.enqueue_tasks(
             services.store, services.redis, created, services.settings, routing, "submit"
         )
-    except BrokerUnavailable as exc:
+    except (BrokerUnavailable, StoreUnavailable) as exc:
         log_event(log, "enqueue_deferred", logging.WARNING, tasks=len(created), error=exc)
 
 

@@ -11,7 +11,10 @@ How rq's view agrees with the database:
   database and this job finishes (result `retry`); the dispatcher enqueues a fresh job once
   the backoff ends (rq's Retry is not used, so there is one retry policy, the database's);
 - failed for good: the job raises, so rq's failed registry holds exactly the failed tasks;
-- rq's job timeout (WORKER_TIMEOUT) raises inside the job and counts as a failed attempt.
+- rq's job timeout (WORKER_TIMEOUT) raises inside the job and counts as a failed attempt;
+- the database down (restarting) while the job claims or completes: it waits, trying again
+  on a fresh connection, up to WORKER_TIMEOUT (`retry_on_disconnect`), so the outage costs
+  time, not the job.
 
 The process's context (store, handler, worker name) is installed by `switchyard worker
 --engine rq`; under a plain `rq worker` it is built from the environment. A forked work
@@ -135,7 +138,10 @@ def _from_environment() -> JobContext:
 def run_task(task_id: str) -> dict[str, Any]:
     """Run one task if this job still may; see the module docstring for the outcomes."""
     ctx = current_context()
-    task = ctx.store.claim_task(uuid.UUID(task_id), ctx.worker, Engine.RQ, owned_by=Engine.RQ)
+    wait = ctx.settings.worker_timeout  # rq's job timeout ends a longer database outage
+    task = ctx.store.claim_task(
+        uuid.UUID(task_id), ctx.worker, Engine.RQ, owned_by=Engine.RQ, wait_up_to=wait
+    )
     if task is None:
         log_event(log, "job_skipped", task_id=task_id, worker=ctx.worker)
         return {"task_id": task_id, "outcome": "skipped"}
@@ -147,8 +153,9 @@ def run_task(task_id: str) -> dict[str, Any]:
             raise
         except Exception as exc:
             return _record_failure(ctx, task, exc)
-    outcome = Outcome(task.id, task.attempts, result[0], result[1], provider_of(result))
-    taken = ctx.store.complete_one(ctx.worker, outcome)
+        # Still held (heartbeats go on) while a database outage makes the completion wait.
+        outcome = Outcome(task.id, task.attempts, result[0], result[1], provider_of(result))
+        taken = ctx.store.complete_one(ctx.worker, outcome, wait_up_to=wait)
     log_event(
         log, "complete" if taken else "complete_discarded", task_id=task_id, worker=ctx.worker
     )

@@ -17,6 +17,7 @@ from switchyard.errors import (
     InvalidTransition,
     NotFound,
     StoreError,
+    StoreUnavailable,
     SubmissionsPaused,
     SwitchyardError,
     UsageError,
@@ -33,6 +34,7 @@ from switchyard.web.limits import MAX_DETAIL_CHARS, BodyGuard, excerpt
 from switchyard.web.sessions import SessionKeys, Sessions
 
 log = logging.getLogger(__name__)
+DB_RETRY_AFTER = 5  # seconds a client waits before trying again while the database is down
 
 STATUS_FOR: dict[type[SwitchyardError], int] = {
     NotFound: 404,
@@ -98,6 +100,10 @@ def _switchyard_error(request: Request, exc: SwitchyardError) -> JSONResponse:
         return _usage_error(exc)
     if isinstance(exc, SubmissionsPaused):
         return _paused(request, exc)
+    if isinstance(exc, StoreUnavailable):  # down or restarting: nothing was written
+        headers = {"Retry-After": str(DB_RETRY_AFTER)}
+        body = {"detail": _short(exc), "retry_after": DB_RETRY_AFTER}
+        return JSONResponse(body, status_code=503, headers=headers)
     return JSONResponse({"detail": _short(exc)}, status_code=status)
 
 

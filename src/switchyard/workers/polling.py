@@ -5,6 +5,14 @@ batches (one transaction for a batch of completions, as pgqueuer buffers its sta
 It also sends heartbeats for every task it holds, enforces WORKER_TIMEOUT, and requeues tasks
 orphaned by workers that died (their heartbeat lapsed).
 
+Database outages: a statement that finds the database unavailable (`StoreUnavailable`: down,
+restarting, connection lost) ends the loop's turn, not the worker. Finished attempts stay in
+memory until the database takes them; the worker waits with a growing pause (at most
+OUTAGE_WAIT_MAX) and carries on where it was. Every write is a compare-and-set, so one that
+did commit before its reply was lost is discarded on the second try, never doubled. A
+graceful stop waits for the database to take what finished; a second signal gives up on it
+(heartbeat-lapse recovery then requeues those tasks).
+
 Signals: the first SIGTERM/SIGINT stops claiming and lets running tasks finish (exit 0); a
 second one, or `stop_timeout` seconds after the first, releases unfinished tasks back to
 `queued` at once (exit 1).
@@ -51,14 +59,16 @@ from switchyard.captioning.handler import (
 from switchyard.config import Settings
 from switchyard.db.store import Outcome, TaskStore
 from switchyard.domain import Engine, Origin, Task
-from switchyard.errors import TaskTimeout
+from switchyard.errors import StoreUnavailable, TaskTimeout
 from switchyard.logs import log_event
 from switchyard.modes import Mode, PollingScope, Routing
+from switchyard.workers.outage import until_available
 from switchyard.workers.slots import Slots
 
 CANARY_LOOK_SECONDS = 1.0  # how often the canary lane is looked at
 REPLACE_EXIT_CODE = 75  # EX_TEMPFAIL: threads are stuck, run me again (see the docstring)
 PENDING_LIMIT = 10.0  # seconds a claimed task may wait for a free slot before it is released
+OUTAGE_WAIT_MAX = 2.0  # seconds between two tries while the database is unavailable
 log = logging.getLogger("switchyard.worker")  # the name operators filter logs by
 
 
@@ -79,6 +89,9 @@ def recover_orphans(store: TaskStore, settings: Settings, actor: str) -> None:
 
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+_Result = tuple[str, float] | Captioned | BaseException  # a caption, or what it raised
 
 
 @dataclass
@@ -113,9 +126,10 @@ class Worker:
         self.burst = burst
         self.name = name or worker_name()
         self.held: dict[uuid.UUID, _Held] = {}
-        self.done: queue.Queue[tuple[Task, tuple[str, float] | Captioned | BaseException]] = (
-            queue.Queue()
-        )
+        self.done: queue.Queue[tuple[Task, _Result]] = queue.Queue()
+        # Finished attempts not yet written (the database was unavailable): kept until it is.
+        self._unwritten: list[tuple[Task, _Result]] = []
+        self._outage_since: float | None = None
         self.stopping = threading.Event()
         self.aborting = threading.Event()
         self.processed = 0
@@ -149,21 +163,27 @@ class Worker:
         log_event(
             log, "worker_start", worker=self.name, concurrency=self.concurrency, burst=self.burst
         )
-        self.store.register_worker(self.name, Engine.DB, socket.gethostname(), os.getpid())
+        until_available(
+            lambda: self.store.register_worker(
+                self.name, Engine.DB, socket.gethostname(), os.getpid()
+            ),
+            "registering",
+            self.aborting,
+        )
         self._slots.start()
         try:
             while not self.aborting.is_set():
-                self._housekeeping()
-                self._enforce_deadlines()
-                claimed = self._maybe_claim()
-                collected = self._collect(wait=not claimed)
-                # A result collected after the claim may have requeued a task: claim again.
-                if self._finished(idle=claimed == 0 and not collected):
-                    break
+                try:
+                    if self._turn():
+                        break
+                except StoreUnavailable as exc:
+                    self._wait_out(exc)
+                    continue
+                self._outage_over()
         finally:
             released = self._release_all() if self.aborting.is_set() else 0
             self._slots.close()
-            self._touch("stopped")
+            self._final_touch()
             log_event(
                 log, "worker_stop", worker=self.name, processed=self.processed, released=released
             )
@@ -171,9 +191,34 @@ class Worker:
             return 1
         return REPLACE_EXIT_CODE if self.replacing and not self.stopping.is_set() else 0
 
+    def _turn(self) -> bool:
+        """One turn of the main loop; True when the worker should stop."""
+        self._write_back()
+        self._housekeeping()
+        self._enforce_deadlines()
+        claimed = self._maybe_claim()
+        collected = self._collect(wait=not claimed)
+        # A result collected after the claim may have requeued a task: claim again.
+        return self._finished(idle=claimed == 0 and not collected)
+
+    def _wait_out(self, exc: StoreUnavailable) -> None:
+        """The database is unavailable: say so once, then pause before the next turn."""
+        now = time.monotonic()
+        if self._outage_since is None:
+            self._outage_since = now
+            log_event(log, "db_unavailable", logging.WARNING, worker=self.name, error=exc)
+        pause = min(OUTAGE_WAIT_MAX, 0.1 + (now - self._outage_since) / 4)
+        self.aborting.wait(pause)
+
+    def _outage_over(self) -> None:
+        if self._outage_since is not None:
+            lasted = time.monotonic() - self._outage_since
+            self._outage_since = None
+            log_event(log, "db_available", worker=self.name, after_seconds=round(lasted, 1))
+
     def _finished(self, idle: bool) -> bool:
         """Stop when asked and nothing is held; in burst mode, also when a claim found nothing."""
-        if self.held:
+        if self.held or self._unwritten:
             return False
         if self.stopping.is_set() or self.replacing or (self.burst and idle):
             return True
@@ -255,7 +300,18 @@ class Worker:
     def _collect(self, wait: bool) -> int:
         """Write back every result available now (after waiting briefly for one); returns how
         many results arrived."""
-        results = []
+        results = self._drain(wait)
+        for task, result in results:
+            held = self.held.get(task.id)
+            if held is None or held.task is not task:
+                continue  # a timed-out attempt (perhaps already retried): discard it
+            del self.held[task.id]
+            self._unwritten.append((task, result))
+        self._write_back()
+        return len(results)
+
+    def _drain(self, wait: bool) -> list[tuple[Task, _Result]]:
+        results: list[tuple[Task, _Result]] = []
         try:
             timeout = min(0.5, self.settings.worker_poll_interval) if wait and self.held else 0
             results.append(self.done.get(timeout=timeout) if timeout else self.done.get_nowait())
@@ -263,18 +319,25 @@ class Worker:
                 results.append(self.done.get_nowait())
         except queue.Empty:
             pass
-        outcomes = []
-        for task, result in results:
-            held = self.held.get(task.id)
-            if held is None or held.task is not task:
-                continue  # a timed-out attempt (perhaps already retried): discard it
-            del self.held[task.id]
-            if isinstance(result, BaseException):
-                self._record_failure(task, result)
-            else:
-                outcomes.append(
-                    Outcome(task.id, task.attempts, result[0], result[1], provider_of(result))
-                )
+        return results
+
+    def _write_back(self) -> None:
+        """Write the finished attempts: failures one by one, completions in one transaction.
+        Each leaves `_unwritten` only once written, so an outage loses none of them."""
+        failures = [(t, r) for t, r in self._unwritten if isinstance(r, BaseException)]
+        for task, exc in failures:
+            self._record_failure(task, exc)
+            self._unwritten.remove((task, exc))
+        self._complete(
+            [
+                Outcome(t.id, t.attempts, r[0], r[1], provider_of(r))
+                for t, r in self._unwritten
+                if not isinstance(r, BaseException)
+            ]
+        )
+        self._unwritten.clear()
+
+    def _complete(self, outcomes: list[Outcome]) -> None:
         if outcomes:
             taken = self.store.complete(self.name, outcomes)
             self.processed += len(outcomes)
@@ -288,7 +351,6 @@ class Worker:
                     task_id=lost,
                     reason="task no longer held (cancelled or recovered)",
                 )
-        return len(results)
 
     def _record_failure(self, task: Task, exc: BaseException) -> None:
         failure = failure_of(exc)
@@ -336,7 +398,9 @@ class Worker:
             if held.thread is not None and held.started is not None and now - held.started > limit:
                 del self.held[task_id]
                 self._slots.retire(held.thread)
-                self._record_failure(held.task, TaskTimeout(f"timed out after {limit:g}s"))
+                timeout = TaskTimeout(f"timed out after {limit:g}s")
+                self._unwritten.append((held.task, timeout))
+        self._write_back()
         stuck = self._slots.stuck()
         if stuck >= self.concurrency and not self.replacing:
             log_event(log, "worker_replace", logging.WARNING, worker=self.name, stuck=stuck)
@@ -372,8 +436,21 @@ class Worker:
             providers=provider_report(self.handler),
         )
 
+    def _final_touch(self) -> None:
+        try:
+            self._touch("stopped")
+        except StoreUnavailable as exc:  # the registry row ages out; nothing else depends on it
+            log_event(log, "db_unavailable", logging.WARNING, worker=self.name, error=exc)
+
     def _release_all(self) -> int:
+        """Give back what is held and what finished unwritten (aborted: its result is lost
+        with this process). With the database down, heartbeat-lapse recovery gives it back."""
         with self._starting:  # no slot may start one of them after this
-            ids = list(self.held)
+            ids = list(self.held) + [task.id for task, _ in self._unwritten]
             self.held.clear()
-        return self.store.release(self.name, ids, "worker shut down")
+            self._unwritten.clear()
+        try:
+            return self.store.release(self.name, ids, "worker shut down")
+        except StoreUnavailable as exc:
+            log_event(log, "release_failed", logging.WARNING, worker=self.name, error=exc)
+            return 0

@@ -42,7 +42,7 @@ from rq.worker import BaseWorker, SimpleWorker, Worker, WorkerStatus
 
 from switchyard.captioning.handler import handler_ready, make_handler, provider_report
 from switchyard.domain import Engine, Priority
-from switchyard.errors import SwitchyardError
+from switchyard.errors import StoreUnavailable, SwitchyardError
 from switchyard.logs import log_event
 from switchyard.modes import ModeWatcher
 from switchyard.operations.services import Services
@@ -54,6 +54,7 @@ from switchyard.rq_engine.connection import (
     translated_redis,
 )
 from switchyard.rq_engine.scripts import Scripts
+from switchyard.workers.outage import until_available
 from switchyard.workers.supervisor import Supervisor, WorkerStatusReport
 
 log = logging.getLogger("switchyard.rq.worker")
@@ -212,12 +213,17 @@ def run_rq_worker(
     """Run one rq worker until it is stopped, yields to the polling engine, or loses Redis."""
     worker = build_rq_worker(services, options, incarnation)
     if options.follow_mode:
-        worker.should_yield = lambda: watcher().auto_engine is not Engine.RQ
+        worker.should_yield = lambda: wants_the_other_engine(watcher)
     handler = make_handler(services.settings)
     worker.may_take_work = lambda: handler_ready(handler)
     jobs.install(services.store, services.settings, handler, options.name)
     worker.on_foreign = lambda n: _record_foreign(services, options.name, n)
-    services.store.register_worker(options.name, Engine.RQ, socket.gethostname(), os.getpid())
+    until_available(
+        lambda: services.store.register_worker(
+            options.name, Engine.RQ, socket.gethostname(), os.getpid()
+        ),
+        "registering",
+    )
     supervisor.report = lambda: _report(worker, provider_report(handler))
     level = "INFO" if logging.getLogger("switchyard").isEnabledFor(logging.DEBUG) else "WARNING"
     try:
@@ -239,6 +245,16 @@ def _record_foreign(services: Services, worker: str, count: int) -> None:
         services.store.record_event("foreign_jobs_seen", worker, "left for their owner", detail)
 
 
+def wants_the_other_engine(watcher: ModeWatcher) -> bool:
+    """Whether `--engine auto` should hand over to a polling worker. While the database
+    cannot be read the worker stays (rq's loop would quit on the error): its jobs wait for
+    the database themselves, and the fence keeps a stale view from moving anything."""
+    try:
+        return watcher().auto_engine is not Engine.RQ
+    except StoreUnavailable:
+        return False
+
+
 def _report(
     worker: _ModeAware, providers: list[dict[str, Any]] | None = None
 ) -> WorkerStatusReport:
@@ -256,11 +272,15 @@ def _report(
 
 
 def _final_report(services: Services, name: str, worker: _ModeAware) -> None:
-    """Mark the registry row stopped (with the last counters Redis still gives)."""
+    """Mark the registry row stopped (with the last counters Redis still gives); with the
+    database down the row just ages out."""
     try:
         processed = _report(worker).processed
     except BrokerUnavailable:
         processed = jobs.current_context().processed
-    services.store.touch_worker(
-        name, engine=Engine.RQ, state="stopped", current_task=None, processed=processed
-    )
+    try:
+        services.store.touch_worker(
+            name, engine=Engine.RQ, state="stopped", current_task=None, processed=processed
+        )
+    except StoreUnavailable as exc:
+        log_event(log, "db_unavailable", logging.WARNING, worker=name, error=exc)

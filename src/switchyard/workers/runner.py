@@ -22,6 +22,7 @@ from switchyard.logs import log_event
 from switchyard.modes import ModeWatcher
 from switchyard.operations.engines import announce_start
 from switchyard.operations.services import Services
+from switchyard.workers.outage import until_available
 from switchyard.workers.polling import Worker as PollingWorker
 from switchyard.workers.polling import worker_name
 from switchyard.workers.rq import DEQUEUE_WAIT, Ended, RQWorkerOptions, run_rq_worker
@@ -47,8 +48,8 @@ def run_worker(
         # SQLite's file locks are per process and its connections must not cross a fork.
         raise ConfigError("--worker-class fork needs PostgreSQL or MariaDB, not SQLite")
     name = worker_name()
+    until_available(lambda: services.store.purge_workers(silent_for=REGISTRY_KEEP), "starting")
     announce_start(services, f"worker {name}")
-    services.store.purge_workers(silent_for=REGISTRY_KEEP)
     for problem in provider_problems(services.settings):
         log_event(log, "caption_provider_problem", logging.WARNING, worker=name, problem=problem)
     watcher = ModeWatcher(services.store, services.settings)
@@ -107,7 +108,8 @@ def _run_switching(
     stop = _StopFlag()
     incarnation = 0
     while not stop.requested:
-        if options.follow_mode and watcher.routing(fresh=True).auto_engine is Engine.DB:
+        routing = until_available(lambda: watcher.routing(fresh=True), "reading the mode")
+        if options.follow_mode and routing.auto_engine is Engine.DB:
             polling = _Polling(concurrency, options.burst, True, options.stop_timeout)
             code, yielded = _run_polling(services, options.name, watcher, polling)
             if not yielded:

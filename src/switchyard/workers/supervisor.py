@@ -31,6 +31,7 @@ from typing import Any
 import redis
 
 from switchyard.domain import Engine
+from switchyard.errors import StoreUnavailable
 from switchyard.logs import log_event
 from switchyard.modes import Mode, ModeWatcher
 from switchyard.operations.services import Services
@@ -134,6 +135,8 @@ class Supervisor:
             duty()
         except BrokerUnavailable as exc:
             log_event(log, "supervisor_redis_error", logging.DEBUG, duty=duty.__name__, error=exc)
+        except StoreUnavailable as exc:  # the duty runs again when due; the pool reconnects
+            log_event(log, "supervisor_db_down", logging.DEBUG, duty=duty.__name__, error=exc)
         except Exception as exc:  # a background thread must not die silently
             log_event(log, "supervisor_error", logging.ERROR, duty=duty.__name__, error=exc)
 

@@ -1,0 +1,168 @@
+"""Connections reset in the middle of a claim and of a completion, by a TCP proxy between
+the workers and a private PostgreSQL or MariaDB server (`ResettingProxy`).
+
+The reset lands at the worst moment: the server has done the statement (or committed the
+transaction) but its reply never arrives. A polling worker must carry on (a lost claim is
+given back by heartbeat-lapse recovery; a lost completion is written again and found
+already done), and an rq job must recognise its own claim or completion on the retry. Every
+task completes exactly once, by `task_events`.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+import sqlalchemy as sa
+
+from switchyard.captioning.handler import make_handler
+from switchyard.db import migrate
+from switchyard.db.engine import make_engine
+from switchyard.db.schema import task_events
+from switchyard.db.store import NewTask, TaskStore
+from switchyard.domain import Engine
+from switchyard.operations.engines import set_mode
+from switchyard.operations.services import Services
+from switchyard.operations.tasks import submit
+from switchyard.rq_engine import jobs
+from switchyard.workers.polling import Worker
+from tests.conftest import make_settings
+from tests.drills.harness import ImageServer, history_problems, unfinished, wait_until
+from tests.support_servers import PrivateDatabase, ResettingProxy
+
+TASKS = 30
+CLAIM = b"attempts=(tasks.attempts"  # the SET of every claim, batched or named
+COMPLETION = b"caption="  # the SET of every completion
+
+
+@pytest.fixture(params=["postgresql", "mariadb"])
+def dialect(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def proxied(dialect: str, request: pytest.FixtureRequest) -> Iterator[Proxied]:
+    """A migrated database of this test's own: its URL through a resetting proxy, and a
+    direct engine for the test's own reads (a cut resets every proxied connection)."""
+    server: PrivateDatabase = request.getfixturevalue(f"private_{_server_name(dialect)}")
+    name = f"resets_{uuid.uuid4().hex[:8]}"
+    admin = make_engine(server.url(), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    admin.dispose()
+    direct = make_engine(server.url(name))
+    migrate.upgrade(direct)
+    proxy = ResettingProxy(server.port)
+    yield Proxied(server.url(name).replace(f":{server.port}/", f":{proxy.port}/"), direct, proxy)
+    proxy.close()
+    direct.dispose()
+
+
+@dataclass(frozen=True)
+class Proxied:
+    url: str
+    direct: sa.Engine
+    proxy: ResettingProxy
+
+
+@pytest.fixture(scope="module")
+def images() -> Iterator[ImageServer]:
+    served = ImageServer(delay=0.005)
+    served.start()
+    yield served
+    served.stop()
+
+
+@pytest.mark.parametrize("moment", ["claim", "completion"])
+def test_a_polling_worker_survives_a_reset_mid_claim_and_mid_completion(
+    proxied: Proxied, images: ImageServer, moment: str
+) -> None:
+    """A claim cut after its COMMIT; or two completions cut, one after its COMMIT, one
+    before it (rolled back)."""
+    url, proxy, direct = proxied.url, proxied.proxy, proxied.direct
+    settings = make_settings(
+        url, worker_heartbeat_interval=0.2, worker_heartbeat_lapse=1.0, worker_batch_size=10
+    )
+    store = TaskStore(make_engine(url), backoff_base=0.0)
+    ids = _submit(store, images)
+    if moment == "claim":  # not the canary lane's claim, which finds nothing here
+        proxy.arm(CLAIM, at_commit=True, unless=b"origin = ")
+    else:
+        proxy.arm(COMPLETION, at_commit=True)
+        proxy.arm(COMPLETION, at_commit=False)
+    worker = Worker(store, settings, make_handler(settings), concurrency=4, name="w-resets")
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: not unfinished(direct, ids), 30, "every task finished")
+    finally:
+        worker.stopping.set()
+        thread.join(timeout=10)
+    assert not thread.is_alive()
+    assert not proxy.armed and proxy.cuts == (1 if moment == "claim" else 2)
+    if moment == "claim":
+        # The cut claim had committed: its tasks were given back (heartbeat lapse) and rerun.
+        assert history_problems(direct, ids, claims_may_repeat=True) == []
+        assert max(_claims(direct).values()) == 2
+    else:
+        # The worker kept the finished attempts and wrote them again: committed or rolled
+        # back, no task was run a second time.
+        assert history_problems(direct, ids) == []
+    store.engine.dispose()
+
+
+def test_an_rq_job_recognises_its_own_claim_and_completion_after_a_reset(
+    proxied: Proxied, images: ImageServer, dialect: str
+) -> None:
+    url, proxy, direct = proxied.url, proxied.proxy, proxied.direct
+    settings = make_settings(url)
+    store = TaskStore(make_engine(url), backoff_base=0.0)
+    ids = _submit(store, images, engine=Engine.RQ)
+    # PostgreSQL's named claim and completion are one autocommitted statement each.
+    proxy.arm(CLAIM, at_commit=dialect != "postgresql")
+    proxy.arm(COMPLETION, at_commit=dialect != "postgresql")
+    jobs.install(store, settings, make_handler(settings), "rq-resets")
+    try:
+        outcomes = Counter(jobs.run_task(task_id)["outcome"] for task_id in ids)
+    finally:
+        jobs.uninstall()
+    assert proxy.cuts == 2 and not proxy.armed
+    assert outcomes == {"completed": TASKS}
+    # Not even a second claim: the retry found the first one.
+    assert history_problems(direct, ids) == []
+    store.engine.dispose()
+
+
+def test_a_submission_stands_when_its_enqueue_bookkeeping_is_cut(
+    proxied: Proxied, images: ImageServer, redis_url: str
+) -> None:
+    """In rq mode the rows commit first, then the jobs are pushed and marked dispatched. A
+    cut there must not answer "failed" for committed tasks (the client would submit them
+    again): the submission stands and the dispatcher finishes the bookkeeping."""
+    services = Services(make_settings(proxied.url, redis_url=redis_url))
+    set_mode(services, "rq", "test", "resets", await_timeout=0)
+    proxied.proxy.arm(b"dispatched_at=", at_commit=False)
+    new = [NewTask(f"{images.base}/img/enqueue-{i}.png", 7, 3) for i in range(3)]
+    created = submit(services, new, "test")
+    assert proxied.proxy.cuts == 1
+    assert not unfinished(proxied.direct, [str(t.id) for t in created]).get("missing")
+    services.store.engine.dispose()
+
+
+def _submit(store: TaskStore, images: ImageServer, engine: Engine = Engine.DB) -> list[str]:
+    new = [NewTask(f"{images.base}/img/reset-{i}.png", 7, 3, engine=engine) for i in range(TASKS)]
+    return [str(t.id) for t in store.submit(new, "test")]
+
+
+def _claims(engine: sa.Engine) -> Counter[str]:
+    query = sa.select(task_events.c.task_id).where(task_events.c.to_status == "running")
+    with engine.connect() as conn:
+        return Counter(str(task_id) for (task_id,) in conn.execute(query))
+
+
+def _server_name(dialect: str) -> str:
+    return "postgres" if dialect == "postgresql" else "mariadb"
