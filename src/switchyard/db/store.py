@@ -342,6 +342,17 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
         claimed.sort(key=lambda t: (t.priority, t.created_at))
         return claimed
 
+    def next_due(self, now: datetime) -> datetime | None:
+        """When the earliest queued task that is not yet available becomes so (a retry's
+        backoff ending): an idle worker sleeps no longer than that. Read through
+        ix_tasks_claim's status prefix."""
+        query = sa.select(sa.func.min(tasks.c.available_at)).where(
+            tasks.c.status == Status.QUEUED.value, tasks.c.available_at > now
+        )
+        with translated("reading the next due task"), self.engine.connect() as conn:
+            due: datetime | None = conn.execute(query).scalar()
+        return due
+
     def claim_statement(
         self,
         worker: str,

@@ -49,12 +49,13 @@ from switchyard.captioning.handler import (
     provider_report,
 )
 from switchyard.config import Settings
-from switchyard.db.store import Outcome, TaskStore
+from switchyard.db.store import Outcome, TaskStore, utcnow
 from switchyard.domain import Engine, Origin, Task
 from switchyard.errors import TaskTimeout
 from switchyard.logs import log_event
 from switchyard.modes import Mode, PollingScope, Routing
 from switchyard.workers.slots import Slots
+from switchyard.workers.wakeups import WakeSource, wake_publisher, wake_source
 
 CANARY_LOOK_SECONDS = 1.0  # how often the canary lane is looked at
 REPLACE_EXIT_CODE = 75  # EX_TEMPFAIL: threads are stuck, run me again (see the docstring)
@@ -62,9 +63,10 @@ PENDING_LIMIT = 10.0  # seconds a claimed task may wait for a free slot before i
 log = logging.getLogger("switchyard.worker")  # the name operators filter logs by
 
 
-def recover_orphans(store: TaskStore, settings: Settings, actor: str) -> None:
+def recover_orphans(store: TaskStore, settings: Settings, actor: str) -> int:
     """Requeue (or fail, with no attempts left) tasks whose worker's heartbeat lapsed: every
-    worker of either engine does this, so a SIGKILLed worker's tasks are never stranded."""
+    worker of either engine does this, so a SIGKILLed worker's tasks are never stranded.
+    Returns how many were requeued."""
     lapse = timedelta(seconds=settings.worker_heartbeat_lapse)
     recovered = store.recover_lapsed(lapse, actor=actor)
     if recovered.requeued or recovered.failed:
@@ -75,10 +77,23 @@ def recover_orphans(store: TaskStore, settings: Settings, actor: str) -> None:
             requeued=len(recovered.requeued),
             failed=len(recovered.failed),
         )
+    return len(recovered.requeued)
 
 
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class _WakingEvent(threading.Event):
+    """`stopping`: setting it also wakes the idle wait, as it did when the loop waited on it."""
+
+    def __init__(self, wake: threading.Event) -> None:
+        super().__init__()
+        self._wake = wake
+
+    def set(self) -> None:
+        super().set()
+        self._wake.set()
 
 
 @dataclass
@@ -116,7 +131,12 @@ class Worker:
         self.done: queue.Queue[tuple[Task, tuple[str, float] | Captioned | BaseException]] = (
             queue.Queue()
         )
-        self.stopping = threading.Event()
+        # Set by a wake-up (NOTIFY, Redis pub/sub), a signal or `stopping`; the idle wait
+        # waits on it, so new work starts at once and polling is only the safety net.
+        self.wake = threading.Event()
+        self.wake_source: WakeSource | None = wake_source(settings, store.dialect, self.wake)
+        self._wake_publisher = wake_publisher(settings, store.dialect)
+        self.stopping = _WakingEvent(self.wake)
         self.aborting = threading.Event()
         self.processed = 0
         self.stop_timeout = stop_timeout  # after the first signal; None: no limit
@@ -151,6 +171,8 @@ class Worker:
         )
         self.store.register_worker(self.name, Engine.DB, socket.gethostname(), os.getpid())
         self._slots.start()
+        if self.wake_source is not None:
+            self.wake_source.start()
         try:
             while not self.aborting.is_set():
                 self._housekeeping()
@@ -161,6 +183,8 @@ class Worker:
                 if self._finished(idle=claimed == 0 and not collected):
                     break
         finally:
+            if self.wake_source is not None:
+                self.wake_source.stop()
             released = self._release_all() if self.aborting.is_set() else 0
             self._slots.close()
             self._touch("stopped")
@@ -181,15 +205,20 @@ class Worker:
             self.yielded = True
             return True
         if idle:
-            self.stopping.wait(self._idle_wait())
+            self.wake.wait(self._idle_wait())
+            self.wake.clear()  # before the next claim, so a later wake-up is never lost
         return False
 
     def _idle_wait(self) -> float:
-        """The poll interval; at most 1 s while Redis is in play, so that a fallback or a
-        mode change is acted on within seconds."""
-        if self.routing is None or self.routing().mode is Mode.DB:
-            return self.settings.worker_poll_interval
-        return min(1.0, self.settings.worker_poll_interval)
+        """The poll interval, or less: until the earliest retry's backoff ends, and at most
+        1 s while Redis is in play, so that a fallback or a mode change is acted on within
+        seconds."""
+        poll = self.settings.worker_poll_interval
+        if self.routing is not None and self.routing().mode is not Mode.DB:
+            return min(1.0, poll)
+        now = utcnow()
+        due = self.store.next_due(now)
+        return poll if due is None else min(poll, (due - now).total_seconds())
 
     # -- claiming and running ---------------------------------------------------------------
 
@@ -321,7 +350,8 @@ class Worker:
         if self.held:
             self.store.heartbeat(self.name, list(self.held))
         self._touch("busy" if self.held else "idle")
-        recover_orphans(self.store, self.settings, self.name)
+        if recover_orphans(self.store, self.settings, self.name):
+            self._wake_others()
 
     def _enforce_deadlines(self) -> None:
         """WORKER_TIMEOUT for every attempt, `pending_limit` for every unstarted task,
@@ -376,4 +406,12 @@ class Worker:
         with self._starting:  # no slot may start one of them after this
             ids = list(self.held)
             self.held.clear()
-        return self.store.release(self.name, ids, "worker shut down")
+        released = self.store.release(self.name, ids, "worker shut down")
+        if released:
+            self._wake_others()
+        return released
+
+    def _wake_others(self) -> None:
+        """Tasks were requeued: wake idle workers (where the database does not notify)."""
+        if self._wake_publisher is not None:
+            self._wake_publisher.publish()
