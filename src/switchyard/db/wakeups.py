@@ -22,7 +22,7 @@ from switchyard.logs import log_event
 
 CHANNEL = "switchyard_wake"  # written as a literal in revision 0007 too
 RECONNECT_DELAY = 1.0  # seconds between attempts while the server is unreachable
-STOP_CHECK = 1.0  # seconds the listener waits for a notification before looking at `stop`
+STOP_CHECK = 0.25  # seconds the listener waits for a notification before looking at `stop`
 log = logging.getLogger("switchyard.db")
 
 
@@ -45,7 +45,10 @@ class Listener(threading.Thread):
         self._stop_requested = threading.Event()
 
     def stop(self) -> None:
+        """Stop listening and close the session (within STOP_CHECK seconds)."""
         self._stop_requested.set()
+        if self.is_alive():
+            self.join(timeout=STOP_CHECK + 5)
 
     def run(self) -> None:
         while not self._stop_requested.is_set():

@@ -22,7 +22,7 @@ from switchyard.rq_engine.keys import wake_channel
 
 QUIET_AFTER_FAILURE = 5.0  # seconds a publisher skips Redis after it failed once
 RECONNECT_DELAY = 1.0  # seconds between a subscriber's attempts while Redis is down
-STOP_CHECK = 1.0  # seconds a subscriber waits for a message before looking at `stop`
+STOP_CHECK = 0.25  # seconds a subscriber waits for a message before looking at `stop`
 log = logging.getLogger("switchyard.rq")
 
 
@@ -60,7 +60,10 @@ class Subscriber(threading.Thread):
         self._stop_requested = threading.Event()
 
     def stop(self) -> None:
+        """Stop listening and close the session (within STOP_CHECK seconds)."""
         self._stop_requested.set()
+        if self.is_alive():
+            self.join(timeout=STOP_CHECK + 5)
 
     def run(self) -> None:
         while not self._stop_requested.is_set():
