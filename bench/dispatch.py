@@ -684,7 +684,7 @@ def resolve_options(quick: bool, **given: Any) -> dict[str, Any]:
 
 
 # Engines whose scenarios live in a module of their own, imported when asked for.
-ENGINE_MODULES = {"rq": "dispatch_rq"}
+ENGINE_MODULES = {"rq": "dispatch_rq", "peers": "peers"}
 
 
 def selected_scenarios(engines: list[str], names: list[str]) -> list[common.Scenario]:
