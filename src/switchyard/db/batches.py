@@ -88,20 +88,22 @@ def claim_statement(by_origin: bool, takes_rq: bool, with_grace: bool) -> sa.Sel
 
 @functools.cache
 def completion_statement() -> sa.Insert:
-    """Tasks `p_ids` (with `p_attempts`, `p_captions`, `p_scores`, index by index) that are
-    still running under `p_worker` at that attempt -> completed; the ids that took."""
+    """Tasks `p_ids` (with `p_attempts`, `p_captions`, `p_scores`, `p_providers`, index by
+    index) still running under `p_worker` at that attempt -> completed; the ids that took."""
     given = (
         sa.func.unnest(
             sa.bindparam("p_ids", type_=postgresql.ARRAY(sa.Uuid)),
             sa.bindparam("p_attempts", type_=postgresql.ARRAY(sa.Integer)),
             sa.bindparam("p_captions", type_=postgresql.ARRAY(sa.Text)),
             sa.bindparam("p_scores", type_=postgresql.ARRAY(sa.Float)),
+            sa.bindparam("p_providers", type_=postgresql.ARRAY(sa.Text)),
         )
         .table_valued(
             sa.column("id", sa.Uuid),
             sa.column("attempt", sa.Integer),
             sa.column("caption", sa.Text),
             sa.column("score", sa.Float),
+            sa.column("provider", sa.Text),
         )
         .render_derived(name="given")
     )
@@ -117,6 +119,7 @@ def completion_statement() -> sa.Insert:
             status=Status.COMPLETED.value,
             caption=given.c.caption,
             quality_score=given.c.score,
+            caption_provider=given.c.provider,
             finished_at=sa.bindparam("p_now"),
             progress=100,
             error=None,
@@ -138,4 +141,5 @@ def completion_params(worker: str, now: datetime, outcomes: Sequence[Outcome]) -
         "p_attempts": [o.attempt for o in ordered],
         "p_captions": [o.caption for o in ordered],
         "p_scores": [o.quality_score for o in ordered],
+        "p_providers": [o.provider for o in ordered],
     }
