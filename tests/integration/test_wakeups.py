@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -69,6 +70,13 @@ def services_for() -> Iterator[Callable[..., Services]]:
         services.store.engine.dispose()
 
 
+def own_channel() -> dict[str, str]:
+    """Redis pub/sub channels are server-wide, across database numbers: a queue prefix of the
+    test's own keeps other test sessions' wake-ups (harmless in production, where a stray
+    wake-up only costs a claim) out of tests that time one."""
+    return {"rq_queue_prefix": f"t{uuid.uuid4().hex[:8]}:"}
+
+
 def seconds_to_start(store: TaskStore, timeout: float = FAST) -> float:
     """Wait until the one task has completed; its started_at - created_at in seconds."""
     wait_until(lambda: _only_task(store).status is Status.COMPLETED, timeout=timeout)
@@ -90,7 +98,9 @@ def test_a_submitted_task_starts_at_once_despite_a_long_poll(
     services_for: Callable[..., Services],
 ) -> None:
     """PostgreSQL: the trigger's NOTIFY; MariaDB and SQLite: Redis pub/sub after the commit."""
-    services = services_for(db_url, redis_url=redis_url, worker_poll_interval=LONG_POLL)
+    services = services_for(
+        db_url, redis_url=redis_url, worker_poll_interval=LONG_POLL, **own_channel()
+    )
     start_worker(services.store, services.settings)
     task_ops.submit(services, [new_task("http://example.org/a.png")], "test")
     assert seconds_to_start(services.store) < FAST
@@ -103,7 +113,9 @@ def test_an_operator_retry_wakes_an_idle_worker(
     start_worker: Callable[..., Worker],
     services_for: Callable[..., Services],
 ) -> None:
-    services = services_for(db_url, redis_url=redis_url, worker_poll_interval=LONG_POLL)
+    services = services_for(
+        db_url, redis_url=redis_url, worker_poll_interval=LONG_POLL, **own_channel()
+    )
     (task,) = services.store.submit([new_task("http://example.org/a.png")], "test")
     services.store.cancel(task.id, "test")
     start_worker(services.store, services.settings)
@@ -117,7 +129,7 @@ def test_a_lost_wakeup_is_picked_up_by_polling(
     """A task written without any wake-up (PostgreSQL: with triggers off for the session, so
     no NOTIFY; elsewhere: straight into the store, so nothing is published) still starts, at
     the next poll."""
-    settings = make_settings(db_url, redis_url=redis_url, worker_poll_interval=1.5)
+    settings = make_settings(db_url, redis_url=redis_url, worker_poll_interval=1.5, **own_channel())
     start_worker(store, settings)
     submit_silently(store, backend)
     # It waited for the poll (about 1.2 s after the submission): no wake-up was sent.

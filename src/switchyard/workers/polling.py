@@ -134,7 +134,10 @@ class Worker:
         # Set by a wake-up (NOTIFY, Redis pub/sub), a signal or `stopping`; the idle wait
         # waits on it, so new work starts at once and polling is only the safety net.
         self.wake = threading.Event()
-        self.wake_source: WakeSource | None = wake_source(settings, store.dialect, self.wake)
+        # A burst worker stops when it finds nothing, so it never waits for a wake-up.
+        self.wake_source: WakeSource | None = (
+            None if burst else wake_source(settings, store.dialect, self.wake)
+        )
         self._wake_publisher = wake_publisher(settings, store.dialect)
         self.stopping = _WakingEvent(self.wake)
         self.aborting = threading.Event()
