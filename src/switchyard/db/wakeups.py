@@ -1,6 +1,6 @@
 """PostgreSQL LISTEN: wake an idle polling worker the moment a task becomes claimable.
 
-The trigger of revision 0008 sends `NOTIFY switchyard_wake` when tasks are inserted or a row
+The trigger of revision 0009 sends `NOTIFY switchyard_wake` when tasks are inserted or a row
 becomes queued (release, recovery, retry, a move from rq); `Listener` waits for it on a
 session of its own and sets the worker's wake-up event. Notifications are a hint, never a
 record: one sent while the listener was reconnecting is lost, and the worker's poll finds the
@@ -20,7 +20,7 @@ import psycopg
 from switchyard.db.engine import normalize_url
 from switchyard.logs import log_event
 
-CHANNEL = "switchyard_wake"  # written as a literal in revision 0008 too
+CHANNEL = "switchyard_wake"  # written as a literal in revision 0009 too
 RECONNECT_DELAY = 1.0  # seconds between attempts while the server is unreachable
 STOP_CHECK = 0.25  # seconds the listener waits for a notification before looking at `stop`
 log = logging.getLogger("switchyard.db")

@@ -1,7 +1,7 @@
 """Waking idle polling workers: which mechanism a database gets, and the publisher a worker
 uses after it makes tasks claimable again (release, recovery).
 
-- PostgreSQL: the tasks table's trigger sends NOTIFY at COMMIT (revision 0008); a `Listener`
+- PostgreSQL: the tasks table's trigger sends NOTIFY at COMMIT (revision 0009); a `Listener`
   on its own session (DATABASE_LISTEN_URL, else DATABASE_URL) hears it.
 - MariaDB and SQLite: a Redis pub/sub message after the commit, when Redis is reachable.
 

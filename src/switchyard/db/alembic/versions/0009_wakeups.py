@@ -12,14 +12,14 @@ when the WHEN clause matches, which PostgreSQL evaluates without calling the fun
 hot path's claims, completions and heartbeats pay nothing. NOTIFY deduplicates identical
 notifications within one transaction. Other databases: no trigger (see workers/wakeups.py).
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 """
 
 from alembic import op
 
-revision = "0008"
-down_revision = "0007"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
