@@ -9,7 +9,7 @@ TEST_WORKERS ?= 3
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -39,7 +39,7 @@ services:
 	scripts/ensure-services
 
 bench: $(STAMP) services
-	$(BIN)/python bench/dispatch.py
+	$(BIN)/python bench/dispatch.py --engine db,rq,peers
 
 clean:
 	rm -rf $(VENV) switchyard.db switchyard.db-wal switchyard.db-shm

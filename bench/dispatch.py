@@ -36,8 +36,12 @@ from switchyard.db.schema import task_events, tasks
 from switchyard.db.store import NewTask, TaskStore, utcnow
 from switchyard.domain import Priority, Status, Task
 from switchyard.errors import SwitchyardError
+from switchyard.operations.services import Services
+from switchyard.operations.tasks import submit as submit_ops
 
 ACTOR = "bench"
+IDLE_SETTLE = 1.0  # seconds for an idle-latency worker to start listening and go idle
+IDLE_GAP = 0.05  # seconds between idle-latency tasks: the worker is back in its idle wait
 
 # Quoted from /work/shared/PEERS.md: measured on another machine of the same kind, in
 # another run. They are context, not a comparison measured here.
@@ -441,6 +445,44 @@ def latency(ctx: BenchContext) -> dict[str, Any]:
     }
 
 
+def idle_latency_once(ctx: BenchContext, wakeups: bool, count: int) -> list[float]:
+    """One worker process with default settings (WORKER_POLL_INTERVAL 5 s) and wake-ups on
+    or off; `count` tasks submitted one at a time through the real submit path (which
+    publishes a Redis wake-up on MariaDB/SQLite), each once the worker has gone idle again."""
+    store = fresh_store(ctx)
+    overrides: dict[str, Any] = {"worker_batch_size": ctx.batch_size, "worker_wakeups": wakeups}
+    if ctx.redis_url:
+        overrides["redis_url"] = ctx.redis_url
+    services = Services(load_settings(database_url=ctx.url, **overrides))
+    args = [worker_args(ctx, overrides, False, SPAWN.Queue())]
+    with started(worker_main, args) as procs:
+        time.sleep(IDLE_SETTLE)  # connected, listening, and into its idle wait
+        for i in range(count):
+            submit_ops(services, new_tasks(1), ACTOR)
+            wait_for_completed(store, i + 1, procs, timeout=30)
+            time.sleep(IDLE_GAP)
+    values = latencies_ms(store)
+    services.store.engine.dispose()
+    store.engine.dispose()
+    return values
+
+
+@scenario("db", "idle_latency")
+def idle_latency(ctx: BenchContext) -> dict[str, Any]:
+    """Enqueue-to-start for a task that finds its worker idle, with default settings: what
+    an operator feels after a rollback to the database (wake-ups on), and without them."""
+    count = 10 if ctx.quick else 50
+    out: dict[str, Any] = {"tasks_per_run": count, "poll_interval_s": 5.0}
+    runs = [idle_latency_once(ctx, True, count) for _ in range(ctx.runs)]
+    for key, q in (("p50", 50), ("p99", 99)):
+        out[f"{key}_ms"] = summary([common.percentile(r, q) for r in runs], 2)
+    out["max_ms"] = summary([max(r) for r in runs], 2)
+    if not ctx.quick:  # without wake-ups each task waits for the poll: ~2.5 s on average
+        off = idle_latency_once(ctx, False, 5)
+        out["wakeups_off_p50_ms"] = round(common.percentile(off, 50), 2)
+    return out
+
+
 @scenario("db", "baseline")
 def baseline(ctx: BenchContext) -> dict[str, Any]:
     """The legacy poller on the same database: one task per transaction, no lock."""
@@ -578,7 +620,9 @@ def print_table(results: dict[str, Any]) -> None:
     table = Table(title="switchyard db engine (medians)")
     for col in ("backend", "enqueue b/s", "e2e 1w", "e2e 2w", "base 1w", "base 2w", "dup 2w"):
         table.add_column(col, justify="right")
-    for col in ("p50 ms", "p99 ms", "claim small", "claim large", "large/small"):
+    for col in ("p50 ms", "p99 ms", "idle p50", "idle p99"):
+        table.add_column(col, justify="right")
+    for col in ("claim small", "claim large", "large/small"):
         table.add_column(col, justify="right")
     for backend, res in results.get("db", {}).items():
         table.add_row(backend, *(_cell(res, path) for path in _TABLE_PATHS))
@@ -594,6 +638,8 @@ _TABLE_PATHS = (
     "baseline.2_workers_tasks_run_twice",
     "latency.p50_ms.median",
     "latency.p99_ms.median",
+    "idle_latency.p50_ms.median",
+    "idle_latency.p99_ms.median",
     "claim_scaling.#0.claim.call_ms.median",
     "claim_scaling.#1.claim.call_ms.median",
     "claim_scaling.claim_statements_ms_large_over_small",
@@ -638,7 +684,7 @@ def resolve_options(quick: bool, **given: Any) -> dict[str, Any]:
 
 
 # Engines whose scenarios live in a module of their own, imported when asked for.
-ENGINE_MODULES = {"rq": "dispatch_rq"}
+ENGINE_MODULES = {"rq": "dispatch_rq", "peers": "peers"}
 
 
 def selected_scenarios(engines: list[str], names: list[str]) -> list[common.Scenario]:

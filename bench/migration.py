@@ -46,7 +46,8 @@ from switchyard.db.schema import tasks
 from switchyard.db.store import NewTask, TaskStore
 from switchyard.domain import Engine, Priority
 from switchyard.migration import RqToDbOptions, migrate_db_to_rq, migrate_rq_to_db
-from switchyard.switch import dispatch_pending
+from switchyard.modes import Mode
+from switchyard.switch import dispatch_pending, switch_mode
 
 ACTOR = "bench"
 LOAD_CHUNK = 5000
@@ -161,6 +162,8 @@ def measure(n: int, batch_size: int, redis_url: str, runbook_max: int) -> dict[s
         r = redis.Redis.from_url(redis_url)
         r.flushdb()
         settings = load_settings(database_url=url, redis_url=redis_url)
+        # Hybrid: the routing in which both moves and the dispatcher may run (switch.py).
+        switch_mode(store, Mode.HYBRID, ACTOR, "migration benchmark", settings)
         with working(f"loading {n:,} rq-owned tasks"):
             load_backlog(store, r, settings, n)
 

@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
 
     database_url: str = "sqlite:///switchyard.db"
+    # PostgreSQL: the session polling workers LISTEN on for wake-ups. Set it to a direct URL
+    # when DATABASE_URL goes through a transaction pooler (PgBouncer), where LISTEN cannot work.
+    database_listen_url: str | None = None
     redis_url: str = Field(
         DEFAULT_REDIS_URL, validation_alias=AliasChoices("REDIS_URL", "RQ_REDIS_URL")
     )
@@ -111,6 +114,9 @@ class Settings(BaseSettings):
     task_handler: str | None = None
 
     worker_poll_interval: float = Field(5.0, gt=0)
+    # Idle polling workers are woken when a task becomes claimable: PostgreSQL LISTEN/NOTIFY,
+    # elsewhere Redis pub/sub when Redis is reachable. Polling stays the safety net either way.
+    worker_wakeups: bool = True
     worker_batch_size: int = Field(10, ge=1, le=1000)
     worker_timeout: float = Field(3600.0, gt=0)
     worker_heartbeat_interval: float = Field(10.0, gt=0)

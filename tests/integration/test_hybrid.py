@@ -38,9 +38,11 @@ def test_rq_and_polling_workers_on_one_backlog_run_each_task_once(
     db_url: str, redis_url: str, pool: ServicesPool, workers: Workers, tmp_path: Path
 ) -> None:
     log = tmp_path / "runs.log"
-    services = pool.make(db_url, redis_url, hybrid_grace_seconds=0.3)
+    # A grace long enough for a loaded machine's rq worker to take its share before the
+    # polling worker (one statement per batch on PostgreSQL) may take rq-owned tasks.
+    services = pool.make(db_url, redis_url, hybrid_grace_seconds=1.0)
     switch.switch_mode(services.store, modes.Mode.HYBRID, "test", "hybrid")
-    env = {"REDIS_URL": redis_url, "HANDLER_LOG": str(log), "HYBRID_GRACE_SECONDS": "0.3"}
+    env = {"REDIS_URL": redis_url, "HANDLER_LOG": str(log), "HYBRID_GRACE_SECONDS": "1.0"}
     for args in (("--engine", "rq"), ("--engine", "db", "-c", "2")):
         workers.start(db_url, *args, **env)
     wait_for(lambda: len(services.store.list_workers()) == 2, timeout=20)

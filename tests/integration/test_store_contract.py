@@ -189,6 +189,19 @@ def test_complete_discards_a_stale_attempt(store: TaskStore) -> None:
     assert store.get(task.id).caption == "fresh"
 
 
+def test_complete_discards_a_result_once_the_attempt_has_ended(store: TaskStore) -> None:
+    """Same worker, same attempt, but no longer running: failed for good (a timeout), or
+    completed already (a repeated report). Nothing changes and no event is written."""
+    timed_out, done = claimed(store), claimed(store)
+    assert store.fail("w1", timed_out.id, "timed out", attempt=1, retryable=False) is Status.FAILED
+    assert store.complete("w1", [Outcome(done.id, 1, "first", 0.5)]) == [done.id]
+    late = [Outcome(timed_out.id, 1, "late", 0.5), Outcome(done.id, 1, "again", 0.5)]
+    assert store.complete("w1", late) == []
+    assert store.get(timed_out.id).status is Status.FAILED
+    assert store.get(done.id).caption == "first"
+    assert transitions(store)[("running", "completed")] == 1
+
+
 def test_complete_discards_a_task_this_worker_does_not_hold(store: TaskStore) -> None:
     task = claimed(store, "w1")
     mine = claimed(store, "w2")

@@ -82,6 +82,8 @@ def make_engine(
         engine = sa.create_engine(url, connect_args={"timeout": 30}, **kwargs)
         _configure_sqlite(engine)
         return engine
+    if backend == "postgresql":
+        url, kwargs = _prepared_statements(url, kwargs)
     mysql = backend in ("mysql", "mariadb")
     if mysql:
         # READ COMMITTED avoids gap locks between concurrent SKIP LOCKED claimers.
@@ -94,6 +96,26 @@ def make_engine(
     if mysql and kwargs["pool_reset_on_return"] is None:
         _roll_back_open_transactions(engine)
     return engine
+
+
+def _prepared_statements(url: URL, kwargs: dict[str, Any]) -> tuple[URL, dict[str, Any]]:
+    """psycopg prepares a statement on the server after its 5th run (protocol-level
+    prepared statements, which PgBouncer 1.21+ tracks in transaction pooling when its
+    `max_prepared_statements` is above 0). `?prepare_threshold=off` in DATABASE_URL turns
+    them off for a pooler that cannot; a number sets the runs before preparing."""
+    raw = url.query.get("prepare_threshold")
+    if raw is None:
+        return url, kwargs
+    if not isinstance(raw, str) or not (raw.isdigit() or raw.lower() in ("off", "none")):
+        raise ConfigError(
+            f"invalid DATABASE_URL: prepare_threshold must be off or a number, not {raw!r}"
+        )
+    threshold = int(raw) if raw.isdigit() else None
+    connect_args = {**kwargs.get("connect_args", {}), "prepare_threshold": threshold}
+    return url.difference_update_query(["prepare_threshold"]), {
+        **kwargs,
+        "connect_args": connect_args,
+    }
 
 
 def _ping_when_idle(engine: sa.Engine, after: float) -> None:

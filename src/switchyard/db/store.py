@@ -22,7 +22,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 
 from switchyard.config import Settings
-from switchyard.db import fence
+from switchyard.db import batches, fence
 from switchyard.db.clock import utcnow
 from switchyard.db.engine import (
     deadlock_retried,
@@ -315,6 +315,14 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
         that origin (the canary lane, through ix_tasks_origin).
         """
         now = utcnow()
+        if self.dialect == "postgresql":
+            shape, params = self._batch_claim(
+                worker, limit, engine, now, rq_grace, origin, takes_rq
+            )
+            with translated("claiming tasks"):
+                claimed = [task_from_row(r) for r in self._autocommit_all(shape, params)]
+            claimed.sort(key=lambda t: (t.priority, t.created_at))
+            return claimed
         stmt = self.claim_statement(
             worker, limit, engine, now, rq_grace=rq_grace, origin=origin, takes_rq=takes_rq
         )
@@ -342,6 +350,17 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
         claimed.sort(key=lambda t: (t.priority, t.created_at))
         return claimed
 
+    def next_due(self, now: datetime) -> datetime | None:
+        """When the earliest queued task that is not yet available becomes so (a retry's
+        backoff ending): an idle worker sleeps no longer than that. Read through
+        ix_tasks_claim's status prefix."""
+        query = sa.select(sa.func.min(tasks.c.available_at)).where(
+            tasks.c.status == Status.QUEUED.value, tasks.c.available_at > now
+        )
+        with translated("reading the next due task"), self.engine.connect() as conn:
+            due: datetime | None = conn.execute(query).scalar()
+        return due
+
     def claim_statement(
         self,
         worker: str,
@@ -354,8 +373,14 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
         takes_rq: bool = True,
     ) -> sa.Update | sa.Select[Any]:
         """The statement a claim runs first, built apart so a test can EXPLAIN it: the whole
-        claim (`UPDATE ... RETURNING`) on PostgreSQL and SQLite, the locking SELECT on MariaDB.
+        claim on PostgreSQL (`db/batches.py`, events included) and SQLite (`UPDATE ...
+        RETURNING`), the locking SELECT on MariaDB.
         """
+        if self.dialect == "postgresql":
+            shape, params = self._batch_claim(
+                worker, limit, engine, now, rq_grace, origin, takes_rq
+            )
+            return shape.params(**params)
         pick = (
             sa.select(tasks.c.id)
             .where(tasks.c.status == Status.QUEUED.value, tasks.c.available_at <= now)
@@ -383,6 +408,30 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
             .values(self._claim_values(worker, engine, now))
             .returning(*tasks.c)
         )
+
+    @staticmethod
+    def _batch_claim(
+        worker: str,
+        limit: int,
+        engine: Engine,
+        now: datetime,
+        rq_grace: timedelta | None,
+        origin: Origin | None,
+        takes_rq: bool,
+    ) -> tuple[sa.Select[Any], dict[str, Any]]:
+        """PostgreSQL's prebuilt claim of this shape, and its parameters."""
+        params: dict[str, Any] = {
+            "p_worker": worker,
+            "p_engine": engine.value,
+            "p_now": now,
+            "p_limit": limit,
+        }
+        if origin is not None:
+            params["p_origin"] = origin.value
+        if takes_rq and rq_grace is not None:
+            params["p_grace_cutoff"] = now - rq_grace
+        shape = batches.claim_statement(origin is not None, takes_rq, "p_grace_cutoff" in params)
+        return shape, params
 
     @staticmethod
     def _claim_values(worker: str, engine: Engine, now: datetime) -> dict[str, Any]:
@@ -460,6 +509,12 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
             conn.execution_options(isolation_level="AUTOCOMMIT")
             return conn.execute(stmt, params).first()
 
+    def _autocommit_all(self, stmt: sa.Executable, params: dict[str, Any]) -> list[sa.Row[Any]]:
+        """`_autocommit_one` for a statement that returns any number of rows."""
+        with self.engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+            return list(conn.execute(stmt, params).all())
+
     def _read_one(self, stmt: sa.Executable, params: dict[str, Any]) -> sa.Row[Any] | None:
         with self.engine.connect() as conn:
             return conn.execute(stmt, params).first()
@@ -510,6 +565,11 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
         if not outcomes:
             return []
         now = utcnow()
+        if self.dialect == "postgresql":  # one statement, one round trip (db/batches.py)
+            params = batches.completion_params(worker, now, outcomes)
+            with translated("completing tasks"):
+                rows = self._autocommit_all(batches.completion_statement(), params)
+            return [r[0] for r in rows]
         by_id = {o.task_id: o for o in outcomes}
         with translated("completing tasks"), self.engine.begin() as conn:
             held = [

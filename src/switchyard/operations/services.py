@@ -11,6 +11,7 @@ from switchyard.config import Settings, get_settings
 from switchyard.db.store import TaskStore
 from switchyard.modes import ModeWatcher
 from switchyard.rq_engine.connection import COMMAND_TIMEOUT, connect
+from switchyard.rq_engine.wakeups import WakePublisher
 
 
 @dataclass
@@ -37,3 +38,17 @@ class Services:
     def modes(self) -> ModeWatcher:
         """The mode and fallback as this process sees them (cached for at most 1 s)."""
         return ModeWatcher(self.store, self.settings)
+
+    @cached_property
+    def _wake_publisher(self) -> WakePublisher | None:
+        """Redis pub/sub wake-ups: only where the database cannot notify (not PostgreSQL,
+        whose trigger sends NOTIFY at COMMIT) and only while WORKER_WAKEUPS is on."""
+        if not self.settings.worker_wakeups or self.store.dialect == "postgresql":
+            return None
+        s = self.settings
+        return WakePublisher(s.redis_url, s.rq_queue_prefix, s.rq_health_timeout)
+
+    def wake_polling_workers(self) -> None:
+        """After a commit that made tasks claimable by polling workers: a hint, never raises."""
+        if self._wake_publisher is not None:
+            self._wake_publisher.publish()

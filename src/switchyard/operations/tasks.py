@@ -59,6 +59,8 @@ def submit(services: Services, new: Iterable[NewTask], actor: str) -> list[Task]
     created, routing = switch.submit(services.store, list(new), actor, services.modes)
     if routing.redis_in_use and created:
         _enqueue_after_commit(services, created, routing)
+    elif created:
+        services.wake_polling_workers()
     return created
 
 
@@ -135,4 +137,6 @@ def cancel_task(services: Services, raw_id: str, actor: str, reason: str | None 
 
 
 def retry_task(services: Services, raw_id: str, actor: str) -> Task:
-    return services.store.retry(parse_task_id(raw_id), actor)
+    task = services.store.retry(parse_task_id(raw_id), actor)
+    services.wake_polling_workers()
+    return task

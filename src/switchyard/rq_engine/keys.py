@@ -44,6 +44,12 @@ Beside those, recorded from rq 1.16, 2.12 and 3.0 (tests/fixtures/rq/):
 whose name is none of the above is UNKNOWN, one whose TYPE is not the one its name says is
 MISMATCHED; both are reported by the commands that find them, and never read as rq's.
 
+switchyard's own keys, beside rq's:
+
+    switchyard:wake:<prefix>       pub/sub channel (no key): "a task became claimable", sent
+                                   after a commit on MariaDB/SQLite to wake idle polling
+                                   workers; <prefix> is RQ_QUEUE_PREFIX. A hint, loss-tolerant.
+
 switchyard's own job: `rq:job:<task id>` with func "switchyard.rq_engine.jobs.run_task", args
 [<task id>], JSON-serialized (never pickle).
 """
@@ -247,6 +253,11 @@ def wip_job_id(member: str) -> str:
     return member.rpartition(":")[0] or member
 
 
+def wake_channel(prefix: str) -> str:
+    """The pub/sub channel that wakes idle polling workers (see the layout above)."""
+    return f"switchyard:wake:{prefix}"
+
+
 __all__ = [
     "EXPECTED_TYPE",
     "PREFIX",
@@ -256,5 +267,6 @@ __all__ = [
     "classify",
     "key_of",
     "name_of",
+    "wake_channel",
     "wip_job_id",
 ]

@@ -57,13 +57,14 @@ from switchyard.captioning.handler import (
     provider_report,
 )
 from switchyard.config import Settings
-from switchyard.db.store import Outcome, TaskStore
+from switchyard.db.store import Outcome, TaskStore, utcnow
 from switchyard.domain import Engine, Origin, Task
 from switchyard.errors import StoreUnavailable, TaskTimeout
 from switchyard.logs import log_event
 from switchyard.modes import Mode, PollingScope, Routing
 from switchyard.workers.outage import until_available
 from switchyard.workers.slots import Slots
+from switchyard.workers.wakeups import WakeSource, wake_publisher, wake_source
 
 CANARY_LOOK_SECONDS = 1.0  # how often the canary lane is looked at
 REPLACE_EXIT_CODE = 75  # EX_TEMPFAIL: threads are stuck, run me again (see the docstring)
@@ -72,9 +73,10 @@ OUTAGE_WAIT_MAX = 2.0  # seconds between two tries while the database is unavail
 log = logging.getLogger("switchyard.worker")  # the name operators filter logs by
 
 
-def recover_orphans(store: TaskStore, settings: Settings, actor: str) -> None:
+def recover_orphans(store: TaskStore, settings: Settings, actor: str) -> int:
     """Requeue (or fail, with no attempts left) tasks whose worker's heartbeat lapsed: every
-    worker of either engine does this, so a SIGKILLed worker's tasks are never stranded."""
+    worker of either engine does this, so a SIGKILLed worker's tasks are never stranded.
+    Returns how many were requeued."""
     lapse = timedelta(seconds=settings.worker_heartbeat_lapse)
     recovered = store.recover_lapsed(lapse, actor=actor)
     if recovered.requeued or recovered.failed:
@@ -85,6 +87,7 @@ def recover_orphans(store: TaskStore, settings: Settings, actor: str) -> None:
             requeued=len(recovered.requeued),
             failed=len(recovered.failed),
         )
+    return len(recovered.requeued)
 
 
 def worker_name() -> str:
@@ -92,6 +95,18 @@ def worker_name() -> str:
 
 
 _Result = tuple[str, float] | Captioned | BaseException  # a caption, or what it raised
+
+
+class _WakingEvent(threading.Event):
+    """`stopping`: setting it also wakes the idle wait, as it did when the loop waited on it."""
+
+    def __init__(self, wake: threading.Event) -> None:
+        super().__init__()
+        self._wake = wake
+
+    def set(self) -> None:
+        super().set()
+        self._wake.set()
 
 
 @dataclass
@@ -130,7 +145,15 @@ class Worker:
         # Finished attempts not yet written (the database was unavailable): kept until it is.
         self._unwritten: list[tuple[Task, _Result]] = []
         self._outage_since: float | None = None
-        self.stopping = threading.Event()
+        # Set by a wake-up (NOTIFY, Redis pub/sub), a signal or `stopping`; the idle wait
+        # waits on it, so new work starts at once and polling is only the safety net.
+        self.wake = threading.Event()
+        # A burst worker stops when it finds nothing, so it never waits for a wake-up.
+        self.wake_source: WakeSource | None = (
+            None if burst else wake_source(settings, store.dialect, self.wake)
+        )
+        self._wake_publisher = wake_publisher(settings, store.dialect)
+        self.stopping = _WakingEvent(self.wake)
         self.aborting = threading.Event()
         self.processed = 0
         self.stop_timeout = stop_timeout  # after the first signal; None: no limit
@@ -171,6 +194,8 @@ class Worker:
             self.aborting,
         )
         self._slots.start()
+        if self.wake_source is not None:
+            self.wake_source.start()
         try:
             while not self.aborting.is_set():
                 try:
@@ -181,6 +206,8 @@ class Worker:
                     continue
                 self._outage_over()
         finally:
+            if self.wake_source is not None:
+                self.wake_source.stop()
             released = self._release_all() if self.aborting.is_set() else 0
             self._slots.close()
             self._final_touch()
@@ -226,15 +253,20 @@ class Worker:
             self.yielded = True
             return True
         if idle:
-            self.stopping.wait(self._idle_wait())
+            self.wake.wait(self._idle_wait())
+            self.wake.clear()  # before the next claim, so a later wake-up is never lost
         return False
 
     def _idle_wait(self) -> float:
-        """The poll interval; at most 1 s while Redis is in play, so that a fallback or a
-        mode change is acted on within seconds."""
-        if self.routing is None or self.routing().mode is Mode.DB:
-            return self.settings.worker_poll_interval
-        return min(1.0, self.settings.worker_poll_interval)
+        """The poll interval, or less: until the earliest retry's backoff ends, and at most
+        1 s while Redis is in play, so that a fallback or a mode change is acted on within
+        seconds."""
+        poll = self.settings.worker_poll_interval
+        if self.routing is not None and self.routing().mode is not Mode.DB:
+            return min(1.0, poll)
+        now = utcnow()
+        due = self.store.next_due(now)
+        return poll if due is None else min(poll, (due - now).total_seconds())
 
     # -- claiming and running ---------------------------------------------------------------
 
@@ -383,7 +415,8 @@ class Worker:
         if self.held:
             self.store.heartbeat(self.name, list(self.held))
         self._touch("busy" if self.held else "idle")
-        recover_orphans(self.store, self.settings, self.name)
+        if recover_orphans(self.store, self.settings, self.name):
+            self._wake_others()
 
     def _enforce_deadlines(self) -> None:
         """WORKER_TIMEOUT for every attempt, `pending_limit` for every unstarted task,
@@ -450,7 +483,15 @@ class Worker:
             self.held.clear()
             self._unwritten.clear()
         try:
-            return self.store.release(self.name, ids, "worker shut down")
+            released = self.store.release(self.name, ids, "worker shut down")
         except StoreUnavailable as exc:
             log_event(log, "release_failed", logging.WARNING, worker=self.name, error=exc)
             return 0
+        if released:
+            self._wake_others()
+        return released
+
+    def _wake_others(self) -> None:
+        """Tasks were requeued: wake idle workers (where the database does not notify)."""
+        if self._wake_publisher is not None:
+            self._wake_publisher.publish()

@@ -1,0 +1,145 @@
+"""PostgreSQL's batch claim and batch completion: each one prebuilt statement, run in
+autocommit, so a batch costs one round trip and no BEGIN or COMMIT.
+
+A polling worker's two hot statements. Each is a data-modifying CTE: the UPDATE is the
+compare-and-set (its WHERE: queued and available, picked with FOR UPDATE SKIP LOCKED; or
+running under this worker at this attempt, which READ COMMITTED re-checks on the newest row
+version after waiting for a lock), and an INSERT ... SELECT from the UPDATE's RETURNING writes
+one task_events row per changed task in the same statement, hence the same transaction.
+PostgreSQL commits an autocommit statement before it replies, so a reply means durable.
+
+Built once per shape (`functools.cache`) with bound parameters: building and compiling a
+statement costs more Python than running it. Other dialects keep the transaction in
+`store.py` (SQLite has no arrays; MariaDB has no UPDATE ... RETURNING).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+from switchyard.db.rows import Outcome
+from switchyard.db.schema import UtcDateTime, task_events, tasks
+from switchyard.domain import Engine, Status
+
+_EVENT_COLUMNS = ("task_id", "at", "actor", "from_status", "to_status", "reason")
+
+
+def _events_of(changed: sa.CTE, src: Status, dst: Status, reason: str | None) -> sa.Insert:
+    """One task_events row per row of `changed` (a CTE of task ids), stamped p_now/p_worker."""
+    rows = sa.select(
+        changed.c.id,
+        sa.bindparam("p_now", type_=UtcDateTime),
+        sa.bindparam("p_worker", type_=sa.String),
+        sa.literal(src.value),
+        sa.literal(dst.value),
+        sa.literal(reason, sa.Text),
+    )
+    return task_events.insert().from_select(_EVENT_COLUMNS, rows)
+
+
+@functools.cache
+def claim_statement(by_origin: bool, takes_rq: bool, with_grace: bool) -> sa.Select[Any]:
+    """Up to `p_limit` available queued tasks (urgent first, then oldest) -> running under
+    `p_worker`; their rows, claimed. `by_origin`: only origin `p_origin`. Without `takes_rq`:
+    never an rq-owned task; `with_grace`: an rq-owned one only if available before
+    `p_grace_cutoff`."""
+    pick = (
+        sa.select(tasks.c.id)
+        .where(
+            tasks.c.status == Status.QUEUED.value,
+            tasks.c.available_at <= sa.bindparam("p_now", type_=UtcDateTime),
+        )
+        .order_by(tasks.c.priority, tasks.c.created_at)
+        .limit(sa.bindparam("p_limit", type_=sa.Integer))
+        .with_for_update(skip_locked=True)
+    )
+    if by_origin:
+        pick = pick.where(tasks.c.origin == sa.bindparam("p_origin"))
+    not_rq = [tasks.c.engine != Engine.RQ.value, tasks.c.engine.is_(None)]
+    if not takes_rq:
+        pick = pick.where(sa.or_(*not_rq))
+    elif with_grace:
+        cutoff = sa.bindparam("p_grace_cutoff", type_=UtcDateTime)
+        pick = pick.where(sa.or_(*not_rq, tasks.c.available_at <= cutoff))
+    claimed = (
+        tasks.update()
+        .where(tasks.c.id.in_(pick.scalar_subquery()))
+        .values(
+            status=Status.RUNNING.value,
+            attempts=tasks.c.attempts + 1,
+            started_at=sa.bindparam("p_now"),
+            heartbeat_at=sa.bindparam("p_now"),
+            worker=sa.bindparam("p_worker"),
+            engine=sa.bindparam("p_engine"),
+            progress=0,
+        )
+        .returning(*tasks.c)
+        .cte("claimed")
+    )
+    logged = _events_of(claimed, Status.QUEUED, Status.RUNNING, "claimed").cte("logged")
+    return sa.select(claimed).add_cte(logged)
+
+
+@functools.cache
+def completion_statement() -> sa.Insert:
+    """Tasks `p_ids` (with `p_attempts`, `p_captions`, `p_scores`, `p_providers`, index by
+    index) still running under `p_worker` at that attempt -> completed; the ids that took."""
+    given = (
+        sa.func.unnest(
+            sa.bindparam("p_ids", type_=postgresql.ARRAY(sa.Uuid)),
+            sa.bindparam("p_attempts", type_=postgresql.ARRAY(sa.Integer)),
+            sa.bindparam("p_captions", type_=postgresql.ARRAY(sa.Text)),
+            sa.bindparam("p_scores", type_=postgresql.ARRAY(sa.Float)),
+            sa.bindparam("p_providers", type_=postgresql.ARRAY(sa.Text)),
+        )
+        .table_valued(
+            sa.column("id", sa.Uuid),
+            sa.column("attempt", sa.Integer),
+            sa.column("caption", sa.Text),
+            sa.column("score", sa.Float),
+            sa.column("provider", sa.Text),
+        )
+        .render_derived(name="given")
+    )
+    done = (
+        tasks.update()
+        .where(
+            tasks.c.id == given.c.id,
+            tasks.c.status == Status.RUNNING.value,
+            tasks.c.worker == sa.bindparam("p_worker"),
+            tasks.c.attempts == given.c.attempt,
+        )
+        .values(
+            status=Status.COMPLETED.value,
+            caption=given.c.caption,
+            quality_score=given.c.score,
+            caption_provider=given.c.provider,
+            finished_at=sa.bindparam("p_now"),
+            progress=100,
+            error=None,
+        )
+        .returning(tasks.c.id)
+        .cte("done")
+    )
+    return _events_of(done, Status.RUNNING, Status.COMPLETED, None).returning(task_events.c.task_id)
+
+
+def completion_params(worker: str, now: datetime, outcomes: Sequence[Outcome]) -> dict[str, Any]:
+    """The completion's parameters, ids in order (rows are locked in one order: no deadlock
+    between two batches)."""
+    ordered = sorted(outcomes, key=lambda o: o.task_id)
+    return {
+        "p_worker": worker,
+        "p_now": now,
+        "p_ids": [o.task_id for o in ordered],
+        "p_attempts": [o.attempt for o in ordered],
+        "p_captions": [o.caption for o in ordered],
+        "p_scores": [o.quality_score for o in ordered],
+        "p_providers": [o.provider for o in ordered],
+    }

@@ -1,0 +1,63 @@
+"""Each benchmark, run with tiny sizes as CI runs it, so none can rot unnoticed: it must exit
+0 (every correctness check of its own passed), print its JSON, and report the figures the
+issue's table is made of. These are smoke runs, not measurements: no figure is judged."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+# `-m "not bench"` leaves them out of a local run; CI runs them.
+pytestmark = [pytest.mark.slow, pytest.mark.bench, pytest.mark.timeout(300)]
+
+
+def run_bench(script: str, *args: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, str(BENCH / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=280,
+        env={**os.environ, "PYTHONPATH": str(BENCH)},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report: dict[str, Any] = json.loads(done.stdout[: done.stdout.rindex("}") + 1])
+    assert report.get("problems", []) == []
+    return report
+
+
+def test_the_db_engine_bench_on_sqlite() -> None:
+    args = ["--backends", "sqlite", "--quick", "--n", "20", "--single-n", "20"]
+    args += ["--duration", "0.2", "--claim-sizes", "50,100", "--claim-ops", "3"]
+    sqlite = run_bench("dispatch.py", *args)["results"]["db"]["sqlite"]
+    assert sqlite["end_to_end"]["2_workers_tasks_per_s"]["median"] > 0
+    assert sqlite["idle_latency"]["p50_ms"]["median"] > 0
+    assert sqlite["switchyard_over_baseline"]["end_to_end_2_workers"] is not None
+
+
+def test_the_peer_bench_measures_pgqueuer_beside_the_db_engine() -> None:
+    args = ["--engine", "peers", "--backends", "postgresql", "--quick", "--n", "20"]
+    peer = run_bench("dispatch.py", *args)["results"]["peers"]["postgresql"]["pgqueuer"]
+    for workers in (1, 2):
+        row = peer[f"{workers}_workers"]
+        assert row["ratio_of_medians"] > 0
+        assert row["pgqueuer"][f"{workers}_workers_client_cpu_us_per_task"]["median"] > 0
+
+
+def test_the_rq_engine_bench() -> None:
+    rq = run_bench("dispatch_rq.py", "--quick", "--n", "20")["results"]["rq"]["postgresql"]
+    assert {"end_to_end", "enqueue", "latency"} <= set(rq)
+
+
+def test_the_migration_bench() -> None:
+    report = run_bench("migration.py", "--sizes", "200", "--runs", "1", "--runbook-max", "200")
+    (size,) = report["sizes"]
+    assert size["switchyard_rq_to_db"]["tasks_per_s"] > 0
+    assert size["switchyard_db_to_rq"]["tasks_per_s"] > 0
