@@ -4,13 +4,21 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 TEST_WORKERS ?= 3
 
-.PHONY: run test lint typecheck pytest services bench clean
+.PHONY: run test lint typecheck pytest services bench clean constraints
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,bench]'
 	touch $(STAMP)
+
+# After a change of dependencies in pyproject.toml: resolve afresh in a scratch venv, pin it.
+constraints:
+	rm -rf .venv-pin && python3 -m venv .venv-pin
+	.venv-pin/bin/pip install --quiet -e '.[dev,bench]'
+	head -3 constraints.txt > constraints.new
+	.venv-pin/bin/pip freeze --exclude-editable | grep -v '^switchyard' >> constraints.new
+	mv constraints.new constraints.txt && rm -rf .venv-pin
 
 run: $(STAMP)
 	$(BIN)/switchyard init
