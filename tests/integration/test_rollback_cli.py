@@ -52,7 +52,12 @@ def test_emergency_then_list_show_and_verify(
     assert verified.returncode == 1
     assert "FAIL rq_empty" in verified.stdout
     assert "- rq:queue:normal still holds 1 job(s)" in verified.stdout
-    assert verified.stderr.strip() == "error: verify failed: rq_empty"
+    # The error line, after the event a log shipper and the notifier see (one line each).
+    lines = verified.stderr.strip().splitlines()
+    assert lines[-1] == "error: verify failed: rq_empty"
+    assert [line.split(" ", 1)[1] for line in lines[:-1]] == [
+        "ERROR action=verify.failed failed=rq_empty"
+    ]
 
 
 def test_check_fails_then_repair_fixes(

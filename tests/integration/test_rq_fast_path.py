@@ -313,7 +313,13 @@ def test_a_retry_tells_its_own_committed_write_from_anothers(store: TaskStore) -
     assert store._claim_named(ours, owned=True, again=True) == held  # recognised
     later = {**ours, "p_now": now + timedelta(microseconds=1)}
     assert store._claim_named(later, owned=True, again=True) is None  # not our claim
-    outcome = {"p_id": task.id, "p_worker": "rq-1", "p_attempt": 1, "p_caption": "c"}
+    outcome = {
+        "p_id": task.id,
+        "p_worker": "rq-1",
+        "p_attempt": 1,
+        "p_caption": "c",
+        "p_provider": None,
+    }
     done = {**outcome, "p_score": 0.5, "p_now": utcnow()}
     assert store._complete_named(done, again=False)
     assert not store._complete_named(done, again=False)  # blind: "discarded"
