@@ -43,6 +43,7 @@ from switchyard.switch import (
     clear_fallback,
     dispatch_pending,
     redispatch_after_outage,
+    withdraw_stale_jobs,
 )
 from switchyard.workers.polling import recover_orphans
 
@@ -197,7 +198,14 @@ class Supervisor:
             log_event(log, "dispatch", worker=self.name, pushed=pushed)
 
     def sweep(self) -> None:
-        if not self.watcher().redis_in_use or self._redis_down:
+        routing = self.watcher()
+        if self._redis_down:
+            return
+        s = self.services
+        if routing.mode is Mode.DB:
+            withdraw_stale_jobs(s.store, s.redis, routing, self.name, s.settings.rq_queue_prefix)
+            return
+        if not routing.redis_in_use:
             return
         older = timedelta(seconds=self.services.settings.rq_stale_dispatch_seconds)
         sweep_lost(self.services.store, self.services.redis, older, self.services.settings)
