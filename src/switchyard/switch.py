@@ -140,8 +140,9 @@ def switch_mode(
     """Switch the mode (advancing the epoch), then move queued work to the engine that now owns
     it, fenced by the new epoch; recorded as a `mode_changed` system event.
 
-    To `db`: queued rq-owned tasks become db-owned (their rq jobs then find nothing to do, and
-    `migrate rq-to-db` removes them from Redis). To `rq`: queued db-owned tasks become rq-owned
+    To `db`: queued rq-owned tasks become db-owned (their rq jobs would find nothing to do;
+    `set_mode` then withdraws them from Redis, and workers' sweeps any pushed later:
+    `withdraw_stale_jobs`). To `rq`: queued db-owned tasks become rq-owned
     and the dispatchers enqueue them. To `hybrid`: nothing moves."""
     settings = settings or get_settings()
     previous = stored_mode(store.get_state(MODE_KEY)) or read_routing(store, settings).mode
