@@ -54,7 +54,7 @@ from switchyard.modes import (
     read_routing,
     stored_mode,
 )
-from switchyard.rq_engine.dispatch import push_jobs, to_front, waiting_job_ids, withdraw_jobs
+from switchyard.rq_engine.dispatch import push_jobs, to_front
 
 log = logging.getLogger("switchyard.switch")
 
@@ -140,9 +140,8 @@ def switch_mode(
     """Switch the mode (advancing the epoch), then move queued work to the engine that now owns
     it, fenced by the new epoch; recorded as a `mode_changed` system event.
 
-    To `db`: queued rq-owned tasks become db-owned (their rq jobs would find nothing to do;
-    `set_mode` then withdraws them from Redis, and workers' sweeps any pushed later:
-    `withdraw_stale_jobs`). To `rq`: queued db-owned tasks become rq-owned
+    To `db`: queued rq-owned tasks become db-owned (their rq jobs then find nothing to do, and
+    `migrate rq-to-db` removes them from Redis). To `rq`: queued db-owned tasks become rq-owned
     and the dispatchers enqueue them. To `hybrid`: nothing moves."""
     settings = settings or get_settings()
     previous = stored_mode(store.get_state(MODE_KEY)) or read_routing(store, settings).mode
@@ -402,34 +401,6 @@ def adopt_queued(store: TaskStore, actor: str, routing: Routing | None = None) -
     return moved
 
 
-def withdraw_stale_jobs(
-    store: TaskStore,
-    connection: redis.Redis,
-    routing: Routing,
-    actor: str,
-    prefix: str | None = None,
-) -> int:
-    """In db mode, remove from Redis switchyard's own queued jobs whose tasks are not queued
-    rq-owned ones (the switch to db made them db-owned, or they finished): `run_task` would
-    only skip them, and no rq worker may be left to do even that (`--engine auto` workers hand
-    over to polling within a second), so without this they stay in the queues for good and
-    `verify`'s rq_empty fails. Foreign jobs and jobs a worker has taken are never touched
-    (WITHDRAW_OWN_JOBS). Returns how many were withdrawn.
-
-    A task a later switch to rq makes rq-owned again between the read and the withdrawal
-    loses its job, not the task: it stays queued and dispatched, and `sweep_lost` enqueues
-    it again."""
-    if routing.mode is not Mode.DB:
-        return 0
-    withdrawn = 0
-    for queue_key, ids in waiting_job_ids(connection, prefix).items():
-        keep = store.queued_rq_owned(ids)
-        withdrawn += withdraw_jobs(connection, queue_key, [i for i in ids if i not in keep])
-    if withdrawn:
-        log_event(log, "withdraw_stale_jobs", actor=actor, withdrawn=withdrawn)
-    return withdrawn
-
-
 def redispatch_after_outage(
     store: TaskStore,
     connection: redis.Redis,
@@ -468,5 +439,4 @@ __all__ = [
     "require_move_to",
     "submit",
     "switch_mode",
-    "withdraw_stale_jobs",
 ]

@@ -148,18 +148,6 @@ class OwnershipStore:
         with translated("looking for queued tasks"), self.engine.connect() as conn:
             return conn.execute(query).first() is not None
 
-    def queued_rq_owned(self, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-        """Those of `ids` that are queued tasks owned by rq (their rq jobs still have work)."""
-        if not ids:
-            return set()
-        query = sa.select(tasks.c.id).where(
-            tasks.c.id.in_(list(ids)),
-            tasks.c.status == Status.QUEUED.value,
-            tasks.c.engine == Engine.RQ.value,
-        )
-        with translated("reading rq-owned queued tasks"), self.engine.connect() as conn:
-            return set(conn.execute(query).scalars())
-
     def queued_owned_by(self, engine: Engine, ids: Sequence[uuid.UUID] | None = None) -> int:
         """How many queued tasks `engine` owns (of `ids`, if given)."""
         query = sa.select(sa.func.count()).where(

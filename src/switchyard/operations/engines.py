@@ -129,9 +129,7 @@ def set_mode(
     lagging = switch.await_epoch(services.store, switched.epoch, services.settings, await_timeout)
     result["lagging"] = [asdict(p) for p in lagging]
     result["dispatched"] = None
-    if chosen is Mode.DB:
-        result["withdrawn"] = _withdraw_after_switch(services, actor)
-    else:
+    if chosen is not Mode.DB:
         try:
             result["dispatched"] = switch.dispatch_pending(
                 services.store, services.redis, settings=services.settings, actor=actor
@@ -139,18 +137,6 @@ def set_mode(
         except BrokerUnavailable as exc:
             result["dispatch_error"] = str(exc)
     return result
-
-
-def _withdraw_after_switch(services: Services, actor: str) -> int | None:
-    """The moved tasks' rq jobs leave Redis now (workers' sweeps catch any pushed late);
-    None if Redis did not answer."""
-    routing = modes.read_routing(services.store, services.settings)
-    try:
-        return switch.withdraw_stale_jobs(
-            services.store, services.redis, routing, actor, services.settings.rq_queue_prefix
-        )
-    except BrokerUnavailable:
-        return None
 
 
 # -- ownership at a glance ------------------------------------------------------------------

@@ -23,7 +23,6 @@ from rq.utils import now as rq_now
 
 from switchyard.config import Settings, get_settings
 from switchyard.db.store import Pending, TaskStore
-from switchyard.domain import Priority
 from switchyard.logs import log_event
 from switchyard.rq_engine.connection import (
     JOB_FUNC,
@@ -143,42 +142,3 @@ def sweep_lost(
         store.undispatch(lost)
         log_event(log, "sweep_lost", logging.WARNING, lost=len(lost))
     return len(lost)
-
-
-WITHDRAW_LOOK_AHEAD = 1000  # entries of each queue looked at per withdrawal pass
-
-
-def waiting_job_ids(
-    connection: redis.Redis, prefix: str | None = None, per_queue: int = WITHDRAW_LOOK_AHEAD
-) -> dict[str, list[uuid.UUID]]:
-    """Queue key -> the ids shaped like a task id at the head of each of switchyard's queues
-    (any other entry, a foreign job's id, is not switchyard's to withdraw)."""
-    keys = [queue_for(connection, p, prefix).key for p in sorted(Priority)]
-    with translated_redis("reading queued job ids"), connection.pipeline() as pipe:
-        for key in keys:
-            pipe.lrange(key, 0, per_queue - 1)
-        answers = pipe.execute()
-    found: dict[str, list[uuid.UUID]] = {}
-    for key, entries in zip(keys, answers, strict=True):
-        ids = [i for raw in entries if (i := _as_uuid(raw)) is not None]
-        if ids:
-            found[key] = ids
-    return found
-
-
-def withdraw_jobs(connection: redis.Redis, queue_key: str, ids: Iterable[uuid.UUID]) -> int:
-    """Remove these task ids' own queued jobs from `queue_key` (WITHDRAW_OWN_JOBS: never a
-    foreign job, never one a worker has taken); returns how many were withdrawn."""
-    names = [str(i) for i in ids]
-    if not names:
-        return 0
-    keys = [queue_key, *(Job.key_for(n) for n in names)]
-    with translated_redis(f"withdrawing stale jobs from {queue_key}"):
-        return int(Scripts(connection).withdraw_own_jobs(keys=keys, args=[OWN_DESCRIPTION, *names]))
-
-
-def _as_uuid(raw: bytes | str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(raw.decode() if isinstance(raw, bytes) else raw)
-    except ValueError:
-        return None

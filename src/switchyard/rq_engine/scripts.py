@@ -262,29 +262,6 @@ if take then return {0, seen, 0} end
 return counts
 """
 
-# Withdraw switchyard's own jobs that have nothing left to do (their tasks are db-owned or
-# finished: `run_task` would only skip them): each id leaves its queue (one occurrence) and
-# its hash goes, but only while the hash is still switchyard's queued job under that id
-# (description "caption task <id>", status queued). A foreign job, a job a worker has taken
-# meanwhile, or an id re-enqueued under another description is left alone.
-#
-# KEYS: 1 the queue list, 2.. rq:job:<id> of each id. ARGV: 1 own description prefix, 2.. ids.
-# Returns how many were withdrawn.
-WITHDRAW_OWN_JOBS = """
-local withdrawn = 0
-for i = 2, #ARGV do
-  local id = ARGV[i]
-  local fields = redis.call('HMGET', KEYS[i], 'description', 'status')
-  if fields[1] == ARGV[1] .. id and fields[2] == 'queued' then
-    if redis.call('LREM', KEYS[1], 1, id) == 1 then
-      redis.call('DEL', KEYS[i])
-      withdrawn = withdrawn + 1
-    end
-  end
-end
-return withdrawn
-"""
-
 # Put a job TAKE_OWN_JOB took back where it was: before the entry now at its old index (or
 # at the tail if the list is shorter now). KEYS: 1 the queue list. ARGV: 1 job id, 2 index.
 PUT_BACK = """
@@ -306,7 +283,6 @@ class Scripts:
         self.release_job: Script = connection.register_script(RELEASE_JOB)
         self.take_own_job: Script = connection.register_script(TAKE_OWN_JOB)
         self.put_back: Script = connection.register_script(PUT_BACK)
-        self.withdraw_own_jobs: Script = connection.register_script(WITHDRAW_OWN_JOBS)
 
     def remove(
         self, container: str, kind: str, members: list[bytes], job_keys: list[str]

@@ -10,8 +10,6 @@
 - reports the routing epoch this process acts under (`workers.epoch_seen`), so a switch can
   wait until every process has seen it; `serve` keeps a registry row of its own for this;
 - sweeps for jobs lost from their queue (popped by a worker that died before starting them);
-  in db mode, withdraws own jobs left in Redis for tasks that are no longer rq-owned
-  (`switch.withdraw_stale_jobs`), so none outlives a switch to db;
 - for an rq worker, keeps its registry row fresh and requeues tasks of dead workers.
 
 Every duty is idempotent and safe to run in many processes at once; which process wins a
@@ -45,7 +43,6 @@ from switchyard.switch import (
     clear_fallback,
     dispatch_pending,
     redispatch_after_outage,
-    withdraw_stale_jobs,
 )
 from switchyard.workers.polling import recover_orphans
 
@@ -200,18 +197,7 @@ class Supervisor:
             log_event(log, "dispatch", worker=self.name, pushed=pushed)
 
     def sweep(self) -> None:
-        routing = self.watcher()
-        if self._redis_down:
-            return
-        s = self.services
-        if routing.mode is Mode.DB:
-            # own jobs the switch to db left (pushed late by a fenced dispatch) leave Redis;
-            # a short ping first, as a db-mode deployment may have no Redis at all
-            if ping(self._health_client) is None:
-                prefix = s.settings.rq_queue_prefix
-                withdraw_stale_jobs(s.store, s.redis, routing, self.name, prefix)
-            return
-        if not routing.redis_in_use:
+        if not self.watcher().redis_in_use or self._redis_down:
             return
         older = timedelta(seconds=self.services.settings.rq_stale_dispatch_seconds)
         sweep_lost(self.services.store, self.services.redis, older, self.services.settings)
