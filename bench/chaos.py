@@ -251,6 +251,10 @@ def settle(soak: Soak, cluster: Cluster, submitter: Submitter, url: str) -> dict
         problems.append(f"{exc}: {dict(unfinished(engine, sent.accepted))}")
     problems += history_problems(engine, sent.accepted, claims_may_repeat=True)
     problems += unaccepted_tasks(engine, sent.accepted, sent.refused_urls)
+    # After a switch to db the jobs of tasks it made db-owned stay in Redis until the
+    # runbook's next step, `migrate rq-to-db`, moves them (refused in the other modes, where
+    # rq still owns work): an operator's step, taken here before judging.
+    moved = cluster.cli("migrate", "rq-to-db", "--json")
     verified, checked = cluster.cli_many(("verify", "--json"), ("check", "--json"))
     engine.dispose()
     if verified.code != 0:
@@ -272,6 +276,7 @@ def settle(soak: Soak, cluster: Cluster, submitter: Submitter, url: str) -> dict
             "errors": sent.errors[:20],
         },
         "lost_or_doubled": problems,
+        "final_migrate_exit": moved.code,
         "verify_exit": verified.code,
         "check_exit": checked.code,
         "ok": not problems,
