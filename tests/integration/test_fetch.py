@@ -225,6 +225,26 @@ def test_loopback_url_is_allowed_when_private_fetching_is_enabled(server: ImageS
     assert fetch_image(server.url("/img.png"), settings(fetch_allow_private=True)) == PNG
 
 
+def test_fetches_share_one_tls_context(
+    server: ImageServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Loading the CA bundle costs ~25 ms: built once per process, not once per fetch (a
+    drill's standby worker fell behind when every fetch built two)."""
+    built: list[object] = []
+    real = ssl.create_default_context
+
+    def counting(*args: object, **kwargs: object) -> ssl.SSLContext:
+        built.append(args)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ssl, "create_default_context", counting)
+    fetch_image(server.url("/img.png"), settings(fetch_allow_private=True))  # may build one
+    before = len(built)
+    for _ in range(5):
+        assert fetch_image(server.url("/img.png"), settings(fetch_allow_private=True)) == PNG
+    assert len(built) == before
+
+
 def test_hostname_resolving_to_loopback_is_refused(server: ImageServer) -> None:
     message = refused(server.url("/img.png", host="localhost"))
     assert message.startswith("refused: localhost resolves to ")

@@ -123,12 +123,13 @@ class PinnedTransport(httpx.BaseTransport):
     def __init__(self, policy: AddressPolicy, deadline: float, verify: Verify = True) -> None:
         self._policy = policy
         self._deadline = deadline
-        self._inner = httpx.HTTPTransport(retries=0)
+        context = _ssl_context(verify)  # the cached one: loading CAs per fetch costs ~25 ms
+        self._inner = httpx.HTTPTransport(retries=0, verify=context)
         # httpx takes no network backend, so its transport (kept for its mapping of
         # httpcore's errors to httpx's) gets a pool built with ours. A test of a server
         # that dribbles its headers fails if this stops working.
         self._inner._pool = httpcore.ConnectionPool(
-            ssl_context=_ssl_context(verify),
+            ssl_context=context,
             max_keepalive_connections=0,
             retries=0,
             network_backend=DeadlineBackend(deadline),
