@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal
 import time
+from pathlib import Path
 
 import pytest
 from rq.serializers import JSONSerializer
@@ -26,7 +27,7 @@ from tests.integration.conftest import (
     submit_many,
     wait_until,
 )
-from tests.integration.support_rq import HANDLER, ServicesPool, handler, new_tasks
+from tests.integration.support_rq import HANDLER, ServicesPool, handler, new_tasks, runs
 
 HANG = "http://img.test/hang/0.png"
 STARTUP = 60  # seconds a worker process may take to start (imports) on a loaded machine
@@ -71,12 +72,17 @@ def test_a_hung_handler_times_out_on_time_and_the_stuck_worker_replaces_itself(
 
 @pytest.mark.slow_on_servers
 def test_a_graceful_stop_ends_within_the_stop_timeout_releasing_what_did_not_finish(
-    store: TaskStore, db_url: str, start_worker: StartWorker
+    store: TaskStore, db_url: str, start_worker: StartWorker, tmp_path: Path
 ) -> None:
     submit_many(store, [HANG])
     [task] = store.list_tasks()
-    worker = start_worker(db_url, "--stop-timeout", "1.5", TASK_HANDLER=HANDLER)
-    wait_until(lambda: store.get(task.id).status is Status.RUNNING, timeout=STARTUP)
+    log = tmp_path / "handler.log"
+    worker = start_worker(
+        db_url, "--stop-timeout", "1.5", TASK_HANDLER=HANDLER, HANDLER_LOG=str(log)
+    )
+    # Signalled once the handler is inside its hang (claimed but unstarted would be given
+    # back at once, without the stop timeout this test is about).
+    wait_until(lambda: runs(log)[str(task.id)] == 1, timeout=STARTUP)
     sent = time.monotonic()
     worker.signal(signal.SIGTERM)
     code, log = worker.finish(timeout=20)
