@@ -6,7 +6,7 @@ import contextlib
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypeVar
 
 
 class LoopbackServer(ThreadingHTTPServer):
@@ -25,8 +25,12 @@ class LoopbackServer(ThreadingHTTPServer):
         return f"http://127.0.0.1:{self.server_address[1]}"
 
 
+Served = TypeVar("Served", bound=ThreadingHTTPServer)
+
+
 @contextlib.contextmanager
-def serving(server: LoopbackServer) -> Iterator[LoopbackServer]:
+def serving(server: Served) -> Iterator[Served]:
+    """Run `server` in a daemon thread while the block runs; shut it and its socket after."""
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:

@@ -7,7 +7,6 @@ import io
 import ipaddress
 import socket
 import ssl
-import threading
 import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,6 +22,7 @@ from switchyard.captioning.addresses import address_kind
 from switchyard.captioning.fetch import AddressPolicy
 from switchyard.config import Settings, load_settings
 from switchyard.errors import CaptionError, FetchRefused
+from tests.integration.support_http import serving
 
 LOOPBACK_ONLY = ["127.0.0.1/32"]
 
@@ -185,19 +185,10 @@ class ImageServer(ThreadingHTTPServer):
         return f"http://{host}:{self.port}{path}"
 
 
-def _serve(server: ImageServer) -> Iterator[ImageServer]:
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 @pytest.fixture(scope="module")
 def server() -> Iterator[ImageServer]:
-    yield from _serve(ImageServer())
+    with serving(ImageServer()) as running:
+        yield running
 
 
 @pytest.fixture(autouse=True)
@@ -477,7 +468,8 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Image
     server = ImageServer()
     server.socket = context.wrap_socket(server.socket, server_side=True)
     server.seen_sni = seen_sni  # type: ignore[attr-defined]
-    yield from ((s, cert) for s in _serve(server))
+    with serving(server) as running:
+        yield running, cert
 
 
 def test_https_sends_sni_for_the_name_while_connecting_to_the_ip(

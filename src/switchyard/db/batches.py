@@ -70,20 +70,26 @@ def claim_statement(by_origin: bool, takes_rq: bool, with_grace: bool) -> sa.Sel
     claimed = (
         tasks.update()
         .where(tasks.c.id.in_(pick.scalar_subquery()))
-        .values(
-            status=Status.RUNNING.value,
-            attempts=tasks.c.attempts + 1,
-            started_at=sa.bindparam("p_now"),
-            heartbeat_at=sa.bindparam("p_now"),
-            worker=sa.bindparam("p_worker"),
-            engine=sa.bindparam("p_engine"),
-            progress=0,
-        )
+        .values(claimed_values())
         .returning(*tasks.c)
         .cte("claimed")
     )
     logged = _events_of(claimed, Status.QUEUED, Status.RUNNING, "claimed").cte("logged")
     return sa.select(claimed).add_cte(logged)
+
+
+def claimed_values() -> dict[str, Any]:
+    """What every claim writes: running, one more attempt, under `p_worker` and `p_engine`,
+    started and heartbeat at `p_now` (which also makes a claim recognisable as ours)."""
+    return {
+        "status": Status.RUNNING.value,
+        "attempts": tasks.c.attempts + 1,
+        "started_at": sa.bindparam("p_now"),
+        "heartbeat_at": sa.bindparam("p_now"),
+        "worker": sa.bindparam("p_worker"),
+        "engine": sa.bindparam("p_engine"),
+        "progress": 0,
+    }
 
 
 @functools.cache

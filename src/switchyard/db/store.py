@@ -102,19 +102,7 @@ def _claim_update(owned: bool) -> sa.Update:
     is_queued = [tasks.c.id == sa.bindparam("p_id"), tasks.c.status == Status.QUEUED.value]
     if owned:
         is_queued.append(tasks.c.engine == sa.bindparam("p_owner"))
-    return (
-        tasks.update()
-        .where(*is_queued)
-        .values(
-            status=Status.RUNNING.value,
-            attempts=tasks.c.attempts + 1,
-            started_at=sa.bindparam("p_now"),
-            heartbeat_at=sa.bindparam("p_now"),
-            worker=sa.bindparam("p_worker"),
-            engine=sa.bindparam("p_engine"),
-            progress=0,
-        )
-    )
+    return tasks.update().where(*is_queued).values(batches.claimed_values())
 
 
 @functools.cache
