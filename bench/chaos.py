@@ -3,7 +3,7 @@ random faults hit the system, and at the end every accepted task must have compl
 exactly once, and `verify` and `check` must pass.
 
 Everything runs on private servers started here (PostgreSQL or MariaDB, and Redis, each on
-its own port and data directory; see tests/support_servers.py), never the shared ones. The
+its own port and data directory; see tests/support/servers.py), never the shared ones. The
 processes are real `switchyard` processes: `serve`, `--workers` workers following the mode
 (`--engine auto`) and one polling worker (`--engine db`, the safety net of hybrid mode).
 What is injected, one fault at a time, every 1-4 s (`--quick`: 0.5-1.5 s):
@@ -58,7 +58,7 @@ from tests.drills.harness import (  # noqa: E402
     unfinished,
     wait_until,
 )
-from tests.support_servers import (  # noqa: E402
+from tests.support.servers import (  # noqa: E402
     PrivateDatabase,
     PrivateMariaDB,
     PrivatePostgres,

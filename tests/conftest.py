@@ -17,12 +17,12 @@ from typing import TypeVar
 import pytest
 import sqlalchemy as sa
 
-from switchyard.config import Settings, load_settings
 from switchyard.db import migrate
 from switchyard.db.engine import make_engine
 from switchyard.db.schema import metadata
 from switchyard.db.store import TaskStore
-from tests.support_servers import (
+from tests.support.env import BACKENDS, IN_CI, REDIS_SERVER, SERVERS
+from tests.support.servers import (
     PrivateMariaDB,
     PrivatePostgres,
     PrivateRedis,
@@ -30,13 +30,10 @@ from tests.support_servers import (
     ServerMissing,
 )
 
-BACKENDS = ("sqlite", "postgresql", "mariadb")
-SERVERS = {
-    "postgresql": os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432"),
-    "mariadb": os.environ.get("TEST_MARIADB_URL", "mysql://root@127.0.0.1:3306"),
-}
+# The fixtures every package shares beyond the databases and Redis below.
+pytest_plugins = ("tests.support.fixtures",)
+
 SESSION_DB = f"switchyard_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-IN_CI = os.environ.get("CI") == "true"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -46,6 +43,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         choices=BACKENDS,
         help="Run database tests only on these backends (repeatable).",
     )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """`@pytest.mark.backends(...)` on a test or a module narrows the `backend` parameter to
+    those backends (the process tests run on fewer, being the slow ones)."""
+    marker = metafunc.definition.get_closest_marker("backends")
+    if marker is not None and "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", marker.args, indirect=True)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the server runs of `slow_on_servers` tests slow (deselect with -m 'not slow'):
+    what they prove does not depend on the database, and each costs seconds."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        backend = callspec.params.get("backend") if callspec else None
+        if item.get_closest_marker("slow_on_servers") and backend not in (None, "sqlite"):
+            item.add_marker(pytest.mark.slow)
 
 
 def _unavailable(reason: str) -> None:
@@ -151,16 +166,6 @@ def sqlite_url(tmp_path: Path, _sqlite_template: Path) -> str:
     return f"sqlite:///{path}"
 
 
-def make_settings(db_url: str, **overrides: object) -> Settings:
-    base: dict[str, object] = {
-        "database_url": db_url,
-        "worker_poll_interval": 0.05,
-        "retry_backoff_base": 0.0,
-        "fetch_allow_private": True,
-    }
-    return load_settings(**{**base, **overrides})
-
-
 @pytest.fixture
 def store(db_url: str) -> Iterator[TaskStore]:
     s = TaskStore(make_engine(db_url), backoff_base=0.0)
@@ -175,24 +180,7 @@ def sqlite_store(sqlite_url: str) -> Iterator[TaskStore]:
     s.engine.dispose()
 
 
-def cli_env(db_url: str, **extra: str) -> dict[str, str]:
-    """Environment for running the real CLI in a subprocess against `db_url`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "WORKER_"))}
-    env.update(
-        {
-            "DATABASE_URL": db_url,
-            "WORKER_POLL_INTERVAL": "0.05",
-            "RETRY_BACKOFF_BASE": "0",
-            "FETCH_ALLOW_PRIVATE": "true",
-            **extra,
-        }
-    )
-    return env
-
-
 # -- Redis ---------------------------------------------------------------------------------
-
-REDIS_SERVER = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
 
 
 @pytest.fixture(scope="session")

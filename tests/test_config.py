@@ -10,7 +10,7 @@ import pytest
 
 from switchyard.config import Settings, describe, load_settings, masked_url
 from switchyard.errors import ConfigError
-from tests.conftest import cli_env
+from tests.support.env import cli_env
 
 SETTING_NAMES = [name.upper() for name in Settings.model_fields] + [
     "RQ_REDIS_URL",

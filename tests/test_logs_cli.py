@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.acceptance.conftest import cli
+from tests.support.cli import cli
 
 
 def test_the_cli_writes_json_lines_to_stderr_and_the_log_file(

@@ -18,8 +18,8 @@ from switchyard.errors import ConfigError, UsageError
 from switchyard.modes import Mode, ModeWatcher, Routing
 from switchyard.operations import submit
 from switchyard.operations.engines import get_mode
-from tests.conftest import make_settings
-from tests.integration.support_rq import ServicesPool, Workers, cli, new_tasks, wait_for
+from tests.support.env import make_settings
+from tests.support.rq import ServicesPool, Workers, cli, new_tasks, wait_for
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ from switchyard.switch import switch_mode
 from switchyard.web.api import health
 from switchyard.web.app import create_app
 from switchyard.workers.runner import run_worker
-from tests.conftest import cli_env, make_settings
+from tests.support.env import cli_env, make_settings
 
 
 class Lines(logging.Handler):

@@ -23,8 +23,8 @@ from switchyard.modes import Mode
 from switchyard.notify import Delivery, Notifier, parse_targets
 from switchyard.rollback.runs import RunFailed, RunRecorder, Step, StepFailed, execute
 from switchyard.switch import switch_mode
-from tests.conftest import cli_env
-from tests.integration.conftest import WebhookReceiver
+from tests.support.env import cli_env
+from tests.support.local_http import WebhookReceiver
 
 SECRET = "T0001-B0002-s3cr3tXYZ"
 QUICK = Delivery(attempts=3, backoff=0.05, timeout=2.0, flush_seconds=5.0)

@@ -24,7 +24,7 @@ from switchyard.rollback.ownership import SystemEvent
 from switchyard.rollback.procedures import audit_moves
 from switchyard.rq_engine import connect
 from switchyard.rq_engine.control import queue_lengths
-from tests.integration.support_rq import ServicesPool, new_tasks
+from tests.support.rq import ServicesPool, new_tasks
 
 
 @pytest.fixture

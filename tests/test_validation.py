@@ -12,7 +12,7 @@ from switchyard import operations as ops
 from switchyard.db.schema import task_events, tasks
 from switchyard.errors import NotFound, UsageError
 from switchyard.validation import MAX_URL_LENGTH
-from tests.conftest import make_settings
+from tests.support.env import make_settings
 
 GOOD = "https://files.example.social/media/a1b2.png"
 

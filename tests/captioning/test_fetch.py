@@ -22,7 +22,7 @@ from switchyard.captioning.addresses import address_kind
 from switchyard.captioning.fetch import AddressPolicy
 from switchyard.config import Settings, load_settings
 from switchyard.errors import CaptionError, FetchRefused
-from tests.integration.support_http import serving
+from tests.support.http import serving
 
 LOOPBACK_ONLY = ["127.0.0.1/32"]
 

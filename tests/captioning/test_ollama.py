@@ -25,7 +25,7 @@ from switchyard.captioning.ollama import OllamaProvider
 from switchyard.config import load_settings
 from switchyard.domain import CaptionSettings
 from switchyard.errors import CaptionError, FetchRefused
-from tests.integration.support_http import LoopbackServer, serving
+from tests.support.http import LoopbackServer, serving
 
 
 def encoded(fmt: str, size: tuple[int, int] = (32, 24)) -> bytes:

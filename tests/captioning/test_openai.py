@@ -23,7 +23,7 @@ from switchyard.captioning.openai import OpenAIProvider
 from switchyard.config import load_settings
 from switchyard.domain import CaptionSettings
 from switchyard.errors import CaptionError, ConfigError, ProviderUnavailable
-from tests.integration.support_http import LoopbackServer, serving
+from tests.support.http import LoopbackServer, serving
 
 KEY = "sk-test-0123456789abcdef"
 CAPTION = "A red square on a plain background."

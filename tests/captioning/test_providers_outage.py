@@ -25,9 +25,10 @@ from switchyard.rq_engine import jobs, queue_for
 from switchyard.switch import dispatch_pending
 from switchyard.workers.polling import Worker
 from switchyard.workers.rq import SimpleRQWorker
-from tests.conftest import make_settings
-from tests.integration.conftest import ImageServer, per_task, status_counts, submit_many
-from tests.integration.support_rq import ServicesPool, new_tasks
+from tests.support.env import make_settings
+from tests.support.history import per_task, status_counts, submit_many
+from tests.support.local_http import ImageServer
+from tests.support.rq import ServicesPool, new_tasks
 
 COOLDOWN = 0.5
 

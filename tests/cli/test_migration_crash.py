@@ -31,8 +31,8 @@ from switchyard.domain import Status
 from switchyard.migration import RqToDbOptions, migrate_db_to_rq, migrate_rq_to_db
 from switchyard.migration.db_to_rq import TO_RQ_REASON
 from switchyard.modes import Mode
-from tests.conftest import cli_env
-from tests.integration.support_migration import (
+from tests.support.env import cli_env
+from tests.support.migration import (
     PRIORITIES,
     events_with_reason,
     foreign_jobs,

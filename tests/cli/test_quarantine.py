@@ -7,7 +7,7 @@ from __future__ import annotations
 import redis
 from rq import Queue
 
-from tests.acceptance.conftest import cli, cli_many
+from tests.support.cli import cli, cli_many
 
 
 def test_pickled_jobs_then_the_quarantine(sqlite_url: str, redis_url: str) -> None:

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from switchyard.operations.services import Services
-from tests.conftest import cli_env
-from tests.integration.support_rollback import foreign_jobs, redis_client, rq_owned
+from tests.support.env import cli_env
+from tests.support.rollback import foreign_jobs, redis_client, rq_owned
 
 
 @pytest.fixture

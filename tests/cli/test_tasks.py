@@ -11,7 +11,7 @@ import pytest
 from switchyard.db import migrate
 from switchyard.db.store import NewTask, Outcome, TaskStore
 from switchyard.domain import Status
-from tests.acceptance.conftest import cli, cli_many
+from tests.support.cli import cli, cli_many
 
 IDS = ("--user-id", "7", "--platform-connection-id", "3")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from tests.acceptance.conftest import cli
+from tests.support.cli import cli
 
 
 def test_try_captions_the_bundled_sample_without_touching_the_database(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.conftest import cli_env
+from tests.support.env import cli_env
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGKILL)
 

@@ -30,9 +30,9 @@ from switchyard.operations.services import Services
 from switchyard.operations.tasks import submit
 from switchyard.rq_engine import jobs
 from switchyard.workers.polling import Worker
-from tests.conftest import make_settings
 from tests.drills.harness import ImageServer, history_problems, unfinished, wait_until
-from tests.support_servers import PrivateDatabase, ResettingProxy
+from tests.support.env import make_settings
+from tests.support.servers import PrivateDatabase, ResettingProxy
 
 TASKS = 30
 CLAIM = b"attempts=(tasks.attempts"  # the SET of every claim, batched or named

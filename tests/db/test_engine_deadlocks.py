@@ -16,7 +16,7 @@ from switchyard.db.engine import deadlock_retried, is_deadlock, translated
 from switchyard.db.schema import tasks
 from switchyard.db.store import TaskStore
 from switchyard.errors import StoreError
-from tests.integration.conftest import new_task
+from tests.support.history import new_task
 
 Lock = Callable[[uuid.UUID, uuid.UUID, str], None]
 

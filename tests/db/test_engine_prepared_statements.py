@@ -7,7 +7,7 @@ import pytest
 
 from switchyard.db.engine import make_engine
 from switchyard.errors import ConfigError
-from tests.conftest import SERVERS
+from tests.support.env import SERVERS
 
 
 @pytest.mark.parametrize(("given", "expected"), [("off", None), ("0", 0), ("3", 3), (None, 5)])

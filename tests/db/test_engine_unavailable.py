@@ -11,8 +11,8 @@ from switchyard.db.store import TaskStore
 from switchyard.errors import StoreError, StoreUnavailable
 from switchyard.modes import ModeWatcher
 from switchyard.workers.rq import wants_the_other_engine
-from tests.conftest import make_settings
-from tests.support_servers import free_port
+from tests.support.env import make_settings
+from tests.support.servers import free_port
 
 
 @pytest.mark.parametrize("scheme", ["postgresql", "mysql"])

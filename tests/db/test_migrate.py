@@ -20,7 +20,7 @@ from switchyard.db.engine import make_engine
 from switchyard.db.schema import metadata
 from switchyard.db.store import NewTask, TaskStore, utcnow
 from switchyard.errors import StoreError
-from tests.conftest import SERVERS
+from tests.support.env import SERVERS
 
 TABLES = set(metadata.tables)
 

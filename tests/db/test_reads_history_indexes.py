@@ -22,7 +22,7 @@ from switchyard.db.reads import Cursor, TaskFilter
 from switchyard.db.schema import task_events, tasks
 from switchyard.db.store import TaskStore, utcnow
 from switchyard.domain import FINISHED, Priority, Status
-from tests.integration.support_plans import analyze, explain, index_hidden
+from tests.support.plans import analyze, explain, index_hidden
 
 ROWS = 6_000
 DAYS = 60

@@ -19,15 +19,9 @@ import sqlalchemy as sa
 from switchyard.db.schema import task_events
 from switchyard.db.store import Outcome, TaskStore
 from switchyard.domain import Status
-from tests.integration.conftest import (
-    ImageServer,
-    StartWorker,
-    per_task,
-    status_counts,
-    submit_many,
-    transitions,
-    wait_until,
-)
+from tests.support.history import per_task, status_counts, submit_many, transitions, wait_until
+from tests.support.local_http import ImageServer
+from tests.support.workers import StartWorker
 
 BACKLOG = 300
 CLI_BACKLOG = 120  # each real caption costs ~25 ms of CPU; keep the suite fast

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from switchyard.db.schema import tasks
 from switchyard.db.store import TaskStore, utcnow
 from switchyard.domain import Engine, Priority, Status
-from tests.integration.support_plans import Plan, analyze, explain, index_hidden
+from tests.support.plans import Plan, analyze, explain, index_hidden
 
 ROWS = 20_000
 QUEUED_SHARE = 0.1

@@ -12,7 +12,7 @@ from switchyard.db.schema import task_events, tasks
 from switchyard.db.store import Outcome, TaskStore, utcnow
 from switchyard.domain import ALLOWED_TRANSITIONS, Engine, Priority, Status, Task
 from switchyard.errors import InvalidTransition, NotFound, StoreError
-from tests.integration.conftest import new_task, status_counts, transitions
+from tests.support.history import new_task, status_counts, transitions
 
 
 def one(store: TaskStore, url: str = "http://example.org/a.png", **kw: Priority) -> Task:

@@ -29,7 +29,7 @@ from switchyard.db.schema import tasks
 from switchyard.db.store import Outcome, TaskStore, utcnow
 from switchyard.domain import Engine, Status, Task
 from switchyard.errors import StoreError
-from tests.integration.conftest import new_task, per_task, transitions
+from tests.support.history import new_task, per_task, transitions
 
 QUIET = 60.0  # an idle-ping threshold no test reaches: only what the test does is sent
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import cli_env
 from tests.drills.harness import DRILL_SETTINGS, Cluster, ImageServer, Submitter
+from tests.support.env import cli_env
 
 IMAGE_DELAY = 0.01  # seconds per image fetch: about 60 tasks/s for one worker thread
 

@@ -27,8 +27,8 @@ from switchyard.migration import (
     verify_checksums,
 )
 from switchyard.migration.backup import file_sha256
-from tests.conftest import cli_env
-from tests.integration.support_migration import (
+from tests.support.env import cli_env
+from tests.support.migration import (
     foreign_jobs,
     json_queue,
     own_backlog,

@@ -21,8 +21,8 @@ from switchyard.migration.db_to_rq import TO_RQ_REASON
 from switchyard.modes import Mode
 from switchyard.rq_engine.connection import JOB_FUNC
 from switchyard.rq_engine.dispatch import push_jobs
-from tests.conftest import cli_env
-from tests.integration.support_migration import (
+from tests.support.env import cli_env
+from tests.support.migration import (
     PRIORITIES,
     events_with_reason,
     job_hash_ids,

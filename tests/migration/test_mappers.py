@@ -20,8 +20,8 @@ from switchyard.operations import migration as ops
 from switchyard.operations.services import Services
 from switchyard.rollback import commands as rollback
 from switchyard.rollback.verify import verify
-from tests.conftest import make_settings
-from tests.integration.support_legacy import (
+from tests.support.env import make_settings
+from tests.support.legacy import (
     caption_app,
     caption_app_importable,
     count,
@@ -29,7 +29,7 @@ from tests.integration.support_legacy import (
     legacy_database,
     seed,
 )
-from tests.integration.support_migration import json_queue, quarantine_rows, task_rows
+from tests.support.migration import json_queue, quarantine_rows, task_rows
 
 CAPTION = "switchyard.migration.mappers:caption_app"
 SEED = "switchyard.migration.mappers:seed"
@@ -189,7 +189,7 @@ def test_the_legacy_connection_refuses_writes(services: Services, r: redis.Redis
         queue = json_queue(r)
         writer = queue.enqueue("thirdparty.job", write=True)
         reader = queue.enqueue("thirdparty.job", write=False)
-        mapper = "tests.integration.support_legacy:writing_mapper"
+        mapper = "tests.support.legacy:writing_mapper"
 
         report = migrate(services, mapper=mapper, legacy_database_url=url)
 

@@ -19,7 +19,7 @@ from switchyard.migration.quarantine import RemapOptions
 from switchyard.operations import migration as ops
 from switchyard.operations import quarantine as quarantine_ops
 from switchyard.operations.services import Services
-from tests.integration.support_migration import quarantine_rows, task_rows
+from tests.support.migration import quarantine_rows, task_rows
 
 MAPPABLE = "switchyard.migration.mapping:by_fields"
 
@@ -93,9 +93,7 @@ def test_remap_drop_and_release_each_refuse_what_would_run_a_job_twice(
     migrate(svc, allow_pickle=True)  # no platform_connection_id: both quarantined
 
     # A mapper of the operator's that supplies the missing account for caption jobs only.
-    options = RemapOptions(
-        mapper="tests.integration.support_legacy:account_mapper", allow_pickle=True
-    )
+    options = RemapOptions(mapper="tests.support.legacy:account_mapper", allow_pickle=True)
     report = q.remap(store, options)
     assert (report.remapped, report.tasks, len(report.still_open)) == (1, 1, 1)
     assert [t["source_job_id"] for t in task_rows(store)] == [fixable.id]

@@ -18,8 +18,8 @@ from switchyard.domain import Engine, Status
 from switchyard.migration import RqToDbOptions, migrate_rq_to_db
 from switchyard.migration.rq_reader import Kind, Source, read_page
 from switchyard.rq_engine.scripts import Scripts
-from tests.conftest import cli_env
-from tests.integration.support_migration import (
+from tests.support.env import cli_env
+from tests.support.migration import (
     alive_worker,
     events_with_reason,
     job_hash_ids,

@@ -17,7 +17,7 @@ from switchyard.domain import Engine, Priority, Status
 from switchyard.errors import StoreError
 from switchyard.migration import RqToDbOptions, migrate_rq_to_db
 from switchyard.switch import enqueue_tasks
-from tests.integration.support_migration import (
+from tests.support.migration import (
     foreign_jobs,
     job_hash_ids,
     own_backlog,

@@ -19,7 +19,7 @@ from switchyard.domain import Engine, Origin, Priority, Status
 from switchyard.migration import RqToDbOptions, migrate_rq_to_db
 from switchyard.migration.decode import DecodedJob, Undecodable, decode_job
 from switchyard.migration.mapping import Unmappable, map_job, task_id_for_job
-from tests.integration.support_migration import (
+from tests.support.migration import (
     foreign_kwargs,
     job_hash_ids,
     json_queue,

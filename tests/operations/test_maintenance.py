@@ -11,7 +11,7 @@ from switchyard import operations as ops
 from switchyard.db.store import utcnow
 from switchyard.errors import NotFound, SubmissionsPaused, UsageError
 from switchyard.operations import Services, maintenance
-from tests.web.conftest import build_services
+from tests.support.web import build_services
 
 NEW = ("https://pixelfed.example/a.png", 1, 1)
 

@@ -30,8 +30,8 @@ from switchyard.errors import UsageError
 from switchyard.operations import Services, retention
 from switchyard.operations.retention import PurgeOptions
 from switchyard.workers.retention import RetentionSchedule
-from tests.conftest import cli_env, make_settings
-from tests.integration.conftest import new_task, wait_until
+from tests.support.env import cli_env, make_settings
+from tests.support.history import new_task, wait_until
 
 OLD = timedelta(days=40)
 RETENTION = timedelta(days=30)

@@ -15,8 +15,9 @@ from switchyard.db.schema import tasks
 from switchyard.db.store import utcnow
 from switchyard.operations.services import Services
 from switchyard.rollback.assess import AssessOptions, assess, decide
-from tests.conftest import PrivateRedis, make_settings
-from tests.integration.support_rollback import rq_owned
+from tests.support.env import make_settings
+from tests.support.rollback import rq_owned
+from tests.support.servers import PrivateRedis
 
 HEALTHY: dict[str, Any] = {
     "mode": "rq",

@@ -16,8 +16,8 @@ from switchyard.operations.services import Services
 from switchyard.rollback.canary import local_image_server, run_canary, submit_canary
 from switchyard.rq_engine import queue_for
 from switchyard.switch import switch_mode as set_mode
-from tests.conftest import cli_env
-from tests.integration.conftest import StartWorker
+from tests.support.env import cli_env
+from tests.support.workers import StartWorker
 
 
 def test_canary_completes_through_a_polling_worker(

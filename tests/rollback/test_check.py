@@ -13,7 +13,7 @@ from switchyard.db.store import utcnow
 from switchyard.domain import Engine
 from switchyard.operations.services import Services
 from switchyard.rollback.check import CheckOptions, check_and_repair, run_check
-from tests.integration.support_rollback import new_tasks, redis_client, rq_owned
+from tests.support.rollback import new_tasks, redis_client, rq_owned
 
 NOW = CheckOptions(grace=timedelta(0))
 

@@ -14,7 +14,7 @@ from switchyard.rollback import commands as ops
 from switchyard.rollback.cleanup import CleanupRefused, cleanup_rq
 from switchyard.rollback.verify import verify
 from switchyard.switch import switch_mode as set_mode
-from tests.integration.support_rollback import foreign_jobs, redis_client, rq_owned
+from tests.support.rollback import foreign_jobs, redis_client, rq_owned
 
 
 def rolled_back(svc: Services, tmp_path: Path) -> tuple[Path, list[str], str]:

@@ -21,8 +21,8 @@ from switchyard.operations.tasks import ensure_accepting
 from switchyard.rollback import commands as ops
 from switchyard.rollback.runs import RunBusy, RunFailed
 from switchyard.rollback.verify import verify
-from tests.integration.conftest import StartWorker
-from tests.integration.support_rollback import foreign_jobs, in_flight, redis_client, rq_owned
+from tests.support.rollback import foreign_jobs, in_flight, redis_client, rq_owned
+from tests.support.workers import StartWorker
 
 STEPS = [
     "preflight",

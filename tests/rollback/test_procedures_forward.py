@@ -12,7 +12,7 @@ from switchyard.operations.tasks import ensure_accepting
 from switchyard.rollback import commands as ops
 from switchyard.rollback.runs import RunFailed
 from switchyard.switch import switch_mode as set_mode
-from tests.integration.support_rollback import new_tasks, redis_client
+from tests.support.rollback import new_tasks, redis_client
 
 
 def test_rollforward_hands_every_queued_task_to_rq(

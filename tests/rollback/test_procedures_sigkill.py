@@ -21,8 +21,9 @@ import sqlalchemy as sa
 from switchyard.db.schema import run_steps, runs, tasks
 from switchyard.operations.services import Services
 from switchyard.rollback.verify import verify
-from tests.conftest import PrivateRedis, cli_env, make_settings
-from tests.integration.support_rollback import foreign_jobs, in_flight, redis_client, rq_owned
+from tests.support.env import cli_env, make_settings
+from tests.support.rollback import foreign_jobs, in_flight, redis_client, rq_owned
+from tests.support.servers import PrivateRedis
 
 TRIALS = int(os.environ.get("SWITCHYARD_KILL_TRIALS", "1"))  # per database backend
 STEPS = ["preflight", "pause_submissions", "switch_mode", "stop_rq_workers", "backup", "migrate"]

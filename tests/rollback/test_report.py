@@ -24,8 +24,8 @@ from switchyard.rollback.ownership import SETTLE
 from switchyard.rollback.report import TODO
 from switchyard.rollback.runs import RunFailed, RunRecord, RunRecorder, Step, StepContext, execute
 from switchyard.switch import switch_mode as set_mode
-from tests.conftest import cli_env
-from tests.integration.support_rollback import foreign_jobs, new_tasks, rq_owned
+from tests.support.env import cli_env
+from tests.support.rollback import foreign_jobs, new_tasks, rq_owned
 
 SECTIONS = [
     "# Rollback Incident Report",

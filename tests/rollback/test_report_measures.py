@@ -18,8 +18,8 @@ from switchyard.db.schema import task_events
 from switchyard.db.store import utcnow
 from switchyard.operations.services import Services
 from switchyard.rollback import commands as ops
-from tests.conftest import cli_env
-from tests.integration.support_rollback import foreign_jobs, rq_owned
+from tests.support.env import cli_env
+from tests.support.rollback import foreign_jobs, rq_owned
 
 # (task, seconds from the window's start, from, to). Starts in the window and their waits:
 # a 2 s, b 4 s then 20 s after its backoff, c 1 s, d 200 s (queued before the window).

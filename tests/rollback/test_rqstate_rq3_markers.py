@@ -46,7 +46,7 @@ from switchyard.rollback.rqstate import classify_key, take_snapshot
 from switchyard.rollback.verify import verify
 from switchyard.switch import enqueue_tasks
 from switchyard.switch import switch_mode as set_mode
-from tests.conftest import cli_env, make_settings
+from tests.support.env import cli_env, make_settings
 
 DAY = 24 * 3600
 

@@ -16,8 +16,9 @@ from switchyard.operations import migration
 from switchyard.operations.services import Services
 from switchyard.rollback.verify import VerifyReport, verify
 from switchyard.switch import switch_mode as set_mode
-from tests.conftest import PrivateRedis, make_settings
-from tests.integration.support_rollback import foreign_jobs, redis_client, rq_owned
+from tests.support.env import make_settings
+from tests.support.rollback import foreign_jobs, redis_client, rq_owned
+from tests.support.servers import PrivateRedis
 
 
 def rolled_back(svc: Services, tmp_path: Path) -> tuple[Path, list[str], list[str]]:

@@ -13,7 +13,7 @@ from switchyard import modes, switch
 from switchyard.db.store import NewTask, utcnow
 from switchyard.domain import Engine, Priority, Status
 from switchyard.operations import engines, submit
-from tests.integration.support_rq import ServicesPool, Workers, cli, new_tasks, wait_for
+from tests.support.rq import ServicesPool, Workers, cli, new_tasks, wait_for
 
 
 def test_rq_workers_shut_down_gracefully_through_rqs_own_command(

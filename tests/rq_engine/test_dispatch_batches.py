@@ -14,7 +14,7 @@ from switchyard.domain import Priority
 from switchyard.rq_engine.connection import JOB_FUNC
 from switchyard.rq_engine.dispatch import push_jobs
 from switchyard.rq_engine.scripts import enqueue_jobs_args
-from tests.conftest import make_settings
+from tests.support.env import make_settings
 
 
 def test_each_job_of_a_batch_gets_its_own_answer(r: redis.Redis, redis_url: str) -> None:

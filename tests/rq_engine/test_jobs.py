@@ -31,7 +31,7 @@ from switchyard.rq_engine import (
 from switchyard.rq_engine.control import queue_lengths
 from switchyard.switch import dispatch_pending, enqueue_tasks
 from switchyard.workers.rq import SimpleRQWorker
-from tests.integration.support_rq import ServicesPool, all_job_ids, handler, new_tasks
+from tests.support.rq import ServicesPool, all_job_ids, handler, new_tasks
 
 
 @pytest.fixture

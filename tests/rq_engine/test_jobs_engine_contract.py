@@ -19,7 +19,7 @@ from switchyard.rq_engine import jobs, queue_for
 from switchyard.switch import dispatch_pending
 from switchyard.workers.polling import Worker
 from switchyard.workers.rq import SimpleRQWorker
-from tests.integration.support_rq import ServicesPool
+from tests.support.rq import ServicesPool
 
 Handler = Callable[[Task], tuple[str, float]]
 

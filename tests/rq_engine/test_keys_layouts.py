@@ -27,8 +27,8 @@ from switchyard.operations.services import Services
 from switchyard.rollback.verify import verify
 from switchyard.rq_engine.keys import Role, classify
 from switchyard.switch import switch_mode as set_mode
-from tests.conftest import make_settings
-from tests.integration.support_rq_fixtures import VERSIONS, Recording, load, recording
+from tests.support.env import make_settings
+from tests.support.rq_fixtures import VERSIONS, Recording, load, recording
 
 PENDING = ("queued", "at_front", "scheduled", "deferred")
 IN_FLIGHT = ("started", "taken_not_started")

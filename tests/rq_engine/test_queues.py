@@ -20,7 +20,7 @@ from switchyard.operations.engines import engine_stats
 from switchyard.operations.services import Services
 from switchyard.rollback.assess import assess
 from switchyard.rollback.check import run_check
-from tests.conftest import cli_env, make_settings
+from tests.support.env import cli_env, make_settings
 
 QUEUES = ("vedfolnir:rq:high", "emails", "reports", "vedfolnir:rq:low")
 

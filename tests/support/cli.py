@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from tests.conftest import cli_env
+from tests.support.env import cli_env
 
 
 @dataclass(frozen=True)

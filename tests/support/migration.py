@@ -28,7 +28,7 @@ from switchyard.db.store import NewTask, TaskStore
 from switchyard.domain import Engine, Priority
 from switchyard.modes import Mode, read_routing
 from switchyard.switch import enqueue_tasks
-from tests.conftest import make_settings
+from tests.support.env import make_settings
 
 PRIORITIES = list(Priority)
 REGISTRIES = tuple(

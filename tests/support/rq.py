@@ -27,9 +27,9 @@ from switchyard.db.store import NewTask, TaskStore
 from switchyard.domain import Engine, Priority, Task
 from switchyard.errors import CaptionError
 from switchyard.operations.services import Services
-from tests.conftest import cli_env, make_settings
+from tests.support.env import cli_env, make_settings
 
-HANDLER = "tests.integration.support_rq:handler"
+HANDLER = "tests.support.rq:handler"
 
 
 def handler(settings: Settings) -> Callable[[Task], tuple[str, float]]:

@@ -17,7 +17,7 @@ from switchyard.db.store import utcnow
 from switchyard.operations import Services
 from switchyard.web import create_app
 from switchyard.web.auth import DISABLED
-from tests.web.conftest import TASK, TOKEN, build_services, sign_in
+from tests.support.web import TASK, TOKEN, build_services, sign_in
 
 
 def admin_routes(app: FastAPI) -> list[tuple[str, str]]:

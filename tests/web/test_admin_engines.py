@@ -16,14 +16,9 @@ from switchyard import modes
 from switchyard import switch as the_switch
 from switchyard.operations import Services
 from switchyard.rq_engine import connect
-from tests.conftest import PrivateRedis, cli_env
-from tests.web.conftest import (
-    TASK,
-    make_client,
-    scrape,
-    sign_in,
-    switch_mode_over_http,
-)
+from tests.support.env import cli_env
+from tests.support.servers import PrivateRedis
+from tests.support.web import TASK, make_client, scrape, sign_in, switch_mode_over_http
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from switchyard.domain import Engine
 from switchyard.operations import Services
 from switchyard.web import create_app
-from tests.web.conftest import TASK, TOKEN, build_services
+from tests.support.web import TASK, TOKEN, build_services
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -11,7 +11,7 @@ from switchyard.captioning.providers import Breaker, GuardedProvider
 from switchyard.domain import CaptionSettings, Engine
 from switchyard.errors import ProviderUnavailable
 from switchyard.operations import Services
-from tests.web.conftest import scrape
+from tests.support.web import scrape
 
 
 class Down:

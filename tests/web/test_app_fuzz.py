@@ -19,7 +19,7 @@ from schemathesis.schemas import APIOperation
 
 from switchyard.operations import Services, maintenance
 from switchyard.web import create_app
-from tests.web.conftest import TOKEN, build_services
+from tests.support.web import TOKEN, build_services
 
 # Per operation; raise it (FUZZ_EXAMPLES=50) for a deeper run than the suite's quick one.
 MAX_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "8"))

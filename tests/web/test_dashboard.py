@@ -14,7 +14,7 @@ from switchyard.db.schema import run_steps, runs
 from switchyard.db.store import Outcome, utcnow
 from switchyard.operations import Services, maintenance
 from switchyard.web import create_app
-from tests.web.conftest import TASK, TOKEN, build_services, csrf_of, sign_in
+from tests.support.web import TASK, TOKEN, build_services, csrf_of, sign_in
 
 # -- signing in -------------------------------------------------------------------------------
 

@@ -19,8 +19,8 @@ import httpx
 import pytest
 
 from switchyard.db.store import Outcome, TaskStore
-from tests.conftest import IN_CI, cli_env
-from tests.web.conftest import TASK, TOKEN
+from tests.support.env import IN_CI, cli_env
+from tests.support.web import TASK, TOKEN
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

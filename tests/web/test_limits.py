@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from switchyard.operations import Services
-from tests.web.conftest import TASK, TOKEN, Uvicorn
+from tests.support.web import TASK, TOKEN, Uvicorn
 
 BIG = 30 * 1024 * 1024
 LIMIT = 1024 * 1024  # the default
@@ -97,7 +97,7 @@ def test_a_usage_error_message_is_cut_short(client: TestClient) -> None:
 
 def test_a_body_over_a_configured_limit_is_413(services: Services) -> None:
     from switchyard.web import create_app
-    from tests.web.conftest import build_services
+    from tests.support.web import build_services
 
     small = build_services(
         services.settings.database_url, switchyard_admin_token=TOKEN, http_max_body_bytes=100

@@ -13,7 +13,7 @@ from switchyard.db.schema import tasks
 from switchyard.db.store import Outcome
 from switchyard.operations import Services, maintenance
 from switchyard.web import create_app
-from tests.web.conftest import TASK, build_services, scrape
+from tests.support.web import TASK, build_services, scrape
 
 
 def test_tasks_and_queues_are_counted_from_the_store(

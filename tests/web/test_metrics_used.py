@@ -15,7 +15,7 @@ from switchyard import operations as ops
 from switchyard.db.runs import RunRecorder
 from switchyard.domain import Priority
 from switchyard.rq_engine.connection import queue_for
-from tests.web.conftest import TASK, make_client, scrape
+from tests.support.web import TASK, make_client, scrape
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 

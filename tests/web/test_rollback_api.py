@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 
 from switchyard.rollback.procedures import KINDS
 from switchyard.web.rollback import Kind
-from tests.conftest import PrivateRedis
-from tests.web.conftest import TASK, make_client, switch_mode_over_http
+from tests.support.servers import PrivateRedis
+from tests.support.web import TASK, make_client, switch_mode_over_http
 
 
 @pytest.fixture

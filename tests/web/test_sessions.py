@@ -22,7 +22,7 @@ from switchyard.web import create_app
 from switchyard.web.auth import SESSION_SECRET_NAME
 from switchyard.web.sessions import cookie_secure
 from switchyard.web.throttle import SignInLimiter
-from tests.web.conftest import TOKEN, Uvicorn, build_services, sign_in
+from tests.support.web import TOKEN, Uvicorn, build_services, sign_in
 
 COOKIE = "switchyard_session"
 

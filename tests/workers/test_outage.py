@@ -21,7 +21,6 @@ from switchyard.db import migrate
 from switchyard.db.engine import make_engine
 from switchyard.operations.engines import set_mode
 from switchyard.operations.services import Services
-from tests.conftest import cli_env, make_settings
 from tests.drills.harness import (
     DRILL_SETTINGS,
     Cluster,
@@ -33,7 +32,8 @@ from tests.drills.harness import (
     unfinished,
     wait_until,
 )
-from tests.support_servers import PrivateDatabase
+from tests.support.env import cli_env, make_settings
+from tests.support.servers import PrivateDatabase
 
 pytestmark = pytest.mark.slow
 

@@ -14,15 +14,9 @@ from switchyard.db.store import TaskStore, utcnow
 from switchyard.domain import Status, Task
 from switchyard.errors import CaptionError
 from switchyard.workers.polling import Worker
-from tests.conftest import make_settings
-from tests.integration.conftest import (
-    ImageServer,
-    per_task,
-    status_counts,
-    submit_many,
-    transitions,
-    wait_until,
-)
+from tests.support.env import make_settings
+from tests.support.history import per_task, status_counts, submit_many, transitions, wait_until
+from tests.support.local_http import ImageServer
 
 Handler = Callable[[Task], tuple[str, float]]
 

@@ -14,14 +14,9 @@ import pytest
 
 from switchyard.db.store import TaskStore
 from switchyard.domain import Priority, Status
-from tests.integration.conftest import (
-    ImageServer,
-    StartWorker,
-    per_task,
-    status_counts,
-    submit_many,
-    wait_until,
-)
+from tests.support.history import per_task, status_counts, submit_many, wait_until
+from tests.support.local_http import ImageServer
+from tests.support.workers import StartWorker
 
 FAST_HEARTBEATS = {"WORKER_HEARTBEAT_INTERVAL": "0.2", "WORKER_HEARTBEAT_LAPSE": "1"}
 

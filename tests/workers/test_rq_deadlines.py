@@ -1,8 +1,8 @@
 """WORKER_TIMEOUT and --stop-timeout with real worker processes and a handler that hangs in C.
 
-The test handler (`support_rq.handler`) blocks forever in a read(2) of a pipe for an image
-URL with `/hang/` in it: no timeout inside the handler, no signal, nothing but the worker's
-own deadlines can end such an attempt.
+The test handler (`handler` in tests/support/rq.py) blocks forever in a read(2) of a pipe
+for an image URL with `/hang/` in it: no timeout inside the handler, no signal, nothing but
+the worker's own deadlines can end such an attempt.
 """
 
 from __future__ import annotations
@@ -20,14 +20,9 @@ from switchyard.domain import Priority, Status
 from switchyard.operations import submit
 from switchyard.rq_engine import jobs, queue_for
 from switchyard.workers.rq import SimpleRQWorker
-from tests.integration.conftest import (
-    StartWorker,
-    new_task,
-    status_counts,
-    submit_many,
-    wait_until,
-)
-from tests.integration.support_rq import HANDLER, ServicesPool, handler, new_tasks, runs
+from tests.support.history import new_task, status_counts, submit_many, wait_until
+from tests.support.rq import HANDLER, ServicesPool, handler, new_tasks, runs
+from tests.support.workers import StartWorker
 
 HANG = "http://img.test/hang/0.png"
 STARTUP = 60  # seconds a worker process may take to start (imports) on a loaded machine

@@ -29,9 +29,9 @@ from switchyard.operations.services import Services
 from switchyard.rq_engine.connection import JOB_FUNC
 from switchyard.web.api import health
 from switchyard.web.metrics import Metrics
-from tests.integration.support_rq import ServicesPool, Workers, wait_for
+from tests.support.rq import ServicesPool, Workers, wait_for
 
-OWNER_JOB = "tests.integration.support_rq_fixtures.owner_job"
+OWNER_JOB = "tests.support.rq_fixtures.owner_job"
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from switchyard import modes, switch
 from switchyard.db.store import NewTask
 from switchyard.domain import Priority, Status
 from switchyard.operations import submit
-from tests.integration.support_rq import ServicesPool, Workers, runs, wait_for
+from tests.support.rq import ServicesPool, Workers, runs, wait_for
 
 
 @pytest.fixture(params=["postgresql"])

@@ -18,8 +18,8 @@ from switchyard.operations import submit
 from switchyard.operations.services import Services
 from switchyard.rq_engine.control import queue_lengths
 from switchyard.workers.supervisor import Supervisor
-from tests.conftest import PrivateRedis
-from tests.integration.support_rq import ServicesPool, Workers, new_tasks, runs, wait_for
+from tests.support.rq import ServicesPool, Workers, new_tasks, runs, wait_for
+from tests.support.servers import PrivateRedis
 
 
 @pytest.fixture(params=["postgresql"])

@@ -22,8 +22,9 @@ from switchyard.errors import CaptionError
 from switchyard.operations import tasks as task_ops
 from switchyard.operations.services import Services
 from switchyard.workers.polling import Worker
-from tests.conftest import PrivateRedis, make_settings
-from tests.integration.conftest import new_task, wait_until
+from tests.support.env import make_settings
+from tests.support.history import new_task, wait_until
+from tests.support.servers import PrivateRedis
 
 LONG_POLL = 30.0
 FAST = 3.0  # seconds: far below LONG_POLL, far above a wake-up on a loaded machine
