@@ -7,6 +7,7 @@ migrated template. A backend whose server is down is skipped locally and fails i
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import uuid
@@ -17,11 +18,17 @@ from typing import TypeVar
 import pytest
 import sqlalchemy as sa
 
+from switchyard import logs
+from switchyard import operations as ops
+from switchyard.config import Settings
 from switchyard.db import migrate
 from switchyard.db.engine import make_engine
 from switchyard.db.schema import metadata
 from switchyard.db.store import TaskStore
-from tests.support.env import BACKENDS, IN_CI, REDIS_SERVER, SERVERS
+from switchyard.operations import Services
+from tests.support.env import BACKENDS, IN_CI, REDIS_SERVER, SERVERS, make_settings
+from tests.support.log_handlers import Captured, Lines
+from tests.support.rq import ServicesPool
 from tests.support.servers import (
     PrivateMariaDB,
     PrivatePostgres,
@@ -45,12 +52,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """`@pytest.mark.backends(...)` on a test or a module narrows the `backend` parameter to
-    those backends (the process tests run on fewer, being the slow ones)."""
+    those backends (the process tests run on fewer, being the slow ones). It becomes a
+    `parametrize` mark before pytest reads those, which overrides the fixture's own params."""
     marker = metafunc.definition.get_closest_marker("backends")
     if marker is not None and "backend" in metafunc.fixturenames:
-        metafunc.parametrize("backend", marker.args, indirect=True)
+        metafunc.definition.add_marker(
+            pytest.mark.parametrize("backend", marker.args, indirect=True)
+        )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -254,3 +265,62 @@ def _private(make: Callable[[], S]) -> S:
     except ServerMissing as exc:
         _unavailable(str(exc))
     return server
+
+
+SETTING_NAMES = [name.upper() for name in Settings.model_fields] + [
+    "RQ_REDIS_URL",
+    "EMERGENCY_ROLLBACK",
+    "SWITCHYARD_ENV_FILE",
+]
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No setting in the environment, and a working directory of the test's own (for .env)."""
+    for name in SETTING_NAMES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def _restore() -> Iterator[None]:
+    yield
+    logs.configure()
+
+
+@pytest.fixture
+def start_log() -> Iterator[Lines]:
+    logger = logging.getLogger("switchyard.start")
+    lines = Lines()
+    logger.addHandler(lines)
+    yield lines
+    logger.removeHandler(lines)
+
+
+@pytest.fixture
+def _plain_logging() -> Iterator[None]:
+    """Each test installs its own notifier; afterwards the logger is as the CLI leaves it."""
+    yield
+    logs.configure()
+
+
+@pytest.fixture
+def captured() -> Iterator[Captured]:
+    handler = Captured()
+    logging.getLogger().addHandler(handler)  # httpx, httpcore and anything else
+    logging.getLogger().setLevel(logging.DEBUG)
+    yield handler
+    logging.getLogger().removeHandler(handler)
+
+
+@pytest.fixture
+def svc(db_url: str, redis_url: str, pool: ServicesPool) -> Services:
+    return pool.make(db_url, redis_url)
+
+
+@pytest.fixture
+def offline_services(sqlite_url: str) -> Iterator[ops.Services]:
+    offline_services = ops.Services(make_settings(sqlite_url))
+    yield offline_services
+    offline_services.store.engine.dispose()

@@ -8,24 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from switchyard.config import Settings, describe, load_settings, masked_url
+from switchyard.config import describe, load_settings, masked_url
 from switchyard.errors import ConfigError
 from tests.support.env import cli_env
-
-SETTING_NAMES = [name.upper() for name in Settings.model_fields] + [
-    "RQ_REDIS_URL",
-    "EMERGENCY_ROLLBACK",
-    "SWITCHYARD_ENV_FILE",
-]
-
-
-@pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """No setting in the environment, and a working directory of the test's own (for .env)."""
-    for name in SETTING_NAMES:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 def test_defaults_match_the_runbook(clean_env: Path) -> None:

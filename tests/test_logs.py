@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,13 +14,9 @@ import pytest
 from switchyard import logs
 from switchyard.logs import LogSetup, log_event
 
+pytestmark = pytest.mark.usefixtures("_restore")
+
 log = logging.getLogger("switchyard.test")
-
-
-@pytest.fixture(autouse=True)
-def _restore() -> Iterator[None]:
-    yield
-    logs.configure()
 
 
 class Kept(logging.Handler):

@@ -8,10 +8,7 @@ import json
 import logging
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from switchyard.modes import Mode
 from switchyard.operations.services import Services
@@ -20,27 +17,7 @@ from switchyard.web.api import health
 from switchyard.web.app import create_app
 from switchyard.workers.runner import run_worker
 from tests.support.env import cli_env, make_settings
-
-
-class Lines(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def actions(self) -> list[str]:
-        return [r.getMessage() for r in self.records]
-
-
-@pytest.fixture
-def start_log() -> Iterator[Lines]:
-    logger = logging.getLogger("switchyard.start")
-    lines = Lines()
-    logger.addHandler(lines)
-    yield lines
-    logger.removeHandler(lines)
+from tests.support.log_handlers import Lines
 
 
 def test_a_disagreement_is_logged_at_every_start_and_shown_in_health(

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -25,38 +24,13 @@ from switchyard.rollback.runs import RunFailed, RunRecorder, Step, StepFailed, e
 from switchyard.switch import switch_mode
 from tests.support.env import cli_env
 from tests.support.local_http import WebhookReceiver
+from tests.support.log_handlers import Captured
+
+pytestmark = pytest.mark.usefixtures("_plain_logging")
 
 SECRET = "T0001-B0002-s3cr3tXYZ"
 QUICK = Delivery(attempts=3, backoff=0.05, timeout=2.0, flush_seconds=5.0)
 log = logging.getLogger("switchyard.test")
-
-
-@pytest.fixture(autouse=True)
-def _plain_logging() -> Iterator[None]:
-    """Each test installs its own notifier; afterwards the logger is as the CLI leaves it."""
-    yield
-    logs.configure()
-
-
-class Captured(logging.Handler):
-    """Every record, formatted as JSON and as key=value, for searching."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(logs.JsonFormatter().format(record))
-        self.lines.append(logs.KeyValueFormatter().format(record))
-
-
-@pytest.fixture
-def captured() -> Iterator[Captured]:
-    handler = Captured()
-    logging.getLogger().addHandler(handler)  # httpx, httpcore and anything else
-    logging.getLogger().setLevel(logging.DEBUG)
-    yield handler
-    logging.getLogger().removeHandler(handler)
 
 
 def notifier_for(urls: str, captured: Captured | None = None) -> Notifier:

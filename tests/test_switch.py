@@ -24,12 +24,7 @@ from switchyard.rollback.ownership import SystemEvent
 from switchyard.rollback.procedures import audit_moves
 from switchyard.rq_engine import connect
 from switchyard.rq_engine.control import queue_lengths
-from tests.support.rq import ServicesPool, new_tasks
-
-
-@pytest.fixture
-def svc(db_url: str, redis_url: str, pool: ServicesPool) -> Services:
-    return pool.make(db_url, redis_url)
+from tests.support.rq import new_tasks
 
 
 def queued_owned_by(svc: Services, engine: Engine) -> int:

@@ -3,8 +3,6 @@ of a batch."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import sqlalchemy as sa
 
@@ -12,7 +10,6 @@ from switchyard import operations as ops
 from switchyard.db.schema import task_events, tasks
 from switchyard.errors import NotFound, UsageError
 from switchyard.validation import MAX_URL_LENGTH
-from tests.support.env import make_settings
 
 GOOD = "https://files.example.social/media/a1b2.png"
 
@@ -39,15 +36,8 @@ BAD_URLS = [
 ]
 
 
-@pytest.fixture
-def services(sqlite_url: str) -> Iterator[ops.Services]:
-    services = ops.Services(make_settings(sqlite_url))
-    yield services
-    services.store.engine.dispose()
-
-
-def rows(services: ops.Services) -> tuple[int, int]:
-    with services.store.engine.connect() as conn:
+def rows(offline_services: ops.Services) -> tuple[int, int]:
+    with offline_services.store.engine.connect() as conn:
         count = sa.select(sa.func.count())
         return (
             conn.execute(count.select_from(tasks)).scalar_one(),
@@ -55,7 +45,7 @@ def rows(services: ops.Services) -> tuple[int, int]:
         )
 
 
-def submit_batch(services: ops.Services, specs: list[dict[str, object]]) -> None:
+def submit_batch(offline_services: ops.Services, specs: list[dict[str, object]]) -> None:
     """As every face submits: validate the whole batch, then write it in one go."""
     defaults: dict[str, object] = {
         "image_url": GOOD,
@@ -63,7 +53,7 @@ def submit_batch(services: ops.Services, specs: list[dict[str, object]]) -> None
         "platform_connection_id": 2,
     }
     new = [ops.build_task(**{**defaults, **spec}) for spec in specs]
-    ops.submit(services, new, "test")
+    ops.submit(offline_services, new, "test")
 
 
 @pytest.mark.parametrize(("url", "why"), BAD_URLS)
@@ -104,27 +94,27 @@ def test_a_good_url_is_accepted(url: str) -> None:
     ],
 )
 def test_bad_fields_are_refused_and_nothing_is_written(
-    services: ops.Services, spec: dict[str, object], message: str
+    offline_services: ops.Services, spec: dict[str, object], message: str
 ) -> None:
     with pytest.raises(UsageError, match=message):
-        submit_batch(services, [spec])
-    assert rows(services) == (0, 0)
+        submit_batch(offline_services, [spec])
+    assert rows(offline_services) == (0, 0)
 
 
-def test_one_bad_url_in_a_batch_refuses_the_whole_batch(services: ops.Services) -> None:
+def test_one_bad_url_in_a_batch_refuses_the_whole_batch(offline_services: ops.Services) -> None:
     specs: list[dict[str, object]] = [{"image_url": f"{GOOD}?n={i}"} for i in range(50)]
     specs.insert(25, {"image_url": "gopher://files.example/a.png"})
     with pytest.raises(UsageError, match="gopher"):
-        submit_batch(services, specs)
-    assert rows(services) == (0, 0)
-    submit_batch(services, specs[:25])
-    assert rows(services) == (25, 25)
+        submit_batch(offline_services, specs)
+    assert rows(offline_services) == (0, 0)
+    submit_batch(offline_services, specs[:25])
+    assert rows(offline_services) == (25, 25)
 
 
 @pytest.mark.parametrize("raw", ["", "42", "not-a-uuid", "0" * 33])
-def test_a_malformed_task_id_is_not_found(services: ops.Services, raw: str) -> None:
+def test_a_malformed_task_id_is_not_found(offline_services: ops.Services, raw: str) -> None:
     with pytest.raises(NotFound, match="not a task id"):
-        ops.get_task(services, raw)
+        ops.get_task(offline_services, raw)
 
 
 @pytest.mark.parametrize(
@@ -132,16 +122,16 @@ def test_a_malformed_task_id_is_not_found(services: ops.Services, raw: str) -> N
     [({"status": "done"}, "invalid status 'done'"), ({"priority": "top"}, "invalid priority")],
 )
 def test_bad_list_filters_are_refused(
-    services: ops.Services, kwargs: dict[str, str], message: str
+    offline_services: ops.Services, kwargs: dict[str, str], message: str
 ) -> None:
     with pytest.raises(UsageError, match=message):
-        ops.list_tasks(services, **kwargs)
+        ops.list_tasks(offline_services, **kwargs)
 
 
-def test_list_filters_work(services: ops.Services) -> None:
-    submit_batch(services, [{"priority": "urgent"}, {"user_id": 9}])
-    assert [t.user_id for t in ops.list_tasks(services, user_id=9).tasks] == [9]
-    assert [t.priority.label for t in ops.list_tasks(services, priority="urgent").tasks] == [
-        "urgent"
-    ]
-    assert len(ops.list_tasks(services, status="queued").tasks) == 2
+def test_list_filters_work(offline_services: ops.Services) -> None:
+    submit_batch(offline_services, [{"priority": "urgent"}, {"user_id": 9}])
+    assert [t.user_id for t in ops.list_tasks(offline_services, user_id=9).tasks] == [9]
+    assert [
+        t.priority.label for t in ops.list_tasks(offline_services, priority="urgent").tasks
+    ] == ["urgent"]
+    assert len(ops.list_tasks(offline_services, status="queued").tasks) == 2

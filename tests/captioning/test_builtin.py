@@ -7,10 +7,6 @@ settings with `fetch_allow_private=True`.
 from __future__ import annotations
 
 import dataclasses
-import io
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -22,24 +18,13 @@ from switchyard.captioning.builtin import BuiltinProvider, colour_name, open_ima
 from switchyard.config import Settings, load_settings
 from switchyard.domain import CaptionSettings
 from switchyard.errors import CaptionError, FetchRefused
+from tests.support.drawn_images import encode, navy_and_white
 
 DEFAULT = CaptionSettings()
 
 
-def encode(image: Image.Image, fmt: str = "PNG", **options: Any) -> bytes:
-    out = io.BytesIO()
-    image.save(out, fmt, **options)
-    return out.getvalue()
-
-
 def describe(data: bytes, max_pixels: int = 50_000_000) -> str:
     return BuiltinProvider(max_pixels).describe(data, DEFAULT)
-
-
-def navy_and_white(size: tuple[int, int] = (1200, 800), navy_share: float = 0.3) -> Image.Image:
-    image = Image.new("RGB", size, (255, 255, 255))
-    image.paste((0, 0, 128), (0, 0, int(size[0] * navy_share), size[1]))
-    return image
 
 
 # --- the builtin provider --------------------------------------------------------------
@@ -183,36 +168,6 @@ def test_public_surface_is_explicit() -> None:
 
 
 # --- caption_image ---------------------------------------------------------------------
-
-IMAGES: dict[str, bytes] = {
-    "/photo.png": encode(navy_and_white((600, 400))),
-    "/corrupt.png": b"\x89PNG\r\n\x1a\n" + b"\0" * 64,
-    "/bomb.png": encode(Image.new("L", (3000, 3000))),
-}
-
-
-class ImageHandler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body = IMAGES.get(self.path)
-        self.send_response(200 if body is not None else 404)
-        self.send_header("Content-Type", "image/png" if body is not None else "text/plain")
-        self.send_header("Content-Length", str(len(body or b"")))
-        self.end_headers()
-        self.wfile.write(body or b"")
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture(scope="module")
-def base_url() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), ImageHandler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
 
 
 def local(**overrides: Any) -> Settings:

@@ -2,198 +2,31 @@
 
 from __future__ import annotations
 
-import datetime
-import io
 import ipaddress
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
 
 import pytest
-from PIL import Image
 
 from switchyard.captioning import fetch_image
 from switchyard.captioning.addresses import address_kind
 from switchyard.captioning.fetch import AddressPolicy
 from switchyard.config import Settings, load_settings
 from switchyard.errors import CaptionError, FetchRefused
-from tests.support.http import serving
+from tests.support.fetch_server import PNG, ImageServer
+
+pytestmark = pytest.mark.usefixtures("_clear_hits")
 
 LOOPBACK_ONLY = ["127.0.0.1/32"]
-
-
-def png_bytes(
-    size: tuple[int, int] = (30, 20), colour: tuple[int, int, int] = (0, 90, 200)
-) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", size, colour).save(out, "PNG")
-    return out.getvalue()
-
-
-PNG = png_bytes()
 
 
 def settings(**overrides: Any) -> Settings:
     values: dict[str, Any] = {"fetch_allow_private": False, "fetch_timeout": 5.0}
     values.update(overrides)
     return load_settings(**values)
-
-
-class Handler(BaseHTTPRequestHandler):
-    """Routes by path; the server records every request's path and headers."""
-
-    server: ImageServer
-
-    def do_GET(self) -> None:
-        self.server.hits.append((self.path, dict(self.headers.items())))
-        path, _, query = self.path.partition("?")
-        route = ROUTES.get(path)
-        try:
-            if route is None:
-                self._send(404, b"no such page", "text/plain")
-            else:
-                route(self, parse_qs(query))
-        except ConnectionError:
-            pass  # the fetcher hung up (timeout, size cap): exactly what these tests provoke
-
-    def _send(
-        self, status: int, body: bytes, content_type: str, extra: dict[str, str] | None = None
-    ) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in (extra or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-def _image(h: Handler, q: dict[str, list[str]]) -> None:
-    h._send(200, PNG, "image/png; charset=binary")
-
-
-def _html(h: Handler, q: dict[str, list[str]]) -> None:
-    h._send(200, b"<html><body>hello</body></html>", "text/html; charset=utf-8")
-
-
-def _no_type(h: Handler, q: dict[str, list[str]]) -> None:
-    h.send_response(200)
-    h.end_headers()
-    h.wfile.write(PNG)
-
-
-def _big_declared(h: Handler, q: dict[str, list[str]]) -> None:
-    h._send(200, b"\0" * 5000, "image/png")
-
-
-def _big_streamed(h: Handler, q: dict[str, list[str]]) -> None:
-    """No Content-Length (HTTP/1.0, body ends at close): only counting can stop it."""
-    h.send_response(200)
-    h.send_header("Content-Type", "image/png")
-    h.end_headers()
-    for _ in range(50):
-        h.wfile.write(b"\0" * 1000)
-
-
-def _gzip(h: Handler, q: dict[str, list[str]]) -> None:
-    h._send(200, PNG, "image/png", {"Content-Encoding": "gzip"})
-
-
-def _redirect(h: Handler, q: dict[str, list[str]]) -> None:
-    h._send(302, b"", "text/plain", {"Location": q["to"][0]})
-
-
-def _loop(h: Handler, q: dict[str, list[str]]) -> None:
-    h._send(301, b"", "text/plain", {"Location": "/loop"})
-
-
-def _slow(h: Handler, q: dict[str, list[str]]) -> None:
-    time.sleep(1.0)
-    _image(h, q)
-
-
-def _drip(h: Handler, q: dict[str, list[str]]) -> None:
-    """Headers at once, then one byte every 50 ms: each read is quick, the whole is not."""
-    h.send_response(200)
-    h.send_header("Content-Type", "image/png")
-    h.end_headers()
-    for _ in range(60):
-        h.wfile.write(b"x")
-        h.wfile.flush()
-        time.sleep(0.05)
-
-
-def _dribble_headers(h: Handler, q: dict[str, list[str]]) -> None:
-    """One header line a second: every read is quick, the headers never end (well, after 8 s)."""
-    _dribble(h, [b"HTTP/1.1 200 OK\r\n"] + [b"X-Pad: %d\r\n" % i for i in range(8)])
-
-
-def _dribble_body(h: Handler, q: dict[str, list[str]]) -> None:
-    """Headers at once, then one body byte a second."""
-    head = b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: 8\r\n\r\n"
-    _dribble(h, [head] + [b"x"] * 8)
-
-
-def _dribble(h: Handler, pieces: list[bytes]) -> None:
-    h.close_connection = True
-    try:
-        for piece in pieces:
-            h.wfile.write(piece)
-            h.wfile.flush()
-            time.sleep(1.0)
-    except OSError:
-        pass  # the fetcher hung up, as it should
-
-
-ROUTES: dict[str, Callable[[Handler, dict[str, list[str]]], None]] = {
-    "/img.png": _image,
-    "/page.html": _html,
-    "/no-type": _no_type,
-    "/big": _big_declared,
-    "/big-streamed": _big_streamed,
-    "/gzip": _gzip,
-    "/redirect": _redirect,
-    "/loop": _loop,
-    "/slow": _slow,
-    "/drip": _drip,
-    "/dribble-headers": _dribble_headers,
-    "/dribble-body": _dribble_body,
-}
-
-
-class ImageServer(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.hits: list[tuple[str, dict[str, str]]] = []
-
-    @property
-    def port(self) -> int:
-        return int(self.server_address[1])
-
-    def url(self, path: str, host: str = "127.0.0.1") -> str:
-        return f"http://{host}:{self.port}{path}"
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[ImageServer]:
-    with serving(ImageServer()) as running:
-        yield running
-
-
-@pytest.fixture(autouse=True)
-def _clear_hits(server: ImageServer) -> None:
-    server.hits.clear()
 
 
 def refused(url: str, **kwargs: Any) -> str:
@@ -421,55 +254,6 @@ def test_a_server_dribbling_one_line_a_second_cannot_outlast_the_deadline(
 
 
 # --- https: the pinned connection still sends SNI and verifies the certificate's name ----
-
-
-def _self_signed(tmp: Path) -> tuple[Path, Path]:
-    crypto = pytest.importorskip("cryptography")
-    del crypto
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
-@pytest.fixture(scope="module")
-def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ImageServer, Path]]:
-    cert, key = _self_signed(tmp_path_factory.mktemp("tls"))
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
-    seen_sni: list[str | None] = []
-    context.sni_callback = lambda sock, name, ctx: seen_sni.append(name)
-    server = ImageServer()
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    server.seen_sni = seen_sni  # type: ignore[attr-defined]
-    with serving(server) as running:
-        yield running, cert
 
 
 def test_https_sends_sni_for_the_name_while_connecting_to_the_ip(

@@ -8,17 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from switchyard.operations.services import Services
-from tests.support.env import cli_env
 from tests.support.rollback import foreign_jobs, redis_client, rq_owned
-
-
-@pytest.fixture
-def env(sqlite_services: Services) -> dict[str, str]:
-    s = sqlite_services.settings
-    return cli_env(s.database_url, REDIS_URL=s.redis_url, LOG_LEVEL="WARNING")
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

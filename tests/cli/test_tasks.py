@@ -13,16 +13,9 @@ from switchyard.db.store import NewTask, Outcome, TaskStore
 from switchyard.domain import Status
 from tests.support.cli import cli, cli_many
 
+pytestmark = pytest.mark.backends("sqlite", "postgresql")
+
 IDS = ("--user-id", "7", "--platform-connection-id", "3")
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def backend(request: pytest.FixtureRequest) -> str:
-    """SQLite, plus one run of the whole flow on PostgreSQL."""
-    chosen = request.config.getoption("--backend")
-    if chosen and request.param not in chosen:
-        pytest.skip(f"{request.param} not selected")
-    return str(request.param)
 
 
 def test_an_operator_session(db_url: str, store: TaskStore, tmp_path: Path) -> None:

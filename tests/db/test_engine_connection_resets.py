@@ -11,16 +11,12 @@ task completes exactly once, by `task_events`.
 from __future__ import annotations
 
 import threading
-import uuid
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 import sqlalchemy as sa
 
 from switchyard.captioning.handler import make_handler
-from switchyard.db import migrate
 from switchyard.db.engine import make_engine
 from switchyard.db.schema import task_events
 from switchyard.db.store import NewTask, TaskStore
@@ -32,49 +28,11 @@ from switchyard.rq_engine import jobs
 from switchyard.workers.polling import Worker
 from tests.drills.harness import ImageServer, history_problems, unfinished, wait_until
 from tests.support.env import make_settings
-from tests.support.servers import PrivateDatabase, ResettingProxy
+from tests.support.resets import Proxied
 
 TASKS = 30
 CLAIM = b"attempts=(tasks.attempts"  # the SET of every claim, batched or named
 COMPLETION = b"caption="  # the SET of every completion
-
-
-@pytest.fixture(params=["postgresql", "mariadb"])
-def dialect(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def proxied(dialect: str, request: pytest.FixtureRequest) -> Iterator[Proxied]:
-    """A migrated database of this test's own: its URL through a resetting proxy, and a
-    direct engine for the test's own reads (a cut resets every proxied connection)."""
-    server: PrivateDatabase = request.getfixturevalue(f"private_{_server_name(dialect)}")
-    name = f"resets_{uuid.uuid4().hex[:8]}"
-    admin = make_engine(server.url(), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE {name}")
-    admin.dispose()
-    direct = make_engine(server.url(name))
-    migrate.upgrade(direct)
-    proxy = ResettingProxy(server.port)
-    yield Proxied(server.url(name).replace(f":{server.port}/", f":{proxy.port}/"), direct, proxy)
-    proxy.close()
-    direct.dispose()
-
-
-@dataclass(frozen=True)
-class Proxied:
-    url: str
-    direct: sa.Engine
-    proxy: ResettingProxy
-
-
-@pytest.fixture(scope="module")
-def images() -> Iterator[ImageServer]:
-    served = ImageServer(delay=0.005)
-    served.start()
-    yield served
-    served.stop()
 
 
 @pytest.mark.parametrize("moment", ["claim", "completion"])
@@ -164,7 +122,3 @@ def _claims(engine: sa.Engine) -> Counter[str]:
     query = sa.select(task_events.c.task_id).where(task_events.c.to_status == "running")
     with engine.connect() as conn:
         return Counter(str(task_id) for (task_id,) in conn.execute(query))
-
-
-def _server_name(dialect: str) -> str:
-    return "postgres" if dialect == "postgresql" else "mariadb"

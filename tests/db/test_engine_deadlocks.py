@@ -9,14 +9,12 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 
-import pytest
 import sqlalchemy as sa
 
 from switchyard.db.engine import deadlock_retried, is_deadlock, translated
 from switchyard.db.schema import tasks
 from switchyard.db.store import TaskStore
 from switchyard.errors import StoreError
-from tests.support.history import new_task
 
 Lock = Callable[[uuid.UUID, uuid.UUID, str], None]
 
@@ -58,16 +56,6 @@ def run_both(
     for t in threads:
         t.join(timeout=60)
     return errors
-
-
-@pytest.fixture
-def two_rows(store: TaskStore) -> tuple[uuid.UUID, uuid.UUID]:
-    if store.dialect == "sqlite":
-        pytest.skip("SQLite serialises writers at BEGIN: no deadlock to pick a victim of")
-    a, b = store.submit(
-        [new_task("http://img.example/a.png"), new_task("http://img.example/b.png")], "t"
-    )
-    return a.id, b.id
 
 
 def test_a_deadlock_victim_is_run_again_and_both_succeed(

@@ -4,7 +4,6 @@ upgrade to head, down to base, up again; the result matches schema.py; data surv
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,40 +15,11 @@ from alembic.runtime.migration import MigrationContext
 
 import switchyard.db.alembic
 from switchyard.db import migrate
-from switchyard.db.engine import make_engine
 from switchyard.db.schema import metadata
 from switchyard.db.store import NewTask, TaskStore, utcnow
 from switchyard.errors import StoreError
-from tests.support.env import SERVERS
 
 TABLES = set(metadata.tables)
-
-
-@pytest.fixture
-def fresh_engine(backend: str, tmp_path: Path) -> Iterator[sa.Engine]:
-    """An empty database of its own on `backend`, dropped afterwards."""
-    if backend == "sqlite":
-        engine = make_engine(f"sqlite:///{tmp_path / 'migrations.db'}")
-        yield engine
-        engine.dispose()
-        return
-    name = f"switchyard_mig_{uuid.uuid4().hex[:10]}"
-    admin = make_engine(
-        f"{SERVERS[backend]}/{'postgres' if backend == 'postgresql' else ''}",
-        isolation_level="AUTOCOMMIT",
-    )
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"CREATE DATABASE {name}")
-    except sa.exc.OperationalError as exc:
-        admin.dispose()
-        pytest.skip(f"{backend} is not reachable: {exc.orig}")
-    engine = make_engine(f"{SERVERS[backend]}/{name}")
-    yield engine
-    engine.dispose()
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}")
-    admin.dispose()
 
 
 def downgrade(engine: sa.Engine, revision: str) -> None:

@@ -14,12 +14,11 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import pymysql
 import pytest
 import sqlalchemy as sa
 from psycopg.pq import Trace
@@ -30,8 +29,6 @@ from switchyard.db.store import Outcome, TaskStore, utcnow
 from switchyard.domain import Engine, Status, Task
 from switchyard.errors import StoreError
 from tests.support.history import new_task, per_task, transitions
-
-QUIET = 60.0  # an idle-ping threshold no test reaches: only what the test does is sent
 
 
 def rq_task(store: TaskStore) -> Task:
@@ -44,13 +41,6 @@ def claim(store: TaskStore, task: Task, worker: str = "rq-1") -> Task | None:
 
 def complete(store: TaskStore, task: Task, worker: str = "rq-1") -> bool:
     return store.complete_one(worker, Outcome(task.id, task.attempts, "a caption", 0.9))
-
-
-@pytest.fixture
-def quiet_store(db_url: str) -> Iterator[TaskStore]:
-    s = TaskStore(make_engine(db_url, ping_idle_after=QUIET))
-    yield s
-    s.engine.dispose()
 
 
 def only(backends: str, backend: str) -> None:
@@ -100,22 +90,6 @@ def test_postgresql_claims_and_completes_in_one_round_trip_each(
     )
     assert transitions(quiet_store)[("queued", "running")] == 2
     assert transitions(quiet_store)[("running", "completed")] == 1
-
-
-@pytest.fixture
-def mysql_commands(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
-    """Every command PyMySQL sends (the real driver still sends it): COM_PING, or the first
-    word of a COM_QUERY."""
-    sent: Counter[str] = Counter()
-    real = pymysql.connections.Connection._execute_command
-
-    def spy(conn: Any, command: int, sql: Any) -> Any:
-        text = bytes(sql).decode() if isinstance(sql, (bytes, bytearray)) else str(sql)
-        sent["PING" if command == 14 else text.split()[0].upper()] += 1
-        return real(conn, command, sql)
-
-    monkeypatch.setattr(pymysql.connections.Connection, "_execute_command", spy)
-    return sent
 
 
 def test_mariadb_sends_no_ping_and_no_rollback_per_job(

@@ -4,12 +4,8 @@ damaged file, and a restore that puts back exactly what is missing, once."""
 from __future__ import annotations
 
 import json
-import shutil
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -141,44 +137,6 @@ def test_a_damaged_backup_restores_nothing(
 
 
 # -- Redis that persists to disk: BGSAVE, wait, then copy -----------------------------------
-
-
-@pytest.fixture
-def persisting_redis(tmp_path: Path) -> Iterator[str]:
-    """A redis-server of this test's own that saves to disk (the shared one does not)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    data = tmp_path / "redis-data"
-    data.mkdir()
-    process = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "3600 1",
-            "--dir",
-            str(data),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    for _ in range(100):
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    yield url
-    process.kill()
-    process.wait()
 
 
 def test_backup_waits_for_a_fresh_bgsave_and_copies_that_dump(

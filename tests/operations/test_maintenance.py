@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -11,16 +10,8 @@ from switchyard import operations as ops
 from switchyard.db.store import utcnow
 from switchyard.errors import NotFound, SubmissionsPaused, UsageError
 from switchyard.operations import Services, maintenance
-from tests.support.web import build_services
 
 NEW = ("https://pixelfed.example/a.png", 1, 1)
-
-
-@pytest.fixture
-def svc(db_url: str) -> Iterator[Services]:
-    s = build_services(db_url)
-    yield s
-    s.store.engine.dispose()
 
 
 # -- durations: the runbook's "2 hours" and plain minutes ------------------------------------

@@ -23,7 +23,6 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,26 +45,12 @@ from switchyard.rollback.rqstate import classify_key, take_snapshot
 from switchyard.rollback.verify import verify
 from switchyard.switch import enqueue_tasks
 from switchyard.switch import switch_mode as set_mode
-from tests.support.env import cli_env, make_settings
+from tests.support.env import cli_env
 
 DAY = 24 * 3600
 
 
 # -- fixtures (built on conftest's) ---------------------------------------------------------
-
-
-@pytest.fixture
-def r(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def svc(sqlite_url: str, redis_url: str) -> Iterator[Services]:
-    services = Services(make_settings(sqlite_url, redis_url=redis_url))
-    yield services
-    services.store.engine.dispose()
 
 
 def json_queue(r: redis.Redis, name: str) -> Queue:

@@ -6,13 +6,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from switchyard.db.engine import make_engine
 from switchyard.db.runs import LEASE_KEY
 from switchyard.db.schema import system_state
 from switchyard.rollback.runs import (
@@ -26,13 +24,6 @@ from switchyard.rollback.runs import (
     StepStatus,
     execute,
 )
-
-
-@pytest.fixture
-def recorder(clean_db_url: str) -> Iterator[RunRecorder]:
-    engine = make_engine(clean_db_url)
-    yield RunRecorder(engine)
-    engine.dispose()
 
 
 def counting_steps(calls: list[str], fail_at: str | None = None) -> list[Step]:

@@ -34,13 +34,6 @@ from switchyard.workers.rq import SimpleRQWorker
 from tests.support.rq import ServicesPool, all_job_ids, handler, new_tasks
 
 
-@pytest.fixture
-def services(db_url: str, redis_url: str, pool: ServicesPool) -> Services:
-    s = pool.make(db_url, redis_url)
-    switch.switch_mode(s.store, modes.Mode.RQ, "test", "rq engine tests")
-    return s
-
-
 def run_rq(services: Services, name: str = "rq-test") -> None:
     """Drain the four queues with rq's SimpleWorker in this process (burst)."""
     jobs.install(services.store, services.settings, handler(services.settings), name)

@@ -11,7 +11,6 @@ pickled jobs wait for --allow-pickle and failed ones for --include-failed.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,32 +21,15 @@ from switchyard.db.store import TaskStore
 from switchyard.domain import Priority, Status
 from switchyard.migration import RqToDbOptions, migrate_rq_to_db, restore_backup, take_backup
 from switchyard.migration.mapping import task_id_for_job
-from switchyard.modes import Mode
 from switchyard.operations.services import Services
 from switchyard.rollback.verify import verify
 from switchyard.rq_engine.keys import Role, classify
-from switchyard.switch import switch_mode as set_mode
 from tests.support.env import make_settings
 from tests.support.rq_fixtures import VERSIONS, Recording, load, recording
 
 PENDING = ("queued", "at_front", "scheduled", "deferred")
 IN_FLIGHT = ("started", "taken_not_started")
 PICKLED = ("pickled", "pickled_id_only")
-
-
-@pytest.fixture
-def r(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def svc(db_url: str, redis_url: str) -> Iterator[Services]:
-    services = Services(make_settings(db_url, redis_url=redis_url))
-    set_mode(services.store, Mode.DB, "test", "rollback")
-    yield services
-    services.store.engine.dispose()
 
 
 @pytest.mark.parametrize("version", VERSIONS)

@@ -7,9 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 
-import pytest
 import redis
 from rq import Queue, Worker
 from rq.serializers import JSONSerializer
@@ -23,13 +21,6 @@ from switchyard.rollback.check import run_check
 from tests.support.env import cli_env, make_settings
 
 QUEUES = ("vedfolnir:rq:high", "emails", "reports", "vedfolnir:rq:low")
-
-
-@pytest.fixture
-def r(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
 
 
 def produce(r: redis.Redis) -> dict[str, str]:

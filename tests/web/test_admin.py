@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import subprocess
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -45,12 +44,6 @@ def test_the_admin_api_has_the_runbook_routes() -> None:
         "/admin/maintenance/resume-task-submission",
     ):
         assert path in paths
-
-
-@pytest.fixture
-def no_token_client(sqlite_url: str) -> Iterator[TestClient]:
-    with TestClient(create_app(build_services(sqlite_url))) as c:
-        yield c
 
 
 def refusals(client: TestClient, headers: dict[str, str], status: int) -> list[str]:

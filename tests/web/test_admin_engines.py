@@ -6,9 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
-import pytest
 from fastapi.testclient import TestClient
 from rq import Worker
 
@@ -19,24 +17,6 @@ from switchyard.rq_engine import connect
 from tests.support.env import cli_env
 from tests.support.servers import PrivateRedis
 from tests.support.web import TASK, make_client, scrape, sign_in, switch_mode_over_http
-
-
-@pytest.fixture
-def rq_client(sqlite_url: str, redis_url: str) -> Iterator[tuple[TestClient, Services]]:
-    client, svc = make_client(sqlite_url, redis_url)
-    with client:
-        yield client, svc
-    svc.store.engine.dispose()
-
-
-@pytest.fixture
-def outage_client(
-    sqlite_url: str, private_redis: PrivateRedis
-) -> Iterator[tuple[TestClient, Services]]:
-    client, svc = make_client(sqlite_url, private_redis.url)
-    with client:
-        yield client, svc
-    svc.store.engine.dispose()
 
 
 def test_mode_switch_moves_queued_work_and_stats_show_both_engines(

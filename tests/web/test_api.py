@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,43 +11,29 @@ from fastapi.testclient import TestClient
 from switchyard.domain import Engine
 from switchyard.operations import Services
 from switchyard.web import create_app
-from tests.support.web import TASK, TOKEN, build_services
+from tests.support.web import TASK, build_services
 
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def backend(request: pytest.FixtureRequest) -> str:
-    """This module's suite runs on SQLite and once on PostgreSQL."""
-    chosen = request.config.getoption("--backend")
-    if chosen and request.param not in chosen:
-        pytest.skip(f"{request.param} not selected")
-    return str(request.param)
-
-
-@pytest.fixture
-def services(db_url: str) -> Iterator[Services]:
-    svc = build_services(db_url, switchyard_admin_token=TOKEN)
-    yield svc
-    svc.store.engine.dispose()
+pytestmark = pytest.mark.backends("sqlite", "postgresql")
 
 
 def task(**changes: object) -> dict[str, object]:
     return {**TASK, **changes}
 
 
-def total(client: TestClient) -> int:
-    return sum(client.get("/health").json()["database"]["tasks"].values())
+def total(api_client: TestClient) -> int:
+    return sum(api_client.get("/health").json()["database"]["tasks"].values())
 
 
 # -- submitting -------------------------------------------------------------------------------
 
 
-def test_submit_one_task_then_read_it_with_its_history(client: TestClient) -> None:
-    created = client.post("/api/tasks", json=task(priority="urgent"))
+def test_submit_one_task_then_read_it_with_its_history(api_client: TestClient) -> None:
+    created = api_client.post("/api/tasks", json=task(priority="urgent"))
     assert created.status_code == 201
     body = created.json()
     assert (body["status"], body["priority"], body["user_id"]) == ("queued", "urgent", 7)
 
-    got = client.get(f"/api/tasks/{body['id']}")
+    got = api_client.get(f"/api/tasks/{body['id']}")
     assert got.status_code == 200
     assert got.json()["image_url"] == TASK["image_url"]
     assert [e["to_status"] for e in got.json()["events"]] == ["queued"]
@@ -70,26 +55,26 @@ def test_submit_one_task_then_read_it_with_its_history(client: TestClient) -> No
     ],
 )
 def test_invalid_submissions_are_422_naming_the_field_and_write_nothing(
-    client: TestClient, change: dict[str, object], field: list[str]
+    api_client: TestClient, change: dict[str, object], field: list[str]
 ) -> None:
-    response = client.post("/api/tasks", json=task(**change))
+    response = api_client.post("/api/tasks", json=task(**change))
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == field
-    assert total(client) == 0
+    assert total(api_client) == 0
 
 
-def test_a_missing_field_is_named(client: TestClient) -> None:
-    response = client.post("/api/tasks", json={"image_url": TASK["image_url"], "user_id": 1})
+def test_a_missing_field_is_named(api_client: TestClient) -> None:
+    response = api_client.post("/api/tasks", json={"image_url": TASK["image_url"], "user_id": 1})
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["body", "platform_connection_id"]
 
 
-def test_a_batch_is_written_whole(client: TestClient) -> None:
+def test_a_batch_is_written_whole(api_client: TestClient) -> None:
     batch = [task(priority=p) for p in ("low", "high", "urgent")]
-    response = client.post("/api/tasks/batch", json={"tasks": batch})
+    response = api_client.post("/api/tasks/batch", json={"tasks": batch})
     assert response.status_code == 201
     assert [t["priority"] for t in response.json()["tasks"]] == ["low", "high", "urgent"]
-    assert total(client) == 3
+    assert total(api_client) == 3
 
 
 @pytest.mark.parametrize(
@@ -101,38 +86,38 @@ def test_a_batch_is_written_whole(client: TestClient) -> None:
     ],
 )
 def test_a_batch_with_one_bad_task_writes_nothing(
-    client: TestClient, bad: dict[str, object], field: list[object]
+    api_client: TestClient, bad: dict[str, object], field: list[object]
 ) -> None:
     batch = [task(), task(**bad), task()]
-    response = client.post("/api/tasks/batch", json={"tasks": batch})
+    response = api_client.post("/api/tasks/batch", json={"tasks": batch})
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == field
-    assert total(client) == 0
+    assert total(api_client) == 0
 
 
-def test_an_empty_batch_is_refused(client: TestClient) -> None:
-    assert client.post("/api/tasks/batch", json={"tasks": []}).status_code == 422
+def test_an_empty_batch_is_refused(api_client: TestClient) -> None:
+    assert api_client.post("/api/tasks/batch", json={"tasks": []}).status_code == 422
 
 
 # -- reading ----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("task_id", ["9b2f4c1e-7a3d-4e5f-8c6b-0d1e2f3a4b5c", "not-a-task-id"])
-def test_unknown_tasks_are_404(client: TestClient, task_id: str) -> None:
-    response = client.get(f"/api/tasks/{task_id}")
+def test_unknown_tasks_are_404(api_client: TestClient, task_id: str) -> None:
+    response = api_client.get(f"/api/tasks/{task_id}")
     assert response.status_code == 404
     assert "no task" in response.json()["detail"]
 
 
-def test_list_with_filters(client: TestClient) -> None:
-    client.post("/api/tasks", json=task(priority="urgent"))
-    client.post("/api/tasks", json=task(priority="low", user_id=8))
-    assert client.get("/api/tasks").json()["count"] == 2
-    assert [t["user_id"] for t in client.get("/api/tasks?user_id=8").json()["tasks"]] == [8]
-    urgent = client.get("/api/tasks", params={"priority": "urgent"}).json()["tasks"]
+def test_list_with_filters(api_client: TestClient) -> None:
+    api_client.post("/api/tasks", json=task(priority="urgent"))
+    api_client.post("/api/tasks", json=task(priority="low", user_id=8))
+    assert api_client.get("/api/tasks").json()["count"] == 2
+    assert [t["user_id"] for t in api_client.get("/api/tasks?user_id=8").json()["tasks"]] == [8]
+    urgent = api_client.get("/api/tasks", params={"priority": "urgent"}).json()["tasks"]
     assert [t["priority"] for t in urgent] == ["urgent"]
-    assert client.get("/api/tasks?status=completed").json()["count"] == 0
-    assert client.get("/api/tasks?limit=1").json()["count"] == 1
+    assert api_client.get("/api/tasks?status=completed").json()["count"] == 0
+    assert api_client.get("/api/tasks?limit=1").json()["count"] == 1
 
 
 @pytest.mark.parametrize(
@@ -144,8 +129,8 @@ def test_list_with_filters(client: TestClient) -> None:
         ("user_id=me", ["query", "user_id"]),
     ],
 )
-def test_bad_list_filters_are_422(client: TestClient, query: str, field: list[str]) -> None:
-    response = client.get(f"/api/tasks?{query}")
+def test_bad_list_filters_are_422(api_client: TestClient, query: str, field: list[str]) -> None:
+    response = api_client.get(f"/api/tasks?{query}")
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == field
 
@@ -153,100 +138,100 @@ def test_bad_list_filters_are_422(client: TestClient, query: str, field: list[st
 # -- cancel and retry -------------------------------------------------------------------------
 
 
-def test_cancel_then_retry(client: TestClient) -> None:
-    task_id = client.post("/api/tasks", json=task()).json()["id"]
-    cancelled = client.post(f"/api/tasks/{task_id}/cancel", json={"reason": "user asked"})
+def test_cancel_then_retry(api_client: TestClient) -> None:
+    task_id = api_client.post("/api/tasks", json=task()).json()["id"]
+    cancelled = api_client.post(f"/api/tasks/{task_id}/cancel", json={"reason": "user asked"})
     assert (cancelled.status_code, cancelled.json()["status"]) == (200, "cancelled")
 
-    again = client.post(f"/api/tasks/{task_id}/cancel")
+    again = api_client.post(f"/api/tasks/{task_id}/cancel")
     assert again.status_code == 409
     assert "cannot move it to cancelled" in again.json()["detail"]
 
-    retried = client.post(f"/api/tasks/{task_id}/retry")
+    retried = api_client.post(f"/api/tasks/{task_id}/retry")
     assert (retried.status_code, retried.json()["status"]) == (200, "queued")
-    assert client.post(f"/api/tasks/{task_id}/retry").status_code == 409
-    history = client.get(f"/api/tasks/{task_id}").json()["events"]
+    assert api_client.post(f"/api/tasks/{task_id}/retry").status_code == 409
+    history = api_client.get(f"/api/tasks/{task_id}").json()["events"]
     assert [e["reason"] for e in history][1] == "user asked"
 
 
-def test_cancel_and_retry_of_unknown_tasks_are_404(client: TestClient) -> None:
+def test_cancel_and_retry_of_unknown_tasks_are_404(api_client: TestClient) -> None:
     unknown = uuid.uuid4()
-    assert client.post(f"/api/tasks/{unknown}/cancel").status_code == 404
-    assert client.post(f"/api/tasks/{unknown}/retry").status_code == 404
+    assert api_client.post(f"/api/tasks/{unknown}/cancel").status_code == 404
+    assert api_client.post(f"/api/tasks/{unknown}/retry").status_code == 404
 
 
 # -- maintenance, as the task API's clients see it ----------------------------------------------
 
 
 def test_paused_submissions_are_503_with_retry_after_and_nothing_is_written(
-    client: TestClient, admin: dict[str, str]
+    api_client: TestClient, admin: dict[str, str]
 ) -> None:
     pause = {"reason": "Rollback in progress", "duration": "2 hours"}
-    assert client.post(
+    assert api_client.post(
         "/admin/maintenance/pause-task-submission", json=pause, headers=admin
     ).is_success
 
-    refused = client.post("/api/tasks", json=task())
+    refused = api_client.post("/api/tasks", json=task())
     assert refused.status_code == 503
     assert 7100 < int(refused.headers["Retry-After"]) <= 7201
     assert "Rollback in progress" in refused.json()["detail"]
-    assert client.post("/api/tasks/batch", json={"tasks": [task()]}).status_code == 503
-    assert total(client) == 0
+    assert api_client.post("/api/tasks/batch", json={"tasks": [task()]}).status_code == 503
+    assert total(api_client) == 0
 
-    status = client.get("/api/maintenance/status").json()
+    status = api_client.get("/api/maintenance/status").json()
     assert status["accepting_submissions"] is False
     assert status["message"] == "Rollback in progress"
 
-    assert client.post("/admin/maintenance/resume-task-submission", headers=admin).is_success
-    assert client.post("/api/tasks", json=task()).status_code == 201
-    assert total(client) == 1
+    assert api_client.post("/admin/maintenance/resume-task-submission", headers=admin).is_success
+    assert api_client.post("/api/tasks", json=task()).status_code == 201
+    assert total(api_client) == 1
 
 
 def test_emergency_mode_refuses_submissions_until_disabled(
-    client: TestClient, admin: dict[str, str]
+    api_client: TestClient, admin: dict[str, str]
 ) -> None:
     body = {"reason": "Emergency RQ rollback", "notify_users": True}
-    client.post("/admin/maintenance/emergency-mode", json=body, headers=admin)
-    refused = client.post("/api/tasks", json=task())
+    api_client.post("/admin/maintenance/emergency-mode", json=body, headers=admin)
+    refused = api_client.post("/api/tasks", json=task())
     assert refused.status_code == 503
     assert refused.headers["Retry-After"] == "300"
-    notices = client.get("/api/maintenance/status").json()["notices"]
+    notices = api_client.get("/api/maintenance/status").json()["notices"]
     assert notices[0]["reason"] == "Emergency RQ rollback"
 
-    client.post("/admin/maintenance/disable-emergency-mode", headers=admin)
-    assert client.post("/api/tasks", json=task()).status_code == 201
+    api_client.post("/admin/maintenance/disable-emergency-mode", headers=admin)
+    assert api_client.post("/api/tasks", json=task()).status_code == 201
 
 
-def test_reads_still_work_while_paused(client: TestClient, admin: dict[str, str]) -> None:
-    task_id = client.post("/api/tasks", json=task()).json()["id"]
-    client.post("/admin/maintenance/pause-task-submission", json={"reason": "x"}, headers=admin)
-    assert client.get(f"/api/tasks/{task_id}").status_code == 200
-    assert client.post(f"/api/tasks/{task_id}/cancel").status_code == 200
+def test_reads_still_work_while_paused(api_client: TestClient, admin: dict[str, str]) -> None:
+    task_id = api_client.post("/api/tasks", json=task()).json()["id"]
+    api_client.post("/admin/maintenance/pause-task-submission", json={"reason": "x"}, headers=admin)
+    assert api_client.get(f"/api/tasks/{task_id}").status_code == 200
+    assert api_client.post(f"/api/tasks/{task_id}/cancel").status_code == 200
 
 
 # -- health -----------------------------------------------------------------------------------
 
 
-def test_health_reports_each_component(client: TestClient, services: Services) -> None:
-    response = client.get("/health")
+def test_health_reports_each_component(api_client: TestClient, api_services: Services) -> None:
+    response = api_client.get("/health")
     assert response.status_code == 200
     body = response.json()
     assert (body["status"], body["workers"]["status"]) == ("degraded", "degraded")  # none alive
     assert body["database"]["status"] == "ok"
     assert (body["mode"]["mode"], body["redis"]["status"]) == ("db", "unused")
 
-    services.store.register_worker("w1", Engine.DB, "host", 1)
-    body = client.get("/health").json()
+    api_services.store.register_worker("w1", Engine.DB, "host", 1)
+    body = api_client.get("/health").json()
     assert (body["status"], body["workers"]["alive"]["db"]) == ("healthy", 1)
 
 
 def test_health_is_503_when_the_database_is_unreachable(tmp_path: Path) -> None:
     broken = build_services(f"sqlite:///{tmp_path}/missing/dir/x.db")
-    with TestClient(create_app(broken)) as client:
-        response = client.get("/health")
+    with TestClient(create_app(broken)) as api_client:
+        response = api_client.get("/health")
         assert response.status_code == 503
         assert response.json()["database"]["status"] == "error"
-        refused = client.post("/api/tasks", json=task())
+        refused = api_client.post("/api/tasks", json=task())
         assert refused.status_code == 503
         assert "database error" in refused.json()["detail"]
 
@@ -260,14 +245,16 @@ def test_the_schema_names_every_priority() -> None:
     assert list(get_args(PriorityName)) == [p.label for p in Priority]
 
 
-def test_task_lists_page_by_cursor_and_refuse_a_forged_one(client: TestClient) -> None:
+def test_task_lists_page_by_cursor_and_refuse_a_forged_one(api_client: TestClient) -> None:
     body = {"tasks": [{**TASK, "user_id": 3} for _ in range(5)]}
-    assert client.post("/api/tasks/batch", json=body).status_code == 201
-    first = client.get("/api/tasks", params={"limit": 3}).json()
+    assert api_client.post("/api/tasks/batch", json=body).status_code == 201
+    first = api_client.get("/api/tasks", params={"limit": 3}).json()
     assert first["count"] == 3 and first["next_cursor"]
-    second = client.get("/api/tasks", params={"limit": 3, "cursor": first["next_cursor"]}).json()
+    second = api_client.get(
+        "/api/tasks", params={"limit": 3, "cursor": first["next_cursor"]}
+    ).json()
     assert second["count"] == 2 and second["next_cursor"] is None
     ids = [t["id"] for t in first["tasks"] + second["tasks"]]
     assert len(set(ids)) == 5
-    forged = client.get("/api/tasks", params={"cursor": "not-a-cursor"})
+    forged = api_client.get("/api/tasks", params={"cursor": "not-a-cursor"})
     assert forged.status_code == 422 and "invalid cursor" in forged.text

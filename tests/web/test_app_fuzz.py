@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 
-import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.config._checks import POSITIVE_DATA_ACCEPTANCE_EXPECTED_STATUSES
@@ -19,7 +17,7 @@ from schemathesis.schemas import APIOperation
 
 from switchyard.operations import Services, maintenance
 from switchyard.web import create_app
-from tests.support.web import TOKEN, build_services
+from tests.support.web import TOKEN
 
 # Per operation; raise it (FUZZ_EXAMPLES=50) for a deeper run than the suite's quick one.
 MAX_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "8"))
@@ -55,14 +53,6 @@ CONFIG = schemathesis.config.SchemathesisConfig.from_dict(
 # A started rollback runs on in a background thread past the example that started it; runs
 # are tested in test_rollback_api.py.
 EXCLUDED = ("/admin/rollback/",)
-
-
-@pytest.fixture
-def fuzz_services(sqlite_url: str, redis_url: str) -> Iterator[Services]:
-    """A database of its own and a Redis database of this session's own."""
-    svc = build_services(sqlite_url, switchyard_admin_token=TOKEN, redis_url=redis_url)
-    yield svc
-    svc.store.engine.dispose()
 
 
 def reset(services: Services) -> None:

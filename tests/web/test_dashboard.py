@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from datetime import timedelta
-
 import pytest
-import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from switchyard import operations as ops
-from switchyard.db.schema import run_steps, runs
-from switchyard.db.store import Outcome, utcnow
 from switchyard.operations import Services, maintenance
 from switchyard.web import create_app
-from tests.support.web import TASK, TOKEN, build_services, csrf_of, sign_in
+from tests.support.web import TOKEN, build_services, csrf_of, sign_in
 
 # -- signing in -------------------------------------------------------------------------------
 
@@ -157,46 +150,6 @@ def test_every_button_asks_for_confirmation(dashboard: tuple[TestClient, str]) -
     assert actions >= 3
     assert page.count("data-confirm=") == actions
     assert page.count('name="csrf"') == actions + 1  # and the sign-out form
-
-
-@pytest.fixture
-def busy(services: Services) -> Iterator[Services]:
-    """Tasks in several states, and a run with its timeline."""
-    store = services.store
-    ops.submit(
-        services, [ops.build_task(**{**TASK, "priority": p}) for p in ("urgent", "low")], "t"
-    )
-    ops.submit(services, [ops.build_task(**TASK) for _ in range(3)], "t")
-    claimed = store.claim("w1", 3)
-    store.complete("w1", [Outcome(t.id, t.attempts, "a caption", 0.9) for t in claimed[:2]])
-    store.fail("w1", claimed[2].id, "broken image", retryable=False)
-    now = utcnow()
-    with store.engine.begin() as conn:
-        conn.execute(
-            sa.insert(runs).values(
-                id="run-42", kind="emergency", status="running", params={}, started_at=now
-            )
-        )
-        conn.execute(
-            sa.insert(run_steps),
-            [
-                {
-                    "run_id": "run-42",
-                    "name": "pause-submissions",
-                    "status": "succeeded",
-                    "started_at": now,
-                    "finished_at": now + timedelta(seconds=1),
-                },
-                {
-                    "run_id": "run-42",
-                    "name": "migrate-rq-to-db",
-                    "status": "running",
-                    "started_at": now,
-                    "finished_at": None,
-                },
-            ],
-        )
-    yield services
 
 
 def test_the_page_shows_queues_tasks_chart_and_run(

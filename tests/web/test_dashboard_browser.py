@@ -8,109 +8,14 @@ see the state change, see the page refresh by itself, and save a screenshot.
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
-from switchyard.db.store import Outcome, TaskStore
-from tests.support.env import IN_CI, cli_env
+from tests.support.browser import Server
 from tests.support.web import TASK, TOKEN
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 SCREENSHOT_DIR = Path(os.environ.get("SWITCHYARD_SCREENSHOT_DIR", "/tmp/switchyard-screenshots"))
-
-
-def _unavailable(reason: str) -> None:
-    if IN_CI:
-        pytest.fail(f"{reason} (required in CI: run scripts/ensure-browser)")
-    pytest.skip(reason)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    def __init__(self, url: str, log: Path, database_url: str) -> None:
-        self.url = url
-        self.log = log
-        self.database_url = database_url
-
-    def some_history(self) -> None:
-        """Tasks finished and failed in the last hour, for the chart (through the store)."""
-        for priority in ("normal", "normal", "low", "high"):
-            response = httpx.post(f"{self.url}/api/tasks", json={**TASK, "priority": priority})
-            response.raise_for_status()
-        store = TaskStore.from_url(self.database_url)
-        claimed = store.claim("browser-test-worker", 4)
-        store.complete("browser-test-worker", [Outcome(t.id, 1, "a cat", 0.9) for t in claimed[:3]])
-        store.fail("browser-test-worker", claimed[3].id, "image gone", retryable=False)
-        store.engine.dispose()
-
-
-@pytest.fixture
-def server(sqlite_url: str, redis_url: str, tmp_path: Path) -> Iterator[Server]:
-    """`switchyard serve` on a free port, its log captured to a file."""
-    port = _free_port()
-    log = tmp_path / "serve.log"
-    env = cli_env(sqlite_url, SWITCHYARD_ADMIN_TOKEN=TOKEN, REDIS_URL=redis_url)
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "switchyard", "--log-level=DEBUG", "serve", f"--port={port}"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_up(url, process)
-        yield Server(url, log, sqlite_url)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-
-def _wait_until_up(url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "switchyard serve exited"
-        try:
-            httpx.get(f"{url}/health", timeout=1)
-            return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise AssertionError("switchyard serve did not come up")
-
-
-@pytest.fixture
-def browser() -> Iterator[object]:
-    if not CHROMIUM.exists():
-        _unavailable("chromium is not installed")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("playwright is not installed")
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 def test_sign_in_see_the_queues_pause_and_watch_it_change(server: Server, browser: object) -> None:

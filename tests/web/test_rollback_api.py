@@ -4,28 +4,14 @@ the background, follow it by its id, read its report; check and verify, which ca
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, get_args
 
-import pytest
 from fastapi.testclient import TestClient
 
 from switchyard.rollback.procedures import KINDS
 from switchyard.web.rollback import Kind
 from tests.support.servers import PrivateRedis
 from tests.support.web import TASK, make_client, switch_mode_over_http
-
-
-@pytest.fixture
-def rq_client(
-    sqlite_url: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[TestClient]:
-    monkeypatch.chdir(tmp_path)  # a run's backups go under ./backups
-    client, svc = make_client(sqlite_url, redis_url)
-    with client:
-        yield client
-    svc.store.engine.dispose()
 
 
 def follow(client: TestClient, location: str, admin: dict[str, str]) -> dict[str, Any]:
@@ -43,8 +29,10 @@ def test_the_api_offers_every_procedure() -> None:
     assert get_args(Kind) == KINDS
 
 
-def test_a_planned_rollback_through_the_api(rq_client: TestClient, admin: dict[str, str]) -> None:
-    client = rq_client
+def test_a_planned_rollback_through_the_api(
+    rollback_client: TestClient, admin: dict[str, str]
+) -> None:
+    client = rollback_client
     switch_mode_over_http(client, admin, "rq")
     created = [client.post("/api/tasks", json=TASK).json()["id"] for _ in range(3)]
     assert client.get("/admin/rq/stats", headers=admin).json()["rq"]["queues"]["normal"] == 3
@@ -79,8 +67,10 @@ def test_a_planned_rollback_through_the_api(rq_client: TestClient, admin: dict[s
     assert client.post("/admin/verify", json={"expect_rq_empty": True}, headers=admin).is_success
 
 
-def test_runs_refuse_what_they_cannot_do(rq_client: TestClient, admin: dict[str, str]) -> None:
-    client = rq_client
+def test_runs_refuse_what_they_cannot_do(
+    rollback_client: TestClient, admin: dict[str, str]
+) -> None:
+    client = rollback_client
     assert client.post("/admin/rollback/sideways", headers=admin).status_code == 422
     emergency = client.post("/admin/rollback/emergency", json={}, headers=admin)
     assert emergency.status_code == 422 and "canary" in str(emergency.json())

@@ -9,15 +9,12 @@ down is refused (HTTP 503 with Retry-After; the CLI one line, exit 1) and writte
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import sqlalchemy as sa
 
-from switchyard.db import migrate
 from switchyard.db.engine import make_engine
 from switchyard.operations.engines import set_mode
 from switchyard.operations.services import Services
@@ -47,36 +44,6 @@ OUTAGE_SETTINGS = {
     "RQ_DISPATCH_INTERVAL": "0.25",
     "LOG_LEVEL": "INFO",
 }
-
-
-@pytest.fixture(params=["postgresql", "mariadb"])
-def server(request: pytest.FixtureRequest) -> PrivateDatabase:
-    name = "private_postgres" if request.param == "postgresql" else "private_mariadb"
-    server: PrivateDatabase = request.getfixturevalue(name)
-    return server
-
-
-@pytest.fixture
-def outage_db(server: PrivateDatabase) -> Iterator[str]:
-    """A migrated database of this test's own on the private server."""
-    name = f"outage_{uuid.uuid4().hex[:8]}"
-    admin = make_engine(server.url(), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE {name}")
-    admin.dispose()
-    url: str = server.url(name)
-    engine = make_engine(url)
-    migrate.upgrade(engine)
-    engine.dispose()
-    yield url
-
-
-@pytest.fixture
-def images() -> Iterator[ImageServer]:
-    served = ImageServer(delay=0.002)
-    served.start()
-    yield served
-    served.stop()
 
 
 def test_workers_and_serve_survive_a_database_restart_on_both_engines(

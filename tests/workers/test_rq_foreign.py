@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,6 @@ import redis
 from rq import Queue, SimpleWorker
 from rq.serializers import JSONSerializer
 
-from switchyard import modes, switch
 from switchyard.db.store import NewTask
 from switchyard.domain import Engine, Priority, Status
 from switchyard.operations import engines, submit
@@ -29,23 +27,9 @@ from switchyard.operations.services import Services
 from switchyard.rq_engine.connection import JOB_FUNC
 from switchyard.web.api import health
 from switchyard.web.metrics import Metrics
-from tests.support.rq import ServicesPool, Workers, wait_for
+from tests.support.rq import Workers, wait_for
 
 OWNER_JOB = "tests.support.rq_fixtures.owner_job"
-
-
-@pytest.fixture
-def services(db_url: str, redis_url: str, pool: ServicesPool) -> Services:
-    s = pool.make(db_url, redis_url)
-    switch.switch_mode(s.store, modes.Mode.RQ, "test", "foreign job tests")
-    return s
-
-
-@pytest.fixture
-def r(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
 
 
 def pickled(r: redis.Redis, log: Path, numbers: range, queue: str = "urgent") -> list[str]:

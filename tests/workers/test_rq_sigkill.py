@@ -15,10 +15,7 @@ from switchyard.domain import Priority, Status
 from switchyard.operations import submit
 from tests.support.rq import ServicesPool, Workers, runs, wait_for
 
-
-@pytest.fixture(params=["postgresql"])
-def backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+pytestmark = pytest.mark.backends("postgresql")
 
 
 def children(pid: int) -> list[int]:

@@ -21,12 +21,7 @@ from switchyard.workers.supervisor import Supervisor
 from tests.support.rq import ServicesPool, Workers, new_tasks, runs, wait_for
 from tests.support.servers import PrivateRedis
 
-
-@pytest.fixture(params=["postgresql"])
-def backend(request: pytest.FixtureRequest) -> str:
-    """Process tests run on PostgreSQL only (the concurrency the others share is tested in
-    the in-process suites); they are the slow ones."""
-    return str(request.param)
+pytestmark = pytest.mark.backends("postgresql")
 
 
 def all_done(services: Services, expected: int) -> bool:

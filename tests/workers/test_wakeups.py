@@ -6,11 +6,9 @@ started by a wake-up (or by the end of a retry's backoff), not by the poll."""
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 import sqlalchemy as sa
@@ -23,52 +21,12 @@ from switchyard.operations import tasks as task_ops
 from switchyard.operations.services import Services
 from switchyard.workers.polling import Worker
 from tests.support.env import make_settings
+from tests.support.handlers import ok
 from tests.support.history import new_task, wait_until
 from tests.support.servers import PrivateRedis
 
 LONG_POLL = 30.0
 FAST = 3.0  # seconds: far below LONG_POLL, far above a wake-up on a loaded machine
-
-
-def ok(task: Task) -> tuple[str, float]:
-    return f"caption for {task.image_url}", 0.8
-
-
-@pytest.fixture
-def start_worker() -> Iterator[Callable[..., Worker]]:
-    """Start a worker in a thread (once its wake-up source listens); stop them all after and
-    close their stores' pools (the session's database is dropped at the end)."""
-    running: list[tuple[Worker, threading.Thread]] = []
-
-    def start(store: TaskStore, settings: Any, handler: Callable[[Task], Any] = ok) -> Worker:
-        worker = Worker(store, settings, handler, concurrency=1, name=f"w-{len(running)}")
-        thread = threading.Thread(target=worker.run, daemon=True)
-        thread.start()
-        running.append((worker, thread))
-        if worker.wake_source is not None:
-            assert worker.wake_source.listening.wait(10), "the wake-up source never listened"
-        time.sleep(0.3)  # past the wake-up a (re)connect gives, into the long idle wait
-        return worker
-
-    yield start
-    for worker, thread in running:
-        worker.stopping.set()
-        thread.join(timeout=10)
-        worker.store.engine.dispose()  # after the worker's last use of its pool
-
-
-@pytest.fixture
-def services_for() -> Iterator[Callable[..., Services]]:
-    """Services on `db_url` with these settings; their pools are closed after the test."""
-    made: list[Services] = []
-
-    def make(db_url: str, **overrides: Any) -> Services:
-        made.append(Services(make_settings(db_url, **overrides)))
-        return made[-1]
-
-    yield make
-    for services in made:
-        services.store.engine.dispose()
 
 
 def own_channel() -> dict[str, str]:
@@ -95,14 +53,14 @@ def test_a_submitted_task_starts_at_once_despite_a_long_poll(
     backend: str,
     db_url: str,
     redis_url: str,
-    start_worker: Callable[..., Worker],
+    start_thread_worker: Callable[..., Worker],
     services_for: Callable[..., Services],
 ) -> None:
     """PostgreSQL: the trigger's NOTIFY; MariaDB and SQLite: Redis pub/sub after the commit."""
     services = services_for(
         db_url, redis_url=redis_url, worker_poll_interval=LONG_POLL, **own_channel()
     )
-    start_worker(services.store, services.settings)
+    start_thread_worker(services.store, services.settings)
     task_ops.submit(services, [new_task("http://example.org/a.png")], "test")
     assert seconds_to_start(services.store) < FAST
 
@@ -111,7 +69,7 @@ def test_an_operator_retry_wakes_an_idle_worker(
     backend: str,
     db_url: str,
     redis_url: str,
-    start_worker: Callable[..., Worker],
+    start_thread_worker: Callable[..., Worker],
     services_for: Callable[..., Services],
 ) -> None:
     services = services_for(
@@ -119,19 +77,23 @@ def test_an_operator_retry_wakes_an_idle_worker(
     )
     (task,) = services.store.submit([new_task("http://example.org/a.png")], "test")
     services.store.cancel(task.id, "test")
-    start_worker(services.store, services.settings)
+    start_thread_worker(services.store, services.settings)
     task_ops.retry_task(services, str(task.id), "test")
     assert seconds_to_start(services.store) < FAST
 
 
 def test_a_lost_wakeup_is_picked_up_by_polling(
-    backend: str, store: TaskStore, db_url: str, redis_url: str, start_worker: Callable[..., Worker]
+    backend: str,
+    store: TaskStore,
+    db_url: str,
+    redis_url: str,
+    start_thread_worker: Callable[..., Worker],
 ) -> None:
     """A task written without any wake-up (PostgreSQL: with triggers off for the session, so
     no NOTIFY; elsewhere: straight into the store, so nothing is published) still starts, at
     the next poll."""
     settings = make_settings(db_url, redis_url=redis_url, worker_poll_interval=1.5, **own_channel())
-    start_worker(store, settings)
+    start_thread_worker(store, settings)
     submit_silently(store, backend)
     # It waited for the poll (about 1.2 s after the submission): no wake-up was sent.
     assert 0.5 < seconds_to_start(store, timeout=10) < 10
@@ -153,7 +115,7 @@ def submit_silently(store: TaskStore, backend: str) -> None:
 def test_a_retry_starts_when_its_backoff_ends(
     backend: str,
     db_url: str,
-    start_worker: Callable[..., Worker],
+    start_thread_worker: Callable[..., Worker],
     services_for: Callable[..., Services],
 ) -> None:
     """No wake-up at all (WORKER_WAKEUPS off): the idle worker sleeps only until the
@@ -171,7 +133,7 @@ def test_a_retry_starts_when_its_backoff_ends(
         return ok(task)
 
     store.submit([new_task("http://example.org/a.png")], "test")
-    start_worker(store, services.settings, flaky)
+    start_thread_worker(store, services.settings, flaky)
     wait_until(lambda: _only_task(store).status is Status.COMPLETED, timeout=LONG_POLL / 3)
     assert _only_task(store).attempts == 2
 
@@ -179,14 +141,14 @@ def test_a_retry_starts_when_its_backoff_ends(
 def test_the_listener_comes_back_after_its_session_is_killed(
     db_url: str,
     backend: str,
-    start_worker: Callable[..., Worker],
+    start_thread_worker: Callable[..., Worker],
     services_for: Callable[..., Services],
 ) -> None:
     if backend != "postgresql":
         pytest.skip("LISTEN is PostgreSQL's")
     services = services_for(db_url, worker_poll_interval=LONG_POLL)
     store = services.store
-    worker = start_worker(store, services.settings)
+    worker = start_thread_worker(store, services.settings)
     assert isinstance(worker.wake_source, Listener)
     with store.engine.connect() as conn:
         killed = conn.exec_driver_sql(
@@ -204,13 +166,13 @@ def test_the_listener_comes_back_after_its_session_is_killed(
 def test_a_submission_while_redis_is_down_is_not_held_up(
     sqlite_url: str,
     private_redis: PrivateRedis,
-    start_worker: Callable[..., Worker],
+    start_thread_worker: Callable[..., Worker],
     services_for: Callable[..., Services],
 ) -> None:
     """MariaDB/SQLite: the publish is a hint. With Redis gone the submission commits at once
     and polling runs the task; once Redis is back, wake-ups work again."""
     services = services_for(sqlite_url, redis_url=private_redis.url, worker_poll_interval=1.0)
-    start_worker(services.store, services.settings)
+    start_thread_worker(services.store, services.settings)
     private_redis.stop()
     began = time.monotonic()
     task_ops.submit(services, [new_task("http://example.org/a.png")], "test")

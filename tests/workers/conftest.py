@@ -1,0 +1,99 @@
+"""Fixtures of the workers' tests. Here `services` are in rq mode (the shared fixture's are
+in db mode); `server` and `outage_db` are private database servers a test may restart."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from switchyard import modes, switch
+from switchyard.db import migrate
+from switchyard.db.engine import make_engine
+from switchyard.db.store import TaskStore
+from switchyard.domain import Task
+from switchyard.operations.services import Services
+from switchyard.workers.polling import Worker
+from tests.drills.harness import ImageServer
+from tests.support.env import make_settings
+from tests.support.handlers import ok
+from tests.support.rq import ServicesPool
+from tests.support.servers import PrivateDatabase
+
+
+@pytest.fixture(params=["postgresql", "mariadb"])
+def server(request: pytest.FixtureRequest) -> PrivateDatabase:
+    name = "private_postgres" if request.param == "postgresql" else "private_mariadb"
+    server: PrivateDatabase = request.getfixturevalue(name)
+    return server
+
+
+@pytest.fixture
+def outage_db(server: PrivateDatabase) -> Iterator[str]:
+    """A migrated database of this test's own on the private server."""
+    name = f"outage_{uuid.uuid4().hex[:8]}"
+    admin = make_engine(server.url(), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    admin.dispose()
+    url: str = server.url(name)
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    engine.dispose()
+    yield url
+
+
+@pytest.fixture
+def images() -> Iterator[ImageServer]:
+    served = ImageServer(delay=0.002)
+    served.start()
+    yield served
+    served.stop()
+
+
+@pytest.fixture
+def services(db_url: str, redis_url: str, pool: ServicesPool) -> Services:
+    s = pool.make(db_url, redis_url)
+    switch.switch_mode(s.store, modes.Mode.RQ, "test", "foreign job tests")
+    return s
+
+
+@pytest.fixture
+def start_thread_worker() -> Iterator[Callable[..., Worker]]:
+    """Start a worker in a thread (once its wake-up source listens); stop them all after and
+    close their stores' pools (the session's database is dropped at the end)."""
+    running: list[tuple[Worker, threading.Thread]] = []
+
+    def start(store: TaskStore, settings: Any, handler: Callable[[Task], Any] = ok) -> Worker:
+        worker = Worker(store, settings, handler, concurrency=1, name=f"w-{len(running)}")
+        thread = threading.Thread(target=worker.run, daemon=True)
+        thread.start()
+        running.append((worker, thread))
+        if worker.wake_source is not None:
+            assert worker.wake_source.listening.wait(10), "the wake-up source never listened"
+        time.sleep(0.3)  # past the wake-up a (re)connect gives, into the long idle wait
+        return worker
+
+    yield start
+    for worker, thread in running:
+        worker.stopping.set()
+        thread.join(timeout=10)
+        worker.store.engine.dispose()  # after the worker's last use of its pool
+
+
+@pytest.fixture
+def services_for() -> Iterator[Callable[..., Services]]:
+    """Services on `db_url` with these settings; their pools are closed after the test."""
+    made: list[Services] = []
+
+    def make(db_url: str, **overrides: Any) -> Services:
+        made.append(Services(make_settings(db_url, **overrides)))
+        return made[-1]
+
+    yield make
+    for services in made:
+        services.store.engine.dispose()
