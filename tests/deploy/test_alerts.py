@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from tests.deploy.conftest import ALERT_TESTS, ALERTS, alert_rules, load_yaml
+from tests.support.deploy import ALERT_TESTS, ALERTS, alert_rules, load_yaml
 
 NEVER = "vector(1) == 0"
 

@@ -18,7 +18,7 @@ import yaml
 
 from switchyard.cli import app
 from switchyard.config import Settings
-from tests.deploy.conftest import DEPLOY, load_yaml, tool
+from tests.support.deploy import DEPLOY, load_yaml, tool
 
 UNITS = sorted((DEPLOY / "systemd").glob("*.service"))
 VENV_BIN = Path(sys.executable).parent

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from tests.deploy.conftest import BOARD, metrics_in
+from tests.support.deploy import BOARD, metrics_in
 
 # What the board must show: both engines' queues, throughput and failures, enqueue -> start
 # latency, workers, mode, fallback, rollback runs.
