@@ -104,7 +104,7 @@ def test_the_cli_refuses_to_start_on_an_invalid_value(tmp_path: Path) -> None:
     for name, run in runs.items():
         out, err = run.communicate(timeout=30)
         assert run.returncode == 2, (name, err)
-        # Joined: rich wraps long lines at 80 columns (tests/acceptance covers that defect).
+        # Joined: rich wraps long lines at 80 columns (tests/cli covers that defect).
         assert " ".join(err.split()).startswith(f"error: invalid {name}: "), err
         assert "Traceback" not in err and out == ""
     assert not database.exists()

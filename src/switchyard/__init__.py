@@ -2,7 +2,7 @@
 without losing or duplicating a task. See docs/architecture.md.
 
 The names below are the public surface for code that embeds switchyard (everything else is
-internal and may move); tests/unit/test_public_surface.py fails when it drifts. They load on
+internal and may move); tests/project/test_public_surface.py fails when it drifts. They load on
 first use, so `import switchyard.domain` does not import the engines.
 """
 

@@ -1,5 +1,5 @@
 """Schema honesty: every answer the app gives is declared in its OpenAPI schema, with the
-content type it is served in (schemathesis, in test_fuzz.py, checks the bodies)."""
+content type it is served in (schemathesis, in test_app_fuzz.py, checks the bodies)."""
 
 from __future__ import annotations
 
