@@ -267,6 +267,8 @@ def _private(make: Callable[[], S]) -> S:
     return server
 
 
+# -- fixtures of the top-level modules' tests (tests/test_<module>*.py) ----------------------
+
 SETTING_NAMES = [name.upper() for name in Settings.model_fields] + [
     "RQ_REDIS_URL",
     "EMERGENCY_ROLLBACK",
@@ -284,12 +286,6 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def _restore() -> Iterator[None]:
-    yield
-    logs.configure()
-
-
-@pytest.fixture
 def start_log() -> Iterator[Lines]:
     logger = logging.getLogger("switchyard.start")
     lines = Lines()
@@ -300,7 +296,8 @@ def start_log() -> Iterator[Lines]:
 
 @pytest.fixture
 def _plain_logging() -> Iterator[None]:
-    """Each test installs its own notifier; afterwards the logger is as the CLI leaves it."""
+    """After the test, logging is as the CLI leaves it (the tests configure logging or install
+    a notifier of their own)."""
     yield
     logs.configure()
 
@@ -316,11 +313,14 @@ def captured() -> Iterator[Captured]:
 
 @pytest.fixture
 def svc(db_url: str, redis_url: str, pool: ServicesPool) -> Services:
+    """Services on each backend, closed after the test (the rollback, rq engine and operations
+    packages have an `svc` of their own)."""
     return pool.make(db_url, redis_url)
 
 
 @pytest.fixture
 def offline_services(sqlite_url: str) -> Iterator[ops.Services]:
+    """Services on SQLite, with no Redis."""
     offline_services = ops.Services(make_settings(sqlite_url))
     yield offline_services
     offline_services.store.engine.dispose()

@@ -14,7 +14,7 @@ import pytest
 from switchyard import logs
 from switchyard.logs import LogSetup, log_event
 
-pytestmark = pytest.mark.usefixtures("_restore")
+pytestmark = pytest.mark.usefixtures("_plain_logging")
 
 log = logging.getLogger("switchyard.test")
 

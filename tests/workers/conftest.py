@@ -57,6 +57,7 @@ def images() -> Iterator[ImageServer]:
 
 @pytest.fixture
 def services(db_url: str, redis_url: str, pool: ServicesPool) -> Services:
+    """Services on each backend, in rq mode (this package's own `services`)."""
     s = pool.make(db_url, redis_url)
     switch.switch_mode(s.store, modes.Mode.RQ, "test", "foreign job tests")
     return s
