@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT))  # the test suite's server control and drill harne
 
 from switchyard.db import migrate  # noqa: E402
 from switchyard.db.engine import make_engine  # noqa: E402
-from tests.drills.harness import (  # noqa: E402
+from tests.support.deployment import (  # noqa: E402
     DRILL_SETTINGS,
     Cluster,
     ImageServer,

@@ -17,9 +17,9 @@ from switchyard.db import migrate
 from switchyard.db.engine import make_engine
 from switchyard.db.schema import task_events, tasks
 from switchyard.db.store import TaskStore
-from tests.drills.harness import ImageServer
 from tests.support.claim_rows import ROWS as CLAIM_ROWS
 from tests.support.claim_rows import realistic_rows
+from tests.support.deployment import ImageServer
 from tests.support.env import SERVERS
 from tests.support.history import new_task
 from tests.support.history_rows import ROWS as HISTORY_ROWS

@@ -26,7 +26,7 @@ from switchyard.operations.services import Services
 from switchyard.operations.tasks import submit
 from switchyard.rq_engine import jobs
 from switchyard.workers.polling import Worker
-from tests.drills.harness import ImageServer, history_problems, unfinished, wait_until
+from tests.support.deployment import ImageServer, history_problems, unfinished, wait_until
 from tests.support.env import make_settings
 from tests.support.resets import Proxied
 

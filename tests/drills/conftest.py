@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.drills.harness import DRILL_SETTINGS, Cluster, ImageServer, Submitter
+from tests.support.deployment import DRILL_SETTINGS, Cluster, ImageServer, Submitter
 from tests.support.env import cli_env
 
 IMAGE_DELAY = 0.01  # seconds per image fetch: about 60 tasks/s for one worker thread

@@ -36,7 +36,7 @@ import redis
 
 from switchyard.db.engine import make_engine
 from switchyard.rq_engine.connection import queue_names
-from tests.drills.harness import (
+from tests.support.deployment import (
     DRILL_SETTINGS,
     CliRun,
     Cluster,

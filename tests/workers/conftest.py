@@ -18,7 +18,7 @@ from switchyard.db.store import TaskStore
 from switchyard.domain import Task
 from switchyard.operations.services import Services
 from switchyard.workers.polling import Worker
-from tests.drills.harness import ImageServer
+from tests.support.deployment import ImageServer
 from tests.support.env import make_settings
 from tests.support.handlers import ok
 from tests.support.rq import ServicesPool

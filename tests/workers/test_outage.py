@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from switchyard.db.engine import make_engine
 from switchyard.operations.engines import set_mode
 from switchyard.operations.services import Services
-from tests.drills.harness import (
+from tests.support.deployment import (
     DRILL_SETTINGS,
     Cluster,
     ImageServer,
