@@ -56,7 +56,7 @@ def test_switching_moves_queued_work_and_is_recorded(store: TaskStore) -> None:
     assert switch.switch_mode(store, Mode.HYBRID, "op", "both", settings).moved == 0
     assert switch.switch_mode(store, Mode.DB, "op", "roll back", settings).moved == 3
     assert modes.current_mode(store, settings) is Mode.DB
-    kinds = [(e["kind"], e["detail"]["to"]) for e in store.system_events()]
+    kinds = [(e.kind, e.detail["to"]) for e in store.system_events()]
     assert kinds == [
         ("mode_changed", "db"),
         ("ownership_moved", "db"),
@@ -65,7 +65,7 @@ def test_switching_moves_queued_work_and_is_recorded(store: TaskStore) -> None:
         ("ownership_moved", "rq"),
     ]
     task = store.list_tasks()[0]
-    reasons = [e["reason"] for e in store.events(task.id)]
+    reasons = [e.reason for e in store.events(task.id)]
     assert reasons == ["submitted", "moved to rq: mode is rq", "moved to db: mode is db"]
 
 
@@ -75,7 +75,7 @@ def test_only_one_process_turns_the_fallback_on_or_off(store: TaskStore) -> None
     assert modes.fallback_state(store)["active"]
     assert switch.clear_fallback(store, "w2", "back")
     assert not switch.clear_fallback(store, "w1", "back")
-    assert [e["kind"] for e in store.system_events()] == ["fallback_activated"]
+    assert [e.kind for e in store.system_events()] == ["fallback_activated"]
 
 
 def test_what_polling_workers_may_claim_in_each_mode(store: TaskStore) -> None:
@@ -134,8 +134,8 @@ def test_auto_workers_follow_switches_within_two_seconds(
     proc = workers.start(sqlite_url, "--engine", "auto", REDIS_URL=redis_url)
 
     def engine_of_worker() -> str | None:
-        rows = [w for w in store.list_workers() if w["pid"] == proc.process.pid]
-        return rows[0]["engine"] if rows else None
+        rows = [w for w in store.list_workers() if w.pid == proc.process.pid]
+        return rows[0].engine if rows else None
 
     wait_for(lambda: engine_of_worker() == "db", timeout=15)
     for mode, engine in ((Mode.RQ, "rq"), (Mode.DB, "db"), (Mode.HYBRID, "rq")):

@@ -63,11 +63,11 @@ def test_a_stale_process_moves_and_enqueues_nothing_after_a_switch(svc: Services
     assert queued_owned_by(svc, Engine.DB) == 6
     assert in_redis(svc) == 0
     fenced = svc.store.system_events(kind="fenced")
-    assert [(e["actor"], e["detail"]["action"]) for e in reversed(fenced)] == [
+    assert [(e.actor, e.detail["action"]) for e in reversed(fenced)] == [
         ("stale-process", "move db->rq"),
         ("stale-process", "dispatch"),
     ]
-    assert {(e["detail"]["held_epoch"], e["detail"]["current_epoch"]) for e in fenced} == {
+    assert {(e.detail["held_epoch"], e.detail["current_epoch"]) for e in fenced} == {
         (stale.epoch, stale.epoch + 1)
     }
 
@@ -198,5 +198,5 @@ def test_in_db_mode_stranded_rq_owned_tasks_are_adopted_by_the_database(svc: Ser
 
     assert (queued_owned_by(svc, Engine.RQ), queued_owned_by(svc, Engine.DB)) == (0, 3)
     (moved,) = svc.store.system_events(kind="ownership_moved")
-    assert (moved["detail"]["to"], moved["detail"]["why"]) == ("db", "adopt")
+    assert (moved.detail["to"], moved.detail["why"]) == ("db", "adopt")
     assert switch.adopt_queued(svc.store, "web:host:1", routing) == 0  # nothing left: no write

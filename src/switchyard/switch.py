@@ -214,9 +214,9 @@ def lagging_processes(store: TaskStore, epoch: int, lapse: timedelta) -> list[La
     """Live processes (heartbeat within `lapse`) that have not reported seeing `epoch`."""
     cutoff = utcnow() - lapse
     return [
-        Lagging(w["name"], w["engine"], w["epoch_seen"])
+        Lagging(w.name, w.engine, w.epoch_seen)
         for w in store.list_workers()
-        if w["heartbeat_at"] >= cutoff and (w["epoch_seen"] or 0) < epoch
+        if w.heartbeat_at >= cutoff and (w.epoch_seen or 0) < epoch
     ]
 
 

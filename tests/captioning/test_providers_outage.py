@@ -133,8 +133,8 @@ def test_an_outage_spends_no_attempts_and_the_backlog_completes_after(
         )
     assert reasons and all("could not reach Ollama" in (r or "") for r in reasons)
     # The worker's registry row reports what it saw of the provider.
-    [row] = [w for w in store.list_workers(include_stopped=True) if w["name"] == "w-outage"]
-    [seen] = row["providers"]
+    [row] = [w for w in store.list_workers(include_stopped=True) if w.name == "w-outage"]
+    [seen] = row.providers
     assert (seen["name"], seen["circuit"], seen["calls"]) == ("ollama", "closed", 8)
     assert seen["errors"]["unavailable"] == 1 and seen["errors"]["circuit_open"] >= 5
     assert sum(seen["latency_counts"]) == seen["calls"]

@@ -63,10 +63,10 @@ def test_an_operator_session(db_url: str, store: TaskStore, tmp_path: Path) -> N
 
     cancelled = cli(db_url, "cancel", second, "--reason", "duplicate post", "--json")
     assert cancelled.json()["status"] == "cancelled"
-    assert store.events(uuid.UUID(second))[-1]["reason"] == "duplicate post"
+    assert store.events(uuid.UUID(second))[-1].reason == "duplicate post"
     retried = cli(db_url, "retry", second, "--json")
     assert retried.json()["status"] == "queued" and retried.json()["attempts"] == 0
-    assert [e["to_status"] for e in store.events(uuid.UUID(second))] == [
+    assert [e.to_status for e in store.events(uuid.UUID(second))] == [
         "queued",
         "cancelled",
         "queued",

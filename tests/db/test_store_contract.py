@@ -33,9 +33,7 @@ def set_column(store: TaskStore, task_id: uuid.UUID, **values: object) -> None:
 
 
 def event_rows(store: TaskStore, task_id: uuid.UUID) -> list[tuple[str, str | None, str, str]]:
-    return [
-        (e["actor"], e["from_status"], e["to_status"], e["reason"]) for e in store.events(task_id)
-    ]
+    return [(e.actor, e.from_status, e.to_status, e.reason) for e in store.events(task_id)]
 
 
 def with_backoff(store: TaskStore, **kw: float) -> TaskStore:
@@ -394,7 +392,7 @@ def test_a_whole_life_writes_one_event_per_transition(store: TaskStore) -> None:
         ("w3", "queued", "running", "claimed"),
         ("w3", "running", "completed", None),
     ]
-    ats = [e["at"] for e in store.events(task.id)]
+    ats = [e.at for e in store.events(task.id)]
     assert ats == sorted(ats)
 
 
@@ -404,7 +402,7 @@ def test_deleting_a_task_keeps_its_history(store: TaskStore) -> None:
         conn.execute(tasks.delete().where(tasks.c.id == task.id))
     with pytest.raises(NotFound):
         store.get(task.id)
-    assert [e["to_status"] for e in store.events(task.id)] == ["queued", "running"]
+    assert [e.to_status for e in store.events(task.id)] == ["queued", "running"]
     with store.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(task_events)).scalar() == 2
 

@@ -295,8 +295,8 @@ def test_an_emergency_rollback_maps_foreign_jobs_with_the_configured_legacy_data
                 allow_pickle=True,
                 mapper=CAPTION,
             )
-            assert result["status"] == "succeeded", result
-            step = next(s for s in result["steps"] if s["name"] == "migrate")["detail"]
+            assert result.status == "succeeded", result
+            step = next(s for s in result.steps if s.name == "migrate").detail
             assert (step["foreign_tasks"], step["quarantined"]) == (3, 1)
             assert set(tasks_by_job(svc)) == {(T1, 0), (T1, 1), (T2, 0)}
             assert "legacy_database_url" not in str(result.get("params", {}))

@@ -22,7 +22,7 @@ def rolled_back(svc: Services, tmp_path: Path) -> tuple[Path, list[str], str]:
     foreign = foreign_jobs(svc, 3)
     done = finished_foreign_job(svc)
     run = ops.run_procedure(svc, "emergency", backup_root=str(tmp_path), canary_required=False)
-    backup = next(s for s in run["steps"] if s["name"] == "backup")["detail"]["path"]
+    backup = next(s for s in run.steps if s.name == "backup").detail["path"]
     return Path(backup), own + foreign, done
 
 

@@ -47,18 +47,18 @@ def test_emergency_moves_everything_and_records_each_step(
     result = ops.run_procedure(
         services, "emergency", backup_root=str(tmp_path), canary_required=False
     )
-    assert result["status"] == "succeeded"
-    assert [s["name"] for s in result["steps"]] == STEPS
-    assert all(s["status"] == "done" for s in result["steps"])
-    assert all(p["status"] == "done" for p in result["plan"])
-    switched = next(s for s in result["steps"] if s["name"] == "switch_mode")["detail"]
+    assert result.status == "succeeded"
+    assert [s.name for s in result.steps] == STEPS
+    assert all(s.status == "done" for s in result.steps)
+    assert all(p.status == "done" for p in result.plan)
+    switched = next(s for s in result.steps if s.name == "switch_mode").detail
     assert (switched["mode"], switched["moved"], switched["lagging"]) == ("db", 19, [])
-    migrate = next(s for s in result["steps"] if s["name"] == "migrate")["detail"]
+    migrate = next(s for s in result.steps if s.name == "migrate").detail
     # The switch already owns the 19 queued ones for the database; the in-flight one moves here.
     assert (migrate["migrated_own"], migrate["migrated_foreign"]) == (1, 5)
     assert migrate["already_there"] == 19
     assert migrate["in_flight_included"] is True
-    canary = next(s for s in result["steps"] if s["name"] == "canary")["detail"]
+    canary = next(s for s in result.steps if s.name == "canary").detail
     assert canary == {"skipped": "no canary source given"}
 
     assert current_mode(services.store, services.settings) is Mode.DB
@@ -66,7 +66,7 @@ def test_emergency_moves_everything_and_records_each_step(
     assert services.store.get(uuid.UUID(own[0])).status is Status.QUEUED  # in flight: requeued
     counts = services.store.engine_counts()["queued"]
     assert sum(counts["db"].values()) == 25 and sum(counts["rq"].values()) == 0
-    backup = next(s for s in result["steps"] if s["name"] == "backup")["detail"]["path"]
+    backup = next(s for s in result.steps if s.name == "backup").detail["path"]
     assert verify(services, Path(backup)).ok
     migrated = db_reads.migrated_tasks(services.store.engine, foreign)
     assert sorted(migrated) == sorted(foreign)
@@ -95,18 +95,18 @@ def test_work_left_behind_makes_the_run_incomplete_and_resume_with_its_option_fi
         ops.run_procedure(svc, "emergency", backup_root=str(tmp_path), canary_required=False)
     run_id = err.value.run_id
     stopped = ops.get_run(svc, run_id)
-    assert stopped["status"] == "incomplete"
-    last = stopped["steps"][-1]
-    assert (last["name"], last["status"]) == ("migrate", "incomplete")
-    assert last["detail"]["command"] == f"switchyard rollback resume {run_id} --allow-pickle"
+    assert stopped.status == "incomplete"
+    last = stopped.steps[-1]
+    assert (last.name, last.status) == ("migrate", "incomplete")
+    assert last.detail["command"] == f"switchyard rollback resume {run_id} --allow-pickle"
     with pytest.raises(SubmissionsPaused):
         ensure_accepting(svc)  # still paused: the operator must act
 
     resumed = ops.execute_run(svc, run_id, changes={"allow_pickle": True})
 
-    assert resumed["status"] == "succeeded"
-    assert resumed["params"]["allow_pickle"] is True
-    names = [(s["name"], s["status"]) for s in resumed["steps"]]
+    assert resumed.status == "succeeded"
+    assert resumed.params["allow_pickle"] is True
+    names = [(s.name, s.status) for s in resumed.steps]
     assert names[-5:] == [
         ("migrate", "incomplete"),
         ("migrate", "done"),
@@ -138,19 +138,19 @@ def test_a_background_run_is_followed_by_id_and_blocks_a_second_one(
     own = rq_owned(svc, 2)
     svc.store.claim_task(uuid.UUID(own[0]), "rq:busy", Engine.RQ)  # planned will wait on it
     started = ops.start_run(svc, "planned", backup_root=str(tmp_path), drain_timeout=30)
-    assert started["status"] == "running"
-    assert [p["status"] for p in started["plan"]][-1] == "pending"
-    wait_for(lambda: _step_status(svc, started["id"], "drain_rq") == "running")
-    with pytest.raises(RunBusy, match=f"run {started['id']} is being executed"):
+    assert started.status == "running"
+    assert [p.status for p in started.plan][-1] == "pending"
+    wait_for(lambda: _step_status(svc, started.id, "drain_rq") == "running")
+    with pytest.raises(RunBusy, match=f"run {started.id} is being executed"):
         ops.create_run(svc, "partial")
     svc.store.release("rq:busy", [uuid.UUID(own[0])], "finished elsewhere")  # drain ends
-    wait_for(lambda: ops.get_run(svc, started["id"])["status"] == "succeeded")
-    assert ops.get_run(svc, started["id"])["plan"][-1]["status"] == "done"
+    wait_for(lambda: ops.get_run(svc, started.id).status == "succeeded")
+    assert ops.get_run(svc, started.id).plan[-1].status == "done"
 
 
 def _step_status(svc: Services, run_id: str, name: str) -> str | None:
-    steps = [s for s in ops.get_run(svc, run_id)["steps"] if s["name"] == name]
-    return steps[-1]["status"] if steps else None
+    steps = [s for s in ops.get_run(svc, run_id).steps if s.name == name]
+    return steps[-1].status if steps else None
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 20) -> None:
@@ -175,8 +175,8 @@ def test_emergency_stops_a_live_rq_worker_through_rq(
     run = ops.run_procedure(
         svc, "emergency", backup_root=str(tmp_path), canary_required=False, stop_timeout=20
     )
-    stop = next(s for s in run["steps"] if s["name"] == "stop_rq_workers")
-    assert stop["detail"] == {"suspended": True, "asked": 1}
+    stop = next(s for s in run.steps if s.name == "stop_rq_workers")
+    assert stop.detail == {"suspended": True, "asked": 1}
     code, _log = worker.finish(timeout=10)
     assert code == 0  # a graceful exit, not a kill
-    assert ops.get_run(svc, run["id"])["executing"] is False
+    assert ops.get_run(svc, run.id).executing is False

@@ -23,8 +23,8 @@ def test_rollforward_hands_every_queued_task_to_rq(
     ids = [str(t.id) for t in services.store.submit(new_tasks(12), "test")]
     redis_client(services).set("rq:suspended", 1)  # left by the rollback
     run = ops.run_procedure(services, "rollforward", backup_root=str(tmp_path))
-    assert run["status"] == "succeeded"
-    assert [s["name"] for s in run["steps"]] == [
+    assert run.status == "succeeded"
+    assert [s.name for s in run.steps] == [
         "preflight",
         "pause_submissions",
         "switch_mode",
@@ -39,7 +39,7 @@ def test_rollforward_hands_every_queued_task_to_rq(
     r = redis_client(services)
     assert not r.exists("rq:suspended")
     assert sorted(m.decode() for m in r.lrange("rq:queue:normal", 0, -1)) == sorted(ids)
-    verify = next(s for s in run["steps"] if s["name"] == "verify")["detail"]
+    verify = next(s for s in run.steps if s.name == "verify").detail
     assert verify["ok"] and verify["db_queued_left"] == 0
     ensure_accepting(services)
 
@@ -64,7 +64,7 @@ def test_partial_switches_to_hybrid_and_needs_the_fallback(
 ) -> None:
     set_mode(sqlite_services.store, Mode.RQ, "test", "test")
     run = ops.run_procedure(sqlite_services, "partial")
-    assert [s["name"] for s in run["steps"]] == ["preflight", "switch_mode", "verify"]
+    assert [s.name for s in run.steps] == ["preflight", "switch_mode", "verify"]
     assert current_mode(sqlite_services.store, sqlite_services.settings) is Mode.HYBRID
 
 

@@ -61,10 +61,10 @@ def test_a_successful_emergency_fills_in_the_template(
         reason="redis memory exhausted, workers OOM-killed",
         detected_at="2025-01-31 13:58 UTC",
     )
-    text = ops.run_report(sqlite_services, run["id"])
+    text = ops.run_report(sqlite_services, run.id)
     positions = [text.index(s) for s in SECTIONS]
     assert positions == sorted(positions)  # every section, in the template's order
-    assert f"**Run**: `{run['id']}` — Immediate rollback (emergency), succeeded" in text
+    assert f"**Run**: `{run.id}` — Immediate rollback (emergency), succeeded" in text
     assert "**Root Cause**: redis memory exhausted, workers OOM-killed" in text
     assert "- 2025-01-31 13:58 UTC: Issue detected" in text
     assert "2 moved to the database (0 own, 2 foreign), 6 already there, 0 quarantined" in text
@@ -121,7 +121,7 @@ def test_the_cli_writes_the_report(sqlite_services: Services, tmp_path: Path) ->
         sqlite_services.settings.database_url, REDIS_URL=sqlite_services.settings.redis_url
     )
     done = subprocess.run(
-        [sys.executable, "-m", "switchyard", "report", run["id"], "--out", str(out)],
+        [sys.executable, "-m", "switchyard", "report", run.id, "--out", str(out)],
         env=env,
         capture_output=True,
         text=True,
@@ -259,7 +259,7 @@ def test_the_cli_gives_the_ownership_story_as_json(sqlite_services: Services) ->
         sqlite_services.settings.database_url, REDIS_URL=sqlite_services.settings.redis_url
     )
     done = subprocess.run(
-        [sys.executable, "-m", "switchyard", "report", run["id"], "--json"],
+        [sys.executable, "-m", "switchyard", "report", run.id, "--json"],
         env=env,
         capture_output=True,
         text=True,
@@ -267,7 +267,7 @@ def test_the_cli_gives_the_ownership_story_as_json(sqlite_services: Services) ->
     )
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
-    assert data["run"] == run["id"] and data["direction"] == "hybrid"
+    assert data["run"] == run.id and data["direction"] == "hybrid"
     assert [a["actor"] for a in data["against_direction"]] == ["ops-bob"]
     assert data["tally"]["mode_changed"] == 2  # the run's switch to hybrid, then ops-bob's
     assert set(data["state_now"]) == {"read_at", "tasks"}

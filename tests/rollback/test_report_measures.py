@@ -96,7 +96,7 @@ def test_a_real_emergency_gets_its_checklist_decided(
     run = ops.run_procedure(
         sqlite_services, "emergency", backup_root=str(tmp_path), canary_required=False
     )
-    made = ops.incident_report(sqlite_services, run["id"]).to_dict()
+    made = ops.incident_report(sqlite_services, run.id).to_dict()
     items = _items(made)
     assert items["No data loss detected"][0] == "pass"
     assert items["Backup integrity confirmed"] == (
@@ -115,14 +115,14 @@ def test_a_real_emergency_gets_its_checklist_decided(
     env = cli_env(
         sqlite_services.settings.database_url, REDIS_URL=sqlite_services.settings.redis_url
     )
-    as_json = _cli(env, "report", run["id"], "--format", "json")
+    as_json = _cli(env, "report", run.id, "--format", "json")
     assert as_json.returncode == 0, as_json.stderr
     assert _items(json.loads(as_json.stdout)) == items
-    markdown = ops.run_report(sqlite_services, run["id"])
+    markdown = ops.run_report(sqlite_services, run.id)
     assert "**Performance Before and After**:" in markdown
     assert "| ❌ | Database workers running and healthy |" in markdown
     assert "| ☐ | Admin dashboard functional _(for a person)_ |" in markdown
-    bad = _cli(env, "report", run["id"], "--format", "xml")
+    bad = _cli(env, "report", run.id, "--format", "xml")
     assert bad.returncode == 2 and bad.stdout == ""
 
 

@@ -393,10 +393,10 @@ def test_a_rollback_moves_the_intermediate_job_past_the_markers(
 ) -> None:
     state = messy_rq(svc, r)
     run = ops.run_procedure(svc, kind, backup_root=str(tmp_path), **params)
-    steps = {s["name"]: s for s in run["steps"]}
-    assert run["status"] == "succeeded", steps
-    moved = steps["migrate"]["detail"]
+    steps = {s.name: s for s in run.steps}
+    assert run.status == "succeeded", steps
+    moved = steps["migrate"].detail
     assert moved["migrated"] + moved["already_there"] == 4  # the switch owns queued own tasks
-    assert steps["backup"]["detail"]["queued_entries"] == 4
+    assert steps["backup"].detail["queued_entries"] == 4
     assert not r.exists(state["marker"])
     assert sum(svc.store.counts()["queued"].values()) == 4

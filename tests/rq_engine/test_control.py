@@ -29,9 +29,9 @@ def test_rq_workers_shut_down_gracefully_through_rqs_own_command(
     assert proc.process.wait(timeout=20) == 0
     assert services.store.get(task.id).status is Status.COMPLETED  # finished, not cut off
     (row,) = services.store.list_workers(include_stopped=True)
-    assert (row["engine"], row["state"]) == ("rq", "stopped")
+    assert (row.engine, row.state) == ("rq", "stopped")
     (event,) = services.store.system_events(kind="rq_workers_shutdown")
-    assert len(event["detail"]["workers"]) == 1
+    assert len(event.detail["workers"]) == 1
 
 
 def test_suspended_rq_workers_take_no_job_until_resumed(
@@ -43,12 +43,12 @@ def test_suspended_rq_workers_take_no_job_until_resumed(
     workers.start(sqlite_url, "--engine", "rq", REDIS_URL=redis_url)
     wait_for(lambda: services.store.list_workers() != [], timeout=20)
     task = submit(services, new_tasks(1), "test")[0]
-    wait_for(lambda: services.store.list_workers()[0]["state"] == "idle", timeout=5)
+    wait_for(lambda: services.store.list_workers()[0].state == "idle", timeout=5)
     time.sleep(1.0)
     assert services.store.get(task.id).status is Status.QUEUED
     engines.resume_rq(services, "operator")
     wait_for(lambda: services.store.get(task.id).status is Status.COMPLETED, timeout=10)
-    kinds = [e["kind"] for e in services.store.system_events()]
+    kinds = [e.kind for e in services.store.system_events()]
     assert kinds[:2] == ["rq_resumed", "rq_suspended"]
 
 
@@ -98,9 +98,9 @@ def test_the_registry_lists_both_engines_and_shows_lost_workers(
         old = utcnow() - timedelta(seconds=60)
         conn.execute(table.update().where(table.c.name == "rq-dead").values(heartbeat_at=old))
     listed = engines.list_workers(services)
-    by_name = {w["name"]: w for w in listed}
-    assert by_name["db-1"]["engine"] == "db" and by_name["db-1"]["alive"]
-    assert (by_name["rq-1"]["current_task"], by_name["rq-1"]["processed"]) == ("t-1", 5)
-    assert (by_name["rq-dead"]["state"], by_name["rq-dead"]["alive"]) == ("lost", False)
+    by_name = {w.name: w for w in listed}
+    assert by_name["db-1"].engine == "db" and by_name["db-1"].alive
+    assert (by_name["rq-1"].current_task, by_name["rq-1"].processed) == ("t-1", 5)
+    assert (by_name["rq-dead"].state, by_name["rq-dead"].alive) == ("lost", False)
     assert store.purge_workers(silent_for=timedelta(seconds=45)) == 1
-    assert {w["name"] for w in store.list_workers()} == {"db-1", "rq-1"}
+    assert {w.name for w in store.list_workers()} == {"db-1", "rq-1"}

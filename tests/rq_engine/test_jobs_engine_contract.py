@@ -20,7 +20,7 @@ def test_every_task_runs_once_urgent_first_then_oldest(driver: Driver) -> None:
     for task in made:
         done = store.get(task.id)
         assert (done.status, done.attempts, done.engine) == (Status.COMPLETED, 1, driver.engine)
-        moves = Counter((e["from_status"], e["to_status"]) for e in store.events(task.id))
+        moves = Counter((e.from_status, e.to_status) for e in store.events(task.id))
         assert moves == {(None, "queued"): 1, ("queued", "running"): 1, ("running", "completed"): 1}
 
 

@@ -97,7 +97,7 @@ def test_a_failed_attempt_is_retried_after_its_backoff(store: TaskStore, db_url:
     assert make_worker(backing_off, db_url, flaky).run() == 0
     done = store.get(task.id)
     assert (done.status, done.attempts, done.caption) == (Status.COMPLETED, 2, "second time lucky")
-    assert [e["reason"] for e in store.events(task.id)][2] == "provider busy"
+    assert [e.reason for e in store.events(task.id)][2] == "provider busy"
 
 
 def test_an_unexpected_error_is_retried_with_its_type(store: TaskStore, db_url: str) -> None:
@@ -171,7 +171,7 @@ def test_a_timed_out_attempt_is_retried_and_its_late_result_discarded(
     assert code == [0]
     done = store.get(task_id)
     assert (done.status, done.attempts, done.caption) == (Status.COMPLETED, 2, "fresh")
-    assert "timed out after 0.2s" in store.events(task_id)[2]["reason"]
+    assert "timed out after 0.2s" in store.events(task_id)[2].reason
     assert transitions(store)[("running", "completed")] == 1
 
 

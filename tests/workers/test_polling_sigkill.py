@@ -33,7 +33,7 @@ def wait_running(store: TaskStore, task_id: uuid.UUID) -> str:
 
 
 def history(store: TaskStore, task_id: uuid.UUID) -> list[tuple[str | None, str, str]]:
-    return [(e["from_status"], e["to_status"], e["actor"]) for e in store.events(task_id)]
+    return [(e.from_status, e.to_status, e.actor) for e in store.events(task_id)]
 
 
 def test_a_task_of_a_killed_worker_is_recovered_and_completed_once(
@@ -52,9 +52,9 @@ def test_a_task_of_a_killed_worker_is_recovered_and_completed_once(
     assert rescuer.finish()[0] == 0
 
     [(_, _, _, recovery), *_] = [
-        (e["from_status"], e["to_status"], e["actor"], e["reason"])
+        (e.from_status, e.to_status, e.actor, e.reason)
         for e in store.events(task_id)
-        if e["from_status"] == "running" and e["to_status"] == "queued"
+        if e.from_status == "running" and e.to_status == "queued"
     ]
     assert "heartbeat lapsed" in recovery
     events = history(store, task_id)
@@ -103,5 +103,5 @@ def test_two_sigterms_release_the_running_task_at_once(
     assert time.monotonic() - sent < 3, "the worker waited for its running task"
     task = store.get(task_id)
     assert (task.status, task.attempts, task.worker) == (Status.QUEUED, 0, None)
-    assert store.events(task_id)[-1]["reason"] == "worker shut down"
+    assert store.events(task_id)[-1].reason == "worker shut down"
     assert history(store, task_id)[-1] == ("running", "queued", name)

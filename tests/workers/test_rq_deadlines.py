@@ -85,7 +85,7 @@ def test_a_graceful_stop_ends_within_the_stop_timeout_releasing_what_did_not_fin
     assert code == 1, log
     released = store.get(task.id)
     assert (released.status, released.attempts, released.worker) == (Status.QUEUED, 0, None)
-    assert store.events(task.id)[-1]["reason"] == "worker shut down"
+    assert store.events(task.id)[-1].reason == "worker shut down"
 
 
 def test_an_rq_job_hung_in_a_system_call_is_timed_out_by_worker_timeout(

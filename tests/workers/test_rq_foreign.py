@@ -104,7 +104,7 @@ def test_a_switchyard_rq_worker_leaves_other_applications_jobs_untouched_and_in_
     metrics = Metrics(services).render().decode()
     assert 'switchyard_rq_foreign_jobs{queue="urgent"} 3.0' in metrics
     events = services.store.system_events("foreign_jobs_seen")
-    assert events and events[0]["detail"]["count"] == 5  # the worker knows the forged one too
+    assert events and events[0].detail["count"] == 5  # the worker knows the forged one too
 
     # their owner's own rq worker runs them, in their order
     SimpleWorker([Queue("urgent", connection=r)], connection=r).work(burst=True)

@@ -66,7 +66,7 @@ def test_a_task_of_a_sigkilled_rq_worker_is_recovered_and_completed_once(
     wait_for(lambda: store.get(task.id).status is Status.COMPLETED, timeout=30)
     done = store.get(task.id)
     assert (done.attempts, done.engine) == (2, "rq")
-    history = [(e["from_status"], e["to_status"]) for e in store.events(task.id)]
+    history = [(e.from_status, e.to_status) for e in store.events(task.id)]
     assert history.count(("running", "completed")) == 1
     assert history.count(("running", "queued")) == 1  # the heartbeat-lapse recovery
     assert runs(log)[str(task.id)] == 2  # the killed attempt, then the one that completed

@@ -96,14 +96,14 @@ def test_redis_dies_mid_run_of_1000_tasks_and_nothing_is_lost_or_run_twice(
     private_redis.start()
     wait_for(lambda: not modes.fallback_state(services.store)["active"], timeout=15)
     # Within two seconds both workers are rq workers again.
-    wait_for(lambda: [w["engine"] for w in services.store.list_workers()] == ["rq", "rq"], 5)
+    wait_for(lambda: [w.engine for w in services.store.list_workers()] == ["rq", "rq"], 5)
     services.modes.routing(fresh=True)
     after = submit(services, new_tasks(40), "test")
     wait_for(lambda: all_done(services, 1040), timeout=30)
     assert {services.store.get(t.id).engine for t in after} == {"rq"}
     ran = runs(log)
     assert len(ran) == 1040 and max(ran.values()) == 1
-    kinds = [e["kind"] for e in services.store.system_events()]
+    kinds = [e.kind for e in services.store.system_events()]
     assert kinds[:2] == ["fallback_cleared", "fallback_activated"]
     for proc in workers.started:
         assert proc.stop() == 0, proc.output()
@@ -130,7 +130,7 @@ def test_after_an_outage_queued_tasks_are_really_moved_back_to_rq_and_counted(
     assert sum(queue_lengths(services.redis).values()) == 20
     cleared = services.store.system_events(kind="fallback_cleared")[0]
     epoch = services.store.routing_epoch()
-    assert cleared["detail"] == {"checked": 12, "pushed": 20, "adopted": 0, "epoch": epoch}
+    assert cleared.detail == {"checked": 12, "pushed": 20, "adopted": 0, "epoch": epoch}
     assert {services.store.get(t.id).status for t in before + during} == {Status.QUEUED}
 
 
@@ -149,5 +149,5 @@ def test_without_rq_fallback_enabled_polling_workers_do_not_take_over(
     supervisor.tick(every_duty=True)
     (event,) = services.store.system_events(kind="redis_recovered")
     epoch = services.store.routing_epoch()
-    assert event["detail"] == {"checked": 3, "pushed": 3, "adopted": 0, "epoch": epoch}
+    assert event.detail == {"checked": 3, "pushed": 3, "adopted": 0, "epoch": epoch}
     assert sum(queue_lengths(services.redis).values()) == 3

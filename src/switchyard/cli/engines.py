@@ -64,7 +64,7 @@ def workers(
     as_json: bool = JsonOption,
 ) -> None:
     """Workers of both engines: host, pid, state, current task, last heartbeat."""
-    found = ops.list_workers(State.services(), include_stopped)
+    found = [w.to_dict() for w in ops.list_workers(State.services(), include_stopped)]
     if as_json:
         emit_json(found)
         return
@@ -80,7 +80,7 @@ def events(
     as_json: bool = JsonOption,
 ) -> None:
     """System events, newest first: mode switches, fallbacks and recoveries, suspensions."""
-    found = ops.system_events(State.services(), kind, limit)
+    found = [e.to_dict() for e in ops.system_events(State.services(), kind, limit)]
     if as_json:
         emit_json(found)
         return

@@ -70,7 +70,7 @@ def _brief(detail: dict[str, Any] | None) -> str:
     return ", ".join(f"{k}={detail[k]}" for k in keys if k in detail)[:120]
 
 
-def _finish_run(run_call: Callable[[], dict[str, Any]], as_json: bool) -> None:
+def _finish_run(run_call: Callable[[], ops.RunView], as_json: bool) -> None:
     """Run, print the run (also when it failed), and exit 1 with the reason on failure."""
     try:
         run = run_call()
@@ -80,11 +80,11 @@ def _finish_run(run_call: Callable[[], dict[str, Any]], as_json: bool) -> None:
     _show(run, as_json)
 
 
-def _show(run: dict[str, Any], as_json: bool) -> None:
+def _show(run: ops.RunView, as_json: bool) -> None:
     if as_json:
-        emit_json(run)
+        emit_json(run.to_dict())
     else:
-        _print_run(run)
+        _print_run(run.to_dict())
 
 
 # -- checks -------------------------------------------------------------------------------------
@@ -148,7 +148,7 @@ def cleanup_rq(
     as_json: bool = JsonOption,
 ) -> None:
     """Remove rq's keys once everything in them is accounted for; refuses otherwise."""
-    data = ops.cleanup_rq(State.services(), confirm=yes, actor=ACTOR)
+    data = ops.cleanup_rq(State.services(), confirm=yes, actor=ACTOR).to_dict()
     if as_json:
         emit_json(data)
         return
@@ -367,7 +367,7 @@ def list_runs(
     limit: int = typer.Option(20, "--limit", min=1, max=1000), as_json: bool = JsonOption
 ) -> None:
     """Runs, newest first."""
-    runs = ops.list_runs(State.services(), limit)
+    runs = [r.to_dict() for r in ops.list_runs(State.services(), limit)]
     if as_json:
         emit_json(runs)
         return
@@ -398,7 +398,7 @@ def assess(
 ) -> None:
     """The runbook's decision matrix and tree over measured signals and your flags."""
     flags = locals_without(locals(), "as_json")
-    result = ops.assess(State.services(), **flags)
+    result = ops.assess(State.services(), **flags).to_dict()
     if as_json:
         emit_json(result)
         return

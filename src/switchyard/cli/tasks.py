@@ -112,7 +112,7 @@ def status(task_id: str = typer.Argument(None), as_json: bool = JsonOption) -> N
         return
     task, events = ops.get_task(services, task_id)
     if as_json:
-        emit_json({**task.to_dict(), "events": [_event_dict(e) for e in events]})
+        emit_json({**task.to_dict(), "events": [e.to_dict() for e in events]})
         return
     for key, value in task.to_dict().items():
         console.print(
@@ -122,7 +122,7 @@ def status(task_id: str = typer.Argument(None), as_json: bool = JsonOption) -> N
     table(
         "history",
         ["at", "actor", "from", "to", "reason"],
-        [[e["at"], e["actor"], e["from_status"], e["to_status"], e["reason"]] for e in events],
+        [[e.at, e.actor, e.from_status, e.to_status, e.reason] for e in events],
     )
 
 
@@ -137,10 +137,6 @@ def _print_configuration(conf: dict[str, Any]) -> None:
         lines.append(f"warning: {conf['settings_drift']}")
     for line in lines:
         console.print(line, markup=False, soft_wrap=True)
-
-
-def _event_dict(e: dict[str, Any]) -> dict[str, Any]:
-    return {**e, "task_id": str(e["task_id"]), "at": e["at"].isoformat() + "Z"}
 
 
 @app.command("tasks")

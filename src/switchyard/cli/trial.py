@@ -62,7 +62,7 @@ def _show(result: TrialResult) -> None:
             highlight=False,
         )
     else:
-        why = task.error or (result.events[-1]["reason"] if result.events else None)
+        why = task.error or (result.events[-1].reason if result.events else None)
         err_console.print(
             f"no caption after {result.seconds:.1f} s ({task.status.value}): {why}",
             highlight=False,
@@ -71,8 +71,5 @@ def _show(result: TrialResult) -> None:
     table(
         "what happened",
         ["at", "actor", "from", "to", "reason"],
-        [
-            [e["at"], e["actor"], e["from_status"], e["to_status"], e["reason"]]
-            for e in result.events
-        ],
+        [[e.at, e.actor, e.from_status, e.to_status, e.reason] for e in result.events],
     )

@@ -10,23 +10,22 @@ thousand. None counts the whole history.
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
 from switchyard.db.engine import translated
+from switchyard.db.runs import RunHeading, RunRecord, run_heading, run_record, step_record
 from switchyard.db.schema import run_steps, runs, task_events, tasks
 from switchyard.db.store import utcnow
 from switchyard.domain import FINISHED, Priority, Status
 from switchyard.errors import NotFound
+from switchyard.wire import as_json
 
 # A scrape reads at most this many finished tasks to build its histograms.
 SAMPLE_LIMIT = 20_000
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.isoformat() + "Z"
 
 
 def _read(engine: sa.Engine, what: str, query: sa.Executable) -> list[sa.Row[Any]]:
@@ -85,48 +84,21 @@ def finished_counts(engine: sa.Engine, since: datetime) -> dict[str, dict[str, i
 # -- rollback runs (written by db/runs.py's RunRecorder; read here) -------------------------------
 
 
-def _run_dict(row: sa.Row[Any]) -> dict[str, Any]:
-    m = row._mapping
-    return {
-        "id": m["id"],
-        "kind": m["kind"],
-        "status": m["status"],
-        "params": m["params"],
-        "started_at": _iso(m["started_at"]),
-        "finished_at": _iso(m["finished_at"]),
-        "summary": m["summary"],
-    }
-
-
-def _step_dict(row: sa.Row[Any]) -> dict[str, Any]:
-    m = row._mapping
-    return {
-        "name": m["name"],
-        "status": m["status"],
-        "started_at": _iso(m["started_at"]),
-        "finished_at": _iso(m["finished_at"]),
-        "detail": m["detail"],
-    }
-
-
-def list_runs(engine: sa.Engine, limit: int = 20) -> list[dict[str, Any]]:
+def list_runs(engine: sa.Engine, limit: int = 20) -> list[RunHeading]:
     query = sa.select(runs).order_by(runs.c.started_at.desc()).limit(limit)
-    return [_run_dict(r) for r in _read(engine, "listing runs", query)]
+    return [run_heading(r) for r in _read(engine, "listing runs", query)]
 
 
-def get_run(engine: sa.Engine, run_id: str) -> dict[str, Any]:
+def get_run(engine: sa.Engine, run_id: str) -> RunRecord:
     """One run with its steps in the order they were recorded: the incident's timeline."""
     found = _read(engine, "reading a run", sa.select(runs).where(runs.c.id == run_id))
     if not found:
         raise NotFound(f"no run {run_id!r}")
     steps = sa.select(run_steps).where(run_steps.c.run_id == run_id).order_by(run_steps.c.id)
-    return {
-        **_run_dict(found[0]),
-        "steps": [_step_dict(s) for s in _read(engine, "reading run steps", steps)],
-    }
+    return run_record(found[0], [step_record(s) for s in _read(engine, "reading run steps", steps)])
 
 
-def current_or_last_run(engine: sa.Engine) -> dict[str, Any] | None:
+def current_or_last_run(engine: sa.Engine) -> RunRecord | None:
     """The run in progress if there is one, else the latest; None before the first run."""
     running_first = sa.case((runs.c.status == "running", 0), else_=1)
     query = sa.select(runs.c.id).order_by(running_first, runs.c.started_at.desc()).limit(1)
@@ -153,7 +125,21 @@ def throughput_query(edges: list[datetime]) -> sa.Select[Any]:
     )
 
 
-def throughput(engine: sa.Engine, minutes: int = 60, buckets: int = 30) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class Throughput:
+    """Completions and failures per bucket of `bucket_seconds`, from `start` to `end`."""
+
+    start: datetime
+    end: datetime
+    bucket_seconds: float
+    completed: list[int]
+    failed: list[int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return as_json(self)
+
+
+def throughput(engine: sa.Engine, minutes: int = 60, buckets: int = 30) -> Throughput:
     """Completions and failures per time bucket over the last `minutes`, from task_events."""
     now = utcnow()
     width = timedelta(minutes=minutes) / buckets
@@ -161,13 +147,7 @@ def throughput(engine: sa.Engine, minutes: int = 60, buckets: int = 30) -> dict[
     edges = [start + width * i for i in range(buckets + 1)]
     row = _read(engine, "reading throughput", throughput_query(edges))[0]
     counts = [int(v) for v in row]
-    return {
-        "start": _iso(start),
-        "end": _iso(now),
-        "bucket_seconds": width.total_seconds(),
-        "completed": counts[:buckets],
-        "failed": counts[buckets:],
-    }
+    return Throughput(start, now, width.total_seconds(), counts[:buckets], counts[buckets:])
 
 
 # -- durations and latency ------------------------------------------------------------------
@@ -229,6 +209,7 @@ def recent_claim_latencies(engine: sa.Engine, minutes: int = 15) -> list[float]:
 
 __all__ = [
     "LIVE",
+    "Throughput",
     "current_or_last_run",
     "durations_query",
     "finished_counts",

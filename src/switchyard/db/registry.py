@@ -3,7 +3,8 @@ with their heartbeat and the routing epoch each acts under."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -12,6 +13,27 @@ from switchyard.db.clock import utcnow
 from switchyard.db.engine import translated
 from switchyard.db.schema import workers
 from switchyard.domain import Engine
+from switchyard.wire import as_json
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRow:
+    """A process of the deployment as its registry row says."""
+
+    name: str
+    engine: str  # "db", "rq", or "web" for `serve`
+    host: str
+    pid: int
+    state: str  # what the process last said: idle, busy, stopped...
+    current_task: str | None
+    processed: int
+    started_at: datetime
+    heartbeat_at: datetime
+    epoch_seen: int | None
+    providers: list[dict[str, Any]] | None  # each caption provider's report, as it sent it
+
+    def to_dict(self) -> dict[str, Any]:
+        return as_json(self)
 
 
 class WorkerRegistry:
@@ -72,12 +94,12 @@ class WorkerRegistry:
         with translated("acknowledging the routing epoch"), self.engine.begin() as conn:
             conn.execute(stmt)
 
-    def list_workers(self, include_stopped: bool = False) -> list[dict[str, Any]]:
+    def list_workers(self, include_stopped: bool = False) -> list[WorkerRow]:
         query = sa.select(workers).order_by(workers.c.engine, workers.c.name)
         if not include_stopped:
             query = query.where(workers.c.state != "stopped")
         with translated("listing workers"), self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(query)]
+            return [WorkerRow(**r._mapping) for r in conn.execute(query)]
 
     def purge_workers(self, silent_for: timedelta) -> int:
         """Drop rows of workers not heard from for `silent_for` (stopped or killed)."""

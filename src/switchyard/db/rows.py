@@ -12,6 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from switchyard.domain import Engine, Origin, Priority, Status, Task
+from switchyard.wire import as_json
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,36 @@ class NewTask:
     source_job_id: str | None = None  # the rq job a migrated foreign job came from
     source_index: int | None = None  # which of that job's tasks (a mapper may return several)
     id: uuid.UUID = field(default_factory=uuid.uuid4)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskEvent:
+    """A row of `task_events`: one transition of a task, who made it and why."""
+
+    id: int
+    task_id: uuid.UUID
+    at: datetime
+    actor: str
+    from_status: Status | None  # None: the task was created
+    to_status: Status
+    reason: str | None
+
+    @classmethod
+    def from_row(cls, row: sa.Row[Any]) -> TaskEvent:
+        m = row._mapping
+        before = m["from_status"]
+        return cls(
+            id=m["id"],
+            task_id=m["task_id"],
+            at=m["at"],
+            actor=m["actor"],
+            from_status=None if before is None else Status(before),
+            to_status=Status(m["to_status"]),
+            reason=m["reason"],
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return as_json(self)
 
 
 @dataclass(frozen=True)

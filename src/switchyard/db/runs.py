@@ -24,7 +24,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -40,6 +40,7 @@ from switchyard.errors import (
     SwitchyardError,
 )
 from switchyard.logs import log_event
+from switchyard.wire import as_json
 
 log = logging.getLogger(__name__)
 
@@ -64,17 +65,22 @@ class StepStatus(enum.StrEnum):
     INTERRUPTED = "interrupted"  # its process died or was stopped while it ran
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StepRecord:
     name: str
     status: StepStatus
     started_at: datetime
     finished_at: datetime | None
-    detail: dict[str, Any]
+    detail: dict[str, Any]  # the step's own record, stored as JSON (see rollback/procedures.py)
+
+    def to_dict(self) -> dict[str, Any]:
+        return as_json(self)
 
 
-@dataclass(frozen=True)
-class RunRecord:
+@dataclass(frozen=True, slots=True)
+class RunHeading:
+    """A run without its steps: a line of the list of runs."""
+
     id: str
     kind: str
     status: RunStatus
@@ -82,12 +88,30 @@ class RunRecord:
     started_at: datetime
     finished_at: datetime | None
     summary: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return as_json(self)
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord(RunHeading):
+    """A run with its timeline: every step record, in the order they were written."""
+
     steps: list[StepRecord] = field(default_factory=list)
 
     def done_steps(self) -> dict[str, dict[str, Any]]:
         """Name -> detail of every step whose latest record is `done`."""
         latest = {s.name: s for s in self.steps}
         return {n: s.detail for n, s in latest.items() if s.status is StepStatus.DONE}
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Who executes runs now (stored as JSON under `LEASE_KEY`)."""
+
+    run_id: str
+    owner: str  # `host:pid#tag`
+    heartbeat: str  # ISO 8601 with a Z, as stored
 
 
 def new_run_id(kind: str, now: datetime) -> str:
@@ -136,7 +160,7 @@ class RunRecorder:
             steps = conn.execute(
                 sa.select(run_steps).where(run_steps.c.run_id == run_id).order_by(run_steps.c.id)
             ).all()
-        return _run_record(row, [_step_record(s) for s in steps])
+        return run_record(row, [step_record(s) for s in steps])
 
     def begin_step(self, run_id: str, name: str) -> int:
         """Record a step starting; an earlier `running` record of it was interrupted."""
@@ -218,13 +242,15 @@ class RunRecorder:
                 )
             upsert_state(conn, LEASE_KEY, row is not None, _lease(run_id, owner, now), owner, now)
 
-    def lease_holder(self) -> dict[str, Any] | None:
+    def lease_holder(self) -> Lease | None:
         """The live lease (run id, owner, heartbeat), or None when no run is executing."""
         with translated("reading the run lease"), self.engine.connect() as conn:
             held = conn.execute(
                 sa.select(system_state.c.value).where(system_state.c.key == LEASE_KEY)
             ).scalar()
-        return held if isinstance(held, dict) and _lease_alive(held, utcnow()) else None
+        if not (isinstance(held, dict) and _lease_alive(held, utcnow())):
+            return None
+        return Lease(str(held["run_id"]), str(held["owner"]), str(held["heartbeat"]))
 
     def refresh_lease(self, owner: str) -> None:
         now = utcnow()
@@ -294,9 +320,9 @@ def _own_lease(conn: sa.Connection, owner: str) -> dict[str, Any] | None:
     return held if isinstance(held, dict) and held.get("owner") == owner else None
 
 
-def _run_record(row: sa.Row[Any], steps: list[StepRecord]) -> RunRecord:
+def run_heading(row: sa.Row[Any]) -> RunHeading:
     m = row._mapping
-    return RunRecord(
+    return RunHeading(
         id=m["id"],
         kind=m["kind"],
         status=RunStatus(m["status"]),
@@ -304,11 +330,15 @@ def _run_record(row: sa.Row[Any], steps: list[StepRecord]) -> RunRecord:
         started_at=m["started_at"],
         finished_at=m["finished_at"],
         summary=m["summary"] or {},
-        steps=steps,
     )
 
 
-def _step_record(row: sa.Row[Any]) -> StepRecord:
+def run_record(row: sa.Row[Any], steps: list[StepRecord]) -> RunRecord:
+    heading = run_heading(row)
+    return RunRecord(**{f.name: getattr(heading, f.name) for f in fields(heading)}, steps=steps)
+
+
+def step_record(row: sa.Row[Any]) -> StepRecord:
     m = row._mapping
     return StepRecord(
         name=m["name"],

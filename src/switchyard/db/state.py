@@ -3,7 +3,8 @@ epoch, maintenance, the run lease) and the timeline of system events (`system_ev
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -13,6 +14,28 @@ from switchyard.db import fence
 from switchyard.db.clock import utcnow
 from switchyard.db.engine import translated
 from switchyard.db.schema import system_events, system_state
+from switchyard.wire import as_json
+
+
+@dataclass(frozen=True, slots=True)
+class SystemEvent:
+    """A row of `system_events`: a mode switch, a fallback, a move of ownership..."""
+
+    id: int
+    at: datetime
+    actor: str
+    kind: str
+    reason: str | None
+    detail: dict[str, Any]
+
+    @classmethod
+    def from_row(cls, row: Mapping[Any, Any]) -> SystemEvent:
+        detail = row.get("detail")
+        detail = detail if isinstance(detail, dict) else {"detail": detail}
+        return cls(row["id"], row["at"], row["actor"], row["kind"], row.get("reason"), detail)
+
+    def to_dict(self) -> dict[str, Any]:
+        return as_json(self)
 
 
 class _Unchanged(Exception):
@@ -118,17 +141,17 @@ class StateStore:
         with translated("recording a system event"), self.engine.begin() as conn:
             conn.execute(system_events.insert().values(**row, detail=detail or {}))
 
-    def system_events(self, kind: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    def system_events(self, kind: str | None = None, limit: int = 100) -> list[SystemEvent]:
         """The newest system events first."""
         query = sa.select(system_events).order_by(system_events.c.id.desc()).limit(limit)
         if kind is not None:
             query = query.where(system_events.c.kind == kind)
         with translated("reading system events"), self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(query)]
+            return [SystemEvent.from_row(r._mapping) for r in conn.execute(query)]
 
     def system_events_between(
         self, start: datetime, end: datetime, limit: int = 10_000
-    ) -> list[dict[str, Any]]:
+    ) -> list[SystemEvent]:
         """The system events recorded from `start` to `end` (both included), oldest first."""
         query = (
             sa.select(system_events)
@@ -137,7 +160,7 @@ class StateStore:
             .limit(limit)
         )
         with translated("reading system events"), self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(query)]
+            return [SystemEvent.from_row(r._mapping) for r in conn.execute(query)]
 
     def system_event_tally(self, start: datetime, end: datetime) -> dict[str, int]:
         """Kind -> how many system events of that kind were recorded from `start` to `end`."""

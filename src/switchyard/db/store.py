@@ -37,6 +37,7 @@ from switchyard.db.rows import (
     Outcome,
     Pending,
     Recovery,
+    TaskEvent,
     event_row,
     queued_row,
     task_from_row,
@@ -273,14 +274,14 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
                 out[status][Priority(priority).label] = n
         return out
 
-    def events(self, task_id: uuid.UUID) -> list[dict[str, Any]]:
+    def events(self, task_id: uuid.UUID) -> list[TaskEvent]:
         query = (
             sa.select(task_events)
             .where(task_events.c.task_id == task_id)
             .order_by(task_events.c.id)
         )
         with translated("reading task events"), self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(query)]
+            return [TaskEvent.from_row(r) for r in conn.execute(query)]
 
     # -- claiming ---------------------------------------------------------------------------
 
@@ -841,6 +842,7 @@ __all__ = [
     "Outcome",
     "Pending",
     "Recovery",
+    "TaskEvent",
     "TaskStore",
     "queued_row",
     "sources_of",

@@ -3,27 +3,27 @@ rollback runs and their timelines, throughput over time, task durations, claim l
 
 from __future__ import annotations
 
-from typing import Any
-
 from switchyard.db import activity as reads
+from switchyard.db.activity import Throughput
+from switchyard.db.runs import RunHeading, RunRecord
 from switchyard.operations.services import Services
 
 
-def list_runs(services: Services, limit: int = 20) -> list[dict[str, Any]]:
+def list_runs(services: Services, limit: int = 20) -> list[RunHeading]:
     return reads.list_runs(services.store.engine, limit)
 
 
-def get_run(services: Services, run_id: str) -> dict[str, Any]:
+def get_run(services: Services, run_id: str) -> RunRecord:
     """One run with its steps in the order they were recorded: the incident's timeline."""
     return reads.get_run(services.store.engine, run_id)
 
 
-def current_or_last_run(services: Services) -> dict[str, Any] | None:
+def current_or_last_run(services: Services) -> RunRecord | None:
     """The run in progress if there is one, else the latest; None before the first run."""
     return reads.current_or_last_run(services.store.engine)
 
 
-def throughput(services: Services, minutes: int = 60, buckets: int = 30) -> dict[str, Any]:
+def throughput(services: Services, minutes: int = 60, buckets: int = 30) -> Throughput:
     """Completions and failures per time bucket over the last `minutes`."""
     return reads.throughput(services.store.engine, minutes, buckets)
 

@@ -50,9 +50,9 @@ def caption_providers(services: Services) -> list[ProviderView]:
     """Every provider some live worker reports, in the order first seen."""
     views: dict[str, ProviderView] = {}
     for worker in list_workers(services):
-        if not worker["alive"]:
+        if not worker.alive:
             continue
-        for report in worker.get("providers") or []:
+        for report in worker.providers or []:
             name = str(report.get("name", "?"))
             views.setdefault(name, ProviderView(name)).add(report)
     return list(views.values())

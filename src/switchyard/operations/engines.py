@@ -9,13 +9,15 @@ figures), never as zero jobs.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
 
 from switchyard import modes, switch
 from switchyard.config import describe
 from switchyard.db import activity as activity_db
+from switchyard.db.registry import WorkerRow
+from switchyard.db.state import SystemEvent
 from switchyard.db.store import utcnow
 from switchyard.domain import Engine
 from switchyard.errors import SwitchyardError
@@ -209,8 +211,7 @@ def engine_stats(services: Services) -> dict[str, Any]:
         "failed_window_hours": FAILED_WINDOW_HOURS,
         "rq": redis_side,
         "workers": {
-            e.value: sum(1 for w in registry if w["engine"] == e.value and w["alive"])
-            for e in Engine
+            e.value: sum(1 for w in registry if w.engine == e.value and w.alive) for e in Engine
         },
     }
 
@@ -229,24 +230,25 @@ def rq_health(services: Services) -> dict[str, Any]:
 # -- workers ------------------------------------------------------------------------------
 
 
-def list_workers(services: Services, include_stopped: bool = False) -> list[dict[str, Any]]:
+@dataclass(frozen=True, slots=True)
+class WorkerSeen(WorkerRow):
+    """A registry row judged against the clock: `alive` is false once its heartbeat is older
+    than WORKER_HEARTBEAT_LAPSE, and such a row's state is `lost`."""
+
+    alive: bool = False
+
+
+def list_workers(services: Services, include_stopped: bool = False) -> list[WorkerSeen]:
     """Every registered worker of both engines; `alive` is false once its heartbeat is older
     than WORKER_HEARTBEAT_LAPSE (killed, or its host lost), and such a row shows as `lost`."""
     lapse = timedelta(seconds=services.settings.worker_heartbeat_lapse)
     now = utcnow()
     out = []
     for row in services.store.list_workers(include_stopped):
-        alive = row["state"] != "stopped" and now - row["heartbeat_at"] <= lapse
-        state = row["state"] if alive or row["state"] == "stopped" else "lost"
-        out.append(
-            {
-                **row,
-                "state": state,
-                "alive": alive,
-                "started_at": _iso(row["started_at"]),
-                "heartbeat_at": _iso(row["heartbeat_at"]),
-            }
-        )
+        alive = row.state != "stopped" and now - row.heartbeat_at <= lapse
+        state = row.state if alive or row.state == "stopped" else "lost"
+        seen = {f.name: getattr(row, f.name) for f in fields(row)}
+        out.append(WorkerSeen(**{**seen, "state": state}, alive=alive))
     return out
 
 
@@ -279,11 +281,9 @@ def dispatch_now(services: Services) -> dict[str, int]:
 
 def system_events(
     services: Services, kind: str | None = None, limit: int = 50
-) -> list[dict[str, Any]]:
+) -> list[SystemEvent]:
     """Mode switches, fallbacks and recoveries (with their counts), suspensions, shutdowns."""
-    return [
-        {**e, "at": _iso(e["at"])} for e in services.store.system_events(kind=kind, limit=limit)
-    ]
+    return services.store.system_events(kind=kind, limit=limit)
 
 
 __all__ = [

@@ -96,7 +96,7 @@ def rq_queues(services: Services, r: Redis | None = None) -> RqQueues:
 
 
 def _own_worker_names(services: Services) -> set[str]:
-    return {w["name"] for w in services.store.list_workers(True) if w["engine"] == "rq"}
+    return {w.name for w in services.store.list_workers(True) if w.engine == "rq"}
 
 
 def _other_workers(r: Redis, own: set[str]) -> dict[str, int]:

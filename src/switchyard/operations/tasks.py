@@ -11,7 +11,7 @@ from typing import Any
 from switchyard import switch
 from switchyard.db import activity as counts_db
 from switchyard.db.reads import Cursor, TaskFilter, TaskPage, task_page
-from switchyard.db.store import NewTask, utcnow
+from switchyard.db.store import NewTask, TaskEvent, utcnow
 from switchyard.domain import Priority, Status, Task
 from switchyard.errors import (
     BrokerUnavailable,
@@ -83,7 +83,7 @@ def parse_task_id(raw: str) -> uuid.UUID:
         raise NotFound(f"no task {raw!r}: not a task id") from None
 
 
-def get_task(services: Services, raw_id: str) -> tuple[Task, list[dict[str, Any]]]:
+def get_task(services: Services, raw_id: str) -> tuple[Task, list[TaskEvent]]:
     task_id = parse_task_id(raw_id)
     return services.store.get(task_id), services.store.events(task_id)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -30,12 +31,38 @@ from switchyard.rollback import report as report_mod
 from switchyard.rollback.canary import CanaryResult, local_image_server, run_canary
 from switchyard.rollback.check import CheckOptions, CheckReport, check_and_repair
 from switchyard.rollback.procedures import default_params, procedure
-from switchyard.rollback.runs import BarFactory, RunBusy, RunRecorder, RunStatus, execute, no_bar
+from switchyard.rollback.runs import (
+    BarFactory,
+    RunBusy,
+    RunHeading,
+    RunRecord,
+    RunRecorder,
+    RunStatus,
+    execute,
+    no_bar,
+)
 from switchyard.rollback.verify import VerifyReport, verify
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedStep:
+    """A step of the procedure and where it stands: its latest record's status, or pending."""
+
+    name: str
+    description: str
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunView(RunRecord):
+    """A run with its timeline, its plan, and whether a live process is executing it now."""
+
+    executing: bool = False
+    plan: list[PlannedStep] = field(default_factory=list)
 
 
 def _recorder(services: Services) -> RunRecorder:
@@ -51,7 +78,7 @@ def create_run(services: Services, kind: str, **params: Any) -> str:
     recorder = _recorder(services)
     held = recorder.lease_holder()
     if held is not None:
-        raise RunBusy(f"run {held['run_id']} is being executed by {held['owner']}; wait for it")
+        raise RunBusy(f"run {held.run_id} is being executed by {held.owner}; wait for it")
     return recorder.create(kind, full)
 
 
@@ -61,7 +88,7 @@ def execute_run(
     progress: Progress | None = None,
     bar: BarFactory = no_bar,
     changes: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> RunView:
     """Execute (or continue) a run in this thread, its parameters first updated with
     `changes` (`rollback resume RUN --allow-pickle`); returns it with its timeline. Raises
     RunFailed after recording a failed step, RunBusy if another process executes runs."""
@@ -82,7 +109,7 @@ def run_procedure(
     progress: Progress | None = None,
     bar: BarFactory = no_bar,
     **params: Any,
-) -> dict[str, Any]:
+) -> RunView:
     """Create a run and execute it in the foreground (the CLI's `rollback <kind>`)."""
     run_id = create_run(services, kind, **params)
     if progress is not None:
@@ -90,7 +117,7 @@ def run_procedure(
     return execute_run(services, run_id, progress, bar)
 
 
-def start_run(services: Services, kind: str, **params: Any) -> dict[str, Any]:
+def start_run(services: Services, kind: str, **params: Any) -> RunView:
     """Create a run and execute it in a background thread; returns the run at once, to be
     followed with `get_run` (the HTTP API's way)."""
     run_id = create_run(services, kind, **params)
@@ -98,7 +125,7 @@ def start_run(services: Services, kind: str, **params: Any) -> dict[str, Any]:
     return get_run(services, run_id)
 
 
-def resume_in_background(services: Services, run_id: str) -> dict[str, Any]:
+def resume_in_background(services: Services, run_id: str) -> RunView:
     run = _recorder(services).get(run_id)
     if run.status is RunStatus.SUCCEEDED:
         raise NothingToResume(f"run {run_id} already succeeded; nothing to resume")
@@ -118,24 +145,25 @@ def _in_background(services: Services, run_id: str) -> None:
     threading.Thread(target=target, name=f"run-{run_id}", daemon=True).start()
 
 
-def list_runs(services: Services, limit: int = 20) -> list[dict[str, Any]]:
+def list_runs(services: Services, limit: int = 20) -> list[RunHeading]:
     return activity.list_runs(services, limit)
 
 
-def get_run(services: Services, run_id: str) -> dict[str, Any]:
+def get_run(services: Services, run_id: str) -> RunView:
     """A run with its timeline (every step record), its plan (each procedure step and where
     it stands: done, failed, interrupted, running, or pending), and whether a live process
     is executing it now."""
     run = activity.get_run(services, run_id)
     held = _recorder(services).lease_holder()
     # A run left `running` by a process that died is not executing: resume it.
-    run["executing"] = held is not None and held["run_id"] == run_id
-    latest = {s["name"]: s["status"] for s in run["steps"]}
-    run["plan"] = [
-        {"name": s.name, "description": s.description, "status": latest.get(s.name, "pending")}
-        for s in procedure(run["kind"]).steps
+    executing = held is not None and held.run_id == run_id
+    latest = {s.name: s.status.value for s in run.steps}
+    plan = [
+        PlannedStep(s.name, s.description, latest.get(s.name, "pending"))
+        for s in procedure(run.kind).steps
     ]
-    return run
+    record = {f.name: getattr(run, f.name) for f in fields(run)}
+    return RunView(**record, executing=executing, plan=plan)
 
 
 def incident_report(services: Services, run_id: str) -> report_mod.IncidentReport:
@@ -152,8 +180,8 @@ def run_report(services: Services, run_id: str) -> str:
 # -- the checks ---------------------------------------------------------------------------------
 
 
-def assess(services: Services, **flags: Any) -> dict[str, Any]:
-    return assess_mod.assess(services, assess_mod.AssessOptions(**flags)).to_dict()
+def assess(services: Services, **flags: Any) -> assess_mod.Assessment:
+    return assess_mod.assess(services, assess_mod.AssessOptions(**flags))
 
 
 def check(
@@ -175,8 +203,10 @@ def verify_now(
     return verify(services, against, expect_rq_empty)
 
 
-def cleanup_rq(services: Services, *, confirm: bool, actor: str = "operator") -> dict[str, Any]:
-    return cleanup_mod.cleanup_rq(services, confirm=confirm, actor=actor).to_dict()
+def cleanup_rq(
+    services: Services, *, confirm: bool, actor: str = "operator"
+) -> cleanup_mod.CleanupReport:
+    return cleanup_mod.cleanup_rq(services, confirm=confirm, actor=actor)
 
 
 def canary(
@@ -201,6 +231,8 @@ def canary(
 
 __all__ = [
     "NothingToResume",
+    "PlannedStep",
+    "RunView",
     "assess",
     "canary",
     "check",

@@ -84,7 +84,7 @@ class Signals:
 def read_signals(
     services: Services, run: RunRecord, moves_against_run: int, now: datetime | None = None
 ) -> Signals:
-    alive = [w for w in engines.list_workers(services) if w["alive"] and w["engine"] == "db"]
+    alive = [w for w in engines.list_workers(services) if w.alive and w.engine == "db"]
     block = maintenance.submission_block(services)
     urls = services.settings.notify_webhook_urls
     webhooks = len(urls.get_secret_value().replace(",", " ").split()) if urls else 0

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from switchyard.db import reads as db_reads
+from switchyard.db.state import SystemEvent
 from switchyard.db.store import TaskStore, utcnow
 from switchyard.rollback.runs import RunRecord
 
@@ -38,32 +39,6 @@ class Window:
 
     def to_dict(self) -> dict[str, Any]:
         return {"start": _iso(self.start), "end": _iso(self.end), "open": self.open}
-
-
-@dataclass(frozen=True)
-class SystemEvent:
-    id: int
-    at: datetime
-    actor: str
-    kind: str
-    reason: str | None
-    detail: dict[str, Any]
-
-    @classmethod
-    def from_row(cls, row: dict[str, Any]) -> SystemEvent:
-        detail = row.get("detail")
-        detail = detail if isinstance(detail, dict) else {"detail": detail}
-        return cls(row["id"], row["at"], row["actor"], row["kind"], row.get("reason"), detail)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "at": _iso(self.at),
-            "actor": self.actor,
-            "kind": self.kind,
-            "reason": self.reason,
-            "detail": self.detail,
-        }
 
 
 @dataclass(frozen=True)
@@ -177,8 +152,7 @@ def against_direction(target: str | None, events: list[SystemEvent]) -> list[Aga
 def touches(store: TaskStore, run: RunRecord, now: datetime) -> Touches:
     """Every system event in the run's window, with the tally and the moves against it."""
     span = window(run, now)
-    rows = store.system_events_between(span.start, span.end, EVENTS_LISTED)
-    events = [SystemEvent.from_row(r) for r in rows]
+    events = store.system_events_between(span.start, span.end, EVENTS_LISTED)
     target = TARGET.get(run.kind)
     tally = store.system_event_tally(span.start, span.end)
     against = against_direction(target, events)

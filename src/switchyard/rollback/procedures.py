@@ -369,8 +369,7 @@ def _audit(ctx: StepContext, target: str) -> dict[str, Any]:
     switched = ctx.earlier.get("switch_mode", {})
     services = _services(ctx)
     since = datetime.fromisoformat(str(switched["switched_at"]).removesuffix("Z"))
-    rows = services.store.system_events_between(since, utcnow())
-    events = [ownership.SystemEvent.from_row(r) for r in rows]
+    events = services.store.system_events_between(since, utcnow())
     now = read_routing(services.store, services.settings).epoch
     problems = audit_moves(events, target, int(switched["epoch"]), now)
     return {"since": switched["switched_at"], "events": len(events), "problems": problems}

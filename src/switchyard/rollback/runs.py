@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from switchyard.db.runs import (
+    RunHeading,
     RunRecord,
     RunRecorder,
     RunStatus,
@@ -122,6 +123,7 @@ def _run_step(
 __all__ = [
     "RunBusy",
     "RunFailed",
+    "RunHeading",
     "RunRecord",
     "RunRecorder",
     "RunStatus",

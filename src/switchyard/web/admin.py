@@ -127,7 +127,7 @@ def resume_rq(
 @router.get("/workers")
 def workers(svc: Svc, include_stopped: bool = False) -> dict[str, Any]:
     """Every registered worker of both engines, alive or lost."""
-    return {"workers": engines.list_workers(svc, include_stopped)}
+    return {"workers": [w.to_dict() for w in engines.list_workers(svc, include_stopped)]}
 
 
 @router.get("/mode")
@@ -147,7 +147,7 @@ def system_events(
     svc: Svc, kind: str | None = Query(None, max_length=32), limit: int = Query(50, ge=1, le=500)
 ) -> dict[str, Any]:
     """Mode switches, fallbacks and recoveries, suspensions, shutdowns: newest first."""
-    return {"events": engines.system_events(svc, kind, limit)}
+    return {"events": [e.to_dict() for e in engines.system_events(svc, kind, limit)]}
 
 
 # -- maintenance ------------------------------------------------------------------------------
@@ -206,7 +206,7 @@ def cancel_maintenance(window_id: str, svc: Svc, actor: Actor) -> dict[str, Any]
 @router.get("/runs")
 def list_runs(svc: Svc, limit: int = Query(20, ge=1, le=200)) -> dict[str, Any]:
     """Rollback and rollforward runs, newest first."""
-    return {"runs": activity.list_runs(svc, limit)}
+    return {"runs": [r.to_dict() for r in activity.list_runs(svc, limit)]}
 
 
 @router.get("/runs/current", responses=NOT_FOUND)
@@ -215,11 +215,11 @@ def current_run(svc: Svc) -> dict[str, Any]:
     run = activity.current_or_last_run(svc)
     if run is None:
         raise NotFound("no run yet")
-    return run
+    return run.to_dict()
 
 
 @router.get("/runs/{run_id}", responses=NOT_FOUND)
 def get_run(run_id: str, svc: Svc) -> dict[str, Any]:
     """One run with its timeline (every step record) and its plan (each step of the
     procedure and where it stands): follow a rollback started from the API by its id."""
-    return rollback.get_run(svc, run_id)
+    return rollback.get_run(svc, run_id).to_dict()

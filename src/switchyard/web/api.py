@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from switchyard import operations as ops
-from switchyard.db.store import NewTask
+from switchyard.db.store import NewTask, TaskEvent
 from switchyard.domain import CaptionSettings, Status
 from switchyard.errors import SwitchyardError, UsageError
 from switchyard.operations import captions, engines, maintenance
@@ -115,14 +115,10 @@ def get_task(task_id: str, svc: Svc) -> dict[str, Any]:
     return {**task.to_dict(), "events": [_event(e) for e in events]}
 
 
-def _event(event: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "at": event["at"].isoformat() + "Z",
-        "actor": event["actor"],
-        "from_status": event["from_status"],
-        "to_status": event["to_status"],
-        "reason": event["reason"],
-    }
+def _event(event: TaskEvent) -> dict[str, Any]:
+    """A task's history in the API: the event without its ids."""
+    wire = event.to_dict()
+    return {k: wire[k] for k in ("at", "actor", "from_status", "to_status", "reason")}
 
 
 @router.get("/api/tasks", tags=["tasks"])
@@ -254,8 +250,8 @@ def _redis_health(svc: ops.Services, mode: dict[str, Any]) -> dict[str, Any]:
 def _workers_health(svc: ops.Services, mode: dict[str, Any]) -> dict[str, Any]:
     alive = {"db": 0, "rq": 0}
     for worker in engines.list_workers(svc):
-        if worker["alive"]:
-            alive[worker["engine"]] = alive.get(worker["engine"], 0) + 1
+        if worker.alive:
+            alive[worker.engine] = alive.get(worker.engine, 0) + 1
     wanted = {"db": ["db"], "rq": ["rq"], "hybrid": ["db", "rq"]}[mode["mode"]]
     if mode["fallback"]["active"]:
         wanted = ["db"]

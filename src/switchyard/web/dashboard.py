@@ -61,8 +61,8 @@ def dashboard_context(svc: ops.Services) -> dict[str, Section]:
         "tasks": _section(lambda: ops.overview(svc)),
         "stats": _section(lambda: engines.engine_stats(svc)),
         "mode": _section(lambda: engines.get_mode(svc)),
-        "workers": _section(lambda: engines.list_workers(svc)),
-        "throughput": _section(lambda: _with_chart(activity.throughput(svc))),
+        "workers": _section(lambda: [w.to_dict() for w in engines.list_workers(svc)]),
+        "throughput": _section(lambda: _with_chart(activity.throughput(svc).to_dict())),
         "run": _section(lambda: _current_run(svc)),
     }
 
@@ -70,7 +70,7 @@ def dashboard_context(svc: ops.Services) -> dict[str, Section]:
 def _current_run(svc: ops.Services) -> dict[str, Any] | None:
     """The run in progress or the last one, with its timeline and its plan."""
     run = activity.current_or_last_run(svc)
-    return None if run is None else rollback.get_run(svc, run["id"])
+    return None if run is None else rollback.get_run(svc, run.id).to_dict()
 
 
 def _with_chart(data: dict[str, Any]) -> dict[str, Any]:
@@ -264,7 +264,7 @@ def assess(request: Request, _actor: Session, csrf: Annotated[str, Form()] = "")
     svc = request.app.state.services
 
     def act() -> str:
-        found = rollback.assess(svc)
+        found = rollback.assess(svc).to_dict()
         reasons = "; ".join(found["reasons"])
         return (
             f"assessment: {found['severity']} · {found['action']} → {found['command']} ({reasons})"

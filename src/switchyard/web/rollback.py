@@ -91,15 +91,16 @@ def start_rollback(
     """Start a run in the background; follow it at the returned `Location`."""
     params = (body or RollbackIn()).model_dump(exclude_none=True)
     run = rollback.start_run(svc, kind, actor=actor, **params)
-    location = f"/admin/runs/{run['id']}"
-    return JSONResponse(run, status_code=202, headers={"Location": location})
+    location = f"/admin/runs/{run.id}"
+    return JSONResponse(run.to_dict(), status_code=202, headers={"Location": location})
 
 
 @router.post("/runs/{run_id}/resume", status_code=202, responses={**NOT_FOUND, **CONFLICT})
 def resume_run(run_id: str, svc: Svc) -> JSONResponse:
     """Continue a failed or interrupted run where it stopped (every step is idempotent)."""
     run = rollback.resume_in_background(svc, run_id)
-    return JSONResponse(run, status_code=202, headers={"Location": f"/admin/runs/{run_id}"})
+    location = f"/admin/runs/{run_id}"
+    return JSONResponse(run.to_dict(), status_code=202, headers={"Location": location})
 
 
 @router.get("/runs/{run_id}/report", response_class=MarkdownResponse, responses=NOT_FOUND)
@@ -114,7 +115,7 @@ def run_report(run_id: str, svc: Svc) -> MarkdownResponse:
 @router.post("/assess")
 def assess(svc: Svc, body: Annotated[AssessIn | None, Body()] = None) -> dict[str, Any]:
     """The runbook's decision matrix, from measurements and the operator's flags."""
-    return rollback.assess(svc, **(body or AssessIn()).model_dump())
+    return rollback.assess(svc, **(body or AssessIn()).model_dump()).to_dict()
 
 
 @router.post("/check", responses=VERDICT)
@@ -141,7 +142,7 @@ def cleanup_rq(
 ) -> dict[str, Any]:
     """Remove what rq still holds once every task is accounted for in the database; refused
     (409, with every reason) otherwise."""
-    return rollback.cleanup_rq(svc, confirm=(body or CleanupIn()).confirm, actor=actor)
+    return rollback.cleanup_rq(svc, confirm=(body or CleanupIn()).confirm, actor=actor).to_dict()
 
 
 __all__ = ["router"]

@@ -21,6 +21,7 @@ from switchyard import operations as ops
 from switchyard.captioning.handler import make_handler, provider_problems
 from switchyard.captioning.samples import media_type, serve_image
 from switchyard.config import Settings
+from switchyard.db.store import TaskEvent
 from switchyard.domain import Task
 from switchyard.workers.polling import Worker
 
@@ -42,7 +43,7 @@ WAIT_STEP = 0.1
 @dataclass(frozen=True)
 class TrialResult:
     task: Task
-    events: list[dict[str, Any]]
+    events: list[TaskEvent]
     seconds: float
     warnings: list[str]  # what the providers said at start (e.g. a model not pulled)
 
@@ -56,10 +57,7 @@ class TrialResult:
             "seconds": round(self.seconds, 3),
             "warnings": self.warnings,
             "task": self.task.to_dict(),
-            "events": [
-                {**e, "task_id": str(e["task_id"]), "at": e["at"].isoformat() + "Z"}
-                for e in self.events
-            ],
+            "events": [e.to_dict() for e in self.events],
         }
 
 
