@@ -10,14 +10,13 @@ thousand. None counts the whole history.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
 from switchyard.db.engine import translated
-from switchyard.db.runs import RunHeading, RunRecord, run_heading, run_record, step_record
 from switchyard.db.schema import run_steps, runs, task_events, tasks
 from switchyard.db.store import utcnow
 from switchyard.domain import FINISHED, Priority, Status
@@ -84,21 +83,70 @@ def finished_counts(engine: sa.Engine, since: datetime) -> dict[str, dict[str, i
 # -- rollback runs (written by db/runs.py's RunRecorder; read here) -------------------------------
 
 
-def list_runs(engine: sa.Engine, limit: int = 20) -> list[RunHeading]:
+# Read views: what is stored, shown as it is (a status this version does not know included);
+# the executor's validated records are db/runs.py's RunRecord and StepRecord.
+
+
+@dataclass(frozen=True, slots=True)
+class StepLine:
+    """A `run_steps` row: one record of a step starting or ending."""
+
+    name: str
+    status: str
+    started_at: datetime
+    finished_at: datetime | None
+    detail: dict[str, Any] | None  # the step's own record, stored as JSON
+
+    def to_dict(self) -> dict[str, Any]:
+        return as_json(self)
+
+
+@dataclass(frozen=True, slots=True)
+class RunLine:
+    """A `runs` row: a run without its steps (a line of the list of runs)."""
+
+    id: str
+    kind: str
+    status: str
+    params: dict[str, Any]
+    started_at: datetime
+    finished_at: datetime | None
+    summary: dict[str, Any] | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return as_json(self)
+
+
+@dataclass(frozen=True, slots=True)
+class RunTimeline(RunLine):
+    """A run with every step record in the order it was written: the incident's timeline."""
+
+    steps: list[StepLine] = field(default_factory=list)
+
+
+def _run_line(row: sa.Row[Any]) -> dict[str, Any]:
+    return {f.name: row._mapping[f.name] for f in fields(RunLine)}
+
+
+def list_runs(engine: sa.Engine, limit: int = 20) -> list[RunLine]:
     query = sa.select(runs).order_by(runs.c.started_at.desc()).limit(limit)
-    return [run_heading(r) for r in _read(engine, "listing runs", query)]
+    return [RunLine(**_run_line(r)) for r in _read(engine, "listing runs", query)]
 
 
-def get_run(engine: sa.Engine, run_id: str) -> RunRecord:
+def get_run(engine: sa.Engine, run_id: str) -> RunTimeline:
     """One run with its steps in the order they were recorded: the incident's timeline."""
     found = _read(engine, "reading a run", sa.select(runs).where(runs.c.id == run_id))
     if not found:
         raise NotFound(f"no run {run_id!r}")
-    steps = sa.select(run_steps).where(run_steps.c.run_id == run_id).order_by(run_steps.c.id)
-    return run_record(found[0], [step_record(s) for s in _read(engine, "reading run steps", steps)])
+    query = sa.select(run_steps).where(run_steps.c.run_id == run_id).order_by(run_steps.c.id)
+    steps = [
+        StepLine(**{f.name: s._mapping[f.name] for f in fields(StepLine)})
+        for s in _read(engine, "reading run steps", query)
+    ]
+    return RunTimeline(**_run_line(found[0]), steps=steps)
 
 
-def current_or_last_run(engine: sa.Engine) -> RunRecord | None:
+def current_or_last_run(engine: sa.Engine) -> RunTimeline | None:
     """The run in progress if there is one, else the latest; None before the first run."""
     running_first = sa.case((runs.c.status == "running", 0), else_=1)
     query = sa.select(runs.c.id).order_by(running_first, runs.c.started_at.desc()).limit(1)
@@ -209,6 +257,9 @@ def recent_claim_latencies(engine: sa.Engine, minutes: int = 15) -> list[float]:
 
 __all__ = [
     "LIVE",
+    "RunLine",
+    "RunTimeline",
+    "StepLine",
     "Throughput",
     "current_or_last_run",
     "durations_query",

@@ -24,7 +24,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -40,7 +40,6 @@ from switchyard.errors import (
     SwitchyardError,
 )
 from switchyard.logs import log_event
-from switchyard.wire import as_json
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +72,10 @@ class StepRecord:
     finished_at: datetime | None
     detail: dict[str, Any]  # the step's own record, stored as JSON (see rollback/procedures.py)
 
-    def to_dict(self) -> dict[str, Any]:
-        return as_json(self)
-
 
 @dataclass(frozen=True, slots=True)
-class RunHeading:
-    """A run without its steps: a line of the list of runs."""
+class RunRecord:
+    """A run with its timeline, as the executor and the report work with it."""
 
     id: str
     kind: str
@@ -88,15 +84,6 @@ class RunHeading:
     started_at: datetime
     finished_at: datetime | None
     summary: dict[str, Any]
-
-    def to_dict(self) -> dict[str, Any]:
-        return as_json(self)
-
-
-@dataclass(frozen=True, slots=True)
-class RunRecord(RunHeading):
-    """A run with its timeline: every step record, in the order they were written."""
-
     steps: list[StepRecord] = field(default_factory=list)
 
     def done_steps(self) -> dict[str, dict[str, Any]]:
@@ -160,7 +147,7 @@ class RunRecorder:
             steps = conn.execute(
                 sa.select(run_steps).where(run_steps.c.run_id == run_id).order_by(run_steps.c.id)
             ).all()
-        return run_record(row, [step_record(s) for s in steps])
+        return _run_record(row, [_step_record(s) for s in steps])
 
     def begin_step(self, run_id: str, name: str) -> int:
         """Record a step starting; an earlier `running` record of it was interrupted."""
@@ -320,9 +307,9 @@ def _own_lease(conn: sa.Connection, owner: str) -> dict[str, Any] | None:
     return held if isinstance(held, dict) and held.get("owner") == owner else None
 
 
-def run_heading(row: sa.Row[Any]) -> RunHeading:
+def _run_record(row: sa.Row[Any], steps: list[StepRecord]) -> RunRecord:
     m = row._mapping
-    return RunHeading(
+    return RunRecord(
         id=m["id"],
         kind=m["kind"],
         status=RunStatus(m["status"]),
@@ -330,15 +317,11 @@ def run_heading(row: sa.Row[Any]) -> RunHeading:
         started_at=m["started_at"],
         finished_at=m["finished_at"],
         summary=m["summary"] or {},
+        steps=steps,
     )
 
 
-def run_record(row: sa.Row[Any], steps: list[StepRecord]) -> RunRecord:
-    heading = run_heading(row)
-    return RunRecord(**{f.name: getattr(heading, f.name) for f in fields(heading)}, steps=steps)
-
-
-def step_record(row: sa.Row[Any]) -> StepRecord:
+def _step_record(row: sa.Row[Any]) -> StepRecord:
     m = row._mapping
     return StepRecord(
         name=m["name"],

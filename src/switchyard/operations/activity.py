@@ -4,21 +4,20 @@ rollback runs and their timelines, throughput over time, task durations, claim l
 from __future__ import annotations
 
 from switchyard.db import activity as reads
-from switchyard.db.activity import Throughput
-from switchyard.db.runs import RunHeading, RunRecord
+from switchyard.db.activity import RunLine, RunTimeline, Throughput
 from switchyard.operations.services import Services
 
 
-def list_runs(services: Services, limit: int = 20) -> list[RunHeading]:
+def list_runs(services: Services, limit: int = 20) -> list[RunLine]:
     return reads.list_runs(services.store.engine, limit)
 
 
-def get_run(services: Services, run_id: str) -> RunRecord:
+def get_run(services: Services, run_id: str) -> RunTimeline:
     """One run with its steps in the order they were recorded: the incident's timeline."""
     return reads.get_run(services.store.engine, run_id)
 
 
-def current_or_last_run(services: Services) -> RunRecord | None:
+def current_or_last_run(services: Services) -> RunTimeline | None:
     """The run in progress if there is one, else the latest; None before the first run."""
     return reads.current_or_last_run(services.store.engine)
 

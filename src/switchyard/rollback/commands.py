@@ -17,6 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from switchyard.db.activity import RunLine, RunTimeline
 from switchyard.errors import (
     NothingToResume,
     SwitchyardError,
@@ -34,8 +35,6 @@ from switchyard.rollback.procedures import default_params, procedure
 from switchyard.rollback.runs import (
     BarFactory,
     RunBusy,
-    RunHeading,
-    RunRecord,
     RunRecorder,
     RunStatus,
     execute,
@@ -58,7 +57,7 @@ class PlannedStep:
 
 
 @dataclass(frozen=True, slots=True)
-class RunView(RunRecord):
+class RunView(RunTimeline):
     """A run with its timeline, its plan, and whether a live process is executing it now."""
 
     executing: bool = False
@@ -145,7 +144,7 @@ def _in_background(services: Services, run_id: str) -> None:
     threading.Thread(target=target, name=f"run-{run_id}", daemon=True).start()
 
 
-def list_runs(services: Services, limit: int = 20) -> list[RunHeading]:
+def list_runs(services: Services, limit: int = 20) -> list[RunLine]:
     return activity.list_runs(services, limit)
 
 
@@ -157,7 +156,7 @@ def get_run(services: Services, run_id: str) -> RunView:
     held = _recorder(services).lease_holder()
     # A run left `running` by a process that died is not executing: resume it.
     executing = held is not None and held.run_id == run_id
-    latest = {s.name: s.status.value for s in run.steps}
+    latest = {s.name: s.status for s in run.steps}
     plan = [
         PlannedStep(s.name, s.description, latest.get(s.name, "pending"))
         for s in procedure(run.kind).steps

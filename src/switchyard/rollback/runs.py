@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from switchyard.db.runs import (
-    RunHeading,
     RunRecord,
     RunRecorder,
     RunStatus,
@@ -123,7 +122,6 @@ def _run_step(
 __all__ = [
     "RunBusy",
     "RunFailed",
-    "RunHeading",
     "RunRecord",
     "RunRecorder",
     "RunStatus",
