@@ -81,13 +81,13 @@ def test_pause_refuses_submissions_and_writes_nothing(svc: Services) -> None:
     assert ops.overview(svc)["totals"]["queued"] == 0
 
     status = maintenance.resume_submissions(svc, "alice")
-    assert status["accepting_submissions"] is True
+    assert status.accepting_submissions is True
     assert len(ops.submit(svc, [ops.build_task(*NEW)], "test")) == 1
 
 
 def test_pausing_twice_keeps_the_original_since(svc: Services) -> None:
-    first = maintenance.pause_submissions(svc, "one", "alice")["submissions_paused"]
-    second = maintenance.pause_submissions(svc, "two", "bob")["submissions_paused"]
+    first = maintenance.pause_submissions(svc, "one", "alice").submissions_paused
+    second = maintenance.pause_submissions(svc, "two", "bob").submissions_paused
     assert second["since"] == first["since"]
     assert (second["reason"], second["by"]) == ("two", "bob")
 
@@ -101,7 +101,7 @@ def test_a_timed_pause_ends_by_itself(svc: Services) -> None:
 
 
 def test_resume_when_not_paused_is_a_no_op(svc: Services) -> None:
-    assert maintenance.resume_submissions(svc, "alice")["accepting_submissions"] is True
+    assert maintenance.resume_submissions(svc, "alice").accepting_submissions is True
 
 
 def test_a_pause_needs_a_reason(svc: Services) -> None:
@@ -115,12 +115,12 @@ def test_a_pause_needs_a_reason(svc: Services) -> None:
 
 def test_emergency_mode_refuses_until_disabled(svc: Services) -> None:
     status = maintenance.enable_emergency_mode(svc, "Emergency RQ rollback", True, "alice")
-    assert status["emergency_mode"]["notify_users"] is True
-    assert status["accepting_submissions"] is False
+    assert status.emergency_mode["notify_users"] is True
+    assert status.accepting_submissions is False
     with pytest.raises(SubmissionsPaused, match="Emergency RQ rollback"):
         ops.ensure_accepting(svc)
     public = maintenance.public_status(svc)
-    assert public["notices"][0]["reason"] == "Emergency RQ rollback"
+    assert public.notices[0].reason == "Emergency RQ rollback"
     assert "alice" not in str(public)
 
     maintenance.disable_emergency_mode(svc, "alice")
@@ -130,8 +130,8 @@ def test_emergency_mode_refuses_until_disabled(svc: Services) -> None:
 def test_emergency_without_notify_publishes_no_notice(svc: Services) -> None:
     maintenance.enable_emergency_mode(svc, "quiet", False, "alice")
     public = maintenance.public_status(svc)
-    assert public["accepting_submissions"] is False
-    assert public["notices"] == []
+    assert public.accepting_submissions is False
+    assert public.notices == []
 
 
 def test_emergency_and_pause_are_lifted_separately(svc: Services) -> None:
@@ -148,7 +148,7 @@ def test_emergency_and_pause_are_lifted_separately(svc: Services) -> None:
 def test_a_window_starts_and_ends_by_itself(svc: Services) -> None:
     start = utcnow() + timedelta(hours=1)
     out = maintenance.schedule_maintenance(svc, start, "2 hours", "planned rollback", True, "al")
-    assert out["windows"]["upcoming"][0]["id"] == out["window"]["id"]
+    assert out.windows.upcoming[0]["id"] == out.window["id"]
     assert maintenance.submission_block(svc) is None
 
     inside = maintenance.submission_block(svc, now=start + timedelta(minutes=1))
@@ -167,15 +167,15 @@ def test_a_window_open_now_refuses_submissions(svc: Services) -> None:
 def test_a_window_in_the_past_is_refused(svc: Services) -> None:
     with pytest.raises(UsageError, match="start_time"):
         maintenance.schedule_maintenance(svc, "2001-01-01T00:00:00Z", 60, "late", False, "al")
-    assert maintenance.maintenance_status(svc)["windows"]["upcoming"] == []
+    assert maintenance.maintenance_status(svc).windows.upcoming == []
 
 
 def test_windows_accumulate_and_can_be_cancelled(svc: Services) -> None:
     later = utcnow() + timedelta(days=1)
-    a = maintenance.schedule_maintenance(svc, later, 60, "a", False, "al")["window"]
+    a = maintenance.schedule_maintenance(svc, later, 60, "a", False, "al").window
     maintenance.schedule_maintenance(svc, later + timedelta(days=1), 60, "b", False, "al")
     status = maintenance.cancel_maintenance(svc, a["id"], "al")
-    assert [w["reason"] for w in status["windows"]["upcoming"]] == ["b"]
+    assert [w["reason"] for w in status.windows.upcoming] == ["b"]
     with pytest.raises(NotFound):
         maintenance.cancel_maintenance(svc, a["id"], "al")
 

@@ -127,7 +127,7 @@ def test_planned_waits_for_running_rq_work_then_gives_up_at_its_limit(
     svc.store.claim_task(uuid.UUID(own[0]), "rq:busy", Engine.RQ)  # a job still running
     with pytest.raises(RunFailed, match=r"1 task.* still running on rq after 0\.5s"):
         ops.run_procedure(svc, "planned", backup_root=str(tmp_path), drain_timeout=0.5)
-    assert maintenance.maintenance_status(svc)["accepting_submissions"] is False
+    assert maintenance.maintenance_status(svc).accepting_submissions is False
 
 
 def test_a_background_run_is_followed_by_id_and_blocks_a_second_one(

@@ -126,7 +126,7 @@ def test_emergency_mode_can_be_turned_off_from_the_dashboard(
     maintenance.enable_emergency_mode(services, "fire", False, "ops")
     assert "fire" in client.get("/admin").text
     client.post("/admin/actions/disable-emergency", data={"csrf": csrf})
-    assert maintenance.maintenance_status(services)["emergency_mode"] is None
+    assert maintenance.maintenance_status(services).emergency_mode is None
 
 
 # -- what the page shows ----------------------------------------------------------------------

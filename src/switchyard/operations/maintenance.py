@@ -21,7 +21,7 @@ import logging
 import re
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeGuard
 
@@ -29,6 +29,7 @@ from switchyard.db.store import utcnow
 from switchyard.errors import NotFound, UsageError
 from switchyard.logs import log_event
 from switchyard.operations.services import Services
+from switchyard.wire import as_json
 
 PAUSED = "submissions_paused"
 EMERGENCY = "emergency_mode"
@@ -137,6 +138,73 @@ def _update_state(services: Services, key: str, change: Callable[[Any], Any], ac
     return services.store.update_state(key, change, actor)
 
 
+# -- what the state says --------------------------------------------------------------------
+# The stored records (a pause, the emergency, a window: see above) stay the dicts they are
+# stored as; the wire shows them as they are.
+
+
+@dataclass(frozen=True, slots=True)
+class Windows:
+    """The maintenance windows kept, each as stored, by where they stand against the clock."""
+
+    active: list[dict[str, Any]]
+    upcoming: list[dict[str, Any]]
+    ended: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class MaintenanceStatus:
+    """Everything an operator needs to know about maintenance, evaluated at `now`."""
+
+    now: datetime
+    accepting_submissions: bool
+    reason: str | None  # why submissions are refused, when they are
+    retry_after: int | None  # seconds, when they are refused
+    submissions_paused: dict[str, Any] | None
+    emergency_mode: dict[str, Any] | None
+    windows: Windows
+
+    def to_dict(self) -> dict[str, Any]:
+        return as_json(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Scheduled(MaintenanceStatus):
+    """The status after a window was scheduled, with that window."""
+
+    window: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A notice operators chose to publish (`notify_users`); never who did it."""
+
+    state: str  # in_progress | scheduled
+    reason: str
+    start: str | None  # as stored: ISO 8601 with a Z
+    end: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return as_json(self)
+
+
+@dataclass(frozen=True, slots=True)
+class PublicStatus:
+    """What users may see: whether submissions are accepted, why not, and the notices."""
+
+    accepting_submissions: bool
+    retry_after: int | None
+    message: str | None
+    notices: list[Notice]
+
+    def to_dict(self) -> dict[str, Any]:
+        return as_json(self)
+
+
+def _fields(value: Any) -> dict[str, Any]:
+    return {f.name: getattr(value, f.name) for f in fields(value)}
+
+
 # -- operator actions -------------------------------------------------------------------------
 
 
@@ -145,7 +213,7 @@ def pause_submissions(
     reason: str,
     actor: str,
     duration_minutes: float | str | None = None,
-) -> dict[str, Any]:
+) -> MaintenanceStatus:
     """Refuse new submissions until resumed (or until `duration_minutes` have passed, which
     may also be a phrase such as "2 hours"). Pausing again keeps the original `since`."""
     reason = _reason(reason)
@@ -166,7 +234,7 @@ def pause_submissions(
     return maintenance_status(services)
 
 
-def resume_submissions(services: Services, actor: str) -> dict[str, Any]:
+def resume_submissions(services: Services, actor: str) -> MaintenanceStatus:
     """Accept submissions again (a no-op when they were not paused)."""
     _update_state(services, PAUSED, lambda _old: None, actor)
     log_event(log, "maintenance.resume", actor=actor)
@@ -175,7 +243,7 @@ def resume_submissions(services: Services, actor: str) -> dict[str, Any]:
 
 def enable_emergency_mode(
     services: Services, reason: str, notify_users: bool, actor: str
-) -> dict[str, Any]:
+) -> MaintenanceStatus:
     """Refuse submissions until disabled; with `notify_users`, the public status says why."""
     reason = _reason(reason)
     now = utcnow()
@@ -189,7 +257,7 @@ def enable_emergency_mode(
     return maintenance_status(services)
 
 
-def disable_emergency_mode(services: Services, actor: str) -> dict[str, Any]:
+def disable_emergency_mode(services: Services, actor: str) -> MaintenanceStatus:
     _update_state(services, EMERGENCY, lambda _old: None, actor)
     log_event(log, "maintenance.emergency_off", actor=actor)
     return maintenance_status(services)
@@ -202,7 +270,7 @@ def schedule_maintenance(
     reason: str,
     notify_users: bool,
     actor: str,
-) -> dict[str, Any]:
+) -> Scheduled:
     """Add a window that starts and ends by itself; submissions are refused inside it."""
     reason = _reason(reason)
     start = parse_time(start_time)
@@ -223,10 +291,10 @@ def schedule_maintenance(
     }
     _update_state(services, WINDOWS, lambda old: [*_kept_windows(old, now), window], actor)
     log_event(log, "maintenance.schedule", actor=actor, window=window["id"], start=start, end=end)
-    return {**maintenance_status(services), "window": window}
+    return Scheduled(**_fields(maintenance_status(services)), window=window)
 
 
-def cancel_maintenance(services: Services, window_id: str, actor: str) -> dict[str, Any]:
+def cancel_maintenance(services: Services, window_id: str, actor: str) -> MaintenanceStatus:
     """Remove a scheduled (or running) window."""
     found: list[dict[str, Any]] = []
 
@@ -289,7 +357,7 @@ def _block(state: dict[str, Any], now: datetime) -> Block | None:
     if _paused_active(paused, now):
         until = _from_iso(paused["until"]) if paused.get("until") else None
         parts.append((paused["reason"], until))
-    for window in _windows(state, now)["active"]:
+    for window in _windows(state, now).active:
         parts.append(("scheduled maintenance: " + window["reason"], _from_iso(window["end"])))
     if not parts:
         return None
@@ -307,69 +375,64 @@ def _paused_active(paused: Any, now: datetime) -> TypeGuard[dict[str, Any]]:
     return until is None or _from_iso(until) > now
 
 
-def _windows(state: dict[str, Any], now: datetime) -> dict[str, list[dict[str, Any]]]:
-    out: dict[str, list[dict[str, Any]]] = {"active": [], "upcoming": [], "ended": []}
+def _windows(state: dict[str, Any], now: datetime) -> Windows:
+    out = Windows([], [], [])
     raw = state.get(WINDOWS)
     for window in sorted(raw if isinstance(raw, list) else [], key=lambda w: w["start"]):
         if _from_iso(window["end"]) <= now:
-            out["ended"].append(window)
+            out.ended.append(window)
         elif _from_iso(window["start"]) <= now:
-            out["active"].append(window)
+            out.active.append(window)
         else:
-            out["upcoming"].append(window)
+            out.upcoming.append(window)
     return out
 
 
-def maintenance_status(services: Services) -> dict[str, Any]:
+def maintenance_status(services: Services) -> MaintenanceStatus:
     """Everything an operator needs to know about maintenance, evaluated against the clock."""
     now = utcnow()
     state = services.store.all_state()
     block = _block(state, now)
     paused = state.get(PAUSED)
     emergency = state.get(EMERGENCY)
-    return {
-        "now": _iso(now),
-        "accepting_submissions": block is None,
-        "reason": None if block is None else block.reason,
-        "retry_after": None if block is None else block.retry_after(now),
-        "submissions_paused": paused if _paused_active(paused, now) else None,
-        "emergency_mode": emergency if isinstance(emergency, dict) else None,
-        "windows": _windows(state, now),
-    }
+    return MaintenanceStatus(
+        now=now,
+        accepting_submissions=block is None,
+        reason=None if block is None else block.reason,
+        retry_after=None if block is None else block.retry_after(now),
+        submissions_paused=paused if _paused_active(paused, now) else None,
+        emergency_mode=emergency if isinstance(emergency, dict) else None,
+        windows=_windows(state, now),
+    )
 
 
-def public_status(services: Services) -> dict[str, Any]:
+def public_status(services: Services) -> PublicStatus:
     """What users may see: whether submissions are accepted and why (the 503 says so too), and
     the notices operators chose to publish (`notify_users`), upcoming windows included.
     Never who did it."""
     status = maintenance_status(services)
     published = [
-        *([status["emergency_mode"]] if status["emergency_mode"] else []),
-        *status["windows"]["active"],
+        *([status.emergency_mode] if status.emergency_mode else []),
+        *status.windows.active,
     ]
     notices = [_notice(n, "in_progress") for n in published if n.get("notify_users")]
-    notices += [
-        _notice(w, "scheduled") for w in status["windows"]["upcoming"] if w.get("notify_users")
-    ]
-    return {
-        "accepting_submissions": status["accepting_submissions"],
-        "retry_after": status["retry_after"],
-        "message": status["reason"],
-        "notices": notices,
-    }
+    notices += [_notice(w, "scheduled") for w in status.windows.upcoming if w.get("notify_users")]
+    return PublicStatus(status.accepting_submissions, status.retry_after, status.reason, notices)
 
 
-def _notice(entry: dict[str, Any], state: str) -> dict[str, Any]:
-    return {
-        "state": state,
-        "reason": entry["reason"],
-        "start": entry.get("start") or entry.get("since"),
-        "end": entry.get("end"),
-    }
+def _notice(entry: dict[str, Any], state: str) -> Notice:
+    return Notice(
+        state, entry["reason"], entry.get("start") or entry.get("since"), entry.get("end")
+    )
 
 
 __all__ = [
     "Block",
+    "MaintenanceStatus",
+    "Notice",
+    "PublicStatus",
+    "Scheduled",
+    "Windows",
     "cancel_maintenance",
     "disable_emergency_mode",
     "enable_emergency_mode",

@@ -114,12 +114,12 @@ def _actor(ctx: StepContext) -> str:
 def pause_submissions(ctx: StepContext) -> dict[str, Any]:
     reason = f"{ctx.params['reason']} (run {ctx.run_id})"
     status = maintenance.pause_submissions(_services(ctx), reason, _actor(ctx))
-    return {"paused": status["submissions_paused"]}
+    return {"paused": status.submissions_paused}
 
 
 def resume_submissions(ctx: StepContext) -> dict[str, Any]:
     status = maintenance.resume_submissions(_services(ctx), _actor(ctx))
-    return {"accepting_submissions": status["accepting_submissions"], "reason": status["reason"]}
+    return {"accepting_submissions": status.accepting_submissions, "reason": status.reason}
 
 
 def stop_rq_workers(ctx: StepContext) -> dict[str, Any]:

@@ -156,7 +156,7 @@ def system_events(
 @router.get("/maintenance/status")
 def maintenance_status(svc: Svc) -> dict[str, Any]:
     """Paused submissions, emergency mode and the windows, as they stand now."""
-    return maintenance.maintenance_status(svc)
+    return maintenance.maintenance_status(svc).to_dict()
 
 
 @router.post("/maintenance/emergency-mode")
@@ -165,12 +165,12 @@ def emergency_mode(
 ) -> dict[str, Any]:
     """Refuse submissions at once until disabled; `notify_users` publishes the reason."""
     body = body or EmergencyIn()
-    return maintenance.enable_emergency_mode(svc, body.reason, body.notify_users, actor)
+    return maintenance.enable_emergency_mode(svc, body.reason, body.notify_users, actor).to_dict()
 
 
 @router.post("/maintenance/disable-emergency-mode")
 def disable_emergency_mode(svc: Svc, actor: Actor) -> dict[str, Any]:
-    return maintenance.disable_emergency_mode(svc, actor)
+    return maintenance.disable_emergency_mode(svc, actor).to_dict()
 
 
 @router.post("/maintenance/pause-task-submission")
@@ -179,12 +179,12 @@ def pause_task_submission(
 ) -> dict[str, Any]:
     """Refuse submissions (503 + Retry-After) until resumed, or for `duration`."""
     body = body or PauseIn()
-    return maintenance.pause_submissions(svc, body.reason, actor, body.duration)
+    return maintenance.pause_submissions(svc, body.reason, actor, body.duration).to_dict()
 
 
 @router.post("/maintenance/resume-task-submission")
 def resume_task_submission(svc: Svc, actor: Actor) -> dict[str, Any]:
-    return maintenance.resume_submissions(svc, actor)
+    return maintenance.resume_submissions(svc, actor).to_dict()
 
 
 @router.post("/maintenance/schedule", status_code=201)
@@ -192,12 +192,12 @@ def schedule_maintenance(svc: Svc, actor: Actor, body: ScheduleIn) -> dict[str, 
     """A window that starts and ends by itself; submissions are refused inside it."""
     return maintenance.schedule_maintenance(
         svc, body.start_time, body.duration, body.reason, body.notify_users, actor
-    )
+    ).to_dict()
 
 
 @router.delete("/maintenance/schedule/{window_id}", responses=NOT_FOUND)
 def cancel_maintenance(window_id: str, svc: Svc, actor: Actor) -> dict[str, Any]:
-    return maintenance.cancel_maintenance(svc, window_id, actor)
+    return maintenance.cancel_maintenance(svc, window_id, actor).to_dict()
 
 
 # -- rollback runs (read) ---------------------------------------------------------------------

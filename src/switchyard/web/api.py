@@ -165,7 +165,7 @@ def retry_task(task_id: str, svc: Svc) -> dict[str, Any]:
 @router.get("/api/maintenance/status", tags=["maintenance"])
 def public_maintenance_status(svc: Svc) -> dict[str, Any]:
     """Whether submissions are accepted, and the notices operators chose to publish."""
-    return maintenance.public_status(svc)
+    return maintenance.public_status(svc).to_dict()
 
 
 @router.get("/health", tags=["health"], responses=unhealthy("Unhealthy: see each component"))

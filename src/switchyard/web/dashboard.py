@@ -57,7 +57,7 @@ def _section(read: Callable[[], Any]) -> Section:
 def dashboard_context(svc: ops.Services) -> dict[str, Section]:
     """Everything the page shows, each part read independently."""
     return {
-        "maintenance": _section(lambda: maintenance.maintenance_status(svc)),
+        "maintenance": _section(lambda: maintenance.maintenance_status(svc).to_dict()),
         "tasks": _section(lambda: ops.overview(svc)),
         "stats": _section(lambda: engines.engine_stats(svc)),
         "mode": _section(lambda: engines.get_mode(svc)),
