@@ -72,7 +72,7 @@ def test_switching_moves_queued_work_and_is_recorded(store: TaskStore) -> None:
 def test_only_one_process_turns_the_fallback_on_or_off(store: TaskStore) -> None:
     assert switch.activate_fallback(store, "w1", "redis down")
     assert not switch.activate_fallback(store, "w2", "redis down")
-    assert modes.fallback_state(store)["active"]
+    assert modes.fallback_state(store).active
     assert switch.clear_fallback(store, "w2", "back")
     assert not switch.clear_fallback(store, "w1", "back")
     assert [e.kind for e in store.system_events()] == ["fallback_activated"]
@@ -120,7 +120,7 @@ def test_the_mode_command(sqlite_url: str, redis_url: str, pool: ServicesPool) -
         "lagging": [],
     }
     shown = get_mode(pool.make(sqlite_url, "redis://127.0.0.1:1/0"))
-    assert (shown["mode"], shown["reason"], shown["boot_default"]) == ("hybrid", "test", "db")
+    assert (shown.mode, shown.reason, shown.boot_default) == ("hybrid", "test", "db")
     wrong = cli(sqlite_url, "mode", "redis")
     assert wrong.returncode == 2
     assert wrong.stderr.strip() == "error: invalid mode 'redis': choose db, rq or hybrid"

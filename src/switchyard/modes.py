@@ -34,6 +34,7 @@ from switchyard.db.fence import EPOCH_KEY, epoch_of
 from switchyard.db.store import TaskStore
 from switchyard.domain import Engine
 from switchyard.errors import ConfigError, UsageError
+from switchyard.wire import as_json
 
 MODE_KEY = "mode"
 FALLBACK_KEY = "fallback"
@@ -129,11 +130,23 @@ def current_mode(store: TaskStore, settings: Settings) -> Mode:
 # -- the Redis fallback --------------------------------------------------------------------
 
 
-def fallback_state(store: TaskStore) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class FallbackState:
+    """The Redis fallback as stored: on or off, since when and why."""
+
+    active: bool
+    since: str | None  # as stored: ISO 8601 with a Z
+    reason: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return as_json(self)
+
+
+def fallback_state(store: TaskStore) -> FallbackState:
     value = store.get_state(FALLBACK_KEY)
     if not isinstance(value, dict):
-        return {"active": False, "since": None, "reason": None}
-    return {"active": bool(value.get("active")), **{k: value.get(k) for k in ("since", "reason")}}
+        return FallbackState(False, None, None)
+    return FallbackState(bool(value.get("active")), value.get("since"), value.get("reason"))
 
 
 def fallback_active(value: Any) -> bool:
@@ -227,6 +240,7 @@ __all__ = [
     "FALLBACK_KEY",
     "MODE_KEY",
     "Drift",
+    "FallbackState",
     "Mode",
     "ModeWatcher",
     "PollingScope",

@@ -22,9 +22,17 @@ def iso(moment: datetime | None) -> str | None:
 
 
 def as_json(value: Any) -> Any:
-    """`value` with every dataclass, datetime, enum and UUID in it made JSON-ready."""
+    """`value` with every dataclass, datetime, enum and UUID in it made JSON-ready; a
+    dataclass's own fields are converted here, one it holds by its own `to_dict`."""
     if is_dataclass(value) and not isinstance(value, type):
-        return {f.name: as_json(getattr(value, f.name)) for f in fields(value)}
+        return {f.name: _wire(getattr(value, f.name)) for f in fields(value)}
+    return _wire(value)
+
+
+def _wire(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        to_dict = getattr(value, "to_dict", None)
+        return to_dict() if callable(to_dict) else as_json(value)
     if isinstance(value, datetime):
         return iso(value)
     if isinstance(value, Priority):
@@ -34,9 +42,9 @@ def as_json(value: Any) -> Any:
     if isinstance(value, uuid.UUID):
         return str(value)
     if isinstance(value, dict):
-        return {k: as_json(v) for k, v in value.items()}
+        return {k: _wire(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [as_json(v) for v in value]
+        return [_wire(v) for v in value]
     return value
 
 

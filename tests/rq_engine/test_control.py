@@ -62,9 +62,9 @@ def test_health_and_stats_report_a_dead_redis_as_a_failure_not_as_zero(
     assert data["ok"] is False and data["queues"] is None
     assert "redis error while checking redis health" in data["redis"]["error"]
     stats = engines.engine_stats(pool.make(sqlite_url, dead))
-    assert stats["rq"]["queues"] is None and stats["rq"]["redis"]["ok"] is False
+    assert stats.rq.queues is None and stats.rq.redis["ok"] is False
     healthy = engines.rq_health(pool.make(sqlite_url, redis_url))
-    assert healthy["ok"] and healthy["queues"] == {"urgent": 0, "high": 0, "normal": 0, "low": 0}
+    assert healthy.ok and healthy.side.queues == {"urgent": 0, "high": 0, "normal": 0, "low": 0}
 
 
 def test_stats_count_both_engines_and_what_rq_is_processing(
@@ -76,11 +76,11 @@ def test_stats_count_both_engines_and_what_rq_is_processing(
     services.store.submit([NewTask("http://img.test/db.png", 1, 1, Priority.LOW)], "test")
     services.store.claim_task(running.id, "rq-worker", Engine.RQ)
     stats = engines.engine_stats(services)
-    assert stats["processing"] == 1
-    assert stats["queued"]["rq"]["high"] == 1
-    assert stats["queued"]["db"]["low"] == 1
-    assert stats["rq"]["queues"]["urgent"] == 1 and stats["rq"]["queues"]["high"] == 1
-    assert stats["mode"] == "hybrid" and stats["fallback"]["active"] is False
+    assert stats.processing == 1
+    assert stats.queued["rq"]["high"] == 1
+    assert stats.queued["db"]["low"] == 1
+    assert stats.rq.queues["urgent"] == 1 and stats.rq.queues["high"] == 1
+    assert stats.mode == "hybrid" and stats.fallback.active is False
 
 
 def test_the_registry_lists_both_engines_and_shows_lost_workers(

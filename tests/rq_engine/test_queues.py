@@ -59,7 +59,7 @@ def test_other_queues_are_seen_reported_and_migrated_with_their_priorities(
 
     svc = Services(make_settings(sqlite_url, redis_url=redis_url))
     try:
-        seen = engine_stats(svc)["rq"]["all_queues"]  # what `rq stats --json` prints
+        seen = engine_stats(svc).rq.all_queues.to_dict()  # what `rq stats --json` prints
         for name in QUEUES:
             assert seen["queues"][name]["waiting"] == 1 and not seen["queues"][name]["switchyard"]
         assert seen["queues"]["vedfolnir:rq:high"]["priority"] == "high"

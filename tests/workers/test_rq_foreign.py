@@ -96,7 +96,7 @@ def test_a_switchyard_rq_worker_leaves_other_applications_jobs_untouched_and_in_
     assert not r.exists("rq:failed:urgent", "rq:failed:normal", "rq:failed:high")
 
     # reported: rq stats, /health, the metric, the event
-    seen = engines.engine_stats(services)["rq"]["all_queues"]
+    seen = engines.engine_stats(services).rq.all_queues.to_dict()
     assert seen["queues"]["urgent"]["foreign"] == 3 and seen["queues"]["normal"]["foreign"] == 1
     assert seen["unserved"] == 4  # the forged job names switchyard: counted as ours here
     body = json.loads(health(services).body)
@@ -109,7 +109,9 @@ def test_a_switchyard_rq_worker_leaves_other_applications_jobs_untouched_and_in_
     # their owner's own rq worker runs them, in their order
     SimpleWorker([Queue("urgent", connection=r)], connection=r).work(burst=True)
     assert log.read_text().split() == ["0", "1", "2"]
-    assert engines.engine_stats(services)["rq"]["all_queues"]["queues"]["urgent"]["foreign"] == 0
+    assert (
+        engines.engine_stats(services).rq.all_queues.to_dict()["queues"]["urgent"]["foreign"] == 0
+    )
     assert {t for t in mine if services.store.get(uuid.UUID(t)).engine == Engine.RQ.value} == set(
         mine
     )

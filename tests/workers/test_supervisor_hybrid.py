@@ -90,11 +90,11 @@ def test_redis_dies_mid_run_of_1000_tasks_and_nothing_is_lost_or_run_twice(
     ]
     assert taken_over, "polling workers never took over"
     assert (min(taken_over) - killed_at).total_seconds() < 5
-    assert modes.fallback_state(services.store)["active"]
+    assert modes.fallback_state(services.store).active
 
     # Redis comes back (empty): dispatch returns to rq, recorded as an event.
     private_redis.start()
-    wait_for(lambda: not modes.fallback_state(services.store)["active"], timeout=15)
+    wait_for(lambda: not modes.fallback_state(services.store).active, timeout=15)
     # Within two seconds both workers are rq workers again.
     wait_for(lambda: [w.engine for w in services.store.list_workers()] == ["rq", "rq"], 5)
     services.modes.routing(fresh=True)
@@ -119,14 +119,14 @@ def test_after_an_outage_queued_tasks_are_really_moved_back_to_rq_and_counted(
     supervisor = Supervisor(services, "monitor")
     private_redis.stop()
     supervisor.tick()
-    assert modes.fallback_state(services.store)["active"]
+    assert modes.fallback_state(services.store).active
     services.modes.routing(fresh=True)
     during = submit(services, new_tasks(8), "test")  # not in Redis, and no error
     assert services.store.engine_counts()["undispatched"] == 8
     private_redis.start()  # a fresh, empty server: the 12 were lost with the old one
     services.modes.routing(fresh=True)
     supervisor.tick(every_duty=True)
-    assert not modes.fallback_state(services.store)["active"]
+    assert not modes.fallback_state(services.store).active
     assert sum(queue_lengths(services.redis).values()) == 20
     cleared = services.store.system_events(kind="fallback_cleared")[0]
     epoch = services.store.routing_epoch()
@@ -143,7 +143,7 @@ def test_without_rq_fallback_enabled_polling_workers_do_not_take_over(
     supervisor = Supervisor(services, "monitor")
     private_redis.stop()
     supervisor.tick()
-    assert not modes.fallback_state(services.store)["active"]
+    assert not modes.fallback_state(services.store).active
     assert not services.modes.routing(fresh=True).polling_scope().claims
     private_redis.start()  # empty: the 3 jobs are gone, and are enqueued again
     supervisor.tick(every_duty=True)

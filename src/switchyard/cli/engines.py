@@ -30,7 +30,7 @@ def mode(
     """Show the mode, or switch it at run time (workers follow within two seconds)."""
     services = State.services()
     if new_mode is None:
-        data = ops.get_mode(services)
+        data = ops.get_mode(services).to_dict()
         if as_json:
             emit_json(data)
             return
@@ -91,7 +91,7 @@ def events(
 @rq_app.command("health")
 def rq_health(as_json: bool = JsonOption) -> None:
     """Ping Redis and report the rq side; exit 1 if Redis does not answer."""
-    data = ops.rq_health(State.services())
+    data = ops.rq_health(State.services()).to_dict()
     if as_json:
         emit_json(data)
     else:
@@ -115,7 +115,7 @@ def _print_redis(data: dict[str, Any]) -> None:
 @rq_app.command("stats")
 def rq_stats(as_json: bool = JsonOption) -> None:
     """Queued, processing and failed work in both engines (the runbook's /admin/rq/stats)."""
-    data = ops.engine_stats(State.services())
+    data = ops.engine_stats(State.services()).to_dict()
     if as_json:
         emit_json(data)
         return
@@ -175,14 +175,14 @@ def rq_shutdown(as_json: bool = JsonOption) -> None:
 @rq_app.command("suspend")
 def rq_suspend(reason: str | None = ReasonOption, as_json: bool = JsonOption) -> None:
     """rq workers take no new job until resumed (queued tasks stay queued)."""
-    data = ops.suspend_rq(State.services(), ACTOR, reason)
+    data = ops.suspend_rq(State.services(), ACTOR, reason).to_dict()
     emit_json(data) if as_json else console.print("rq workers suspended")
 
 
 @rq_app.command("resume")
 def rq_resume(reason: str | None = ReasonOption, as_json: bool = JsonOption) -> None:
     """rq workers take jobs again."""
-    data = ops.resume_rq(State.services(), ACTOR, reason)
+    data = ops.resume_rq(State.services(), ACTOR, reason).to_dict()
     emit_json(data) if as_json else console.print("rq workers resumed")
 
 

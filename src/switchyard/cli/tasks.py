@@ -102,7 +102,10 @@ def status(task_id: str = typer.Argument(None), as_json: bool = JsonOption) -> N
     """One task with its history, or (without an id) counts by status and priority."""
     services = State.services()
     if task_id is None:
-        data = {**ops.overview(services), "configuration": engines.configuration(services)}
+        data = {
+            **ops.overview(services),
+            "configuration": engines.configuration(services).to_dict(),
+        }
         if as_json:
             emit_json(data)
             return

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, fields
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from switchyard import modes, switch
@@ -23,62 +23,102 @@ from switchyard.domain import Engine
 from switchyard.errors import SwitchyardError
 from switchyard.logs import log_event
 from switchyard.modes import Mode
-from switchyard.operations.queues import rq_queues
+from switchyard.operations.queues import RqQueues, rq_queues
 from switchyard.operations.services import Services
 from switchyard.rq_engine import BrokerUnavailable
 from switchyard.rq_engine import control as rq
+from switchyard.wire import as_json
 
 log = logging.getLogger("switchyard.start")
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.isoformat() + "Z"
 
 
 # -- the mode -------------------------------------------------------------------------------
 
 
-def get_mode(services: Services) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class ModeShown:
+    """The mode in force, how it was set, the boot default, the fallback, and whether the
+    boot settings disagree with the stored mode (and whether that is urgent)."""
+
+    mode: Mode
+    since: str | None  # as stored: ISO 8601 with a Z
+    reason: str | None
+    boot_default: Mode
+    fallback: modes.FallbackState
+    fallback_enabled: bool
+    settings_drift: str | None
+    settings_drift_urgent: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return as_json(self)
+
+
+def get_mode(services: Services) -> ModeShown:
     """The mode in force, how it was set, the boot default, and the fallback."""
     stored = services.store.get_state(modes.MODE_KEY)
-    return {
-        "mode": modes.current_mode(services.store, services.settings).value,
-        "since": stored.get("since") if isinstance(stored, dict) else None,
-        "reason": stored.get("reason") if isinstance(stored, dict) else None,
-        "boot_default": modes.boot_mode(services.settings).value,
-        "fallback": modes.fallback_state(services.store),
-        "fallback_enabled": services.settings.rq_fallback_enabled,
-        **_drift(services),
-    }
-
-
-def _drift(services: Services) -> dict[str, Any]:
     drift = modes.settings_drift(services.store, services.settings)
-    return {
-        "settings_drift": drift.message if drift else None,
-        "settings_drift_urgent": bool(drift and drift.urgent),
-    }
+    return ModeShown(
+        mode=modes.current_mode(services.store, services.settings),
+        since=stored.get("since") if isinstance(stored, dict) else None,
+        reason=stored.get("reason") if isinstance(stored, dict) else None,
+        boot_default=modes.boot_mode(services.settings),
+        fallback=modes.fallback_state(services.store),
+        fallback_enabled=services.settings.rq_fallback_enabled,
+        settings_drift=drift.message if drift else None,
+        settings_drift_urgent=bool(drift and drift.urgent),
+    )
 
 
 # -- what this process runs on -------------------------------------------------------------
 
 
-def configuration(services: Services) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class DatabaseShown:
+    url: str  # the password masked
+    sqlite_path: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RedisShown:
+    url: str  # the password masked
+    source: str  # where the URL came from
+    db: int
+    db_named_in_url: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Configuration:
+    """What this process runs on: what `switchyard status --json` shows."""
+
+    settings_file: str | None
+    database: DatabaseShown
+    redis: RedisShown
+    boot_settings: dict[str, bool]
+    settings_drift: str | None
+    settings_drift_urgent: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return as_json(self)
+
+
+def configuration(services: Services) -> Configuration:
     """The settings file read, the database and Redis resolved (passwords masked), and the
     mode against the boot settings: what `switchyard status --json` shows."""
     resolved = describe(services.settings)
-    return {
-        "settings_file": resolved.settings_file,
-        "database": {"url": resolved.database_url, "sqlite_path": resolved.sqlite_path},
-        "redis": {
-            "url": resolved.redis_url,
-            "source": resolved.redis_url_source,
-            "db": resolved.redis_db,
-            "db_named_in_url": resolved.redis_db_named,
-        },
-        "boot_settings": modes.boot_settings(services.settings),
-        **_drift(services),
-    }
+    drift = modes.settings_drift(services.store, services.settings)
+    return Configuration(
+        settings_file=resolved.settings_file,
+        database=DatabaseShown(resolved.database_url, resolved.sqlite_path),
+        redis=RedisShown(
+            resolved.redis_url,
+            resolved.redis_url_source,
+            resolved.redis_db,
+            resolved.redis_db_named,
+        ),
+        boot_settings=modes.boot_settings(services.settings),
+        settings_drift=drift.message if drift else None,
+        settings_drift_urgent=bool(drift and drift.urgent),
+    )
 
 
 def announce_start(services: Services, process: str) -> None:
@@ -146,25 +186,41 @@ def set_mode(
 OWNERSHIP_SAMPLE = 1000  # job ids read from the head of each rq queue
 
 
-def ownership(services: Services) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class Ownership:
+    """Tasks owned by one engine and queued in the other; None: not counted (not db mode,
+    or Redis could not be read: never a false zero)."""
+
+    consistent: bool
+    mode: Mode
+    rq_owned_in_db_mode: int | None = None
+    db_owned_in_rq_queues: int | None = None
+    redis_error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """What was not counted is left out, not shown as null."""
+        shown = as_json(self)
+        return {k: v for k, v in shown.items() if v is not None}
+
+
+def ownership(services: Services) -> Ownership:
     """A cheap form of `check` for /health: tasks owned by one engine and queued in the other.
     Reads the head of each of switchyard's four rq queues and counts those own jobs whose
     task is queued and owned by the database; in db mode, also queued rq-owned tasks (which
     no dispatcher serves). Never reports zero for a Redis it could not read."""
     store = services.store
     mode = modes.current_mode(store, services.settings)
-    found: dict[str, Any] = {"mode": mode.value}
-    if mode is Mode.DB:
-        found["rq_owned_in_db_mode"] = store.queued_owned_by(Engine.RQ)
+    in_db_mode = store.queued_owned_by(Engine.RQ) if mode is Mode.DB else None
+    in_rq_queues, error = None, None
     try:
         waiting = rq.own_job_ids(
             services.redis, services.settings.rq_queue_prefix, OWNERSHIP_SAMPLE
         )
-        found["db_owned_in_rq_queues"] = store.queued_owned_by(Engine.DB, waiting)
+        in_rq_queues = store.queued_owned_by(Engine.DB, waiting)
     except BrokerUnavailable as exc:
-        found["redis_error"] = str(exc)
-    bad = found.get("rq_owned_in_db_mode", 0) + found.get("db_owned_in_rq_queues", 0)
-    return {"consistent": bad == 0, **found}
+        error = str(exc)
+    bad = (in_db_mode or 0) + (in_rq_queues or 0)
+    return Ownership(bad == 0, mode, in_db_mode, in_rq_queues, error)
 
 
 FAILED_WINDOW_HOURS = 24
@@ -172,24 +228,56 @@ FAILED_WINDOW_HOURS = 24
 # -- statistics -----------------------------------------------------------------------------
 
 
-def _redis_side(services: Services) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class RedisSide:
+    """What Redis holds for rq; every figure None when Redis failed (`redis` says why)."""
+
+    redis: dict[str, Any]  # rq_engine.control.health: ok, latency, version, or the error
+    queues: dict[str, int] | None  # priority -> LLEN of switchyard's queue
+    registries: dict[str, Any] | None
+    suspended: bool | None
+    workers: int | None
+    all_queues: RqQueues | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return as_json(self)
+
+
+def _redis_side(services: Services) -> RedisSide:
     prefix = services.settings.rq_queue_prefix
     try:
-        return {
-            "redis": rq.health(services.redis),
-            "queues": rq.queue_lengths(services.redis, prefix),
-            "registries": rq.registry_counts(services.redis, prefix),
-            "suspended": rq.suspended(services.redis),
-            "workers": len(rq.our_workers(services.redis, prefix)),
-            "all_queues": rq_queues(services).to_dict(),
-        }
+        return RedisSide(
+            redis=rq.health(services.redis),
+            queues=rq.queue_lengths(services.redis, prefix),
+            registries=rq.registry_counts(services.redis, prefix),
+            suspended=rq.suspended(services.redis),
+            workers=len(rq.our_workers(services.redis, prefix)),
+            all_queues=rq_queues(services),
+        )
     except BrokerUnavailable as exc:
-        none = {"queues": None, "registries": None, "suspended": None, "workers": None}
-        none["all_queues"] = None
-        return {"redis": {"ok": False, "error": str(exc)}, **none}
+        return RedisSide({"ok": False, "error": str(exc)}, None, None, None, None, None)
 
 
-def engine_stats(services: Services) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class EngineStats:
+    """Both engines side by side (see `engine_stats`)."""
+
+    mode: Mode
+    fallback: modes.FallbackState
+    processing: int  # tasks rq workers are running now, from the database
+    running: dict[str, int]  # engine -> running tasks
+    queued: dict[str, dict[str, int]]  # owning engine -> priority -> queued tasks
+    undispatched: int
+    failed: int  # in the last `failed_window_hours`
+    failed_window_hours: int
+    rq: RedisSide
+    workers: dict[str, int]  # engine -> live registered workers
+
+    def to_dict(self) -> dict[str, Any]:
+        return as_json(self)
+
+
+def engine_stats(services: Services) -> EngineStats:
     """Both engines side by side. `processing` is the number of tasks rq workers are running
     now (from the database, the system of record), which the runbook polls before a
     shutdown; `queued` counts queued tasks per owning engine and priority; `rq.queues` is what
@@ -200,31 +288,47 @@ def engine_stats(services: Services) -> dict[str, Any]:
     by_status = activity_db.finished_counts(services.store.engine, since)
     redis_side = _redis_side(services)
     registry = list_workers(services)
-    return {
-        "mode": modes.current_mode(services.store, services.settings).value,
-        "fallback": modes.fallback_state(services.store),
-        "processing": sum(counts["running"][Engine.RQ.value].values()),
-        "running": {e: sum(p.values()) for e, p in counts["running"].items()},
-        "queued": counts["queued"],
-        "undispatched": counts["undispatched"],
-        "failed": sum(by_status["failed"].values()),
-        "failed_window_hours": FAILED_WINDOW_HOURS,
-        "rq": redis_side,
-        "workers": {
+    return EngineStats(
+        mode=modes.current_mode(services.store, services.settings),
+        fallback=modes.fallback_state(services.store),
+        processing=sum(counts["running"][Engine.RQ.value].values()),
+        running={e: sum(p.values()) for e, p in counts["running"].items()},
+        queued=counts["queued"],
+        undispatched=counts["undispatched"],
+        failed=sum(by_status["failed"].values()),
+        failed_window_hours=FAILED_WINDOW_HOURS,
+        rq=redis_side,
+        workers={
             e.value: sum(1 for w in registry if w.engine == e.value and w.alive) for e in Engine
         },
-    }
+    )
 
 
-def rq_health(services: Services) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class RqHealth:
+    """Is Redis answering (`ok`), what the rq side is doing, the mode and the fallback."""
+
+    ok: bool
+    side: RedisSide
+    mode: Mode
+    fallback: modes.FallbackState
+
+    def to_dict(self) -> dict[str, Any]:
+        """The Redis side's figures inline, between `ok` and the mode."""
+        shown = as_json(self)
+        side = shown.pop("side")
+        return {"ok": shown.pop("ok"), **side, **shown}
+
+
+def rq_health(services: Services) -> RqHealth:
     """Is Redis answering, and what is the rq side doing; `ok` is false if Redis fails."""
     side = _redis_side(services)
-    return {
-        "ok": bool(side["redis"].get("ok")),
-        **side,
-        "mode": modes.current_mode(services.store, services.settings).value,
-        "fallback": modes.fallback_state(services.store),
-    }
+    return RqHealth(
+        ok=bool(side.redis.get("ok")),
+        side=side,
+        mode=modes.current_mode(services.store, services.settings),
+        fallback=modes.fallback_state(services.store),
+    )
 
 
 # -- workers ------------------------------------------------------------------------------
@@ -260,17 +364,27 @@ def shutdown_rq_workers(services: Services, actor: str = "operator") -> int:
     return len(names)
 
 
-def suspend_rq(services: Services, actor: str, reason: str | None = None) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class Suspension:
+    """Whether rq workers are suspended after the operator's action."""
+
+    suspended: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return as_json(self)
+
+
+def suspend_rq(services: Services, actor: str, reason: str | None = None) -> Suspension:
     """rq workers take no new job until resumed (queued tasks stay queued and safe)."""
     rq.set_suspended(services.redis, True)
     services.store.record_event("rq_suspended", actor, reason, {})
-    return {"suspended": True}
+    return Suspension(True)
 
 
-def resume_rq(services: Services, actor: str, reason: str | None = None) -> dict[str, Any]:
+def resume_rq(services: Services, actor: str, reason: str | None = None) -> Suspension:
     rq.set_suspended(services.redis, False)
     services.store.record_event("rq_resumed", actor, reason, {})
-    return {"suspended": False}
+    return Suspension(False)
 
 
 def dispatch_now(services: Services) -> dict[str, int]:

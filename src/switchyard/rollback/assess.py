@@ -87,12 +87,13 @@ def measure(services: Services, options: AssessOptions) -> dict[str, Any]:
     completed = _rq_completed(services, options.window_minutes)
     per_minute = completed / options.window_minutes
     check = run_check(services, CheckOptions(actor="assess"))
+    queues = health.side.all_queues
     return {
-        "mode": health["mode"],
-        "fallback_active": health["fallback"]["active"],
-        "redis_ok": health["ok"],
-        "redis_error": health["redis"].get("error"),
-        "rq_workers": health["workers"],
+        "mode": health.mode.value,
+        "fallback_active": health.fallback.active,
+        "redis_ok": health.ok,
+        "redis_error": health.side.redis.get("error"),
+        "rq_workers": health.side.workers,
         "rq_backlog": backlog,
         "backlog_age_seconds": oldest,
         "rq_completed_in_window": completed,
@@ -101,8 +102,8 @@ def measure(services: Services, options: AssessOptions) -> dict[str, Any]:
         "check_findings": check.counts(),
         "caption_providers_down": captions.providers_down(captions.caption_providers(services)),
         # other applications' jobs no worker of theirs serves (check lists them per queue)
-        "foreign_unserved": (health["all_queues"] or {}).get("unserved", 0),
-        "rq_queues": (health["all_queues"] or {}).get("queues", {}),
+        "foreign_unserved": queues.unserved if queues else 0,
+        "rq_queues": queues.to_dict()["queues"] if queues else {},
     }
 
 

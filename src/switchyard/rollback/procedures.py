@@ -159,7 +159,7 @@ def _worker_names(services: Services) -> list[str]:
 
 
 def _rq_running(services: Services) -> list[int]:
-    running = engines.engine_stats(services)["processing"]
+    running = engines.engine_stats(services).processing
     return [running] if running else []
 
 
@@ -181,9 +181,9 @@ def preflight(kind: str) -> Callable[[StepContext], dict[str, Any]]:
         problems: list[str] = []
         detail: dict[str, Any] = {}
         health = engines.rq_health(services)
-        detail["redis"] = health["redis"]
-        if not health["ok"]:
-            problems.append(f"redis is not usable: {health['redis'].get('error')}")
+        detail["redis"] = health.side.redis
+        if not health.ok:
+            problems.append(f"redis is not usable: {health.side.redis.get('error')}")
         if kind == "partial" and not services.settings.rq_fallback_enabled:
             problems.append(
                 "RQ_FALLBACK_ENABLED is off: hybrid mode relies on the Redis fallback; set it "
@@ -191,7 +191,7 @@ def preflight(kind: str) -> Callable[[StepContext], dict[str, Any]]:
             )
         if kind != "partial":
             problems += _backup_root_problems(Path(ctx.params["backup_root"]))
-        if kind == "rollforward" and health["ok"] and _wants_canary(ctx):
+        if kind == "rollforward" and health.ok and _wants_canary(ctx):
             detail["rq_workers"] = workers = _worker_names(services)
             if not workers:
                 problems.append("no rq worker is running to take the work")
@@ -225,10 +225,10 @@ def make_rq_ready(ctx: StepContext) -> dict[str, Any]:
     """Rollforward: Redis answers and rq is not suspended."""
     services = _services(ctx)
     health = engines.rq_health(services)
-    if not health["ok"]:
-        raise StepFailed(f"redis is not usable: {health['redis'].get('error')}")
+    if not health.ok:
+        raise StepFailed(f"redis is not usable: {health.side.redis.get('error')}")
     engines.resume_rq(services, _actor(ctx), ctx.params["reason"])
-    return {"redis": health["redis"], "rq_workers": _worker_names(services)}
+    return {"redis": health.side.redis, "rq_workers": _worker_names(services)}
 
 
 def backup(ctx: StepContext) -> dict[str, Any]:

@@ -116,7 +116,7 @@ def verify(
     mode = current_mode(store, settings)
     report = VerifyReport(backup=str(against) if against else None, mode=mode.value)
     if expect_rq_empty is None:
-        expect_rq_empty = mode is Mode.DB and not fallback_state(store)["active"]
+        expect_rq_empty = mode is Mode.DB and not fallback_state(store).active
     snap = _snapshot(services, report)
     if snap is not None:
         report.failed_jobs = _failed_jobs(snap)

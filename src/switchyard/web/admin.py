@@ -93,14 +93,14 @@ class ReasonIn(BaseModel):
 def rq_health(svc: Svc) -> JSONResponse:
     """Is Redis answering, and what is the rq side doing: 503 when Redis does not answer."""
     health = engines.rq_health(svc)
-    return JSONResponse(health, status_code=200 if health["ok"] else 503)
+    return JSONResponse(health.to_dict(), status_code=200 if health.ok else 503)
 
 
 @router.get("/rq/stats")
 def rq_stats(svc: Svc) -> dict[str, Any]:
     """Both engines side by side: queued per engine and priority, Redis' own queue lengths,
     `processing` (tasks rq workers run now), failed, workers, mode and fallback."""
-    return engines.engine_stats(svc)
+    return engines.engine_stats(svc).to_dict()
 
 
 @router.post("/rq/shutdown-workers")
@@ -114,14 +114,14 @@ def suspend_rq(
     svc: Svc, actor: Actor, body: Annotated[ReasonIn | None, Body()] = None
 ) -> dict[str, Any]:
     """rq workers take no new job until resumed; queued tasks stay queued."""
-    return engines.suspend_rq(svc, actor, body.reason if body else None)
+    return engines.suspend_rq(svc, actor, body.reason if body else None).to_dict()
 
 
 @router.post("/rq/resume")
 def resume_rq(
     svc: Svc, actor: Actor, body: Annotated[ReasonIn | None, Body()] = None
 ) -> dict[str, Any]:
-    return engines.resume_rq(svc, actor, body.reason if body else None)
+    return engines.resume_rq(svc, actor, body.reason if body else None).to_dict()
 
 
 @router.get("/workers")
@@ -133,7 +133,7 @@ def workers(svc: Svc, include_stopped: bool = False) -> dict[str, Any]:
 @router.get("/mode")
 def get_mode(svc: Svc) -> dict[str, Any]:
     """The mode in force, how it was set, and the Redis fallback."""
-    return engines.get_mode(svc)
+    return engines.get_mode(svc).to_dict()
 
 
 @router.post("/mode")

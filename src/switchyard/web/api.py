@@ -176,7 +176,7 @@ def health(svc: Svc) -> JSONResponse:
     in the other (`switchyard check` lists them); "degraded" (200) when no worker is alive."""
     components = {"database": _database_health(svc)}
     if components["database"]["status"] == "ok":
-        mode = engines.get_mode(svc)
+        mode = engines.get_mode(svc).to_dict()
         # The stored mode is in force; boot settings that disagree are shown. Settings that
         # ask for the emergency rollback while the stored mode is not db are degraded.
         status = "degraded" if mode["settings_drift_urgent"] else "ok"
@@ -199,7 +199,7 @@ OVERALL = (("error", "unhealthy"), ("inconsistent", "inconsistent"), ("degraded"
 
 
 def _ownership_health(svc: ops.Services) -> dict[str, Any]:
-    found = engines.ownership(svc)
+    found = engines.ownership(svc).to_dict()
     return {"status": "ok" if found.pop("consistent") else "inconsistent", **found}
 
 
@@ -235,7 +235,7 @@ def _database_health(svc: ops.Services) -> dict[str, Any]:
 def _redis_health(svc: ops.Services, mode: dict[str, Any]) -> dict[str, Any]:
     if mode["mode"] == "db":
         return {"status": "unused"}
-    health = engines.rq_health(svc)
+    health = engines.rq_health(svc).to_dict()
     redis = health["redis"]
     if redis.get("ok"):
         seen = health["all_queues"]

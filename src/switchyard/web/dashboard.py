@@ -59,8 +59,8 @@ def dashboard_context(svc: ops.Services) -> dict[str, Section]:
     return {
         "maintenance": _section(lambda: maintenance.maintenance_status(svc).to_dict()),
         "tasks": _section(lambda: ops.overview(svc)),
-        "stats": _section(lambda: engines.engine_stats(svc)),
-        "mode": _section(lambda: engines.get_mode(svc)),
+        "stats": _section(lambda: engines.engine_stats(svc).to_dict()),
+        "mode": _section(lambda: engines.get_mode(svc).to_dict()),
         "workers": _section(lambda: [w.to_dict() for w in engines.list_workers(svc)]),
         "throughput": _section(lambda: _with_chart(activity.throughput(svc).to_dict())),
         "run": _section(lambda: _current_run(svc)),

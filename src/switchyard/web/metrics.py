@@ -78,7 +78,7 @@ class StoreCollector(Collector):
             "switchyard_up", "Whether the scrape could read the component.", labels=["component"]
         )
         try:
-            stats = engines.engine_stats(self.services)
+            stats = engines.engine_stats(self.services).to_dict()
             families = [*self._engines(stats), *self._store_families()]
         except SwitchyardError:
             self.on_error("database")
@@ -96,7 +96,7 @@ class StoreCollector(Collector):
     def _store_families(self) -> Iterator[Any]:
         yield from self._tasks()
         yield self._accepting()
-        yield _owned_elsewhere(engines.ownership(self.services))
+        yield _owned_elsewhere(engines.ownership(self.services).to_dict())
         yield from _runs(measures.runs_state(self.services))
         yield _labelled(
             "switchyard_tasks_finished_window",
