@@ -299,6 +299,6 @@ def test_an_emergency_rollback_maps_foreign_jobs_with_the_configured_legacy_data
             step = next(s for s in result.steps if s.name == "migrate").detail
             assert (step["foreign_tasks"], step["quarantined"]) == (3, 1)
             assert set(tasks_by_job(svc)) == {(T1, 0), (T1, 1), (T2, 0)}
-            assert "legacy_database_url" not in str(result.get("params", {}))
+            assert "legacy_database_url" not in str(result.params)
     finally:
         svc.store.engine.dispose()
