@@ -260,8 +260,8 @@ def test_backup_verify_and_restore_account_for_several_tasks_per_job_and_the_qua
         caption_app_backlog(legacy, r)
         before = ops.backup(svc, tmp_path / "before")
         migrate(svc, mapper=CAPTION, legacy_database_url=url, allow_pickle=True)
-        assert verify(svc, Path(before["path"])).ok  # every job: a task or quarantined
-        after = Path(ops.backup(svc, tmp_path / "after")["path"])
+        assert verify(svc, before.path).ok  # every job: a task or quarantined
+        after = ops.backup(svc, tmp_path / "after").path
 
         with svc.store.engine.begin() as conn:
             conn.exec_driver_sql("DELETE FROM quarantine")

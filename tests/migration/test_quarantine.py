@@ -53,8 +53,8 @@ def test_release_puts_the_exact_bytes_back_and_a_rerun_keeps_the_job(
         assert r.zscore("rq:scheduled:normal", scheduled.id) == due
     assert outcomes[0].message.startswith("already")
     shown = quarantine_ops.show(svc, listed.id)
-    assert (shown["resolution"], shown["fields"]["origin"]) == ("released", "normal")
-    assert shown["fields"]["data"].startswith("base64:")  # zlib bytes, shown losslessly
+    assert (shown.resolution, shown.fields["origin"]) == ("released", "normal")
+    assert shown.fields["data"].startswith("base64:")  # zlib bytes, shown losslessly
     assert b"rq:queue:normal" in r.smembers("rq:queues")
     assert Job.fetch(listed.id, connection=r).func_name == "thirdparty.resize"
     assert set(states(svc).values()) == {Resolution.RELEASED.value}

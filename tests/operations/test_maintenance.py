@@ -78,7 +78,7 @@ def test_pause_refuses_submissions_and_writes_nothing(svc: Services) -> None:
     maintenance.pause_submissions(svc, "Rollback in progress", "alice")
     with pytest.raises(SubmissionsPaused, match="Rollback in progress"):
         ops.submit(svc, [ops.build_task(*NEW)], "test")
-    assert ops.overview(svc)["totals"]["queued"] == 0
+    assert ops.overview(svc).totals["queued"] == 0
 
     status = maintenance.resume_submissions(svc, "alice")
     assert status.accepting_submissions is True

@@ -315,7 +315,7 @@ def test_runs_quarantine_and_backups_have_their_own_retention(
 def test_serve_runs_the_configured_retention_on_its_schedule(services: Services) -> None:
     history = make_history(services.store, per_kind=2)
     off = retention.scheduled_retention(services)
-    assert off == {} and present(services.store) == history.doomed | history.kept
+    assert off.to_dict() == {} and present(services.store) == history.doomed | history.kept
     on = Services(
         make_settings(services.settings.database_url, task_retention="30d", run_retention="90d")
     )
@@ -328,6 +328,6 @@ def test_serve_runs_the_configured_retention_on_its_schedule(services: Services)
         finally:
             schedule.stop()
         done = retention.scheduled_retention(on)  # and a pass finds nothing left
-        assert done["tasks"]["tasks"] == 0 and done["runs"] == 0
+        assert done.tasks.tasks == 0 and done.runs == 0
     finally:
         on.store.engine.dispose()

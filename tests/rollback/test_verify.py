@@ -25,7 +25,7 @@ def rolled_back(svc: Services, tmp_path: Path) -> tuple[Path, list[str], list[st
     """An rq system with own and foreign work, backed up, migrated to the db engine."""
     own = rq_owned(svc, 4)
     foreign = foreign_jobs(svc, 3)
-    backup = Path(migration.backup(svc, tmp_path / "backup")["path"])
+    backup = migration.backup(svc, tmp_path / "backup").path
     set_mode(svc.store, Mode.DB, "test", "rollback")  # the switch comes first, then the move
     options = migration.rq_to_db_options(svc, include_in_flight=True)
     migration.rq_to_db(svc, options)

@@ -41,7 +41,7 @@ def backup(
     as_json: bool = JsonOption,
 ) -> None:
     """Snapshot every rq queue, registry and job hash, and the database's tasks. Changes nothing."""
-    manifest = ops.backup(State.services(), out)
+    manifest = ops.backup(State.services(), out).to_dict()
     if as_json:
         emit_json(manifest)
         return

@@ -38,7 +38,7 @@ def list_(
     as_json: bool = JsonOption,
 ) -> None:
     """The quarantined jobs (open ones unless --all), oldest first."""
-    data = ops.list_rows(State.services(), include_resolved=include_resolved)
+    data = ops.list_rows(State.services(), include_resolved=include_resolved).to_dict()
     if as_json:
         emit_json(data)
         return
@@ -55,7 +55,7 @@ def show(
     as_json: bool = JsonOption,
 ) -> None:
     """One quarantined job with its whole hash."""
-    data = ops.show(State.services(), ident)
+    data = ops.show(State.services(), ident).to_dict()
     if as_json:
         emit_json(data)
         return

@@ -103,7 +103,7 @@ def status(task_id: str = typer.Argument(None), as_json: bool = JsonOption) -> N
     services = State.services()
     if task_id is None:
         data = {
-            **ops.overview(services),
+            **ops.overview(services).to_dict(),
             "configuration": engines.configuration(services).to_dict(),
         }
         if as_json:

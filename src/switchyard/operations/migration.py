@@ -9,7 +9,7 @@ switching comes first: a rollback run switches, then moves, each a step of its o
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +44,26 @@ def redis_client(services: Services) -> Redis:
     return connect(services.settings.redis_url, MOVE_TIMEOUT)
 
 
-def backup(services: Services, out: Path | None = None) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class BackupTaken:
+    """A backup written at `path`, with its manifest (the record `manifest.json` holds)."""
+
+    path: Path
+    manifest: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest with the backup's path last, as `migrate backup --json` prints it."""
+        return {**self.manifest, "path": str(self.path)}
+
+
+def backup(services: Services, out: Path | None = None) -> BackupTaken:
     """Snapshot Redis's rq keys and the database into `out` (default backups/<time>)."""
     target = out or default_backup_dir()
-    return take_backup(
+    taken = take_backup(
         services.store, redis_client(services), target, redis_url=services.settings.redis_url
     )
+    manifest = {k: v for k, v in taken.items() if k != "path"}
+    return BackupTaken(Path(taken["path"]), manifest)
 
 
 def restore(services: Services, path: Path, *, dry_run: bool = False) -> RestoreReport:

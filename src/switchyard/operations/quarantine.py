@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+from dataclasses import dataclass, fields
+from datetime import datetime
 from typing import Any
 
 from switchyard.db import quarantine as rows
@@ -11,39 +13,77 @@ from switchyard.migration import quarantine as q
 from switchyard.migration.quarantine import Outcome, RemapOptions, RemapReport
 from switchyard.operations.migration import redis_client
 from switchyard.operations.services import Services
+from switchyard.wire import as_json
 
 LIST_LIMIT = 1000
 
 
-def summary(row: QuarantineRow) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "job_id": row.job_id,
-        "source": row.source,
-        "reason": row.reason,
-        "created_at": row.created_at.isoformat() + "Z",
-        "resolution": row.resolution.value if row.resolution else "open",
-        "resolved_at": row.resolved_at.isoformat() + "Z" if row.resolved_at else None,
-    }
+@dataclass(frozen=True, slots=True)
+class Quarantined:
+    """A quarantine row as listed (without the job it keeps)."""
+
+    id: int
+    job_id: str
+    source: str
+    reason: str
+    created_at: datetime
+    resolution: str  # "open", or how it was resolved
+    resolved_at: datetime | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return as_json(self)
 
 
-def list_rows(services: Services, *, include_resolved: bool) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class QuarantineList:
+    counts: dict[str, int]  # resolution -> rows
+    rows: list[Quarantined]
+
+    def to_dict(self) -> dict[str, Any]:
+        return as_json(self)
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantinedJob(Quarantined):
+    """A quarantine row with the job it keeps: each hash field as text where it is UTF-8,
+    else `base64:...`."""
+
+    found_in: str
+    score: float | None
+    hash_present: bool
+    fields: dict[str, str]
+
+
+def summary(row: QuarantineRow) -> Quarantined:
+    return Quarantined(
+        id=row.id,
+        job_id=row.job_id,
+        source=row.source,
+        reason=row.reason,
+        created_at=row.created_at,
+        resolution=row.resolution.value if row.resolution else "open",
+        resolved_at=row.resolved_at,
+    )
+
+
+def list_rows(services: Services, *, include_resolved: bool) -> QuarantineList:
     engine = services.store.engine
     found = rows.list_rows(engine, include_resolved=include_resolved, limit=LIST_LIMIT)
-    return {"counts": rows.count_rows(engine), "rows": [summary(r) for r in found]}
+    return QuarantineList(rows.count_rows(engine), [summary(r) for r in found])
 
 
-def show(services: Services, ident: str) -> dict[str, Any]:
+def show(services: Services, ident: str) -> QuarantinedJob:
     """One row with its job hash, each field as text where it is UTF-8, else base64."""
     row = q.find(services.store, ident)
     job = row.job
-    return {
-        **summary(row),
-        "found_in": job.found_in,
-        "score": job.score,
-        "hash_present": job.hash_present,
-        "fields": {_text(k): _text(v) for k, v in job.fields.items()},
-    }
+    listed = summary(row)
+    return QuarantinedJob(
+        **{f.name: getattr(listed, f.name) for f in fields(listed)},
+        found_in=job.found_in,
+        score=job.score,
+        hash_present=job.hash_present,
+        fields={_text(k): _text(v) for k, v in job.fields.items()},
+    )
 
 
 def _text(raw: bytes) -> str:

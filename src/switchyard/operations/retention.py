@@ -15,7 +15,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
@@ -26,6 +26,7 @@ from switchyard.db.clock import utcnow
 from switchyard.domain import FINISHED, Status
 from switchyard.errors import UsageError
 from switchyard.operations.services import Services
+from switchyard.wire import as_json
 
 Progress = Callable[[int], None]  # called with the rows deleted by each batch
 
@@ -55,7 +56,7 @@ class PurgeResult:
     archive: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return as_json(self)
 
 
 def parse_statuses(text: str | None) -> tuple[Status, ...]:
@@ -232,21 +233,34 @@ def _complete_backups(root: Path) -> Sequence[Path]:
 # -- the schedule `serve` runs ---------------------------------------------------------------
 
 
-def scheduled_retention(services: Services) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class RetentionPass:
+    """What one pass of the retentions that are set did; None: that retention is not set."""
+
+    tasks: PurgeResult | None = None
+    quarantine: int | None = None  # rows deleted
+    runs: int | None = None  # runs deleted
+    backups: BackupPurge | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Only the retentions that ran (the `retention_pass` log line's fields)."""
+        return {k: v for k, v in as_json(self).items() if v is not None}
+
+
+def scheduled_retention(services: Services) -> RetentionPass:
     """One pass of every retention that is set; what each did."""
     s = services.settings
-    done: dict[str, Any] = {}
+    tasks = quarantine = runs = backups = None
     if s.task_retention is not None:
         options = PurgeOptions(s.task_retention, batch_size=s.purge_batch_size, pause=s.purge_pause)
-        done["tasks"] = purge_tasks(services, options).to_dict()
+        tasks = purge_tasks(services, options)
     if s.quarantine_retention is not None:
-        done["quarantine"] = purge_quarantine(services, s.quarantine_retention, s.purge_batch_size)
+        quarantine = purge_quarantine(services, s.quarantine_retention, s.purge_batch_size)
     if s.run_retention is not None:
-        done["runs"] = purge_runs(services, s.run_retention)
+        runs = purge_runs(services, s.run_retention)
     if s.backup_retention is not None:
-        found = purge_backups(services, Path(s.backup_root), s.backup_retention)
-        done["backups"] = asdict(found)
-    return done
+        backups = purge_backups(services, Path(s.backup_root), s.backup_retention)
+    return RetentionPass(tasks, quarantine, runs, backups)
 
 
 def retention_enabled(services: Services) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -25,6 +26,7 @@ from switchyard.modes import Routing
 from switchyard.operations.maintenance import submission_block
 from switchyard.operations.services import Services
 from switchyard.validation import positive_id
+from switchyard.wire import as_json
 
 log = logging.getLogger("switchyard.operations.tasks")
 
@@ -113,7 +115,20 @@ def list_tasks(
 FINISHED_WINDOW = timedelta(hours=24)
 
 
-def overview(services: Services) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class Overview:
+    """Tasks by status and priority (live ones all, finished ones over a window)."""
+
+    counts: dict[str, dict[str, int]]  # status -> priority -> tasks
+    totals: dict[str, int]  # status -> tasks
+    finished_window_hours: float
+    finished_last_hour: dict[str, int]  # finished status -> tasks
+
+    def to_dict(self) -> dict[str, Any]:
+        return as_json(self)
+
+
+def overview(services: Services) -> Overview:
     """Counts by status and priority: every queued and running task, and the tasks that
     finished (completed, failed, cancelled) in the last 24 hours, with the last hour's totals.
     Each read is bounded by live work or by the window (see db/activity.py)."""
@@ -124,12 +139,12 @@ def overview(services: Services) -> dict[str, Any]:
         **counts_db.finished_counts(engine, now - FINISHED_WINDOW),
     }
     last_hour = counts_db.finished_counts(engine, now - timedelta(hours=1))
-    return {
-        "counts": counts,
-        "totals": {s: sum(p.values()) for s, p in counts.items()},
-        "finished_window_hours": FINISHED_WINDOW.total_seconds() / 3600,
-        "finished_last_hour": {s: sum(p.values()) for s, p in last_hour.items()},
-    }
+    return Overview(
+        counts=counts,
+        totals={s: sum(p.values()) for s, p in counts.items()},
+        finished_window_hours=FINISHED_WINDOW.total_seconds() / 3600,
+        finished_last_hour={s: sum(p.values()) for s, p in last_hour.items()},
+    )
 
 
 def cancel_task(services: Services, raw_id: str, actor: str, reason: str | None = None) -> Task:

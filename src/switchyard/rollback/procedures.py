@@ -237,7 +237,7 @@ def backup(ctx: StepContext) -> dict[str, Any]:
     try:
         manifest = load_manifest(target)
     except NotFound:
-        manifest = migration.backup(_services(ctx), target)
+        manifest = migration.backup(_services(ctx), target).manifest
     counts = manifest["counts"]
     return {
         "path": str(target),

@@ -226,7 +226,7 @@ def _captioning_health(svc: ops.Services) -> dict[str, Any]:
 
 def _database_health(svc: ops.Services) -> dict[str, Any]:
     try:
-        totals = ops.overview(svc)["totals"]
+        totals = ops.overview(svc).totals
     except SwitchyardError as exc:
         return {"status": "error", "error": str(exc)}
     return {"status": "ok", "dialect": svc.store.dialect, "tasks": totals}

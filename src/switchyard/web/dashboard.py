@@ -58,7 +58,7 @@ def dashboard_context(svc: ops.Services) -> dict[str, Section]:
     """Everything the page shows, each part read independently."""
     return {
         "maintenance": _section(lambda: maintenance.maintenance_status(svc).to_dict()),
-        "tasks": _section(lambda: ops.overview(svc)),
+        "tasks": _section(lambda: ops.overview(svc).to_dict()),
         "stats": _section(lambda: engines.engine_stats(svc).to_dict()),
         "mode": _section(lambda: engines.get_mode(svc).to_dict()),
         "workers": _section(lambda: [w.to_dict() for w in engines.list_workers(svc)]),

@@ -168,7 +168,7 @@ class StoreCollector(Collector):
 
     def _tasks(self) -> Iterator[GaugeMetricFamily]:
         """Live tasks exactly; finished ones over a window (history never slows a scrape)."""
-        data = task_overview(self.services)
+        data = task_overview(self.services).to_dict()
         live = GaugeMetricFamily(
             "switchyard_tasks",
             "Queued and running tasks by priority.",

@@ -46,7 +46,7 @@ class RetentionSchedule:
         except SwitchyardError as exc:  # the database is down: try again next interval
             log_event(log, "retention_error", logging.WARNING, error=exc)
             return
-        log_event(log, "retention_pass", **done)
+        log_event(log, "retention_pass", **done.to_dict())
 
 
 __all__ = ["RetentionSchedule"]
