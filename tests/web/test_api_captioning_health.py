@@ -34,7 +34,7 @@ def report_from(provider: Down | Up, calls: int) -> list[dict[str, object]]:
     for _ in range(calls):
         with contextlib.suppress(ProviderUnavailable):
             guarded.describe(b"", CaptionSettings())
-    return [guarded.state().to_json()]
+    return [guarded.state().to_dict()]
 
 
 def add_worker(services: Services, name: str, providers: list[dict[str, object]]) -> None:

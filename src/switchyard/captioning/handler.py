@@ -55,7 +55,7 @@ class CaptionHandler:
 
     def report(self) -> list[dict[str, Any]]:
         """The providers as this process sees them, for its row in the worker registry."""
-        return [state.to_json() for state in self.captioner.states()]
+        return [state.to_dict() for state in self.captioner.states()]
 
 
 def provider_problems(settings: Settings) -> list[str]:

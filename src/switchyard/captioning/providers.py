@@ -53,7 +53,7 @@ class ProviderState:
     latency_counts: tuple[int, ...] = ()  # per bucket of LATENCY_BUCKETS, then +Inf
     latency_sum: float = 0.0
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "latency_counts": list(self.latency_counts)}
 
 

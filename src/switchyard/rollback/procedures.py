@@ -100,6 +100,8 @@ def _check_canary(kind: str, params: dict[str, Any]) -> None:
 
 
 # -- the steps --------------------------------------------------------------------------------
+# A step returns its detail as a dict on purpose: it is stored as JSON in `run_steps.detail`,
+# a record format read back on resume and by the report, not a value passed between layers.
 
 
 def _services(ctx: StepContext) -> Services:
