@@ -52,7 +52,7 @@ def test_switching_moves_queued_work_and_is_recorded(store: TaskStore) -> None:
     assert modes.current_mode(store, settings) is Mode.DB
     to_rq = switch.switch_mode(store, Mode.RQ, "op", "try rq", settings)
     assert (to_rq.mode, to_rq.previous, to_rq.changed, to_rq.moved) == (Mode.RQ, Mode.DB, True, 3)
-    assert store.engine_counts()["queued"]["rq"] == {"urgent": 1, "high": 1, "normal": 1, "low": 0}
+    assert store.engine_counts().queued["rq"] == {"urgent": 1, "high": 1, "normal": 1, "low": 0}
     assert switch.switch_mode(store, Mode.HYBRID, "op", "both", settings).moved == 0
     assert switch.switch_mode(store, Mode.DB, "op", "roll back", settings).moved == 3
     assert modes.current_mode(store, settings) is Mode.DB

@@ -28,7 +28,7 @@ from tests.support.rq import new_tasks
 
 
 def queued_owned_by(svc: Services, engine: Engine) -> int:
-    return sum(svc.store.engine_counts()["queued"][engine.value].values())
+    return sum(svc.store.engine_counts().queued[engine.value].values())
 
 
 def in_redis(svc: Services) -> int:

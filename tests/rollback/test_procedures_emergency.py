@@ -64,7 +64,7 @@ def test_emergency_moves_everything_and_records_each_step(
     assert current_mode(services.store, services.settings) is Mode.DB
     ensure_accepting(services)  # submissions resumed
     assert services.store.get(uuid.UUID(own[0])).status is Status.QUEUED  # in flight: requeued
-    counts = services.store.engine_counts()["queued"]
+    counts = services.store.engine_counts().queued
     assert sum(counts["db"].values()) == 25 and sum(counts["rq"].values()) == 0
     backup = next(s for s in result.steps if s.name == "backup").detail["path"]
     assert verify(services, Path(backup)).ok

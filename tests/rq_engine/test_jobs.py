@@ -84,7 +84,7 @@ def test_enqueueing_twice_or_concurrently_queues_each_task_once(services: Servic
     ids = Counter(all_job_ids(services.redis))
     assert set(ids) == {str(t.id) for t in created}
     assert max(ids.values()) == 1
-    assert services.store.engine_counts()["undispatched"] == 0
+    assert services.store.engine_counts().undispatched == 0
 
 
 def test_a_task_committed_while_redis_is_down_is_dispatched_later(

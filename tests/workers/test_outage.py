@@ -134,7 +134,7 @@ def _switch_mode(db_url: str, redis_url: str, mode: str) -> None:
     services = Services(make_settings(db_url, redis_url=redis_url))
     switched = set_mode(services, mode, "outage-test", "outage test", await_timeout=30)
     services.store.engine.dispose()
-    assert switched["lagging"] == []
+    assert switched.lagging == []
 
 
 def _answers(api: str) -> bool:

@@ -122,7 +122,7 @@ def test_after_an_outage_queued_tasks_are_really_moved_back_to_rq_and_counted(
     assert modes.fallback_state(services.store).active
     services.modes.routing(fresh=True)
     during = submit(services, new_tasks(8), "test")  # not in Redis, and no error
-    assert services.store.engine_counts()["undispatched"] == 8
+    assert services.store.engine_counts().undispatched == 8
     private_redis.start()  # a fresh, empty server: the 12 were lost with the old one
     services.modes.routing(fresh=True)
     supervisor.tick(every_duty=True)

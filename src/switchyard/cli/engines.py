@@ -39,7 +39,7 @@ def mode(
         if fallback["active"]:
             console.print(f"fallback ACTIVE since {fallback['since']}: {fallback['reason']}")
         return
-    result = ops.set_mode(services, new_mode, ACTOR, reason or f"set by {ACTOR}")
+    result = ops.set_mode(services, new_mode, ACTOR, reason or f"set by {ACTOR}").to_dict()
     if as_json:
         emit_json(result)
         return

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -16,6 +17,15 @@ from switchyard.db.engine import deadlock_retried, translated
 from switchyard.db.rows import Pending, event_row
 from switchyard.db.schema import task_events, tasks
 from switchyard.domain import Engine, Priority, Status
+
+
+@dataclass(frozen=True, slots=True)
+class EngineCounts:
+    """Live tasks per owning engine and priority, from the database."""
+
+    queued: dict[str, dict[str, int]]  # engine -> priority -> tasks
+    running: dict[str, dict[str, int]]
+    undispatched: int  # queued rq-owned tasks not in Redis yet
 
 
 class OwnershipStore:
@@ -160,7 +170,7 @@ class OwnershipStore:
         with translated("counting queued tasks"), self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
 
-    def engine_counts(self) -> dict[str, Any]:
+    def engine_counts(self) -> EngineCounts:
         """Queued and running tasks per owning engine and priority, and how many queued
         rq-owned tasks are not in Redis yet (`undispatched`)."""
         query = (
@@ -187,4 +197,4 @@ class OwnershipStore:
                 out[status][owner][Priority(priority).label] += n
                 if status == Status.QUEUED.value and owner == Engine.RQ.value and undispatched:
                     out["undispatched"] += n
-        return out
+        return EngineCounts(out["queued"], out["running"], out["undispatched"])

@@ -57,7 +57,7 @@ class DbToRqReport:
 def pending_work(store: TaskStore) -> tuple[int, int]:
     """(queued db-owned tasks, rq-owned tasks not yet in Redis)."""
     counts = store.engine_counts()
-    return sum(counts["queued"][Engine.DB.value].values()), int(counts["undispatched"])
+    return sum(counts.queued[Engine.DB.value].values()), counts.undispatched
 
 
 def migrate_db_to_rq(

@@ -562,7 +562,7 @@ class _Run:
         vanished) move too. One that does have a job somewhere is still safe: the rq job
         claims only rq-owned tasks, so it becomes a no-op and the task runs once."""
         if self.options.dry_run:
-            remaining = sum(self.store.engine_counts()["queued"][Engine.RQ.value].values())
+            remaining = sum(self.store.engine_counts().queued[Engine.RQ.value].values())
             self.report.swept = max(0, remaining - len(self.own_seen_queued))
             return
         reason = f"{moves.TO_DB_REASON} (no rq job found)"

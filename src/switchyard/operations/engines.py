@@ -9,7 +9,7 @@ figures), never as zero jobs.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from datetime import timedelta
 from typing import Any
 
@@ -153,13 +153,32 @@ def announce_start(services: Services, process: str) -> None:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class ModeSet:
+    """An operator's switch: the switch itself, the live processes that had not seen its
+    epoch when the wait ended, and what was dispatched to rq at once."""
+
+    switched: switch.ModeSwitch
+    lagging: list[switch.Lagging]
+    dispatched: int | None  # None in db mode, or when Redis failed (`dispatch_error`)
+    dispatch_error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The switch's fields inline; `dispatch_error` only when there was one."""
+        shown = {**self.switched.to_dict(), "lagging": as_json(self.lagging)}
+        shown["dispatched"] = self.dispatched
+        if self.dispatch_error is not None:
+            shown["dispatch_error"] = self.dispatch_error
+        return shown
+
+
 def set_mode(
     services: Services,
     mode: str | Mode,
     actor: str,
     reason: str,
     await_timeout: float | None = None,
-) -> dict[str, Any]:
+) -> ModeSet:
     """Switch the mode at run time through the switch (the routing epoch advances, so no
     process acting on the old mode can move or enqueue anything), moving queued work to the
     engine that now owns it; then wait (bounded) until every live process has seen the new
@@ -167,18 +186,16 @@ def set_mode(
     tasks are dispatched at once if Redis answers (else the dispatcher loop does it)."""
     chosen = mode if isinstance(mode, Mode) else Mode.parse(mode)
     switched = switch.switch_mode(services.store, chosen, actor, reason, services.settings)
-    result = switched.to_dict()
     lagging = switch.await_epoch(services.store, switched.epoch, services.settings, await_timeout)
-    result["lagging"] = [asdict(p) for p in lagging]
-    result["dispatched"] = None
-    if chosen is not Mode.DB:
-        try:
-            result["dispatched"] = switch.dispatch_pending(
-                services.store, services.redis, settings=services.settings, actor=actor
-            )
-        except BrokerUnavailable as exc:
-            result["dispatch_error"] = str(exc)
-    return result
+    if chosen is Mode.DB:
+        return ModeSet(switched, lagging, None)
+    try:
+        pushed = switch.dispatch_pending(
+            services.store, services.redis, settings=services.settings, actor=actor
+        )
+    except BrokerUnavailable as exc:
+        return ModeSet(switched, lagging, None, str(exc))
+    return ModeSet(switched, lagging, pushed)
 
 
 # -- ownership at a glance ------------------------------------------------------------------
@@ -291,10 +308,10 @@ def engine_stats(services: Services) -> EngineStats:
     return EngineStats(
         mode=modes.current_mode(services.store, services.settings),
         fallback=modes.fallback_state(services.store),
-        processing=sum(counts["running"][Engine.RQ.value].values()),
-        running={e: sum(p.values()) for e, p in counts["running"].items()},
-        queued=counts["queued"],
-        undispatched=counts["undispatched"],
+        processing=sum(counts.running[Engine.RQ.value].values()),
+        running={e: sum(p.values()) for e, p in counts.running.items()},
+        queued=counts.queued,
+        undispatched=counts.undispatched,
         failed=sum(by_status["failed"].values()),
         failed_window_hours=FAILED_WINDOW_HOURS,
         rq=redis_side,

@@ -307,7 +307,7 @@ def switch_mode(mode: Mode) -> Callable[[StepContext], dict[str, Any]]:
         services = _services(ctx)
         switched_at = utcnow()
         result = engines.set_mode(services, mode, _actor(ctx), ctx.params["reason"])
-        return {**result, "switched_at": switched_at.isoformat() + "Z"}
+        return {**result.to_dict(), "switched_at": switched_at.isoformat() + "Z"}
 
     return run
 

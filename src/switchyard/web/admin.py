@@ -139,7 +139,7 @@ def get_mode(svc: Svc) -> dict[str, Any]:
 @router.post("/mode")
 def set_mode(svc: Svc, actor: Actor, body: ModeIn) -> dict[str, Any]:
     """Switch engines at run time; queued work moves to the engine that now owns it."""
-    return engines.set_mode(svc, body.mode, actor, body.reason)
+    return engines.set_mode(svc, body.mode, actor, body.reason).to_dict()
 
 
 @router.get("/events")

@@ -252,7 +252,7 @@ def switch_mode(
     def act() -> str:
         if not reason.strip():
             raise UsageError("invalid reason: say why the mode changes")
-        result = engines.set_mode(svc, mode, actor, reason.strip())
+        result = engines.set_mode(svc, mode, actor, reason.strip()).to_dict()
         return f"mode {result['mode']} (was {result['previous']}); {result['moved']} tasks moved"
 
     return _act(request, csrf, act)
