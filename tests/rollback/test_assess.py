@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from switchyard.db.schema import tasks
 from switchyard.db.store import utcnow
 from switchyard.operations.services import Services
-from switchyard.rollback.assess import AssessOptions, assess, decide
+from switchyard.rollback.assess import AssessOptions, Signals, assess, decide
 from tests.support.env import make_settings
 from tests.support.rollback import rq_owned
 from tests.support.servers import PrivateRedis
@@ -35,8 +35,8 @@ HEALTHY: dict[str, Any] = {
 }
 
 
-def signals(**changes: Any) -> dict[str, Any]:
-    return {**HEALTHY, **changes}
+def signals(**changes: Any) -> Signals:
+    return Signals(**{**HEALTHY, **changes})
 
 
 @pytest.mark.parametrize(
@@ -194,8 +194,8 @@ def test_measured_on_a_live_system(sqlite_services: Services) -> None:
         )
     result = assess(sqlite_services)
     s = result.signals
-    assert (s["redis_ok"], s["rq_backlog"], s["rq_workers"]) == (True, 10, 0)
-    assert s["backlog_age_seconds"] >= 1199
+    assert (s.redis_ok, s.rq_backlog, s.rq_workers) == (True, 10, 0)
+    assert s.backlog_age_seconds >= 1199
     assert result.action == "immediate"  # work is queued for rq and nobody runs it
     assert "no rq worker registered" in result.reasons[0]
 
@@ -207,6 +207,6 @@ def test_an_unreachable_redis_is_measured_as_such(
     rq_owned(svc, 1, dispatch=False)
     private_redis.stop()
     result = assess(svc)
-    assert result.signals["redis_ok"] is False
+    assert result.signals.redis_ok is False
     assert result.rq_functional == "no"
     assert result.action == "immediate"

@@ -69,7 +69,7 @@ def test_other_queues_are_seen_reported_and_migrated_with_their_priorities(
         assert unserved == {"vedfolnir:rq:high", "reports", "vedfolnir:rq:low"}
         assert found.ok  # listed; the database and Redis do not disagree
         decision = assess(svc)
-        assert decision.action != "fix_in_place" and decision.signals["foreign_unserved"] == 3
+        assert decision.action != "fix_in_place" and decision.signals.foreign_unserved == 3
     finally:
         svc.store.engine.dispose()
 

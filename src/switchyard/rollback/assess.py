@@ -64,6 +64,27 @@ class AssessOptions:
     max_drain_minutes: float = 60.0
 
 
+@dataclass(frozen=True, slots=True)
+class Signals:
+    """What `assess` measured (see the module's doc)."""
+
+    mode: str
+    fallback_active: bool
+    redis_ok: bool
+    redis_error: str | None
+    rq_workers: int | None  # None when Redis did not answer
+    rq_backlog: int  # queued rq-owned tasks
+    backlog_age_seconds: float | None  # of the oldest available one
+    rq_completed_in_window: int
+    throughput_per_minute: float
+    drain_minutes: float | None  # None when nothing completed
+    check_findings: dict[str, int]  # kind -> findings
+    caption_providers_down: list[str] = field(default_factory=list)
+    # other applications' jobs no worker of theirs serves (check lists them per queue)
+    foreign_unserved: int = 0
+    rq_queues: dict[str, Any] = field(default_factory=dict)  # RqQueues.to_dict()["queues"]
+
+
 @dataclass
 class Assessment:
     severity: str
@@ -72,7 +93,7 @@ class Assessment:
     rq_functional: str  # yes | partial | no
     data_integrity: str  # intact | compromised
     reasons: list[str]
-    signals: dict[str, Any] = field(default_factory=dict)
+    signals: Signals
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,30 +102,29 @@ class Assessment:
 # -- measuring ----------------------------------------------------------------------------------
 
 
-def measure(services: Services, options: AssessOptions) -> dict[str, Any]:
+def measure(services: Services, options: AssessOptions) -> Signals:
     health = engines.rq_health(services)
     backlog, oldest = _rq_backlog(services)
     completed = _rq_completed(services, options.window_minutes)
     per_minute = completed / options.window_minutes
     check = run_check(services, CheckOptions(actor="assess"))
     queues = health.side.all_queues
-    return {
-        "mode": health.mode.value,
-        "fallback_active": health.fallback.active,
-        "redis_ok": health.ok,
-        "redis_error": health.side.redis.get("error"),
-        "rq_workers": health.side.workers,
-        "rq_backlog": backlog,
-        "backlog_age_seconds": oldest,
-        "rq_completed_in_window": completed,
-        "throughput_per_minute": round(per_minute, 2),
-        "drain_minutes": round(backlog / per_minute, 1) if per_minute else None,
-        "check_findings": check.counts(),
-        "caption_providers_down": captions.providers_down(captions.caption_providers(services)),
-        # other applications' jobs no worker of theirs serves (check lists them per queue)
-        "foreign_unserved": queues.unserved if queues else 0,
-        "rq_queues": queues.to_dict()["queues"] if queues else {},
-    }
+    return Signals(
+        mode=health.mode.value,
+        fallback_active=health.fallback.active,
+        redis_ok=health.ok,
+        redis_error=health.side.redis.get("error"),
+        rq_workers=health.side.workers,
+        rq_backlog=backlog,
+        backlog_age_seconds=oldest,
+        rq_completed_in_window=completed,
+        throughput_per_minute=round(per_minute, 2),
+        drain_minutes=round(backlog / per_minute, 1) if per_minute else None,
+        check_findings=check.counts(),
+        caption_providers_down=captions.providers_down(captions.caption_providers(services)),
+        foreign_unserved=queues.unserved if queues else 0,
+        rq_queues=queues.to_dict()["queues"] if queues else {},
+    )
 
 
 def _rq_backlog(services: Services) -> tuple[int, float | None]:
@@ -122,16 +142,16 @@ def _rq_completed(services: Services, window_minutes: float) -> int:
 # -- deciding -------------------------------------------------------------------------------------
 
 
-def rq_functional(s: dict[str, Any], o: AssessOptions) -> tuple[str, list[str]]:
-    if not s["redis_ok"]:
-        return "no", [f"redis does not answer: {s['redis_error']}"]
-    if s["rq_backlog"] and not s["rq_workers"]:
-        return "no", [f"{s['rq_backlog']} task(s) queued for rq and no rq worker registered"]
-    age = s["backlog_age_seconds"] or 0.0
-    waiting_on_provider = bool(s.get("caption_providers_down"))
+def rq_functional(s: Signals, o: AssessOptions) -> tuple[str, list[str]]:
+    if not s.redis_ok:
+        return "no", [f"redis does not answer: {s.redis_error}"]
+    if s.rq_backlog and not s.rq_workers:
+        return "no", [f"{s.rq_backlog} task(s) queued for rq and no rq worker registered"]
+    age = s.backlog_age_seconds or 0.0
+    waiting_on_provider = bool(s.caption_providers_down)
     if (
-        s["rq_backlog"]
-        and not s["rq_completed_in_window"]
+        s.rq_backlog
+        and not s.rq_completed_in_window
         and age > o.max_backlog_age
         and not waiting_on_provider  # the work waits for the provider, not for rq
     ):
@@ -142,25 +162,25 @@ def rq_functional(s: dict[str, Any], o: AssessOptions) -> tuple[str, list[str]]:
     return "yes", []
 
 
-def degraded(s: dict[str, Any], o: AssessOptions) -> list[str]:
+def degraded(s: Signals, o: AssessOptions) -> list[str]:
     reasons = []
-    age = s["backlog_age_seconds"] or 0.0
+    age = s.backlog_age_seconds or 0.0
     if age > o.max_backlog_age:
         reasons.append(f"oldest queued rq task waits {age:.0f} s (> {o.max_backlog_age:g} s)")
-    drain = s["drain_minutes"]
+    drain = s.drain_minutes
     if drain is not None and drain > o.max_drain_minutes:
         reasons.append(
-            f"the backlog of {s['rq_backlog']} needs {drain:g} min at "
-            f"{s['throughput_per_minute']:g}/min (> {o.max_drain_minutes:g} min)"
+            f"the backlog of {s.rq_backlog} needs {drain:g} min at "
+            f"{s.throughput_per_minute:g}/min (> {o.max_drain_minutes:g} min)"
         )
     return reasons
 
 
-def _found(s: dict[str, Any], kinds: frozenset[str]) -> list[str]:
-    return [f"check found {n} {k}" for k, n in sorted(s["check_findings"].items()) if k in kinds]
+def _found(s: Signals, kinds: frozenset[str]) -> list[str]:
+    return [f"check found {n} {k}" for k, n in sorted(s.check_findings.items()) if k in kinds]
 
 
-def decide(s: dict[str, Any], o: AssessOptions) -> Assessment:
+def decide(s: Signals, o: AssessOptions) -> Assessment:
     """Walk the runbook's tree over measured signals `s` and operator flags `o`: the first
     branch with a reason decides, and every reason of that branch is reported."""
     functional, why_not = rq_functional(s, o)
@@ -185,20 +205,20 @@ def decide(s: dict[str, Any], o: AssessOptions) -> Assessment:
         ("fix_in_place", ["rq is functional, data intact, within thresholds"]),
     ]
     flags = (o.critical_failure, o.data_integrity_issue, o.security_issue)
-    if s["mode"] == Mode.DB.value and not s["rq_backlog"] and not any(flags):
+    if s.mode == Mode.DB.value and not s.rq_backlog and not any(flags):
         branches.insert(0, ("none", ["the mode is db and nothing is queued for rq"]))
     action, reasons = next((a, r) for a, r in branches if r)
     severity, command = ACTIONS[action]
     return Assessment(severity, action, command, functional, compromised, reasons, s)
 
 
-def _provider_down(s: dict[str, Any]) -> list[str]:
+def _provider_down(s: Signals) -> list[str]:
     """Both engines caption with the same providers: a provider down in every worker stalls
     either engine, so rolling back would move the wait, not end it."""
     return [
         f"caption provider {name} is unavailable in every live worker (circuit open): tasks "
         "wait for it in either engine"
-        for name in s.get("caption_providers_down", [])
+        for name in s.caption_providers_down
     ]
 
 
@@ -211,4 +231,4 @@ def assess(services: Services, options: AssessOptions | None = None) -> Assessme
     return decide(measure(services, options), options)
 
 
-__all__ = ["AssessOptions", "Assessment", "assess", "decide", "measure"]
+__all__ = ["AssessOptions", "Assessment", "Signals", "assess", "decide", "measure"]
