@@ -3,7 +3,7 @@ with their heartbeat and the routing epoch each acts under."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -34,6 +34,9 @@ class WorkerRow:
 
     def to_dict(self) -> dict[str, Any]:
         return as_json(self)
+
+
+_ROW_FIELDS = tuple(f.name for f in fields(WorkerRow))
 
 
 class WorkerRegistry:
@@ -99,7 +102,9 @@ class WorkerRegistry:
         if not include_stopped:
             query = query.where(workers.c.state != "stopped")
         with translated("listing workers"), self.engine.connect() as conn:
-            return [WorkerRow(**r._mapping) for r in conn.execute(query)]
+            return [
+                WorkerRow(**{f: r._mapping[f] for f in _ROW_FIELDS}) for r in conn.execute(query)
+            ]
 
     def purge_workers(self, silent_for: timedelta) -> int:
         """Drop rows of workers not heard from for `silent_for` (stopped or killed)."""
