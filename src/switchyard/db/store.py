@@ -369,6 +369,15 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
         claimed.sort(key=lambda t: (t.priority, t.created_at))
         return taken, claimed
 
+    def running_under(self, worker: str) -> list[Task]:
+        """The tasks running under `worker`: after a lost reply, a polling worker finds the
+        claims that had committed among them (through ix_tasks_claim's status prefix)."""
+        query = sa.select(tasks).where(
+            tasks.c.status == Status.RUNNING.value, tasks.c.worker == worker
+        )
+        with translated("reading a worker's tasks"), self.engine.connect() as conn:
+            return [task_from_row(r) for r in conn.execute(query)]
+
     def next_due(self, now: datetime) -> datetime | None:
         """When the earliest queued task that is not yet available becomes so (a retry's
         backoff ending): an idle worker sleeps no longer than that. Read through
