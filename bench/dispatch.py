@@ -86,6 +86,16 @@ def chunks(items: Sequence[NewTask], size: int) -> Iterator[Sequence[NewTask]]:
 def preload(store: TaskStore, n: int) -> None:
     for chunk in chunks(new_tasks(n), 1000):
         store.submit(chunk, ACTOR)
+    analyze(store.engine)
+
+
+def analyze(engine: sa.Engine) -> None:
+    """Give the planner the statistics a live table has (autovacuum's ANALYZE): a table just
+    truncated and filled has none, or the last run's, and plans for that are not the ones a
+    deployment runs. pgqueuer's table gets the same (`peers._prepare`)."""
+    verb = {"postgresql": "ANALYZE tasks", "sqlite": "ANALYZE tasks"}
+    with engine.begin() as conn:
+        conn.exec_driver_sql(verb.get(engine.dialect.name, "ANALYZE TABLE tasks"))
 
 
 def load_class(path: str) -> Any:

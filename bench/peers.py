@@ -52,6 +52,7 @@ async def _prepare(url: str, n: int) -> None:
         for start in range(0, n, ENQUEUE_BATCH):
             size = min(ENQUEUE_BATCH, n - start)
             await queries.enqueue([ENTRYPOINT] * size, [None] * size, [0] * size)
+        await conn.execute("ANALYZE pgqueuer")  # as dispatch.analyze does for switchyard
     finally:
         await conn.close()
 

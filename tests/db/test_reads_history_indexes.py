@@ -50,6 +50,7 @@ class Read:
     groups: bool = False  # a GROUP BY over the bounded rows may sort them
 
 
+FINISHED_IX = "ix_tasks_finished"
 STATUS_LED = ("ix_tasks_claim", "ix_tasks_heartbeat", "ix_tasks_status_created")
 READS = [
     Read("live counts", lambda c: activity.live_counts_query(), STATUS_LED, groups=True),
@@ -110,3 +111,15 @@ def test_each_polled_read_and_the_purge_walk_their_index(history: TaskStore) -> 
     cursor = _a_cursor(history)
     problems = [p for read in READS for p in _problems(history, read, read.build(cursor))]
     assert not problems, "\n".join(problems)
+
+
+def test_ix_tasks_finished_holds_finished_tasks_only(store: TaskStore) -> None:
+    """Revision 0010: partial on PostgreSQL and SQLite, so a claim (finished_at still NULL)
+    adds no entry to it; MariaDB has no partial indexes and keeps the full one."""
+    [index] = [i for i in sa.inspect(store.engine).get_indexes("tasks") if i["name"] == FINISHED_IX]
+    where = index.get("dialect_options", {}).get(f"{store.engine.dialect.name}_where")
+    if store.dialect in ("postgresql", "sqlite"):
+        assert "finished_at IS NOT NULL" in str(where), index
+    else:
+        assert where is None, index
+    assert index["column_names"] == ["finished_at", "status", "priority"]

@@ -209,6 +209,42 @@ def test_complete_discards_a_task_this_worker_does_not_hold(store: TaskStore) ->
     assert transitions(store)[("running", "completed")] == 1
 
 
+def test_complete_and_claim_completes_the_batch_then_claims_the_next(store: TaskStore) -> None:
+    """The steady worker's one call: what it finished is completed (only what it still
+    holds), the next batch claimed, each transition with its event."""
+    store.submit([new_task(f"http://example.org/{i}.png") for i in range(5)], "test")
+    first = store.claim("w1", 2)
+    [other] = store.claim("w2", 1)
+    outcomes = [Outcome(t.id, 1, f"caption {t.id}", 0.5, "p") for t in first]
+    outcomes.append(Outcome(other.id, 1, "not mine", 0.5))
+    taken, nxt = store.complete_and_claim("w1", outcomes, 2)
+    assert sorted(taken) == sorted(t.id for t in first)
+    assert len(nxt) == 2 and not {t.id for t in nxt} & ({t.id for t in first} | {other.id})
+    assert all(t.status is Status.RUNNING and t.worker == "w1" for t in nxt)
+    for t in first:
+        done = store.get(t.id)
+        assert (done.status, done.caption, done.caption_provider) == (
+            Status.COMPLETED,
+            f"caption {t.id}",
+            "p",
+        )
+        assert event_rows(store, t.id)[-1] == ("w1", "running", "completed", None)
+    assert store.get(other.id).status is Status.RUNNING
+    for t in nxt:
+        assert event_rows(store, t.id)[-1] == ("w1", "queued", "running", "claimed")
+    assert transitions(store)[("running", "completed")] == 2
+    assert transitions(store)[("queued", "running")] == 5
+
+
+def test_complete_and_claim_with_nothing_left_to_claim(store: TaskStore) -> None:
+    task = claimed(store)
+    taken, nxt = store.complete_and_claim("w1", [Outcome(task.id, 1, "done", 0.5)], 10)
+    assert (taken, nxt) == ([task.id], [])
+    assert store.get(task.id).status is Status.COMPLETED
+    assert store.complete_and_claim("w1", [Outcome(task.id, 1, "again", 0.5)], 10) == ([], [])
+    assert store.get(task.id).caption == "done"
+
+
 def test_fail_requeues_with_backoff(store: TaskStore) -> None:
     slow = with_backoff(store, backoff_base=10.0)
     task = claimed(slow)

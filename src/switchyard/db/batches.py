@@ -49,6 +49,12 @@ def claim_statement(by_origin: bool, takes_rq: bool, with_grace: bool) -> sa.Sel
     `p_worker`; their rows, claimed. `by_origin`: only origin `p_origin`. Without `takes_rq`:
     never an rq-owned task; `with_grace`: an rq-owned one only if available before
     `p_grace_cutoff`."""
+    claimed, logged = _claim_ctes(by_origin, takes_rq, with_grace)
+    return sa.select(claimed).add_cte(logged)
+
+
+def _claim_ctes(by_origin: bool, takes_rq: bool, with_grace: bool) -> tuple[sa.CTE, sa.CTE]:
+    """The claim's UPDATE (`claimed`, every column of the claimed rows) and its events."""
     pick = (
         sa.select(tasks.c.id)
         .where(
@@ -74,8 +80,7 @@ def claim_statement(by_origin: bool, takes_rq: bool, with_grace: bool) -> sa.Sel
         .returning(*tasks.c)
         .cte("claimed")
     )
-    logged = _events_of(claimed, Status.QUEUED, Status.RUNNING, "claimed").cte("logged")
-    return sa.select(claimed).add_cte(logged)
+    return claimed, _events_of(claimed, Status.QUEUED, Status.RUNNING, "claimed").cte("logged")
 
 
 def claimed_values() -> dict[str, Any]:
@@ -96,6 +101,34 @@ def claimed_values() -> dict[str, Any]:
 def completion_statement() -> sa.Insert:
     """Tasks `p_ids` (with `p_attempts`, `p_captions`, `p_scores`, `p_providers`, index by
     index) still running under `p_worker` at that attempt -> completed; the ids that took."""
+    done = _completion_update().cte("done")
+    return _events_of(done, Status.RUNNING, Status.COMPLETED, None).returning(task_events.c.task_id)
+
+
+@functools.cache
+def complete_and_claim_statement(
+    by_origin: bool, takes_rq: bool, with_grace: bool
+) -> sa.Select[Any]:
+    """A steady worker's one round trip per batch: the completion of the batch it finished
+    and the claim of the next, with both sets of events, in one statement (one transaction:
+    the completions are durable when the claim is reported). Parameters: those of
+    `completion_statement` and of `claim_statement`. Rows: the claimed tasks, each with
+    `completed` (the ids whose completion took); one row of NULL task columns if none was
+    claimed. The two UPDATEs touch disjoint rows (running ones under `p_worker`; queued
+    ones), so the shared snapshot of one statement changes nothing for either."""
+    done = _completion_update().cte("done")
+    done_logged = _events_of(done, Status.RUNNING, Status.COMPLETED, None).cte("done_logged")
+    claimed, claim_logged = _claim_ctes(by_origin, takes_rq, with_grace)
+    took = sa.select(sa.func.array_agg(done.c.id).label("completed")).subquery("took")
+    return (
+        sa.select(took.c.completed, claimed)
+        .select_from(took.outerjoin(claimed, sa.true()))
+        .add_cte(done_logged, claim_logged)
+    )
+
+
+def _completion_update() -> sa.Update:
+    """The completion's UPDATE of the given tasks still held; RETURNING the ids that took."""
     given = (
         sa.func.unnest(
             sa.bindparam("p_ids", type_=postgresql.ARRAY(sa.Uuid)),
@@ -113,7 +146,7 @@ def completion_statement() -> sa.Insert:
         )
         .render_derived(name="given")
     )
-    done = (
+    return (
         tasks.update()
         .where(
             tasks.c.id == given.c.id,
@@ -131,9 +164,7 @@ def completion_statement() -> sa.Insert:
             error=None,
         )
         .returning(tasks.c.id)
-        .cte("done")
     )
-    return _events_of(done, Status.RUNNING, Status.COMPLETED, None).returning(task_events.c.task_id)
 
 
 def completion_params(worker: str, now: datetime, outcomes: Sequence[Outcome]) -> dict[str, Any]:

@@ -84,7 +84,15 @@ tasks = sa.Table(
     sa.Index("ix_tasks_origin", "origin"),
     # History at scale (see docs/architecture.md, "Reads that do not grow with the past"):
     # finished counts over a window and the purge's oldest-first walk, read from the index only.
-    sa.Index("ix_tasks_finished", "finished_at", "status", "priority"),
+    # Finished tasks only (revision 0010; not on MariaDB): a claim adds no entry to it.
+    sa.Index(
+        "ix_tasks_finished",
+        "finished_at",
+        "status",
+        "priority",
+        postgresql_where=sa.text("finished_at IS NOT NULL"),
+        sqlite_where=sa.text("finished_at IS NOT NULL"),
+    ),
     # Task lists, newest first, paginated by a keyset cursor (created_at, id), per filter.
     sa.Index("ix_tasks_created", "created_at", "id"),
     sa.Index("ix_tasks_status_created", "status", "created_at", "id"),

@@ -339,6 +339,46 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
         claimed.sort(key=lambda t: (t.priority, t.created_at))
         return claimed
 
+    @deadlock_retried("completing and claiming tasks")
+    def complete_and_claim(
+        self,
+        worker: str,
+        outcomes: Sequence[Outcome],
+        limit: int,
+        engine: Engine = Engine.DB,
+        *,
+        rq_grace: timedelta | None = None,
+        takes_rq: bool = True,
+    ) -> tuple[list[uuid.UUID], list[Task]]:
+        """`complete` then `claim`: the ids whose completion took, and the tasks claimed.
+
+        On PostgreSQL one statement (`batches.complete_and_claim_statement`), so a steady
+        worker pays one round trip per batch and its completions are durable, in the same
+        transaction, before the claim is reported; elsewhere the two calls, in that order."""
+        if self.dialect != "postgresql" or not outcomes:
+            taken = self.complete(worker, outcomes)
+            claimed = self.claim(worker, limit, engine, rq_grace=rq_grace, takes_rq=takes_rq)
+            return taken, claimed
+        now = utcnow()
+        _, params = self._batch_claim(worker, limit, engine, now, rq_grace, None, takes_rq)
+        params |= batches.completion_params(worker, now, outcomes)
+        both = batches.complete_and_claim_statement(False, takes_rq, "p_grace_cutoff" in params)
+        with translated("completing and claiming tasks"):
+            rows = self._autocommit_all(both, params)
+        taken = list(rows[0].completed or ()) if rows else []
+        claimed = [task_from_row(r) for r in rows if r.id is not None]
+        claimed.sort(key=lambda t: (t.priority, t.created_at))
+        return taken, claimed
+
+    def running_under(self, worker: str) -> list[Task]:
+        """The tasks running under `worker`: after a lost reply, a polling worker finds the
+        claims that had committed among them (through ix_tasks_claim's status prefix)."""
+        query = sa.select(tasks).where(
+            tasks.c.status == Status.RUNNING.value, tasks.c.worker == worker
+        )
+        with translated("reading a worker's tasks"), self.engine.connect() as conn:
+            return [task_from_row(r) for r in conn.execute(query)]
+
     def next_due(self, now: datetime) -> datetime | None:
         """When the earliest queued task that is not yet available becomes so (a retry's
         backoff ending): an idle worker sleeps no longer than that. Read through

@@ -1,7 +1,11 @@
 """The database-polling worker.
 
 One main thread claims batches, hands tasks to a thread pool, and writes results back in
-batches (one transaction for a batch of completions, as pgqueuer buffers its status writes).
+batches: a steady worker completes the batch it finished and claims the next in one call
+(`TaskStore.complete_and_claim`: one statement, one round trip, on PostgreSQL), so its
+completions are durable before the next claim is reported. A finished attempt waits for that
+claim at most COMPLETION_LINGER seconds (slow tasks still running), and not at all when no
+claim is coming (stopping, rq mode, every provider down).
 It also sends heartbeats for every task it holds, enforces WORKER_TIMEOUT, and requeues tasks
 orphaned by workers that died (their heartbeat lapsed).
 
@@ -70,6 +74,7 @@ CANARY_LOOK_SECONDS = 1.0  # how often the canary lane is looked at
 REPLACE_EXIT_CODE = 75  # EX_TEMPFAIL: threads are stuck, run me again (see the docstring)
 PENDING_LIMIT = 10.0  # seconds a claimed task may wait for a free slot before it is released
 OUTAGE_WAIT_MAX = 2.0  # seconds between two tries while the database is unavailable
+COMPLETION_LINGER = 0.05  # seconds a finished attempt may wait to be completed with a claim
 log = logging.getLogger("switchyard.worker")  # the name operators filter logs by
 
 
@@ -144,6 +149,7 @@ class Worker:
         self.done: queue.Queue[tuple[Task, _Result]] = queue.Queue()
         # Finished attempts not yet written (the database was unavailable): kept until it is.
         self._unwritten: list[tuple[Task, _Result]] = []
+        self._finished_at: float | None = None  # when the oldest unwritten completion came
         self._outage_since: float | None = None
         # Set by a wake-up (NOTIFY, Redis pub/sub), a signal or `stopping`; the idle wait
         # waits on it, so new work starts at once and polling is only the safety net.
@@ -201,10 +207,9 @@ class Worker:
                 try:
                     if self._turn():
                         break
+                    self._outage_over()
                 except StoreUnavailable as exc:
                     self._wait_out(exc)
-                    continue
-                self._outage_over()
         finally:
             if self.wake_source is not None:
                 self.wake_source.stop()
@@ -220,10 +225,12 @@ class Worker:
 
     def _turn(self) -> bool:
         """One turn of the main loop; True when the worker should stop."""
-        self._write_back()
+        self._write_back(linger=True)
         self._housekeeping()
         self._enforce_deadlines()
-        claimed = self._maybe_claim()
+        claimed = self._maybe_claim()  # completes what finished in the same call
+        if claimed is None:  # no claim: completions wait only while tasks still run
+            self._write_back(linger=bool(self.held))
         collected = self._collect(wait=not claimed)
         # A result collected after the claim may have requeued a task: claim again.
         return self._finished(idle=claimed == 0 and not collected)
@@ -239,9 +246,20 @@ class Worker:
 
     def _outage_over(self) -> None:
         if self._outage_since is not None:
+            self._adopt_lost_claims()
             lasted = time.monotonic() - self._outage_since
             self._outage_since = None
             log_event(log, "db_available", worker=self.name, after_seconds=round(lasted, 1))
+
+    def _adopt_lost_claims(self) -> None:
+        """A claim whose reply was lost with its connection may have committed: its tasks
+        run under this worker's name (unique to this process), held by no one. Run them now
+        rather than leave them to heartbeat-lapse recovery."""
+        known = set(self.held) | {task.id for task, _ in self._unwritten}
+        lost = [t for t in self.store.running_under(self.name) if t.id not in known]
+        if lost:
+            self._hold(lost)
+            log_event(log, "claims_adopted", logging.WARNING, worker=self.name, tasks=len(lost))
 
     def _finished(self, idle: bool) -> bool:
         """Stop when asked and nothing is held; in burst mode, also when a claim found nothing."""
@@ -271,31 +289,42 @@ class Worker:
     # -- claiming and running ---------------------------------------------------------------
 
     def _maybe_claim(self) -> int | None:
-        """Claim when a slot would otherwise idle, up to WORKER_BATCH_SIZE held tasks.
+        """Claim when a slot would otherwise idle, up to WORKER_BATCH_SIZE held tasks, and
+        complete what finished in the same call.
 
         Returns how many were claimed, or None when no claim was attempted."""
         if self.stopping.is_set() or self.replacing or len(self.held) >= self.concurrency:
             return None
         scope = self.routing().polling_scope() if self.routing else None
         if scope is not None and not scope.claims:
+            self._write_back()
             return 0  # rq mode: the polling worker waits for a mode change or a fallback
         if not handler_ready(self.handler):
+            self._write_back()
             return 0  # every caption provider is down: leave the tasks queued, spend nothing
         room = max(self.settings.worker_batch_size, self.concurrency) - len(self.held)
         scope = scope or PollingScope(True)
         tasks = self._canaries(scope)
-        tasks += self.store.claim(
+        outcomes = self._outcomes()
+        taken, claimed = self.store.complete_and_claim(
             self.name,
+            outcomes,
             room - len(tasks),
             Engine.DB,
             rq_grace=scope.rq_grace,
             takes_rq=scope.takes_rq,
         )
+        self._completed(outcomes, taken)
+        tasks += claimed
+        self._hold(tasks)
+        return len(tasks)
+
+    def _hold(self, tasks: list[Task]) -> None:
+        """Tasks claimed by this worker: held, and queued for a slot."""
         now = time.monotonic()
         for task in tasks:
             self.held[task.id] = _Held(task, now)
             self._slots.put(task)
-        return len(tasks)
 
     def _canaries(self, scope: PollingScope) -> list[Task]:
         """The canary lane, looked at once a second: a rollback's canary runs next, however
@@ -339,13 +368,17 @@ class Worker:
                 continue  # a timed-out attempt (perhaps already retried): discard it
             del self.held[task.id]
             self._unwritten.append((task, result))
-        self._write_back()
+            if self._finished_at is None and not isinstance(result, BaseException):
+                self._finished_at = time.monotonic()
+        self._write_back(linger=True)
         return len(results)
 
     def _drain(self, wait: bool) -> list[tuple[Task, _Result]]:
         results: list[tuple[Task, _Result]] = []
         try:
             timeout = min(0.5, self.settings.worker_poll_interval) if wait and self.held else 0
+            if self._finished_at is not None:  # not past the completions' linger
+                timeout = min(timeout, self._linger_left())
             results.append(self.done.get(timeout=timeout) if timeout else self.done.get_nowait())
             while True:
                 results.append(self.done.get_nowait())
@@ -353,29 +386,44 @@ class Worker:
             pass
         return results
 
-    def _write_back(self) -> None:
-        """Write the finished attempts: failures one by one, completions in one transaction.
-        Each leaves `_unwritten` only once written, so an outage loses none of them."""
+    def _write_back(self, linger: bool = False) -> None:
+        """Write the finished attempts: failures one by one, completions in one transaction
+        (with `linger`, only once the oldest has waited COMPLETION_LINGER for a claim to go
+        with). Each leaves `_unwritten` only once written, so an outage loses none of them."""
         failures = [(t, r) for t, r in self._unwritten if isinstance(r, BaseException)]
         for task, exc in failures:
             self._record_failure(task, exc)
             self._unwritten.remove((task, exc))
-        self._complete(
-            [
-                Outcome(t.id, t.attempts, r[0], r[1], provider_of(r))
-                for t, r in self._unwritten
-                if not isinstance(r, BaseException)
-            ]
-        )
-        self._unwritten.clear()
-
-    def _complete(self, outcomes: list[Outcome]) -> None:
+        if linger and self._linger_left() > 0:
+            return
+        outcomes = self._outcomes()
         if outcomes:
-            taken = self.store.complete(self.name, outcomes)
+            self._completed(outcomes, self.store.complete(self.name, outcomes))
+
+    def _linger_left(self) -> float:
+        """Seconds the oldest unwritten completion may still wait for a claim (0: none)."""
+        if self._finished_at is None:
+            return 0.0
+        return max(0.0, self._finished_at + COMPLETION_LINGER - time.monotonic())
+
+    def _outcomes(self) -> list[Outcome]:
+        """The finished attempts to complete (`_unwritten` holds no failure by now)."""
+        return [
+            Outcome(t.id, t.attempts, r[0], r[1], provider_of(r))
+            for t, r in self._unwritten
+            if not isinstance(r, BaseException)
+        ]
+
+    def _completed(self, outcomes: list[Outcome], taken: list[uuid.UUID]) -> None:
+        """`outcomes` are written (`taken` took): they leave `_unwritten`; log each."""
+        if outcomes:
+            written = {o.task_id for o in outcomes}
+            self._unwritten = [(t, r) for t, r in self._unwritten if t.id not in written]
+            self._finished_at = None
             self.processed += len(outcomes)
             for task_id in taken:
                 log_event(log, "complete", task_id=task_id, worker=self.name)
-            for lost in {o.task_id for o in outcomes} - set(taken):
+            for lost in written - set(taken):
                 log_event(
                     log,
                     "complete_discarded",
@@ -433,7 +481,7 @@ class Worker:
                 self._slots.retire(held.thread)
                 timeout = TaskTimeout(f"timed out after {limit:g}s")
                 self._unwritten.append((held.task, timeout))
-        self._write_back()
+        self._write_back(linger=True)
         stuck = self._slots.stuck()
         if stuck >= self.concurrency and not self.replacing:
             log_event(log, "worker_replace", logging.WARNING, worker=self.name, stuck=stuck)
