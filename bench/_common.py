@@ -34,7 +34,8 @@ from rich.console import Console
 
 import switchyard
 from switchyard.db import migrate
-from switchyard.db.engine import make_engine
+from switchyard.db.connections import open_connections
+from switchyard.db.store import TaskStore
 
 DB_PREFIX = "switchyard_bench_"
 BACKENDS = ("sqlite", "postgresql", "mariadb")
@@ -77,8 +78,8 @@ def working(message: str) -> Iterator[None]:
 # -- throwaway databases ----------------------------------------------------------------------
 
 
-def _admin_engine(backend: str) -> sa.Engine:
-    return make_engine(f"{SERVERS[backend]}/{ADMIN_DB[backend]}", isolation_level="AUTOCOMMIT")
+def _admin_connections(backend: str) -> sa.Engine:
+    return open_connections(f"{SERVERS[backend]}/{ADMIN_DB[backend]}", isolation_level="AUTOCOMMIT")
 
 
 def _drop_statement(backend: str, name: str) -> str:
@@ -97,7 +98,7 @@ def fresh_database(backend: str) -> Iterator[str]:
             yield url
         return
     name = f"{DB_PREFIX}{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    admin = _admin_engine(backend)
+    admin = _admin_connections(backend)
     try:
         with admin.connect() as conn:
             conn.exec_driver_sql(f"CREATE DATABASE {name}")
@@ -111,18 +112,18 @@ def fresh_database(backend: str) -> Iterator[str]:
 
 
 def _migrate(url: str) -> None:
-    engine = make_engine(url)
+    conns = open_connections(url)
     try:
-        migrate.upgrade(engine)
+        migrate.upgrade(TaskStore(conns))
     finally:
-        engine.dispose()
+        conns.dispose()
 
 
 def drop_stale_databases(backends: Sequence[str]) -> list[str]:
     """Drop bench databases whose creating process is gone (a bench killed with SIGKILL)."""
     dropped = []
     for backend in (b for b in backends if b in SERVERS):
-        admin = _admin_engine(backend)
+        admin = _admin_connections(backend)
         with admin.connect() as conn:
             for name in _bench_databases(conn, backend):
                 if not _pid_alive(_pid_of(name)):
@@ -160,16 +161,16 @@ def _pid_alive(pid: int) -> bool:
 
 def reset_tables(url: str) -> None:
     """Empty the task tables between runs, so every run starts from the same state."""
-    engine = make_engine(url)
-    backend = engine.dialect.name
-    with engine.begin() as conn:
+    conns = open_connections(url)
+    backend = conns.dialect.name
+    with conns.begin() as conn:
         if backend == "postgresql":
             conn.exec_driver_sql("TRUNCATE tasks, task_events")
         else:
             verb = "DELETE FROM" if backend == "sqlite" else "TRUNCATE TABLE"
             for table in ("tasks", "task_events"):
                 conn.exec_driver_sql(f"{verb} {table}")
-    engine.dispose()
+    conns.dispose()
 
 
 def server_version(url: str) -> str:
@@ -179,10 +180,10 @@ def server_version(url: str) -> str:
         "mariadb": "SELECT VERSION()",
         "sqlite": "SELECT sqlite_version()",
     }
-    engine = make_engine(url)
-    with engine.connect() as conn:
-        version = str(conn.exec_driver_sql(query[engine.dialect.name]).scalar())
-    engine.dispose()
+    conns = open_connections(url)
+    with conns.connect() as conn:
+        version = str(conn.exec_driver_sql(query[conns.dialect.name]).scalar())
+    conns.dispose()
     return version
 
 
@@ -242,20 +243,20 @@ ANALYZE_SQL = {
 
 def bulk_load_queued(url: str, n: int) -> float:
     """Insert `n` queued no-op tasks server-side and analyze; returns the seconds it took."""
-    engine = make_engine(url)
-    dialect = "mariadb" if engine.dialect.name in ("mysql", "mariadb") else engine.dialect.name
+    conns = open_connections(url)
+    dialect = "mariadb" if conns.dialect.name in ("mysql", "mariadb") else conns.dialect.name
     # A whole second, a day back: every row is available, and SQLite's `base_s + i/1000`
     # (integer division) needs a whole-second base.
     base = datetime.fromtimestamp(int(time.time()) - 86_400, UTC).replace(tzinfo=None)
     params = {"base": base, "base_s": int(base.replace(tzinfo=UTC).timestamp()), "n": n}
     sql = BULK_LOAD_SQL[dialect].replace("{last}", str(n - 1))
     started = time.perf_counter()
-    with engine.begin() as conn:
+    with conns.begin() as conn:
         conn.execute(sa.text(sql), params)
-    with engine.connect() as conn:
+    with conns.connect() as conn:
         conn.exec_driver_sql(ANALYZE_SQL[dialect]).close()
         conn.commit()
-    engine.dispose()
+    conns.dispose()
     return time.perf_counter() - started
 
 
@@ -372,15 +373,15 @@ SERVER_SESSION_SQL = {
 class CpuMeter:
     """CPU seconds spent by this process and by the server sessions of `engine`."""
 
-    def __init__(self, engine: sa.Engine) -> None:
+    def __init__(self, conns: sa.Engine) -> None:
         self.dialect = (
-            "mariadb" if engine.dialect.name in ("mysql", "mariadb") else engine.dialect.name
+            "mariadb" if conns.dialect.name in ("mysql", "mariadb") else conns.dialect.name
         )
         self.sessions: list[Path] = []
         self._began: dict[Path, float] = {}
         self._client = 0.0
         if self.dialect in SERVER_SESSION_SQL:
-            sa.event.listen(engine, "connect", self._on_connect)
+            sa.event.listen(conns, "connect", self._on_connect)
 
     def _on_connect(self, dbapi_conn: Any, _record: Any) -> None:
         cursor = dbapi_conn.cursor()
@@ -445,11 +446,11 @@ def cpu_per_task(usages: Sequence[dict[str, float | None]], tasks: int) -> dict[
 class StatementTimer:
     """Seconds an engine spends inside the driver executing statements (not BEGIN/COMMIT)."""
 
-    def __init__(self, engine: sa.Engine) -> None:
+    def __init__(self, conns: sa.Engine) -> None:
         self.seconds = 0.0
         self._began = 0.0
-        sa.event.listen(engine, "before_cursor_execute", self._before)
-        sa.event.listen(engine, "after_cursor_execute", self._after)
+        sa.event.listen(conns, "before_cursor_execute", self._before)
+        sa.event.listen(conns, "after_cursor_execute", self._after)
 
     def reset(self) -> None:
         self.seconds = 0.0

@@ -45,7 +45,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the test suite's server control and drill harness
 
 from switchyard.db import migrate  # noqa: E402
-from switchyard.db.engine import make_engine  # noqa: E402
+from switchyard.db.connections import open_connections  # noqa: E402
+from switchyard.db.store import TaskStore  # noqa: E402
 from tests.support.deployment import (  # noqa: E402
     DRILL_SETTINGS,
     Cluster,
@@ -132,14 +133,14 @@ class Soak:
 
     def _database(self) -> str:
         name = f"chaos_{uuid.uuid4().hex[:8]}"
-        admin = make_engine(self.db.url(), isolation_level="AUTOCOMMIT")
+        admin = open_connections(self.db.url(), isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
             conn.exec_driver_sql(f"CREATE DATABASE {name}")
         admin.dispose()
         url: str = self.db.url(name)
-        engine = make_engine(url)
-        migrate.upgrade(engine)
-        engine.dispose()
+        conns = open_connections(url)
+        migrate.upgrade(TaskStore(conns))
+        conns.dispose()
         return url
 
     def _spawn(self, cluster: Cluster, engine: str) -> None:
@@ -243,20 +244,20 @@ def settle(soak: Soak, cluster: Cluster, submitter: Submitter, url: str) -> dict
             server.start()
     sent = submitter.stop()
     soak.replace_exited(cluster)
-    engine = make_engine(url, pool_pre_ping=True)
+    conns = open_connections(url, pool_pre_ping=True)
     problems: list[str] = []
     try:
-        wait_until(lambda: not unfinished(engine, sent.accepted), SETTLE_TIMEOUT, "settle")
+        wait_until(lambda: not unfinished(conns, sent.accepted), SETTLE_TIMEOUT, "settle")
     except AssertionError as exc:
-        problems.append(f"{exc}: {dict(unfinished(engine, sent.accepted))}")
-    problems += history_problems(engine, sent.accepted, claims_may_repeat=True)
-    problems += unaccepted_tasks(engine, sent.accepted, sent.refused_urls)
+        problems.append(f"{exc}: {dict(unfinished(conns, sent.accepted))}")
+    problems += history_problems(conns, sent.accepted, claims_may_repeat=True)
+    problems += unaccepted_tasks(conns, sent.accepted, sent.refused_urls)
     # After a switch to db the jobs of tasks it made db-owned stay in Redis until the
     # runbook's next step, `migrate rq-to-db`, moves them (refused in the other modes, where
     # rq still owns work): an operator's step, taken here before judging.
     moved = cluster.cli("migrate", "rq-to-db", "--json")
     verified, checked = cluster.cli_many(("verify", "--json"), ("check", "--json"))
-    engine.dispose()
+    conns.dispose()
     if verified.code != 0:
         problems.append(f"verify exit {verified.code}: {verified.out[-800:]}{verified.err[-300:]}")
     if checked.code != 0:

@@ -31,7 +31,7 @@ from _common import SPAWN, BenchContext, BenchFailed, StartLine, note, scenario,
 from rich.table import Table
 
 from switchyard.config import load_settings
-from switchyard.db.engine import make_engine
+from switchyard.db.connections import open_connections
 from switchyard.db.schema import task_events, tasks
 from switchyard.db.store import NewTask, TaskStore, utcnow
 from switchyard.domain import Priority, Status, Task
@@ -86,16 +86,16 @@ def chunks(items: Sequence[NewTask], size: int) -> Iterator[Sequence[NewTask]]:
 def preload(store: TaskStore, n: int) -> None:
     for chunk in chunks(new_tasks(n), 1000):
         store.submit(chunk, ACTOR)
-    analyze(store.engine)
+    analyze(store.connections)
 
 
-def analyze(engine: sa.Engine) -> None:
+def analyze(conns: sa.Engine) -> None:
     """Give the planner the statistics a live table has (autovacuum's ANALYZE): a table just
     truncated and filled has none, or the last run's, and plans for that are not the ones a
     deployment runs. pgqueuer's table gets the same (`peers._prepare`)."""
     verb = {"postgresql": "ANALYZE tasks", "sqlite": "ANALYZE tasks"}
-    with engine.begin() as conn:
-        conn.exec_driver_sql(verb.get(engine.dialect.name, "ANALYZE TABLE tasks"))
+    with conns.begin() as conn:
+        conn.exec_driver_sql(verb.get(conns.dialect.name, "ANALYZE TABLE tasks"))
 
 
 def load_class(path: str) -> Any:
@@ -139,7 +139,7 @@ def worker_main(
     store = load_class(classes[0]).from_url(url)
     worker = load_class(classes[1])(store, settings, noop_handler, burst=burst)
     worker.install_signal_handlers()
-    meter = common.CpuMeter(store.engine)
+    meter = common.CpuMeter(store.connections)
     store.counts()  # connect before the start line, so connection set-up is not timed
     start.arrive()
     meter.start()
@@ -151,13 +151,13 @@ def worker_main(
 def legacy_main(url: str, results: Any, start: StartLine) -> None:
     """A child running the runbook's legacy poller; reports the ids it ran and its CPU."""
     common.exit_with_parent()
-    engine = make_engine(url)
-    meter = common.CpuMeter(engine)
-    with engine.connect():
+    conns = open_connections(url)
+    meter = common.CpuMeter(conns)
+    with conns.connect():
         pass  # connect before the start line
     start.arrive()
     meter.start()
-    ran = legacy_poll(engine, f"legacy-{os.getpid()}")
+    ran = legacy_poll(conns, f"legacy-{os.getpid()}")
     results.put({"ran": ran, **meter.stop()})
 
 
@@ -206,15 +206,15 @@ def legacy_take(conn: sa.Connection, worker: str) -> Any:
     return task_id
 
 
-def legacy_poll(engine: sa.Engine, worker: str) -> list[str]:
+def legacy_poll(conns: sa.Engine, worker: str) -> list[str]:
     ran: list[str] = []
     while True:
-        with engine.begin() as conn:
+        with conns.begin() as conn:
             task_id = legacy_take(conn, worker)
         if task_id is None:
             return ran
         caption, score = noop_handler(None)
-        with engine.begin() as conn:
+        with conns.begin() as conn:
             conn.execute(
                 tasks.update()
                 .where(tasks.c.id == task_id)
@@ -236,14 +236,14 @@ def completed_span(store: TaskStore) -> tuple[int, float]:
     query = sa.select(
         sa.func.count(), sa.func.min(tasks.c.started_at), sa.func.max(tasks.c.finished_at)
     ).where(tasks.c.status == Status.COMPLETED.value)
-    with store.engine.connect() as conn:
+    with store.connections.connect() as conn:
         count, first, last = conn.execute(query).one()
     return count, (last - first).total_seconds() if count else 0.0
 
 
 def claims_recorded(store: TaskStore) -> int:
     query = sa.select(sa.func.count()).where(task_events.c.to_status == Status.RUNNING.value)
-    with store.engine.connect() as conn:
+    with store.connections.connect() as conn:
         return int(conn.execute(query).scalar_one())
 
 
@@ -265,7 +265,7 @@ def end_to_end_once(ctx: BenchContext, workers: int) -> RunResult:
         common.join_all(procs, timeout=30)
     done, seconds = completed_span(store)
     claims = claims_recorded(store)
-    store.engine.dispose()
+    store.dispose()
     if done != ctx.n or claims != ctx.n:
         raise BenchFailed(f"{workers} workers: {done} completed, {claims} claims of {ctx.n}")
     return RunResult(ctx.n / seconds, common.cpu_per_task(usages, ctx.n))
@@ -280,7 +280,7 @@ def legacy_end_to_end_once(ctx: BenchContext, workers: int) -> RunResult:
         reports = common.gather_reports(results, procs, timeout=max(60.0, ctx.n / 20))
         common.join_all(procs, timeout=30)
     done, seconds = completed_span(store)
-    store.engine.dispose()
+    store.dispose()
     if done != ctx.n:
         raise BenchFailed(f"legacy, {workers} workers: {done} of {ctx.n} completed")
     ran = [task_id for report in reports for task_id in report.pop("ran")]
@@ -318,7 +318,7 @@ def wait_for_completed(
 def latencies_ms(store: TaskStore) -> list[float]:
     """started_at - created_at of every task, from the rows."""
     query = sa.select(tasks.c.created_at, tasks.c.started_at)
-    with store.engine.connect() as conn:
+    with store.connections.connect() as conn:
         return [(s - c).total_seconds() * 1000 for c, s in conn.execute(query)]
 
 
@@ -331,7 +331,7 @@ def latency_once(ctx: BenchContext) -> dict[str, float]:
         achieved = submit_steadily(store, opts["rate"], opts["duration"])
         wait_for_completed(store, int(opts["rate"] * opts["duration"]), procs, timeout=60)
     values = latencies_ms(store)
-    store.engine.dispose()
+    store.dispose()
     return {
         "p50": common.percentile(values, 50),
         "p99": common.percentile(values, 99),
@@ -355,7 +355,7 @@ class ClaimTimes:
 def time_claims(stores: Sequence[TaskStore], ops: int, batch: int) -> list[ClaimTimes]:
     """Real TaskStore.claim calls, alternating between the stores so that machine load hits
     each alike; every claimed batch is released again (untimed)."""
-    timers = [common.StatementTimer(s.engine) for s in stores]
+    timers = [common.StatementTimer(s.connections) for s in stores]
     out = [ClaimTimes() for _ in stores]
     for i in range(ops + 5):  # the first rounds warm caches and are not kept
         for store, timer, times in zip(stores, timers, out, strict=True):
@@ -372,21 +372,21 @@ def time_claims(stores: Sequence[TaskStore], ops: int, batch: int) -> list[Claim
     return out
 
 
-def time_legacy_claims(engines: Sequence[sa.Engine], ops: int) -> list[ClaimTimes]:
+def time_legacy_claims(pools: Sequence[sa.Engine], ops: int) -> list[ClaimTimes]:
     """The legacy SELECT + UPDATE + COMMIT, alternating likewise; each row is put back."""
-    timers = [common.StatementTimer(e) for e in engines]
-    out = [ClaimTimes() for _ in engines]
+    timers = [common.StatementTimer(e) for e in pools]
+    out = [ClaimTimes() for _ in pools]
     for i in range(ops + 5):
-        for engine, timer, times in zip(engines, timers, out, strict=True):
+        for conns, timer, times in zip(pools, timers, out, strict=True):
             timer.reset()
             began = time.perf_counter()
-            with engine.begin() as conn:
+            with conns.begin() as conn:
                 task_id = legacy_take(conn, "bench-legacy")
             elapsed = time.perf_counter() - began
             if i >= 5:
                 times.call.append(elapsed * 1000)
                 times.statements.append(timer.seconds * 1000)
-            with engine.begin() as conn:
+            with conns.begin() as conn:
                 conn.execute(
                     tasks.update().where(tasks.c.id == task_id).values(status=Status.QUEUED.value)
                 )
@@ -414,7 +414,7 @@ def enqueue(ctx: BenchContext) -> dict[str, Any]:
         for task in pending:
             store.submit([task], ACTOR)
         single.append(single_n / (time.perf_counter() - began))
-        store.engine.dispose()
+        store.dispose()
     return {
         f"batched_{batch}_tasks_per_s": summary(batched),
         f"single_tasks_per_s_over_{single_n}": summary(single),
@@ -472,8 +472,8 @@ def idle_latency_once(ctx: BenchContext, wakeups: bool, count: int) -> list[floa
             wait_for_completed(store, i + 1, procs, timeout=30)
             time.sleep(IDLE_GAP)
     values = latencies_ms(store)
-    services.store.engine.dispose()
-    store.engine.dispose()
+    services.store.dispose()
+    store.dispose()
     return values
 
 
@@ -500,8 +500,8 @@ def baseline(ctx: BenchContext) -> dict[str, Any]:
     enqueue_rates = []
     for _ in range(ctx.runs):
         store = fresh_store(ctx)
-        enqueue_rates.append(legacy_enqueue(store.engine, single_n))
-        store.engine.dispose()
+        enqueue_rates.append(legacy_enqueue(store.connections, single_n))
+        store.dispose()
     out: dict[str, Any] = {"enqueue_single_tasks_per_s": summary(enqueue_rates)}
     for workers in (1, 2):
         runs = [legacy_end_to_end_once(ctx, workers) for _ in range(ctx.runs)]
@@ -510,7 +510,7 @@ def baseline(ctx: BenchContext) -> dict[str, Any]:
     return out
 
 
-def legacy_enqueue(engine: sa.Engine, n: int) -> float:
+def legacy_enqueue(conns: sa.Engine, n: int) -> float:
     """One INSERT and COMMIT per task, no event row: the legacy submission."""
     rows = [
         {
@@ -531,11 +531,11 @@ def legacy_enqueue(engine: sa.Engine, n: int) -> float:
         }
         for t in new_tasks(n)
     ]
-    with engine.connect():
+    with conns.connect():
         pass  # connect first, as for switchyard's submits
     began = time.perf_counter()
     for row in rows:
-        with engine.begin() as conn:
+        with conns.begin() as conn:
             conn.execute(tasks.insert(), row)
     return n / (time.perf_counter() - began)
 
@@ -557,9 +557,9 @@ def claim_scaling(ctx: BenchContext) -> dict[str, Any]:
                 }
         stores = [make_store(replace(ctx, url=url)) for url in urls.values()]
         ours = time_claims(stores, ops, ctx.batch_size)
-        legacy = time_legacy_claims([s.engine for s in stores], ops)
+        legacy = time_legacy_claims([s.connections for s in stores], ops)
         for store in stores:
-            store.engine.dispose()
+            store.dispose()
     for size, mine, theirs in zip(urls, ours, legacy, strict=True):
         out[str(size)] |= {"claim": mine.report(), "baseline_take_one": theirs.report()}
     for who in ("claim", "baseline_take_one"):

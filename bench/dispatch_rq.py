@@ -141,7 +141,7 @@ def switchyard_main(
     its CPU (and its database sessions') through `results` when it ends."""
     common.exit_with_parent()
     services = Services(bench_settings(db_url, redis_url))
-    meter = LateSessionMeter(services.store.engine)
+    meter = LateSessionMeter(services.store.connections)
     services.store.counts()  # connect before the start line
     services.redis.ping()
     start.arrive()
@@ -259,7 +259,7 @@ def switchyard_once(ctx: BenchContext, redis_url: str, workers: int, cls: str, n
     store = services.store
     done, seconds = dispatch.completed_span(store)
     claims = dispatch.claims_recorded(store)
-    store.engine.dispose()
+    store.dispose()
     if done != n or claims != n:
         raise BenchFailed(f"switchyard/rq {cls} x{workers}: {done} completed, {claims} claims")
     return Run(n / seconds, cpu_us_per_job(usages, redis_s[0], n))
@@ -369,7 +369,7 @@ def enqueue(ctx: BenchContext) -> dict[str, Any]:
             plain.append(load_plain(url, ctx.n))
             services = fresh(ctx, url)
             ours.append(load_switchyard(services, ctx.n))
-            services.store.engine.dispose()
+            services.store.dispose()
     return {
         "switchyard_dispatch_tasks_per_s": summary(ours),
         "plain_rq_enqueue_many_jobs_per_s": summary(plain),
@@ -385,7 +385,7 @@ def latency_switchyard(ctx: BenchContext, url: str, rate: float, seconds: float)
         _steadily(lambda i: submit(services, [_task(i)], "bench"), rate, count)
         _wait(lambda: dispatch.completed_span(services.store)[0] >= count)
     values = dispatch.latencies_ms(services.store)
-    services.store.engine.dispose()
+    services.store.dispose()
     return values
 
 

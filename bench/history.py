@@ -57,7 +57,7 @@ from _common import (
 )
 
 from switchyard.db import retention
-from switchyard.db.engine import make_engine
+from switchyard.db.connections import open_connections
 from switchyard.db.reads import Cursor
 from switchyard.db.rows import NewTask, Outcome
 from switchyard.db.schema import tasks
@@ -117,29 +117,29 @@ EVENTS_SQL = (
 )
 
 
-def _dialect(engine: sa.Engine) -> str:
-    return "mariadb" if engine.dialect.name in ("mysql", "mariadb") else engine.dialect.name
+def _dialect(conns: sa.Engine) -> str:
+    return "mariadb" if conns.dialect.name in ("mysql", "mariadb") else conns.dialect.name
 
 
-def _load_history(engine: sa.Engine, n: int, base: datetime, step: int) -> None:
+def _load_history(conns: sa.Engine, n: int, base: datetime, step: int) -> None:
     if n <= 0:
         return
-    dialect = _dialect(engine)
+    dialect = _dialect(conns)
     sql = HISTORY_SQL[dialect].replace("{last}", str(n - 1))
     base_s = int(base.replace(tzinfo=UTC).timestamp())
-    with engine.begin() as conn:
+    with conns.begin() as conn:
         conn.execute(sa.text(sql), {"n": n, "base": base, "base_s": base_s, "step": step})
 
 
-def _refresh_statistics(engine: sa.Engine) -> None:
-    dialect = _dialect(engine)
+def _refresh_statistics(conns: sa.Engine) -> None:
+    dialect = _dialect(conns)
     if dialect == "postgresql":
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        with conns.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.exec_driver_sql("VACUUM ANALYZE tasks")
             conn.exec_driver_sql("VACUUM ANALYZE task_events")
         return
     sql = "ANALYZE" if dialect == "sqlite" else "ANALYZE TABLE tasks, task_events"
-    with engine.connect() as conn:
+    with conns.connect() as conn:
         conn.exec_driver_sql(sql).close()
         conn.commit()
 
@@ -148,20 +148,20 @@ def load(url: str, finished: int) -> float:
     """`finished` finished tasks (the newest RECENT of them in the last 23 h), their events,
     QUEUED queued and RUNNING running tasks; returns the seconds it took."""
     started = time.perf_counter()
-    engine = make_engine(url)
+    conns = open_connections(url)
     now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
     recent = min(finished, RECENT)
-    _load_history(engine, recent, now - timedelta(minutes=1), int(23 * 3600 / RECENT))
-    _load_history(engine, finished - recent, now - timedelta(days=2), OLD_STEP_S)
-    with engine.begin() as conn:
+    _load_history(conns, recent, now - timedelta(minutes=1), int(23 * 3600 / RECENT))
+    _load_history(conns, finished - recent, now - timedelta(days=2), OLD_STEP_S)
+    with conns.begin() as conn:
         for sql in EVENTS_SQL:
             conn.exec_driver_sql(sql)
-    store = TaskStore(engine)
+    store = TaskStore(conns)
     live = [NewTask(f"https://example.invalid/live/{i}.png", 7, 1) for i in range(QUEUED)]
     store.submit(live, "bench")
     store.claim("bench-idle-worker", RUNNING)
-    _refresh_statistics(engine)
-    engine.dispose()
+    _refresh_statistics(conns)
+    conns.dispose()
     return time.perf_counter() - started
 
 
@@ -193,8 +193,8 @@ class Pages:
         self.deep_cursor = self._middle_cursor()
 
     def _middle_cursor(self) -> str:
-        engine = self.services.store.engine
-        with engine.connect() as conn:
+        conns = self.services.store.connections
+        with conns.connect() as conn:
             total = conn.execute(sa.select(sa.func.count()).select_from(tasks)).scalar_one()
             row = conn.execute(
                 sa.select(tasks.c.created_at, tasks.c.id)
@@ -240,7 +240,7 @@ class Pages:
 
     def close(self) -> None:
         self.client.__exit__(None, None, None)
-        self.services.store.engine.dispose()
+        self.services.store.dispose()
 
 
 def time_pages(small: Pages, large: Pages, repeat: int) -> dict[str, Any]:
@@ -266,17 +266,17 @@ def time_pages(small: Pages, large: Pages, repeat: int) -> dict[str, Any]:
 
 
 def purge_rate(url: str, seconds: float) -> dict[str, Any]:
-    engine = make_engine(url)
+    conns = open_connections(url)
     cutoff = datetime.now(UTC).replace(tzinfo=None) - timedelta(days=2)
     rows = events = batches = 0
     started = time.perf_counter()
     while time.perf_counter() - started < seconds:
-        done = retention.purge_task_batch(engine, FINISHED, cutoff, 1000)
+        done = retention.purge_task_batch(TaskStore(conns), FINISHED, cutoff, 1000)
         if not done.rows:
             break
         rows, events, batches = rows + done.rows, events + done.events, batches + 1
     spent = time.perf_counter() - started
-    engine.dispose()
+    conns.dispose()
     return {
         "tasks": rows,
         "events": events,
@@ -288,7 +288,7 @@ def purge_rate(url: str, seconds: float) -> dict[str, Any]:
 
 
 def _worker(url: str, seconds: float, line: StartLine, results: Any) -> None:
-    store = TaskStore(make_engine(url))
+    store = TaskStore(open_connections(url))
     line.arrive()
     done, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
@@ -303,12 +303,12 @@ def _worker(url: str, seconds: float, line: StartLine, results: Any) -> None:
 def _purger(
     url: str, seconds: float, pause: float, batch: int, line: StartLine, results: Any
 ) -> None:
-    engine = make_engine(url)
+    conns = open_connections(url)
     cutoff = datetime.now(UTC).replace(tzinfo=None) - timedelta(days=2)
     line.arrive()
     rows, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
-        rows += retention.purge_task_batch(engine, FINISHED, cutoff, batch).rows
+        rows += retention.purge_task_batch(TaskStore(conns), FINISHED, cutoff, batch).rows
         if pause:
             time.sleep(pause)
     results.put(rows)

@@ -41,7 +41,7 @@ import typer
 from _common import BenchFailed, note, working
 
 from switchyard.config import load_settings
-from switchyard.db.engine import make_engine
+from switchyard.db.connections import open_connections
 from switchyard.db.schema import tasks
 from switchyard.db.store import NewTask, TaskStore
 from switchyard.domain import Engine, Priority
@@ -121,7 +121,7 @@ def check_moved(store: TaskStore, r: redis.Redis, n: int, moved: int, who: str) 
     """The correctness check after a move: `moved` tasks db-owned, the rest still rq-owned
     and in Redis, each task once."""
     query = sa.select(tasks.c.engine, sa.func.count()).group_by(tasks.c.engine)
-    with store.engine.connect() as conn:
+    with store.connections.connect() as conn:
         by_engine = {e: c for e, c in conn.execute(query).all() if c}
     expected = {k: v for k, v in {"db": moved, "rq": n - moved}.items() if v}
     if by_engine != expected or queued_in_redis(r) != n - moved:
@@ -140,7 +140,7 @@ def runbook_move(store: TaskStore, r: redis.Redis, limit: int) -> int:
         while moved < limit and (raw := r.lpop(key)) is not None:
             job_id = raw.decode()
             r.hgetall(f"rq:job:{job_id}")
-            with store.engine.begin() as conn:
+            with store.connections.begin() as conn:
                 row = conn.execute(
                     sa.select(tasks.c.id).where(tasks.c.id == uuid.UUID(job_id))
                 ).first()
@@ -158,7 +158,7 @@ def runbook_move(store: TaskStore, r: redis.Redis, limit: int) -> int:
 def measure(n: int, batch_size: int, redis_url: str, runbook_max: int) -> dict[str, float]:
     """One run of one size: seconds for each side, and how many the runbook's way moved."""
     with common.fresh_database("postgresql") as url:
-        store = TaskStore(make_engine(url))
+        store = TaskStore(open_connections(url))
         r = redis.Redis.from_url(redis_url)
         r.flushdb()
         settings = load_settings(database_url=url, redis_url=redis_url)
@@ -189,7 +189,7 @@ def measure(n: int, batch_size: int, redis_url: str, runbook_max: int) -> dict[s
             theirs = time.perf_counter() - started
         check_moved(store, r, n, moved, "runbook")
         note(f"runbook rq->db: {moved:,} in {theirs:.2f}s")
-        store.engine.dispose()
+        store.dispose()
         r.close()
     # One job per round trip: the runbook's cost per task is flat, so N / rate is its time.
     return {"ours": ours, "back": back, "moved": moved, "theirs_for_all": theirs * n / moved}

@@ -22,7 +22,7 @@ from switchyard import logs
 from switchyard import operations as ops
 from switchyard.config import Settings
 from switchyard.db import migrate
-from switchyard.db.engine import make_engine
+from switchyard.db.connections import open_connections
 from switchyard.db.schema import metadata
 from switchyard.db.store import TaskStore
 from switchyard.operations import Services
@@ -91,7 +91,7 @@ def _server_databases() -> Iterator[dict[str, str]]:
     created: dict[str, str] = {}
     yield created
     for backend in created:
-        admin = make_engine(
+        admin = open_connections(
             _admin_url(backend, "postgres" if backend == "postgresql" else ""),
             isolation_level="AUTOCOMMIT",
         )
@@ -103,7 +103,7 @@ def _server_databases() -> Iterator[dict[str, str]]:
 def _server_db(backend: str, created: dict[str, str]) -> str:
     if backend in created:
         return created[backend]
-    admin = make_engine(
+    admin = open_connections(
         _admin_url(backend, "postgres" if backend == "postgresql" else ""),
         isolation_level="AUTOCOMMIT",
     )
@@ -115,9 +115,9 @@ def _server_db(backend: str, created: dict[str, str]) -> str:
     finally:
         admin.dispose()
     url = _admin_url(backend, SESSION_DB)
-    engine = make_engine(url)
-    migrate.upgrade(engine)
-    engine.dispose()
+    conns = open_connections(url)
+    migrate.upgrade(TaskStore(conns))
+    conns.dispose()
     created[backend] = url
     return url
 
@@ -125,18 +125,18 @@ def _server_db(backend: str, created: dict[str, str]) -> str:
 @pytest.fixture(scope="session")
 def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("template") / "switchyard.db"
-    engine = make_engine(f"sqlite:///{path}")
-    migrate.upgrade(engine)
-    engine.dispose()
+    conns = open_connections(f"sqlite:///{path}")
+    migrate.upgrade(TaskStore(conns))
+    conns.dispose()
     return path
 
 
 def _empty(url: str) -> None:
-    engine = make_engine(url)
-    with engine.begin() as conn:
+    conns = open_connections(url)
+    with conns.begin() as conn:
         for table in metadata.sorted_tables:
             conn.execute(table.delete())
-    engine.dispose()
+    conns.dispose()
 
 
 def _backend_params() -> list[str]:
@@ -179,16 +179,16 @@ def sqlite_url(tmp_path: Path, _sqlite_template: Path) -> str:
 
 @pytest.fixture
 def store(db_url: str) -> Iterator[TaskStore]:
-    s = TaskStore(make_engine(db_url), backoff_base=0.0)
+    s = TaskStore(open_connections(db_url), backoff_base=0.0)
     yield s
-    s.engine.dispose()
+    s.connections.dispose()
 
 
 @pytest.fixture
 def sqlite_store(sqlite_url: str) -> Iterator[TaskStore]:
-    s = TaskStore(make_engine(sqlite_url), backoff_base=0.0)
+    s = TaskStore(open_connections(sqlite_url), backoff_base=0.0)
     yield s
-    s.engine.dispose()
+    s.connections.dispose()
 
 
 # -- Redis ---------------------------------------------------------------------------------
@@ -323,4 +323,4 @@ def offline_services(sqlite_url: str) -> Iterator[ops.Services]:
     """Services on SQLite, with no Redis."""
     offline_services = ops.Services(make_settings(sqlite_url))
     yield offline_services
-    offline_services.store.engine.dispose()
+    offline_services.store.dispose()

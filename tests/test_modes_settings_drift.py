@@ -42,7 +42,7 @@ def test_a_disagreement_is_logged_at_every_start_and_shown_in_health(
         switch_mode(svc.store, Mode.DB, "test", "the runbook's switch")
         assert json.loads(health(svc).body)["mode"]["settings_drift"] is None
     finally:
-        svc.store.engine.dispose()
+        svc.store.dispose()
 
 
 def test_status_shows_what_the_settings_resolved_to_from_any_directory(

@@ -49,7 +49,7 @@ def test_run_mode_and_inconsistency_events_reach_every_webhook_in_its_format(
 ) -> None:
     urls = f"{webhook.url('/json')}, slack+{webhook.url('/slack')} matrix+{webhook.url('/mx')}"
     notifier = notifier_for(urls)
-    recorder = RunRecorder(sqlite_store.engine)
+    recorder = RunRecorder(sqlite_store)
     failing = recorder.create("emergency", {})
     with pytest.raises(RunFailed):
         execute(recorder, failing, [Step("canary", _fail, "a step that fails")], None)
@@ -115,7 +115,7 @@ def test_a_webhook_that_does_not_answer_never_blocks_the_work(
     notifier = notify.install(parse_targets(webhook.url("/held")), Delivery(timeout=60))
     assert notifier is not None
     logs.configure(logs.LogSetup(), [notifier])
-    recorder = RunRecorder(sqlite_store.engine)
+    recorder = RunRecorder(sqlite_store)
 
     def work() -> None:
         for _ in range(5):

@@ -37,7 +37,7 @@ BAD_URLS = [
 
 
 def rows(offline_services: ops.Services) -> tuple[int, int]:
-    with offline_services.store.engine.connect() as conn:
+    with offline_services.store.connections.connect() as conn:
         count = sa.select(sa.func.count())
         return (
             conn.execute(count.select_from(tasks)).scalar_one(),

@@ -67,7 +67,7 @@ def released_at(store: TaskStore) -> dict[uuid.UUID, datetime]:
         .where(task_events.c.from_status == "running", task_events.c.to_status == "queued")
         .group_by(task_events.c.task_id)
     )
-    with store.engine.connect() as conn:
+    with store.connections.connect() as conn:
         return {task_id: at for task_id, at in conn.execute(query)}
 
 
@@ -121,7 +121,7 @@ def test_an_outage_spends_no_attempts_and_the_backlog_completes_after(
     assert all(t.attempts == 1 for t in store.list_tasks())
     assert {t.caption_provider for t in store.list_tasks()} == {"ollama"}
     assert all(n == 1 for n in per_task(store, Status.RUNNING, Status.COMPLETED).values())
-    with store.engine.connect() as conn:
+    with store.connections.connect() as conn:
         reasons = (
             conn.execute(
                 sa.select(task_events.c.reason).where(

@@ -213,7 +213,7 @@ def test_a_big_file_is_submitted_all_or_nothing(
     sqlite_url: str, sqlite_store: TaskStore, tmp_path: Path
 ) -> None:
     """A rerun after a failure must not duplicate the part that got in, so none may get in."""
-    with sqlite_store.engine.begin() as conn:  # the database fails part-way through
+    with sqlite_store.connections.begin() as conn:  # the database fails part-way through
         conn.exec_driver_sql(
             "CREATE TRIGGER full_disk BEFORE INSERT ON tasks"
             " WHEN (SELECT count(*) FROM tasks) >= 550"

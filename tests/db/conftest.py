@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from switchyard.db import migrate
-from switchyard.db.engine import make_engine
+from switchyard.db.connections import open_connections
 from switchyard.db.schema import task_events, tasks
 from switchyard.db.store import TaskStore
 from tests.support.claim_rows import ROWS as CLAIM_ROWS
@@ -42,12 +42,12 @@ def proxied(dialect: str, request: pytest.FixtureRequest) -> Iterator[Proxied]:
     direct engine for the test's own reads (a cut resets every proxied connection)."""
     server: PrivateDatabase = request.getfixturevalue(f"private_{server_name(dialect)}")
     name = f"resets_{uuid.uuid4().hex[:8]}"
-    admin = make_engine(server.url(), isolation_level="AUTOCOMMIT")
+    admin = open_connections(server.url(), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.exec_driver_sql(f"CREATE DATABASE {name}")
     admin.dispose()
-    direct = make_engine(server.url(name))
-    migrate.upgrade(direct)
+    direct = open_connections(server.url(name))
+    migrate.upgrade(TaskStore(direct))
     proxy = ResettingProxy(server.port)
     yield Proxied(server.url(name).replace(f":{server.port}/", f":{proxy.port}/"), direct, proxy)
     proxy.close()
@@ -73,15 +73,15 @@ def two_rows(store: TaskStore) -> tuple[uuid.UUID, uuid.UUID]:
 
 
 @pytest.fixture
-def fresh_engine(backend: str, tmp_path: Path) -> Iterator[sa.Engine]:
+def fresh_db(backend: str, tmp_path: Path) -> Iterator[sa.Engine]:
     """An empty database of its own on `backend`, dropped afterwards."""
     if backend == "sqlite":
-        engine = make_engine(f"sqlite:///{tmp_path / 'migrations.db'}")
-        yield engine
-        engine.dispose()
+        conns = open_connections(f"sqlite:///{tmp_path / 'migrations.db'}")
+        yield conns
+        conns.dispose()
         return
     name = f"switchyard_mig_{uuid.uuid4().hex[:10]}"
-    admin = make_engine(
+    admin = open_connections(
         f"{SERVERS[backend]}/{'postgres' if backend == 'postgresql' else ''}",
         isolation_level="AUTOCOMMIT",
     )
@@ -91,9 +91,9 @@ def fresh_engine(backend: str, tmp_path: Path) -> Iterator[sa.Engine]:
     except sa.exc.OperationalError as exc:
         admin.dispose()
         pytest.skip(f"{backend} is not reachable: {exc.orig}")
-    engine = make_engine(f"{SERVERS[backend]}/{name}")
-    yield engine
-    engine.dispose()
+    conns = open_connections(f"{SERVERS[backend]}/{name}")
+    yield conns
+    conns.dispose()
     with admin.connect() as conn:
         conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}")
     admin.dispose()
@@ -102,7 +102,7 @@ def fresh_engine(backend: str, tmp_path: Path) -> Iterator[sa.Engine]:
 @pytest.fixture
 def history(store: TaskStore) -> TaskStore:
     rows, events = history_rows(HISTORY_ROWS)
-    with store.engine.begin() as conn:
+    with store.connections.begin() as conn:
         conn.execute(tasks.insert(), rows)
         conn.execute(task_events.insert(), events)
     analyze(store)
@@ -111,7 +111,7 @@ def history(store: TaskStore) -> TaskStore:
 
 @pytest.fixture
 def loaded(store: TaskStore) -> TaskStore:
-    with store.engine.begin() as conn:
+    with store.connections.begin() as conn:
         conn.execute(tasks.insert(), realistic_rows(CLAIM_ROWS))
     analyze(store)
     return store
@@ -119,9 +119,9 @@ def loaded(store: TaskStore) -> TaskStore:
 
 @pytest.fixture
 def quiet_store(db_url: str) -> Iterator[TaskStore]:
-    s = TaskStore(make_engine(db_url, ping_idle_after=QUIET))
+    s = TaskStore(open_connections(db_url, ping_idle_after=QUIET))
     yield s
-    s.engine.dispose()
+    s.connections.dispose()
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from tests.support.plans import explain, index_hidden
 
 def _a_cursor(store: TaskStore) -> Cursor:
     """The cursor of a page a third of the way down the list."""
-    with store.engine.connect() as conn:
+    with store.connections.connect() as conn:
         row = conn.execute(
             sa.select(tasks.c.created_at, tasks.c.id)
             .order_by(tasks.c.created_at.desc(), tasks.c.id.desc())
@@ -92,7 +92,7 @@ READS = [
 
 
 def _problems(store: TaskStore, read: Read, stmt: sa.Executable) -> list[str]:
-    with store.engine.connect() as conn:
+    with store.connections.connect() as conn:
         plan = explain(conn, stmt)
     found = []
     if not plan.indexes & set(read.indexes):
@@ -116,8 +116,10 @@ def test_each_polled_read_and_the_purge_walk_their_index(history: TaskStore) -> 
 def test_ix_tasks_finished_holds_finished_tasks_only(store: TaskStore) -> None:
     """Revision 0010: partial on PostgreSQL and SQLite, so a claim (finished_at still NULL)
     adds no entry to it; MariaDB has no partial indexes and keeps the full one."""
-    [index] = [i for i in sa.inspect(store.engine).get_indexes("tasks") if i["name"] == FINISHED_IX]
-    where = index.get("dialect_options", {}).get(f"{store.engine.dialect.name}_where")
+    [index] = [
+        i for i in sa.inspect(store.connections).get_indexes("tasks") if i["name"] == FINISHED_IX
+    ]
+    where = index.get("dialect_options", {}).get(f"{store.connections.dialect.name}_where")
     if store.dialect in ("postgresql", "sqlite"):
         assert "finished_at IS NOT NULL" in str(where), index
     else:

@@ -43,7 +43,7 @@ def assert_each_ran_once(store: TaskStore, n: int) -> None:
 def claimers(store: TaskStore) -> Counter[str]:
     """How many tasks each worker claimed."""
     query = sa.select(task_events.c.actor).where(task_events.c.to_status == "running")
-    with store.engine.connect() as conn:
+    with store.connections.connect() as conn:
         return Counter(conn.execute(query).scalars())
 
 
@@ -93,7 +93,7 @@ def _drain_in_process(db_url: str, name: str, start: threading.Barrier) -> None:
     start.wait()
     while got := store.claim(name, 5):
         store.complete(name, [Outcome(t.id, t.attempts, "ok", 0.5) for t in got])
-    store.engine.dispose()
+    store.dispose()
 
 
 def test_processes_racing_on_one_backlog_never_share_a_task(store: TaskStore, db_url: str) -> None:

@@ -19,7 +19,7 @@ def explain_claim(conn: sa.Connection, store: TaskStore) -> Plan:
 
 
 def test_the_claim_uses_ix_tasks_claim_without_scan_or_sort(loaded: TaskStore) -> None:
-    with loaded.engine.connect() as conn:
+    with loaded.connections.connect() as conn:
         plan = explain_claim(conn, loaded)
     assert "ix_tasks_claim" in plan.indexes, plan.text
     assert not plan.table_scan, plan.text
@@ -31,5 +31,5 @@ def test_the_claim_uses_ix_tasks_claim_without_scan_or_sort(loaded: TaskStore) -
     # A scan, a sort, or a walk of another index that reads the finished rows and drops them
     # (ix_tasks_priority_created on PostgreSQL since revision 0005).
     assert hidden.table_scan or hidden.sorts or hidden.indexes, hidden.text
-    with loaded.engine.connect() as conn:
+    with loaded.connections.connect() as conn:
         assert "ix_tasks_claim" in explain_claim(conn, loaded).indexes  # and it is back

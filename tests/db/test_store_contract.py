@@ -28,7 +28,7 @@ def claimed(store: TaskStore, worker: str = "w1") -> Task:
 
 
 def set_column(store: TaskStore, task_id: uuid.UUID, **values: object) -> None:
-    with store.engine.begin() as conn:
+    with store.connections.begin() as conn:
         conn.execute(tasks.update().where(tasks.c.id == task_id).values(**values))
 
 
@@ -37,7 +37,7 @@ def event_rows(store: TaskStore, task_id: uuid.UUID) -> list[tuple[str, str | No
 
 
 def with_backoff(store: TaskStore, **kw: float) -> TaskStore:
-    return TaskStore(store.engine, **kw)
+    return TaskStore(store.connections, **kw)
 
 
 # -- submission and reads -------------------------------------------------------------------
@@ -434,12 +434,12 @@ def test_a_whole_life_writes_one_event_per_transition(store: TaskStore) -> None:
 
 def test_deleting_a_task_keeps_its_history(store: TaskStore) -> None:
     task = claimed(store)
-    with store.engine.begin() as conn:
+    with store.connections.begin() as conn:
         conn.execute(tasks.delete().where(tasks.c.id == task.id))
     with pytest.raises(NotFound):
         store.get(task.id)
     assert [e.to_status for e in store.events(task.id)] == ["queued", "running"]
-    with store.engine.connect() as conn:
+    with store.connections.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(task_events)).scalar() == 2
 
 

@@ -23,7 +23,7 @@ import pytest
 import sqlalchemy as sa
 from psycopg.pq import Trace
 
-from switchyard.db.engine import make_engine, normalize_url
+from switchyard.db.connections import normalize_url, open_connections
 from switchyard.db.schema import tasks
 from switchyard.db.store import Outcome, TaskStore, utcnow
 from switchyard.domain import Engine, Status, Task
@@ -53,7 +53,7 @@ def only(backends: str, backend: str) -> None:
 
 def traced(store: TaskStore, trace: Path, action: Callable[[], object]) -> list[str]:
     """The frontend messages libpq sent on the store's (single) connection during `action`."""
-    with store.engine.connect() as conn:
+    with store.connections.connect() as conn:
         pgconn = conn.connection.dbapi_connection.pgconn
     with trace.open("w") as out:
         pgconn.trace(out.fileno())
@@ -134,11 +134,11 @@ def test_the_leak_check_sees_a_transaction_left_open(backend: str, db_url: str) 
 def row_lock_held(store: TaskStore, db_url: str, task_id: uuid.UUID) -> bool:
     """Update the task on a raw pooled connection without committing, hand it back to the
     pool, then see whether another session can still update the row."""
-    raw = store.engine.raw_connection()
+    raw = store.connections.raw_connection()
     cursor = raw.cursor()
     cursor.execute("UPDATE tasks SET progress = 55 WHERE id = %s", (task_id.hex,))
     raw.close()  # back to the pool, transaction open
-    other = make_engine(db_url)
+    other = open_connections(db_url)
     try:
         with other.connect() as conn:
             conn.exec_driver_sql("SET SESSION innodb_lock_wait_timeout = 1")
@@ -156,13 +156,13 @@ def row_lock_held(store: TaskStore, db_url: str, task_id: uuid.UUID) -> bool:
 
 def session_id(store: TaskStore) -> int:
     query = "SELECT pg_backend_pid()" if store.dialect == "postgresql" else "SELECT CONNECTION_ID()"
-    with store.engine.connect() as conn:
+    with store.connections.connect() as conn:
         return int(conn.exec_driver_sql(query).scalar_one())
 
 
 def kill_session(db_url: str, ident: int) -> None:
     """End one server session, as a server restart or an idle timeout would, and wait for it."""
-    admin = make_engine(db_url, isolation_level="AUTOCOMMIT")
+    admin = open_connections(db_url, isolation_level="AUTOCOMMIT")
     pg = admin.dialect.name == "postgresql"
     alive = (
         "SELECT count(*) FROM pg_stat_activity WHERE pid = :id"
@@ -216,7 +216,7 @@ def test_a_connection_idle_for_a_while_is_pinged_before_use(
     backend: str, db_url: str, ping_idle_after: float | None
 ) -> None:
     only("postgresql,mariadb", backend)
-    store = TaskStore(make_engine(db_url, ping_idle_after=ping_idle_after))
+    store = TaskStore(open_connections(db_url, ping_idle_after=ping_idle_after))
     try:
         task = rq_task(store)
         kill_session(db_url, session_id(store))
@@ -227,7 +227,7 @@ def test_a_connection_idle_for_a_while_is_pinged_before_use(
         else:
             assert store.get(task.id).id == task.id
     finally:
-        store.engine.dispose()
+        store.dispose()
 
 
 # -- a retry after an ambiguous failure ------------------------------------------------------
@@ -242,7 +242,7 @@ def drop_connection_once(store: TaskStore, event: str) -> None:
         if armed.pop() if armed else False:
             conn.connection.dbapi_connection.close()  # type: ignore[union-attr]
 
-    sa.event.listen(store.engine, event, close)
+    sa.event.listen(store.connections, event, close)
 
 
 def test_a_claim_whose_reply_was_lost_is_recognised_by_its_retry(

@@ -34,7 +34,7 @@ import httpx
 import pytest
 import redis
 
-from switchyard.db.engine import make_engine
+from switchyard.db.connections import open_connections
 from switchyard.rq_engine.connection import queue_names
 from tests.support.deployment import (
     DRILL_SETTINGS,
@@ -151,7 +151,7 @@ def start_system(cluster: Cluster, db_url: str, procedure: Procedure) -> str:
         cluster.start(f"rq-worker-{i}", "worker", "--engine", "rq")
     cluster.start("standby-db-worker", "worker", "--engine", "db", "-c", STANDBY_CONCURRENCY)
     api = f"http://127.0.0.1:{port}"
-    engine = make_engine(db_url)
+    conns = open_connections(db_url)
     try:
 
         def ready() -> bool:
@@ -163,7 +163,7 @@ def start_system(cluster: Cluster, db_url: str, procedure: Procedure) -> str:
                 return False
             if answer.status_code != 200:
                 return False
-            with engine.connect() as conn:
+            with conns.connect() as conn:
                 alive = conn.exec_driver_sql(
                     "SELECT engine, COUNT(*) FROM workers WHERE state <> 'stopped' GROUP BY engine"
                 ).all()
@@ -172,7 +172,7 @@ def start_system(cluster: Cluster, db_url: str, procedure: Procedure) -> str:
 
         wait_until(ready, timeout=45, what="serve answering and 3 workers registered")
     finally:
-        engine.dispose()
+        conns.dispose()
     return api
 
 
@@ -213,13 +213,13 @@ def engine_state_problems(
     kind: str, procedure: Procedure, db_url: str, redis_url: str, when: str
 ) -> list[str]:
     """Check 5: what each engine still owns, from the database and Redis."""
-    engine = make_engine(db_url)
+    conns = open_connections(db_url)
     connection = redis.Redis.from_url(redis_url)
     problems = []
     try:
-        queued = queued_by_engine(engine)
+        queued = queued_by_engine(conns)
         if procedure.end_mode == "db":
-            ids = set(task_rows(engine))  # str(UUID), as job ids are
+            ids = set(task_rows(conns))  # str(UUID), as job ids are
             prefix = DRILL_SETTINGS["RQ_QUEUE_PREFIX"]
             jobs = switchyard_jobs_in_queues(connection, prefix, ids)
             if jobs:
@@ -234,7 +234,7 @@ def engine_state_problems(
         if procedure.end_mode == "rq" and queued.get("db"):
             problems.append(f"{when}: {queued['db']} queued task(s) still owned by db")
     finally:
-        engine.dispose()
+        conns.dispose()
         connection.close()
     return problems
 
@@ -279,13 +279,13 @@ def test_drill(
     # The backlog: every accepted task finished and, where rq workers still run, every job
     # they were handed taken (a job whose task a polling worker ran first is a no-op, but
     # `check` reports it while it waits).
-    engine = make_engine(db_url)
+    conns = open_connections(db_url)
     connection = redis.Redis.from_url(redis_url)
     queues = [f"rq:queue:{q}" for q in queue_names(DRILL_SETTINGS["RQ_QUEUE_PREFIX"])]
     try:
 
         def backlog() -> dict[str, int]:
-            left = dict(unfinished(engine, submitted.accepted))
+            left = dict(unfinished(conns, submitted.accepted))
             if not procedure.stops_rq:
                 waiting = sum(int(connection.llen(q)) for q in queues)
                 left.update({"rq jobs waiting": waiting} if waiting else {})
@@ -300,10 +300,10 @@ def test_drill(
         verified, checked, mode = cluster.cli_many(
             ("verify", "--json"), ("check", "--json"), ("mode", "--json")
         )
-        history = history_problems(engine, submitted.accepted)
-        strangers = unaccepted_tasks(engine, submitted.accepted, submitted.refused_urls)
+        history = history_problems(conns, submitted.accepted)
+        strangers = unaccepted_tasks(conns, submitted.accepted, submitted.refused_urls)
     finally:
-        engine.dispose()
+        conns.dispose()
         connection.close()
     finished = engine_state_problems(kind, procedure, db_url, redis_url, "at the end")
     lap("checks")

@@ -89,7 +89,7 @@ def test_restore_puts_back_what_was_lost_exactly_and_only_once(
     before_hashes, before_rows, before_ids = job_hashes(r), rows_by_id(clean_store), rq_ids(r)
     take_backup(clean_store, r, tmp_path / "b")
     r.flushdb()  # the disaster: Redis lost everything, and the tasks table too
-    with clean_store.engine.begin() as conn:
+    with clean_store.connections.begin() as conn:
         conn.execute(tasks.delete())
 
     report = restore_backup(clean_store, r, tmp_path / "b").to_dict()

@@ -164,10 +164,10 @@ def test_caption_app_jobs_become_one_task_per_pending_image(
         assert (remap(services.store, options).remapped, len(tasks_by_job(services))) == (1, 4)
         assert remap(services.store, options).remapped == 0 and len(tasks_by_job(services)) == 4
         assert quarantine_rows(services.store)[0]["resolution"] == "remapped"
-        assert reads.duplicate_source_jobs(services.store.engine) == []
+        assert reads.duplicate_source_jobs(services.store) == []
         checks = {c.name: c for c in verify(services).checks}
         assert checks["no_duplicates"].ok, checks["no_duplicates"]  # remapped is not open
-        assert reads.quarantined_ids(services.store.engine, [T3], open_only=True) == set()
+        assert reads.quarantined_ids(services.store, [T3], open_only=True) == set()
 
 
 def test_the_legacy_connection_refuses_writes(services: Services, r: redis.Redis) -> None:
@@ -263,7 +263,7 @@ def test_backup_verify_and_restore_account_for_several_tasks_per_job_and_the_qua
         assert verify(svc, before.path).ok  # every job: a task or quarantined
         after = ops.backup(svc, tmp_path / "after").path
 
-        with svc.store.engine.begin() as conn:
+        with svc.store.connections.begin() as conn:
             conn.exec_driver_sql("DELETE FROM quarantine")
             conn.exec_driver_sql(
                 "DELETE FROM tasks WHERE source_job_id = ? AND source_index = 1", (T1,)
@@ -301,4 +301,4 @@ def test_an_emergency_rollback_maps_foreign_jobs_with_the_configured_legacy_data
             assert set(tasks_by_job(svc)) == {(T1, 0), (T1, 1), (T2, 0)}
             assert "legacy_database_url" not in str(result.params)
     finally:
-        svc.store.engine.dispose()
+        svc.store.dispose()

@@ -59,7 +59,7 @@ DROP_VICTIM_TRIGGER = {
 
 def run_ddl(store: TaskStore, statements: dict[str, list[str]]) -> None:
     dialect = "mysql" if store.dialect in ("mysql", "mariadb") else store.dialect
-    with store.engine.begin() as conn:
+    with store.connections.begin() as conn:
         for statement in statements[dialect]:
             conn.exec_driver_sql(statement)
 
@@ -112,7 +112,7 @@ def test_a_job_listed_twice_in_a_row_is_written_once_by_concurrent_writers(
     rows = task_rows(clean_store)
     assert sorted(row["source_job_id"] for row in rows) == sorted(ids)
     assert rq_ids(r) == [] and job_hash_ids(r) == set()
-    assert clean_store.engine.pool.checkedout() == 0  # every writer's connection went back
+    assert clean_store.connections.pool.checkedout() == 0  # every writer's connection went back
 
 
 def test_a_failing_batch_stops_the_run_and_leaves_exactly_its_jobs_for_a_rerun(

@@ -14,4 +14,4 @@ from tests.support.web import build_services
 def svc(db_url: str) -> Iterator[Services]:
     s = build_services(db_url)
     yield s
-    s.store.engine.dispose()
+    s.store.dispose()

@@ -47,7 +47,7 @@ class History:
 def _backdate(store: TaskStore, ids: set[uuid.UUID], by: timedelta) -> None:
     """Move tasks and their events into the past, as if they had happened `by` ago."""
     now = utcnow()
-    with store.engine.begin() as conn:
+    with store.connections.begin() as conn:
         conn.execute(
             sa.update(tasks)
             .where(tasks.c.id.in_(ids))
@@ -83,7 +83,7 @@ def make_history(store: TaskStore, per_kind: int = 4) -> History:
     _backdate(store, old_retried, OLD)
     # Live rows carrying a stale finished_at (as a restore of an old row could write): only the
     # status keeps them from matching.
-    with store.engine.begin() as conn:
+    with store.connections.begin() as conn:
         conn.execute(
             sa.update(tasks)
             .where(tasks.c.id.in_(old_queued | old_running))
@@ -95,12 +95,12 @@ def make_history(store: TaskStore, per_kind: int = 4) -> History:
 
 
 def present(store: TaskStore) -> set[uuid.UUID]:
-    with store.engine.connect() as conn:
+    with store.connections.connect() as conn:
         return set(conn.execute(sa.select(tasks.c.id)).scalars())
 
 
 def events_of(store: TaskStore) -> Counter[uuid.UUID]:
-    with store.engine.connect() as conn:
+    with store.connections.connect() as conn:
         return Counter(conn.execute(sa.select(task_events.c.task_id)).scalars())
 
 
@@ -138,7 +138,7 @@ def test_purge_deletes_old_finished_tasks_and_their_events_only(services: Servic
 def test_an_unfinished_rollback_run_holds_tasks_and_quarantine(services: Services) -> None:
     store = services.store
     history = make_history(store, per_kind=2)
-    recorder = RunRecorder(store.engine)
+    recorder = RunRecorder(store)
     run_id = recorder.create("emergency", {})
     for status in (RunStatus.RUNNING, RunStatus.INCOMPLETE, RunStatus.FAILED):
         recorder.set_status(run_id, status)
@@ -147,7 +147,7 @@ def test_an_unfinished_rollback_run_holds_tasks_and_quarantine(services: Service
         assert present(store) == history.doomed | history.kept
         # A run that starts while a purge is under way stops it at the next batch.
         cutoff = utcnow() - RETENTION
-        batch = retention_db.purge_task_batch(store.engine, FINISHED, cutoff, 100)
+        batch = retention_db.purge_task_batch(store, FINISHED, cutoff, 100)
         assert (batch.rows, batch.held_by is not None) == (0, True)
         assert present(store) == history.doomed | history.kept
     recorder.set_status(run_id, RunStatus.SUCCEEDED)
@@ -170,10 +170,10 @@ def test_the_cli_purge_reports_json_archives_and_exits_1_when_held(
             retention.parse_statuses(wrong)
     assert present(store) == history.doomed | history.kept
 
-    run_id = RunRecorder(store.engine).create("emergency", {})
+    run_id = RunRecorder(store).create("emergency", {})
     held = _cli(url, "purge", "--older-than", "30d", "--json")
     assert held.returncode == 1 and json.loads(held.stdout)["held_by"]["run"] == run_id
-    RunRecorder(store.engine).set_status(run_id, RunStatus.SUCCEEDED)
+    RunRecorder(store).set_status(run_id, RunStatus.SUCCEEDED)
 
     done = retention.purge_tasks(sqlite_services, PurgeOptions(RETENTION, archive=archive))
     assert done.tasks == len(history.doomed) and done.archive == str(archive)
@@ -218,7 +218,7 @@ def _insert_old_finished(store: TaskStore, n: int) -> set[uuid.UUID]:
         for i in ids
         for src, dst in ((None, "queued"), ("running", "completed"))
     ]
-    with store.engine.begin() as conn:
+    with store.connections.begin() as conn:
         conn.execute(tasks.insert(), [{**row, "id": i} for i in ids])
         conn.execute(task_events.insert(), events)
     return set(ids)
@@ -258,7 +258,7 @@ def test_runs_quarantine_and_backups_have_their_own_retention(
     services: Services, tmp_path: Path
 ) -> None:
     store = services.store
-    recorder = RunRecorder(store.engine)
+    recorder = RunRecorder(store)
     old_done, old_unfinished, recent_done = (recorder.create("planned", {}) for _ in range(3))
     recorder.set_status(old_done, RunStatus.SUCCEEDED)
     recorder.set_status(recent_done, RunStatus.SUCCEEDED)
@@ -276,7 +276,7 @@ def test_runs_quarantine_and_backups_have_their_own_retention(
     ancient = time.time() - OLD.total_seconds()
     for name in (old_done, old_unfinished, "manual-old", "elsewhere-named"):
         os.utime(root / name, (ancient, ancient))
-    with store.engine.begin() as conn:
+    with store.connections.begin() as conn:
         conn.execute(
             sa.update(quarantine).values(created_at=utcnow() - OLD)  # none yet: see below
         )
@@ -301,14 +301,14 @@ def test_runs_quarantine_and_backups_have_their_own_retention(
     assert (root / "manual-new").is_dir()
 
     assert retention.purge_runs(services, RETENTION) == 1
-    with store.engine.connect() as conn:
+    with store.connections.connect() as conn:
         left = set(conn.exec_driver_sql("SELECT id FROM runs").scalars())
     assert left == {old_unfinished, recent_done}
 
     assert retention.purge_quarantine(services, RETENTION) == 0  # the incomplete run holds it
     recorder.set_status(old_unfinished, RunStatus.SUCCEEDED)
     assert retention.purge_quarantine(services, RETENTION) == 1
-    with store.engine.connect() as conn:
+    with store.connections.connect() as conn:
         assert list(conn.execute(sa.select(quarantine.c.job_id)).scalars()) == ["j1"]
 
 
@@ -330,4 +330,4 @@ def test_serve_runs_the_configured_retention_on_its_schedule(services: Services)
         done = retention.scheduled_retention(on)  # and a pass finds nothing left
         assert done.tasks.tasks == 0 and done.runs == 0
     finally:
-        on.store.engine.dispose()
+        on.store.dispose()

@@ -6,7 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from switchyard.db.engine import make_engine
+from switchyard.db.connections import open_connections
+from switchyard.db.store import TaskStore
 from switchyard.operations.services import Services
 from switchyard.rollback.runs import RunRecorder
 from tests.support.env import make_settings
@@ -16,11 +17,11 @@ from tests.support.env import make_settings
 def svc(sqlite_url: str, redis_url: str) -> Iterator[Services]:
     services = Services(make_settings(sqlite_url, redis_url=redis_url))
     yield services
-    services.store.engine.dispose()
+    services.store.dispose()
 
 
 @pytest.fixture
 def recorder(clean_db_url: str) -> Iterator[RunRecorder]:
-    engine = make_engine(clean_db_url)
-    yield RunRecorder(engine)
-    engine.dispose()
+    conns = open_connections(clean_db_url)
+    yield RunRecorder(TaskStore(conns))
+    conns.dispose()

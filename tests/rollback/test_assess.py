@@ -185,7 +185,7 @@ def test_critical_failure_outranks_everything_else() -> None:
 
 def test_measured_on_a_live_system(sqlite_services: Services) -> None:
     own = rq_owned(sqlite_services, 10)
-    with sqlite_services.store.engine.begin() as conn:  # the oldest has waited 20 minutes
+    with sqlite_services.store.connections.begin() as conn:  # the oldest has waited 20 minutes
         conn.execute(
             tasks.update()
             .where(tasks.c.id == sa.bindparam("_id"))

@@ -37,7 +37,7 @@ def test_every_planted_fault_is_found_and_the_safe_ones_repaired(
     services.store.submit(new_tasks(1, engine=Engine.RQ), "test")  # never dispatched
     Job.create("math.floor", args=[1.5], connection=r, id="loose-job").save()  # in no place
     services.store.claim_task(uuid.UUID(ids[3]), "w-dead", Engine.RQ)
-    with services.store.engine.begin() as conn:  # its worker died: heartbeat lapsed
+    with services.store.connections.begin() as conn:  # its worker died: heartbeat lapsed
         conn.execute(
             tasks.update()
             .where(tasks.c.id == uuid.UUID(ids[3]))

@@ -68,7 +68,7 @@ def test_emergency_moves_everything_and_records_each_step(
     assert sum(counts["db"].values()) == 25 and sum(counts["rq"].values()) == 0
     backup = next(s for s in result.steps if s.name == "backup").detail["path"]
     assert verify(services, Path(backup)).ok
-    migrated = db_reads.migrated_tasks(services.store.engine, foreign)
+    migrated = db_reads.migrated_tasks(services.store, foreign)
     assert sorted(migrated) == sorted(foreign)
     assert {t.engine for t in migrated.values()} == {"db"}
 

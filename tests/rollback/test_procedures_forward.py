@@ -81,4 +81,4 @@ def test_a_partial_rollback_without_the_fallback_changes_nothing(
         ops.run_procedure(no_fallback, "partial")
     assert current_mode(no_fallback.store, no_fallback.settings) is Mode.RQ
     assert no_fallback.store.routing_epoch() == epoch
-    no_fallback.store.engine.dispose()
+    no_fallback.store.dispose()

@@ -43,7 +43,7 @@ def cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.Com
 
 def step_started(svc: Services, name: str) -> bool:
     query = sa.select(sa.func.count()).where(run_steps.c.name == name)
-    with svc.store.engine.connect() as conn:
+    with svc.store.connections.connect() as conn:
         return bool(conn.execute(query).scalar_one())
 
 
@@ -62,7 +62,7 @@ def kill_during(process: subprocess.Popen[bytes], svc: Services, rng: random.Ran
 
 
 def latest_run(svc: Services) -> dict[str, Any] | None:
-    with svc.store.engine.connect() as conn:
+    with svc.store.connections.connect() as conn:
         row = conn.execute(sa.select(runs).order_by(runs.c.started_at.desc()).limit(1)).first()
     return None if row is None else dict(row._mapping)
 
@@ -102,11 +102,11 @@ def test_emergency_killed_anywhere_resumes_without_loss_or_duplicates(
     report = verify(svc, tmp_path / run["id"])
     assert report.ok, f"{context}: {report.to_dict()}"
     assert_exactly_once(svc, own, foreign, context)
-    svc.store.engine.dispose()
+    svc.store.dispose()
 
 
 def assert_exactly_once(svc: Services, own: list[str], foreign: list[str], context: str) -> None:
-    with svc.store.engine.connect() as conn:
+    with svc.store.connections.connect() as conn:
         rows = conn.execute(
             sa.select(tasks.c.id, tasks.c.source_job_id, tasks.c.status, tasks.c.engine)
         ).all()

@@ -138,7 +138,7 @@ def test_the_cli_writes_the_report(sqlite_services: Services, tmp_path: Path) ->
 def event_at(store: TaskStore, at: datetime, actor: str, kind: str, **detail: Any) -> None:
     """An event with a chosen time (record_event always stamps now): for outside the window."""
     row = {"at": at, "actor": actor, "kind": kind, "reason": None, "detail": detail}
-    with store.engine.begin() as conn:
+    with store.connections.begin() as conn:
         conn.execute(system_events.insert().values(**row))
 
 
@@ -170,7 +170,7 @@ def run_with_bystanders(svc: Services) -> RunRecord:
         store.record_event("cosmic_ray", "worker-5", None, {"bits": 1})  # a kind not known
         return {}
 
-    recorder = RunRecorder(store.engine)
+    recorder = RunRecorder(store)
     run_id = recorder.create("emergency", {"actor": "operator", "reason": "redis down"})
     steps = [Step("switch", switch, "switch"), Step("meanwhile", meanwhile, "others act")]
     return execute(recorder, run_id, steps, svc)
@@ -241,7 +241,7 @@ def test_a_quiet_window_says_nothing_went_against_the_run(services: Services) ->
         services.store.record_event("ownership_moved", actor, None, moved)
         return {}
 
-    recorder = RunRecorder(services.store.engine)
+    recorder = RunRecorder(services.store)
     run_id = recorder.create("planned", {"actor": "operator"})
     execute(recorder, run_id, [Step("move", with_the_run, "move")], services)
     made = ops.incident_report(services, run_id)
@@ -275,7 +275,7 @@ def test_the_cli_gives_the_ownership_story_as_json(sqlite_services: Services) ->
 
 
 def test_an_open_run_reads_its_window_up_to_now(services: Services) -> None:
-    run_id = RunRecorder(services.store.engine).create("rollforward", {"actor": "operator"})
+    run_id = RunRecorder(services.store).create("rollforward", {"actor": "operator"})
     moved = {"from": "rq", "to": "db", "count": 1, "why": "migrate"}
     services.store.record_event("ownership_moved", "ops-dan", "manual migrate", moved)
     made = ops.incident_report(services, run_id)

@@ -47,17 +47,15 @@ def test_a_window_is_measured_from_the_task_history(services: Services) -> None:
         }
         for name, offset, src, dst in HISTORY
     ]
-    with services.store.engine.begin() as conn:
+    with services.store.connections.begin() as conn:
         conn.execute(sa.insert(task_events), rows)
-    w = measure_window(services.store.engine, start, start + timedelta(hours=1))
+    w = measure_window(services.store, start, start + timedelta(hours=1))
     assert (w.completed, w.failed, w.starts) == (3, 1, 5)
     assert w.failure_rate == 0.25
     assert w.throughput_per_minute == 3 / 60
     assert (w.latency_p50, w.latency_p99) == (4.0, 200.0)
     assert not w.latency_sampled
-    empty = measure_window(
-        services.store.engine, start - timedelta(hours=2), start - timedelta(hours=1)
-    )
+    empty = measure_window(services.store, start - timedelta(hours=2), start - timedelta(hours=1))
     assert (empty.completed, empty.failed, empty.latency_p99, empty.failure_rate) == (
         0,
         0,
@@ -67,19 +65,19 @@ def test_a_window_is_measured_from_the_task_history(services: Services) -> None:
 
 
 def test_the_runs_state_for_the_alerts(services: Services) -> None:
-    engine = services.store.engine
-    assert runs_state(engine).last_status is None
-    recorder = RunRecorder(engine)
+    store = services.store
+    assert runs_state(store).last_status is None
+    recorder = RunRecorder(store)
     old = recorder.create("planned", {})
     recorder.set_status(old, RunStatus.SUCCEEDED)
     current = recorder.create("emergency", {})
     recorder.end_step(recorder.begin_step(current, "backup"), StepStatus.DONE, {})
-    state = runs_state(engine)
+    state = runs_state(store)
     assert (state.last_kind, state.last_status) == ("emergency", "running")
     assert state.last_idle_seconds is not None and 0 <= state.last_idle_seconds < 60
     assert state.by_status == {"succeeded": 1, "running": 1}
     recorder.set_status(current, RunStatus.FAILED)
-    assert runs_state(engine).last_status == "failed"
+    assert runs_state(store).last_status == "failed"
 
 
 def _items(report: dict[str, object]) -> dict[str, tuple[str, str]]:

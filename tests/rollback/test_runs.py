@@ -111,7 +111,7 @@ def test_the_lease_of_a_dead_local_process_is_taken_over(recorder: RunRecorder) 
     run = execute(recorder, run_id, counting_steps([]), services=None)
     assert run.status is RunStatus.SUCCEEDED
     query = sa.select(system_state.c.value).where(system_state.c.key == LEASE_KEY)
-    with recorder.engine.connect() as conn:
+    with recorder.connections.connect() as conn:
         assert conn.execute(query).scalar() is None  # released when the run ended
 
 

@@ -62,7 +62,7 @@ def test_a_lost_task_fails_presence_accounting_and_counts(
     tmp_path: Path,
 ) -> None:
     backup, own, foreign = rolled_back(sqlite_services, tmp_path)
-    with sqlite_services.store.engine.begin() as conn:
+    with sqlite_services.store.connections.begin() as conn:
         conn.execute(tasks.delete().where(tasks.c.id == uuid.UUID(own[0])))
         conn.execute(tasks.delete().where(tasks.c.source_job_id == foreign[0]))
     report = verify(sqlite_services, backup)
@@ -88,7 +88,7 @@ def test_a_migrated_job_still_in_rq_is_in_both_engines_and_rq_not_empty(
 ) -> None:
     backup, _, _ = rolled_back(sqlite_services, tmp_path)
     foreign_again = foreign_jobs(sqlite_services, 1)[0]  # the producer's job ...
-    with sqlite_services.store.engine.begin() as conn:  # ... migrated, but never removed
+    with sqlite_services.store.connections.begin() as conn:  # ... migrated, but never removed
         conn.execute(tasks.insert().values(_migrated_row(foreign_again)))
     problems = failed(verify(sqlite_services, backup))
     assert set(problems) == {"nothing_in_both_engines", "rq_empty"}
@@ -124,7 +124,7 @@ def test_a_migrated_copy_of_an_own_job_is_a_duplicate(
     sqlite_services: Services,
 ) -> None:
     own = rq_owned(sqlite_services, 1, dispatch=False)
-    with sqlite_services.store.engine.begin() as conn:
+    with sqlite_services.store.connections.begin() as conn:
         conn.execute(tasks.insert().values(_migrated_row(own[0])))
     problems = failed(verify(sqlite_services, expect_rq_empty=False))
     assert problems == {

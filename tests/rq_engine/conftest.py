@@ -38,4 +38,4 @@ def svc(db_url: str, redis_url: str) -> Iterator[Services]:
     services = Services(make_settings(db_url, redis_url=redis_url))
     set_mode(services.store, Mode.DB, "test", "rollback")
     yield services
-    services.store.engine.dispose()
+    services.store.dispose()

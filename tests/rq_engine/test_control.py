@@ -92,7 +92,7 @@ def test_the_registry_lists_both_engines_and_shows_lost_workers(
     store.register_worker("rq-1", Engine.RQ, "host-b", 12)
     store.touch_worker("rq-1", engine=Engine.RQ, state="busy", current_task="t-1", processed=5)
     store.register_worker("rq-dead", Engine.RQ, "host-b", 13)
-    with store.engine.begin() as conn:
+    with store.connections.begin() as conn:
         from switchyard.db.schema import workers as table
 
         old = utcnow() - timedelta(seconds=60)

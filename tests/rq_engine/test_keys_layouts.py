@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from switchyard.db.engine import make_engine
+from switchyard.db.connections import open_connections
 from switchyard.db.store import TaskStore
 from switchyard.domain import Priority, Status
 from switchyard.migration import RqToDbOptions, migrate_rq_to_db, restore_backup, take_backup
@@ -102,11 +102,11 @@ def test_a_recorded_rq_goes_through_backup_migrate_verify_restore(
     r.flushdb()
     fresh = tmp_path / "fresh.db"
     shutil.copy(_sqlite_template, fresh)
-    store = TaskStore(make_engine(f"sqlite:///{fresh}"))
+    store = TaskStore(open_connections(f"sqlite:///{fresh}"))
     try:
         restored = restore_backup(store, r, tmp_path / "b")
     finally:
-        store.engine.dispose()
+        store.dispose()
     assert restored.quarantine_restored == 0 and restored.tasks_restored == 0
     assert_pending_jobs_back(r, rec)
 
@@ -139,7 +139,7 @@ def test_verify_fails_when_a_failed_job_of_the_backup_is_gone(
     check = next(c for c in report.checks if c.name == "backup_failed_accounted")
     assert check.discrepancies == [f"rq job {failed} was in the backup and is now nowhere"]
     assert report.failed_jobs == {}
-    svc.store.engine.dispose()
+    svc.store.dispose()
 
 
 def test_an_unknown_key_is_reported_and_left_alone_never_a_crash(
@@ -156,4 +156,4 @@ def test_an_unknown_key_is_reported_and_left_alone_never_a_crash(
         assert dry.unknown_keys == unknown and dry.migrated_foreign == 9
         assert r.hgetall("rq:cron:nightly") == {b"at": b"02:00"} and r.get("rq:brandnew")
     finally:
-        svc.store.engine.dispose()
+        svc.store.dispose()

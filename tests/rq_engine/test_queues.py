@@ -71,7 +71,7 @@ def test_other_queues_are_seen_reported_and_migrated_with_their_priorities(
         decision = assess(svc)
         assert decision.action != "fix_in_place" and decision.signals.foreign_unserved == 3
     finally:
-        svc.store.engine.dispose()
+        svc.store.dispose()
 
     env = {"RQ_QUEUE_PRIORITIES": "reports=urgent"}
     args = ["migrate", "rq-to-db", "--queue", "emails=low", "--queue", "emails=soon", "--json"]
@@ -91,5 +91,5 @@ def test_other_queues_are_seen_reported_and_migrated_with_their_priorities(
     try:
         got = {q: svc.store.get(task_id_for_job(j)).priority for q, j in jobs.items()}
     finally:
-        svc.store.engine.dispose()
+        svc.store.dispose()
     assert got == expected

@@ -55,7 +55,7 @@ class Server:
         claimed = store.claim("browser-test-worker", 4)
         store.complete("browser-test-worker", [Outcome(t.id, 1, "a cat", 0.9) for t in claimed[:3]])
         store.fail("browser-test-worker", claimed[3].id, "image gone", retryable=False)
-        store.engine.dispose()
+        store.dispose()
 
 
 def wait_until_up(url: str, process: subprocess.Popen[bytes]) -> None:

@@ -392,7 +392,7 @@ class Submitter:
 # -- reading the settled system ----------------------------------------------------------------
 
 
-def task_rows(engine: sa.Engine) -> dict[str, Any]:
+def task_rows(conns: sa.Engine) -> dict[str, Any]:
     """Every task: id -> row (status, engine, user, URL)."""
     query = sa.select(
         tasks.c.id,
@@ -402,13 +402,13 @@ def task_rows(engine: sa.Engine) -> dict[str, Any]:
         tasks.c.platform_connection_id,
         tasks.c.image_url,
     )
-    with engine.connect() as conn:
+    with conns.connect() as conn:
         return {str(r.id): r for r in conn.execute(query)}
 
 
-def unfinished(engine: sa.Engine, ids: Iterable[str]) -> Counter[str]:
+def unfinished(conns: sa.Engine, ids: Iterable[str]) -> Counter[str]:
     """How many of `ids` are in each status that is not terminal (missing ones: 'missing')."""
-    rows = task_rows(engine)
+    rows = task_rows(conns)
     left: Counter[str] = Counter()
     for task_id in ids:
         row = rows.get(task_id)
@@ -419,18 +419,18 @@ def unfinished(engine: sa.Engine, ids: Iterable[str]) -> Counter[str]:
     return left
 
 
-def queued_by_engine(engine: sa.Engine) -> dict[str, int]:
+def queued_by_engine(conns: sa.Engine) -> dict[str, int]:
     query = (
         sa.select(tasks.c.engine, sa.func.count())
         .where(tasks.c.status == "queued")
         .group_by(tasks.c.engine)
     )
-    with engine.connect() as conn:
+    with conns.connect() as conn:
         return {str(e): int(n) for e, n in conn.execute(query)}
 
 
 def history_problems(
-    engine: sa.Engine, accepted: Iterable[str], *, claims_may_repeat: bool = False
+    conns: sa.Engine, accepted: Iterable[str], *, claims_may_repeat: bool = False
 ) -> list[str]:
     """From `task_events`, the ground truth of who ran what: every accepted task reached
     `completed` exactly once, was claimed exactly once, and never had two runs open at the
@@ -447,10 +447,10 @@ def history_problems(
         task_events.c.to_status,
     ).order_by(task_events.c.task_id, task_events.c.id)
     events: dict[str, list[Any]] = defaultdict(list)
-    with engine.connect() as conn:
+    with conns.connect() as conn:
         for row in conn.execute(query):
             events[str(row.task_id)].append(row)
-    rows = task_rows(engine)
+    rows = task_rows(conns)
     problems: dict[str, list[str]] = defaultdict(list)
     for task_id in sorted(accepted):
         history = events.get(task_id, [])
@@ -481,13 +481,13 @@ def history_problems(
 
 
 def unaccepted_tasks(
-    engine: sa.Engine, accepted: Iterable[str], refused_urls: Iterable[str]
+    conns: sa.Engine, accepted: Iterable[str], refused_urls: Iterable[str]
 ) -> list[str]:
     """Tasks in the database that no 201 answer named (canaries, user 0, excepted), and
     tasks written for a request that was answered 503."""
     accepted, refused = set(accepted), set(refused_urls)
     problems = []
-    for task_id, row in task_rows(engine).items():
+    for task_id, row in task_rows(conns).items():
         canary = row.user_id == 0 and row.platform_connection_id == 0
         if row.image_url in refused:
             problems.append(f"task {task_id} was written for a refused (503) request")

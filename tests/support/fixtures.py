@@ -13,7 +13,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from switchyard.db.engine import make_engine
+from switchyard.db.connections import open_connections
 from switchyard.db.schema import quarantine
 from switchyard.db.store import TaskStore
 from switchyard.operations.services import Services
@@ -79,7 +79,7 @@ def redis_fixture(redis_url: str) -> Iterator[redis.Redis]:
 def clean_store_fixture(store: TaskStore) -> TaskStore:
     """`store` (every backend) with the quarantine emptied too: the shared fixture empties
     only tasks, events and state on the servers' session databases."""
-    with store.engine.begin() as conn:
+    with store.connections.begin() as conn:
         conn.execute(quarantine.delete())
     return store
 
@@ -88,13 +88,13 @@ EXTRA_TABLES = ("runs", "run_steps", "quarantine", "workers", "system_events")
 
 
 def _empty_extra_tables(url: str) -> None:
-    engine = make_engine(url)
-    existing = set(sa.inspect(engine).get_table_names())
-    with engine.begin() as conn:
+    conns = open_connections(url)
+    existing = set(sa.inspect(conns).get_table_names())
+    with conns.begin() as conn:
         for table in EXTRA_TABLES:
             if table in existing:
                 conn.exec_driver_sql(f"DELETE FROM {table}")
-    engine.dispose()
+    conns.dispose()
 
 
 @pytest.fixture
@@ -109,7 +109,7 @@ def services(clean_db_url: str, redis_url: str) -> Iterator[Services]:
     """Services on a clean database of each backend and this session's own Redis database."""
     svc = Services(make_settings(clean_db_url, redis_url=redis_url))
     yield svc
-    svc.store.engine.dispose()
+    svc.store.dispose()
 
 
 @pytest.fixture
@@ -117,7 +117,7 @@ def sqlite_services(sqlite_url: str, redis_url: str) -> Iterator[Services]:
     """Services on SQLite only, for tests whose subject is not the database."""
     svc = Services(make_settings(sqlite_url, redis_url=redis_url))
     yield svc
-    svc.store.engine.dispose()
+    svc.store.dispose()
 
 
 @pytest.fixture

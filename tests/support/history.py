@@ -27,7 +27,7 @@ def submit_many(store: TaskStore, urls: list[str], priority: Priority = Priority
 def transitions(store: TaskStore) -> Counter[tuple[str | None, str]]:
     """How many (from, to) events the whole history holds."""
     query = sa.select(task_events.c.from_status, task_events.c.to_status, sa.func.count())
-    with store.engine.connect() as conn:
+    with store.connections.connect() as conn:
         rows = conn.execute(query.group_by(task_events.c.from_status, task_events.c.to_status))
         return Counter({(src, dst): n for src, dst, n in rows})
 
@@ -37,13 +37,13 @@ def per_task(store: TaskStore, src: Status, dst: Status) -> Counter[uuid.UUID]:
     query = sa.select(task_events.c.task_id).where(
         task_events.c.from_status == src.value, task_events.c.to_status == dst.value
     )
-    with store.engine.connect() as conn:
+    with store.connections.connect() as conn:
         return Counter(conn.execute(query).scalars())
 
 
 def status_counts(store: TaskStore) -> Counter[str]:
     query = sa.select(tasks.c.status, sa.func.count()).group_by(tasks.c.status)
-    with store.engine.connect() as conn:
+    with store.connections.connect() as conn:
         return Counter({s: n for s, n in conn.execute(query)})
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from switchyard.db.engine import make_engine
+from switchyard.db.connections import open_connections
 
 CAPTION_APP_ROOT = Path(__file__).resolve().parents[1] / "caption_app"
 
@@ -52,23 +52,23 @@ sa.Table(
 def legacy_database(url: str, metadata: sa.MetaData) -> Iterator[sa.Engine]:
     """The legacy tables in the database at `url` (a writable engine, for the test's own
     inserts), dropped afterwards."""
-    engine = make_engine(url)
-    metadata.drop_all(engine)
-    metadata.create_all(engine)
+    conns = open_connections(url)
+    metadata.drop_all(conns)
+    metadata.create_all(conns)
     try:
-        yield engine
+        yield conns
     finally:
-        metadata.drop_all(engine)
-        engine.dispose()
+        metadata.drop_all(conns)
+        conns.dispose()
 
 
-def insert(engine: sa.Engine, metadata: sa.MetaData, table: str, *rows: dict[str, Any]) -> None:
-    with engine.begin() as conn:
+def insert(conns: sa.Engine, metadata: sa.MetaData, table: str, *rows: dict[str, Any]) -> None:
+    with conns.begin() as conn:
         conn.execute(metadata.tables[table].insert(), list(rows))
 
 
-def count(engine: sa.Engine, metadata: sa.MetaData, table: str) -> int:
-    with engine.connect() as conn:
+def count(conns: sa.Engine, metadata: sa.MetaData, table: str) -> int:
+    with conns.connect() as conn:
         return int(
             conn.execute(
                 sa.select(sa.func.count()).select_from(metadata.tables[table])

@@ -128,18 +128,18 @@ def job_hash_ids(r: redis.Redis) -> set[str]:
 
 
 def task_rows(store: TaskStore) -> list[dict[str, Any]]:
-    with store.engine.connect() as conn:
+    with store.connections.connect() as conn:
         return [dict(r._mapping) for r in conn.execute(sa.select(tasks))]
 
 
 def quarantine_rows(store: TaskStore) -> list[dict[str, Any]]:
-    with store.engine.connect() as conn:
+    with store.connections.connect() as conn:
         return [dict(r._mapping) for r in conn.execute(sa.select(quarantine))]
 
 
 def events_with_reason(store: TaskStore, prefix: str) -> list[uuid.UUID]:
     query = sa.select(task_events.c.task_id).where(task_events.c.reason.like(f"{prefix}%"))
-    with store.engine.connect() as conn:
+    with store.connections.connect() as conn:
         return list(conn.execute(query).scalars())
 
 

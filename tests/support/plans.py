@@ -11,7 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from switchyard.db.engine import make_engine
+from switchyard.db.connections import open_connections
 from switchyard.db.store import TaskStore
 
 
@@ -26,7 +26,7 @@ class Plan:
 def analyze(store: TaskStore) -> None:
     """Fresh statistics, so each planner sees the data as loaded."""
     statement = {"postgresql": "ANALYZE", "sqlite": "ANALYZE"}
-    with store.engine.begin() as conn:
+    with store.connections.begin() as conn:
         result = conn.exec_driver_sql(
             statement.get(store.dialect, "ANALYZE TABLE tasks, task_events")
         )
@@ -92,9 +92,9 @@ def index_hidden(store: TaskStore, table: str, *indexes: str) -> Iterator[sa.Con
     transaction that is rolled back (PostgreSQL, SQLite), or marked IGNORED (MariaDB, whose
     DDL commits at once). A connection of its own: sqlite3 caches prepared statements per
     connection, and a cached EXPLAIN does not notice the schema change."""
-    engine = make_engine(store.engine.url.render_as_string(hide_password=False))
+    conns = open_connections(store.connections.url.render_as_string(hide_password=False))
     try:
-        with engine.connect() as conn:
+        with conns.connect() as conn:
             if store.dialect == "mysql":
                 alter = ", ".join(f"ALTER INDEX {i} IGNORED" for i in indexes)
                 conn.exec_driver_sql(f"ALTER TABLE {table} {alter}")
@@ -113,4 +113,4 @@ def index_hidden(store: TaskStore, table: str, *indexes: str) -> Iterator[sa.Con
             finally:
                 transaction.rollback()
     finally:
-        engine.dispose()
+        conns.dispose()

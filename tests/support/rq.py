@@ -90,7 +90,7 @@ class ServicesPool:
     def close(self) -> None:
         for services in self.made:
             if "store" in services.__dict__:
-                services.store.engine.dispose()
+                services.store.dispose()
 
 
 def wait_for(check: Callable[[], bool], timeout: float = 20.0, every: float = 0.05) -> None:

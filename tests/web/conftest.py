@@ -47,7 +47,7 @@ from tests.support.web import (
 def services(sqlite_url: str) -> Iterator[Services]:
     svc = build_services(sqlite_url, switchyard_admin_token=TOKEN)
     yield svc
-    svc.store.engine.dispose()
+    svc.store.dispose()
 
 
 @pytest.fixture
@@ -129,7 +129,7 @@ def rq_client(sqlite_url: str, redis_url: str) -> Iterator[tuple[TestClient, Ser
     client, svc = make_client(sqlite_url, redis_url)
     with client:
         yield client, svc
-    svc.store.engine.dispose()
+    svc.store.dispose()
 
 
 @pytest.fixture
@@ -139,7 +139,7 @@ def outage_client(
     client, svc = make_client(sqlite_url, private_redis.url)
     with client:
         yield client, svc
-    svc.store.engine.dispose()
+    svc.store.dispose()
 
 
 @pytest.fixture
@@ -147,7 +147,7 @@ def api_services(db_url: str) -> Iterator[Services]:
     """The task API's services on `db_url` (test_api runs on SQLite and on PostgreSQL)."""
     svc = build_services(db_url, switchyard_admin_token=TOKEN)
     yield svc
-    svc.store.engine.dispose()
+    svc.store.dispose()
 
 
 @pytest.fixture
@@ -162,7 +162,7 @@ def fuzz_services(sqlite_url: str, redis_url: str) -> Iterator[Services]:
     """A database of its own and a Redis database of this session's own."""
     svc = build_services(sqlite_url, switchyard_admin_token=TOKEN, redis_url=redis_url)
     yield svc
-    svc.store.engine.dispose()
+    svc.store.dispose()
 
 
 @pytest.fixture
@@ -177,7 +177,7 @@ def busy(services: Services) -> Iterator[Services]:
     store.complete("w1", [Outcome(t.id, t.attempts, "a caption", 0.9) for t in claimed[:2]])
     store.fail("w1", claimed[2].id, "broken image", retryable=False)
     now = utcnow()
-    with store.engine.begin() as conn:
+    with store.connections.begin() as conn:
         conn.execute(
             sa.insert(runs).values(
                 id="run-42", kind="emergency", status="running", params={}, started_at=now
@@ -249,4 +249,4 @@ def rollback_client(
     client, svc = make_client(sqlite_url, redis_url)
     with client:
         yield client
-    svc.store.engine.dispose()
+    svc.store.dispose()

@@ -204,7 +204,7 @@ def test_admin_actions_are_logged_with_the_actor_and_never_the_token(
 
 def add_run(services: Services, run_id: str, status: str, age_minutes: int) -> None:
     started = utcnow() - timedelta(minutes=age_minutes)
-    with services.store.engine.begin() as conn:
+    with services.store.connections.begin() as conn:
         conn.execute(
             sa.insert(runs).values(
                 id=run_id, kind="planned", status=status, params={}, started_at=started

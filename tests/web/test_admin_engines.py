@@ -157,4 +157,4 @@ def test_shutdown_workers_stops_a_real_rq_worker_gracefully(
         if worker.poll() is None:
             worker.kill()
             worker.wait()
-        svc.store.engine.dispose()
+        svc.store.dispose()

@@ -172,7 +172,7 @@ def test_a_section_that_cannot_be_read_says_so(
     dashboard: tuple[TestClient, str], services: Services
 ) -> None:
     client, _ = dashboard
-    with services.store.engine.begin() as conn:
+    with services.store.connections.begin() as conn:
         conn.exec_driver_sql("DROP TABLE runs")
     page = client.get("/admin")
     assert page.status_code == 200

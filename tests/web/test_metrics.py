@@ -50,7 +50,7 @@ def test_durations_and_claim_latency_histograms(client: TestClient, services: Se
         done = store.get(task.id).finished_at
         assert done is not None
         started = done - timedelta(seconds=7)
-        with store.engine.begin() as conn:
+        with store.connections.begin() as conn:
             conn.execute(
                 sa.update(tasks)
                 .where(tasks.c.id == task.id)

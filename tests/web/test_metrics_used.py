@@ -33,7 +33,7 @@ def test_every_metric_the_rules_and_the_board_use_is_exported(
     sqlite_url: str, redis_url: str
 ) -> None:
     client, services = make_client(sqlite_url, redis_url)
-    RunRecorder(services.store.engine).create("emergency", {"reason": "test"})
+    RunRecorder(services.store).create("emergency", {"reason": "test"})
     with client:
         response = client.get("/metrics")
     assert response.status_code == 200

@@ -97,4 +97,4 @@ def test_check_passes_then_fails_when_redis_is_gone(
         assert failed.status_code == 409
         assert failed.json()["ok"] is False
         assert client.post("/admin/verify", headers=admin).status_code in (409, 503)
-    svc.store.engine.dispose()
+    svc.store.dispose()

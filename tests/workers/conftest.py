@@ -13,7 +13,7 @@ import pytest
 
 from switchyard import modes, switch
 from switchyard.db import migrate
-from switchyard.db.engine import make_engine
+from switchyard.db.connections import open_connections
 from switchyard.db.store import TaskStore
 from switchyard.domain import Task
 from switchyard.operations.services import Services
@@ -36,14 +36,14 @@ def server(request: pytest.FixtureRequest) -> PrivateDatabase:
 def outage_db(server: PrivateDatabase) -> Iterator[str]:
     """A migrated database of this test's own on the private server."""
     name = f"outage_{uuid.uuid4().hex[:8]}"
-    admin = make_engine(server.url(), isolation_level="AUTOCOMMIT")
+    admin = open_connections(server.url(), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.exec_driver_sql(f"CREATE DATABASE {name}")
     admin.dispose()
     url: str = server.url(name)
-    engine = make_engine(url)
-    migrate.upgrade(engine)
-    engine.dispose()
+    conns = open_connections(url)
+    migrate.upgrade(TaskStore(conns))
+    conns.dispose()
     yield url
 
 
@@ -83,7 +83,7 @@ def start_thread_worker() -> Iterator[Callable[..., Worker]]:
     for worker, thread in running:
         worker.stopping.set()
         thread.join(timeout=10)
-        worker.store.engine.dispose()  # after the worker's last use of its pool
+        worker.store.dispose()  # after the worker's last use of its pool
 
 
 @pytest.fixture
@@ -97,4 +97,4 @@ def services_for() -> Iterator[Callable[..., Services]]:
 
     yield make
     for services in made:
-        services.store.engine.dispose()
+        services.store.dispose()

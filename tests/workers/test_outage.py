@@ -15,7 +15,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from switchyard.db.engine import make_engine
+from switchyard.db.connections import open_connections
 from switchyard.operations.engines import set_mode
 from switchyard.operations.services import Services
 from tests.support.deployment import (
@@ -52,7 +52,7 @@ def test_workers_and_serve_survive_a_database_restart_on_both_engines(
     env = {k: v for k, v in cli_env(outage_db).items() if not k.startswith(("RQ_", "REDIS_"))}
     env.update(REDIS_URL=redis_url, **{**DRILL_SETTINGS, **OUTAGE_SETTINGS})
     cluster = Cluster(tmp_path, env)
-    database = make_engine(outage_db, pool_pre_ping=True)  # the test reads across restarts
+    database = open_connections(outage_db, pool_pre_ping=True)  # the test reads across restarts
     try:
         port = free_port()
         cluster.start("serve", "serve", "--port", str(port))
@@ -133,7 +133,7 @@ def _switch_mode(db_url: str, redis_url: str, mode: str) -> None:
     """As `switchyard mode` does it, in this process (a CLI start costs seconds)."""
     services = Services(make_settings(db_url, redis_url=redis_url))
     switched = set_mode(services, mode, "outage-test", "outage test", await_timeout=30)
-    services.store.engine.dispose()
+    services.store.dispose()
     assert switched.lagging == []
 
 

@@ -79,7 +79,7 @@ def test_a_polling_worker_picks_up_new_work_and_stops_when_asked(
 
 
 def test_a_failed_attempt_is_retried_after_its_backoff(store: TaskStore, db_url: str) -> None:
-    backing_off = TaskStore(store.engine, backoff_base=1.5)
+    backing_off = TaskStore(store.connections, backoff_base=1.5)
 
     def flaky(task: Task) -> tuple[str, float]:
         if task.attempts == 1:

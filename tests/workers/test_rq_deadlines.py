@@ -39,7 +39,7 @@ def test_a_hung_handler_times_out_on_time_and_the_stuck_worker_replaces_itself(
     """One slot, stuck for good: the attempt fails at WORKER_TIMEOUT, the tasks claimed behind
     it run on a fresh slot (before: they sat `running`, unstarted, for good), and the worker
     re-executes itself (same process id) to be rid of the stuck thread."""
-    one_try = TaskStore(store.engine, max_attempts=1, backoff_base=0.0)
+    one_try = TaskStore(store.connections, max_attempts=1, backoff_base=0.0)
     one_try.submit([new_task(HANG, Priority.URGENT)], "test")
     submit_many(store, fast_urls(3), Priority.LOW)
     worker = start_worker(

@@ -105,7 +105,7 @@ def submit_silently(store: TaskStore, backend: str) -> None:
         return
     # A session in which no trigger fires, so the insert sends no NOTIFY.
     options = {"options": "-c session_replication_role=replica"}
-    silent = sa.create_engine(store.engine.url, connect_args=options)
+    silent = sa.create_engine(store.connections.url, connect_args=options)
     try:
         TaskStore(silent).submit([new_task("http://example.org/a.png")], "test")
     finally:
@@ -150,7 +150,7 @@ def test_the_listener_comes_back_after_its_session_is_killed(
     store = services.store
     worker = start_thread_worker(store, services.settings)
     assert isinstance(worker.wake_source, Listener)
-    with store.engine.connect() as conn:
+    with store.connections.connect() as conn:
         killed = conn.exec_driver_sql(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
             " WHERE datname = current_database() AND query LIKE 'LISTEN%%'"

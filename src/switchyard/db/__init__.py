@@ -1,1 +1,1 @@
-"""The database engine: schema, connection set-up and the task store (system of record)."""
+"""The database: schema, connection set-up and the task store (system of record)."""

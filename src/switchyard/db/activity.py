@@ -16,9 +16,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from switchyard.db.engine import translated
+from switchyard.db.connections import translated
 from switchyard.db.schema import run_steps, runs, task_events, tasks
-from switchyard.db.store import utcnow
+from switchyard.db.store import TaskStore, utcnow
 from switchyard.domain import FINISHED, Priority, Status
 from switchyard.errors import NotFound
 from switchyard.wire import as_json
@@ -27,8 +27,8 @@ from switchyard.wire import as_json
 SAMPLE_LIMIT = 20_000
 
 
-def _read(engine: sa.Engine, what: str, query: sa.Executable) -> list[sa.Row[Any]]:
-    with translated(what), engine.connect() as conn:
+def _read(store: TaskStore, what: str, query: sa.Executable) -> list[sa.Row[Any]]:
+    with translated(what), store.connections.connect() as conn:
         return list(conn.execute(query))
 
 
@@ -68,15 +68,15 @@ def finished_counts_query(since: datetime) -> sa.Select[Any]:
     )
 
 
-def live_counts(engine: sa.Engine) -> dict[str, dict[str, int]]:
+def live_counts(store: TaskStore) -> dict[str, dict[str, int]]:
     """Queued and running tasks by priority."""
-    rows = _read(engine, "counting live tasks", live_counts_query())
+    rows = _read(store, "counting live tasks", live_counts_query())
     return _by_status_and_priority(rows, LIVE)
 
 
-def finished_counts(engine: sa.Engine, since: datetime) -> dict[str, dict[str, int]]:
+def finished_counts(store: TaskStore, since: datetime) -> dict[str, dict[str, int]]:
     """Completed, failed and cancelled tasks by priority among those finished since `since`."""
-    rows = _read(engine, "counting finished tasks", finished_counts_query(since))
+    rows = _read(store, "counting finished tasks", finished_counts_query(since))
     return _by_status_and_priority(rows, DONE)
 
 
@@ -128,30 +128,30 @@ def _run_line(row: sa.Row[Any]) -> dict[str, Any]:
     return {f.name: row._mapping[f.name] for f in fields(RunLine)}
 
 
-def list_runs(engine: sa.Engine, limit: int = 20) -> list[RunLine]:
+def list_runs(store: TaskStore, limit: int = 20) -> list[RunLine]:
     query = sa.select(runs).order_by(runs.c.started_at.desc()).limit(limit)
-    return [RunLine(**_run_line(r)) for r in _read(engine, "listing runs", query)]
+    return [RunLine(**_run_line(r)) for r in _read(store, "listing runs", query)]
 
 
-def get_run(engine: sa.Engine, run_id: str) -> RunTimeline:
+def get_run(store: TaskStore, run_id: str) -> RunTimeline:
     """One run with its steps in the order they were recorded: the incident's timeline."""
-    found = _read(engine, "reading a run", sa.select(runs).where(runs.c.id == run_id))
+    found = _read(store, "reading a run", sa.select(runs).where(runs.c.id == run_id))
     if not found:
         raise NotFound(f"no run {run_id!r}")
     query = sa.select(run_steps).where(run_steps.c.run_id == run_id).order_by(run_steps.c.id)
     steps = [
         StepLine(**{f.name: s._mapping[f.name] for f in fields(StepLine)})
-        for s in _read(engine, "reading run steps", query)
+        for s in _read(store, "reading run steps", query)
     ]
     return RunTimeline(**_run_line(found[0]), steps=steps)
 
 
-def current_or_last_run(engine: sa.Engine) -> RunTimeline | None:
+def current_or_last_run(store: TaskStore) -> RunTimeline | None:
     """The run in progress if there is one, else the latest; None before the first run."""
     running_first = sa.case((runs.c.status == "running", 0), else_=1)
     query = sa.select(runs.c.id).order_by(running_first, runs.c.started_at.desc()).limit(1)
-    found = _read(engine, "finding the current run", query)
-    return get_run(engine, found[0].id) if found else None
+    found = _read(store, "finding the current run", query)
+    return get_run(store, found[0].id) if found else None
 
 
 # -- throughput -----------------------------------------------------------------------------
@@ -187,13 +187,13 @@ class Throughput:
         return as_json(self)
 
 
-def throughput(engine: sa.Engine, minutes: int = 60, buckets: int = 30) -> Throughput:
+def throughput(store: TaskStore, minutes: int = 60, buckets: int = 30) -> Throughput:
     """Completions and failures per time bucket over the last `minutes`, from task_events."""
     now = utcnow()
     width = timedelta(minutes=minutes) / buckets
     start = now - width * buckets
     edges = [start + width * i for i in range(buckets + 1)]
-    row = _read(engine, "reading throughput", throughput_query(edges))[0]
+    row = _read(store, "reading throughput", throughput_query(edges))[0]
     counts = [int(v) for v in row]
     return Throughput(start, now, width.total_seconds(), counts[:buckets], counts[buckets:])
 
@@ -221,18 +221,18 @@ def durations_query(since: datetime) -> sa.Select[Any]:
     )
 
 
-def recent_durations(engine: sa.Engine, minutes: int = 15) -> list[float]:
+def recent_durations(store: TaskStore, minutes: int = 15) -> list[float]:
     """Run time (start to finish) of the tasks completed in the last `minutes`. The status is
     checked here, not in SQL, so no planner prefers a status-led index (see _finished_since)."""
     query = durations_query(utcnow() - timedelta(minutes=minutes))
     return [
         _seconds(r.finished_at, r.started_at)
-        for r in _read(engine, "durations", query)
+        for r in _read(store, "durations", query)
         if r.status == Status.COMPLETED.value and r.started_at is not None
     ]
 
 
-def recent_claim_latencies(engine: sa.Engine, minutes: int = 15) -> list[float]:
+def recent_claim_latencies(store: TaskStore, minutes: int = 15) -> list[float]:
     """How long tasks claimed in the last `minutes` waited while claimable (enqueue or
     backoff end to start). A task claimed in the window is running now or finished since, so
     two bounded reads (ix_tasks_claim, ix_tasks_finished) find them all without an index on
@@ -245,10 +245,10 @@ def recent_claim_latencies(engine: sa.Engine, minutes: int = 15) -> list[float]:
     finished = sa.select(tasks.c.status, *columns).where(_finished_since(since))
     ran = (Status.COMPLETED.value, Status.FAILED.value)
     rows = [
-        *_read(engine, "claim latencies", running.limit(SAMPLE_LIMIT)),
+        *_read(store, "claim latencies", running.limit(SAMPLE_LIMIT)),
         *(
             r
-            for r in _read(engine, "claim latencies", finished.limit(SAMPLE_LIMIT))
+            for r in _read(store, "claim latencies", finished.limit(SAMPLE_LIMIT))
             if r.status in ran and r.started_at is not None and r.started_at >= since
         ),
     ][:SAMPLE_LIMIT]

@@ -20,6 +20,8 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 import sqlalchemy as sa
 
+from switchyard.db.store import TaskStore
+
 # What a write run by the pool is handed (so its callers need not import SQLAlchemy).
 Connection = sa.Connection
 
@@ -31,12 +33,12 @@ class Writers:
     """`n` threads writing batches, each on its own connection; a context manager that
     waits for the writes in progress and closes the connections on the way out."""
 
-    def __init__(self, engine: sa.Engine, n: int) -> None:
-        self.engine = engine
+    def __init__(self, store: TaskStore, n: int) -> None:
+        self.conns = store.connections
         self.n = n
         self.pool = ThreadPoolExecutor(n, thread_name_prefix="switchyard-writer")
         self.local = threading.local()
-        self.connections: list[sa.Connection] = []
+        self.opened: list[sa.Connection] = []
         self.lock = threading.Lock()
 
     def submit(
@@ -48,9 +50,9 @@ class Writers:
     def _connection(self) -> sa.Connection:
         conn: sa.Connection | None = getattr(self.local, "conn", None)
         if conn is None:
-            conn = self.local.conn = self.engine.connect()
+            conn = self.local.conn = self.conns.connect()
             with self.lock:
-                self.connections.append(conn)
+                self.opened.append(conn)
         return conn
 
     def __enter__(self) -> Writers:
@@ -58,7 +60,7 @@ class Writers:
 
     def __exit__(self, *_exc: object) -> None:
         self.pool.shutdown(wait=True)
-        for conn in self.connections:
+        for conn in self.opened:
             conn.close()
 
 

@@ -11,7 +11,7 @@ transaction as the write. So:
 - a process whose cached routing is stale writes nothing: `Fenced` is raised before any write,
   and the caller re-reads the routing.
 
-SQLite takes its write lock at BEGIN (see `db/engine.py`), which serialises both sides.
+SQLite takes its write lock at BEGIN (see `db/connections.py`), which serialises both sides.
 The row is created on first use, so an emptied `system_state` starts again at epoch 0.
 """
 

@@ -22,13 +22,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from switchyard.db.engine import normalize_url, translated
+from switchyard.db.connections import normalize_url, translated
 
 LegacyConnection = sa.Connection  # what a mapper receives (None without a legacy database)
 
 
-def read_only_engine(raw_url: str) -> sa.Engine:
-    """An engine whose every session refuses writes."""
+def read_only_connections(raw_url: str) -> sa.Engine:
+    """Connections to a legacy database whose every session refuses writes."""
     url = normalize_url(raw_url)
     backend = url.get_backend_name()
     connect_args: dict[str, Any] = {}
@@ -36,10 +36,10 @@ def read_only_engine(raw_url: str) -> sa.Engine:
         connect_args["options"] = "-c default_transaction_read_only=on"
     elif backend in ("mysql", "mariadb"):
         connect_args["init_command"] = "SET SESSION TRANSACTION READ ONLY"
-    engine = sa.create_engine(url, connect_args=connect_args, pool_pre_ping=True)
+    conns = sa.create_engine(url, connect_args=connect_args, pool_pre_ping=True)
     if backend == "sqlite":
-        event.listen(engine, "connect", _sqlite_query_only)
-    return engine
+        event.listen(conns, "connect", _sqlite_query_only)
+    return conns
 
 
 def _sqlite_query_only(dbapi_conn: Any, _record: Any) -> None:
@@ -47,10 +47,10 @@ def _sqlite_query_only(dbapi_conn: Any, _record: Any) -> None:
 
 
 @contextlib.contextmanager
-def reading(engine: sa.Engine) -> Iterator[sa.Connection]:
+def reading(conns: sa.Engine) -> Iterator[sa.Connection]:
     """One read-only transaction, always rolled back."""
     with translated("connecting to the legacy database"):
-        conn = engine.connect()
+        conn = conns.connect()
     try:
         conn.begin()
         yield conn

@@ -16,9 +16,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from switchyard.db.engine import translated
+from switchyard.db.connections import translated
 from switchyard.db.schema import run_steps, runs, task_events, tasks
-from switchyard.db.store import utcnow
+from switchyard.db.store import TaskStore, utcnow
 from switchyard.domain import Status
 
 # A window's latency figures are computed from at most this many starts.
@@ -73,13 +73,13 @@ def _iso(moment: datetime) -> str:
     return moment.isoformat() + "Z"
 
 
-def measure_window(engine: sa.Engine, start: datetime, end: datetime) -> WindowMeasures:
+def measure_window(store: TaskStore, start: datetime, end: datetime) -> WindowMeasures:
     """Throughput, failure rate and enqueue -> start latency for `[start, end)`, from
     task_events: completions and final failures are transitions into those statuses; a
     start's latency is its `-> running` event minus the task's previous event (the moment it
     was queued, or requeued after a backoff or a recovery)."""
-    completed, failed = _outcomes(engine, start, end)
-    latencies, sampled = _start_latencies(engine, start, end)
+    completed, failed = _outcomes(store, start, end)
+    latencies, sampled = _start_latencies(store, start, end)
     return WindowMeasures(
         start,
         end,
@@ -92,7 +92,7 @@ def measure_window(engine: sa.Engine, start: datetime, end: datetime) -> WindowM
     )
 
 
-def _outcomes(engine: sa.Engine, start: datetime, end: datetime) -> tuple[int, int]:
+def _outcomes(store: TaskStore, start: datetime, end: datetime) -> tuple[int, int]:
     to = task_events.c.to_status
     query = (
         sa.select(to, sa.func.count())
@@ -103,12 +103,12 @@ def _outcomes(engine: sa.Engine, start: datetime, end: datetime) -> tuple[int, i
         )
         .group_by(to)
     )
-    with translated("measuring outcomes"), engine.connect() as conn:
+    with translated("measuring outcomes"), store.connections.connect() as conn:
         counts = {row[0]: int(row[1]) for row in conn.execute(query)}
     return counts.get(Status.COMPLETED.value, 0), counts.get(Status.FAILED.value, 0)
 
 
-def _start_latencies(engine: sa.Engine, start: datetime, end: datetime) -> tuple[list[float], bool]:
+def _start_latencies(store: TaskStore, start: datetime, end: datetime) -> tuple[list[float], bool]:
     started = task_events.alias("started")
     before = task_events.alias("before")
     # The task's event just before this start (ix_task_events_task serves the lookup).
@@ -127,7 +127,7 @@ def _start_latencies(engine: sa.Engine, start: datetime, end: datetime) -> tuple
         )
         .limit(LATENCY_SAMPLE_LIMIT + 1)
     )
-    with translated("measuring start latency"), engine.connect() as conn:
+    with translated("measuring start latency"), store.connections.connect() as conn:
         rows = list(conn.execute(query))
     sampled = len(rows) > LATENCY_SAMPLE_LIMIT
     values = sorted(
@@ -138,7 +138,7 @@ def _start_latencies(engine: sa.Engine, start: datetime, end: datetime) -> tuple
     return values, sampled
 
 
-def finished_since(engine: sa.Engine, minutes: int) -> dict[str, int]:
+def finished_since(store: TaskStore, minutes: int) -> dict[str, int]:
     """Tasks that completed or failed for good in the last `minutes` (by finished_at)."""
     since = utcnow() - timedelta(minutes=minutes)
     outcomes = [Status.COMPLETED.value, Status.FAILED.value]
@@ -149,7 +149,7 @@ def finished_since(engine: sa.Engine, minutes: int) -> dict[str, int]:
         .where(tasks.c.finished_at >= since, tasks.c.finished_at < utcnow() + timedelta(days=1))
         .group_by(tasks.c.status)
     )
-    with translated("counting finished tasks"), engine.connect() as conn:
+    with translated("counting finished tasks"), store.connections.connect() as conn:
         counts = {row[0]: int(row[1]) for row in conn.execute(query)}
     return {o: counts.get(o, 0) for o in outcomes}
 
@@ -168,8 +168,8 @@ class RunsState:
     last_idle_seconds: float | None
 
 
-def runs_state(engine: sa.Engine) -> RunsState:
-    with translated("reading runs"), engine.connect() as conn:
+def runs_state(store: TaskStore) -> RunsState:
+    with translated("reading runs"), store.connections.connect() as conn:
         by_status = {
             r[0]: int(r[1])
             for r in conn.execute(sa.select(runs.c.status, sa.func.count()).group_by(runs.c.status))

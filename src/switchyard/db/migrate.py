@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from switchyard.db.engine import translated
+from switchyard.db.connections import translated
+from switchyard.db.store import TaskStore
 
 _SCRIPTS = Path(__file__).resolve().parent / "alembic"
 
@@ -21,17 +21,17 @@ def _config() -> Config:
     return cfg
 
 
-def upgrade(engine: sa.Engine, revision: str = "head") -> str:
+def upgrade(store: TaskStore, revision: str = "head") -> str:
     """Bring the schema to `revision`; idempotent. Returns the revision now in place."""
     cfg = _config()
-    with translated("upgrading the schema"), engine.begin() as conn:
+    with translated("upgrading the schema"), store.connections.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
-    return current_revision(engine) or ""
+    return current_revision(store) or ""
 
 
-def current_revision(engine: sa.Engine) -> str | None:
-    with translated("reading the schema revision"), engine.connect() as conn:
+def current_revision(store: TaskStore) -> str | None:
+    with translated("reading the schema revision"), store.connections.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
 
 

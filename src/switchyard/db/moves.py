@@ -26,11 +26,11 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from switchyard.db import fence
-from switchyard.db.engine import translated
+from switchyard.db.connections import translated
 from switchyard.db.quarantine import Quarantined, Resolution, quarantine_row, storable_job_id
 from switchyard.db.rows import event_row
 from switchyard.db.schema import UtcDateTime, quarantine, task_events, tasks
-from switchyard.db.store import NewTask, queued_row, utcnow
+from switchyard.db.store import NewTask, TaskStore, queued_row, utcnow
 from switchyard.domain import Engine, Status, as_task_id
 
 TO_DB_REASON = "migrated rq->db"
@@ -70,21 +70,21 @@ REFRESH_STATISTICS = {"postgresql": "ANALYZE tasks"}
 LOOKUP_COLUMNS = ("id", "source_job_id")
 
 
-def refresh_statistics(engine: sa.Engine, columns: Sequence[str] = ()) -> None:
+def refresh_statistics(store: TaskStore, columns: Sequence[str] = ()) -> None:
     """ANALYZE the tasks table (only `columns`, if given) where the dialect needs it."""
-    statement = REFRESH_STATISTICS.get(engine.dialect.name)
+    statement = REFRESH_STATISTICS.get(store.dialect)
     if statement is None:
         return
     if columns:
         statement += f" ({', '.join(columns)})"
-    with translated("refreshing the planner's statistics"), engine.connect() as conn:
+    with translated("refreshing the planner's statistics"), store.connections.connect() as conn:
         conn.exec_driver_sql(statement)
         conn.commit()
 
 
-def lookup(engine: sa.Engine, job_ids: Sequence[str]) -> Known:
+def lookup(store: TaskStore, job_ids: Sequence[str]) -> Known:
     """Classify job ids against tasks and quarantine (read only: dry runs, restore)."""
-    with translated("looking up migrated jobs"), engine.connect() as conn:
+    with translated("looking up migrated jobs"), store.connections.connect() as conn:
         return _lookup(conn, job_ids)
 
 
@@ -314,14 +314,24 @@ def migration_tx(
         yield tx
 
 
-def cancel_raced(engine: sa.Engine, task_ids: Iterable[uuid.UUID], actor: str) -> int:
+@contextlib.contextmanager
+def migration_batch(store: TaskStore, actor: str, epoch: int) -> Iterator[MigrationTx]:
+    """`migration_tx` on a connection of its own, for a one-off batch (a quarantine remap)."""
+    with (
+        store.connections.connect() as conn,
+        migration_tx(conn, actor, store.max_attempts, epoch) as tx,
+    ):
+        yield tx
+
+
+def cancel_raced(store: TaskStore, task_ids: Iterable[uuid.UUID], actor: str) -> int:
     """Cancel migrated copies of foreign jobs an rq worker took before we removed them."""
     ids = list(task_ids)
     if not ids:
         return 0
     now = utcnow()
     reason = "an rq worker took the job during migration; it runs there, not here"
-    with translated("cancelling raced tasks"), engine.begin() as conn:
+    with translated("cancelling raced tasks"), store.connections.begin() as conn:
         locked = conn.execute(
             sa.select(tasks.c.id, tasks.c.status).where(tasks.c.id.in_(ids)).with_for_update()
         ).all()

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from switchyard.db import fence
 from switchyard.db.clock import utcnow
-from switchyard.db.engine import deadlock_retried, translated
+from switchyard.db.connections import deadlock_retried, translated
 from switchyard.db.rows import Pending, event_row
 from switchyard.db.schema import task_events, tasks
 from switchyard.domain import Engine, Priority, Status
@@ -29,9 +29,9 @@ class EngineCounts:
 
 
 class OwnershipStore:
-    """`TaskStore`'s dispatch bookkeeping and ownership moves (a mixin over its engine)."""
+    """`TaskStore`'s dispatch bookkeeping and ownership moves (a mixin over its connections)."""
 
-    engine: sa.Engine
+    connections: sa.Engine
 
     def dispatch(
         self,
@@ -65,7 +65,7 @@ class OwnershipStore:
         )
         if ids is not None:
             query = query.where(tasks.c.id.in_(list(ids)))
-        with translated("dispatching tasks"), self.engine.begin() as conn:
+        with translated("dispatching tasks"), self.connections.begin() as conn:
             fence.hold(conn, epoch, "dispatch", now)
             pending = [Pending(r.id, r.priority) for r in conn.execute(query)]
             if not pending:
@@ -93,7 +93,7 @@ class OwnershipStore:
         )
         if ids is not None:
             stmt = stmt.where(tasks.c.id.in_(list(ids)))
-        with translated("clearing dispatch marks"), self.engine.begin() as conn:
+        with translated("clearing dispatch marks"), self.connections.begin() as conn:
             return conn.execute(stmt).rowcount
 
     def stale_dispatched(self, older_than: timedelta, limit: int = 200) -> list[Pending]:
@@ -108,7 +108,7 @@ class OwnershipStore:
             .order_by(tasks.c.dispatched_at)
             .limit(limit)
         )
-        with translated("finding stale dispatches"), self.engine.connect() as conn:
+        with translated("finding stale dispatches"), self.connections.connect() as conn:
             return [Pending(r.id, r.priority) for r in conn.execute(query)]
 
     @deadlock_retried("moving queued tasks between engines")
@@ -132,7 +132,7 @@ class OwnershipStore:
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        with translated("moving queued tasks between engines"), self.engine.begin() as conn:
+        with translated("moving queued tasks between engines"), self.connections.begin() as conn:
             fence.hold(conn, epoch, f"move {source.value}->{target.value}", now)
             ids = list(conn.execute(pick).scalars())
             if not ids:
@@ -155,7 +155,7 @@ class OwnershipStore:
             .where(tasks.c.status == Status.QUEUED.value, tasks.c.engine == engine.value)
             .limit(1)
         )
-        with translated("looking for queued tasks"), self.engine.connect() as conn:
+        with translated("looking for queued tasks"), self.connections.connect() as conn:
             return conn.execute(query).first() is not None
 
     def queued_owned_by(self, engine: Engine, ids: Sequence[uuid.UUID] | None = None) -> int:
@@ -167,7 +167,7 @@ class OwnershipStore:
             if not ids:
                 return 0
             query = query.where(tasks.c.id.in_(list(ids)))
-        with translated("counting queued tasks"), self.engine.connect() as conn:
+        with translated("counting queued tasks"), self.connections.connect() as conn:
             return int(conn.execute(query).scalar_one())
 
     def engine_counts(self) -> EngineCounts:
@@ -191,7 +191,7 @@ class OwnershipStore:
             for s in (Status.QUEUED.value, Status.RUNNING.value)
         }
         out["undispatched"] = 0
-        with translated("counting tasks per engine"), self.engine.connect() as conn:
+        with translated("counting tasks per engine"), self.connections.connect() as conn:
             for status, engine, priority, undispatched, n in conn.execute(query):
                 owner = engine if engine in (Engine.DB.value, Engine.RQ.value) else Engine.DB.value
                 out[status][owner][Priority(priority).label] += n

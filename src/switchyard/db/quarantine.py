@@ -24,9 +24,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from switchyard.db.engine import translated
+from switchyard.db.connections import translated
 from switchyard.db.schema import quarantine
-from switchyard.db.store import utcnow
+from switchyard.db.store import TaskStore, utcnow
 
 FORMAT = "switchyard/rq-job-hash@1"
 MAX_REASON = 4000
@@ -153,34 +153,34 @@ def _row(r: sa.Row[Any]) -> QuarantineRow:
     )
 
 
-def list_rows(engine: sa.Engine, *, include_resolved: bool, limit: int) -> list[QuarantineRow]:
+def list_rows(store: TaskStore, *, include_resolved: bool, limit: int) -> list[QuarantineRow]:
     """Oldest first; open rows only unless `include_resolved`."""
     query = sa.select(quarantine).order_by(quarantine.c.id).limit(limit)
     if not include_resolved:
         query = query.where(quarantine.c.resolution.is_(None))
-    with translated("reading the quarantine"), engine.connect() as conn:
+    with translated("reading the quarantine"), store.connections.connect() as conn:
         return [_row(r) for r in conn.execute(query)]
 
 
-def count_rows(engine: sa.Engine) -> dict[str, int]:
+def count_rows(store: TaskStore) -> dict[str, int]:
     """Rows by resolution (`open` for unresolved)."""
     query = sa.select(quarantine.c.resolution, sa.func.count()).group_by(quarantine.c.resolution)
-    with translated("counting the quarantine"), engine.connect() as conn:
+    with translated("counting the quarantine"), store.connections.connect() as conn:
         return {str(res or "open"): int(n) for res, n in conn.execute(query)}
 
 
-def find_row(engine: sa.Engine, ident: str) -> QuarantineRow | None:
+def find_row(store: TaskStore, ident: str) -> QuarantineRow | None:
     """A row by its number, or by its rq job id."""
     if ident.isascii() and ident.isdigit():
         where = quarantine.c.id == int(ident)
     else:
         where = quarantine.c.job_id == storable_job_id(ident)
-    with translated("reading the quarantine"), engine.connect() as conn:
+    with translated("reading the quarantine"), store.connections.connect() as conn:
         found = conn.execute(sa.select(quarantine).where(where)).first()
     return None if found is None else _row(found)
 
 
-def resolve(engine: sa.Engine, row_id: int, resolution: Resolution) -> bool:
+def resolve(store: TaskStore, row_id: int, resolution: Resolution) -> bool:
     """Compare-and-set the row to `resolution` from a state that may precede it; False if
     the row was in another state (a concurrent resolution won)."""
     allowed = MAY_FOLLOW[resolution]
@@ -193,11 +193,11 @@ def resolve(engine: sa.Engine, row_id: int, resolution: Resolution) -> bool:
         .where(quarantine.c.id == row_id, prior)
         .values(resolution=resolution.value, resolved_at=utcnow())
     )
-    with translated("resolving a quarantine row"), engine.begin() as conn:
+    with translated("resolving a quarantine row"), store.connections.begin() as conn:
         return bool(conn.execute(stmt).rowcount)
 
 
-def reopen(engine: sa.Engine, row_id: int, prior: Resolution | None) -> None:
+def reopen(store: TaskStore, row_id: int, prior: Resolution | None) -> None:
     """Undo a release whose put-back was refused: back to the state it had before."""
     stmt = (
         quarantine.update()
@@ -207,5 +207,5 @@ def reopen(engine: sa.Engine, row_id: int, prior: Resolution | None) -> None:
             resolved_at=None if prior is None else utcnow(),
         )
     )
-    with translated("reopening a quarantine row"), engine.begin() as conn:
+    with translated("reopening a quarantine row"), store.connections.begin() as conn:
         conn.execute(stmt)

@@ -17,11 +17,11 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from switchyard.db.engine import translated
+from switchyard.db.connections import translated
 from switchyard.db.quarantine import Resolution
 from switchyard.db.rows import task_from_row
 from switchyard.db.schema import quarantine, tasks
-from switchyard.db.store import utcnow
+from switchyard.db.store import TaskStore, utcnow
 from switchyard.domain import Engine, Priority, Status, Task, as_task_id
 from switchyard.errors import UsageError
 
@@ -64,7 +64,7 @@ _STATE_COLUMNS = (
 
 
 def _rows_matching(
-    engine: sa.Engine, what: str, key: sa.Column[Any], wanted: set[Any], columns: Any
+    store: TaskStore, what: str, key: sa.Column[Any], wanted: set[Any], columns: Any
 ) -> list[Any]:
     """Rows whose `key` is in `wanted`: IN lists of CHUNK ids for a few, and for many one
     streamed pass over the table (a hundred IN lists of 1,000 parameters cost far more to
@@ -72,7 +72,7 @@ def _rows_matching(
     if not wanted:
         return []
     query = sa.select(*columns)
-    with translated(what), engine.connect() as conn:
+    with translated(what), store.connections.connect() as conn:
         if len(wanted) <= SCAN_ABOVE:
             ordered = sorted(wanted, key=str)
             return [r for c in chunks(ordered) for r in conn.execute(query.where(key.in_(c)))]
@@ -82,27 +82,27 @@ def _rows_matching(
         return [r for r in streamed if getattr(r, key.name) in wanted]
 
 
-def own_tasks(engine: sa.Engine, job_ids: Iterable[str]) -> dict[str, TaskState]:
+def own_tasks(store: TaskStore, job_ids: Iterable[str]) -> dict[str, TaskState]:
     """Job id -> its task, for ids that name a task (switchyard's own job id = task id)."""
     by_task = {t: j for j in job_ids if (t := as_task_id(j)) is not None}
-    rows = _rows_matching(engine, "reading tasks", tasks.c.id, set(by_task), _STATE_COLUMNS)
+    rows = _rows_matching(store, "reading tasks", tasks.c.id, set(by_task), _STATE_COLUMNS)
     return {by_task[r.id]: _state(r) for r in rows}
 
 
-def migrated_tasks(engine: sa.Engine, job_ids: Iterable[str]) -> dict[str, TaskState]:
+def migrated_tasks(store: TaskStore, job_ids: Iterable[str]) -> dict[str, TaskState]:
     """Foreign job id -> the task migrated from it."""
     rows = _rows_matching(
-        engine, "reading migrated tasks", tasks.c.source_job_id, set(job_ids), _STATE_COLUMNS
+        store, "reading migrated tasks", tasks.c.source_job_id, set(job_ids), _STATE_COLUMNS
     )
     return {r.source_job_id: _state(r) for r in rows}
 
 
-def tasks_present(engine: sa.Engine, task_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-    rows = _rows_matching(engine, "looking up tasks", tasks.c.id, set(task_ids), [tasks.c.id])
+def tasks_present(store: TaskStore, task_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+    rows = _rows_matching(store, "looking up tasks", tasks.c.id, set(task_ids), [tasks.c.id])
     return {r.id for r in rows}
 
 
-def undispatched_rq(engine: sa.Engine, grace: timedelta) -> tuple[int, list[uuid.UUID]]:
+def undispatched_rq(store: TaskStore, grace: timedelta) -> tuple[int, list[uuid.UUID]]:
     """Queued rq-owned tasks, available for longer than `grace`, with no job enqueued."""
     where = (
         tasks.c.status == Status.QUEUED.value,
@@ -110,57 +110,57 @@ def undispatched_rq(engine: sa.Engine, grace: timedelta) -> tuple[int, list[uuid
         tasks.c.dispatched_at.is_(None),
         tasks.c.available_at < utcnow() - grace,
     )
-    return _count_and_list(engine, "finding undispatched tasks", where)
+    return _count_and_list(store, "finding undispatched tasks", where)
 
 
-def dispatched_rq(engine: sa.Engine, grace: timedelta) -> list[TaskState]:
+def dispatched_rq(store: TaskStore, grace: timedelta) -> list[TaskState]:
     """Queued rq-owned tasks dispatched longer than `grace` ago: each must have its job."""
     query = sa.select(*_STATE_COLUMNS).where(
         tasks.c.status == Status.QUEUED.value,
         tasks.c.engine == Engine.RQ.value,
         tasks.c.dispatched_at < utcnow() - grace,
     )
-    with translated("reading dispatched tasks"), engine.connect() as conn:
+    with translated("reading dispatched tasks"), store.connections.connect() as conn:
         return [_state(r) for r in conn.execute(query)]
 
 
-def lapsed_running(engine: sa.Engine, lapse: timedelta) -> tuple[int, list[uuid.UUID]]:
+def lapsed_running(store: TaskStore, lapse: timedelta) -> tuple[int, list[uuid.UUID]]:
     """Running tasks whose heartbeat is older than `lapse` (their worker died)."""
     where = (
         tasks.c.status == Status.RUNNING.value,
         tasks.c.heartbeat_at < utcnow() - lapse,
     )
-    return _count_and_list(engine, "finding lapsed tasks", where)
+    return _count_and_list(store, "finding lapsed tasks", where)
 
 
 def _count_and_list(
-    engine: sa.Engine, what: str, where: tuple[sa.ColumnElement[bool], ...]
+    store: TaskStore, what: str, where: tuple[sa.ColumnElement[bool], ...]
 ) -> tuple[int, list[uuid.UUID]]:
-    with translated(what), engine.connect() as conn:
+    with translated(what), store.connections.connect() as conn:
         total = conn.execute(sa.select(sa.func.count()).where(*where)).scalar_one()
         ids = conn.execute(sa.select(tasks.c.id).where(*where).limit(LIST_LIMIT)).scalars()
         return int(total), list(ids)
 
 
-def queued_counts(engine: sa.Engine) -> dict[str, int]:
+def queued_counts(store: TaskStore) -> dict[str, int]:
     """Queued tasks per owning engine."""
     query = (
         sa.select(tasks.c.engine, sa.func.count())
         .where(tasks.c.status == Status.QUEUED.value)
         .group_by(tasks.c.engine)
     )
-    with translated("counting queued tasks"), engine.connect() as conn:
+    with translated("counting queued tasks"), store.connections.connect() as conn:
         return {str(e or Engine.DB.value): int(n) for e, n in conn.execute(query)}
 
 
-def tasks_by_status_and_engine(engine: sa.Engine) -> dict[str, dict[str, int]]:
+def tasks_by_status_and_engine(store: TaskStore) -> dict[str, dict[str, int]]:
     """Status -> owning engine -> how many tasks (a task with no engine recorded is the
     database engine's, as everywhere else)."""
     query = sa.select(tasks.c.status, tasks.c.engine, sa.func.count()).group_by(
         tasks.c.status, tasks.c.engine
     )
     out: dict[str, dict[str, int]] = {}
-    with translated("counting tasks by status and engine"), engine.connect() as conn:
+    with translated("counting tasks by status and engine"), store.connections.connect() as conn:
         for status, owner, n in conn.execute(query):
             by_engine = out.setdefault(str(status), {})
             key = str(owner or Engine.DB.value)
@@ -168,7 +168,7 @@ def tasks_by_status_and_engine(engine: sa.Engine) -> dict[str, dict[str, int]]:
     return out
 
 
-def duplicate_source_jobs(engine: sa.Engine) -> list[str]:
+def duplicate_source_jobs(store: TaskStore) -> list[str]:
     """rq job ids with two tasks for the same (job, index) of its mapping (the unique index
     forbids it; this proves it held). One job may map to several tasks of distinct index."""
     query = (
@@ -178,26 +178,26 @@ def duplicate_source_jobs(engine: sa.Engine) -> list[str]:
         .having(sa.func.count() > 1)
         .limit(LIST_LIMIT)
     )
-    with translated("finding duplicate migrated jobs"), engine.connect() as conn:
+    with translated("finding duplicate migrated jobs"), store.connections.connect() as conn:
         return [str(j) for j in conn.execute(query).scalars()]
 
 
-def source_jobs(engine: sa.Engine) -> list[tuple[uuid.UUID, str]]:
+def source_jobs(store: TaskStore) -> list[tuple[uuid.UUID, str]]:
     """(task id, rq job id) of every migrated task."""
     query = sa.select(tasks.c.id, tasks.c.source_job_id).where(tasks.c.source_job_id.is_not(None))
-    with translated("reading migrated tasks"), engine.connect() as conn:
+    with translated("reading migrated tasks"), store.connections.connect() as conn:
         return [(r.id, r.source_job_id) for r in conn.execute(query)]
 
 
 def quarantined_ids(
-    engine: sa.Engine, job_ids: Sequence[str], *, open_only: bool = False, any_state: bool = False
+    store: TaskStore, job_ids: Sequence[str], *, open_only: bool = False, any_state: bool = False
 ) -> set[str]:
     """The ones among `job_ids` whose bytes the quarantine holds: every row but a released
     one (its job is back in Redis); with `open_only`, only rows no one has resolved; with
     `any_state`, every row (the quarantine's own records)."""
     key = quarantine.c.job_id
     columns = [key, quarantine.c.resolution]
-    rows = _rows_matching(engine, "reading quarantine", key, set(job_ids), columns)
+    rows = _rows_matching(store, "reading quarantine", key, set(job_ids), columns)
     if open_only:
         return {r.job_id for r in rows if r.resolution is None}
     if any_state:
@@ -205,34 +205,34 @@ def quarantined_ids(
     return {r.job_id for r in rows if r.resolution != Resolution.RELEASED.value}
 
 
-def rq_owned_active(engine: sa.Engine) -> int:
+def rq_owned_active(store: TaskStore) -> int:
     """Tasks still owned by the rq engine and not finished: queued, or running in rq."""
     query = sa.select(sa.func.count()).where(
         tasks.c.engine == Engine.RQ.value,
         tasks.c.status.in_([Status.QUEUED.value, Status.RUNNING.value]),
     )
-    with translated("counting rq-owned tasks"), engine.connect() as conn:
+    with translated("counting rq-owned tasks"), store.connections.connect() as conn:
         return int(conn.execute(query).scalar_one())
 
 
-def rq_backlog(engine: sa.Engine) -> tuple[int, datetime | None]:
+def rq_backlog(store: TaskStore) -> tuple[int, datetime | None]:
     """Queued rq-owned tasks, and when the oldest became available."""
     query = sa.select(sa.func.count(), sa.func.min(tasks.c.available_at)).where(
         tasks.c.status == Status.QUEUED.value, tasks.c.engine == Engine.RQ.value
     )
-    with translated("measuring the rq backlog"), engine.connect() as conn:
+    with translated("measuring the rq backlog"), store.connections.connect() as conn:
         count, oldest = conn.execute(query).one()
     return int(count), oldest
 
 
-def rq_completed_since(engine: sa.Engine, since: datetime) -> int:
+def rq_completed_since(store: TaskStore, since: datetime) -> int:
     """Tasks rq completed since `since`."""
     query = sa.select(sa.func.count()).where(
         tasks.c.status == Status.COMPLETED.value,
         tasks.c.engine == Engine.RQ.value,
         tasks.c.finished_at >= since,
     )
-    with translated("measuring rq throughput"), engine.connect() as conn:
+    with translated("measuring rq throughput"), store.connections.connect() as conn:
         return int(conn.execute(query).scalar_one())
 
 
@@ -301,9 +301,9 @@ def page_query(wanted: TaskFilter, cursor: Cursor | None, limit: int) -> sa.Sele
     return query if cursor is None else query.where(_after(cursor))
 
 
-def task_page(engine: sa.Engine, wanted: TaskFilter, cursor: Cursor | None, limit: int) -> TaskPage:
+def task_page(store: TaskStore, wanted: TaskFilter, cursor: Cursor | None, limit: int) -> TaskPage:
     """Up to `limit` tasks after `cursor`; one row more is read to know whether a page follows."""
-    with translated("listing tasks"), engine.connect() as conn:
+    with translated("listing tasks"), store.connections.connect() as conn:
         found = [task_from_row(r) for r in conn.execute(page_query(wanted, cursor, limit + 1))]
     if len(found) <= limit:
         return TaskPage(found)

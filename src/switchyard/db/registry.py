@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from switchyard.db.clock import utcnow
-from switchyard.db.engine import translated
+from switchyard.db.connections import translated
 from switchyard.db.schema import workers
 from switchyard.domain import Engine
 from switchyard.wire import as_json
@@ -40,9 +40,9 @@ _ROW_FIELDS = tuple(f.name for f in fields(WorkerRow))
 
 
 class WorkerRegistry:
-    """`TaskStore`'s worker registry (a mixin over its SQLAlchemy engine)."""
+    """`TaskStore`'s worker registry (a mixin over its connections)."""
 
-    engine: sa.Engine
+    connections: sa.Engine
 
     def register_worker(self, name: str, engine: Engine | str, host: str, pid: int) -> None:
         """Add (or restart) a process's row (a worker, or "web" for `serve`); `switchyard
@@ -59,7 +59,7 @@ class WorkerRegistry:
             "started_at": now,
             "heartbeat_at": now,
         }
-        with translated("registering a worker"), self.engine.begin() as conn:
+        with translated("registering a worker"), self.connections.begin() as conn:
             conn.execute(workers.delete().where(workers.c.name == name))
             conn.execute(workers.insert().values(**row))
 
@@ -88,20 +88,20 @@ class WorkerRegistry:
         if providers is not None:
             values["providers"] = providers
         stmt = workers.update().where(workers.c.name == name).values(values)
-        with translated("refreshing a worker"), self.engine.begin() as conn:
+        with translated("refreshing a worker"), self.connections.begin() as conn:
             conn.execute(stmt)
 
     def acknowledge_epoch(self, name: str, epoch: int) -> None:
         """Record that process `name` now acts under routing epoch `epoch`."""
         stmt = workers.update().where(workers.c.name == name).values(epoch_seen=epoch)
-        with translated("acknowledging the routing epoch"), self.engine.begin() as conn:
+        with translated("acknowledging the routing epoch"), self.connections.begin() as conn:
             conn.execute(stmt)
 
     def list_workers(self, include_stopped: bool = False) -> list[WorkerRow]:
         query = sa.select(workers).order_by(workers.c.engine, workers.c.name)
         if not include_stopped:
             query = query.where(workers.c.state != "stopped")
-        with translated("listing workers"), self.engine.connect() as conn:
+        with translated("listing workers"), self.connections.connect() as conn:
             return [
                 WorkerRow(**{f: r._mapping[f] for f in _ROW_FIELDS}) for r in conn.execute(query)
             ]
@@ -109,5 +109,5 @@ class WorkerRegistry:
     def purge_workers(self, silent_for: timedelta) -> int:
         """Drop rows of workers not heard from for `silent_for` (stopped or killed)."""
         stmt = workers.delete().where(workers.c.heartbeat_at < utcnow() - silent_for)
-        with translated("purging old workers"), self.engine.begin() as conn:
+        with translated("purging old workers"), self.connections.begin() as conn:
             return conn.execute(stmt).rowcount

@@ -26,9 +26,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from switchyard.db.engine import deadlock_retried, translated
+from switchyard.db.connections import deadlock_retried, translated
 from switchyard.db.runs import RunStatus
 from switchyard.db.schema import quarantine, run_steps, runs, task_events, tasks
+from switchyard.db.store import TaskStore
 from switchyard.domain import Status
 
 # Called with a batch's task rows and their events before they are deleted, inside the batch's
@@ -63,9 +64,9 @@ def _hold(conn: sa.Connection) -> RunHold | None:
     return None if row is None else RunHold(row.id, row.status, row.started_at)
 
 
-def run_hold(engine: sa.Engine) -> RunHold | None:
+def run_hold(store: TaskStore) -> RunHold | None:
     """The oldest run that is not finished, if any."""
-    with translated("reading unfinished runs"), engine.connect() as conn:
+    with translated("reading unfinished runs"), store.connections.connect() as conn:
         return _hold(conn)
 
 
@@ -73,10 +74,10 @@ def _purgeable(statuses: Sequence[Status], before: datetime) -> sa.ColumnElement
     return sa.and_(tasks.c.finished_at < before, tasks.c.status.in_([s.value for s in statuses]))
 
 
-def count_purgeable(engine: sa.Engine, statuses: Sequence[Status], before: datetime) -> int:
+def count_purgeable(store: TaskStore, statuses: Sequence[Status], before: datetime) -> int:
     """How many tasks a purge would delete now (a range of ix_tasks_finished)."""
     query = sa.select(sa.func.count()).where(_purgeable(statuses, before))
-    with translated("counting purgeable tasks"), engine.connect() as conn:
+    with translated("counting purgeable tasks"), store.connections.connect() as conn:
         return int(conn.execute(query).scalar_one())
 
 
@@ -108,7 +109,7 @@ def _archive_records(conn: sa.Connection, ids: list[uuid.UUID]) -> list[dict[str
 
 @deadlock_retried("purging tasks")
 def purge_task_batch(
-    engine: sa.Engine,
+    store: TaskStore,
     statuses: Sequence[Status],
     before: datetime,
     limit: int,
@@ -116,7 +117,7 @@ def purge_task_batch(
 ) -> Deleted:
     """One batch: up to `limit` of the oldest purgeable tasks and their events, one
     transaction. Deletes nothing while a run is unfinished."""
-    with translated("purging tasks"), engine.begin() as conn:
+    with translated("purging tasks"), store.connections.begin() as conn:
         hold = _hold(conn)
         if hold is not None:
             return Deleted(held_by=hold)
@@ -134,10 +135,10 @@ def purge_task_batch(
 
 
 @deadlock_retried("purging quarantine")
-def purge_quarantine_batch(engine: sa.Engine, before: datetime, limit: int) -> Deleted:
+def purge_quarantine_batch(store: TaskStore, before: datetime, limit: int) -> Deleted:
     """Quarantined jobs recorded before `before`, oldest first; none while a run is unfinished
     (its verify accounts for every job its backup saw, quarantined ones included)."""
-    with translated("purging quarantine"), engine.begin() as conn:
+    with translated("purging quarantine"), store.connections.begin() as conn:
         hold = _hold(conn)
         if hold is not None:
             return Deleted(held_by=hold)
@@ -151,11 +152,11 @@ def purge_quarantine_batch(engine: sa.Engine, before: datetime, limit: int) -> D
         return Deleted(gone.rowcount)
 
 
-def purge_runs(engine: sa.Engine, before: datetime) -> Deleted:
+def purge_runs(store: TaskStore, before: datetime) -> Deleted:
     """Succeeded runs that finished before `before`, with their steps (one transaction: runs
     are few). An unfinished run is never deleted."""
     old = sa.and_(runs.c.status == RunStatus.SUCCEEDED.value, runs.c.finished_at < before)
-    with translated("purging runs"), engine.begin() as conn:
+    with translated("purging runs"), store.connections.begin() as conn:
         ids = list(conn.execute(sa.select(runs.c.id).where(old)).scalars())
         if not ids:
             return Deleted()
@@ -164,22 +165,22 @@ def purge_runs(engine: sa.Engine, before: datetime) -> Deleted:
         return Deleted(gone.rowcount, steps.rowcount)
 
 
-def backups_in_use(engine: sa.Engine) -> set[str]:
+def backups_in_use(store: TaskStore) -> set[str]:
     """Backup paths recorded by the backup step of every run that is not finished."""
     query = (
         sa.select(run_steps.c.detail)
         .join(runs, runs.c.id == run_steps.c.run_id)
         .where(runs.c.status != RunStatus.SUCCEEDED.value, run_steps.c.name == "backup")
     )
-    with translated("reading backups in use"), engine.connect() as conn:
+    with translated("reading backups in use"), store.connections.connect() as conn:
         details = conn.execute(query).scalars()
         return {str(d["path"]) for d in details if isinstance(d, dict) and d.get("path")}
 
 
-def unfinished_run_ids(engine: sa.Engine) -> set[str]:
+def unfinished_run_ids(store: TaskStore) -> set[str]:
     """Every run that is not finished (its backup, once taken, is named after it)."""
     query = sa.select(runs.c.id).where(runs.c.status != RunStatus.SUCCEEDED.value)
-    with translated("reading unfinished runs"), engine.connect() as conn:
+    with translated("reading unfinished runs"), store.connections.connect() as conn:
         return {str(i) for i in conn.execute(query).scalars()}
 
 

@@ -30,10 +30,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from switchyard.db.engine import translated
+from switchyard.db.connections import translated
 from switchyard.db.schema import run_steps, runs, system_state
 from switchyard.db.state import locked_state, upsert_state
-from switchyard.db.store import utcnow
+from switchyard.db.store import TaskStore, utcnow
 from switchyard.errors import (
     NotFound,
     RunBusy,
@@ -120,8 +120,8 @@ class RunRecorder:
     """Reads and writes `runs` and `run_steps`; every write is its own short transaction, so
     the timeline survives a crash of the process that writes it."""
 
-    def __init__(self, engine: sa.Engine) -> None:
-        self.engine = engine
+    def __init__(self, store: TaskStore) -> None:
+        self.connections = store.connections
 
     def create(self, kind: str, params: dict[str, Any]) -> str:
         now = utcnow()
@@ -134,13 +134,13 @@ class RunRecorder:
             "started_at": now,
             "summary": {},
         }
-        with translated("recording a run"), self.engine.begin() as conn:
+        with translated("recording a run"), self.connections.begin() as conn:
             conn.execute(runs.insert().values(row))
         log_event(log, "run.create", run=run_id, kind=kind)
         return run_id
 
     def get(self, run_id: str) -> RunRecord:
-        with translated("reading a run"), self.engine.connect() as conn:
+        with translated("reading a run"), self.connections.connect() as conn:
             row = conn.execute(sa.select(runs).where(runs.c.id == run_id)).first()
             if row is None:
                 raise NotFound(f"no run {run_id!r}")
@@ -152,7 +152,7 @@ class RunRecorder:
     def begin_step(self, run_id: str, name: str) -> int:
         """Record a step starting; an earlier `running` record of it was interrupted."""
         now = utcnow()
-        with translated("recording a step"), self.engine.begin() as conn:
+        with translated("recording a step"), self.connections.begin() as conn:
             conn.execute(
                 run_steps.update()
                 .where(
@@ -176,7 +176,7 @@ class RunRecorder:
         return int(key[0])
 
     def end_step(self, step_id: int, status: StepStatus, detail: dict[str, Any]) -> None:
-        with translated("recording a step"), self.engine.begin() as conn:
+        with translated("recording a step"), self.connections.begin() as conn:
             conn.execute(
                 run_steps.update()
                 .where(run_steps.c.id == step_id)
@@ -186,7 +186,7 @@ class RunRecorder:
     def update_params(self, run_id: str, changes: dict[str, Any]) -> None:
         """Change a run's parameters before it is resumed (`rollback resume RUN --allow-pickle`)."""
         params = {**self.get(run_id).params, **changes}
-        with translated("recording a run"), self.engine.begin() as conn:
+        with translated("recording a run"), self.connections.begin() as conn:
             conn.execute(runs.update().where(runs.c.id == run_id).values(params=params))
 
     def set_status(
@@ -199,12 +199,12 @@ class RunRecorder:
         }
         if summary is not None:
             values["summary"] = summary
-        with translated("recording a run"), self.engine.begin() as conn:
+        with translated("recording a run"), self.connections.begin() as conn:
             conn.execute(runs.update().where(runs.c.id == run_id).values(values))
 
     def interrupt_dangling(self, run_id: str) -> None:
         """Mark steps left `running` by a dead process as interrupted (the lease is ours)."""
-        with translated("recording a step"), self.engine.begin() as conn:
+        with translated("recording a step"), self.connections.begin() as conn:
             conn.execute(
                 run_steps.update()
                 .where(
@@ -219,7 +219,7 @@ class RunRecorder:
     def take_lease(self, run_id: str, owner: str) -> None:
         """Become the one executor, or raise RunBusy naming the run that holds the lease."""
         now = utcnow()
-        with translated("taking the run lease"), self.engine.begin() as conn:
+        with translated("taking the run lease"), self.connections.begin() as conn:
             row = locked_state(conn, LEASE_KEY)
             held = row.value if row is not None else None
             if isinstance(held, dict) and held.get("owner") != owner and _lease_alive(held, now):
@@ -231,7 +231,7 @@ class RunRecorder:
 
     def lease_holder(self) -> Lease | None:
         """The live lease (run id, owner, heartbeat), or None when no run is executing."""
-        with translated("reading the run lease"), self.engine.connect() as conn:
+        with translated("reading the run lease"), self.connections.connect() as conn:
             held = conn.execute(
                 sa.select(system_state.c.value).where(system_state.c.key == LEASE_KEY)
             ).scalar()
@@ -241,13 +241,13 @@ class RunRecorder:
 
     def refresh_lease(self, owner: str) -> None:
         now = utcnow()
-        with translated("refreshing the run lease"), self.engine.begin() as conn:
+        with translated("refreshing the run lease"), self.connections.begin() as conn:
             if (mine := _own_lease(conn, owner)) is not None:
                 upsert_state(conn, LEASE_KEY, True, _lease(mine["run_id"], owner, now), owner, now)
 
     def release_lease(self, owner: str) -> None:
         now = utcnow()
-        with translated("releasing the run lease"), self.engine.begin() as conn:
+        with translated("releasing the run lease"), self.connections.begin() as conn:
             if _own_lease(conn, owner) is not None:
                 upsert_state(conn, LEASE_KEY, True, None, owner, now)
 

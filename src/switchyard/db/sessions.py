@@ -9,14 +9,14 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from switchyard.db.clock import utcnow
-from switchyard.db.engine import translated
+from switchyard.db.connections import translated
 from switchyard.db.schema import admin_sessions, server_secrets
 
 
 class SessionStore:
-    """`TaskStore`'s sessions and secrets (a mixin over its SQLAlchemy engine)."""
+    """`TaskStore`'s sessions and secrets (a mixin over its connections)."""
 
-    engine: sa.Engine
+    connections: sa.Engine
 
     def server_secret(self, name: str) -> str:
         """The secret called `name`, made (random, 256 bits) by whichever process asks first."""
@@ -25,7 +25,7 @@ class SessionStore:
             if found is not None:
                 return found
             try:
-                with self.engine.begin() as conn:
+                with self.connections.begin() as conn:
                     made = secrets.token_hex(32)
                     row = {"name": name, "value": made, "created_at": utcnow()}
                     conn.execute(server_secrets.insert().values(row))
@@ -37,7 +37,7 @@ class SessionStore:
 
     def _secret(self, name: str) -> str | None:
         query = sa.select(server_secrets.c.value).where(server_secrets.c.name == name)
-        with self.engine.connect() as conn:
+        with self.connections.connect() as conn:
             value = conn.execute(query).scalar_one_or_none()
         return None if value is None else str(value)
 
@@ -48,7 +48,7 @@ class SessionStore:
             "created_at": utcnow(),
             "expires_at": expires_at,
         }
-        with translated("opening a session"), self.engine.begin() as conn:
+        with translated("opening a session"), self.connections.begin() as conn:
             conn.execute(admin_sessions.insert().values(row))
 
     def session_open(self, session_hash: str, token_fp: str) -> bool:
@@ -58,11 +58,11 @@ class SessionStore:
             admin_sessions.c.token_fp == token_fp,
             admin_sessions.c.expires_at > utcnow(),
         )
-        with translated("reading a session"), self.engine.connect() as conn:
+        with translated("reading a session"), self.connections.connect() as conn:
             return conn.execute(query).first() is not None
 
     def end_session(self, session_hash: str) -> None:
-        with translated("ending a session"), self.engine.begin() as conn:
+        with translated("ending a session"), self.connections.begin() as conn:
             conn.execute(admin_sessions.delete().where(admin_sessions.c.id == session_hash))
 
     def end_stale_sessions(self, token_fp: str) -> int:
@@ -70,5 +70,5 @@ class SessionStore:
         stale = sa.or_(
             admin_sessions.c.token_fp != token_fp, admin_sessions.c.expires_at <= utcnow()
         )
-        with translated("ending stale sessions"), self.engine.begin() as conn:
+        with translated("ending stale sessions"), self.connections.begin() as conn:
             return conn.execute(admin_sessions.delete().where(stale)).rowcount or 0

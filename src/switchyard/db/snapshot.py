@@ -12,7 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from switchyard.db.engine import translated
+from switchyard.db.connections import translated
 from switchyard.db.schema import quarantine, system_state, tasks
 from switchyard.db.store import TaskStore
 from switchyard.domain import Priority
@@ -83,7 +83,7 @@ def snapshot(store: TaskStore) -> Iterator[Snapshot]:
     options = {} if store.dialect == "sqlite" else {"isolation_level": "REPEATABLE READ"}
     with (
         translated("reading the database for a backup"),
-        store.engine.connect().execution_options(**options) as conn,
+        store.connections.connect().execution_options(**options) as conn,
         conn.begin(),
     ):
         yield Snapshot(conn)
@@ -94,7 +94,7 @@ def restore_absent(store: TaskStore, name: str, docs: Iterable[dict[str, Any]], 
     transaction; returns how many (with `dry`, how many would be)."""
     table = TABLES[name]
     rows = [row_from_json(table, d) for d in docs]
-    with translated(f"restoring {table.name}"), store.engine.begin() as conn:
+    with translated(f"restoring {table.name}"), store.connections.begin() as conn:
         fresh = _absent(conn, table, rows)
         if fresh and not dry:
             conn.execute(table.insert(), fresh)

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from switchyard.db import fence
 from switchyard.db.clock import utcnow
-from switchyard.db.engine import translated
+from switchyard.db.connections import translated
 from switchyard.db.schema import system_events, system_state
 from switchyard.wire import as_json
 
@@ -75,12 +75,12 @@ def _swap_in(
 
 
 class StateStore:
-    """`TaskStore`'s run-time state and system events (a mixin over its SQLAlchemy engine)."""
+    """`TaskStore`'s run-time state and system events (a mixin over its connections)."""
 
-    engine: sa.Engine
+    connections: sa.Engine
 
     def get_state(self, key: str, default: Any = None) -> Any:
-        with translated("reading system state"), self.engine.connect() as conn:
+        with translated("reading system state"), self.connections.connect() as conn:
             value = conn.execute(
                 sa.select(system_state.c.value).where(system_state.c.key == key)
             ).scalar()
@@ -91,7 +91,7 @@ class StateStore:
         return fence.epoch_of(self.get_state(fence.EPOCH_KEY))
 
     def all_state(self) -> dict[str, Any]:
-        with translated("reading system state"), self.engine.connect() as conn:
+        with translated("reading system state"), self.connections.connect() as conn:
             return {r.key: r.value for r in conn.execute(sa.select(system_state))}
 
     def set_state(self, key: str, value: Any, actor: str) -> None:
@@ -104,14 +104,14 @@ class StateStore:
         Under the row lock (or SQLite's write lock), so of several processes noticing the
         same thing (Redis down) exactly one records the change."""
         now = utcnow()
-        with translated("writing system state"), self.engine.begin() as conn:
+        with translated("writing system state"), self.connections.begin() as conn:
             return _swap_in(conn, key, expect, value, actor, now)
 
     def update_state(self, key: str, change: Callable[[Any], Any], actor: str) -> Any:
         """Read, change and write one state key in one locked transaction, so two operators
         acting at once cannot lose each other's change; returns the new value."""
         now = utcnow()
-        with translated(f"updating {key}"), self.engine.begin() as conn:
+        with translated(f"updating {key}"), self.connections.begin() as conn:
             row = locked_state(conn, key)
             value = change(None if row is None else row.value)
             upsert_state(conn, key, row is not None, value, actor, now)
@@ -125,7 +125,7 @@ class StateStore:
         new epoch, or None if nothing changed."""
         now = utcnow()
         try:
-            with translated("switching the routing"), self.engine.begin() as conn:
+            with translated("switching the routing"), self.connections.begin() as conn:
                 epoch = fence.advance(conn, actor, now)
                 if not _swap_in(conn, key, expect, value, actor, now):
                     raise _Unchanged  # rolls back: the epoch stays where it was
@@ -138,7 +138,7 @@ class StateStore:
     ) -> None:
         """Append a system event (mode switch, fallback, recovery with its counts...)."""
         row = {"at": utcnow(), "actor": actor, "kind": kind, "reason": reason}
-        with translated("recording a system event"), self.engine.begin() as conn:
+        with translated("recording a system event"), self.connections.begin() as conn:
             conn.execute(system_events.insert().values(**row, detail=detail or {}))
 
     def system_events(self, kind: str | None = None, limit: int = 100) -> list[SystemEvent]:
@@ -146,7 +146,7 @@ class StateStore:
         query = sa.select(system_events).order_by(system_events.c.id.desc()).limit(limit)
         if kind is not None:
             query = query.where(system_events.c.kind == kind)
-        with translated("reading system events"), self.engine.connect() as conn:
+        with translated("reading system events"), self.connections.connect() as conn:
             return [SystemEvent.from_row(r._mapping) for r in conn.execute(query)]
 
     def system_events_between(
@@ -159,7 +159,7 @@ class StateStore:
             .order_by(system_events.c.at, system_events.c.id)
             .limit(limit)
         )
-        with translated("reading system events"), self.engine.connect() as conn:
+        with translated("reading system events"), self.connections.connect() as conn:
             return [SystemEvent.from_row(r._mapping) for r in conn.execute(query)]
 
     def system_event_tally(self, start: datetime, end: datetime) -> dict[str, int]:
@@ -169,5 +169,5 @@ class StateStore:
             .where(system_events.c.at.between(start, end))
             .group_by(system_events.c.kind)
         )
-        with translated("counting system events"), self.engine.connect() as conn:
+        with translated("counting system events"), self.connections.connect() as conn:
             return {str(kind): int(n) for kind, n in conn.execute(query)}

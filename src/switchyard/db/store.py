@@ -24,9 +24,9 @@ import sqlalchemy as sa
 from switchyard.config import Settings
 from switchyard.db import batches, fence
 from switchyard.db.clock import utcnow
-from switchyard.db.engine import (
+from switchyard.db.connections import (
     deadlock_retried,
-    make_engine,
+    open_connections,
     retry_on_disconnect,
     translated,
 )
@@ -174,21 +174,28 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
 
     def __init__(
         self,
-        engine: sa.Engine,
+        connections: sa.Engine,
         *,
         max_attempts: int = 3,
         backoff_base: float = 5.0,
         backoff_max: float = 600.0,
     ) -> None:
-        self.engine = engine
+        # Where connections come from (a SQLAlchemy Engine, not a work engine): only db/
+        # touches it; everything else reaches the database through the store.
+        self.connections = connections
         self.max_attempts = max_attempts
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
-        self._returning = engine.dialect.name in ("postgresql", "sqlite")
+        self._returning = connections.dialect.name in ("postgresql", "sqlite")
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> TaskStore:
-        return cls(make_engine(url), **kwargs)
+        return cls(open_connections(url), **kwargs)
+
+    def dispose(self, *, close: bool = True) -> None:
+        """Drop the pooled connections (at the end of a process, or in a forked child with
+        `close=False`, which leaves the parent's connections to the parent)."""
+        self.connections.dispose(close=close)
 
     @classmethod
     def from_settings(cls, s: Settings) -> TaskStore:
@@ -202,7 +209,7 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
 
     @property
     def dialect(self) -> str:
-        return self.engine.dialect.name
+        return self.connections.dialect.name
 
     # -- submission and reads -------------------------------------------------------------
 
@@ -214,7 +221,7 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
         if not rows:
             return []
         events = [event_row(r["id"], now, actor, None, Status.QUEUED, r["origin"]) for r in rows]
-        with translated("submitting tasks"), self.engine.begin() as conn:
+        with translated("submitting tasks"), self.connections.begin() as conn:
             if epoch is not None:
                 fence.hold(conn, epoch, "submit", now)
             conn.execute(tasks.insert(), rows)
@@ -238,7 +245,7 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
         return Task(**{**blank, **r, "status": Status.QUEUED, "origin": Origin(r["origin"])})
 
     def get(self, task_id: uuid.UUID) -> Task:
-        with translated("reading a task"), self.engine.connect() as conn:
+        with translated("reading a task"), self.connections.connect() as conn:
             row = conn.execute(sa.select(tasks).where(tasks.c.id == task_id)).first()
         if row is None:
             raise NotFound(f"no task {task_id}")
@@ -260,7 +267,7 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
             query = query.where(tasks.c.priority == priority)
         if user_id is not None:
             query = query.where(tasks.c.user_id == user_id)
-        with translated("listing tasks"), self.engine.connect() as conn:
+        with translated("listing tasks"), self.connections.connect() as conn:
             return [task_from_row(r) for r in conn.execute(query)]
 
     def counts(self) -> dict[str, dict[str, int]]:
@@ -269,7 +276,7 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
             tasks.c.status, tasks.c.priority
         )
         out: dict[str, dict[str, int]] = {s.value: {} for s in Status}
-        with translated("counting tasks"), self.engine.connect() as conn:
+        with translated("counting tasks"), self.connections.connect() as conn:
             for status, priority, n in conn.execute(query):
                 out[status][Priority(priority).label] = n
         return out
@@ -280,7 +287,7 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
             .where(task_events.c.task_id == task_id)
             .order_by(task_events.c.id)
         )
-        with translated("reading task events"), self.engine.connect() as conn:
+        with translated("reading task events"), self.connections.connect() as conn:
             return [TaskEvent.from_row(r) for r in conn.execute(query)]
 
     # -- claiming ---------------------------------------------------------------------------
@@ -315,7 +322,7 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
         stmt = self.claim_statement(
             worker, limit, engine, now, rq_grace=rq_grace, origin=origin, takes_rq=takes_rq
         )
-        with translated("claiming tasks"), self.engine.begin() as conn:
+        with translated("claiming tasks"), self.connections.begin() as conn:
             if self._returning:
                 claimed = [task_from_row(r) for r in conn.execute(stmt)]
             else:
@@ -376,7 +383,7 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
         query = sa.select(tasks).where(
             tasks.c.status == Status.RUNNING.value, tasks.c.worker == worker
         )
-        with translated("reading a worker's tasks"), self.engine.connect() as conn:
+        with translated("reading a worker's tasks"), self.connections.connect() as conn:
             return [task_from_row(r) for r in conn.execute(query)]
 
     def next_due(self, now: datetime) -> datetime | None:
@@ -386,7 +393,7 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
         query = sa.select(sa.func.min(tasks.c.available_at)).where(
             tasks.c.status == Status.QUEUED.value, tasks.c.available_at > now
         )
-        with translated("reading the next due task"), self.engine.connect() as conn:
+        with translated("reading the next due task"), self.connections.connect() as conn:
             due: datetime | None = conn.execute(query).scalar()
         return due
 
@@ -512,7 +519,7 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
         if self.dialect == "postgresql":
             row = self._autocommit_one(_named_claim("postgresql", owned), params)
         else:
-            with self.engine.begin() as conn:
+            with self.connections.begin() as conn:
                 row = self._claim_named_in(conn, params, owned)
         return None if row is None else task_from_row(row)
 
@@ -534,18 +541,18 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
     def _autocommit_one(self, stmt: sa.Executable, params: dict[str, Any]) -> sa.Row[Any] | None:
         """Run one self-contained statement as its own transaction: no BEGIN, no COMMIT, one
         round trip, and as durable as a COMMIT (PostgreSQL commits it before replying)."""
-        with self.engine.connect() as conn:
+        with self.connections.connect() as conn:
             conn.execution_options(isolation_level="AUTOCOMMIT")
             return conn.execute(stmt, params).first()
 
     def _autocommit_all(self, stmt: sa.Executable, params: dict[str, Any]) -> list[sa.Row[Any]]:
         """`_autocommit_one` for a statement that returns any number of rows."""
-        with self.engine.connect() as conn:
+        with self.connections.connect() as conn:
             conn.execution_options(isolation_level="AUTOCOMMIT")
             return list(conn.execute(stmt, params).all())
 
     def _read_one(self, stmt: sa.Executable, params: dict[str, Any]) -> sa.Row[Any] | None:
-        with self.engine.connect() as conn:
+        with self.connections.connect() as conn:
             return conn.execute(stmt, params).first()
 
     @staticmethod
@@ -581,7 +588,7 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
             )
             .values(heartbeat_at=utcnow())
         )
-        with translated("sending heartbeats"), self.engine.begin() as conn:
+        with translated("sending heartbeats"), self.connections.begin() as conn:
             return conn.execute(stmt).rowcount
 
     @deadlock_retried("completing tasks")
@@ -600,7 +607,7 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
                 rows = self._autocommit_all(batches.completion_statement(), params)
             return [r[0] for r in rows]
         by_id = {o.task_id: o for o in outcomes}
-        with translated("completing tasks"), self.engine.begin() as conn:
+        with translated("completing tasks"), self.connections.begin() as conn:
             held = [
                 i
                 for i, attempts in self._lock_held(conn, worker, list(by_id))
@@ -662,7 +669,7 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
             return True  # the first try committed before its connection dropped
         if self.dialect == "postgresql":
             return self._autocommit_one(_named_completion("postgresql"), params) is not None
-        with self.engine.begin() as conn:
+        with self.connections.begin() as conn:
             if conn.execute(_named_completion("update"), params).rowcount != 1:
                 return False
             conn.execute(_EVENT_INSERT, [_named_event(params, Status.RUNNING, Status.COMPLETED)])
@@ -683,7 +690,7 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
         Returns the new status, or None when the worker no longer held the task.
         """
         now = utcnow()
-        with translated("recording a failure"), self.engine.begin() as conn:
+        with translated("recording a failure"), self.connections.begin() as conn:
             row = conn.execute(
                 sa.select(tasks.c.attempts, tasks.c.max_attempts)
                 .where(
@@ -730,7 +737,7 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
         if not ids:
             return 0
         now = utcnow()
-        with translated("releasing tasks"), self.engine.begin() as conn:
+        with translated("releasing tasks"), self.connections.begin() as conn:
             held = [i for i, _ in self._lock_held(conn, worker, ids)]
             if held:
                 conn.execute(
@@ -802,7 +809,7 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
         self, task_id: uuid.UUID, to: Status, actor: str, reason: str, values: dict[str, Any]
     ) -> Task:
         now = utcnow()
-        with translated(f"moving a task to {to.value}"), self.engine.begin() as conn:
+        with translated(f"moving a task to {to.value}"), self.connections.begin() as conn:
             row = conn.execute(
                 sa.select(tasks.c.status).where(tasks.c.id == task_id).with_for_update()
             ).first()
@@ -838,7 +845,7 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
         )
         requeued: list[uuid.UUID] = []
         failed: list[uuid.UUID] = []
-        with translated("recovering orphaned tasks"), self.engine.begin() as conn:
+        with translated("recovering orphaned tasks"), self.connections.begin() as conn:
             for row in conn.execute(query).all():
                 (requeued if row.attempts < row.max_attempts else failed).append(row.id)
             reason = f"heartbeat lapsed (> {lapse.total_seconds():g}s)"

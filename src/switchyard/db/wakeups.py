@@ -17,7 +17,7 @@ import threading
 
 import psycopg
 
-from switchyard.db.engine import normalize_url
+from switchyard.db.connections import normalize_url
 from switchyard.logs import log_event
 
 CHANNEL = "switchyard_wake"  # written as a literal in revision 0009 too

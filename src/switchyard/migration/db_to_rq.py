@@ -107,7 +107,7 @@ def _run(
     nothing while an enqueue runs is tried again once it is over: on MariaDB a locking read
     skips the rows the enqueue's scan holds at that instant, so it can come back empty."""
     with ThreadPoolExecutor(1, thread_name_prefix="switchyard-flip") as flipper:
-        statistics = flipper.submit(refresh_statistics, store.engine)
+        statistics = flipper.submit(refresh_statistics, store)
 
         def flip_next() -> Future[int]:
             return flipper.submit(

@@ -58,7 +58,7 @@ class Outcome:
 
 
 def find(store: TaskStore, ident: str) -> QuarantineRow:
-    row = rows.find_row(store.engine, ident)
+    row = rows.find_row(store, ident)
     if row is None:
         raise NotFound(f"no quarantine row {ident!r} (a row number or an rq job id)")
     return row
@@ -113,11 +113,11 @@ def release(store: TaskStore, r: Redis, ident: str) -> Outcome:
         return out
     prior = row.resolution
     if prior is not Resolution.RELEASED:
-        rows.resolve(store.engine, row.id, Resolution.RELEASED)
+        rows.resolve(store, row.id, Resolution.RELEASED)
     answer = scripts.release(place, job.fields, check=False)
     refusal = _refusal(answer, place)
     if refusal:  # the key changed between the check and the put-back: undo the mark
-        rows.reopen(store.engine, row.id, prior)
+        rows.reopen(store, row.id, prior)
         out.message = f"refused: {refusal}"
         return out
     out.ok = True
@@ -141,7 +141,7 @@ def drop(store: TaskStore, ident: str) -> Outcome:
     elif row.resolution is not None:
         out.ok = False
         out.message = f"refused: it is {row.resolution.value}, not open"
-    elif not rows.resolve(store.engine, row.id, Resolution.DROPPED):
+    elif not rows.resolve(store, row.id, Resolution.DROPPED):
         out.ok, out.message = False, "refused: resolved by someone else meanwhile"
     return out
 
@@ -178,42 +178,39 @@ def remap(store: TaskStore, options: RemapOptions, idents: list[str] | None = No
     candidates = [row for row in chosen if row.resolution is None]
     report = RemapReport()
     url = options.legacy_database_url
-    engine = legacy.read_only_engine(url) if url else None
+    legacy_db = legacy.read_only_connections(url) if url else None
     try:
         for start in range(0, len(candidates), REMAP_BATCH):
             batch = candidates[start : start + REMAP_BATCH]
-            _remap_batch(store, batch, mapper, engine, options, report)
+            _remap_batch(store, batch, mapper, legacy_db, options, report)
     finally:
-        if engine is not None:
-            engine.dispose()
+        if legacy_db is not None:
+            legacy_db.dispose()
     return report
 
 
 def _open_rows(store: TaskStore) -> list[QuarantineRow]:
-    return rows.list_rows(store.engine, include_resolved=False, limit=10**9)
+    return rows.list_rows(store, include_resolved=False, limit=10**9)
 
 
 def _remap_batch(
     store: TaskStore,
     batch: list[QuarantineRow],
     mapper: Mapper,
-    engine: Any,
+    legacy_db: Any,
     options: RemapOptions,
     report: RemapReport,
 ) -> None:
     mapped: dict[int, list[ForeignTask]] = {}
-    if engine is None:
+    if legacy_db is None:
         _map_rows(batch, mapper, None, options, mapped, report)
     else:
-        with legacy.reading(engine) as conn:
+        with legacy.reading(legacy_db) as conn:
             _map_rows(batch, mapper, conn, options, mapped, report)
     if not mapped:
         return
     epoch = store.routing_epoch()
-    with (
-        store.engine.connect() as conn,
-        moves.migration_tx(conn, options.actor, store.max_attempts, epoch) as tx,
-    ):
+    with moves.migration_batch(store, options.actor, epoch) as tx:
         still_open = tx.open_quarantine(list(mapped))
         foreign = [f for row_id in still_open for f in mapped[row_id]]
         inserted = tx.insert_foreign(foreign)

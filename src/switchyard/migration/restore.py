@@ -103,7 +103,7 @@ def _jobs_to_put_back(store: TaskStore, path: Path) -> _Wanted:
     wanted: set[str] = set()
     for start in range(0, len(unique), CHUNK):
         chunk = unique[start : start + CHUNK]
-        known = moves.lookup(store.engine, chunk)
+        known = moves.lookup(store, chunk)
         for job_id in chunk:
             state = known.own.get(job_id)
             rq_queued = state == (Status.QUEUED, Engine.RQ.value)

@@ -49,7 +49,7 @@ from redis import Redis
 
 from switchyard.db import legacy, moves
 from switchyard.db.bulk import Connection, Writers, collector_spared
-from switchyard.db.engine import deadlock_retried
+from switchyard.db.connections import deadlock_retried
 from switchyard.db.moves import ForeignTask, Known
 from switchyard.db.quarantine import Quarantined, encode_raw
 from switchyard.db.store import TaskStore, utcnow
@@ -248,11 +248,11 @@ class _Run:
         self.writing: deque[_Writing] = deque()
         self.removing: deque[_Removal] = deque()
         self.background = ThreadPoolExecutor(1, thread_name_prefix="switchyard-migration")
-        dialect_writers = WRITERS.get(store.engine.dialect.name, 1)
-        self.writers = Writers(store.engine, options.writers or dialect_writers)
+        dialect_writers = WRITERS.get(store.dialect, 1)
+        self.writers = Writers(store, options.writers or dialect_writers)
         self.mapper = load_mapper(options.mapper)
         url = options.legacy_database_url
-        self.legacy = legacy.read_only_engine(url) if url else None
+        self.legacy = legacy.read_only_connections(url) if url else None
 
     def execute(self) -> None:
         try:
@@ -290,8 +290,7 @@ class _Run:
     def _refresh_statistics_in_background(self) -> Future[None] | None:
         if self.options.dry_run:
             return None
-        engine, columns = self.store.engine, moves.LOOKUP_COLUMNS
-        return self.background.submit(moves.refresh_statistics, engine, columns)
+        return self.background.submit(moves.refresh_statistics, self.store, moves.LOOKUP_COLUMNS)
 
     def _count_left_in_flight(self, in_flight: list[Source]) -> None:
         """In-flight entries stay while a worker is alive: only counted, per key."""
@@ -439,7 +438,7 @@ class _Run:
 
     def _dry_batch(self, source: Source, entries: list[Entry]) -> None:
         job_ids = list(dict.fromkeys(e.job_id for e in entries))
-        known = moves.lookup(self.store.engine, job_ids)
+        known = moves.lookup(self.store, job_ids)
         batch = self._classify(source, entries, job_ids, known)
         self._count_dry(source, batch, known)
         self._advance(source, len(entries))
@@ -552,7 +551,7 @@ class _Run:
             for f in written.batch.foreign
             if f.new.source_job_id in gone and f.new.source_job_id in written.inserted
         ]
-        moves.cancel_raced(self.store.engine, copies, self.options.actor)
+        moves.cancel_raced(self.store, copies, self.options.actor)
         log_event(log, "migrate.raced", logging.WARNING, jobs=len(gone))
 
     # -- the last step -------------------------------------------------------------------

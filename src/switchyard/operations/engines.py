@@ -302,7 +302,7 @@ def engine_stats(services: Services) -> EngineStats:
     page does not slow down as history grows)."""
     counts = services.store.engine_counts()
     since = utcnow() - timedelta(hours=FAILED_WINDOW_HOURS)
-    by_status = activity_db.finished_counts(services.store.engine, since)
+    by_status = activity_db.finished_counts(services.store, since)
     redis_side = _redis_side(services)
     registry = list_workers(services)
     return EngineStats(

@@ -67,9 +67,9 @@ def summary(row: QuarantineRow) -> Quarantined:
 
 
 def list_rows(services: Services, *, include_resolved: bool) -> QuarantineList:
-    engine = services.store.engine
-    found = rows.list_rows(engine, include_resolved=include_resolved, limit=LIST_LIMIT)
-    return QuarantineList(rows.count_rows(engine), [summary(r) for r in found])
+    store = services.store
+    found = rows.list_rows(store, include_resolved=include_resolved, limit=LIST_LIMIT)
+    return QuarantineList(rows.count_rows(store), [summary(r) for r in found])
 
 
 def show(services: Services, ident: str) -> QuarantinedJob:

@@ -96,12 +96,12 @@ def purge_tasks(
     until none is left (or a run holds them). `counted` hears how many matched at the start."""
     if options.batch_size < 1:
         raise UsageError("invalid --batch-size: must be at least 1")
-    engine = services.store.engine
+    store = services.store
     cutoff = utcnow() - options.older_than
     result = PurgeResult(cutoff.isoformat() + "Z", [s.value for s in options.statuses], False)
     result.dry_run = options.dry_run
-    result.matching = db.count_purgeable(engine, options.statuses, cutoff)
-    result.held_by = _hold_dict(db.run_hold(engine))
+    result.matching = db.count_purgeable(store, options.statuses, cutoff)
+    result.held_by = _hold_dict(db.run_hold(store))
     if counted is not None:
         counted(result.matching)
     if options.dry_run or result.held_by is not None:
@@ -123,9 +123,9 @@ def _batches(
     result: PurgeResult,
     progress: Progress | None,
 ) -> None:
-    engine = services.store.engine
+    store = services.store
     while True:
-        done = db.purge_task_batch(engine, options.statuses, cutoff, options.batch_size, archiver)
+        done = db.purge_task_batch(store, options.statuses, cutoff, options.batch_size, archiver)
         if done.held_by is not None:
             result.held_by = _hold_dict(done.held_by)
             return
@@ -189,13 +189,13 @@ def _plain(value: object) -> object:
 def purge_quarantine(services: Services, older_than: timedelta, batch_size: int = 1000) -> int:
     cutoff = utcnow() - older_than
     total = 0
-    while (done := db.purge_quarantine_batch(services.store.engine, cutoff, batch_size)).rows:
+    while (done := db.purge_quarantine_batch(services.store, cutoff, batch_size)).rows:
         total += done.rows
     return total
 
 
 def purge_runs(services: Services, older_than: timedelta) -> int:
-    return db.purge_runs(services.store.engine, utcnow() - older_than).rows
+    return db.purge_runs(services.store, utcnow() - older_than).rows
 
 
 @dataclass
@@ -208,9 +208,9 @@ def purge_backups(services: Services, root: Path, older_than: timedelta) -> Back
     """Complete backups (a manifest) under `root` created before the cutoff, except any an
     unfinished run references (by its recorded path, or by its name: a run's backup is
     `<root>/<run id>`, recorded only once taken)."""
-    engine = services.store.engine
-    in_use = {Path(p).resolve() for p in db.backups_in_use(engine)}
-    runs = db.unfinished_run_ids(engine)
+    store = services.store
+    in_use = {Path(p).resolve() for p in db.backups_in_use(store)}
+    runs = db.unfinished_run_ids(store)
     cutoff = (utcnow() - older_than).timestamp()
     out = BackupPurge()
     for backup in _complete_backups(root):

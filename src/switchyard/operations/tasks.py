@@ -34,7 +34,7 @@ log = logging.getLogger("switchyard.operations.tasks")
 def init_schema(services: Services) -> dict[str, str]:
     from switchyard.db import migrate  # alembic is slow to import; only init needs it
 
-    revision = migrate.upgrade(services.store.engine)
+    revision = migrate.upgrade(services.store)
     return {"database": services.store.dialect, "revision": revision}
 
 
@@ -108,7 +108,7 @@ def list_tasks(
     user = None if user_id is None else positive_id("user_id", user_id)
     chosen = TaskFilter(wanted, Priority.parse(priority) if priority else None, user)
     after = Cursor.decode(cursor) if cursor else None
-    return task_page(services.store.engine, chosen, after, limit)
+    return task_page(services.store, chosen, after, limit)
 
 
 # Finished tasks are counted over this window: history does not make a polled page slower.
@@ -133,12 +133,12 @@ def overview(services: Services) -> Overview:
     finished (completed, failed, cancelled) in the last 24 hours, with the last hour's totals.
     Each read is bounded by live work or by the window (see db/activity.py)."""
     now = utcnow()
-    engine = services.store.engine
+    store = services.store
     counts = {
-        **counts_db.live_counts(engine),
-        **counts_db.finished_counts(engine, now - FINISHED_WINDOW),
+        **counts_db.live_counts(store),
+        **counts_db.finished_counts(store, now - FINISHED_WINDOW),
     }
-    last_hour = counts_db.finished_counts(engine, now - timedelta(hours=1))
+    last_hour = counts_db.finished_counts(store, now - timedelta(hours=1))
     return Overview(
         counts=counts,
         totals={s: sum(p.values()) for s, p in counts.items()},

@@ -129,14 +129,14 @@ def measure(services: Services, options: AssessOptions) -> Signals:
 
 def _rq_backlog(services: Services) -> tuple[int, float | None]:
     """Queued rq-owned tasks and the age of the oldest available one (seconds)."""
-    count, oldest = db_reads.rq_backlog(services.store.engine)
+    count, oldest = db_reads.rq_backlog(services.store)
     age = max(0.0, (utcnow() - oldest).total_seconds()) if oldest is not None else None
     return count, age
 
 
 def _rq_completed(services: Services, window_minutes: float) -> int:
     since = utcnow() - timedelta(minutes=window_minutes)
-    return db_reads.rq_completed_since(services.store.engine, since)
+    return db_reads.rq_completed_since(services.store, since)
 
 
 # -- deciding -------------------------------------------------------------------------------------

@@ -148,9 +148,9 @@ def run_check(services: Services, options: CheckOptions | None = None) -> CheckR
 
 
 def _database_side(services: Services, options: CheckOptions, report: CheckReport) -> None:
-    engine = services.store.engine
+    store = services.store
     lapse = options.lapse or timedelta(seconds=services.settings.worker_heartbeat_lapse)
-    total, ids = db_reads.lapsed_running(engine, lapse)
+    total, ids = db_reads.lapsed_running(store, lapse)
     report.scanned["lapsed_running"] = total
     report.findings += [
         Finding(
@@ -158,7 +158,7 @@ def _database_side(services: Services, options: CheckOptions, report: CheckRepor
         )
         for i in ids
     ]
-    total, ids = db_reads.undispatched_rq(engine, options.grace)
+    total, ids = db_reads.undispatched_rq(store, options.grace)
     report.scanned["undispatched"] = total
     fix = REDISPATCH if report.mode != Mode.DB.value else None
     detail = f"queued for rq, no job enqueued for over {options.grace.total_seconds():g}s"
@@ -171,7 +171,7 @@ def _redis_side(services: Services, r: Redis, options: CheckOptions, report: Che
     snap = take_snapshot(r)
     report.scanned["rq_entries"] = sum(snap.containers.values())
     report.scanned["rq_job_hashes"] = len(snap.hashes)
-    own = db_reads.own_tasks(services.store.engine, list(snap.places) + list(snap.hashes))
+    own = db_reads.own_tasks(services.store, list(snap.places) + list(snap.hashes))
     orphans = _entries_without_hash(r, snap, own)
     lost = _lost_jobs(services, snap, options, {f.subject for f in orphans})
     loose = _hashes_without_place(r, snap, {f.subject for f in lost})
@@ -278,7 +278,7 @@ def _lost_jobs(
     running = snap.ids_in(IN_FLIGHT_KINDS)
     lost = [
         t
-        for t in db_reads.dispatched_rq(services.store.engine, options.grace)
+        for t in db_reads.dispatched_rq(services.store, options.grace)
         if not snap.would_run(str(t.id)) and str(t.id) not in running | orphans
     ]
     return [
@@ -370,7 +370,7 @@ def _remove_entries(r: Redis, findings: list[Finding]) -> int:
 def _forget_lost(services: Services, r: Redis, job_ids: list[str]) -> None:
     """Delete the still-`queued` hash of a job that left its queue, so the idempotent
     enqueue pushes it again (rq_engine's FORGET_IF_LOST: a job still waiting is kept)."""
-    tasks = db_reads.own_tasks(services.store.engine, job_ids)
+    tasks = db_reads.own_tasks(services.store, job_ids)
     prefix = services.settings.rq_queue_prefix
     scripts = Scripts(r)
     with translated_redis("forgetting lost jobs"), r.pipeline(transaction=False) as pipe:

@@ -91,7 +91,7 @@ def refusals(services: Services, snap: RqSnapshot, plan: Plan) -> list[str]:
         reasons.append(f"the mode is {mode.value}: rq's keys are in use (roll back first)")
     if snap.alive_workers:
         reasons.append(f"{len(snap.alive_workers)} rq worker(s) alive: stop them first")
-    owned = db_reads.rq_owned_active(services.store.engine)
+    owned = db_reads.rq_owned_active(services.store)
     if owned:
         reasons.append(f"{owned} task(s) still owned by rq: run `switchyard migrate rq-to-db`")
     if plan.unaccounted:
@@ -130,11 +130,11 @@ def make_plan(services: Services, snap: RqSnapshot) -> Plan:
 
 def _accounted(services: Services, job_ids: list[str]) -> set[str]:
     """Ids whose work the database holds: own tasks, migrated tasks, quarantined jobs."""
-    engine = services.store.engine
-    own = db_reads.own_tasks(engine, job_ids)
+    store = services.store
+    own = db_reads.own_tasks(store, job_ids)
     others = [j for j in job_ids if j not in own]
-    migrated = db_reads.migrated_tasks(engine, others)
-    return set(own) | set(migrated) | db_reads.quarantined_ids(engine, others)
+    migrated = db_reads.migrated_tasks(store, others)
+    return set(own) | set(migrated) | db_reads.quarantined_ids(store, others)
 
 
 # -- removing -------------------------------------------------------------------------------------

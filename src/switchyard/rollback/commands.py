@@ -65,7 +65,7 @@ class RunView(RunTimeline):
 
 
 def _recorder(services: Services) -> RunRecorder:
-    return RunRecorder(services.store.engine)
+    return RunRecorder(services.store)
 
 
 # -- starting, resuming and following runs ------------------------------------------------------

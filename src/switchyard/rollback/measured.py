@@ -43,12 +43,12 @@ class Performance:
 
 def measure(services: Services, run: RunRecord, now: datetime | None = None) -> Performance:
     now = now or utcnow()
-    engine = services.store.engine
-    before = measure_window(engine, run.started_at - HOUR, run.started_at)
+    store = services.store
+    before = measure_window(store, run.started_at - HOUR, run.started_at)
     if run.finished_at is None:
         return Performance(before, None)
     end = min(run.finished_at + HOUR, now)
-    return Performance(before, measure_window(engine, run.finished_at, max(end, run.finished_at)))
+    return Performance(before, measure_window(store, run.finished_at, max(end, run.finished_at)))
 
 
 class Verdict(enum.StrEnum):

@@ -161,7 +161,7 @@ def touches(store: TaskStore, run: RunRecord, now: datetime) -> Touches:
 
 def state_now(store: TaskStore) -> StateNow:
     read_at = utcnow()
-    return StateNow(read_at, db_reads.tasks_by_status_and_engine(store.engine))
+    return StateNow(read_at, db_reads.tasks_by_status_and_engine(store))
 
 
 def _text(value: Any) -> str | None:

@@ -355,7 +355,7 @@ def _verified(ctx: StepContext, expect_rq_empty: bool, expect_db_empty: bool) ->
     detail = report.to_dict()
     problems = [f"{c.name}: {c.discrepancies[0]}" for c in report.checks if not c.ok]
     if expect_db_empty:
-        left = db_reads.queued_counts(services.store.engine).get("db", 0)
+        left = db_reads.queued_counts(services.store).get("db", 0)
         detail["db_queued_left"] = left
         if left:
             problems.append(f"db_queue_empty: {left} queued task(s) still owned by db")

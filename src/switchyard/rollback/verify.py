@@ -147,15 +147,15 @@ def _snapshot(services: Services, report: VerifyReport) -> RqSnapshot | None:
 def _nothing_in_both(services: Services, snap: RqSnapshot) -> Check:
     check = Check("nothing_in_both_engines")
     runnable = [j for j in snap.ids_in(PENDING_KINDS) if snap.would_run(j)]
-    engine = services.store.engine
-    for job_id, task in sorted(db_reads.migrated_tasks(engine, runnable).items()):
+    store = services.store
+    for job_id, task in sorted(db_reads.migrated_tasks(store, runnable).items()):
         check.add(
             f"rq job {job_id} is still queued in {_keys(snap, job_id)} and was migrated to "
             f"task {task.id} ({task.status.value}): it would run twice"
         )
     stale = [
         (j, t)
-        for j, t in db_reads.own_tasks(engine, runnable).items()
+        for j, t in db_reads.own_tasks(store, runnable).items()
         if t.status is Status.QUEUED and t.engine == Engine.DB.value
     ]
     foreign_functions = _functions(services, [j for j, _ in stale])
@@ -213,14 +213,14 @@ def _rq_empty(snap: RqSnapshot) -> Check:
 
 def _no_duplicates(services: Services) -> Check:
     check = Check("no_duplicates")
-    engine = services.store.engine
-    for job_id in db_reads.duplicate_source_jobs(engine):
+    store = services.store
+    for job_id in db_reads.duplicate_source_jobs(store):
         check.add(f"rq job {job_id} has more than one migrated task")
-    sources = db_reads.source_jobs(engine)
+    sources = db_reads.source_jobs(store)
     own_ids = {t: j for _, j in sources if (t := as_task_id(j)) is not None}
-    for task_id in sorted(db_reads.tasks_present(engine, list(own_ids)), key=str):
+    for task_id in sorted(db_reads.tasks_present(store, list(own_ids)), key=str):
         check.add(f"rq job {own_ids[task_id]} is task {task_id} and also has a migrated copy")
-    both = db_reads.quarantined_ids(engine, [j for _, j in sources], open_only=True)
+    both = db_reads.quarantined_ids(store, [j for _, j in sources], open_only=True)
     for job_id in sorted(both):
         check.add(f"rq job {job_id} is both migrated and quarantined")
     check.detail["migrated_tasks"] = len(sources)
@@ -266,7 +266,7 @@ def _backup_intact(path: Path, manifest: dict[str, Any]) -> Check:
 def _backup_tasks(services: Services, path: Path) -> tuple[Check, int]:
     check = Check("backup_tasks_present")
     ids = [uuid.UUID(d["id"]) for d in read_jsonl(path / "db/tasks.jsonl")]
-    present = db_reads.tasks_present(services.store.engine, ids)
+    present = db_reads.tasks_present(services.store, ids)
     for task_id in ids:
         if task_id not in present:
             check.add(f"task {task_id} is in the backup but not in the database")
@@ -279,7 +279,7 @@ def _backup_quarantine(services: Services, path: Path) -> Check:
     only copy of a job that left Redis."""
     check = Check("backup_quarantine_present")
     ids = [d["job_id"] for d in read_jsonl(path / "db/quarantine.jsonl")]
-    present = db_reads.quarantined_ids(services.store.engine, ids, any_state=True)
+    present = db_reads.quarantined_ids(services.store, ids, any_state=True)
     for job_id in ids:
         if job_id not in present:
             check.add(f"quarantined job {job_id} is in the backup but not in the database")
@@ -309,10 +309,10 @@ def _backup_jobs_accounted(
 ) -> tuple[Check, Counter[str]]:
     check = Check(name)
     ids = sorted(jobs.entries)
-    engine = services.store.engine
-    own = db_reads.own_tasks(engine, ids)
-    migrated = db_reads.migrated_tasks(engine, [j for j in ids if j not in own])
-    quarantined = db_reads.quarantined_ids(engine, [j for j in ids if j not in own])
+    store = services.store
+    own = db_reads.own_tasks(store, ids)
+    migrated = db_reads.migrated_tasks(store, [j for j in ids if j not in own])
+    quarantined = db_reads.quarantined_ids(store, [j for j in ids if j not in own])
     in_rq = set(snap.hashes) | set(snap.places) if snap is not None else set()
     accounted: Counter[str] = Counter()
     for job_id in ids:

@@ -118,7 +118,7 @@ def current_context() -> JobContext:
     with _lock:
         ctx = _context
         if ctx is not None and ctx.pid != os.getpid():
-            ctx.store.engine.dispose(close=False)  # the parent's connections stay the parent's
+            ctx.store.dispose(close=False)  # the parent's connections stay the parent's
             ctx = JobContext(ctx.store, ctx.settings, ctx.handler, ctx.worker)
             ctx.start_heartbeats()
         elif ctx is None:

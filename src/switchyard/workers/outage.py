@@ -1,7 +1,7 @@
 """Waiting out a database outage where a worker process cannot do anything else: at start
 (a process manager restarting a worker while the database is down must not crash-loop) and
 when it registers. The main loops wait outages out themselves (`polling.Worker._wait_out`,
-`db.engine.retry_on_disconnect` in an rq job)."""
+`db.connections.retry_on_disconnect` in an rq job)."""
 
 from __future__ import annotations
 

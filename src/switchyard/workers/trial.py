@@ -73,7 +73,7 @@ def run_trial(settings: Settings, image: bytes, *, timeout: float = 120.0) -> Tr
         try:
             return _run(services, image, kind, timeout)
         finally:
-            services.store.engine.dispose()
+            services.store.dispose()
 
 
 def _run(services: ops.Services, image: bytes, kind: str, timeout: float) -> TrialResult:

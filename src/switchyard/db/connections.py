@@ -69,19 +69,20 @@ def normalize_url(raw: str) -> URL:
     return url
 
 
-def make_engine(
+def open_connections(
     raw_url: str, *, ping_idle_after: float | None = PING_IDLE_AFTER, **kwargs: Any
 ) -> sa.Engine:
-    """An engine configured for queue work on this dialect (see the module docstring).
+    """A pool of connections (a SQLAlchemy Engine) set up for queue work on this dialect
+    (see the module docstring).
 
     `ping_idle_after=None` turns the idle ping off; `pool_pre_ping=True` restores
     SQLAlchemy's ping on every checkout."""
     url = normalize_url(raw_url)
     backend = url.get_backend_name()
     if backend == "sqlite":
-        engine = sa.create_engine(url, connect_args={"timeout": 30}, **kwargs)
-        _configure_sqlite(engine)
-        return engine
+        conns = sa.create_engine(url, connect_args={"timeout": 30}, **kwargs)
+        _configure_sqlite(conns)
+        return conns
     if backend == "postgresql":
         url, kwargs = _prepared_statements(url, kwargs)
     mysql = backend in ("mysql", "mariadb")
@@ -90,12 +91,12 @@ def make_engine(
         kwargs.setdefault("isolation_level", "READ COMMITTED")
         kwargs.setdefault("pool_reset_on_return", None)  # _roll_back_open_transactions
     kwargs.setdefault("pool_recycle", POOL_RECYCLE)
-    engine = sa.create_engine(url, **kwargs)
+    conns = sa.create_engine(url, **kwargs)
     if ping_idle_after is not None and not kwargs.get("pool_pre_ping"):
-        _ping_when_idle(engine, ping_idle_after)
+        _ping_when_idle(conns, ping_idle_after)
     if mysql and kwargs["pool_reset_on_return"] is None:
-        _roll_back_open_transactions(engine)
-    return engine
+        _roll_back_open_transactions(conns)
+    return conns
 
 
 def _prepared_statements(url: URL, kwargs: dict[str, Any]) -> tuple[URL, dict[str, Any]]:
@@ -118,31 +119,31 @@ def _prepared_statements(url: URL, kwargs: dict[str, Any]) -> tuple[URL, dict[st
     }
 
 
-def _ping_when_idle(engine: sa.Engine, after: float) -> None:
+def _ping_when_idle(conns: sa.Engine, after: float) -> None:
     """Ping a connection at checkout only if it sat in the pool for `after` seconds; a dead
     one is replaced (raising DisconnectionError makes the pool connect afresh)."""
 
-    @event.listens_for(engine.pool, "checkin")
+    @event.listens_for(conns.pool, "checkin")
     def _on_checkin(_dbapi_conn: Any, record: Any) -> None:
         record.info["idle_since"] = time.monotonic()
 
-    @event.listens_for(engine.pool, "checkout")
+    @event.listens_for(conns.pool, "checkout")
     def _on_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
         idle_since = record.info.pop("idle_since", None)
         if idle_since is None or time.monotonic() - idle_since < after:
             return
         try:
-            engine.dialect.do_ping(dbapi_conn)
-        except engine.dialect.loaded_dbapi.Error as exc:
+            conns.dialect.do_ping(dbapi_conn)
+        except conns.dialect.loaded_dbapi.Error as exc:
             raise sa.exc.DisconnectionError(f"idle connection is dead: {exc}") from exc
 
 
-def _roll_back_open_transactions(engine: sa.Engine) -> None:
+def _roll_back_open_transactions(conns: sa.Engine) -> None:
     """Reset a returned PyMySQL connection only if a transaction is open. SQLAlchemy's
     Connection already ends its own transactions (COMMIT, or ROLLBACK after an error); the
     server's status flags of the last reply say whether anything is left open."""
 
-    @event.listens_for(engine.pool, "reset")
+    @event.listens_for(conns.pool, "reset")
     def _on_reset(dbapi_conn: Any, _record: Any, state: PoolResetState) -> None:
         if state.terminate_only or state.transaction_was_reset or not dbapi_conn.open:
             return
@@ -151,14 +152,14 @@ def _roll_back_open_transactions(engine: sa.Engine) -> None:
             dbapi_conn.rollback()
 
 
-def _configure_sqlite(engine: sa.Engine) -> None:
+def _configure_sqlite(conns: sa.Engine) -> None:
     """WAL for concurrent readers, a busy timeout, and BEGIN IMMEDIATE.
 
     SQLite has no row locks; taking the write lock when the transaction begins makes each
     read-check-write transaction atomic with respect to other writers (the compare-and-set).
     """
 
-    @event.listens_for(engine, "connect")
+    @event.listens_for(conns, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
         cur = dbapi_conn.cursor()
@@ -167,7 +168,7 @@ def _configure_sqlite(engine: sa.Engine) -> None:
         cur.execute("PRAGMA synchronous=FULL")
         cur.close()
 
-    @event.listens_for(engine, "begin")
+    @event.listens_for(conns, "begin")
     def _on_begin(conn: sa.Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from switchyard.db.engine import make_engine, translated
+from switchyard.db.connections import open_connections, translated
 from switchyard.db.store import TaskStore
 from switchyard.errors import StoreError, StoreUnavailable
 from switchyard.modes import ModeWatcher
@@ -18,24 +18,24 @@ from tests.support.servers import free_port
 @pytest.mark.parametrize("scheme", ["postgresql", "mysql"])
 def test_a_server_that_is_not_there_is_unavailable(scheme: str) -> None:
     user = "postgres" if scheme == "postgresql" else "root"
-    store = TaskStore(make_engine(f"{scheme}://{user}@127.0.0.1:{free_port()}/nothing"))
+    store = TaskStore(open_connections(f"{scheme}://{user}@127.0.0.1:{free_port()}/nothing"))
     with pytest.raises(StoreUnavailable, match="database unavailable while counting tasks"):
         store.counts()
-    store.engine.dispose()
+    store.dispose()
 
 
 def test_a_bad_statement_is_an_error_not_an_outage(db_url: str) -> None:
     # On SQLite "no such table" is an OperationalError too: it must not look like an outage.
-    engine = make_engine(db_url)
-    with pytest.raises(StoreError) as raised, translated("reading"), engine.connect() as conn:
+    conns = open_connections(db_url)
+    with pytest.raises(StoreError) as raised, translated("reading"), conns.connect() as conn:
         conn.execute(sa.text("SELECT * FROM no_such_table"))
     assert not isinstance(raised.value, StoreUnavailable)
-    engine.dispose()
+    conns.dispose()
 
 
 def test_an_auto_rq_worker_stays_while_the_mode_cannot_be_read() -> None:
     # Raising here would make rq's loop quit ("unhandled exception"): the worker would exit.
-    store = TaskStore(make_engine(f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"))
+    store = TaskStore(open_connections(f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"))
     watcher = ModeWatcher(store, make_settings("sqlite://"))
     assert wants_the_other_engine(watcher) is False
-    store.engine.dispose()
+    store.dispose()

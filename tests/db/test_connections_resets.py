@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from switchyard.captioning.handler import make_handler
-from switchyard.db.engine import make_engine
+from switchyard.db.connections import open_connections
 from switchyard.db.schema import task_events
 from switchyard.db.store import NewTask, TaskStore
 from switchyard.domain import Engine
@@ -49,7 +49,7 @@ def test_a_polling_worker_survives_a_reset_mid_claim_and_mid_completion(
     settings = make_settings(
         url, worker_heartbeat_interval=0.2, worker_heartbeat_lapse=1.0, worker_batch_size=10
     )
-    store = TaskStore(make_engine(url), backoff_base=0.0)
+    store = TaskStore(open_connections(url), backoff_base=0.0)
     ids = _submit(store, images)
     if moment == "claim":  # not the canary lane's claim, which finds nothing here
         proxy.arm(CLAIM, at_commit=not autocommitted, unless=b"origin = ")
@@ -71,7 +71,7 @@ def test_a_polling_worker_survives_a_reset_mid_claim_and_mid_completion(
     # no task was run a second time.
     assert history_problems(direct, ids) == []
     assert max(_claims(direct).values()) == 1
-    store.engine.dispose()
+    store.dispose()
 
 
 def test_an_rq_job_recognises_its_own_claim_and_completion_after_a_reset(
@@ -79,7 +79,7 @@ def test_an_rq_job_recognises_its_own_claim_and_completion_after_a_reset(
 ) -> None:
     url, proxy, direct = proxied.url, proxied.proxy, proxied.direct
     settings = make_settings(url)
-    store = TaskStore(make_engine(url), backoff_base=0.0)
+    store = TaskStore(open_connections(url), backoff_base=0.0)
     ids = _submit(store, images, engine=Engine.RQ)
     # PostgreSQL's named claim and completion are one autocommitted statement each.
     proxy.arm(CLAIM, at_commit=dialect != "postgresql")
@@ -93,7 +93,7 @@ def test_an_rq_job_recognises_its_own_claim_and_completion_after_a_reset(
     assert outcomes == {"completed": TASKS}
     # Not even a second claim: the retry found the first one.
     assert history_problems(direct, ids) == []
-    store.engine.dispose()
+    store.dispose()
 
 
 def test_a_submission_stands_when_its_enqueue_bookkeeping_is_cut(
@@ -109,7 +109,7 @@ def test_a_submission_stands_when_its_enqueue_bookkeeping_is_cut(
     created = submit(services, new, "test")
     assert proxied.proxy.cuts == 1
     assert not unfinished(proxied.direct, [str(t.id) for t in created]).get("missing")
-    services.store.engine.dispose()
+    services.store.dispose()
 
 
 def _submit(store: TaskStore, images: ImageServer, engine: Engine = Engine.DB) -> list[str]:
@@ -117,7 +117,7 @@ def _submit(store: TaskStore, images: ImageServer, engine: Engine = Engine.DB) -
     return [str(t.id) for t in store.submit(new, "test")]
 
 
-def _claims(engine: sa.Engine) -> Counter[str]:
+def _claims(conns: sa.Engine) -> Counter[str]:
     query = sa.select(task_events.c.task_id).where(task_events.c.to_status == "running")
-    with engine.connect() as conn:
+    with conns.connect() as conn:
         return Counter(str(task_id) for (task_id,) in conn.execute(query))

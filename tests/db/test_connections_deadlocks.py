@@ -1,4 +1,4 @@
-"""db/engine.py `deadlock_retried`: a transaction the database picks as a deadlock victim is
+"""db/connections.py `deadlock_retried`: a transaction the database picks as a deadlock victim is
 run again; a real deadlock on PostgreSQL and MariaDB (two transactions locking two rows in
 opposite orders), with and without the retry."""
 
@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import sqlalchemy as sa
 
-from switchyard.db.engine import deadlock_retried, is_deadlock, translated
+from switchyard.db.connections import deadlock_retried, is_deadlock, translated
 from switchyard.db.schema import tasks
 from switchyard.db.store import TaskStore
 from switchyard.errors import StoreError
@@ -27,7 +27,7 @@ def crossing(store: TaskStore) -> tuple[Lock, Counter[str]]:
 
     def lock(first: uuid.UUID, second: uuid.UUID, name: str) -> None:
         calls[name] += 1
-        with translated("crossing"), store.engine.begin() as conn:
+        with translated("crossing"), store.connections.begin() as conn:
             conn.execute(tasks.update().where(tasks.c.id == first).values(progress=1))
             if calls[name] == 1:
                 met.wait(timeout=10)
@@ -65,7 +65,7 @@ def test_a_deadlock_victim_is_run_again_and_both_succeed(
     errors = run_both(deadlock_retried("crossing")(lock), *two_rows)
     assert errors == []
     assert sum(calls.values()) == 3  # one victim, run once more
-    with store.engine.connect() as conn:
+    with store.connections.connect() as conn:
         written = conn.execute(sa.select(sa.func.count()).where(tasks.c.progress > 0)).scalar()
     assert written == 2  # the retried transaction's writes are there
 
