@@ -9,8 +9,10 @@ one task_events row per changed task in the same statement, hence the same trans
 PostgreSQL commits an autocommit statement before it replies, so a reply means durable.
 
 Built once per shape (`functools.cache`) with bound parameters: building and compiling a
-statement costs more Python than running it. Other dialects keep the transaction in
-`store.py` (SQLite has no arrays; MariaDB has no UPDATE ... RETURNING).
+statement costs more Python than running it. The status each one compares and sets, and the
+events it writes, come from `db/transitions.py`'s CLAIM and COMPLETE, checked at import.
+Other dialects keep the transaction in `store.py` (SQLite has no arrays; MariaDB has no
+UPDATE ... RETURNING).
 """
 
 from __future__ import annotations
@@ -25,22 +27,14 @@ from sqlalchemy.dialects import postgresql
 
 from switchyard.db.rows import Outcome
 from switchyard.db.schema import UtcDateTime, task_events, tasks
-from switchyard.domain import Engine, Status
+from switchyard.db.transitions import CLAIM, COMPLETE, Transition
+from switchyard.domain import Engine
 
-_EVENT_COLUMNS = ("task_id", "at", "actor", "from_status", "to_status", "reason")
 
-
-def _events_of(changed: sa.CTE, src: Status, dst: Status, reason: str | None) -> sa.Insert:
+def _events_of(changed: sa.CTE, move: Transition, reason: str | None) -> sa.Insert:
     """One task_events row per row of `changed` (a CTE of task ids), stamped p_now/p_worker."""
-    rows = sa.select(
-        changed.c.id,
-        sa.bindparam("p_now", type_=UtcDateTime),
-        sa.bindparam("p_worker", type_=sa.String),
-        sa.literal(src.value),
-        sa.literal(dst.value),
-        sa.literal(reason, sa.Text),
-    )
-    return task_events.insert().from_select(_EVENT_COLUMNS, rows)
+    now = sa.bindparam("p_now", type_=UtcDateTime)
+    return move.insert_events(changed.c.id, now, sa.bindparam("p_worker", type_=sa.String), reason)
 
 
 @functools.cache
@@ -58,7 +52,7 @@ def _claim_ctes(by_origin: bool, takes_rq: bool, with_grace: bool) -> tuple[sa.C
     pick = (
         sa.select(tasks.c.id)
         .where(
-            tasks.c.status == Status.QUEUED.value,
+            CLAIM.is_src,
             tasks.c.available_at <= sa.bindparam("p_now", type_=UtcDateTime),
         )
         .order_by(tasks.c.priority, tasks.c.created_at)
@@ -80,21 +74,20 @@ def _claim_ctes(by_origin: bool, takes_rq: bool, with_grace: bool) -> tuple[sa.C
         .returning(*tasks.c)
         .cte("claimed")
     )
-    return claimed, _events_of(claimed, Status.QUEUED, Status.RUNNING, "claimed").cte("logged")
+    return claimed, _events_of(claimed, CLAIM, "claimed").cte("logged")
 
 
 def claimed_values() -> dict[str, Any]:
     """What every claim writes: running, one more attempt, under `p_worker` and `p_engine`,
     started and heartbeat at `p_now` (which also makes a claim recognisable as ours)."""
-    return {
-        "status": Status.RUNNING.value,
-        "attempts": tasks.c.attempts + 1,
-        "started_at": sa.bindparam("p_now"),
-        "heartbeat_at": sa.bindparam("p_now"),
-        "worker": sa.bindparam("p_worker"),
-        "engine": sa.bindparam("p_engine"),
-        "progress": 0,
-    }
+    return CLAIM.values(
+        attempts=tasks.c.attempts + 1,
+        started_at=sa.bindparam("p_now"),
+        heartbeat_at=sa.bindparam("p_now"),
+        worker=sa.bindparam("p_worker"),
+        engine=sa.bindparam("p_engine"),
+        progress=0,
+    )
 
 
 @functools.cache
@@ -102,7 +95,7 @@ def completion_statement() -> sa.Insert:
     """Tasks `p_ids` (with `p_attempts`, `p_captions`, `p_scores`, `p_providers`, index by
     index) still running under `p_worker` at that attempt -> completed; the ids that took."""
     done = _completion_update().cte("done")
-    return _events_of(done, Status.RUNNING, Status.COMPLETED, None).returning(task_events.c.task_id)
+    return _events_of(done, COMPLETE, None).returning(task_events.c.task_id)
 
 
 @functools.cache
@@ -117,7 +110,7 @@ def complete_and_claim_statement(
     claimed. The two UPDATEs touch disjoint rows (running ones under `p_worker`; queued
     ones), so the shared snapshot of one statement changes nothing for either."""
     done = _completion_update().cte("done")
-    done_logged = _events_of(done, Status.RUNNING, Status.COMPLETED, None).cte("done_logged")
+    done_logged = _events_of(done, COMPLETE, None).cte("done_logged")
     claimed, claim_logged = _claim_ctes(by_origin, takes_rq, with_grace)
     took = sa.select(sa.func.array_agg(done.c.id).label("completed")).subquery("took")
     return (
@@ -150,18 +143,19 @@ def _completion_update() -> sa.Update:
         tasks.update()
         .where(
             tasks.c.id == given.c.id,
-            tasks.c.status == Status.RUNNING.value,
+            COMPLETE.is_src,
             tasks.c.worker == sa.bindparam("p_worker"),
             tasks.c.attempts == given.c.attempt,
         )
         .values(
-            status=Status.COMPLETED.value,
-            caption=given.c.caption,
-            quality_score=given.c.score,
-            caption_provider=given.c.provider,
-            finished_at=sa.bindparam("p_now"),
-            progress=100,
-            error=None,
+            COMPLETE.values(
+                caption=given.c.caption,
+                quality_score=given.c.score,
+                caption_provider=given.c.provider,
+                finished_at=sa.bindparam("p_now"),
+                progress=100,
+                error=None,
+            )
         )
         .returning(tasks.c.id)
     )

@@ -28,9 +28,9 @@ from sqlalchemy.dialects import postgresql
 from switchyard.db import fence
 from switchyard.db.connections import translated
 from switchyard.db.quarantine import Quarantined, Resolution, quarantine_row, storable_job_id
-from switchyard.db.rows import event_row
 from switchyard.db.schema import UtcDateTime, quarantine, task_events, tasks
 from switchyard.db.store import NewTask, TaskStore, queued_row, utcnow
+from switchyard.db.transitions import CANCEL_QUEUED, REQUEUE, Transition, arrival, owner_change
 from switchyard.domain import Engine, Status, as_task_id
 
 TO_DB_REASON = "migrated rq->db"
@@ -139,14 +139,14 @@ class MigrationTx:
         (`is_own_job_id`); returns those whose task changed."""
         if not job_ids:
             return set()
-        flipped = self._flip(job_ids, Status.QUEUED, {}, TO_DB_REASON)
+        flipped = self._flip(job_ids, owner_change(), {}, TO_DB_REASON)
         if in_flight:
-            requeue = {"status": Status.QUEUED.value, "worker": None, "available_at": self.now}
-            flipped |= self._flip(job_ids, Status.RUNNING, requeue, IN_FLIGHT_REASON)
+            requeue = REQUEUE.values(worker=None, available_at=self.now)
+            flipped |= self._flip(job_ids, REQUEUE, requeue, IN_FLIGHT_REASON)
         return flipped
 
     def _flip(
-        self, job_ids: Sequence[str], status: Status, extra: dict[str, Any], reason: str
+        self, job_ids: Sequence[str], move: Transition, extra: dict[str, Any], reason: str
     ) -> set[str]:
         """Lock the rows by primary key, check (status, engine rq) on the locked rows, change
         those. Selecting by id alone keeps the planner on the primary key: with the status
@@ -154,20 +154,22 @@ class MigrationTx:
         queued rq-owned row for each batch, which makes a large backlog quadratic."""
         values = {"engine": Engine.DB.value, "dispatched_at": None, **extra}
         if self.conn.dialect.name == "postgresql":
-            return self._flip_in_one_statement(job_ids, status, values, reason)
+            return self._flip_in_one_statement(job_ids, move, values, reason)
         locked = self.conn.execute(
             sa.select(tasks.c.id, tasks.c.status, tasks.c.engine)
             .where(tasks.c.id.in_([uuid.UUID(j) for j in job_ids]))
             .with_for_update()
         ).all()
-        changed = [r.id for r in locked if (r.status, r.engine) == (status.value, Engine.RQ.value)]
+        src = (move.src_value, Engine.RQ.value)
+        changed = [r.id for r in locked if (r.status, r.engine) == src]
         if changed:
             self.conn.execute(tasks.update().where(tasks.c.id.in_(changed)).values(values))
-        self._events(changed, status.value, reason)
+            events = move.events(changed, self.now, self.actor, reason)
+            self.conn.execute(task_events.insert(), events)
         return {str(i) for i in changed}
 
     def _flip_in_one_statement(
-        self, job_ids: Sequence[str], status: Status, values: dict[str, Any], reason: str
+        self, job_ids: Sequence[str], move: Transition, values: dict[str, Any], reason: str
     ) -> set[str]:
         """PostgreSQL: lock, compare-and-set and write the events in one statement (chained
         data-modifying CTEs): one round trip per batch.
@@ -194,30 +196,17 @@ class MigrationTx:
             tasks.update()
             .where(
                 tasks.c.id == locked.c.id,
-                locked.c.status == status.value,
+                locked.c.status == move.src_value,
                 locked.c.engine == Engine.RQ.value,
             )
             .values(values)
             .returning(tasks.c.id)
             .cte("moved")
         )
-        event = sa.select(
-            moved.c.id,
-            sa.literal(self.now, UtcDateTime),
-            sa.literal(self.actor),
-            sa.literal(status.value),
-            sa.literal(Status.QUEUED.value),
-            sa.literal(reason),
-        )
-        columns = ["task_id", "at", "actor", "from_status", "to_status", "reason"]
+        now, actor = sa.literal(self.now, UtcDateTime), sa.literal(self.actor)
         changed = sa.cast(task_events.c.task_id, sa.Text)
-        stmt = task_events.insert().from_select(columns, event).returning(changed)
+        stmt = move.insert_events(moved.c.id, now, actor, reason).returning(changed)
         return set(self.conn.execute(stmt).scalars().all())
-
-    def _events(self, ids: Iterable[uuid.UUID], src: str | None, reason: str) -> None:
-        rows = [event_row(i, self.now, self.actor, src, Status.QUEUED, reason) for i in ids]
-        if rows:
-            self.conn.execute(task_events.insert(), rows)
 
     def lookup(self, job_ids: Sequence[str]) -> Known:
         return _lookup(self.conn, job_ids)
@@ -244,10 +233,7 @@ class MigrationTx:
             self.conn.execute(tasks.insert(), [self._row(f) for f in fresh])
             self.conn.execute(
                 task_events.insert(),
-                [
-                    event_row(f.new.id, self.now, self.actor, None, Status.QUEUED, f.note)
-                    for f in fresh
-                ],
+                [arrival().events([f.new.id], self.now, self.actor, f.note)[0] for f in fresh],
             )
         return {str(f.new.source_job_id) for f in fresh}
 
@@ -335,18 +321,12 @@ def cancel_raced(store: TaskStore, task_ids: Iterable[uuid.UUID], actor: str) ->
         locked = conn.execute(
             sa.select(tasks.c.id, tasks.c.status).where(tasks.c.id.in_(ids)).with_for_update()
         ).all()
-        held = [r.id for r in locked if r.status == Status.QUEUED.value]
+        held = [r.id for r in locked if r.status == CANCEL_QUEUED.src_value]
         if held:
             conn.execute(
                 tasks.update()
                 .where(tasks.c.id.in_(held))
-                .values(status=Status.CANCELLED.value, finished_at=now)
+                .values(CANCEL_QUEUED.values(finished_at=now))
             )
-            conn.execute(
-                task_events.insert(),
-                [
-                    event_row(i, now, actor, Status.QUEUED.value, Status.CANCELLED, reason)
-                    for i in held
-                ],
-            )
+            conn.execute(task_events.insert(), CANCEL_QUEUED.events(held, now, actor, reason))
     return len(held)

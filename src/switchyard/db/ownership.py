@@ -14,8 +14,9 @@ import sqlalchemy as sa
 from switchyard.db import fence
 from switchyard.db.clock import utcnow
 from switchyard.db.connections import deadlock_retried, translated
-from switchyard.db.rows import Pending, event_row
+from switchyard.db.rows import Pending
 from switchyard.db.schema import task_events, tasks
+from switchyard.db.transitions import owner_change
 from switchyard.domain import Engine, Priority, Status
 
 
@@ -142,10 +143,7 @@ class OwnershipStore:
                 .where(tasks.c.id.in_(ids))
                 .values(engine=target.value, dispatched_at=None)
             )
-            conn.execute(
-                task_events.insert(),
-                [event_row(i, now, actor, Status.QUEUED.value, Status.QUEUED, reason) for i in ids],
-            )
+            conn.execute(task_events.insert(), owner_change().events(ids, now, actor, reason))
         return len(ids)
 
     def has_queued(self, engine: Engine) -> bool:

@@ -38,7 +38,6 @@ from switchyard.db.rows import (
     Pending,
     Recovery,
     TaskEvent,
-    event_row,
     queued_row,
     task_from_row,
 )
@@ -49,8 +48,16 @@ from switchyard.db.schema import (
 )
 from switchyard.db.sessions import SessionStore
 from switchyard.db.state import StateStore
+from switchyard.db.transitions import (
+    CLAIM,
+    COMPLETE,
+    FAIL,
+    REQUEUE,
+    Transition,
+    arrival,
+    transition,
+)
 from switchyard.domain import (
-    ALLOWED_TRANSITIONS,
     Engine,
     Origin,
     Priority,
@@ -70,24 +77,16 @@ from switchyard.errors import InvalidTransition, NotFound
 # UPDATE would take a parameter named like a column as a value to SET.
 
 _EVENT_INSERT = task_events.insert()
-_EVENT_COLUMNS = ("task_id", "at", "actor", "from_status", "to_status", "reason")
 
 
-def _named_event(params: dict[str, Any], src: Status, dst: Status) -> dict[str, Any]:
-    reason = "claimed" if dst is Status.RUNNING else None
-    return event_row(params["p_id"], params["p_now"], params["p_worker"], src.value, dst, reason)
+def _named_event(params: dict[str, Any], move: Transition, reason: str | None) -> dict[str, Any]:
+    return move.events([params["p_id"]], params["p_now"], params["p_worker"], reason)[0]
 
 
-def _event_select(source: sa.CTE, src: Status, dst: Status, reason: str | None) -> sa.Select[Any]:
-    """The event row of each row of `source` (a CTE of changed task ids), for INSERT ... SELECT."""
-    return sa.select(
-        source.c.id,
-        sa.bindparam("p_now", type_=UtcDateTime),
-        sa.bindparam("p_worker", type_=sa.String),
-        sa.literal(src.value),
-        sa.literal(dst.value),
-        sa.literal(reason, sa.Text),
-    )
+def _logged(source: sa.CTE, move: Transition, reason: str | None) -> sa.Insert:
+    """The event of each row of `source` (a CTE of changed task ids), by INSERT ... SELECT."""
+    now = sa.bindparam("p_now", type_=UtcDateTime)
+    return move.insert_events(source.c.id, now, sa.bindparam("p_worker", type_=sa.String), reason)
 
 
 # postgresql: the whole claim in one statement; returning: SQLite's UPDATE ... RETURNING;
@@ -100,7 +99,7 @@ CompletionForm = Literal["postgresql", "update", "own"]
 def _claim_update(owned: bool) -> sa.Update:
     """Task `p_id` by `p_worker`: queued (and, if `owned`, owned by `p_owner`) -> running,
     attempts + 1, started_at = `p_now` (which makes the claim recognisable as ours)."""
-    is_queued = [tasks.c.id == sa.bindparam("p_id"), tasks.c.status == Status.QUEUED.value]
+    is_queued = [tasks.c.id == sa.bindparam("p_id"), CLAIM.is_src]
     if owned:
         is_queued.append(tasks.c.engine == sa.bindparam("p_owner"))
     return tasks.update().where(*is_queued).values(batches.claimed_values())
@@ -111,9 +110,7 @@ def _named_claim(form: ClaimForm, owned: bool) -> sa.Executable:
     """The claim of one named task, in the form one dialect (or a retry) needs."""
     if form == "postgresql":
         claimed = _claim_update(owned).returning(*tasks.c).cte("claimed")
-        logged = _EVENT_INSERT.from_select(
-            _EVENT_COLUMNS, _event_select(claimed, Status.QUEUED, Status.RUNNING, "claimed")
-        ).cte("logged")
+        logged = _logged(claimed, CLAIM, "claimed").cte("logged")
         return sa.select(claimed).add_cte(logged)
     if form == "returning":
         return _claim_update(owned).returning(*tasks.c)
@@ -121,7 +118,7 @@ def _named_claim(form: ClaimForm, owned: bool) -> sa.Executable:
         return _claim_update(owned)
     ours = sa.select(tasks).where(
         tasks.c.id == sa.bindparam("p_id"),
-        tasks.c.status == Status.RUNNING.value,
+        CLAIM.is_dst,
         tasks.c.worker == sa.bindparam("p_worker"),
     )
     return ours.where(tasks.c.started_at == sa.bindparam("p_now")) if form == "own" else ours
@@ -134,18 +131,19 @@ def _completion_update() -> sa.Update:
         tasks.update()
         .where(
             tasks.c.id == sa.bindparam("p_id"),
-            tasks.c.status == Status.RUNNING.value,
+            COMPLETE.is_src,
             tasks.c.worker == sa.bindparam("p_worker"),
             tasks.c.attempts == sa.bindparam("p_attempt"),
         )
         .values(
-            status=Status.COMPLETED.value,
-            caption=sa.bindparam("p_caption"),
-            quality_score=sa.bindparam("p_score"),
-            caption_provider=sa.bindparam("p_provider"),
-            finished_at=sa.bindparam("p_now"),
-            progress=100,
-            error=None,
+            COMPLETE.values(
+                caption=sa.bindparam("p_caption"),
+                quality_score=sa.bindparam("p_score"),
+                caption_provider=sa.bindparam("p_provider"),
+                finished_at=sa.bindparam("p_now"),
+                progress=100,
+                error=None,
+            )
         )
     )
 
@@ -155,13 +153,11 @@ def _named_completion(form: CompletionForm) -> sa.Executable:
     """The completion of one task, in the form one dialect (or a retry) needs."""
     if form == "postgresql":
         done = _completion_update().returning(tasks.c.id).cte("done")
-        return _EVENT_INSERT.from_select(
-            _EVENT_COLUMNS, _event_select(done, Status.RUNNING, Status.COMPLETED, None)
-        ).returning(task_events.c.task_id)
+        return _logged(done, COMPLETE, None).returning(task_events.c.task_id)
     if form == "own":
         return sa.select(tasks.c.id).where(
             tasks.c.id == sa.bindparam("p_id"),
-            tasks.c.status == Status.COMPLETED.value,
+            COMPLETE.is_dst,
             tasks.c.worker == sa.bindparam("p_worker"),
             tasks.c.attempts == sa.bindparam("p_attempt"),
             tasks.c.finished_at == sa.bindparam("p_now"),
@@ -220,7 +216,7 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
         rows = [queued_row(n, self.max_attempts, now, now) for n in new]
         if not rows:
             return []
-        events = [event_row(r["id"], now, actor, None, Status.QUEUED, r["origin"]) for r in rows]
+        events = [arrival().events([r["id"]], now, actor, r["origin"])[0] for r in rows]
         with translated("submitting tasks"), self.connections.begin() as conn:
             if epoch is not None:
                 fence.hold(conn, epoch, "submit", now)
@@ -336,13 +332,8 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
                 )
                 claimed = [self._claimed_view(r, now, worker, engine) for r in rows]
             if claimed:
-                conn.execute(
-                    task_events.insert(),
-                    [
-                        event_row(t.id, now, worker, Status.QUEUED.value, Status.RUNNING, "claimed")
-                        for t in claimed
-                    ],
-                )
+                events = CLAIM.events([t.id for t in claimed], now, worker, "claimed")
+                conn.execute(task_events.insert(), events)
         claimed.sort(key=lambda t: (t.priority, t.created_at))
         return claimed
 
@@ -419,7 +410,7 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
             return shape.params(**params)
         pick = (
             sa.select(tasks.c.id)
-            .where(tasks.c.status == Status.QUEUED.value, tasks.c.available_at <= now)
+            .where(CLAIM.is_src, tasks.c.available_at <= now)
             .order_by(tasks.c.priority, tasks.c.created_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
@@ -471,15 +462,14 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
 
     @staticmethod
     def _claim_values(worker: str, engine: Engine, now: datetime) -> dict[str, Any]:
-        return {
-            "status": Status.RUNNING.value,
-            "attempts": tasks.c.attempts + 1,
-            "started_at": now,
-            "heartbeat_at": now,
-            "worker": worker,
-            "engine": engine.value,
-            "progress": 0,
-        }
+        return CLAIM.values(
+            attempts=tasks.c.attempts + 1,
+            started_at=now,
+            heartbeat_at=now,
+            worker=worker,
+            engine=engine.value,
+            progress=0,
+        )
 
     def claim_task(
         self,
@@ -535,7 +525,7 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
         else:
             row = None
         if row is not None:
-            conn.execute(_EVENT_INSERT, [_named_event(params, Status.QUEUED, Status.RUNNING)])
+            conn.execute(_EVENT_INSERT, [_named_event(params, CLAIM, "claimed")])
         return row
 
     def _autocommit_one(self, stmt: sa.Executable, params: dict[str, Any]) -> sa.Row[Any] | None:
@@ -561,7 +551,7 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
         return Task(
             **{
                 **task.__dict__,
-                "status": Status.RUNNING,
+                "status": CLAIM.dst,
                 "attempts": task.attempts + 1,
                 "started_at": now,
                 "heartbeat_at": now,
@@ -618,13 +608,14 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
                     tasks.update()
                     .where(tasks.c.id == sa.bindparam("_id"))
                     .values(
-                        status=Status.COMPLETED.value,
-                        caption=sa.bindparam("_caption"),
-                        quality_score=sa.bindparam("_score"),
-                        caption_provider=sa.bindparam("_provider"),
-                        finished_at=now,
-                        progress=100,
-                        error=None,
+                        COMPLETE.values(
+                            caption=sa.bindparam("_caption"),
+                            quality_score=sa.bindparam("_score"),
+                            caption_provider=sa.bindparam("_provider"),
+                            finished_at=now,
+                            progress=100,
+                            error=None,
+                        )
                     ),
                     [
                         {
@@ -636,13 +627,7 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
                         for i in held
                     ],
                 )
-                conn.execute(
-                    task_events.insert(),
-                    [
-                        event_row(i, now, worker, Status.RUNNING.value, Status.COMPLETED, None)
-                        for i in held
-                    ],
-                )
+                conn.execute(task_events.insert(), COMPLETE.events(held, now, worker, None))
         return held
 
     def complete_one(self, worker: str, outcome: Outcome, wait_up_to: float = 0.0) -> bool:
@@ -672,7 +657,7 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
         with self.connections.begin() as conn:
             if conn.execute(_named_completion("update"), params).rowcount != 1:
                 return False
-            conn.execute(_EVENT_INSERT, [_named_event(params, Status.RUNNING, Status.COMPLETED)])
+            conn.execute(_EVENT_INSERT, [_named_event(params, COMPLETE, None)])
         return True
 
     @deadlock_retried("recording a failure")
@@ -693,34 +678,27 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
         with translated("recording a failure"), self.connections.begin() as conn:
             row = conn.execute(
                 sa.select(tasks.c.attempts, tasks.c.max_attempts)
-                .where(
-                    tasks.c.id == task_id,
-                    tasks.c.status == Status.RUNNING.value,
-                    tasks.c.worker == worker,
-                )
+                .where(tasks.c.id == task_id, FAIL.is_src, tasks.c.worker == worker)
                 .with_for_update()
             ).first()
             if row is None or (attempt is not None and row.attempts != attempt):
                 return None
             if retryable and row.attempts < row.max_attempts:
-                to = Status.QUEUED
+                move = REQUEUE
                 values: dict[str, Any] = {
                     "available_at": now + self.backoff(row.attempts),
                     "worker": None,
                     "dispatched_at": None,  # the spent rq job is not reused; dispatch anew
                 }
             else:
-                to, values = Status.FAILED, {"finished_at": now}
+                move, values = FAIL, {"finished_at": now}
             conn.execute(
                 tasks.update()
                 .where(tasks.c.id == task_id)
-                .values(status=to.value, error=error[:4000], **values)
+                .values(move.values(error=error[:4000], **values))
             )
-            conn.execute(
-                task_events.insert(),
-                [event_row(task_id, now, worker, Status.RUNNING.value, to, error[:4000])],
-            )
-        return to
+            conn.execute(task_events.insert(), move.events([task_id], now, worker, error))
+        return move.dst
 
     def backoff(self, attempts: int) -> timedelta:
         """Exponential backoff with jitter: half fixed, half random, capped."""
@@ -744,20 +722,15 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
                     tasks.update()
                     .where(tasks.c.id.in_(held))
                     .values(
-                        status=Status.QUEUED.value,
-                        worker=None,
-                        available_at=now + timedelta(seconds=delay),
-                        attempts=tasks.c.attempts - 1,
-                        dispatched_at=None,
+                        REQUEUE.values(
+                            worker=None,
+                            available_at=now + timedelta(seconds=delay),
+                            attempts=tasks.c.attempts - 1,
+                            dispatched_at=None,
+                        )
                     )
                 )
-                conn.execute(
-                    task_events.insert(),
-                    [
-                        event_row(i, now, worker, Status.RUNNING.value, Status.QUEUED, reason)
-                        for i in held
-                    ],
-                )
+                conn.execute(task_events.insert(), REQUEUE.events(held, now, worker, reason))
         return len(held)
 
     def _lock_held(
@@ -816,20 +789,20 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
             if row is None:
                 raise NotFound(f"no task {task_id}")
             current = Status(row.status)
-            if to not in ALLOWED_TRANSITIONS[current]:
+            try:
+                move = transition(current, to)
+            except InvalidTransition:
                 raise InvalidTransition(
                     f"task {task_id} is {current.value}; cannot move it to {to.value}"
-                )
-            if current is Status.RUNNING and to is Status.QUEUED:
+                ) from None
+            if move == REQUEUE:  # a worker's move (a failed try, a release), not an operator's
                 raise InvalidTransition(f"task {task_id} is running; cancel it first")
             conn.execute(
                 tasks.update()
-                .where(tasks.c.id == task_id, tasks.c.status == current.value)
-                .values(status=to.value, **values)
+                .where(tasks.c.id == task_id, move.is_src)
+                .values(move.values(**values))
             )
-            conn.execute(
-                task_events.insert(), [event_row(task_id, now, actor, current.value, to, reason)]
-            )
+            conn.execute(task_events.insert(), move.events([task_id], now, actor, reason))
         return self.get(task_id)
 
     @deadlock_retried("recovering orphaned tasks")
@@ -839,7 +812,7 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
         now = utcnow()
         query = (
             sa.select(tasks.c.id, tasks.c.attempts, tasks.c.max_attempts)
-            .where(tasks.c.status == Status.RUNNING.value, tasks.c.heartbeat_at < now - lapse)
+            .where(REQUEUE.is_src, tasks.c.heartbeat_at < now - lapse)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
@@ -852,33 +825,21 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
             if requeued:
                 conn.execute(
                     tasks.update()
-                    .where(tasks.c.id.in_(requeued), tasks.c.status == Status.RUNNING.value)
-                    .values(
-                        status=Status.QUEUED.value,
-                        worker=None,
-                        available_at=now,
-                        dispatched_at=None,
-                    )
+                    .where(tasks.c.id.in_(requeued), REQUEUE.is_src)
+                    .values(REQUEUE.values(worker=None, available_at=now, dispatched_at=None))
                 )
             if failed:
                 conn.execute(
                     tasks.update()
-                    .where(tasks.c.id.in_(failed), tasks.c.status == Status.RUNNING.value)
+                    .where(tasks.c.id.in_(failed), FAIL.is_src)
                     .values(
-                        status=Status.FAILED.value,
-                        worker=None,
-                        finished_at=now,
-                        error=reason + "; no attempts left",
+                        FAIL.values(
+                            worker=None, finished_at=now, error=reason + "; no attempts left"
+                        )
                     )
                 )
-            events = [
-                event_row(i, now, actor, Status.RUNNING.value, Status.QUEUED, reason)
-                for i in requeued
-            ]
-            events += [
-                event_row(i, now, actor, Status.RUNNING.value, Status.FAILED, reason)
-                for i in failed
-            ]
+            events = REQUEUE.events(requeued, now, actor, reason)
+            events += FAIL.events(failed, now, actor, reason)
             if events:
                 conn.execute(task_events.insert(), events)
         return Recovery(requeued, failed)
