@@ -266,17 +266,17 @@ def time_pages(small: Pages, large: Pages, repeat: int) -> dict[str, Any]:
 
 
 def purge_rate(url: str, seconds: float) -> dict[str, Any]:
-    conns = open_connections(url)
+    store = TaskStore(open_connections(url))
     cutoff = datetime.now(UTC).replace(tzinfo=None) - timedelta(days=2)
     rows = events = batches = 0
     started = time.perf_counter()
     while time.perf_counter() - started < seconds:
-        done = retention.purge_task_batch(TaskStore(conns), FINISHED, cutoff, 1000)
+        done = retention.purge_task_batch(store, FINISHED, cutoff, 1000)
         if not done.rows:
             break
         rows, events, batches = rows + done.rows, events + done.events, batches + 1
     spent = time.perf_counter() - started
-    conns.dispose()
+    store.dispose()
     return {
         "tasks": rows,
         "events": events,
@@ -303,12 +303,12 @@ def _worker(url: str, seconds: float, line: StartLine, results: Any) -> None:
 def _purger(
     url: str, seconds: float, pause: float, batch: int, line: StartLine, results: Any
 ) -> None:
-    conns = open_connections(url)
+    store = TaskStore(open_connections(url))
     cutoff = datetime.now(UTC).replace(tzinfo=None) - timedelta(days=2)
     line.arrive()
     rows, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
-        rows += retention.purge_task_batch(TaskStore(conns), FINISHED, cutoff, batch).rows
+        rows += retention.purge_task_batch(store, FINISHED, cutoff, batch).rows
         if pause:
             time.sleep(pause)
     results.put(rows)

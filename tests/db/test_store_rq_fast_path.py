@@ -92,6 +92,23 @@ def test_postgresql_claims_and_completes_in_one_round_trip_each(
     assert transitions(quiet_store)[("running", "completed")] == 1
 
 
+def test_postgresql_claims_and_completes_a_batch_in_one_round_trip_each(
+    backend: str, quiet_store: TaskStore, tmp_path: Path
+) -> None:
+    """The polling worker's hot path: a batch claim and a batch completion, one statement
+    each, events included (the statements built from db/transitions.py's CLAIM and COMPLETE)."""
+    only("postgresql", backend)
+    quiet_store.submit([new_task() for _ in range(10)], "test")
+    held: list[Task] = []
+    took = traced(quiet_store, tmp_path / "claim", lambda: held.extend(quiet_store.claim("w", 10)))
+    assert len(held) == 10 and round_trips(took) == 1 and "Query" not in took
+    outcomes = [Outcome(t.id, t.attempts, "a caption", 0.9) for t in held]
+    done = traced(quiet_store, tmp_path / "done", lambda: quiet_store.complete("w", outcomes))
+    assert round_trips(done) == 1
+    assert transitions(quiet_store)[("queued", "running")] == 10
+    assert transitions(quiet_store)[("running", "completed")] == 10
+
+
 def test_mariadb_sends_no_ping_and_no_rollback_per_job(
     backend: str, store: TaskStore, mysql_commands: Counter[str]
 ) -> None:
