@@ -58,7 +58,7 @@ def test_retrying_a_queued_task_is_refused_and_writes_nothing(sqlite_store: Task
     with pytest.raises(InvalidTransition, match="is queued; cannot move it to queued"):
         sqlite_store.retry(task.id, "ops")
     assert sqlite_store.get(task.id).status is Status.QUEUED
-    assert [(e["from_status"], e["to_status"]) for e in sqlite_store.events(task.id)] == [
+    assert [(e.from_status, e.to_status) for e in sqlite_store.events(task.id)] == [
         (None, "queued")
     ]
 
