@@ -82,6 +82,10 @@ def test_the_batch_statements_take_their_statuses_from_the_transitions() -> None
         "running",
         "running",
     ]
+    both = batches.complete_and_claim_statement(False, True, False).compile(dialect=dialect)
+    assert sorted(v for v in both.params.values() if v in set(Status)) == sorted(
+        ["queued", "queued", "running", "running", "running", "running", "completed", "completed"]
+    )
     assert "INSERT INTO task_events" in str(claim) and "INSERT INTO task_events" in str(completion)
 
 
