@@ -185,7 +185,8 @@ class Pages:
             switchyard_admin_token=TOKEN,
         )
         self.services = Services(settings)
-        self.client = TestClient(create_app(self.services))
+        # https: the session cookie is Secure off loopback, as the web tests serve it
+        self.client = TestClient(create_app(self.services), base_url="https://testserver")
         self.client.__enter__()
         signed = self.client.post("/admin/login", data={"token": TOKEN}, follow_redirects=False)
         if signed.status_code != 303:

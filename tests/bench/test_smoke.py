@@ -61,3 +61,12 @@ def test_the_migration_bench() -> None:
     (size,) = report["sizes"]
     assert size["switchyard_rq_to_db"]["tasks_per_s"] > 0
     assert size["switchyard_db_to_rq"]["tasks_per_s"] > 0
+
+
+def test_the_history_bench_signs_in_and_reads_every_page() -> None:
+    args = ["--backends", "sqlite", "--sizes", "100,2000", "--repeat", "1"]
+    args += ["--purge-seconds", "0.5", "--load-seconds", "0.5", "--purge-pauses", "0"]
+    sqlite = run_bench("history.py", *args)["results"]["sqlite"]
+    assert sqlite["pages_ok"] is True
+    assert "GET /admin/panel (dashboard)" in sqlite["pages"]
+    assert sqlite["purge"]["tasks"] > 0
