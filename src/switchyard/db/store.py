@@ -12,6 +12,7 @@ Claiming is dialect-aware:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import random
 import uuid
@@ -31,6 +32,7 @@ from switchyard.db.connections import (
     translated,
 )
 from switchyard.db.ownership import OwnershipStore
+from switchyard.db.pinned import PinnedConnections, pooled_autocommit
 from switchyard.db.registry import WorkerRegistry
 from switchyard.db.rows import (
     NewTask,
@@ -183,6 +185,7 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self._returning = connections.dialect.name in ("postgresql", "sqlite")
+        self._pins = PinnedConnections()
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> TaskStore:
@@ -531,19 +534,31 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
     def _autocommit_one(self, stmt: sa.Executable, params: dict[str, Any]) -> sa.Row[Any] | None:
         """Run one self-contained statement as its own transaction: no BEGIN, no COMMIT, one
         round trip, and as durable as a COMMIT (PostgreSQL commits it before replying)."""
-        with self.connections.connect() as conn:
-            conn.execution_options(isolation_level="AUTOCOMMIT")
+        with self._autocommit() as conn:
             return conn.execute(stmt, params).first()
 
     def _autocommit_all(self, stmt: sa.Executable, params: dict[str, Any]) -> list[sa.Row[Any]]:
         """`_autocommit_one` for a statement that returns any number of rows."""
-        with self.connections.connect() as conn:
-            conn.execution_options(isolation_level="AUTOCOMMIT")
+        with self._autocommit() as conn:
             return list(conn.execute(stmt, params).all())
 
     def _read_one(self, stmt: sa.Executable, params: dict[str, Any]) -> sa.Row[Any] | None:
-        with self.connections.connect() as conn:
+        with self._autocommit() as conn:
             return conn.execute(stmt, params).first()
+
+    def _autocommit(self) -> contextlib.AbstractContextManager[sa.Connection]:
+        """This thread's pinned connection (see `pinned`), else one from the pool for the
+        statement, in autocommit."""
+        held = self._pins.connection()
+        if held is not None:
+            return contextlib.nullcontext(held)
+        return pooled_autocommit(self.connections)
+
+    def pinned(self) -> contextlib.AbstractContextManager[None]:
+        """Keep one autocommit connection for this thread's one-statement claims and
+        completions while the block runs (the rq worker's job loop): no pool checkout,
+        reset and isolation change per statement. Other threads use the pool as before."""
+        return self._pins.pinned(self.connections)
 
     @staticmethod
     def _claimed_view(row: sa.Row[Any], now: datetime, worker: str, engine: Engine) -> Task:

@@ -227,7 +227,8 @@ def run_rq_worker(
     supervisor.report = lambda: _report(worker, provider_report(handler))
     level = "INFO" if logging.getLogger("switchyard").isEnabledFor(logging.DEBUG) else "WARNING"
     try:
-        worker.work(burst=options.burst, logging_level=level)
+        with services.store.pinned():  # the jobs' claims and completions: one connection
+            worker.work(burst=options.burst, logging_level=level)
     except redis.RedisError as exc:
         log_event(log, "rq_worker_redis_lost", logging.WARNING, worker=worker.name, error=exc)
         return Ended.STOPPED if worker.stop_signalled else Ended.REDIS_LOST
