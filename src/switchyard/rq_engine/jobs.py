@@ -18,7 +18,10 @@ How rq's view agrees with the database:
 
 The process's context (store, handler, worker name) is installed by `switchyard worker
 --engine rq`; under a plain `rq worker` it is built from the environment. A forked work
-horse rebuilds its database pool and heartbeat thread, which do not survive a fork.
+horse rebuilds its database pool and heartbeat thread, which do not survive a fork; under
+`switchyard worker --worker-class fork` its parent claims the task before forking and records
+the outcome the horse sends it (`claimed_for_horse`, `rq_engine/relay.py`), so a horse
+normally opens no database connection at all.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from switchyard.db.store import Outcome, TaskStore
 from switchyard.domain import Engine, Status, Task
 from switchyard.errors import SwitchyardError, TaskFailed, TaskTimeout
 from switchyard.logs import log_event
+from switchyard.rq_engine.relay import Relay, RelayedWrites, TaskWrites
 
 log = logging.getLogger("switchyard.rq.jobs")
 
@@ -55,6 +59,7 @@ class JobContext:
     worker: str
     held: set[uuid.UUID] = field(default_factory=set)
     processed: int = 0
+    horse_claim: HorseClaim | None = None  # the forking worker's parent, for its next horse
     pid: int = field(default_factory=os.getpid)
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -89,6 +94,16 @@ class JobContext:
         return str(held[0]) if held else None
 
 
+@dataclass
+class HorseClaim:
+    """What the parent claimed for the horse it forks next (None: the task was not claimable),
+    and the relay through which that horse writes the outcome."""
+
+    task_id: str
+    task: Task | None
+    relay: Relay
+
+
 _context: JobContext | None = None
 _lock = threading.Lock()
 
@@ -119,7 +134,9 @@ def current_context() -> JobContext:
         ctx = _context
         if ctx is not None and ctx.pid != os.getpid():
             ctx.store.dispose(close=False)  # the parent's connections stay the parent's
+            claim = ctx.horse_claim
             ctx = JobContext(ctx.store, ctx.settings, ctx.handler, ctx.worker)
+            ctx.horse_claim = claim
             ctx.start_heartbeats()
         elif ctx is None:
             ctx = _from_environment()
@@ -135,43 +152,85 @@ def _from_environment() -> JobContext:
     return JobContext(TaskStore.from_settings(settings), settings, make_handler(settings), name)
 
 
+@contextlib.contextmanager
+def claimed_for_horse(job_args: Any) -> Iterator[None]:
+    """In the forking worker's parent, around the fork and wait of one horse running
+    `run_task(*job_args)`: claim the task first, serve the horse's writes
+    (`rq_engine/relay.py`) and beat for the task meanwhile. With the database unavailable,
+    or arguments that name no task, the horse does it all itself, as without this."""
+    ctx = current_context()
+    try:
+        (task_id,) = job_args
+        task = _claim(ctx, task_id)
+    except (ValueError, TypeError, AttributeError):  # not a task id: run_task says so
+        yield
+        return
+    except SwitchyardError as exc:
+        log_event(log, "db_unavailable", logging.WARNING, worker=ctx.worker, error=exc)
+        yield
+        return
+    ctx.horse_claim = HorseClaim(task_id, task, Relay(ctx.store))
+    if task is not None:
+        ctx.held.add(task.id)
+    try:
+        yield
+    finally:
+        claim, ctx.horse_claim = ctx.horse_claim, None
+        claim.relay.close()
+        if task is not None:  # a horse that died unheard leaves it to heartbeat recovery
+            ctx.held.discard(task.id)
+            ctx.processed += 1
+
+
+def _claim(ctx: JobContext, task_id: str) -> Task | None:
+    wait = ctx.settings.worker_timeout  # rq's job timeout ends a longer database outage
+    return ctx.store.claim_task(
+        uuid.UUID(task_id), ctx.worker, Engine.RQ, owned_by=Engine.RQ, wait_up_to=wait
+    )
+
+
 def run_task(task_id: str) -> dict[str, Any]:
     """Run one task if this job still may; see the module docstring for the outcomes."""
     ctx = current_context()
-    wait = ctx.settings.worker_timeout  # rq's job timeout ends a longer database outage
-    task = ctx.store.claim_task(
-        uuid.UUID(task_id), ctx.worker, Engine.RQ, owned_by=Engine.RQ, wait_up_to=wait
-    )
+    claim = ctx.horse_claim
+    writes: TaskWrites
+    if claim is not None and claim.task_id == task_id:  # claimed by the forking parent
+        task, writes = claim.task, RelayedWrites(claim.relay, ctx.store)
+    else:
+        task, writes = _claim(ctx, task_id), ctx.store
     if task is None:
         log_event(log, "job_skipped", task_id=task_id, worker=ctx.worker)
         return {"task_id": task_id, "outcome": "skipped"}
+    wait = ctx.settings.worker_timeout
     with ctx.holding(task):
         try:
             result = ctx.handler(task)
         except (SystemExit, KeyboardInterrupt):  # cold shutdown: give the task back at once
-            ctx.store.release(ctx.worker, [task.id], "rq worker shut down")
+            writes.release(ctx.worker, [task.id], "rq worker shut down")
             raise
         except Exception as exc:
-            return _record_failure(ctx, task, exc)
+            return _record_failure(ctx, writes, task, exc)
         # Still held (heartbeats go on) while a database outage makes the completion wait.
         outcome = Outcome(task.id, task.attempts, result[0], result[1], provider_of(result))
-        taken = ctx.store.complete_one(ctx.worker, outcome, wait_up_to=wait)
+        taken = writes.complete_one(ctx.worker, outcome, wait_up_to=wait)
     log_event(
         log, "complete" if taken else "complete_discarded", task_id=task_id, worker=ctx.worker
     )
     return {"task_id": task_id, "outcome": "completed" if taken else "discarded"}
 
 
-def _record_failure(ctx: JobContext, task: Task, exc: Exception) -> dict[str, Any]:
+def _record_failure(
+    ctx: JobContext, writes: TaskWrites, task: Task, exc: Exception
+) -> dict[str, Any]:
     if isinstance(exc, JobTimeoutException):  # rq's, said as the polling worker says it
         exc = TaskTimeout(f"timed out after {ctx.settings.worker_timeout:g}s")
     failure = failure_of(exc)
     message = failure.message
     if failure.release_after is not None:  # the provider is down, not the task: no attempt
-        ctx.store.release(ctx.worker, [task.id], message, delay=failure.release_after)
+        writes.release(ctx.worker, [task.id], message, delay=failure.release_after)
         log_event(log, "released", logging.WARNING, task_id=task.id, reason=message)
         return {"task_id": str(task.id), "outcome": "released"}
-    status = ctx.store.fail(
+    status = writes.fail(
         ctx.worker, task.id, message, attempt=task.attempts, retryable=failure.retryable
     )
     log_event(

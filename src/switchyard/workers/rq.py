@@ -175,7 +175,12 @@ class SimpleRQWorker(_ModeAware, SimpleWorker):
 
 
 class ForkRQWorker(_ModeAware, Worker):
-    """Forks a work horse per job (rq's default)."""
+    """Forks a work horse per job (rq's default). This process claims the task before the
+    fork and records what the horse reports (`jobs.claimed_for_horse`)."""
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        with jobs.claimed_for_horse(job.args):
+            super().execute_job(job, queue)
 
 
 WORKER_CLASSES: dict[str, type[_ModeAware]] = {"simple": SimpleRQWorker, "fork": ForkRQWorker}
