@@ -171,7 +171,12 @@ class _ModeAware(BaseWorker):
 
 
 class SimpleRQWorker(_ModeAware, SimpleWorker):
-    """Runs each job in the worker process."""
+    """Runs each job in the worker process; its task's claim is sent as the job is taken,
+    while rq prepares the job (`jobs.claim_ahead`)."""
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        jobs.claim_ahead(job.args)
+        super().execute_job(job, queue)
 
 
 class ForkRQWorker(_ModeAware, Worker):
