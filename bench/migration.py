@@ -14,9 +14,10 @@ Each run of a size, in a fresh PostgreSQL database and a private redis-server (s
 Redis is never touched): N rq-owned tasks are enqueued by switchyard's own dispatcher, moved
 by `migrate rq-to-db` (timed, then checked: every task db-owned once, Redis empty), handed
 back by `migrate db-to-rq` (timed too), and moved again by the runbook's method (timed,
-checked). The ratio is taken within each run, so both sides see the same machine load; the
-JSON gives the median of the runs with every run beside it. JSON goes to stdout and
-bench/results/migration-<timestamp>.json; progress to stderr.
+checked); then, for db->rq's reference, rq's own pipelined `enqueue_many` puts N jobs in
+the emptied Redis (timed). The ratios are taken within each run, so both sides see the
+same machine load; the JSON gives the median of the runs with every run beside it. JSON
+goes to stdout and bench/results/migration-<timestamp>.json; progress to stderr.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ import redis
 import sqlalchemy as sa
 import typer
 from _common import BenchFailed, note, working
+from rq import Queue
+from rq.serializers import JSONSerializer
 
 from switchyard.config import load_settings
 from switchyard.db.connections import open_connections
@@ -190,15 +193,46 @@ def measure(n: int, batch_size: int, redis_url: str, runbook_max: int) -> dict[s
         check_moved(store, r, n, moved, "runbook")
         note(f"runbook rq->db: {moved:,} in {theirs:.2f}s")
         store.dispose()
+        r.flushdb()
+        plain = plain_enqueue_many(r, n)
+        note(f"rq enqueue_many: {n:,} in {plain:.3f}s")
+        r.flushdb()
         r.close()
     # One job per round trip: the runbook's cost per task is flat, so N / rate is its time.
-    return {"ours": ours, "back": back, "moved": moved, "theirs_for_all": theirs * n / moved}
+    return {
+        "ours": ours,
+        "back": back,
+        "moved": moved,
+        "theirs_for_all": theirs * n / moved,
+        "enqueue_many": plain,
+    }
+
+
+def plain_enqueue_many(r: redis.Redis, n: int) -> float:
+    """Seconds for rq's own pipelined `enqueue_many` to enqueue n JSON jobs over the four
+    queues, 1,000 per pipeline (what db->rq is measured against; nothing in a database)."""
+    queues = [Queue(q, connection=r, serializer=JSONSerializer) for q in QUEUES]
+    data = [
+        Queue.prepare_data("bench.noop", args=[str(i)], job_id=str(uuid.uuid4())) for i in range(n)
+    ]
+    started = time.perf_counter()
+    for first in range(0, n, 1000):
+        with r.pipeline() as pipe:
+            for i in range(first, min(n, first + 1000)):
+                queues[i % 4].enqueue_many([data[i]], pipeline=pipe)
+            pipe.execute()
+    seconds = time.perf_counter() - started
+    if queued_in_redis(r) != n:
+        raise BenchFailed(f"enqueue_many: {queued_in_redis(r)} of {n} in Redis")
+    return seconds
 
 
 def result(n: int, batch_size: int, samples: list[dict[str, float]]) -> dict[str, Any]:
     """Medians over the runs (every run kept), the ratio taken within each run."""
     ours = [s["ours"] for s in samples]
     back = [s["back"] for s in samples]
+    plain = [s["enqueue_many"] for s in samples]
+    back_ratios = [p / b for p, b in zip(plain, back, strict=True)]
     theirs = [s["theirs_for_all"] for s in samples]
     ratios = [t / o for t, o in zip(theirs, ours, strict=True)]
     moved = int(samples[0]["moved"])
@@ -215,6 +249,12 @@ def result(n: int, batch_size: int, samples: list[dict[str, float]]) -> dict[str
             "seconds": common.summary(back, 3),
             "tasks_per_s": round(n / statistics.median(back)),
         },
+        "rq_enqueue_many": {
+            "seconds": common.summary(plain, 3),
+            "jobs_per_s": round(n / statistics.median(plain)),
+        },
+        # enqueue_many's seconds / db->rq's, within each run: >= 1 is db->rq at least as fast
+        "ratio_db_to_rq_over_enqueue_many": common.summary(back_ratios, 2),
         "runbook_rq_to_db": {
             "tasks_timed": moved,
             "seconds_for_all": common.summary(theirs, 1),
