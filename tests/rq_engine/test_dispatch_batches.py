@@ -11,8 +11,8 @@ from rq.serializers import JSONSerializer
 
 from switchyard.db.store import Pending
 from switchyard.domain import Priority
-from switchyard.rq_engine.connection import JOB_FUNC
-from switchyard.rq_engine.dispatch import push_jobs
+from switchyard.rq_engine.connection import JOB_FUNC, queue_for
+from switchyard.rq_engine.dispatch import _job, _job_hash, push_jobs
 from switchyard.rq_engine.scripts import enqueue_jobs_args
 from tests.support.env import make_settings
 
@@ -52,3 +52,21 @@ def test_fields_with_one_value_in_every_hash_travel_once() -> None:
     assert args == ["rq:queue:low", 2, *shared, 1, "data", "j1", b"a", "j2", b"b"]
     alone = enqueue_jobs_args("rq:queue:low", ["j1"], hashes[:1])
     assert alone == ["rq:queue:low", 3, "origin", "low", "data", b"a", "status", "queued", 0, "j1"]
+
+
+def test_each_job_hash_is_what_rq_builds_for_it(r: redis.Redis, redis_url: str) -> None:
+    """One Job is built per queue and pass, and each task changes what names it: every hash
+    is still field for field what rq's own Job gives that task (the times aside)."""
+    settings = make_settings("sqlite://", redis_url=redis_url)
+    tasks = [Pending(uuid.uuid4(), p) for p in (Priority.URGENT, Priority.LOW) * 3]
+    shapes: dict[str, tuple[Job, dict[str, object]]] = {}
+    times = ("created_at", "enqueued_at")
+    for task in tasks:
+        queue = queue_for(r, task.priority, settings.rq_queue_prefix)
+        fast = _job_hash(shapes, queue, task, settings)
+        own = _job(queue, task, settings).to_dict()
+        assert {k: v for k, v in fast.items() if k not in times} == {
+            k: v for k, v in own.items() if k not in times
+        }
+        assert list(fast) == list(own)  # the same fields in the same order (one layout)
+    assert len(shapes) == 2
