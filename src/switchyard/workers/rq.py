@@ -1,9 +1,12 @@
 """The rq worker: rq's own worker classes on the four queues, in priority order, with the job
 context installed and the supervisor (started by `workers.runner`) reporting for it.
 
-rq's stock `Worker` forks a work horse per job (isolation; about 46 jobs/s on the reference
-machine); `SimpleWorker` runs the job in the worker process (much faster, no isolation).
-`--worker-class simple|fork` chooses; simple is the default.
+rq's stock `Worker` forks a work horse per job (isolation); `SimpleWorker` runs the job in the
+worker process (much faster, no isolation). `--worker-class simple|fork` chooses; simple is
+the default. Either way the worker process keeps one database connection for the jobs'
+claims and completions (`TaskStore.pinned`); the simple worker sends a job's claim as soon
+as it has taken the job (`rq_engine/ahead.py`), and the forking worker claims before it
+forks and writes what its horse reports (`rq_engine/relay.py`).
 
 One change to rq's loop: rq blocks on an empty queue for minutes and retries a lost Redis for
 up to a minute without returning, so neither a mode switch nor a fallback would be noticed.
