@@ -26,8 +26,8 @@ def test_a_pinned_thread_claims_and_completes_on_one_connection(
         assert held is not None and complete(quiet_store, held)
         assert claim(quiet_store, second) is not None
         assert pinned_session(quiet_store) == session
-        assert quiet_store.engine.pool.checkedout() == 1  # the pin, nothing else
-    assert quiet_store.engine.pool.checkedout() == 0  # given back at the end
+        assert quiet_store.connections.pool.checkedout() == 1  # the pin, nothing else
+    assert quiet_store.connections.pool.checkedout() == 0  # given back at the end
 
 
 def test_a_pinned_connection_killed_between_jobs_costs_no_job(

@@ -57,12 +57,12 @@ def test_a_horse_whose_parent_is_gone_writes_its_outcome_itself(
     said, says = os.pipe()
     parent = os.fork()
     if parent == 0:
-        store.engine.dispose(close=False)
+        store.dispose(close=False)
         relay = Relay(store)
         if os.fork() == 0:
             while os.getppid() == relay.parent:  # until orphaned
                 time.sleep(0.01)
-            store.engine.dispose(close=False)  # as the horse's context does after the fork
+            store.dispose(close=False)  # as the horse's context does after the fork
             writes = RelayedWrites(relay, store)
             taken = writes.complete_one("rq-1", outcome)
             os.write(says, b"1" if taken and writes.broken else b"0")

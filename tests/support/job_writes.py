@@ -9,7 +9,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from switchyard.db.engine import make_engine
+from switchyard.db.connections import open_connections
 from switchyard.db.store import Outcome, TaskStore
 from switchyard.domain import Engine, Task
 from tests.support.history import new_task
@@ -41,7 +41,7 @@ def session_of(conn: sa.Connection) -> int:
 
 def kill_session(db_url: str, ident: int) -> None:
     """End one server session and wait until it is gone."""
-    admin = make_engine(db_url, isolation_level="AUTOCOMMIT")
+    admin = open_connections(db_url, isolation_level="AUTOCOMMIT")
     pg = admin.dialect.name == "postgresql"
     alive = (
         "SELECT count(*) FROM pg_stat_activity WHERE pid = :id"
