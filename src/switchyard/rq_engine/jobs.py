@@ -44,7 +44,6 @@ from switchyard.db.store import Outcome, TaskStore
 from switchyard.domain import Engine, Status, Task
 from switchyard.errors import SwitchyardError, TaskFailed, TaskTimeout
 from switchyard.logs import log_event
-from switchyard.rq_engine.ahead import ClaimAhead
 from switchyard.rq_engine.relay import Relay, RelayedWrites, TaskWrites
 
 log = logging.getLogger("switchyard.rq.jobs")
@@ -61,7 +60,6 @@ class JobContext:
     held: set[uuid.UUID] = field(default_factory=set)
     processed: int = 0
     horse_claim: HorseClaim | None = None  # the forking worker's parent, for its next horse
-    ahead: ClaimAhead | None = None  # the simple worker's claims, sent as a job is taken
     pid: int = field(default_factory=os.getpid)
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -73,8 +71,6 @@ class JobContext:
 
     def stop_heartbeats(self) -> None:
         self._stop.set()
-        if self.ahead is not None and self.pid == os.getpid():
-            self.ahead.stop()
 
     def _beat(self) -> None:
         while not self._stop.wait(self.settings.worker_heartbeat_interval):
@@ -186,20 +182,6 @@ def claimed_for_horse(job_args: Any) -> Iterator[None]:
             ctx.processed += 1
 
 
-def claim_ahead(job_args: Any) -> None:
-    """In the simple worker, as a job is taken: begin its task's claim on the claiming thread
-    (`rq_engine/ahead.py`); `run_task` waits for it. Arguments that name no task: nothing."""
-    ctx = current_context()
-    if not (isinstance(job_args, (list, tuple)) and len(job_args) == 1):
-        return
-    task_id = job_args[0]
-    if not isinstance(task_id, str):
-        return
-    if ctx.ahead is None:
-        ctx.ahead = ClaimAhead(ctx.store)
-    ctx.ahead.start(task_id, lambda: _claim(ctx, task_id))
-
-
 def _claim(ctx: JobContext, task_id: str) -> Task | None:
     wait = ctx.settings.worker_timeout  # rq's job timeout ends a longer database outage
     return ctx.store.claim_task(
@@ -212,11 +194,8 @@ def run_task(task_id: str) -> dict[str, Any]:
     ctx = current_context()
     claim = ctx.horse_claim
     writes: TaskWrites
-    ahead = ctx.ahead.take(task_id) if ctx.ahead is not None else None
     if claim is not None and claim.task_id == task_id:  # claimed by the forking parent
         task, writes = claim.task, RelayedWrites(claim.relay, ctx.store)
-    elif ahead is not None:  # claimed while rq prepared the job
-        task, writes = ahead.result(), ctx.store
     else:
         task, writes = _claim(ctx, task_id), ctx.store
     if task is None:

@@ -4,9 +4,8 @@ context installed and the supervisor (started by `workers.runner`) reporting for
 rq's stock `Worker` forks a work horse per job (isolation); `SimpleWorker` runs the job in the
 worker process (much faster, no isolation). `--worker-class simple|fork` chooses; simple is
 the default. Either way the worker process keeps one database connection for the jobs'
-claims and completions (`TaskStore.pinned`); the simple worker sends a job's claim as soon
-as it has taken the job (`rq_engine/ahead.py`), and the forking worker claims before it
-forks and writes what its horse reports (`rq_engine/relay.py`).
+claims and completions (`TaskStore.pinned`); the forking worker claims before it forks and
+writes what its horse reports (`rq_engine/relay.py`).
 
 One change to rq's loop: rq blocks on an empty queue for minutes and retries a lost Redis for
 up to a minute without returning, so neither a mode switch nor a fallback would be noticed.
@@ -174,12 +173,7 @@ class _ModeAware(BaseWorker):
 
 
 class SimpleRQWorker(_ModeAware, SimpleWorker):
-    """Runs each job in the worker process; its task's claim is sent as the job is taken,
-    while rq prepares the job (`jobs.claim_ahead`)."""
-
-    def execute_job(self, job: Job, queue: Queue) -> None:
-        jobs.claim_ahead(job.args)
-        super().execute_job(job, queue)
+    """Runs each job in the worker process."""
 
 
 class ForkRQWorker(_ModeAware, Worker):
