@@ -46,8 +46,11 @@ pytest: $(STAMP) services
 services:
 	scripts/ensure-services
 
+# Issue 12's table in one command: the engines against pgqueuer and plain rq, then the moves
+# between the engines against rq's enqueue_many and the runbook's way, each in the same run.
 bench: $(STAMP) services
 	$(BIN)/python bench/dispatch.py --engine db,rq,peers
+	$(BIN)/python bench/migration.py --sizes 100000
 
 clean:
 	rm -rf $(VENV) switchyard.db switchyard.db-wal switchyard.db-shm
