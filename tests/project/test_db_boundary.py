@@ -17,7 +17,7 @@ import switchyard
 
 PACKAGE = Path(switchyard.__file__).parent
 FORBIDDEN_ATTRIBUTES = {"connections"}  # TaskStore.connections, RunRecorder.connections
-FORBIDDEN_NAMES = {"open_connections"}
+FORBIDDEN_NAMES = {"open_connections", "Connection"}  # the pool, a connection's type
 
 
 def breaches(package: Path) -> list[str]:
@@ -47,11 +47,13 @@ def test_the_check_sees_a_breach(tmp_path: Path) -> None:
     (tmp_path / "operations").mkdir()
     (tmp_path / "operations" / "tasks.py").write_text(
         "from switchyard.db.connections import open_connections\n"
+        "from switchyard.db.bulk import Connection\n"
         "def count(services):\n"
         "    with services.store.connections.connect() as conn:\n"
         "        return conn\n"
     )
     assert breaches(tmp_path) == [
         "operations/tasks.py:1 import open_connections",
-        "operations/tasks.py:3 .connections",
+        "operations/tasks.py:2 import Connection",
+        "operations/tasks.py:4 .connections",
     ]

@@ -1,7 +1,8 @@
 """What makes a bulk move fast without changing what it does.
 
 - `Writers` runs batch writes on `n` threads, each with a database connection of its own
-  that stays with its thread for the whole run (no pool checkout and ping per batch), so
+  that stays with its thread for the whole run (no pool checkout and ping per batch; the
+  write is handed a `Writer`, so the connection never leaves `db/`), so
   batches can be written while others are read, committed or removed. Nothing here decides
   what may run at once: `rq_to_db` does (a batch's COMMIT always before its removal; two
   batches written at once never share a job id).
@@ -20,13 +21,25 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 import sqlalchemy as sa
 
+from switchyard.db import moves
 from switchyard.db.store import TaskStore
-
-# What a write run by the pool is handed (so its callers need not import SQLAlchemy).
-Connection = sa.Connection
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+
+class Writer:
+    """What a write run by the pool is handed: its thread's connection, behind the one kind
+    of transaction a bulk move makes on it."""
+
+    def __init__(self, conn: sa.Connection) -> None:
+        self._conn = conn
+
+    def migration_tx(
+        self, actor: str, max_attempts: int, epoch: int
+    ) -> contextlib.AbstractContextManager[moves.MigrationTx]:
+        """One batch's fenced transaction (`moves.migration_tx`)."""
+        return moves.migration_tx(self._conn, actor, max_attempts, epoch)
 
 
 class Writers:
@@ -42,10 +55,10 @@ class Writers:
         self.lock = threading.Lock()
 
     def submit(
-        self, write: Callable[Concatenate[sa.Connection, P], T], *args: P.args, **kw: P.kwargs
+        self, write: Callable[Concatenate[Writer, P], T], *args: P.args, **kw: P.kwargs
     ) -> Future[T]:
-        """Run `write(connection, *args)` on a writer thread."""
-        return self.pool.submit(lambda: write(self._connection(), *args, **kw))
+        """Run `write(writer, *args)` on a writer thread."""
+        return self.pool.submit(lambda: write(Writer(self._connection()), *args, **kw))
 
     def _connection(self) -> sa.Connection:
         conn: sa.Connection | None = getattr(self.local, "conn", None)

@@ -48,7 +48,7 @@ from typing import Any
 from redis import Redis
 
 from switchyard.db import legacy, moves
-from switchyard.db.bulk import Connection, Writers, collector_spared
+from switchyard.db.bulk import Writer, Writers, collector_spared
 from switchyard.db.connections import deadlock_retried
 from switchyard.db.moves import ForeignTask, Known
 from switchyard.db.quarantine import Quarantined, encode_raw
@@ -367,12 +367,12 @@ class _Run:
         self.writing.append(_Writing(source, entries, job_ids, future))
 
     @deadlock_retried("writing a migration batch")
-    def _write(self, conn: Connection, source: Source, entries: list[Entry]) -> _Written:
+    def _write(self, writer: Writer, source: Source, entries: list[Entry]) -> _Written:
         """One batch in one transaction, on a writer thread (touches no run state)."""
         job_ids = list(dict.fromkeys(e.job_id for e in entries))
         own = [j for j in job_ids if is_own_job_id(j)]
         options = self.options
-        with moves.migration_tx(conn, options.actor, self.store.max_attempts, self._epoch) as tx:
+        with writer.migration_tx(options.actor, self.store.max_attempts, self._epoch) as tx:
             flipped = tx.take_over(own, in_flight=source.kind.in_flight)
             rest = [j for j in job_ids if j not in flipped] if flipped else job_ids
             batch = self._classify(source, entries, rest, tx.lookup(rest))
