@@ -43,13 +43,19 @@ def test_the_db_engine_bench_on_sqlite() -> None:
     assert sqlite["switchyard_over_baseline"]["end_to_end_2_workers"] is not None
 
 
-def test_the_peer_bench_measures_pgqueuer_beside_the_db_engine() -> None:
+def test_the_peer_bench_measures_pgqueuer_and_procrastinate_beside_the_db_engine() -> None:
     args = ["--engine", "peers", "--backends", "postgresql", "--quick", "--n", "20"]
     peer = run_bench("dispatch.py", *args)["results"]["peers"]["postgresql"]["pgqueuer"]
     for workers in (1, 2):
         row = peer[f"{workers}_workers"]
         assert row["ratio_of_medians"] > 0
         assert row["pgqueuer"][f"{workers}_workers_client_cpu_us_per_task"]["median"] > 0
+        reference = row["procrastinate"]
+        assert reference["for_reference"] is True
+        assert reference["ratio_of_medians"] > 0
+        assert reference[f"{workers}_workers_tasks_per_s"]["median"] > 0
+        for side in ("client", "server"):
+            assert reference[f"{workers}_workers_{side}_cpu_us_per_task"]["median"] > 0
 
 
 def test_the_rq_engine_bench() -> None:
