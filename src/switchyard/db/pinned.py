@@ -25,16 +25,16 @@ from switchyard.db.connections import PING_IDLE_AFTER
 
 
 @contextlib.contextmanager
-def pooled_autocommit(engine: sa.Engine) -> Iterator[sa.Connection]:
+def pooled_autocommit(conns: sa.Engine) -> Iterator[sa.Connection]:
     """A connection from the pool, in autocommit, for one statement."""
-    with engine.connect() as conn:
+    with conns.connect() as conn:
         conn.execution_options(isolation_level="AUTOCOMMIT")
         yield conn
 
 
 @dataclass
 class _Pin:
-    engine: sa.Engine
+    conns: sa.Engine
     pid: int
     conn: sa.Connection | None = None
     used_at: float = 0.0
@@ -61,16 +61,16 @@ class PinnedConnections:
             pin.conn.close()
             pin.conn = None
         if pin.conn is None:
-            pin.conn = pin.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            pin.conn = pin.conns.connect().execution_options(isolation_level="AUTOCOMMIT")
         pin.used_at = now
         return pin.conn
 
     @contextlib.contextmanager
-    def pinned(self, engine: sa.Engine) -> Iterator[None]:
+    def pinned(self, conns: sa.Engine) -> Iterator[None]:
         if getattr(self._local, "pin", None) is not None:  # nested: the outer pin serves
             yield
             return
-        pin = self._local.pin = _Pin(engine, os.getpid())
+        pin = self._local.pin = _Pin(conns, os.getpid())
         try:
             yield
         finally:
