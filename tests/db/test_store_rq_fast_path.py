@@ -9,7 +9,6 @@ ambiguous failure recognises its own write, and racing claimers still have one w
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 import uuid
@@ -26,27 +25,10 @@ from psycopg.pq import Trace
 from switchyard.db.connections import normalize_url, open_connections
 from switchyard.db.schema import tasks
 from switchyard.db.store import Outcome, TaskStore, utcnow
-from switchyard.domain import Engine, Status, Task
+from switchyard.domain import Status, Task
 from switchyard.errors import StoreError
 from tests.support.history import new_task, per_task, transitions
-
-
-def rq_task(store: TaskStore) -> Task:
-    return store.submit([dataclasses.replace(new_task(), engine=Engine.RQ)], "test")[0]
-
-
-def claim(store: TaskStore, task: Task, worker: str = "rq-1") -> Task | None:
-    return store.claim_task(task.id, worker, Engine.RQ, owned_by=Engine.RQ)
-
-
-def complete(store: TaskStore, task: Task, worker: str = "rq-1") -> bool:
-    return store.complete_one(worker, Outcome(task.id, task.attempts, "a caption", 0.9))
-
-
-def only(backends: str, backend: str) -> None:
-    if backend not in backends.split(","):
-        pytest.skip(f"about {backends} only")
-
+from tests.support.job_writes import claim, complete, kill_session, only, rq_task, session_of
 
 # -- round trips -----------------------------------------------------------------------------
 
@@ -172,33 +154,8 @@ def row_lock_held(store: TaskStore, db_url: str, task_id: uuid.UUID) -> bool:
 
 
 def session_id(store: TaskStore) -> int:
-    query = "SELECT pg_backend_pid()" if store.dialect == "postgresql" else "SELECT CONNECTION_ID()"
     with store.connections.connect() as conn:
-        return int(conn.exec_driver_sql(query).scalar_one())
-
-
-def kill_session(db_url: str, ident: int) -> None:
-    """End one server session, as a server restart or an idle timeout would, and wait for it."""
-    admin = open_connections(db_url, isolation_level="AUTOCOMMIT")
-    pg = admin.dialect.name == "postgresql"
-    alive = (
-        "SELECT count(*) FROM pg_stat_activity WHERE pid = :id"
-        if pg
-        else "SELECT count(*) FROM information_schema.PROCESSLIST WHERE ID = :id"
-    )
-    try:
-        with admin.connect() as conn:
-            if pg:
-                conn.execute(sa.text("SELECT pg_terminate_backend(:id)"), {"id": ident})
-            else:
-                conn.exec_driver_sql(f"KILL CONNECTION {int(ident)}")
-            for _ in range(100):
-                if not conn.execute(sa.text(alive), {"id": ident}).scalar():
-                    return
-                time.sleep(0.02)
-        raise AssertionError(f"session {ident} is still alive")
-    finally:
-        admin.dispose()
+        return session_of(conn)
 
 
 def test_a_connection_killed_between_jobs_costs_no_job(
