@@ -147,8 +147,11 @@ def start_system(cluster: Cluster, db_url: str, procedure: Procedure) -> str:
     assert mode.code == 0, mode.brief()
     port = free_port()
     cluster.start("serve", "serve", "--port", str(port))
-    for i in (1, 2):
-        cluster.start(f"rq-worker-{i}", "worker", "--engine", "rq")
+    # Both of rq's worker classes, as operators run them: the forking one claims in its
+    # parent and writes what its horse reports (it refuses SQLite, whose file a fork shares).
+    fork = [] if db_url.startswith("sqlite") else ["--worker-class", "fork"]
+    cluster.start("rq-worker-1", "worker", "--engine", "rq")
+    cluster.start("rq-worker-2", "worker", "--engine", "rq", *fork)
     cluster.start("standby-db-worker", "worker", "--engine", "db", "-c", STANDBY_CONCURRENCY)
     api = f"http://127.0.0.1:{port}"
     conns = open_connections(db_url)
