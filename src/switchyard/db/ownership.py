@@ -3,6 +3,7 @@ switch (`switchyard/switch.py`), each fenced by the routing epoch it was decided
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -10,12 +11,13 @@ from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from switchyard.db import fence
 from switchyard.db.clock import utcnow
 from switchyard.db.connections import deadlock_retried, translated
 from switchyard.db.rows import Pending
-from switchyard.db.schema import task_events, tasks
+from switchyard.db.schema import UtcDateTime, task_events, tasks
 from switchyard.db.transitions import owner_change
 from switchyard.domain import Engine, Priority, Status
 
@@ -74,7 +76,7 @@ class OwnershipStore:
             in_redis = list(enqueue(pending))
             if in_redis:
                 conn.execute(
-                    tasks.update().where(tasks.c.id.in_(in_redis)).values(dispatched_at=now)
+                    tasks.update().where(_among(conn, in_redis)).values(dispatched_at=now)
                 )
         return len(pending)
 
@@ -135,6 +137,10 @@ class OwnershipStore:
         )
         with translated("moving queued tasks between engines"), self.connections.begin() as conn:
             fence.hold(conn, epoch, f"move {source.value}->{target.value}", now)
+            if conn.dialect.name == "postgresql":
+                move = {"p_source": source.value, "p_target": target.value, "p_limit": limit}
+                stamp = {"p_now": now, "p_actor": actor}
+                return int(conn.execute(_reassign_statement(reason), move | stamp).scalar_one())
             ids = list(conn.execute(pick).scalars())
             if not ids:
                 return 0
@@ -196,3 +202,52 @@ class OwnershipStore:
                 if status == Status.QUEUED.value and owner == Engine.RQ.value and undispatched:
                     out["undispatched"] += n
         return EngineCounts(out["queued"], out["running"], out["undispatched"])
+
+
+def _among(conn: sa.Connection, ids: Sequence[uuid.UUID]) -> sa.ColumnElement[bool]:
+    """`tasks.id` is one of `ids`. On PostgreSQL one array parameter, sent as one text literal
+    (canonical UUIDs need no quoting): a thousand bound parameters cost the client more to
+    render and the server more to parse than the rows cost to update."""
+    if conn.dialect.name != "postgresql":
+        return tasks.c.id.in_(list(ids))
+    literal = "{" + ",".join(map(str, ids)) + "}"
+    array = sa.cast(sa.bindparam("p_ids", literal, type_=sa.Text), postgresql.ARRAY(sa.Uuid))
+    return tasks.c.id == sa.any_(array)
+
+
+@functools.lru_cache(maxsize=16)  # one per reason: a migration's, a mode's, adoption's
+def _reassign_statement(reason: str) -> sa.Select[Any]:
+    """PostgreSQL's `reassign_queued` in one statement (chained data-modifying CTEs, so one
+    round trip whatever the batch): pick up to `p_limit` queued tasks of `p_source` (FOR
+    UPDATE SKIP LOCKED), give them to `p_target` not dispatched, insert their owner-change
+    events; the number moved.
+
+        WITH picked AS (SELECT id FROM tasks WHERE status = 'queued' AND engine = :source
+                        LIMIT :n FOR UPDATE SKIP LOCKED),
+             moved AS (UPDATE tasks SET engine = :target, dispatched_at = NULL
+                       FROM picked WHERE tasks.id = picked.id AND tasks.status = 'queued'
+                       RETURNING tasks.id),
+             logged AS (INSERT INTO task_events (...) SELECT id, ... FROM moved RETURNING 1)
+        SELECT count(*) FROM logged
+
+    The UPDATE's WHERE repeats the status: the rows are locked by `picked`, so it holds, but
+    the compare-and-set is then visible in the statement itself."""
+    move = owner_change()
+    picked = (
+        sa.select(tasks.c.id)
+        .where(move.is_src, tasks.c.engine == sa.bindparam("p_source", type_=sa.String))
+        .limit(sa.bindparam("p_limit", type_=sa.Integer))
+        .with_for_update(skip_locked=True)
+    )
+    moved = (
+        tasks.update()
+        .where(tasks.c.id == sa.any_(sa.func.array(picked.scalar_subquery())), move.is_src)
+        .values(engine=sa.bindparam("p_target", type_=sa.String), dispatched_at=None)
+        .returning(tasks.c.id)
+        .cte("moved")
+    )
+    now = sa.bindparam("p_now", type_=UtcDateTime)
+    actor = sa.bindparam("p_actor", type_=sa.String)
+    events = move.insert_events(moved.c.id, now, actor, reason)
+    logged = events.returning(task_events.c.task_id).cte("logged")
+    return sa.select(sa.func.count()).select_from(logged)
