@@ -75,9 +75,7 @@ class OwnershipStore:
                 return 0
             in_redis = list(enqueue(pending))
             if in_redis:
-                conn.execute(
-                    tasks.update().where(_among(conn, in_redis)).values(dispatched_at=now)
-                )
+                conn.execute(tasks.update().where(_among(conn, in_redis)).values(dispatched_at=now))
         return len(pending)
 
     def undispatch(self, ids: Sequence[uuid.UUID] | None = None) -> int:
