@@ -9,9 +9,9 @@ dispatcher loop would enqueue them, and so does this command's next run, before 
 else. A SIGKILL between enqueue and mark makes that next run find the job already queued
 (enqueue-once is then a no-op) and only mark it: one task, one job, one queue entry.
 
-Speed: each batch's flip runs on a thread of its own while the batches before it are
-enqueued, the enqueue takes the command's batch size per transaction (on PostgreSQL two such
-transactions at once, see `ENQUEUERS`), and each enqueue is one batched script call per
+Speed: the flips run on threads of their own while the batches before them are enqueued,
+the enqueue takes the command's batch size per transaction (on PostgreSQL two flips and two
+enqueue transactions at once, see `AT_ONCE`), and each enqueue is one batched script call per
 queue (see `rq_engine.scripts.ENQUEUE_JOBS`). Concurrent passes change no step's order: each
 pass locks its rows, pushes, marks and commits, as one pass alone does.
 """
@@ -43,10 +43,12 @@ log = logging.getLogger("switchyard.migration")
 TO_RQ_REASON = "migrated db->rq"
 MAX_BATCH = 5000
 EVERYTHING = 10**12
-# Enqueue passes run at once (each its own transaction: rows locked, pushed, marked, COMMIT).
-# On PostgreSQL one pass's mark and commit wait on the server while the other builds and
-# pushes its jobs; SQLite serialises the transactions, and MariaDB has not been measured.
-ENQUEUERS = {"postgresql": 2}
+# Batches flipped at once, and enqueue passes run at once (each pass its own transaction: rows
+# locked, pushed, marked, COMMIT). On PostgreSQL each runs on a backend of its own, so one
+# pass's mark waits on the server while another builds and pushes its jobs, and two flips use
+# both cores' worth of index maintenance. SQLite serialises the transactions, and MariaDB has
+# not been measured.
+AT_ONCE = {"postgresql": 2}
 
 
 @dataclass
@@ -109,17 +111,19 @@ def _run(
     tick: Callable[[int], None],
     routing: Routing,
 ) -> None:
-    """While batches are enqueued, the next one's owner flips on a thread of its own (its
-    own transaction and connection; SKIP LOCKED keeps them apart). A flip that finds nothing
-    while an enqueue runs is tried again once every enqueue is over: on MariaDB a locking
-    read skips the rows an enqueue's scan holds at that instant, so it can come back empty.
-    A last pass enqueues what the concurrent passes left to each other."""
-    enqueuers = ENQUEUERS.get(store.dialect, 1)
+    """While batches are enqueued, the next ones' owners flip on threads of their own (each
+    its own transaction and connection; SKIP LOCKED keeps them apart). A flip that finds
+    nothing while others run is tried again once every flip and enqueue is over: on MariaDB
+    a locking read skips the rows an enqueue's scan holds at that instant, so it can come
+    back empty. A last pass enqueues what the concurrent passes left to each other."""
+    width = AT_ONCE.get(store.dialect, 1)
     with (
-        ThreadPoolExecutor(1, thread_name_prefix="switchyard-flip") as flipper,
-        ThreadPoolExecutor(enqueuers, thread_name_prefix="switchyard-enqueue") as pool,
+        ThreadPoolExecutor(width, thread_name_prefix="switchyard-flip") as flipper,
+        ThreadPoolExecutor(width, thread_name_prefix="switchyard-enqueue") as enqueuer,
     ):
         statistics = flipper.submit(refresh_statistics, store)
+        flips: deque[Future[int]] = deque()
+        passes: deque[Future[int]] = deque()
 
         def flip_next() -> Future[int]:
             return flipper.submit(
@@ -132,30 +136,35 @@ def _run(
                 epoch=routing.epoch,
             )
 
-        def enqueued(passes: deque[Future[int]], keep: int = 0) -> int:
+        def keep_flipping() -> None:
+            while len(flips) < width:
+                flips.append(flip_next())
+
+        def enqueued(keep: int = 0) -> int:
             """Wait until at most `keep` passes run; how many the finished ones pushed."""
             pushed = 0
             while len(passes) > keep:
                 pushed += passes.popleft().result()
             return pushed
 
-        flipping = flip_next()
         # First what an interrupted run (or a down Redis) left committed but not enqueued.
         leftovers = _enqueue(store, r, settings, EVERYTHING, batch_size, routing)
         report.enqueued += leftovers
         tick(leftovers)
-        statistics.result()  # surfaces an error of the ANALYZE
-        passes: deque[Future[int]] = deque()
+        statistics.result()  # the flips plan with fresh statistics; surfaces an error
+        keep_flipping()
         while True:
-            moved = flipping.result()
+            moved = flips.popleft().result() if flips else 0
             if not moved:
-                report.enqueued += enqueued(passes)
+                if flips:
+                    continue  # the others finish the backlog or come back empty too
+                report.enqueued += enqueued()
                 if not (moved := flip_next().result()):
                     break
             report.moved += moved
-            flipping = flip_next()
-            report.enqueued += enqueued(passes, keep=enqueuers - 1)
-            passes.append(pool.submit(_enqueue, store, r, settings, moved, batch_size, routing))
+            keep_flipping()
+            report.enqueued += enqueued(keep=width - 1)
+            passes.append(enqueuer.submit(_enqueue, store, r, settings, moved, batch_size, routing))
             tick(moved)
         report.enqueued += _enqueue(store, r, settings, EVERYTHING, batch_size, routing)
 
