@@ -2,7 +2,7 @@
 rollback runs and their timelines, throughput over time, task durations, claim latency.
 
 Every query here only reads, and each is bounded by live work (queued and running tasks, read
-from ix_tasks_claim), a time window (ix_tasks_finished, ix_task_events_at) or a row limit, so a
+from a status-led index), a time window (ix_tasks_finished, ix_task_events_at) or a row limit, so a
 dashboard refresh or a Prometheus scrape costs the same at ten million finished tasks as at a
 thousand. None counts the whole history.
 """
@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from switchyard.db.connections import translated
-from switchyard.db.schema import run_steps, runs, task_events, tasks
+from switchyard.db.schema import run_steps, runs, stored, task_events, tasks
 from switchyard.db.store import TaskStore, utcnow
 from switchyard.domain import FINISHED, Priority, Status
 from switchyard.errors import NotFound
@@ -49,7 +49,8 @@ DONE = tuple(s.value for s in FINISHED)
 
 
 def live_counts_query() -> sa.Select[Any]:
-    """A range of ix_tasks_claim (status leads it): the cost follows the live work."""
+    """A range of a status-led index (ix_tasks_status_created: the partial ix_tasks_claim
+    and ix_tasks_heartbeat hold one live status each): the cost follows the live work."""
     return (
         sa.select(tasks.c.status, tasks.c.priority, sa.func.count())
         .where(tasks.c.status.in_(LIVE))
@@ -235,12 +236,12 @@ def recent_durations(store: TaskStore, minutes: int = 15) -> list[float]:
 def recent_claim_latencies(store: TaskStore, minutes: int = 15) -> list[float]:
     """How long tasks claimed in the last `minutes` waited while claimable (enqueue or
     backoff end to start). A task claimed in the window is running now or finished since, so
-    two bounded reads (ix_tasks_claim, ix_tasks_finished) find them all without an index on
-    started_at."""
+    two bounded reads (ix_tasks_heartbeat's running tasks, ix_tasks_finished) find them all
+    without an index on started_at."""
     since = utcnow() - timedelta(minutes=minutes)
     columns = (tasks.c.started_at, tasks.c.available_at)
     running = sa.select(*columns).where(
-        tasks.c.status == Status.RUNNING.value, tasks.c.started_at >= since
+        tasks.c.status == stored(Status.RUNNING.value), tasks.c.started_at >= since
     )
     finished = sa.select(tasks.c.status, *columns).where(_finished_since(since))
     ran = (Status.COMPLETED.value, Status.FAILED.value)

@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from switchyard.db.rows import Outcome
-from switchyard.db.schema import UtcDateTime, task_events, tasks
+from switchyard.db.schema import UtcDateTime, stored, task_events, tasks
 from switchyard.db.transitions import CLAIM, COMPLETE, Transition
 from switchyard.domain import Engine
 
@@ -38,16 +38,17 @@ def _events_of(changed: sa.CTE, move: Transition, reason: str | None) -> sa.Inse
 
 
 @functools.cache
-def claim_statement(by_origin: bool, takes_rq: bool, with_grace: bool) -> sa.Select[Any]:
+def claim_statement(by_origin: str | None, takes_rq: bool, with_grace: bool) -> sa.Select[Any]:
     """Up to `p_limit` available queued tasks (urgent first, then oldest) -> running under
-    `p_worker`; their rows, claimed. `by_origin`: only origin `p_origin`. Without `takes_rq`:
+    `p_worker`; their rows, claimed. `by_origin`: only tasks of that origin (a literal: the
+    canary lane's partial ix_tasks_origin serves it). Without `takes_rq`:
     never an rq-owned task; `with_grace`: an rq-owned one only if available before
     `p_grace_cutoff`."""
     claimed, logged = _claim_ctes(by_origin, takes_rq, with_grace)
     return sa.select(claimed).add_cte(logged)
 
 
-def _claim_ctes(by_origin: bool, takes_rq: bool, with_grace: bool) -> tuple[sa.CTE, sa.CTE]:
+def _claim_ctes(by_origin: str | None, takes_rq: bool, with_grace: bool) -> tuple[sa.CTE, sa.CTE]:
     """The claim's UPDATE (`claimed`, every column of the claimed rows) and its events."""
     pick = (
         sa.select(tasks.c.id)
@@ -59,8 +60,8 @@ def _claim_ctes(by_origin: bool, takes_rq: bool, with_grace: bool) -> tuple[sa.C
         .limit(sa.bindparam("p_limit", type_=sa.Integer))
         .with_for_update(skip_locked=True)
     )
-    if by_origin:
-        pick = pick.where(tasks.c.origin == sa.bindparam("p_origin"))
+    if by_origin is not None:
+        pick = pick.where(tasks.c.origin == stored(by_origin))
     not_rq = [tasks.c.engine != Engine.RQ.value, tasks.c.engine.is_(None)]
     if not takes_rq:
         pick = pick.where(sa.or_(*not_rq))
@@ -100,7 +101,7 @@ def completion_statement() -> sa.Insert:
 
 @functools.cache
 def complete_and_claim_statement(
-    by_origin: bool, takes_rq: bool, with_grace: bool
+    by_origin: str | None, takes_rq: bool, with_grace: bool
 ) -> sa.Select[Any]:
     """A steady worker's one round trip per batch: the completion of the batch it finished
     and the claim of the next, with both sets of events, in one statement (one transaction:

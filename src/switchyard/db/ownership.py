@@ -17,7 +17,7 @@ from switchyard.db import fence
 from switchyard.db.clock import utcnow
 from switchyard.db.connections import deadlock_retried, translated
 from switchyard.db.rows import Pending
-from switchyard.db.schema import UtcDateTime, task_events, tasks
+from switchyard.db.schema import UtcDateTime, stored, task_events, tasks
 from switchyard.db.transitions import owner_change
 from switchyard.domain import Engine, Priority, Status
 
@@ -58,7 +58,7 @@ class OwnershipStore:
             sa.select(tasks.c.id, tasks.c.priority)
             .where(
                 tasks.c.engine == Engine.RQ.value,
-                tasks.c.status == Status.QUEUED.value,
+                tasks.c.status == stored(Status.QUEUED.value),
                 tasks.c.dispatched_at.is_(None),
                 tasks.c.available_at <= now,
             )
@@ -87,7 +87,7 @@ class OwnershipStore:
             tasks.update()
             .where(
                 tasks.c.engine == Engine.RQ.value,
-                tasks.c.status == Status.QUEUED.value,
+                tasks.c.status == stored(Status.QUEUED.value),
                 tasks.c.dispatched_at.is_not(None),
             )
             .values(dispatched_at=None)
@@ -103,7 +103,7 @@ class OwnershipStore:
             sa.select(tasks.c.id, tasks.c.priority)
             .where(
                 tasks.c.engine == Engine.RQ.value,
-                tasks.c.status == Status.QUEUED.value,
+                tasks.c.status == stored(Status.QUEUED.value),
                 tasks.c.dispatched_at < utcnow() - older_than,
             )
             .order_by(tasks.c.dispatched_at)
@@ -129,7 +129,7 @@ class OwnershipStore:
         now = utcnow()
         pick = (
             sa.select(tasks.c.id)
-            .where(tasks.c.status == Status.QUEUED.value, tasks.c.engine == source.value)
+            .where(tasks.c.status == stored(Status.QUEUED.value), tasks.c.engine == source.value)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
@@ -154,7 +154,7 @@ class OwnershipStore:
         """Whether any queued task is owned by `engine` (one indexed read, no lock)."""
         query = (
             sa.select(tasks.c.id)
-            .where(tasks.c.status == Status.QUEUED.value, tasks.c.engine == engine.value)
+            .where(tasks.c.status == stored(Status.QUEUED.value), tasks.c.engine == engine.value)
             .limit(1)
         )
         with translated("looking for queued tasks"), self.connections.connect() as conn:
@@ -163,7 +163,7 @@ class OwnershipStore:
     def queued_owned_by(self, engine: Engine, ids: Sequence[uuid.UUID] | None = None) -> int:
         """How many queued tasks `engine` owns (of `ids`, if given)."""
         query = sa.select(sa.func.count()).where(
-            tasks.c.status == Status.QUEUED.value, tasks.c.engine == engine.value
+            tasks.c.status == stored(Status.QUEUED.value), tasks.c.engine == engine.value
         )
         if ids is not None:
             if not ids:

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from switchyard.db.connections import translated
 from switchyard.db.quarantine import Resolution
 from switchyard.db.rows import task_from_row
-from switchyard.db.schema import quarantine, tasks
+from switchyard.db.schema import quarantine, stored, tasks
 from switchyard.db.store import TaskStore, utcnow
 from switchyard.domain import Engine, Priority, Status, Task, as_task_id
 from switchyard.errors import UsageError
@@ -105,7 +105,7 @@ def tasks_present(store: TaskStore, task_ids: Sequence[uuid.UUID]) -> set[uuid.U
 def undispatched_rq(store: TaskStore, grace: timedelta) -> tuple[int, list[uuid.UUID]]:
     """Queued rq-owned tasks, available for longer than `grace`, with no job enqueued."""
     where = (
-        tasks.c.status == Status.QUEUED.value,
+        tasks.c.status == stored(Status.QUEUED.value),
         tasks.c.engine == Engine.RQ.value,
         tasks.c.dispatched_at.is_(None),
         tasks.c.available_at < utcnow() - grace,
@@ -116,7 +116,7 @@ def undispatched_rq(store: TaskStore, grace: timedelta) -> tuple[int, list[uuid.
 def dispatched_rq(store: TaskStore, grace: timedelta) -> list[TaskState]:
     """Queued rq-owned tasks dispatched longer than `grace` ago: each must have its job."""
     query = sa.select(*_STATE_COLUMNS).where(
-        tasks.c.status == Status.QUEUED.value,
+        tasks.c.status == stored(Status.QUEUED.value),
         tasks.c.engine == Engine.RQ.value,
         tasks.c.dispatched_at < utcnow() - grace,
     )
@@ -127,7 +127,7 @@ def dispatched_rq(store: TaskStore, grace: timedelta) -> list[TaskState]:
 def lapsed_running(store: TaskStore, lapse: timedelta) -> tuple[int, list[uuid.UUID]]:
     """Running tasks whose heartbeat is older than `lapse` (their worker died)."""
     where = (
-        tasks.c.status == Status.RUNNING.value,
+        tasks.c.status == stored(Status.RUNNING.value),
         tasks.c.heartbeat_at < utcnow() - lapse,
     )
     return _count_and_list(store, "finding lapsed tasks", where)
@@ -146,7 +146,7 @@ def queued_counts(store: TaskStore) -> dict[str, int]:
     """Queued tasks per owning engine."""
     query = (
         sa.select(tasks.c.engine, sa.func.count())
-        .where(tasks.c.status == Status.QUEUED.value)
+        .where(tasks.c.status == stored(Status.QUEUED.value))
         .group_by(tasks.c.engine)
     )
     with translated("counting queued tasks"), store.connections.connect() as conn:
@@ -206,10 +206,15 @@ def quarantined_ids(
 
 
 def rq_owned_active(store: TaskStore) -> int:
-    """Tasks still owned by the rq engine and not finished: queued, or running in rq."""
+    """Tasks still owned by the rq engine and not finished: queued, or running in rq. One
+    equality per status, so each is a range of its partial index (ix_tasks_engine for the
+    queued, ix_tasks_heartbeat for the running); an IN list would prove neither predicate."""
     query = sa.select(sa.func.count()).where(
         tasks.c.engine == Engine.RQ.value,
-        tasks.c.status.in_([Status.QUEUED.value, Status.RUNNING.value]),
+        sa.or_(
+            tasks.c.status == stored(Status.QUEUED.value),
+            tasks.c.status == stored(Status.RUNNING.value),
+        ),
     )
     with translated("counting rq-owned tasks"), store.connections.connect() as conn:
         return int(conn.execute(query).scalar_one())
@@ -218,7 +223,7 @@ def rq_owned_active(store: TaskStore) -> int:
 def rq_backlog(store: TaskStore) -> tuple[int, datetime | None]:
     """Queued rq-owned tasks, and when the oldest became available."""
     query = sa.select(sa.func.count(), sa.func.min(tasks.c.available_at)).where(
-        tasks.c.status == Status.QUEUED.value, tasks.c.engine == Engine.RQ.value
+        tasks.c.status == stored(Status.QUEUED.value), tasks.c.engine == Engine.RQ.value
     )
     with translated("measuring the rq backlog"), store.connections.connect() as conn:
         count, oldest = conn.execute(query).one()

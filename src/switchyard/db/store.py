@@ -45,6 +45,7 @@ from switchyard.db.rows import (
 )
 from switchyard.db.schema import (
     UtcDateTime,
+    stored,
     task_events,
     tasks,
 )
@@ -363,7 +364,7 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
         now = utcnow()
         _, params = self._batch_claim(worker, limit, engine, now, rq_grace, None, takes_rq)
         params |= batches.completion_params(worker, now, outcomes)
-        both = batches.complete_and_claim_statement(False, takes_rq, "p_grace_cutoff" in params)
+        both = batches.complete_and_claim_statement(None, takes_rq, "p_grace_cutoff" in params)
         with translated("completing and claiming tasks"):
             rows = self._autocommit_all(both, params)
         taken = list(rows[0].completed or ()) if rows else []
@@ -373,9 +374,9 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
 
     def running_under(self, worker: str) -> list[Task]:
         """The tasks running under `worker`: after a lost reply, a polling worker finds the
-        claims that had committed among them (through ix_tasks_claim's status prefix)."""
+        claims that had committed among them (through the running tasks' ix_tasks_heartbeat)."""
         query = sa.select(tasks).where(
-            tasks.c.status == Status.RUNNING.value, tasks.c.worker == worker
+            tasks.c.status == stored(Status.RUNNING.value), tasks.c.worker == worker
         )
         with translated("reading a worker's tasks"), self.connections.connect() as conn:
             return [task_from_row(r) for r in conn.execute(query)]
@@ -383,9 +384,9 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
     def next_due(self, now: datetime) -> datetime | None:
         """When the earliest queued task that is not yet available becomes so (a retry's
         backoff ending): an idle worker sleeps no longer than that. Read through
-        ix_tasks_claim's status prefix."""
+        ix_tasks_claim (queued tasks only)."""
         query = sa.select(sa.func.min(tasks.c.available_at)).where(
-            tasks.c.status == Status.QUEUED.value, tasks.c.available_at > now
+            tasks.c.status == stored(Status.QUEUED.value), tasks.c.available_at > now
         )
         with translated("reading the next due task"), self.connections.connect() as conn:
             due: datetime | None = conn.execute(query).scalar()
@@ -419,7 +420,7 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
             .with_for_update(skip_locked=True)
         )
         if origin is not None:
-            pick = pick.where(tasks.c.origin == origin.value)
+            pick = pick.where(tasks.c.origin == stored(origin.value))
         if not takes_rq:
             pick = pick.where(sa.or_(tasks.c.engine != Engine.RQ.value, tasks.c.engine.is_(None)))
         elif rq_grace is not None:
@@ -456,11 +457,10 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
             "p_now": now,
             "p_limit": limit,
         }
-        if origin is not None:
-            params["p_origin"] = origin.value
         if takes_rq and rq_grace is not None:
             params["p_grace_cutoff"] = now - rq_grace
-        shape = batches.claim_statement(origin is not None, takes_rq, "p_grace_cutoff" in params)
+        by_origin = None if origin is None else origin.value
+        shape = batches.claim_statement(by_origin, takes_rq, "p_grace_cutoff" in params)
         return shape, params
 
     @staticmethod

@@ -24,7 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from switchyard.db.rows import event_row
-from switchyard.db.schema import task_events, tasks
+from switchyard.db.schema import stored, task_events, tasks
 from switchyard.domain import ALLOWED_TRANSITIONS, Status
 from switchyard.errors import InvalidTransition
 
@@ -48,13 +48,14 @@ class Transition:
 
     @property
     def is_src(self) -> sa.ColumnElement[bool]:
-        """The compare-and-set: the row still has the status the move starts from."""
-        return tasks.c.status == self.src_value
+        """The compare-and-set: the row still has the status the move starts from (a literal,
+        so the partial index of that status serves it; see `schema.stored`)."""
+        return tasks.c.status == stored(self.src_value)
 
     @property
     def is_dst(self) -> sa.ColumnElement[bool]:
         """The row has the status the move ends in (a retry's check that it was made)."""
-        return tasks.c.status == self.dst.value
+        return tasks.c.status == stored(self.dst.value)
 
     def values(self, **changes: Any) -> dict[str, Any]:
         """The row's new values: the new status and `changes`."""

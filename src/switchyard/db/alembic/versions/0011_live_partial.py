@@ -1,0 +1,51 @@
+"""ix_tasks_claim, ix_tasks_heartbeat, ix_tasks_engine and ix_tasks_origin become partial.
+
+Each holds only the rows its reads look for: the claim's and the engines' indexes queued
+tasks, the heartbeat's running ones, the origin's canary tasks. A row update that is not HOT
+(a claim or a completion changes the status, which is indexed) adds an entry to every index
+whose predicate the new row version satisfies, so a claim (queued -> running) now adds one
+to the heartbeat's index and not to the other three, and a completion to none of the four.
+Every read of them compares the status (and origin) with a literal (`schema.stored`), so the
+planner proves the predicate in a generic plan too. Same columns as before. MariaDB has no
+partial indexes and keeps the full ones, as in 0010.
+
+Revision ID: 0011
+Revises: 0010
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0011"
+down_revision = "0010"
+branch_labels = None
+depends_on = None
+
+# Written out, not imported from schema.py: a revision stays what it was when it ran.
+INDEXES = {
+    "ix_tasks_claim": (["status", "priority", "created_at"], "status = 'queued'"),
+    "ix_tasks_heartbeat": (["status", "heartbeat_at"], "status = 'running'"),
+    "ix_tasks_engine": (["engine", "status", "dispatched_at"], "status = 'queued'"),
+    "ix_tasks_origin": (["origin"], "origin = 'canary'"),
+}
+
+
+def _partial() -> bool:
+    return op.get_bind().dialect.name in ("postgresql", "sqlite")
+
+
+def upgrade() -> None:
+    if not _partial():
+        return
+    for name, (columns, predicate) in INDEXES.items():
+        where = sa.text(predicate)
+        op.drop_index(name, "tasks")
+        op.create_index(name, "tasks", columns, postgresql_where=where, sqlite_where=where)
+
+
+def downgrade() -> None:
+    if not _partial():
+        return
+    for name, (columns, _) in INDEXES.items():
+        op.drop_index(name, "tasks")
+        op.create_index(name, "tasks", columns)
