@@ -55,6 +55,7 @@ QUEUED = f"status = '{Status.QUEUED.value}'"
 RUNNING = f"status = '{Status.RUNNING.value}'"
 CANARY = f"origin = '{Origin.CANARY.value}'"
 FINISHED = "finished_at IS NOT NULL"
+MIGRATED = "source_job_id IS NOT NULL"
 
 
 def _only(predicate: str) -> dict[str, Any]:
@@ -92,10 +93,18 @@ tasks = sa.Table(
     sa.Column("dispatched_at", UtcDateTime),
     # The rq job a migrated foreign job came from, and which of the tasks its mapper returned
     # (0, 1, ...): unique together, so a rerun never duplicates. The index also serves lookups
-    # by job id alone.
+    # by job id alone (`IN (...)` implies IS NOT NULL). Migrated tasks only (revision 0011;
+    # MariaDB keeps its unique constraint on every row): NULLs never conflict anyway, and a
+    # submitted task's claim and completion then add no entry to it.
     sa.Column("source_job_id", sa.String(255)),
     sa.Column("source_index", sa.Integer),
-    sa.UniqueConstraint("source_job_id", "source_index"),
+    sa.Index(
+        "uq_tasks_source_job_id_source_index",
+        "source_job_id",
+        "source_index",
+        unique=True,
+        **_only(MIGRATED),
+    ),
     # Partial indexes (revision 0011; PostgreSQL and SQLite, not MariaDB): each holds only
     # the rows its reads look for, so a task's claim and completion, which move the row out of
     # those statuses, add no entry to it. Their reads compare with `stored()` literals.

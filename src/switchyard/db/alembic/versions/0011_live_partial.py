@@ -1,13 +1,15 @@
-"""ix_tasks_claim, ix_tasks_heartbeat, ix_tasks_engine and ix_tasks_origin become partial.
+"""ix_tasks_claim, ix_tasks_heartbeat, ix_tasks_engine and ix_tasks_origin become partial,
+and the unique (source_job_id, source_index) a partial unique index of migrated tasks.
 
 Each holds only the rows its reads look for: the claim's and the engines' indexes queued
-tasks, the heartbeat's running ones, the origin's canary tasks. A row update that is not HOT
-(a claim or a completion changes the status, which is indexed) adds an entry to every index
-whose predicate the new row version satisfies, so a claim (queued -> running) now adds one
-to the heartbeat's index and not to the other three, and a completion to none of the four.
-Every read of them compares the status (and origin) with a literal (`schema.stored`), so the
-planner proves the predicate in a generic plan too. Same columns as before. MariaDB has no
-partial indexes and keeps the full ones, as in 0010.
+tasks, the heartbeat's running ones, the origin's canary tasks, the unique one migrated
+tasks (NULLs never conflicted, so the same rows are kept unique; nothing upserts on it). A
+row update that is not HOT (a claim or a completion changes the status, which is indexed)
+adds an entry to every index whose predicate the new row version satisfies: a submitted
+task's claim (queued -> running) now adds one to the heartbeat's index and none to the other
+four, its completion none to all five. Every read of them compares the status (and origin)
+with a literal (`schema.stored`), so the planner proves the predicate in a generic plan too.
+Same columns as before. MariaDB has no partial indexes and keeps the full ones, as in 0010.
 
 Revision ID: 0011
 Revises: 0010
@@ -34,9 +36,24 @@ def _partial() -> bool:
     return op.get_bind().dialect.name in ("postgresql", "sqlite")
 
 
+UNIQUE = "uq_tasks_source_job_id_source_index"
+UNIQUE_COLUMNS = ["source_job_id", "source_index"]
+MIGRATED = sa.text("source_job_id IS NOT NULL")
+
+
 def upgrade() -> None:
     if not _partial():
         return
+    with op.batch_alter_table("tasks") as batch:  # SQLite rebuilds the table to drop it
+        batch.drop_constraint(UNIQUE, type_="unique")
+    op.create_index(
+        UNIQUE,
+        "tasks",
+        UNIQUE_COLUMNS,
+        unique=True,
+        postgresql_where=MIGRATED,
+        sqlite_where=MIGRATED,
+    )
     for name, (columns, predicate) in INDEXES.items():
         where = sa.text(predicate)
         op.drop_index(name, "tasks")
@@ -49,3 +66,6 @@ def downgrade() -> None:
     for name, (columns, _) in INDEXES.items():
         op.drop_index(name, "tasks")
         op.create_index(name, "tasks", columns)
+    op.drop_index(UNIQUE, "tasks")
+    with op.batch_alter_table("tasks") as batch:
+        batch.create_unique_constraint(UNIQUE, UNIQUE_COLUMNS)
