@@ -13,12 +13,13 @@ import pymysql
 import pytest
 import sqlalchemy as sa
 
-from switchyard.db import migrate
+from switchyard.db import activity, batches, migrate, ownership, reads, transitions
+from switchyard.db import store as store_module
 from switchyard.db.connections import open_connections
 from switchyard.db.schema import task_events, tasks
 from switchyard.db.store import TaskStore
 from tests.support.claim_rows import ROWS as CLAIM_ROWS
-from tests.support.claim_rows import realistic_rows
+from tests.support.claim_rows import live_mix_rows, realistic_rows
 from tests.support.deployment import ImageServer
 from tests.support.env import SERVERS
 from tests.support.history import new_task
@@ -115,6 +116,37 @@ def loaded(store: TaskStore) -> TaskStore:
         conn.execute(tasks.insert(), realistic_rows(CLAIM_ROWS))
     analyze(store)
     return store
+
+
+@pytest.fixture
+def live_mix(store: TaskStore) -> TaskStore:
+    """Mostly finished tasks and some of each kind a partial index holds (queued in either
+    engine, running, lapsed, canary), analysed."""
+    with store.connections.begin() as conn:
+        conn.execute(tasks.insert(), live_mix_rows(CLAIM_ROWS))
+    analyze(store)
+    return store
+
+
+@pytest.fixture
+def literals_bound(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """`schema.stored` turned back into a bound parameter in every module of db/ that uses
+    it, and the prebuilt batch statements rebuilt: what the partial indexes' reads were
+    before revision 0011."""
+
+    def bound(value: str) -> sa.ColumnElement[str]:
+        return sa.bindparam(None, value, type_=sa.String)
+
+    modules = (transitions, batches, store_module, reads, ownership, activity)
+    prebuilt = [f for m in modules for f in vars(m).values() if hasattr(f, "cache_clear")]
+    for module in modules:
+        monkeypatch.setattr(module, "stored", bound)
+    for cached in prebuilt:
+        cached.cache_clear()
+    yield
+    monkeypatch.undo()
+    for cached in prebuilt:
+        cached.cache_clear()
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import uuid
 from datetime import timedelta
 
 from switchyard.db.store import utcnow
-from switchyard.domain import Priority, Status
+from switchyard.domain import Engine, Origin, Priority, Status
 
 ROWS = 20_000
 
@@ -40,4 +40,23 @@ def realistic_rows(n: int) -> list[dict[str, object]]:
                 "engine": "db",
             }
         )
+    return rows
+
+
+def live_mix_rows(n: int) -> list[dict[str, object]]:
+    """`realistic_rows`, with a few of each kind of row a partial index holds: running tasks
+    (every 40th, half of them with a heartbeat an hour old), queued rq-owned tasks not yet
+    dispatched (every 30th queued one) and five queued canary tasks."""
+    now = utcnow()
+    rows = realistic_rows(n)
+    for i, row in enumerate(rows):
+        row |= {"worker": None, "started_at": None, "heartbeat_at": None}
+        if i % 40 == 0:
+            beat = now - timedelta(hours=1 if i % 80 == 0 else 0)
+            row |= {"status": Status.RUNNING.value, "attempts": 1, "worker": "w"}
+            row |= {"started_at": beat, "heartbeat_at": beat}
+        elif row["status"] == Status.QUEUED.value and i % 30 == 0:
+            row["engine"] = Engine.RQ.value
+    for row in rows[1:6]:
+        row |= {"status": Status.QUEUED.value, "attempts": 0, "origin": Origin.CANARY.value}
     return rows

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from psycopg import sql as pg_sql
 
 from switchyard.db.connections import open_connections
 from switchyard.db.store import TaskStore
@@ -114,3 +116,44 @@ def index_hidden(store: TaskStore, table: str, *indexes: str) -> Iterator[sa.Con
                 transaction.rollback()
     finally:
         conns.dispose()
+
+
+@contextlib.contextmanager
+def statements_sent(conns: sa.Engine) -> Iterator[list[tuple[str, Any]]]:
+    """Every statement `conns` sends while the block runs, as the driver gets it (SQL text and
+    parameters): the exact statements a store method runs."""
+    sent: list[tuple[str, Any]] = []
+
+    def grab(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        sent.append((statement, parameters))
+
+    sa.event.listen(conns, "before_cursor_execute", grab)
+    try:
+        yield sent
+    finally:
+        sa.event.remove(conns, "before_cursor_execute", grab)
+
+
+def explain_generic(conn: sa.Connection, statement: str, parameters: dict[str, Any]) -> Plan:
+    """PostgreSQL's generic plan of a statement psycopg sent (`statements_sent`): the plan a
+    prepared statement may keep after its fifth run, made without the parameters' values, so
+    a partial index serves it only if the predicate is proved from the SQL text alone.
+    PREPAREd as psycopg prepares it, and planned under `plan_cache_mode = force_generic_plan`
+    (which the server would otherwise choose by cost after five custom plans)."""
+    names: list[str] = []
+
+    def numbered(match: re.Match[str]) -> str:
+        if match[1] not in names:
+            names.append(match[1])
+        return f"${names.index(match[1]) + 1}"
+
+    text = re.sub(r"%\((\w+)\)s", numbered, statement).replace("%%", "%")
+    raw = conn.connection.dbapi_connection
+    values = ", ".join(pg_sql.Literal(parameters[n]).as_string(raw) for n in names)  # type: ignore[arg-type]
+    conn.exec_driver_sql("SET plan_cache_mode = force_generic_plan")
+    conn.exec_driver_sql(f"PREPARE generic AS {text}")
+    try:
+        return _postgres(conn, f"EXECUTE generic({values})", None)
+    finally:
+        conn.exec_driver_sql("DEALLOCATE generic")
+        conn.exec_driver_sql("RESET plan_cache_mode")

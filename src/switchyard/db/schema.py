@@ -43,9 +43,10 @@ class PriorityType(sa.types.TypeDecorator[Priority]):
 def stored(value: str) -> sa.ColumnElement[str]:
     """`value` written into the statement as a literal instead of a bound parameter. A partial
     index serves a read only when the planner can prove the index's predicate from the
-    read's WHERE: PostgreSQL cannot from a parameter in a generic plan (psycopg prepares a
-    statement after its fifth run) and SQLite never can. For the statuses and origins the
-    partial indexes name; they are constants of the code, never user input."""
+    read's WHERE, and PostgreSQL cannot from a parameter in a generic plan (psycopg prepares
+    a statement after its fifth run). (SQLite compares a bound value when it prepares, and
+    prepares again when it changes.) For the statuses and origins the partial indexes name:
+    constants of the code, never user input."""
     if "'" in value:
         raise ValueError(f"not a constant of the code: {value!r}")
     return sa.literal_column(f"'{value}'", sa.String)
