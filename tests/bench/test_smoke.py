@@ -79,3 +79,10 @@ def test_the_history_bench_signs_in_and_reads_every_page() -> None:
     assert "GET /admin/panel (dashboard)" in pages
     assert all(p["small_ms"] > 0 and p["large_ms"] > 0 for p in pages.values()), pages
     assert sqlite["purge"]["tasks"] > 0
+
+
+def test_the_index_wal_bench_counts_wal_and_cpu_per_task() -> None:
+    report = run_bench("index_wal.py", "--n", "50", "--runs", "1")
+    assert report["server"] == "private"
+    assert report["wal_bytes_per_task_min"] > 0
+    assert report["client_cpu_us_per_task_median"] > 0
