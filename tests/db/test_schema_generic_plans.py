@@ -57,6 +57,12 @@ HOT_READS = [
         ("ix_tasks_engine",),
     ),
     HotRead(
+        "moving queued tasks between engines (one statement)",
+        lambda s: s.reassign_queued(Engine.RQ, Engine.DB, "test", "moved", epoch=s.routing_epoch()),
+        "SKIP LOCKED",
+        ("ix_tasks_engine",),
+    ),
+    HotRead(
         "queued tasks of an engine (migration)",
         lambda s: s.queued_owned_by(Engine.RQ),
         "count(",
