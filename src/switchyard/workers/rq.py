@@ -40,6 +40,7 @@ from rq.job import Job
 from rq.queue import Queue
 from rq.serializers import JSONSerializer
 from rq.suspension import is_suspended
+from rq.utils import now as rq_now
 from rq.worker import BaseWorker, SimpleWorker, Worker, WorkerStatus
 
 from switchyard.captioning.handler import handler_ready, make_handler, provider_report
@@ -64,6 +65,7 @@ log = logging.getLogger("switchyard.rq.worker")
 DEQUEUE_WAIT = 1  # seconds a dequeue blocks before the worker looks around again
 IDLE_POLL = 0.05  # seconds between looks while switchyard's queues are empty
 FOREIGN_POLL = 0.5  # ... while only other applications' jobs wait in them
+HEARTBEAT_EVERY = 1.0  # seconds: a simple worker's own-round-trip heartbeats at most this often
 
 
 class Ended(StrEnum):
@@ -105,7 +107,6 @@ class _ModeAware(BaseWorker):
     ) -> tuple[Job, Queue] | None:
         if timeout is None:  # burst: what is there now, and no wait
             return self._take_own_job()
-        self.set_state(WorkerStatus.IDLE)
         while True:
             if self.should_yield():
                 self.yielded = True
@@ -141,6 +142,13 @@ class _ModeAware(BaseWorker):
             time.sleep(FOREIGN_POLL if self.foreign_seen else IDLE_POLL)
         return taken
 
+    def set_state(self, state: str, pipeline: Any = None) -> None:
+        """rq's, but a state this worker already wrote is not written again on its own: the
+        worker is the only writer of its state, and the idle loop says idle every second."""
+        if pipeline is None and state == self.get_state():
+            return
+        super().set_state(state, pipeline)
+
     def _take_own_job(self) -> tuple[Job, Queue] | None:
         """The first own job of the queues (in priority order), removed by its id alone;
         None when there is none. A job whose hash looked like ours but whose payload is not
@@ -152,6 +160,7 @@ class _ModeAware(BaseWorker):
             taken = foreign.take_own(self._scripts, [q.key for q in queues], self._found_foreign)
             if taken.queue_index is None or taken.job_id is None:
                 self._note_foreign(taken.foreign_seen)
+                self.set_state(WorkerStatus.IDLE)  # said once nothing is left, not per job
                 return None
             queue = queues[taken.queue_index]
             try:
@@ -173,7 +182,35 @@ class _ModeAware(BaseWorker):
 
 
 class SimpleRQWorker(_ModeAware, SimpleWorker):
-    """Runs each job in the worker process."""
+    """Runs each job in the worker process, with fewer Redis round trips per job than rq's
+    SimpleWorker: its bookkeeping is for rq's views (dashboards, `rq info`), while the task
+    row, claimed and completed durably inside the job, is what decides anything."""
+
+    _full_heartbeat_at = -HEARTBEAT_EVERY
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        # rq's SimpleWorker writes "idle" after every job; the next job's preparation writes
+        # "busy" a moment later. Here the dequeue says idle once it finds nothing to do.
+        self.perform_job(job, queue, self.prepare_execution(job))
+
+    def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
+        # rq also writes the job's last_heartbeat here, a round trip of its own, for a
+        # success or failure callback still to come; switchyard's jobs have none, and the
+        # job's hash is written again right after, on success or failure.
+        job.ended_at = rq_now()
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        """rq beats for the worker up to three times a job (the suspension check, the job's
+        preparation, after the job), each keeping its key for minutes. One sent on its own
+        within HEARTBEAT_EVERY of the last full one is skipped: the loop's suspension check
+        beats again before the next job."""
+        now = time.monotonic()
+        recent = now - self._full_heartbeat_at < HEARTBEAT_EVERY
+        if pipeline is None and timeout is None and recent:
+            return
+        super().heartbeat(timeout, pipeline)
+        if timeout is None:
+            self._full_heartbeat_at = now
 
 
 class ForkRQWorker(_ModeAware, Worker):
