@@ -188,10 +188,21 @@ class SimpleRQWorker(_ModeAware, SimpleWorker):
 
     _full_heartbeat_at = -HEARTBEAT_EVERY
 
+    _executing = False
+
     def execute_job(self, job: Job, queue: Queue) -> None:
-        # rq's SimpleWorker writes "idle" after every job; the next job's preparation writes
-        # "busy" a moment later. Here the dequeue says idle once it finds nothing to do.
-        self.perform_job(job, queue, self.prepare_execution(job))
+        self._executing = True
+        try:
+            super().execute_job(job, queue)
+        finally:
+            self._executing = False
+
+    def set_state(self, state: str, pipeline: Any = None) -> None:
+        # rq's SimpleWorker writes "idle" after every job, and the next job's preparation
+        # writes "busy" a moment later; here the dequeue says idle once it finds nothing.
+        if pipeline is None and state == WorkerStatus.IDLE and self._executing:
+            return
+        super().set_state(state, pipeline)
 
     def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
         # rq also writes the job's last_heartbeat here, a round trip of its own, for a
