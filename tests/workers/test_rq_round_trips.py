@@ -14,7 +14,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.worker import WorkerStatus
 
-from switchyard.domain import Priority, Status
+from switchyard.domain import Priority
 from switchyard.operations import submit
 from switchyard.operations.services import Services
 from switchyard.rq_engine import jobs, queue_for
