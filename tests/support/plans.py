@@ -36,11 +36,13 @@ def analyze(store: TaskStore) -> None:
             result.all()  # MariaDB reports per table
 
 
-def explain(conn: sa.Connection, stmt: sa.Executable) -> Plan:
-    """EXPLAIN `stmt` exactly as compiled for this connection's dialect."""
+def explain(conn: sa.Connection, stmt: sa.Executable, values: dict[str, Any] | None = None) -> Plan:
+    """EXPLAIN `stmt` exactly as compiled for this connection's dialect (with `values` for its
+    named bound parameters, e.g. a one-statement write's `p_*`)."""
     compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
     processors = compiled._bind_processors  # e.g. a UUID as SQLite's text
-    params = {k: processors[k](v) if k in processors else v for k, v in compiled.params.items()}
+    bound = compiled.construct_params(values) if values else compiled.params
+    params = {k: processors[k](v) if k in processors else v for k, v in bound.items()}
     args = tuple(params[k] for k in compiled.positiontup or ()) if compiled.positional else params
     reader = {"postgresql": _postgres, "sqlite": _sqlite}.get(conn.dialect.name, _mariadb)
     return reader(conn, str(compiled), args)

@@ -99,12 +99,21 @@ ClaimForm = Literal["postgresql", "returning", "update", "read", "own"]
 CompletionForm = Literal["postgresql", "update", "own"]
 
 
+def _named_row(move: Transition) -> list[sa.ColumnElement[bool]]:
+    """Task `p_id`, still in `move`'s source status: its compare-and-set, written so that only
+    the primary key can find the row. `IS NOT DISTINCT FROM` means `=` for a status (never
+    NULL) but is no index's operator. With `=`, PostgreSQL may read a status-led index
+    instead whenever its statistics are stale, e.g. just after a burst of submissions: every
+    claim then scans all queued entries (measured: ~1,000 pages, 10 ms, with 50,000 queued)."""
+    return [tasks.c.id == sa.bindparam("p_id"), tasks.c.status.is_not_distinct_from(move.src_value)]
+
+
 def _claim_update(owned: bool) -> sa.Update:
     """Task `p_id` by `p_worker`: queued (and, if `owned`, owned by `p_owner`) -> running,
     attempts + 1, started_at = `p_now` (which makes the claim recognisable as ours)."""
-    is_queued = [tasks.c.id == sa.bindparam("p_id"), CLAIM.is_src]
-    if owned:
-        is_queued.append(tasks.c.engine == sa.bindparam("p_owner"))
+    is_queued = _named_row(CLAIM)
+    if owned:  # nor the engine-led index (engine is never NULL either)
+        is_queued.append(tasks.c.engine.is_not_distinct_from(sa.bindparam("p_owner")))
     return tasks.update().where(*is_queued).values(batches.claimed_values())
 
 
@@ -133,8 +142,7 @@ def _completion_update() -> sa.Update:
     return (
         tasks.update()
         .where(
-            tasks.c.id == sa.bindparam("p_id"),
-            COMPLETE.is_src,
+            *_named_row(COMPLETE),
             tasks.c.worker == sa.bindparam("p_worker"),
             tasks.c.attempts == sa.bindparam("p_attempt"),
         )
