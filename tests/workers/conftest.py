@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import redis
 
 from switchyard import modes, switch
 from switchyard.db import migrate
@@ -98,3 +99,18 @@ def services_for() -> Iterator[Callable[..., Services]]:
     yield make
     for services in made:
         services.store.dispose()
+
+
+@pytest.fixture
+def round_trips(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """How many times any Redis client of this process sent something (one per round trip:
+    a pipeline is sent as one packed command)."""
+    sent = [0]
+    send = redis.connection.AbstractConnection.send_packed_command
+
+    def counted(self: Any, command: Any, check_health: bool = True) -> None:
+        sent[0] += 1
+        send(self, command, check_health)
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
+    yield sent

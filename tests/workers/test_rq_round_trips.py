@@ -5,11 +5,7 @@ say what happened."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
-
 import pytest
-import redis
 from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.worker import WorkerStatus
@@ -29,21 +25,6 @@ JOBS = 12
 # the job's preparation, rq's WATCH and dependents read, the success transaction: 8. rq's
 # own SimpleWorker adds the job's heartbeat, "idle" and three lone heartbeat commands: 13.
 ROUND_TRIPS_PER_JOB = 8
-
-
-@pytest.fixture
-def round_trips(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
-    """How many times any Redis client of this process sent something (one per round trip:
-    a pipeline is sent as one packed command)."""
-    sent = [0]
-    send = redis.connection.AbstractConnection.send_packed_command
-
-    def counted(self: Any, command: Any, check_health: bool = True) -> None:
-        sent[0] += 1
-        send(self, command, check_health)
-
-    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
-    yield sent
 
 
 def simple_worker(services: Services) -> SimpleRQWorker:
