@@ -112,7 +112,7 @@ def _claim_update(owned: bool) -> sa.Update:
     """Task `p_id` by `p_worker`: queued (and, if `owned`, owned by `p_owner`) -> running,
     attempts + 1, started_at = `p_now` (which makes the claim recognisable as ours)."""
     is_queued = _named_row(CLAIM)
-    if owned:  # nor the engine-led index (engine is never NULL either)
+    if owned:  # nor the engine-led one: p_owner is set, so this is `=` even for a NULL engine
         is_queued.append(tasks.c.engine.is_not_distinct_from(sa.bindparam("p_owner")))
     return tasks.update().where(*is_queued).values(batches.claimed_values())
 
