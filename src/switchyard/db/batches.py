@@ -17,6 +17,7 @@ UPDATE ... RETURNING).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Sequence
 from datetime import datetime
@@ -28,7 +29,10 @@ from sqlalchemy.dialects import postgresql
 from switchyard.db.rows import Outcome
 from switchyard.db.schema import UtcDateTime, stored, task_events, tasks
 from switchyard.db.transitions import CLAIM, COMPLETE, Transition
-from switchyard.domain import Engine
+from switchyard.domain import Engine, Task
+
+# What a claim returns, in the order of Task's fields (`rows.task_from_values`).
+TASK_COLUMNS = tuple(tasks.c[field.name] for field in dataclasses.fields(Task))
 
 
 def _events_of(changed: sa.CTE, move: Transition, reason: str | None) -> sa.Insert:
@@ -49,7 +53,7 @@ def claim_statement(by_origin: str | None, takes_rq: bool, with_grace: bool) -> 
 
 
 def _claim_ctes(by_origin: str | None, takes_rq: bool, with_grace: bool) -> tuple[sa.CTE, sa.CTE]:
-    """The claim's UPDATE (`claimed`, every column of the claimed rows) and its events."""
+    """The claim's UPDATE (`claimed`, the claimed rows as TASK_COLUMNS) and its events."""
     pick = (
         sa.select(tasks.c.id)
         .where(
@@ -72,7 +76,7 @@ def _claim_ctes(by_origin: str | None, takes_rq: bool, with_grace: bool) -> tupl
         tasks.update()
         .where(tasks.c.id.in_(pick.scalar_subquery()))
         .values(claimed_values())
-        .returning(*tasks.c)
+        .returning(*TASK_COLUMNS)
         .cte("claimed")
     )
     return claimed, _events_of(claimed, CLAIM, "claimed").cte("logged")
@@ -107,15 +111,17 @@ def complete_and_claim_statement(
     and the claim of the next, with both sets of events, in one statement (one transaction:
     the completions are durable when the claim is reported). Parameters: those of
     `completion_statement` and of `claim_statement`. Rows: the claimed tasks, each with
-    `completed` (the ids whose completion took); one row of NULL task columns if none was
+    `completed` (the ids whose completion took) first, in the first row only (NULL in the
+    others: the client loads the array once); one row of NULL task columns if none was
     claimed. The two UPDATEs touch disjoint rows (running ones under `p_worker`; queued
     ones), so the shared snapshot of one statement changes nothing for either."""
     done = _completion_update().cte("done")
     done_logged = _events_of(done, COMPLETE, None).cte("done_logged")
     claimed, claim_logged = _claim_ctes(by_origin, takes_rq, with_grace)
     took = sa.select(sa.func.array_agg(done.c.id).label("completed")).subquery("took")
+    first = sa.func.row_number().over() == 1
     return (
-        sa.select(took.c.completed, claimed)
+        sa.select(sa.case((first, took.c.completed)).label("completed"), claimed)
         .select_from(took.outerjoin(claimed, sa.true()))
         .add_cte(done_logged, claim_logged)
     )

@@ -4,7 +4,9 @@ an outcome, a recovery, a task to enqueue; the `tasks` row of a new task and the
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -115,6 +117,22 @@ def task_from_row(row: sa.Row[Any]) -> Task:
         caption_provider=m.get("caption_provider"),
         source_index=m["source_index"],
     )
+
+
+# The fields of Task that the database keeps as their plain value, and what makes them again.
+_ENUMS: dict[str, Callable[[Any], Any]] = {"priority": Priority, "status": Status, "origin": Origin}
+_ENUM_AT = tuple(
+    (i, _ENUMS[f.name]) for i, f in enumerate(dataclasses.fields(Task)) if f.name in _ENUMS
+)
+
+
+def task_from_values(values: Sequence[Any]) -> Task:
+    """A Task from a row's values in the order of its fields (`batches.TASK_COLUMNS`), as
+    the driver loaded them (`db/prebuilt.py`): every field but the enums is ready as is."""
+    fields = list(values)
+    for i, make in _ENUM_AT:
+        fields[i] = make(fields[i])
+    return Task(*fields)
 
 
 def event_row(

@@ -33,6 +33,7 @@ from switchyard.db.connections import (
 )
 from switchyard.db.ownership import OwnershipStore
 from switchyard.db.pinned import PinnedConnections, pooled_autocommit
+from switchyard.db.prebuilt import prebuilt
 from switchyard.db.registry import WorkerRegistry
 from switchyard.db.rows import (
     NewTask,
@@ -42,6 +43,7 @@ from switchyard.db.rows import (
     TaskEvent,
     queued_row,
     task_from_row,
+    task_from_values,
 )
 from switchyard.db.schema import (
     UtcDateTime,
@@ -324,7 +326,7 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
                 worker, limit, engine, now, rq_grace, origin, takes_rq
             )
             with translated("claiming tasks"):
-                claimed = [task_from_row(r) for r in self._autocommit_all(shape, params)]
+                claimed = [task_from_values(r) for r in self._prebuilt_all(shape, params)]
             claimed.sort(key=lambda t: (t.priority, t.created_at))
             return claimed
         stmt = self.claim_statement(
@@ -374,9 +376,10 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
         params |= batches.completion_params(worker, now, outcomes)
         both = batches.complete_and_claim_statement(None, takes_rq, "p_grace_cutoff" in params)
         with translated("completing and claiming tasks"):
-            rows = self._autocommit_all(both, params)
-        taken = list(rows[0].completed or ()) if rows else []
-        claimed = [task_from_row(r) for r in rows if r.id is not None]
+            rows = self._prebuilt_all(both, params)
+        # Each row: `completed`, then the claimed task (NULL columns when none was claimed).
+        taken = list(rows[0][0] or ()) if rows else []
+        claimed = [task_from_values(r[1:]) for r in rows if r[1] is not None]
         claimed.sort(key=lambda t: (t.priority, t.created_at))
         return taken, claimed
 
@@ -545,10 +548,12 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
         with self._autocommit() as conn:
             return conn.execute(stmt, params).first()
 
-    def _autocommit_all(self, stmt: sa.Executable, params: dict[str, Any]) -> list[sa.Row[Any]]:
-        """`_autocommit_one` for a statement that returns any number of rows."""
+    def _prebuilt_all(self, stmt: sa.Executable, params: dict[str, Any]) -> Sequence[sa.Row[Any]]:
+        """`_autocommit_one` for a hot statement that returns any number of rows: compiled
+        once and run through the driver (`db/prebuilt.py`), its rows as the driver loaded
+        them."""
         with self._autocommit() as conn:
-            return list(conn.execute(stmt, params).all())
+            return prebuilt(stmt, conn.dialect).run(conn, params)
 
     def _read_one(self, stmt: sa.Executable, params: dict[str, Any]) -> sa.Row[Any] | None:
         with self._autocommit() as conn:
@@ -617,7 +622,7 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
         if self.dialect == "postgresql":  # one statement, one round trip (db/batches.py)
             params = batches.completion_params(worker, now, outcomes)
             with translated("completing tasks"):
-                rows = self._autocommit_all(batches.completion_statement(), params)
+                rows = self._prebuilt_all(batches.completion_statement(), params)
             return [r[0] for r in rows]
         by_id = {o.task_id: o for o in outcomes}
         with translated("completing tasks"), self.connections.begin() as conn:

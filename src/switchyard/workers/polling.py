@@ -203,13 +203,8 @@ class Worker:
         if self.wake_source is not None:
             self.wake_source.start()
         try:
-            while not self.aborting.is_set():
-                try:
-                    if self._turn():
-                        break
-                    self._outage_over()
-                except StoreUnavailable as exc:
-                    self._wait_out(exc)
+            with self.store.pinned():  # the batch statements: one connection, no pool per batch
+                self._loop()
         finally:
             if self.wake_source is not None:
                 self.wake_source.stop()
@@ -222,6 +217,15 @@ class Worker:
         if self.aborting.is_set():
             return 1
         return REPLACE_EXIT_CODE if self.replacing and not self.stopping.is_set() else 0
+
+    def _loop(self) -> None:
+        while not self.aborting.is_set():
+            try:
+                if self._turn():
+                    break
+                self._outage_over()
+            except StoreUnavailable as exc:
+                self._wait_out(exc)
 
     def _turn(self) -> bool:
         """One turn of the main loop; True when the worker should stop."""
