@@ -9,6 +9,8 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import sqlalchemy as sa
+
 from switchyard.captioning.handler import caption_handler
 from switchyard.db.store import TaskStore, utcnow
 from switchyard.domain import Status, Task
@@ -16,6 +18,7 @@ from switchyard.errors import CaptionError
 from switchyard.workers.polling import Worker
 from tests.support.env import make_settings
 from tests.support.history import per_task, status_counts, submit_many, transitions, wait_until
+from tests.support.job_writes import only
 from tests.support.local_http import ImageServer
 
 Handler = Callable[[Task], tuple[str, float]]
@@ -25,7 +28,7 @@ def make_worker(
     store: TaskStore, db_url: str, handler: Handler, burst: bool = True, **overrides: Any
 ) -> Worker:
     concurrency = overrides.pop("concurrency", 2)
-    settings = make_settings(db_url, worker_heartbeat_interval=0.05, **overrides)
+    settings = make_settings(db_url, **{"worker_heartbeat_interval": 0.05, **overrides})
     return Worker(store, settings, handler, concurrency=concurrency, burst=burst, name="w-test")
 
 
@@ -54,6 +57,24 @@ def test_burst_runs_the_backlog_then_exits(store: TaskStore, db_url: str) -> Non
     assert status_counts(store) == {"completed": 25}
     assert worker.processed == 25
     assert all(t.caption == ok(t)[0] for t in store.list_tasks())
+
+
+def test_a_worker_runs_its_batch_statements_on_one_pinned_connection(
+    backend: str, store: TaskStore, db_url: str
+) -> None:
+    """No pool checkout, isolation switch and checkin per batch (db/pinned.py): the twelve
+    batches outnumber every checkout the worker makes (registering, one round of
+    housekeeping, the pin, stopping)."""
+    only("postgresql", backend)  # elsewhere the batch statements are transactions
+    submit_many(store, urls(60))
+    checkouts: list[object] = []
+    sa.event.listen(store.connections.pool, "checkout", lambda *args: checkouts.append(args))
+    worker = make_worker(
+        store, db_url, ok, concurrency=1, worker_batch_size=5, worker_heartbeat_interval=60
+    )
+    assert worker.run() == 0
+    assert status_counts(store) == {"completed": 60}
+    assert len(checkouts) < 60 // 5
 
 
 def test_burst_exits_at_once_when_nothing_is_queued(store: TaskStore, db_url: str) -> None:

@@ -35,13 +35,13 @@ class Prebuilt:
     sql: str
     fixed: Mapping[str, Any]
 
-    def run(self, conn: sa.Connection, params: Mapping[str, Any]) -> Sequence[sa.Row[Any]]:
+    def run(self, conn: sa.Connection, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
         """Its rows, as the driver loaded them (no SQLAlchemy type processing)."""
         return conn.exec_driver_sql(self.sql, {**self.fixed, **params}).all()
 
 
 @functools.cache
-def prebuilt(stmt: sa.Executable, dialect: Dialect) -> Prebuilt:
+def prebuilt(stmt: sa.ClauseElement, dialect: Dialect) -> Prebuilt:
     """`stmt` compiled once for `dialect` (statements are built once per shape, so this is
     cached by identity); refused if a parameter needs SQLAlchemy's bind processing."""
     compiled = stmt.compile(dialect=dialect)

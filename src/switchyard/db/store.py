@@ -548,7 +548,9 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
         with self._autocommit() as conn:
             return conn.execute(stmt, params).first()
 
-    def _prebuilt_all(self, stmt: sa.Executable, params: dict[str, Any]) -> Sequence[sa.Row[Any]]:
+    def _prebuilt_all(
+        self, stmt: sa.ClauseElement, params: dict[str, Any]
+    ) -> Sequence[Sequence[Any]]:
         """`_autocommit_one` for a hot statement that returns any number of rows: compiled
         once and run through the driver (`db/prebuilt.py`), its rows as the driver loaded
         them."""
