@@ -146,7 +146,8 @@ class Worker:
         self.burst = burst
         self.name = name or worker_name()
         self.held: dict[uuid.UUID, _Held] = {}
-        self.done: queue.Queue[tuple[Task, _Result]] = queue.Queue()
+        # Results from the slot threads (SimpleQueue: C, no Condition per put and per wait).
+        self.done: queue.SimpleQueue[tuple[Task, _Result]] = queue.SimpleQueue()
         # Finished attempts not yet written (the database was unavailable): kept until it is.
         self._unwritten: list[tuple[Task, _Result]] = []
         self._finished_at: float | None = None  # when the oldest unwritten completion came
