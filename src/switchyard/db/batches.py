@@ -111,10 +111,10 @@ def complete_and_claim_statement(
     and the claim of the next, with both sets of events, in one statement (one transaction:
     the completions are durable when the claim is reported). Parameters: those of
     `completion_statement` and of `claim_statement`. Rows: the claimed tasks, each with
-    `completed` (the ids whose completion took) first, in the first row only (NULL in the
-    others: the client loads the array once); one row of NULL task columns if none was
-    claimed. The two UPDATEs touch disjoint rows (running ones under `p_worker`; queued
-    ones), so the shared snapshot of one statement changes nothing for either."""
+    `completed` (the ids whose completion took) first, in one row only (NULL in the others:
+    the client loads the array once); one row of NULL task columns if none was claimed.
+    The two UPDATEs touch disjoint rows (running ones under `p_worker`; queued ones), so
+    the shared snapshot of one statement changes nothing for either."""
     done = _completion_update().cte("done")
     done_logged = _events_of(done, COMPLETE, None).cte("done_logged")
     claimed, claim_logged = _claim_ctes(by_origin, takes_rq, with_grace)

@@ -377,8 +377,9 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
         both = batches.complete_and_claim_statement(None, takes_rq, "p_grace_cutoff" in params)
         with translated("completing and claiming tasks"):
             rows = self._prebuilt_all(both, params)
-        # Each row: `completed`, then the claimed task (NULL columns when none was claimed).
-        taken = list(rows[0][0] or ()) if rows else []
+        # Each row: `completed` (in one row only), then the claimed task (NULL columns when
+        # none was claimed).
+        taken = next((list(r[0]) for r in rows if r[0] is not None), [])
         claimed = [task_from_values(r[1:]) for r in rows if r[1] is not None]
         claimed.sort(key=lambda t: (t.priority, t.created_at))
         return taken, claimed
