@@ -77,6 +77,20 @@ def test_a_worker_runs_its_batch_statements_on_one_pinned_connection(
     assert len(checkouts) < 60 // 5
 
 
+def test_an_idle_worker_holds_no_connection(backend: str, store: TaskStore, db_url: str) -> None:
+    """Its pin goes back to the pool before it waits, so a pool disposed meanwhile (a
+    shutdown, a test's teardown) leaves no session open behind it."""
+    only("postgresql", backend)
+    worker = make_worker(store, db_url, ok, burst=False, worker_heartbeat_interval=60)
+    thread, code = run_in_thread(worker)
+    submit_many(store, urls(3))
+    wait_until(lambda: status_counts(store) == {"completed": 3})
+    wait_until(lambda: store.connections.pool.checkedout() == 0, timeout=3)
+    worker.stopping.set()
+    thread.join(timeout=10)
+    assert code == [0]
+
+
 def test_burst_exits_at_once_when_nothing_is_queued(store: TaskStore, db_url: str) -> None:
     started = time.monotonic()
     assert make_worker(store, db_url, ok, worker_poll_interval=30).run() == 0

@@ -65,6 +65,15 @@ class PinnedConnections:
         pin.used_at = now
         return pin.conn
 
+    def release(self) -> None:
+        """Give this thread's connection back to the pool, the pin staying: the next
+        statement checks one out again. A thread about to sit idle holds none, so a pool
+        disposed meanwhile (shutdown, a test's teardown) closes every connection."""
+        pin: _Pin | None = getattr(self._local, "pin", None)
+        if pin is not None and pin.conn is not None and pin.pid == os.getpid():
+            pin.conn.close()
+            pin.conn = None
+
     @contextlib.contextmanager
     def pinned(self, conns: sa.Engine) -> Iterator[None]:
         if getattr(self._local, "pin", None) is not None:  # nested: the outer pin serves

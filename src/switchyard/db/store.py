@@ -576,6 +576,11 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
         reset and isolation change per statement. Other threads use the pool as before."""
         return self._pins.pinned(self.connections)
 
+    def release_pin(self) -> None:
+        """Give this thread's pinned connection back to the pool until its next statement
+        (a worker about to wait idle)."""
+        self._pins.release()
+
     @staticmethod
     def _claimed_view(row: sa.Row[Any], now: datetime, worker: str, engine: Engine) -> Task:
         task = task_from_row(row)

@@ -276,6 +276,7 @@ class Worker:
             self.yielded = True
             return True
         if idle:
+            self.store.release_pin()  # an idle worker holds no connection
             self.wake.wait(self._idle_wait())
             self.wake.clear()  # before the next claim, so a later wake-up is never lost
         return False
