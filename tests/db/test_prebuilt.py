@@ -40,11 +40,11 @@ def test_an_expanding_parameter_is_refused() -> None:
 @pytest.mark.parametrize(
     "stmt",
     [
-        batches.claim_statement(False, True, False),
-        batches.claim_statement(True, True, True),
-        batches.claim_statement(False, False, False),
+        batches.claim_statement(None, True, False),
+        batches.claim_statement(Origin.CANARY.value, True, True),
+        batches.claim_statement(None, False, False),
         batches.completion_statement(),
-        batches.complete_and_claim_statement(False, True, True),
+        batches.complete_and_claim_statement(None, True, True),
     ],
 )
 def test_the_batch_statements_carry_their_statuses_and_ask_only_their_parameters(

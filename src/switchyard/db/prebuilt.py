@@ -59,8 +59,8 @@ def prebuilt(stmt: sa.ClauseElement, dialect: Dialect) -> Prebuilt:
 def _processed(bind: sa.BindParameter[Any], dialect: Dialect) -> bool:
     """Would SQLAlchemy change this parameter's value before the driver sees it? An array
     of a type without a processor is only copied into a list, which the driver does not
-    need; an expanding IN parameter is rewritten into the SQL at every run."""
-    if bind.expanding:
+    need; an expanding or literal-execute parameter is rewritten into the SQL at every run."""
+    if bind.expanding or bind.literal_execute:
         return True
     kind: TypeEngine[Any] = bind.type
     if isinstance(kind, ARRAY):
