@@ -89,10 +89,16 @@ def test_threads_racing_on_one_backlog_never_share_a_task(store: TaskStore) -> N
 
 
 def _drain_in_process(db_url: str, name: str, start: threading.Barrier) -> None:
+    """Claim at once with the others, then drain. The second wait keeps one process from
+    draining the whole backlog before the others' first claim (SQLite's busy handler backs
+    off for up to 100 ms, and a loaded machine did that once): every process races."""
     store = TaskStore.from_url(db_url)
-    start.wait()
-    while got := store.claim(name, 5):
+    start.wait(timeout=30)
+    got = store.claim(name, 5)
+    start.wait(timeout=30)
+    while got:
         store.complete(name, [Outcome(t.id, t.attempts, "ok", 0.5) for t in got])
+        got = store.claim(name, 5)
     store.dispose()
 
 
