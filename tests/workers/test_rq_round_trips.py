@@ -5,7 +5,12 @@ say what happened."""
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+
 import pytest
+from rq.exceptions import StopRequested
 from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.worker import WorkerStatus
@@ -92,3 +97,33 @@ def test_a_lone_heartbeat_right_after_a_full_one_is_skipped(
     sent = round_trips[0]
     worker.heartbeat()
     assert round_trips[0] > sent
+
+
+def test_a_stop_asked_for_between_jobs_ends_the_wait_of_a_suspended_worker(
+    services: Services,
+) -> None:
+    """rq's shutdown command (a SIGINT to itself) finds the state still "busy" after a job,
+    since "idle" is said only once nothing is left: rq then only sets its flag and expects
+    the job to end. The rollback's stop_rq_workers suspends rq first, so the dequeue waits
+    out the suspension: it must see the flag (a drill hung here for 30 s)."""
+    worker = simple_worker(services)
+    worker.register_birth()
+    worker._install_signal_handlers()
+    worker.set_state(WorkerStatus.BUSY)  # as a finished job leaves it
+    deadline = time.monotonic() + 3
+
+    def still_waiting() -> bool:
+        assert time.monotonic() < deadline, "the suspended wait went on after the stop"
+        return False
+
+    worker.should_yield = still_waiting
+    services.redis.set("rq:suspended", 1)
+    os.kill(os.getpid(), signal.SIGINT)  # what rq's shutdown command does
+    try:
+        assert worker._stop_requested
+        with pytest.raises(StopRequested):
+            worker.dequeue_job_and_maintain_ttl(timeout=1)
+    finally:
+        services.redis.delete("rq:suspended")
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)

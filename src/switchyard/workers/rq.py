@@ -108,6 +108,11 @@ class _ModeAware(BaseWorker):
         if timeout is None:  # burst: what is there now, and no wait
             return self._take_own_job()
         while True:
+            # A stop asked for while the state still said busy (a simple worker says idle only
+            # once it finds nothing, see SimpleRQWorker) only set rq's flag: honour it here,
+            # or a worker waiting out a suspension would wait for ever.
+            if self._stop_requested:
+                raise StopRequested()
             if self.should_yield():
                 self.yielded = True
                 raise StopRequested()
