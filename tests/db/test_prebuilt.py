@@ -40,11 +40,11 @@ def test_an_expanding_parameter_is_refused() -> None:
 @pytest.mark.parametrize(
     "stmt",
     [
-        batches.claim_statement(None, True, False),
-        batches.claim_statement(Origin.CANARY.value, True, True),
-        batches.claim_statement(None, False, False),
+        batches.claim_statement(None, True, False, 10),
+        batches.claim_statement(Origin.CANARY.value, True, True, 1),
+        batches.claim_statement(None, False, False, 10),
         batches.completion_statement(),
-        batches.complete_and_claim_statement(None, True, True),
+        batches.complete_and_claim_statement(None, True, True, 10),
     ],
 )
 def test_the_batch_statements_carry_their_statuses_and_ask_only_their_parameters(

@@ -65,7 +65,7 @@ def test_retrying_a_queued_task_is_refused_and_writes_nothing(sqlite_store: Task
 
 def test_the_batch_statements_take_their_statuses_from_the_transitions() -> None:
     dialect = postgresql.dialect()
-    claim = batches.claim_statement(None, True, False).compile(dialect=dialect)
+    claim = batches.claim_statement(None, True, False, 10).compile(dialect=dialect)
     completion = batches.completion_statement().compile(dialect=dialect)
     assert (CLAIM.src, CLAIM.dst) == (Status.QUEUED, Status.RUNNING)
     assert (COMPLETE.src, COMPLETE.dst) == (Status.RUNNING, Status.COMPLETED)
@@ -83,7 +83,7 @@ def test_the_batch_statements_take_their_statuses_from_the_transitions() -> None
         "completed",
         "running",
     ]
-    both = batches.complete_and_claim_statement(None, True, False).compile(dialect=dialect)
+    both = batches.complete_and_claim_statement(None, True, False, 10).compile(dialect=dialect)
     assert "tasks.status = 'queued'" in str(both) and "tasks.status = 'running'" in str(both)
     assert sorted(v for v in both.params.values() if v in set(Status)) == sorted(
         ["queued", "running", "running", "running", "completed", "completed"]

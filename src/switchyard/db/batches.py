@@ -9,7 +9,15 @@ one task_events row per changed task in the same statement, hence the same trans
 PostgreSQL commits an autocommit statement before it replies, so a reply means durable.
 
 Built once per shape (`functools.cache`) with bound parameters: building and compiling a
-statement costs more Python than running it. The status each one compares and sets, and the
+statement costs more Python than running it. Except two, written as literals so that the
+server plans the claim once per connection: psycopg prepares a statement after its fifth run,
+and PostgreSQL then keeps a generic plan (made without the parameters' values) only if its
+estimated cost is near the custom plans'. A bound LIMIT is estimated at a tenth of the
+queued rows, so on a real backlog the generic plan looked a thousand times dearer and every
+batch was planned again (0.4-0.8 ms of server CPU each, 100k queued tasks); and
+`engine != <bound>` on a table whose statistics know one engine is estimated at no row, so
+the generic plan sorted every queued row (170 ms a batch). The LIMIT is the claim's size
+(a statement per size: at most `worker_batch_size` of them) and `'rq'` a `stored` literal. The status each one compares and sets, and the
 events it writes, come from `db/transitions.py`'s CLAIM and COMPLETE, checked at import.
 Other dialects keep the transaction in `store.py` (SQLite has no arrays; MariaDB has no
 UPDATE ... RETURNING).
@@ -42,17 +50,21 @@ def _events_of(changed: sa.CTE, move: Transition, reason: str | None) -> sa.Inse
 
 
 @functools.cache
-def claim_statement(by_origin: str | None, takes_rq: bool, with_grace: bool) -> sa.Select[Any]:
-    """Up to `p_limit` available queued tasks (urgent first, then oldest) -> running under
+def claim_statement(
+    by_origin: str | None, takes_rq: bool, with_grace: bool, limit: int
+) -> sa.Select[Any]:
+    """Up to `limit` available queued tasks (urgent first, then oldest) -> running under
     `p_worker`; their rows, claimed. `by_origin`: only tasks of that origin (a literal: the
     canary lane's partial ix_tasks_origin serves it). Without `takes_rq`:
     never an rq-owned task; `with_grace`: an rq-owned one only if available before
     `p_grace_cutoff`."""
-    claimed, logged = _claim_ctes(by_origin, takes_rq, with_grace)
+    claimed, logged = _claim_ctes(by_origin, takes_rq, with_grace, limit)
     return sa.select(claimed).add_cte(logged)
 
 
-def _claim_ctes(by_origin: str | None, takes_rq: bool, with_grace: bool) -> tuple[sa.CTE, sa.CTE]:
+def _claim_ctes(
+    by_origin: str | None, takes_rq: bool, with_grace: bool, limit: int
+) -> tuple[sa.CTE, sa.CTE]:
     """The claim's UPDATE (`claimed`, the claimed rows as TASK_COLUMNS) and its events."""
     pick = (
         sa.select(tasks.c.id)
@@ -61,12 +73,12 @@ def _claim_ctes(by_origin: str | None, takes_rq: bool, with_grace: bool) -> tupl
             tasks.c.available_at <= sa.bindparam("p_now", type_=UtcDateTime),
         )
         .order_by(tasks.c.priority, tasks.c.created_at)
-        .limit(sa.bindparam("p_limit", type_=sa.Integer))
+        .limit(_literal_limit(limit))
         .with_for_update(skip_locked=True)
     )
     if by_origin is not None:
         pick = pick.where(tasks.c.origin == stored(by_origin))
-    not_rq = [tasks.c.engine != Engine.RQ.value, tasks.c.engine.is_(None)]
+    not_rq = [tasks.c.engine != stored(Engine.RQ.value), tasks.c.engine.is_(None)]
     if not takes_rq:
         pick = pick.where(sa.or_(*not_rq))
     elif with_grace:
@@ -80,6 +92,13 @@ def _claim_ctes(by_origin: str | None, takes_rq: bool, with_grace: bool) -> tupl
         .cte("claimed")
     )
     return claimed, _events_of(claimed, CLAIM, "claimed").cte("logged")
+
+
+def _literal_limit(limit: int) -> sa.ColumnElement[int]:
+    """`limit` written into the SQL (see the module docstring): a whole number, never text."""
+    if type(limit) is not int or limit < 0:
+        raise ValueError(f"a claim's limit is an int of 0 or more, not {limit!r}")
+    return sa.literal_column(str(limit), sa.Integer)
 
 
 def claimed_values() -> dict[str, Any]:
@@ -105,7 +124,7 @@ def completion_statement() -> sa.Insert:
 
 @functools.cache
 def complete_and_claim_statement(
-    by_origin: str | None, takes_rq: bool, with_grace: bool
+    by_origin: str | None, takes_rq: bool, with_grace: bool, limit: int
 ) -> sa.Select[Any]:
     """A steady worker's one round trip per batch: the completion of the batch it finished
     and the claim of the next, with both sets of events, in one statement (one transaction:
@@ -117,7 +136,7 @@ def complete_and_claim_statement(
     the shared snapshot of one statement changes nothing for either."""
     done = _completion_update().cte("done")
     done_logged = _events_of(done, COMPLETE, None).cte("done_logged")
-    claimed, claim_logged = _claim_ctes(by_origin, takes_rq, with_grace)
+    claimed, claim_logged = _claim_ctes(by_origin, takes_rq, with_grace, limit)
     took = sa.select(sa.func.array_agg(done.c.id).label("completed")).subquery("took")
     first = sa.func.row_number().over() == 1
     return (

@@ -374,7 +374,8 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
         now = utcnow()
         _, params = self._batch_claim(worker, limit, engine, now, rq_grace, None, takes_rq)
         params |= batches.completion_params(worker, now, outcomes)
-        both = batches.complete_and_claim_statement(None, takes_rq, "p_grace_cutoff" in params)
+        with_grace = "p_grace_cutoff" in params
+        both = batches.complete_and_claim_statement(None, takes_rq, with_grace, limit)
         with translated("completing and claiming tasks"):
             rows = self._prebuilt_all(both, params)
         # Each row: `completed` (in one row only), then the claimed task (NULL columns when
@@ -467,12 +468,11 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
             "p_worker": worker,
             "p_engine": engine.value,
             "p_now": now,
-            "p_limit": limit,
         }
         if takes_rq and rq_grace is not None:
             params["p_grace_cutoff"] = now - rq_grace
         by_origin = None if origin is None else origin.value
-        shape = batches.claim_statement(by_origin, takes_rq, "p_grace_cutoff" in params)
+        shape = batches.claim_statement(by_origin, takes_rq, "p_grace_cutoff" in params, limit)
         return shape, params
 
     @staticmethod
