@@ -54,6 +54,13 @@ def limit_and_engine_bound(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     batches.complete_and_claim_statement.cache_clear()
 
 
+@pytest.mark.parametrize("limit", ["10", -1, 2.5])
+def test_a_limit_that_is_not_a_count_is_refused(limit: object) -> None:
+    """It is written into the SQL: only a whole number of 0 or more may be."""
+    with pytest.raises(ValueError, match="limit"):
+        batches.claim_statement(None, True, False, limit)  # type: ignore[arg-type]
+
+
 def steady_batches(store: TaskStore, n: int) -> None:
     """A steady worker's loop: one claim, then `n` statements that complete and claim."""
     claimed = store.claim("w1", BATCH, Engine.DB, takes_rq=False)

@@ -9,18 +9,19 @@ one task_events row per changed task in the same statement, hence the same trans
 PostgreSQL commits an autocommit statement before it replies, so a reply means durable.
 
 Built once per shape (`functools.cache`) with bound parameters: building and compiling a
-statement costs more Python than running it. Except two, written as literals so that the
-server plans the claim once per connection: psycopg prepares a statement after its fifth run,
-and PostgreSQL then keeps a generic plan (made without the parameters' values) only if its
-estimated cost is near the custom plans'. A bound LIMIT is estimated at a tenth of the
-queued rows, so on a real backlog the generic plan looked a thousand times dearer and every
-batch was planned again (0.4-0.8 ms of server CPU each, 100k queued tasks); and
+statement costs more Python than running it. Except two values, written as literals so
+that the server plans the claim once per connection: psycopg prepares a statement after its
+fifth run, and PostgreSQL then keeps a generic plan (made without the parameters' values)
+only if its estimated cost is near the custom plans'. A bound LIMIT is estimated at a tenth
+of the queued rows, so on a real backlog the generic plan looked a thousand times dearer and
+every batch was planned again (0.4-0.8 ms of server CPU each, 100k queued tasks); and
 `engine != <bound>` on a table whose statistics know one engine is estimated at no row, so
-the generic plan sorted every queued row (170 ms a batch). The LIMIT is the claim's size
-(a statement per size: at most `worker_batch_size` of them) and `'rq'` a `stored` literal. The status each one compares and sets, and the
-events it writes, come from `db/transitions.py`'s CLAIM and COMPLETE, checked at import.
-Other dialects keep the transaction in `store.py` (SQLite has no arrays; MariaDB has no
-UPDATE ... RETURNING).
+the generic plan sorted every queued row (170 ms a batch). The LIMIT is the claim's size (a
+statement per size: at most `worker_batch_size` of them) and `'rq'` a `stored` literal.
+
+The status each one compares and sets, and the events it writes, come from
+`db/transitions.py`'s CLAIM and COMPLETE, checked at import. Other dialects keep the
+transaction in `store.py` (SQLite has no arrays; MariaDB has no UPDATE ... RETURNING).
 """
 
 from __future__ import annotations
