@@ -170,3 +170,27 @@ def mysql_commands(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
 
     monkeypatch.setattr(pymysql.connections.Connection, "_execute_command", spy)
     return sent
+
+
+@pytest.fixture
+def one_connection(loaded: TaskStore) -> Iterator[TaskStore]:
+    """The loaded database (20k tasks, a tenth queued, every one db-owned, analysed) through
+    a pool of one connection: every statement runs in the session whose plans are read."""
+    url = loaded.connections.url.render_as_string(hide_password=False)
+    store = TaskStore(open_connections(url, pool_size=1, max_overflow=0))
+    yield store
+    store.connections.dispose()
+
+
+@pytest.fixture
+def limit_and_engine_bound(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The claim's LIMIT and its `engine != 'rq'` as bound parameters again: the statement
+    before this change."""
+    monkeypatch.setattr(batches, "_literal_limit", lambda n: sa.literal(n, sa.Integer))
+    monkeypatch.setattr(batches, "stored", lambda v: sa.literal(v, sa.String))
+    batches.claim_statement.cache_clear()
+    batches.complete_and_claim_statement.cache_clear()
+    yield
+    monkeypatch.undo()
+    batches.claim_statement.cache_clear()
+    batches.complete_and_claim_statement.cache_clear()

@@ -12,13 +12,10 @@ the LIMIT and the engine bound again (`limit_and_engine_bound`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import sqlalchemy as sa
 
 from switchyard.db import batches
-from switchyard.db.connections import open_connections
 from switchyard.db.rows import Outcome
 from switchyard.db.store import TaskStore
 from switchyard.domain import Engine, Task
@@ -28,30 +25,6 @@ pytestmark = pytest.mark.backends("postgresql")
 
 BATCH = 10
 BATCHES = 15  # 5 runs before psycopg prepares, 5 custom plans, then the generic one
-
-
-@pytest.fixture
-def one_connection(loaded: TaskStore) -> Iterator[TaskStore]:
-    """The loaded database (20k tasks, a tenth queued, every one db-owned, analysed) through
-    a pool of one connection: every statement runs in the session whose plans are read."""
-    url = loaded.connections.url.render_as_string(hide_password=False)
-    store = TaskStore(open_connections(url, pool_size=1, max_overflow=0))
-    yield store
-    store.connections.dispose()
-
-
-@pytest.fixture
-def limit_and_engine_bound(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The claim's LIMIT and its `engine != 'rq'` as bound parameters again: the statement
-    before this change."""
-    monkeypatch.setattr(batches, "_literal_limit", lambda n: sa.literal(n, sa.Integer))
-    monkeypatch.setattr(batches, "stored", lambda v: sa.literal(v, sa.String))
-    batches.claim_statement.cache_clear()
-    batches.complete_and_claim_statement.cache_clear()
-    yield
-    monkeypatch.undo()
-    batches.claim_statement.cache_clear()
-    batches.complete_and_claim_statement.cache_clear()
 
 
 @pytest.mark.parametrize("limit", ["10", -1, 2.5])
