@@ -33,7 +33,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,18 +200,7 @@ def load_switchyard(services: Services, n: int) -> float:
 def load_plain(redis_url: str, n: int) -> float:
     """Enqueue n no-op jobs with rq's pipelined enqueue_many; returns jobs/s."""
     connection = redis.Redis.from_url(redis_url)
-    queues = [Queue(q, connection=connection, serializer=JSONSerializer) for q in QUEUES]
-    data = [
-        Queue.prepare_data(PLAIN_FUNC, args=[str(i)], job_id=str(uuid.uuid4())) for i in range(n)
-    ]
-    connection.ping()
-    began = time.perf_counter()
-    for start in range(0, n, 1000):
-        with connection.pipeline() as pipe:
-            for i in range(start, min(n, start + 1000)):
-                queues[i % 4].enqueue_many([data[i]], pipeline=pipe)
-            pipe.execute()
-    return n / (time.perf_counter() - began)
+    return n / common.enqueue_many_seconds(connection, n, PLAIN_FUNC)
 
 
 def plain_span(redis_url: str) -> tuple[int, float, list[float]]:

@@ -42,8 +42,6 @@ import redis
 import sqlalchemy as sa
 import typer
 from _common import BenchFailed, note, working
-from rq import Queue
-from rq.serializers import JSONSerializer
 
 from switchyard.config import load_settings
 from switchyard.db.connections import open_connections
@@ -251,18 +249,8 @@ def measure(n: int, batch_size: int, redis_url: str, runbook_max: int) -> dict[s
 
 def plain_enqueue_many(r: redis.Redis, n: int) -> float:
     """Seconds for rq's own pipelined `enqueue_many` to enqueue n JSON jobs over the four
-    queues, 1,000 per pipeline (what db->rq is measured against; nothing in a database)."""
-    queues = [Queue(q, connection=r, serializer=JSONSerializer) for q in QUEUES]
-    data = [
-        Queue.prepare_data("bench.noop", args=[str(i)], job_id=str(uuid.uuid4())) for i in range(n)
-    ]
-    started = time.perf_counter()
-    for first in range(0, n, 1000):
-        with r.pipeline() as pipe:
-            for i in range(first, min(n, first + 1000)):
-                queues[i % 4].enqueue_many([data[i]], pipeline=pipe)
-            pipe.execute()
-    seconds = time.perf_counter() - started
+    queues (what db->rq is measured against; nothing in a database)."""
+    seconds = common.enqueue_many_seconds(r, n, "bench.noop")
     if queued_in_redis(r) != n:
         raise BenchFailed(f"enqueue_many: {queued_in_redis(r)} of {n} in Redis")
     return seconds
