@@ -103,7 +103,9 @@ def test_redis_dies_mid_run_of_1000_tasks_and_nothing_is_lost_or_run_twice(
     assert {services.store.get(t.id).engine for t in after} == {"rq"}
     ran = runs(log)
     assert len(ran) == 1040 and max(ran.values()) == 1
-    kinds = [e.kind for e in services.store.system_events()]
+    # A submitter that held the epoch from before the fallback may be fenced in between:
+    # that refusal is logged too, so only the fallback events are compared in order.
+    kinds = [e.kind for e in services.store.system_events() if e.kind.startswith("fallback_")]
     assert kinds[:2] == ["fallback_cleared", "fallback_activated"]
     for proc in workers.started:
         assert proc.stop() == 0, proc.output()
