@@ -94,6 +94,8 @@ def test_a_switchyard_rq_worker_leaves_other_applications_jobs_untouched_and_in_
     assert r.lrange("rq:queue:high", 0, -1) == [forged.encode()]
     assert {j: r.hgetall(f"rq:job:{j}") for j in foreign_ids} == hashes  # byte for byte
     assert not r.exists("rq:failed:urgent", "rq:failed:normal", "rq:failed:high")
+    # every job taken left its intermediate list: run, or (the forged one) put back
+    assert not r.exists(*(f"rq:queue:{p.label}:intermediate" for p in Priority))
 
     # reported: rq stats, /health, the metric, the event
     seen = engines.engine_stats(services).rq.all_queues.to_dict()

@@ -21,6 +21,7 @@ from rq.exceptions import DeserializationError
 from rq.job import Job
 
 from switchyard.rq_engine.connection import JOB_FUNC, OWN_DESCRIPTION, translated_redis
+from switchyard.rq_engine.keys import INTERMEDIATE_SUFFIX
 from switchyard.rq_engine.scripts import Scripts
 
 LOOK_AHEAD = 1000  # entries of each queue looked at per search (bounded work in Redis)
@@ -29,8 +30,8 @@ JOB_KEY_PREFIX = "rq:job:"
 
 @dataclass(frozen=True)
 class Taken:
-    """The first own job of the queues, already removed from its list (by index into the
-    keys given, and its index in that list); queue_index None: there was none, and
+    """The first own job of the queues, already moved from its list to the intermediate one
+    (by index into the keys given, and its index in that list); queue_index None: none, and
     `foreign_seen` other applications' jobs were looked past."""
 
     queue_index: int | None
@@ -40,12 +41,14 @@ class Taken:
 
 
 def take_own(scripts: Scripts, queue_keys: list[str], skip: set[str]) -> Taken:
-    """Remove and return the first job in `queue_keys` (in order) whose hash says it is
-    switchyard's; its payload is for the caller to check (`is_own_job`, else `put_back`)."""
+    """Move the first job in `queue_keys` (in order) whose hash says it is switchyard's to
+    its queue's intermediate list, and return it; its payload is for the caller to check
+    (`is_own_job`, else `put_back`). rq's preparation of the job takes it out of that list."""
     args: list[str | int] = [JOB_KEY_PREFIX, OWN_DESCRIPTION, f"{JOB_FUNC}(", LOOK_AHEAD, "take"]
     args += sorted(skip)
+    keys = [*queue_keys, *(intermediate_key(k) for k in queue_keys)]
     with translated_redis("taking switchyard's next job"):
-        index, value, position = scripts.take_own_job(keys=queue_keys, args=args)
+        index, value, position = scripts.take_own_job(keys=keys, args=args)
     if int(index) == 0:
         return Taken(None, None, foreign_seen=int(value))
     return Taken(int(index) - 1, _text(value), int(position))
@@ -54,7 +57,19 @@ def take_own(scripts: Scripts, queue_keys: list[str], skip: set[str]) -> Taken:
 def put_back(scripts: Scripts, queue_key: str, job_id: str, position: int) -> None:
     """A job taken for switchyard's that is not (its payload says so) goes back in place."""
     with translated_redis("putting a job back"):
-        scripts.put_back(keys=[queue_key], args=[job_id, position])
+        scripts.put_back(keys=[queue_key, intermediate_key(queue_key)], args=[job_id, position])
+
+
+def forget_taken(r: redis.Redis, queue_key: str, job_id: str) -> None:
+    """A job taken whose hash expired meanwhile leaves the intermediate list (rq's own
+    dequeue drops such an entry too)."""
+    with translated_redis("dropping a job whose hash is gone"):
+        r.lrem(intermediate_key(queue_key), 1, job_id)
+
+
+def intermediate_key(queue_key: str) -> str:
+    """rq's list of a queue's jobs taken by a worker but not started yet."""
+    return f"{queue_key}{INTERMEDIATE_SUFFIX}"
 
 
 def is_own_job(job: Job) -> bool:
@@ -80,4 +95,12 @@ def _text(raw: bytes | str) -> str:
     return raw if isinstance(raw, str) else raw.decode("utf-8", "surrogateescape")
 
 
-__all__ = ["Taken", "foreign_counts", "is_own_job", "put_back", "take_own"]
+__all__ = [
+    "Taken",
+    "foreign_counts",
+    "forget_taken",
+    "intermediate_key",
+    "is_own_job",
+    "put_back",
+    "take_own",
+]

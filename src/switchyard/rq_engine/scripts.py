@@ -227,7 +227,13 @@ class ReleasePlace:
 # read 16 at a time, at most `limit` of each queue, so a queue of own jobs costs one short
 # LRANGE per take.
 #
-# KEYS: the queue lists, urgent first. ARGV: 1 "rq:job:", 2 own description prefix,
+# The job taken moves, in the same step, to its queue's intermediate list (rq's own place for
+# a job a worker has taken but not started; its preparation removes it there): a worker that
+# dies before it registers the job leaves it where `check`, rq's maintenance and a migration
+# all look, never in no place at all.
+#
+# KEYS: the queue lists, urgent first, then (take only) their intermediate lists in the same
+# order. ARGV: 1 "rq:job:", 2 own description prefix,
 # 3 JOB_FUNC .. "(", 4 limit, 5 "take" or "count", 6.. ids not to take (found foreign).
 # take: {queue index, job id, its index in the list}; {0, n, 0} when there is no own job, n
 # foreign entries seen. count: per queue, the entries looked at that are jobs of another
@@ -238,7 +244,8 @@ local skip = {}
 for i = 6, #ARGV do skip[ARGV[i]] = true end
 local limit, take = tonumber(ARGV[4]), ARGV[5] == 'take'
 local counts, seen = {}, 0
-for q = 1, #KEYS do
+local queues = take and #KEYS / 2 or #KEYS
+for q = 1, queues do
   local foreign, start = 0, 0
   while start < limit do
     local ids = redis.call('LRANGE', KEYS[q], start, math.min(start + 15, limit - 1))
@@ -248,6 +255,7 @@ for q = 1, #KEYS do
         and (d == ARGV[2] .. id or string.sub(d, 1, #ARGV[3]) == ARGV[3])
       if own and take then
         redis.call('LREM', KEYS[q], 1, id)
+        redis.call('RPUSH', KEYS[queues + q], id)
         return {q, id, start + i - 1}
       end
       if d and not own then foreign = foreign + 1 end
@@ -262,9 +270,11 @@ if take then return {0, seen, 0} end
 return counts
 """
 
-# Put a job TAKE_OWN_JOB took back where it was: before the entry now at its old index (or
-# at the tail if the list is shorter now). KEYS: 1 the queue list. ARGV: 1 job id, 2 index.
+# Put a job TAKE_OWN_JOB took back where it was: out of the intermediate list, before the
+# entry now at its old index (or at the tail if the list is shorter now). KEYS: 1 the queue
+# list, 2 its intermediate list. ARGV: 1 job id, 2 index.
 PUT_BACK = """
+redis.call('LREM', KEYS[2], 1, ARGV[1])
 local pivot = redis.call('LINDEX', KEYS[1], tonumber(ARGV[2]))
 if pivot then return redis.call('LINSERT', KEYS[1], 'BEFORE', pivot, ARGV[1]) end
 return redis.call('RPUSH', KEYS[1], ARGV[1])

@@ -13,7 +13,14 @@ Here the dequeue blocks at most one second at a time, and between two waits the 
 at suspension and at the mode (with `--engine auto` it hands over to a polling worker when
 the mode or a fallback says so, and back when Redis is in use again).
 
-Two: the worker never pops a queue blindly. Queues are shared with other applications (a
+Two: a stop never interrupts the take of a job. rq's signal handler raises StopRequested
+in whatever line a worker that is not busy is on, so between taking a job and registering it
+as started the job would be left in no queue or registry (a drill's rollback found one).
+Here a stop only sets the flag; the dequeue loop looks at it between two waits. And the job
+taken goes to its queue's intermediate list (rq's place for a taken job) in the same step,
+where a worker killed before it registers the job leaves it visible.
+
+Three: the worker never pops a queue blindly. Queues are shared with other applications (a
 pickled job of theirs in `rq:queue:urgent`); rq's pop would take such a job and fail it.
 Instead it takes its first own job by id (`rq_engine/foreign.py`) and checks the payload
 (putting back, in place, one that is not its own); every other job stays where it was, in
@@ -91,6 +98,16 @@ class _ModeAware(BaseWorker):
     def request_stop(self, signum: Any, frame: Any) -> None:
         self.stop_signalled = True  # SIGTERM/SIGINT, or rq's shutdown command (a SIGINT)
         super().request_stop(signum, frame)
+
+    def _shutdown(self) -> None:
+        # rq's raises StopRequested here when the state is not busy (see the module
+        # docstring); the dequeue loop honours the flag at most DEQUEUE_WAIT later.
+        self._stop_requested = True
+
+    def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
+        # rq leaves the intermediate list alone unless it listens on one queue: ours took it
+        # there from any queue, and the registering transaction takes it out.
+        super().prepare_job_execution(job, remove_from_intermediate_queue=True)
 
     @property
     def dequeue_timeout(self) -> int:
@@ -172,8 +189,9 @@ class _ModeAware(BaseWorker):
                 job = self.job_class.fetch(
                     taken.job_id, connection=self.connection, serializer=self.serializer
                 )
-            except NoSuchJobError:
-                continue  # its hash expired meanwhile: rq's own dequeue drops such an entry
+            except NoSuchJobError:  # its hash expired meanwhile: rq's own dequeue drops it too
+                foreign.forget_taken(self.connection, queue.key, taken.job_id)
+                continue
             if foreign.is_own_job(job):
                 return job, queue
             foreign.put_back(self._scripts, queue.key, taken.job_id, taken.position)
