@@ -4,41 +4,21 @@ upgrade to head, down to base, up again; the result matches schema.py; data surv
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from alembic import command
-from alembic.autogenerate import compare_metadata
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 
-import switchyard.db.alembic
 from switchyard.db import migrate
 from switchyard.db.schema import metadata
 from switchyard.db.store import NewTask, TaskStore, utcnow
 from switchyard.errors import StoreError
+from tests.support.schema_revisions import downgrade, drift
 
 TABLES = set(metadata.tables)
 
 
-def downgrade(conns: sa.Engine, revision: str) -> None:
-    config = Config()
-    config.set_main_option("script_location", str(Path(switchyard.db.alembic.__file__).parent))
-    with conns.begin() as conn:
-        config.attributes["connection"] = conn
-        command.downgrade(config, revision)
-
-
 def tables(conns: sa.Engine) -> set[str]:
     return set(sa.inspect(conns).get_table_names()) - {"alembic_version"}
-
-
-def drift(conns: sa.Engine) -> list[object]:
-    """What differs between the migrated database and schema.py (empty when they agree)."""
-    with conns.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"compare_type": True})
-        return list(compare_metadata(context, metadata))
 
 
 def test_upgrade_downgrade_upgrade(fresh_db: sa.Engine) -> None:

@@ -22,11 +22,15 @@ def _config() -> Config:
 
 
 def upgrade(store: TaskStore, revision: str = "head") -> str:
-    """Bring the schema to `revision`; idempotent. Returns the revision now in place."""
+    """Bring the schema to `revision`; idempotent. Returns the revision now in place.
+
+    Each revision commits on its own (env.py), so that one may run outside a transaction;
+    a rerun after an interruption carries on from the last revision committed."""
     cfg = _config()
-    with translated("upgrading the schema"), store.connections.begin() as conn:
+    with translated("upgrading the schema"), store.connections.connect() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
+        conn.commit()  # what Alembic read outside any revision's transaction
     return current_revision(store) or ""
 
 

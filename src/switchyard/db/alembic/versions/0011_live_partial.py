@@ -11,12 +11,21 @@ four, its completion none to all five. Every read of them compares the status (a
 with a literal (`schema.stored`), so the planner proves the predicate in a generic plan too.
 Same columns as before. MariaDB has no partial indexes and keeps the full ones, as in 0010.
 
+On PostgreSQL the upgrade runs online (`db/online_indexes.py`): each index is built
+CONCURRENTLY under a temporary name outside any transaction, the old one dropped
+CONCURRENTLY, the new one renamed into place; only dropping the unique constraint locks
+`tasks`, for a moment. A rerun after SIGKILL at any point finishes it. SQLite rebuilds them in
+the revision's transaction. The downgrade rebuilds the full indexes in one transaction on both,
+so on PostgreSQL reads and writes of `tasks` wait until it commits.
+
 Revision ID: 0011
 Revises: 0010
 """
 
 import sqlalchemy as sa
 from alembic import op
+
+from switchyard.db.online_indexes import Replacement, replace_concurrently
 
 revision = "0011"
 down_revision = "0010"
@@ -42,6 +51,10 @@ MIGRATED = sa.text("source_job_id IS NOT NULL")
 
 
 def upgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        with op.get_context().autocommit_block():
+            replace_concurrently(op.get_bind(), "tasks", _replacements())
+        return
     if not _partial():
         return
     with op.batch_alter_table("tasks") as batch:  # SQLite rebuilds the table to drop it
@@ -58,6 +71,15 @@ def upgrade() -> None:
         where = sa.text(predicate)
         op.drop_index(name, "tasks")
         op.create_index(name, "tasks", columns, postgresql_where=where, sqlite_where=where)
+
+
+def _replacements() -> list[Replacement]:
+    unique = Replacement(UNIQUE, tuple(UNIQUE_COLUMNS), str(MIGRATED), unique=True, constraint=True)
+    partial = [
+        Replacement(name, tuple(columns), predicate)
+        for name, (columns, predicate) in INDEXES.items()
+    ]
+    return [unique, *partial]
 
 
 def downgrade() -> None:
