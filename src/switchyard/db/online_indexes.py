@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -154,11 +154,19 @@ def _briefly(conn: sa.Connection, statements: list[str]) -> None:
                 conn.exec_driver_sql(statement)
             conn.exec_driver_sql("COMMIT")
             return
-        except sa.exc.OperationalError as exc:
-            conn.exec_driver_sql("ROLLBACK")
-            if getattr(exc.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+        except BaseException as exc:
+            _roll_back(conn)  # whatever ends it, never half of it committed by a caller
+            if not _lock_timed_out(exc) or time.monotonic() > give_up:
                 raise
-            if time.monotonic() > give_up:
-                raise
-            log.warning("waiting for a moment when %s can be locked", statements[0])
-            time.sleep(BRIEF_LOCK_PAUSE)
+        log.warning("waiting for a moment when %s can be locked", statements[0])
+        time.sleep(BRIEF_LOCK_PAUSE)
+
+
+def _lock_timed_out(exc: BaseException) -> bool:
+    orig = getattr(exc, "orig", None)
+    return getattr(orig, "sqlstate", None) == LOCK_NOT_AVAILABLE
+
+
+def _roll_back(conn: sa.Connection) -> None:
+    with suppress(sa.exc.DBAPIError):  # a lost connection rolled back already
+        conn.exec_driver_sql("ROLLBACK")
