@@ -8,9 +8,9 @@ into place: at every moment an index on the same columns serves the table's read
 
 Every step first looks at what is there, so a rerun after SIGKILL at any point finishes the
 job: a build that was cut short leaves an INVALID index under the temporary name, which is
-dropped and built again; what is done is skipped. A session advisory lock makes a rerun wait
-until the session of a killed run has ended (its server process finishes the statement it was
-running, then finds its client gone), so two runs never act at once.
+dropped and built again; what is done is skipped. Before each replacement a run waits while
+another session builds or drops an index of the table (the server process of a killed run
+finishes the statement it was running before it finds its client gone).
 
 The connection must be in AUTOCOMMIT: none of the CONCURRENTLY statements runs in a
 transaction block.
@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Iterable
+from contextlib import suppress
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -29,9 +29,7 @@ import sqlalchemy as sa
 log = logging.getLogger("switchyard.db.online_indexes")
 
 TEMPORARY_SUFFIX = "_rebuilt"  # the new index's name until the old one is gone
-# pg_advisory_lock's key for index replacements: any fixed number no other lock uses.
-ADVISORY_KEY = 0x5A1D_0011
-ADVISORY_PAUSE = 0.2
+OTHER_BUILDS_PAUSE = 0.2
 # A brief lock waits at most this long, so the reads and writes queued behind its request do
 # too; then it is tried again after a pause that lets them through.
 BRIEF_LOCK_TIMEOUT = "500ms"
@@ -66,23 +64,29 @@ class Found:
 
 def replace_concurrently(conn: sa.Connection, table: str, wanted: Iterable[Replacement]) -> None:
     """Put every replacement in place on `table`; idempotent and resumable (module docstring)."""
-    with _one_run_at_a_time(conn):
-        for replacement in wanted:
-            _replace(conn, table, replacement)
+    for replacement in wanted:
+        _wait_for_other_builds(conn, table)
+        _replace(conn, table, replacement)
 
 
-@contextmanager
-def _one_run_at_a_time(conn: sa.Connection) -> Iterator[None]:
-    """Hold the advisory lock, asked for again and again rather than waited for: a statement
-    waiting for it would hold a snapshot, which the killed run's index build waits to see
-    go (a deadlock)."""
-    while not conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({ADVISORY_KEY})").scalar():
-        log.info("waiting for the session of another index replacement to end")
-        time.sleep(ADVISORY_PAUSE)
-    try:
-        yield
-    finally:
-        conn.exec_driver_sql(f"SELECT pg_advisory_unlock({ADVISORY_KEY})")
+def _wait_for_other_builds(conn: sa.Connection, table: str) -> None:
+    """Wait while another client session holds the table's SHARE UPDATE EXCLUSIVE lock (a
+    CONCURRENTLY build or drop; a VACUUM run by hand). Asked again and again, never waited
+    for in a statement: one that waits holds a snapshot, which that build waits to see go (a
+    deadlock). Not an advisory lock: behind PgBouncer's transaction pooling a session lock
+    could stay with a server connection the run no longer has."""
+    while conn.execute(_OTHER_BUILDS, {"table": table}).first() is not None:
+        log.info("waiting for another session's index build on %s to end", table)
+        time.sleep(OTHER_BUILDS_PAUSE)
+
+
+_OTHER_BUILDS = sa.text(
+    "SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+    " WHERE l.locktype = 'relation' AND l.relation = to_regclass(:table)"
+    " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    " AND l.mode = 'ShareUpdateExclusiveLock' AND l.granted"
+    " AND l.pid <> pg_backend_pid() AND a.backend_type = 'client backend'"
+)
 
 
 def _replace(conn: sa.Connection, table: str, new: Replacement) -> None:
