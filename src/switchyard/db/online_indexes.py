@@ -90,7 +90,7 @@ _OTHER_BUILDS = sa.text(
 
 
 def _replace(conn: sa.Connection, table: str, new: Replacement) -> None:
-    found = indexes(conn, table)
+    found = _indexes(conn, table)
     done = found.get(new.name)
     if done is not None and done.valid and done.partial:
         return
@@ -122,7 +122,7 @@ def _create(table: str, new: Replacement) -> str:
     )
 
 
-def indexes(conn: sa.Connection, table: str) -> dict[str, Found]:
+def _indexes(conn: sa.Connection, table: str) -> dict[str, Found]:
     """Every index of `table` by name: valid or not (a build cut short), partial or not."""
     rows = conn.execute(
         sa.text(
