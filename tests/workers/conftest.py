@@ -3,6 +3,7 @@ in db mode); `server` and `outage_db` are private database servers a test may re
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 import uuid
@@ -11,18 +12,21 @@ from typing import Any
 
 import pytest
 import redis
+from rq.serializers import JSONSerializer
 
 from switchyard import modes, switch
 from switchyard.db import migrate
 from switchyard.db.connections import open_connections
 from switchyard.db.store import TaskStore
-from switchyard.domain import Task
+from switchyard.domain import Priority, Task
 from switchyard.operations.services import Services
+from switchyard.rq_engine import jobs, queue_for
 from switchyard.workers.polling import Worker
+from switchyard.workers.rq import SimpleRQWorker
 from tests.support.deployment import ImageServer
 from tests.support.env import make_settings
 from tests.support.handlers import ok
-from tests.support.rq import ServicesPool
+from tests.support.rq import ServicesPool, handler
 from tests.support.servers import PrivateDatabase
 
 
@@ -114,3 +118,19 @@ def round_trips(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
 
     monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
     yield sent
+
+
+@pytest.fixture
+def idle_rq_worker(services: Services) -> Iterator[SimpleRQWorker]:
+    """An idle simple worker with rq's signal handlers, restored to Python's afterwards."""
+    jobs.install(services.store, services.settings, handler(services.settings), "rq-stop")
+    queues = [queue_for(services.redis, p) for p in sorted(Priority)]
+    w = SimpleRQWorker(queues, connection=services.redis, serializer=JSONSerializer, name="rq-stop")
+    w.register_birth()
+    w._install_signal_handlers()
+    try:
+        yield w
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        jobs.uninstall()

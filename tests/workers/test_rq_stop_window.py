@@ -11,42 +11,24 @@ from __future__ import annotations
 import os
 import signal
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from rq.exceptions import StopRequested
 from rq.job import Job
 from rq.queue import Queue
-from rq.serializers import JSONSerializer
 
-from switchyard.domain import Priority, Status
+from switchyard.domain import Status
 from switchyard.operations import submit
 from switchyard.operations.services import Services
 from switchyard.rollback import check
-from switchyard.rq_engine import foreign, jobs, queue_for
+from switchyard.rq_engine import foreign
 from switchyard.workers.rq import SimpleRQWorker
-from tests.support.rq import handler, new_tasks
+from tests.support.rq import new_tasks
 
 pytestmark = pytest.mark.backends("sqlite", "postgresql")
 
 INTERMEDIATE = "rq:queue:urgent:intermediate"  # new_tasks(1) is an urgent task
-
-
-@pytest.fixture
-def worker(services: Services) -> Iterator[SimpleRQWorker]:
-    """An idle simple worker with rq's signal handlers, restored to Python's afterwards."""
-    jobs.install(services.store, services.settings, handler(services.settings), "rq-stop")
-    queues = [queue_for(services.redis, p) for p in sorted(Priority)]
-    w = SimpleRQWorker(queues, connection=services.redis, serializer=JSONSerializer, name="rq-stop")
-    w.register_birth()
-    w._install_signal_handlers()
-    try:
-        yield w
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        jobs.uninstall()
 
 
 def take_one(services: Services, worker: SimpleRQWorker) -> tuple[Job, Queue]:
@@ -57,33 +39,33 @@ def take_one(services: Services, worker: SimpleRQWorker) -> tuple[Job, Queue]:
 
 
 def test_a_stop_right_after_the_take_lets_the_job_run_and_then_ends_the_worker(
-    services: Services, worker: SimpleRQWorker
+    services: Services, idle_rq_worker: SimpleRQWorker
 ) -> None:
-    job, queue = take_one(services, worker)
+    job, queue = take_one(services, idle_rq_worker)
     os.kill(os.getpid(), signal.SIGINT)  # rq's shutdown command, while the worker says idle
-    assert worker._stop_requested
-    worker.execute_job(job, queue)
+    assert idle_rq_worker._stop_requested
+    idle_rq_worker.execute_job(job, queue)
     assert services.store.get(uuid.UUID(job.args[0])).status is Status.COMPLETED
     assert job.get_status() == "finished"
     with pytest.raises(StopRequested):
-        worker.dequeue_job_and_maintain_ttl(timeout=1)
+        idle_rq_worker.dequeue_job_and_maintain_ttl(timeout=1)
 
 
 def test_a_taken_job_waits_in_the_intermediate_list_until_it_is_registered(
-    services: Services, worker: SimpleRQWorker
+    services: Services, idle_rq_worker: SimpleRQWorker
 ) -> None:
-    job, queue = take_one(services, worker)
+    job, queue = take_one(services, idle_rq_worker)
     assert services.redis.lrange(INTERMEDIATE, 0, -1) == [job.id.encode()]
     assert not services.redis.exists("rq:queue:urgent")
     # a worker dying here leaves a job `check` (and a migration) sees in a place
     assert "hash_without_place" not in check.run_check(services).counts()
-    worker.execute_job(job, queue)
+    idle_rq_worker.execute_job(job, queue)
     assert not services.redis.exists(INTERMEDIATE)
     assert services.store.get(uuid.UUID(job.args[0])).status is Status.COMPLETED
 
 
 def test_a_taken_job_whose_hash_expired_leaves_the_intermediate_list(
-    services: Services, worker: SimpleRQWorker, monkeypatch: pytest.MonkeyPatch
+    services: Services, idle_rq_worker: SimpleRQWorker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     real_take = foreign.take_own
 
@@ -95,5 +77,5 @@ def test_a_taken_job_whose_hash_expired_leaves_the_intermediate_list(
 
     monkeypatch.setattr(foreign, "take_own", take_then_expire)
     submit(services, new_tasks(1), "test")
-    assert worker.dequeue_job_and_maintain_ttl(None) is None
+    assert idle_rq_worker.dequeue_job_and_maintain_ttl(None) is None
     assert not services.redis.exists(INTERMEDIATE, "rq:queue:urgent")
