@@ -39,6 +39,11 @@ class Prebuilt:
         """Its rows, as the driver loaded them (no SQLAlchemy type processing)."""
         return conn.exec_driver_sql(self.sql, {**self.fixed, **params}).all()
 
+    def count(self, conn: sa.Connection, params: Mapping[str, Any]) -> int:
+        """How many rows it matched (an UPDATE without RETURNING; on MariaDB the dialect's
+        FOUND_ROWS flag makes that the rows matched, changed or not)."""
+        return conn.exec_driver_sql(self.sql, {**self.fixed, **params}).rowcount
+
 
 @functools.cache
 def prebuilt(stmt: sa.ClauseElement, dialect: Dialect) -> Prebuilt:

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 
 from switchyard.config import Settings
-from switchyard.db import batches, fence
+from switchyard.db import batches, fence, mariadb_batches
 from switchyard.db.clock import utcnow
 from switchyard.db.connections import (
     deadlock_retried,
@@ -178,6 +178,19 @@ def _named_completion(form: CompletionForm) -> sa.Executable:
     return _completion_update()
 
 
+def _completion_params(worker: str, outcome: Outcome, now: datetime) -> dict[str, Any]:
+    """The parameters of `_named_completion` for one outcome."""
+    return {
+        "p_id": outcome.task_id,
+        "p_worker": worker,
+        "p_attempt": outcome.attempt,
+        "p_caption": outcome.caption,
+        "p_score": outcome.quality_score,
+        "p_provider": outcome.provider,
+        "p_now": now,
+    }
+
+
 class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
     """All reads and writes of tasks, events and run-time state."""
 
@@ -329,26 +342,11 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
                 claimed = [task_from_values(r) for r in self._prebuilt_all(shape, params)]
             claimed.sort(key=lambda t: (t.priority, t.created_at))
             return claimed
-        stmt = self.claim_statement(
-            worker, limit, engine, now, rq_grace=rq_grace, origin=origin, takes_rq=takes_rq
-        )
         with translated("claiming tasks"), self.connections.begin() as conn:
-            if self._returning:
-                claimed = [task_from_row(r) for r in conn.execute(stmt)]
-            else:
-                rows = conn.execute(stmt).all()
-                if not rows:
-                    return []
-                conn.execute(
-                    tasks.update()
-                    .where(tasks.c.id.in_([r.id for r in rows]))
-                    .values(self._claim_values(worker, engine, now))
-                )
-                claimed = [self._claimed_view(r, now, worker, engine) for r in rows]
+            claimed = self._claim_in(conn, worker, limit, engine, now, rq_grace, origin, takes_rq)
             if claimed:
                 events = CLAIM.events([t.id for t in claimed], now, worker, "claimed")
                 conn.execute(task_events.insert(), events)
-        claimed.sort(key=lambda t: (t.priority, t.created_at))
         return claimed
 
     @deadlock_retried("completing and claiming tasks")
@@ -364,14 +362,23 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
     ) -> tuple[list[uuid.UUID], list[Task]]:
         """`complete` then `claim`: the ids whose completion took, and the tasks claimed.
 
-        On PostgreSQL one statement (`batches.complete_and_claim_statement`), so a steady
-        worker pays one round trip per batch and its completions are durable, in the same
-        transaction, before the claim is reported; elsewhere the two calls, in that order."""
-        if self.dialect != "postgresql" or not outcomes:
-            taken = self.complete(worker, outcomes)
-            claimed = self.claim(worker, limit, engine, rq_grace=rq_grace, takes_rq=takes_rq)
-            return taken, claimed
+        One transaction, so a steady worker pays one commit per batch and its completions
+        are durable, with the claim, before the claim is reported: on PostgreSQL one
+        statement (`batches.complete_and_claim_statement`, one round trip); on MariaDB and
+        SQLite the completion's UPDATE, the claim's statements, and one INSERT of both sets
+        of events."""
+        if not outcomes:
+            return [], self.claim(worker, limit, engine, rq_grace=rq_grace, takes_rq=takes_rq)
         now = utcnow()
+        if self.dialect != "postgresql":
+            with translated("completing and claiming tasks"), self.connections.begin() as conn:
+                taken = self._complete_in(conn, worker, outcomes, now)
+                claimed = self._claim_in(conn, worker, limit, engine, now, rq_grace, None, takes_rq)
+                events = COMPLETE.events(taken, now, worker, None)
+                events += CLAIM.events([t.id for t in claimed], now, worker, "claimed")
+                if events:
+                    conn.execute(task_events.insert(), events)
+            return taken, claimed
         _, params = self._batch_claim(worker, limit, engine, now, rq_grace, None, takes_rq)
         params |= batches.completion_params(worker, now, outcomes)
         with_grace = "p_grace_cutoff" in params
@@ -404,6 +411,38 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
         with translated("reading the next due task"), self.connections.connect() as conn:
             due: datetime | None = conn.execute(query).scalar()
         return due
+
+    def _claim_in(
+        self,
+        conn: sa.Connection,
+        worker: str,
+        limit: int,
+        engine: Engine,
+        now: datetime,
+        rq_grace: timedelta | None,
+        origin: Origin | None,
+        takes_rq: bool,
+    ) -> list[Task]:
+        """MariaDB's and SQLite's claim, in the caller's transaction, urgent first, then
+        oldest; the caller writes its events. SQLite: UPDATE ... RETURNING (the write lock
+        taken at BEGIN IMMEDIATE). MariaDB: SELECT ... FOR UPDATE SKIP LOCKED, then UPDATE."""
+        stmt = self.claim_statement(
+            worker, limit, engine, now, rq_grace=rq_grace, origin=origin, takes_rq=takes_rq
+        )
+        if self._returning:
+            claimed = [task_from_row(r) for r in conn.execute(stmt)]
+        else:
+            rows = conn.execute(stmt).all()
+            if not rows:
+                return []
+            conn.execute(
+                tasks.update()
+                .where(tasks.c.id.in_([r.id for r in rows]))
+                .values(self._claim_values(worker, engine, now))
+            )
+            claimed = [self._claimed_view(r, now, worker, engine) for r in rows]
+        claimed.sort(key=lambda t: (t.priority, t.created_at))
+        return claimed
 
     def claim_statement(
         self,
@@ -632,54 +671,46 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
             with translated("completing tasks"):
                 rows = self._prebuilt_all(batches.completion_statement(), params)
             return [r[0] for r in rows]
-        by_id = {o.task_id: o for o in outcomes}
         with translated("completing tasks"), self.connections.begin() as conn:
-            held = [
-                i
-                for i, attempts in self._lock_held(conn, worker, list(by_id))
-                if attempts == by_id[i].attempt
-            ]
-            if held:
-                conn.execute(
-                    tasks.update()
-                    .where(tasks.c.id == sa.bindparam("_id"))
-                    .values(
-                        COMPLETE.values(
-                            caption=sa.bindparam("_caption"),
-                            quality_score=sa.bindparam("_score"),
-                            caption_provider=sa.bindparam("_provider"),
-                            finished_at=now,
-                            progress=100,
-                            error=None,
-                        )
-                    ),
-                    [
-                        {
-                            "_id": i,
-                            "_caption": by_id[i].caption,
-                            "_score": by_id[i].quality_score,
-                            "_provider": by_id[i].provider,
-                        }
-                        for i in held
-                    ],
-                )
-                conn.execute(task_events.insert(), COMPLETE.events(held, now, worker, None))
-        return held
+            taken = self._complete_in(conn, worker, outcomes, now)
+            if taken:
+                conn.execute(task_events.insert(), COMPLETE.events(taken, now, worker, None))
+        return taken
+
+    def _complete_in(
+        self, conn: sa.Connection, worker: str, outcomes: Sequence[Outcome], now: datetime
+    ) -> list[uuid.UUID]:
+        """MariaDB's and SQLite's completion, in the caller's transaction: the ids that took
+        (the caller writes their events). The compare-and-set is each UPDATE's WHERE
+        (running, under this worker, at that attempt): on MariaDB one multi-row UPDATE
+        (`db/mariadb_batches.py`), on SQLite one UPDATE per task under the write lock."""
+        if self._returning:
+            each = [_completion_params(worker, o, now) for o in outcomes]
+            matched = conn.execute(_named_completion("update"), each).rowcount
+        else:
+            stmt = mariadb_batches.completion_statement(len(outcomes))
+            params = mariadb_batches.completion_params(worker, now, outcomes)
+            matched = prebuilt(stmt, conn.dialect).count(conn, params)
+        ids = [o.task_id for o in outcomes]
+        if matched == len(ids):
+            return ids
+        # Some had moved on (timed out, cancelled, recovered): which took? Ours carry `now`.
+        took = sa.select(tasks.c.id).where(
+            tasks.c.id.in_(ids),
+            COMPLETE.is_dst,
+            tasks.c.worker == worker,
+            tasks.c.finished_at == now,
+        )
+        mine = set(conn.execute(took).scalars())
+        return [i for i in ids if i in mine]
 
     def complete_one(self, worker: str, outcome: Outcome, wait_up_to: float = 0.0) -> bool:
         """`complete` for a single task (an rq job): the compare-and-set is the UPDATE's own
         WHERE (still running, under this worker, this attempt), with no locking SELECT; one
         round trip on PostgreSQL (`_named_completion`). True if it took. `wait_up_to` as
         for `claim_task`."""
-        params = {
-            "p_id": outcome.task_id,
-            "p_worker": worker,
-            "p_attempt": outcome.attempt,
-            "p_caption": outcome.caption,
-            "p_score": outcome.quality_score,
-            "p_provider": outcome.provider,
-            "p_now": utcnow(),  # also the completion's token: finished_at says it was ours
-        }
+        # `now` is also the completion's token: finished_at says it was ours.
+        params = _completion_params(worker, outcome, utcnow())
         with translated("completing a task"):
             return retry_on_disconnect(
                 lambda again: self._complete_named(params, again), "completing a task", wait_up_to
