@@ -3,9 +3,9 @@
 One main thread claims batches, hands tasks to a thread pool, and writes results back in
 batches: a steady worker completes the batch it finished and claims the next in one call
 (`TaskStore.complete_and_claim`: one transaction, one commit; on PostgreSQL one statement,
-one round trip), so its completions are durable before the next claim is reported. A finished attempt waits for that
-claim at most COMPLETION_LINGER seconds (slow tasks still running), and not at all when no
-claim is coming (stopping, rq mode, every provider down).
+one round trip), so its completions are durable before the next claim is reported. A
+finished attempt waits for that claim at most COMPLETION_LINGER seconds (slow tasks still
+running), and not at all when no claim is coming (stopping, rq mode, every provider down).
 It also sends heartbeats for every task it holds, enforces WORKER_TIMEOUT, and requeues tasks
 orphaned by workers that died (their heartbeat lapsed).
 
