@@ -19,7 +19,8 @@ from tests.support.plans import Plan, explain, index_hidden
 
 def explain_claim(conn: sa.Connection, store: TaskStore) -> Plan:
     """EXPLAIN the claim statement exactly as the store builds it for this dialect."""
-    return explain(conn, store.claim_statement("w", 10, Engine.DB, utcnow()))
+    stmt, values = store.claim_statement("w", 10, Engine.DB, utcnow())
+    return explain(conn, stmt, values)
 
 
 def test_the_claim_uses_ix_tasks_claim_without_scan_or_sort(loaded: TaskStore) -> None:

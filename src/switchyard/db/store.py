@@ -178,6 +178,46 @@ def _named_completion(form: CompletionForm) -> sa.Executable:
     return _completion_update()
 
 
+@functools.cache
+def _claim_shape(
+    by_origin: str | None, takes_rq: bool, with_grace: bool, returning: bool
+) -> sa.Executable:
+    """MariaDB's and SQLite's claim of up to `p_limit` available queued tasks (urgent first,
+    then oldest), as `batches.claim_statement` chooses them: SQLite's whole claim (UPDATE ...
+    RETURNING), MariaDB's locking SELECT of the rows (then `_CLAIM_PICKED`)."""
+    pick = (
+        sa.select(tasks.c.id)
+        .where(CLAIM.is_src, tasks.c.available_at <= sa.bindparam("p_now", type_=UtcDateTime))
+        .order_by(tasks.c.priority, tasks.c.created_at)
+        .limit(sa.bindparam("p_limit", type_=sa.Integer))
+        .with_for_update(skip_locked=True)
+    )
+    if by_origin is not None:
+        pick = pick.where(tasks.c.origin == stored(by_origin))
+    not_rq = [tasks.c.engine != stored(Engine.RQ.value), tasks.c.engine.is_(None)]
+    if not takes_rq:
+        pick = pick.where(sa.or_(*not_rq))
+    elif with_grace:
+        cutoff = sa.bindparam("p_grace_cutoff", type_=UtcDateTime)
+        pick = pick.where(sa.or_(*not_rq, tasks.c.available_at <= cutoff))
+    if not returning:
+        return pick.with_only_columns(*tasks.c)
+    return (
+        tasks.update()
+        .where(tasks.c.id.in_(pick.scalar_subquery()))
+        .values(batches.claimed_values())
+        .returning(*tasks.c)
+    )
+
+
+# MariaDB's claim of the rows its locking SELECT picked (locked: no other can change them).
+_CLAIM_PICKED = (
+    tasks.update()
+    .where(tasks.c.id.in_(sa.bindparam("p_ids", expanding=True)))
+    .values(batches.claimed_values())
+)
+
+
 def _completion_params(worker: str, outcome: Outcome, now: datetime) -> dict[str, Any]:
     """The parameters of `_named_completion` for one outcome."""
     return {
@@ -426,20 +466,16 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
         """MariaDB's and SQLite's claim, in the caller's transaction, urgent first, then
         oldest; the caller writes its events. SQLite: UPDATE ... RETURNING (the write lock
         taken at BEGIN IMMEDIATE). MariaDB: SELECT ... FOR UPDATE SKIP LOCKED, then UPDATE."""
-        stmt = self.claim_statement(
+        stmt, params = self.claim_statement(
             worker, limit, engine, now, rq_grace=rq_grace, origin=origin, takes_rq=takes_rq
         )
         if self._returning:
-            claimed = [task_from_row(r) for r in conn.execute(stmt)]
+            claimed = [task_from_row(r) for r in conn.execute(stmt, params)]
         else:
-            rows = conn.execute(stmt).all()
+            rows = conn.execute(stmt, params).all()
             if not rows:
                 return []
-            conn.execute(
-                tasks.update()
-                .where(tasks.c.id.in_([r.id for r in rows]))
-                .values(self._claim_values(worker, engine, now))
-            )
+            conn.execute(_CLAIM_PICKED, {**params, "p_ids": [r.id for r in rows]})
             claimed = [self._claimed_view(r, now, worker, engine) for r in rows]
         claimed.sort(key=lambda t: (t.priority, t.created_at))
         return claimed
@@ -454,43 +490,17 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
         rq_grace: timedelta | None = None,
         origin: Origin | None = None,
         takes_rq: bool = True,
-    ) -> sa.Update | sa.Select[Any]:
-        """The statement a claim runs first, built apart so a test can EXPLAIN it: the whole
-        claim on PostgreSQL (`db/batches.py`, events included) and SQLite (`UPDATE ...
-        RETURNING`), the locking SELECT on MariaDB.
-        """
+    ) -> tuple[sa.Executable, dict[str, Any]]:
+        """The statement a claim runs first and its parameters, apart so a test can EXPLAIN
+        them: the whole claim on PostgreSQL (`db/batches.py`, events included) and SQLite
+        (`UPDATE ... RETURNING`), the locking SELECT on MariaDB. Each is built once per
+        shape (building one costs more Python than running it)."""
         if self.dialect == "postgresql":
-            shape, params = self._batch_claim(
-                worker, limit, engine, now, rq_grace, origin, takes_rq
-            )
-            return shape.params(**params)
-        pick = (
-            sa.select(tasks.c.id)
-            .where(CLAIM.is_src, tasks.c.available_at <= now)
-            .order_by(tasks.c.priority, tasks.c.created_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        if origin is not None:
-            pick = pick.where(tasks.c.origin == stored(origin.value))
-        if not takes_rq:
-            pick = pick.where(sa.or_(tasks.c.engine != Engine.RQ.value, tasks.c.engine.is_(None)))
-        elif rq_grace is not None:
-            pick = pick.where(
-                sa.or_(
-                    tasks.c.engine != Engine.RQ.value,
-                    tasks.c.engine.is_(None),
-                    tasks.c.available_at <= now - rq_grace,
-                )
-            )
-        if not self._returning:
-            return pick.with_only_columns(*tasks.c)
-        return (
-            tasks.update()
-            .where(tasks.c.id.in_(pick.scalar_subquery()))
-            .values(self._claim_values(worker, engine, now))
-            .returning(*tasks.c)
-        )
+            return self._batch_claim(worker, limit, engine, now, rq_grace, origin, takes_rq)
+        params = self._claim_params(worker, engine, now, rq_grace, takes_rq)
+        by_origin = None if origin is None else origin.value
+        shape = _claim_shape(by_origin, takes_rq, "p_grace_cutoff" in params, self._returning)
+        return shape, params | {"p_limit": limit}
 
     @staticmethod
     def _batch_claim(
@@ -503,27 +513,20 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
         takes_rq: bool,
     ) -> tuple[sa.Select[Any], dict[str, Any]]:
         """PostgreSQL's prebuilt claim of this shape, and its parameters."""
-        params: dict[str, Any] = {
-            "p_worker": worker,
-            "p_engine": engine.value,
-            "p_now": now,
-        }
-        if takes_rq and rq_grace is not None:
-            params["p_grace_cutoff"] = now - rq_grace
+        params = TaskStore._claim_params(worker, engine, now, rq_grace, takes_rq)
         by_origin = None if origin is None else origin.value
         shape = batches.claim_statement(by_origin, takes_rq, "p_grace_cutoff" in params, limit)
         return shape, params
 
     @staticmethod
-    def _claim_values(worker: str, engine: Engine, now: datetime) -> dict[str, Any]:
-        return CLAIM.values(
-            attempts=tasks.c.attempts + 1,
-            started_at=now,
-            heartbeat_at=now,
-            worker=worker,
-            engine=engine.value,
-            progress=0,
-        )
+    def _claim_params(
+        worker: str, engine: Engine, now: datetime, rq_grace: timedelta | None, takes_rq: bool
+    ) -> dict[str, Any]:
+        """A claim's parameters: who claims, for which engine, when, and the rq grace cutoff."""
+        params: dict[str, Any] = {"p_worker": worker, "p_engine": engine.value, "p_now": now}
+        if takes_rq and rq_grace is not None:
+            params["p_grace_cutoff"] = now - rq_grace
+        return params
 
     def claim_task(
         self,
