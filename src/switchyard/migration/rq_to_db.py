@@ -270,7 +270,6 @@ class _Run:
             discovery = rq_reader.discover(self.r, self.options.queue_prefix)
             self.report.skipped_keys.update(discovery.skipped)
             self.report.markers = discovery.markers
-            self.report.unknown_keys = unknown_keys(self.r)
             everything = rq_reader.sources_of(discovery.queues, kinds_of(self.options))
             found = [s for s in everything if include or not s.kind.in_flight]
             if not include:
@@ -282,6 +281,7 @@ class _Run:
                     self._dry_drain(source)
             else:
                 self._move_all(found)
+            self._find_unknown_keys()
             if statistics is not None:
                 statistics.result()  # surfaces an error of the ANALYZE
         if self.options.dry_run:
@@ -291,6 +291,12 @@ class _Run:
         if self.options.dry_run:
             return None
         return self.background.submit(moves.refresh_statistics, self.store, moves.LOOKUP_COLUMNS)
+
+    def _find_unknown_keys(self) -> None:
+        """rq keys of no known layout, reported and never touched. Looked for after the move:
+        the walk lists every `rq:*` key, and by then the job hashes the move removed (all of
+        them, in a full run) are no longer among them to be fetched and classified."""
+        self.report.unknown_keys = unknown_keys(self.r)
 
     def _count_left_in_flight(self, in_flight: list[Source]) -> None:
         """In-flight entries stay while a worker is alive: only counted, per key."""
