@@ -16,6 +16,7 @@ that is one statement and a commit per batch.
 from __future__ import annotations
 
 import contextlib
+import functools
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -27,8 +28,9 @@ from sqlalchemy.dialects import postgresql
 
 from switchyard.db import fence
 from switchyard.db.connections import translated
+from switchyard.db.prebuilt import prebuilt
 from switchyard.db.quarantine import Quarantined, Resolution, quarantine_row, storable_job_id
-from switchyard.db.schema import UtcDateTime, quarantine, task_events, tasks
+from switchyard.db.schema import UtcDateTime, quarantine, stored, task_events, tasks
 from switchyard.db.store import NewTask, TaskStore, queued_row, utcnow
 from switchyard.db.transitions import CANCEL_QUEUED, REQUEUE, Transition, arrival, owner_change
 from switchyard.domain import Engine, Status, as_task_id
@@ -124,6 +126,64 @@ HOLDS_THE_JOB = sa.or_(
 )
 
 
+def moved_to_db(move: Transition, now: Any) -> dict[str, Any]:
+    """What a move to the database engine writes: the new owner, not dispatched, and for a
+    task requeued from running (in flight: the rq workers are stopped) the requeue at `now`."""
+    values: dict[str, Any] = {"engine": Engine.DB.value, "dispatched_at": None}
+    if move is REQUEUE:
+        values |= REQUEUE.values(worker=None, available_at=now)
+    return values
+
+
+@functools.cache
+def flip_statement(move: Transition, reason: str) -> sa.Select[Any]:
+    """PostgreSQL's take-over of own tasks `p_ids` (a text array literal) as one statement,
+    built once per move (chained data-modifying CTEs):
+
+        WITH locked AS (SELECT id, status, engine FROM tasks
+                        WHERE id = ANY(CAST(:p_ids AS UUID[])) FOR UPDATE),
+             moved AS (UPDATE tasks SET ... FROM locked WHERE tasks.id = locked.id
+                       AND locked.status = '<src>' AND locked.engine = 'rq' RETURNING id),
+             logged AS (INSERT INTO task_events (...) SELECT id, :p_now, :p_actor, ...
+                        FROM moved RETURNING task_id)
+        SELECT CAST(given.id AS TEXT) FROM unnest(CAST(:p_ids AS UUID[])) AS given(id)
+        WHERE given.id NOT IN (SELECT task_id FROM logged)
+
+    Its rows are the ids it did not take: none for a backlog of own jobs, so the reply stays
+    one empty result however large the batch."""
+    ids = sa.cast(sa.bindparam("p_ids", type_=sa.Text), postgresql.ARRAY(sa.Uuid))
+    now = sa.bindparam("p_now", type_=UtcDateTime)
+    locked = (
+        sa.select(tasks.c.id, tasks.c.status, tasks.c.engine)
+        .where(tasks.c.id == sa.any_(ids))
+        .with_for_update()
+        .cte("locked")
+    )
+    moved = (
+        tasks.update()
+        .where(
+            tasks.c.id == locked.c.id,
+            locked.c.status == stored(move.src_value),
+            locked.c.engine == stored(Engine.RQ.value),
+        )
+        .values(moved_to_db(move, now))
+        .returning(tasks.c.id)
+        .cte("moved")
+    )
+    actor = sa.bindparam("p_actor", type_=sa.String)
+    logged = (
+        move.insert_events(moved.c.id, now, actor, reason)
+        .returning(task_events.c.task_id)
+        .cte("logged")
+    )
+    given = sa.func.unnest(ids).table_valued(sa.column("id", sa.Uuid)).render_derived("given")
+    return (
+        sa.select(sa.cast(given.c.id, sa.Text))
+        .where(given.c.id.not_in(sa.select(logged.c.task_id)))
+        .add_cte(logged)
+    )
+
+
 class MigrationTx:
     """The writes of one rq-to-db batch, inside one transaction (see `migration_tx`)."""
 
@@ -139,22 +199,18 @@ class MigrationTx:
         (`is_own_job_id`); returns those whose task changed."""
         if not job_ids:
             return set()
-        flipped = self._flip(job_ids, owner_change(), {}, TO_DB_REASON)
+        flipped = self._flip(job_ids, owner_change(), TO_DB_REASON)
         if in_flight:
-            requeue = REQUEUE.values(worker=None, available_at=self.now)
-            flipped |= self._flip(job_ids, REQUEUE, requeue, IN_FLIGHT_REASON)
+            flipped |= self._flip(job_ids, REQUEUE, IN_FLIGHT_REASON)
         return flipped
 
-    def _flip(
-        self, job_ids: Sequence[str], move: Transition, extra: dict[str, Any], reason: str
-    ) -> set[str]:
+    def _flip(self, job_ids: Sequence[str], move: Transition, reason: str) -> set[str]:
         """Lock the rows by primary key, check (status, engine rq) on the locked rows, change
         those. Selecting by id alone keeps the planner on the primary key: with the status
         and engine in the WHERE, PostgreSQL and SQLite may pick ix_tasks_engine and scan every
         queued rq-owned row for each batch, which makes a large backlog quadratic."""
-        values = {"engine": Engine.DB.value, "dispatched_at": None, **extra}
         if self.conn.dialect.name == "postgresql":
-            return self._flip_in_one_statement(job_ids, move, values, reason)
+            return self._flip_in_one_statement(job_ids, move, reason)
         locked = self.conn.execute(
             sa.select(tasks.c.id, tasks.c.status, tasks.c.engine)
             .where(tasks.c.id.in_([uuid.UUID(j) for j in job_ids]))
@@ -163,50 +219,24 @@ class MigrationTx:
         src = (move.src_value, Engine.RQ.value)
         changed = [r.id for r in locked if (r.status, r.engine) == src]
         if changed:
+            values = moved_to_db(move, self.now)
             self.conn.execute(tasks.update().where(tasks.c.id.in_(changed)).values(values))
             events = move.events(changed, self.now, self.actor, reason)
             self.conn.execute(task_events.insert(), events)
         return {str(i) for i in changed}
 
     def _flip_in_one_statement(
-        self, job_ids: Sequence[str], move: Transition, values: dict[str, Any], reason: str
+        self, job_ids: Sequence[str], move: Transition, reason: str
     ) -> set[str]:
-        """PostgreSQL: lock, compare-and-set and write the events in one statement (chained
-        data-modifying CTEs): one round trip per batch.
-
-            WITH locked AS (SELECT id, status, engine FROM tasks
-                            WHERE id = ANY(CAST(:ids AS UUID[])) FOR UPDATE),
-                 moved AS (UPDATE tasks SET ... FROM locked WHERE tasks.id = locked.id
-                           AND locked.status = :status AND locked.engine = 'rq' RETURNING id)
-            INSERT INTO task_events (...) SELECT id, :now, ... FROM moved
-            RETURNING CAST(task_id AS TEXT)
-
-        The ids travel as one array literal and come back as text: no per-id conversion on
-        either side (a fifth of the client's time per batch). They are canonical UUIDs
-        (`is_own_job_id`), so the literal needs no quoting."""
-        literal = "{" + ",".join(job_ids) + "}"
-        id_array = sa.cast(sa.bindparam("ids", literal, type_=sa.Text), postgresql.ARRAY(sa.Uuid))
-        locked = (
-            sa.select(tasks.c.id, tasks.c.status, tasks.c.engine)
-            .where(tasks.c.id == sa.any_(id_array))
-            .with_for_update()
-            .cte("locked")
-        )
-        moved = (
-            tasks.update()
-            .where(
-                tasks.c.id == locked.c.id,
-                locked.c.status == move.src_value,
-                locked.c.engine == Engine.RQ.value,
-            )
-            .values(values)
-            .returning(tasks.c.id)
-            .cte("moved")
-        )
-        now, actor = sa.literal(self.now, UtcDateTime), sa.literal(self.actor)
-        changed = sa.cast(task_events.c.task_id, sa.Text)
-        stmt = move.insert_events(moved.c.id, now, actor, reason).returning(changed)
-        return set(self.conn.execute(stmt).scalars().all())
+        """PostgreSQL: lock, compare-and-set and write the events in one prebuilt statement
+        (`flip_statement`): one round trip per batch. The ids travel as one array literal
+        (they are canonical UUIDs, `is_own_job_id`, so it needs no quoting) and the reply
+        names only the ids not taken, so a batch of own jobs costs no per-id conversion on
+        either side."""
+        params = {"p_ids": "{" + ",".join(job_ids) + "}", "p_now": self.now, "p_actor": self.actor}
+        statement = prebuilt(flip_statement(move, reason), self.conn.dialect)
+        not_taken = {row[0] for row in statement.run(self.conn, params)}
+        return set(job_ids).difference(not_taken)
 
     def lookup(self, job_ids: Sequence[str]) -> Known:
         return _lookup(self.conn, job_ids)
@@ -257,11 +287,11 @@ class MigrationTx:
         if fresh:
             self.conn.execute(quarantine.insert(), [quarantine_row(q, self.now) for q in fresh])
         released = [s for s, res in present.items() if res == Resolution.RELEASED.value]
-        for stored in released:
-            row = quarantine_row(by_stored[stored], self.now)
+        for stored_id in released:
+            row = quarantine_row(by_stored[stored_id], self.now)
             self.conn.execute(
                 quarantine.update()
-                .where(quarantine.c.job_id == stored)
+                .where(quarantine.c.job_id == stored_id)
                 .values(**row, resolution=None, resolved_at=None)
             )
         return {q.job_id for q in fresh} | {by_stored[s].job_id for s in released}

@@ -79,6 +79,10 @@ WINDOW = 50_000  # entries read per LRANGE/ZRANGE; one read feeds many batches
 # Batches written at once. PostgreSQL runs each on its own backend (two cores' worth of index
 # maintenance); SQLite serialises writers anyway, and MariaDB has not been measured.
 WRITERS = {"postgresql": 2}
+# Batches handed out per writer: one being written and one waiting, so a writer that
+# commits starts the next at once instead of waiting for this thread (busy reading a window,
+# counting, or waiting for the GIL) to hand it one.
+HANDED_PER_WRITER = 2
 Progress = Callable[[int], None]
 
 
@@ -362,10 +366,11 @@ class _Run:
     # -- writing -------------------------------------------------------------------------
 
     def _write_later(self, source: Source, entries: list[Entry]) -> None:
-        """Hand a batch to a writer once one is free and no batch in progress holds any of
-        its job ids (a job listed twice: the second batch then finds it written)."""
+        """Hand a batch to the writers once fewer than HANDED_PER_WRITER each are in hand and
+        no batch handed out holds any of its job ids (a job listed twice: the second batch
+        then finds it written)."""
         job_ids = {e.job_id for e in entries}
-        while len(self.writing) >= self.writers.n or any(
+        while len(self.writing) >= self.writers.n * HANDED_PER_WRITER or any(
             not job_ids.isdisjoint(w.job_ids) for w in self.writing
         ):
             self._finish_write()
