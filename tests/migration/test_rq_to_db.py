@@ -29,6 +29,7 @@ from tests.support.migration import (
     settings_for,
     task_rows,
 )
+from tests.support.servers import PrivateRedis
 
 
 def migrate(store: TaskStore, client: redis.Redis, **options: object) -> dict:
@@ -159,6 +160,34 @@ def test_removal_script_removes_exactly_what_was_read_and_spares_a_taken_job(
     assert removed == [True, False]
     assert r.lrange(key, 0, -1) == [b"a", b"c"]  # exactly one "a" went
     assert not r.exists("rq:job:a") and r.exists("rq:job:b")
+
+
+def test_a_batch_read_from_the_top_goes_in_one_trim_with_the_same_outcome(
+    private_redis: PrivateRedis,
+) -> None:
+    """Nobody took from the batch: the script trims it off the top (one LTRIM, no LREM)
+    and leaves exactly what one-by-one removal would: the later "a" and its neighbours.
+    (A Redis of its own: the command counts are the whole server's.)"""
+    r = redis.Redis.from_url(private_redis.url)
+    key = "rq:queue:normal"
+    r.rpush(key, "a", "b", "a", "c")
+    for job in "abc":
+        r.hset(f"rq:job:{job}", "data", b"x")
+    page = read_page(r, Source(Kind.QUEUE, "normal"), 0, 2)
+    trims = _calls(r, "ltrim")
+
+    removed = Scripts(r).remove(key, "list", [e.member for e in page], ["rq:job:a", "rq:job:b"])
+
+    assert removed == [True, True]
+    assert r.lrange(key, 0, -1) == [b"a", b"c"]
+    assert not r.exists("rq:job:a", "rq:job:b") and r.exists("rq:job:c")
+    assert _calls(r, "ltrim") == trims + 1 and _calls(r, "lrem") == 0
+
+
+def _calls(r: redis.Redis, command: str) -> int:
+    """How many times Redis ran `command` (scripts' calls included)."""
+    stats: dict[str, dict[str, int]] = r.info("commandstats")
+    return stats.get(f"cmdstat_{command}", {}).get("calls", 0)
 
 
 def test_batch_size_is_bounded() -> None:

