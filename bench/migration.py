@@ -18,7 +18,9 @@ checked), what it left by a bare batch loop (LRANGE a page, one UPDATE, LTRIM: t
 reference PEERS.md quotes; timed, checked); then, for db->rq's reference, rq's own
 pipelined `enqueue_many` puts N jobs in the emptied Redis (timed). The ratios are taken
 within each run, so both sides see the same machine load; the JSON gives the median of the
-runs with every run beside it. JSON goes to stdout and
+runs with every run beside it, and the rq->db move's CPU per task beside its time: this
+process (all its threads), its database sessions and the private redis-server, read from
+/proc (the wall time follows the machine's load; the CPU a task costs does not). JSON goes to stdout and
 bench/results/migration-<timestamp>.json; progress to stderr.
 """
 
@@ -35,6 +37,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import _common as common
@@ -56,6 +59,7 @@ ACTOR = "bench"
 LOAD_CHUNK = 5000
 QUEUES = [p.label for p in Priority]
 TARGETS = {"ratio_over_runbook_min": 60, "seconds_for_100000_max": 10}  # issue 12
+REDIS_PIDS: dict[str, int] = {}  # private redis-server url -> pid
 
 
 # -- a private Redis ---------------------------------------------------------------------------
@@ -63,7 +67,8 @@ TARGETS = {"ratio_over_runbook_min": 60, "seconds_for_100000_max": 10}  # issue 
 
 @contextlib.contextmanager
 def private_redis() -> Iterator[str]:
-    """A redis-server of the bench's own on a free port, persisting nothing."""
+    """A redis-server of the bench's own on a free port, persisting nothing; its pid is
+    REDIS_PIDS[url] (its CPU is measured beside the move's)."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise BenchFailed("redis-server is not installed")
@@ -76,6 +81,7 @@ def private_redis() -> Iterator[str]:
         try:
             url = f"redis://127.0.0.1:{port}/0"
             _wait_for(redis.Redis.from_url(url))
+            REDIS_PIDS[url] = process.pid
             yield url
         finally:
             process.kill()
@@ -199,13 +205,17 @@ def measure(n: int, batch_size: int, redis_url: str, runbook_max: int) -> dict[s
         with working(f"loading {n:,} rq-owned tasks"):
             load_backlog(store, r, settings, n)
 
+        store.connections.dispose()  # every connection the move uses is new: metered
+        meter, redis_cpu = common.CpuMeter(store.connections), RedisCpu(redis_url)
+        meter.start()
         started = time.perf_counter()
         report = migrate_rq_to_db(store, r, RqToDbOptions(batch_size=batch_size))
         ours = time.perf_counter() - started
+        cpu = {**meter.stop(), "redis_cpu_s": redis_cpu.seconds()}
         if report.migrated_own != n:
             raise BenchFailed(f"switchyard moved {report.migrated_own} of {n}")
         check_moved(store, r, n, n, "switchyard")
-        note(f"switchyard rq->db: {n:,} in {ours:.3f}s")
+        note(f"switchyard rq->db: {n:,} in {ours:.3f}s, CPU µs per task {cpu_per_task(cpu, n)}")
 
         started = time.perf_counter()
         forward = migrate_db_to_rq(store, r, settings, batch_size=batch_size)
@@ -238,6 +248,7 @@ def measure(n: int, batch_size: int, redis_url: str, runbook_max: int) -> dict[s
     # One job per round trip: the runbook's cost per task is flat, so N / rate is its time.
     return {
         "ours": ours,
+        **{f"ours_{side}": us for side, us in cpu_per_task(cpu, n).items()},
         "back": back,
         "moved": moved,
         "theirs_for_all": theirs * n / moved,
@@ -245,6 +256,32 @@ def measure(n: int, batch_size: int, redis_url: str, runbook_max: int) -> dict[s
         "batched_for_all": batched_seconds * n / batched if batched else 0.0,
         "enqueue_many": plain,
     }
+
+
+class RedisCpu:
+    """CPU seconds the bench's private redis-server spends from now (None for a given one)."""
+
+    def __init__(self, url: str) -> None:
+        pid = REDIS_PIDS.get(url)
+        self.stat = None if pid is None else Path(f"/proc/{pid}/stat")
+        self.began = self._now()
+
+    def _now(self) -> float:
+        return 0.0 if self.stat is None else common._cpu_seconds(self.stat)
+
+    def seconds(self) -> float | None:
+        return None if self.stat is None else self._now() - self.began
+
+
+def cpu_per_task(cpu: dict[str, float | None], n: int) -> dict[str, float | None]:
+    """µs of CPU per task: this process (the move's threads), its database sessions (from
+    /proc: the server is on this host) and the private redis-server."""
+    sides = {"client": "client_cpu_s", "database": "server_cpu_s", "redis": "redis_cpu_s"}
+    per_task: dict[str, float | None] = {}
+    for side, key in sides.items():
+        seconds = cpu[key]
+        per_task[side] = None if seconds is None else round(seconds / n * 1e6, 1)
+    return per_task
 
 
 def plain_enqueue_many(r: redis.Redis, n: int) -> float:
@@ -274,6 +311,13 @@ def result(n: int, batch_size: int, samples: list[dict[str, float]]) -> dict[str
         "switchyard_rq_to_db": {
             "seconds": common.summary(ours, 3),
             "tasks_per_s": round(n / median_ours),
+            # the move's CPU per task: client (this process), database sessions, redis-server
+            "cpu_us_per_task": {
+                side: common.summary([s[f"ours_{side}"] for s in samples], 1)
+                if all(s[f"ours_{side}"] is not None for s in samples)
+                else None
+                for side in ("client", "database", "redis")
+            },
         },
         "switchyard_db_to_rq": {
             "seconds": common.summary(back, 3),

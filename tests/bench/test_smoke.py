@@ -67,6 +67,7 @@ def test_the_migration_bench() -> None:
     report = run_bench("migration.py", "--sizes", "200", "--runs", "1", "--runbook-max", "150")
     (size,) = report["sizes"]
     assert size["switchyard_rq_to_db"]["tasks_per_s"] > 0
+    assert size["switchyard_rq_to_db"]["cpu_us_per_task"]["client"]["median"] > 0
     assert size["switchyard_db_to_rq"]["tasks_per_s"] > 0
     assert size["runbook_rq_to_db"]["tasks_timed"] == 150
     assert size["batched_reference_rq_to_db"]["tasks_timed"] == 50  # what the runbook left
