@@ -20,8 +20,8 @@ pipelined `enqueue_many` puts N jobs in the emptied Redis (timed). The ratios ar
 within each run, so both sides see the same machine load; the JSON gives the median of the
 runs with every run beside it, and the rq->db move's CPU per task beside its time: this
 process (all its threads), its database sessions and the private redis-server, read from
-/proc (the wall time follows the machine's load; the CPU a task costs does not). JSON goes to stdout and
-bench/results/migration-<timestamp>.json; progress to stderr.
+/proc (the wall time follows the machine's load; the CPU a task costs does not). JSON goes
+to stdout and bench/results/migration-<timestamp>.json; progress to stderr.
 """
 
 from __future__ import annotations
