@@ -16,10 +16,11 @@ duplicated. Last, queued rq-owned tasks that have no job in Redis (never dispatc
 job vanished) are taken over too; the claim's compare-and-set runs a task once regardless.
 
 Speed: entries are read a window of many batches at a time. On PostgreSQL two writer threads,
-each on its own connection, write two batches at once; a batch waits for one in progress that
-holds any of its job ids, so they never write the same row. Each committed batch's Lua
-removal runs on a background thread (after its own COMMIT, always) while the next batches are
-written; PostgreSQL's ANALYZE runs there too, at the start. A source whose window came back
+each on its own connection, write two batches at once, each with the next batch already in
+hand; a batch is not handed out while one handed out holds any of its job ids, so they never
+write the same row. Each committed batch's Lua removal runs on a background thread (after its
+own COMMIT, always) while the next batches are written; PostgreSQL's ANALYZE runs there too,
+at the start. Unknown rq keys are looked for at the end, once the moved job hashes are gone. A source whose window came back
 short is not read again at once: when every batch is written and removed and the sweep has
 run, one pipelined recount of every source says which got entries meanwhile (a dispatcher
 may have enqueued a job between our read and the sweep), and those are drained again.
