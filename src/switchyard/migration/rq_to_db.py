@@ -20,10 +20,11 @@ each on its own connection, write two batches at once, each with the next batch 
 hand; a batch is not handed out while one handed out holds any of its job ids, so they never
 write the same row. Each committed batch's Lua removal runs on a background thread (after its
 own COMMIT, always) while the next batches are written; PostgreSQL's ANALYZE runs there too,
-at the start. Unknown rq keys are looked for at the end, once the moved job hashes are gone. A source whose window came back
-short is not read again at once: when every batch is written and removed and the sweep has
-run, one pipelined recount of every source says which got entries meanwhile (a dispatcher
-may have enqueued a job between our read and the sweep), and those are drained again.
+at the start. A source whose window came back short is not read again at once: when every
+batch is written and removed and the sweep has run, one pipelined recount of every source
+says which got entries meanwhile (a dispatcher may have enqueued a job between our read and
+the sweep), and those are drained again. Unknown rq keys are looked for last, once the moved
+job hashes are gone from the walk.
 
 rq 3.0's intermediate lists (`rq:queue:<q>:intermediate`: ids a one-queue worker took with
 LMOVE and had not started; after a crash they stay there) are real work: they are in-flight
