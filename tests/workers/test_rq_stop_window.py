@@ -22,7 +22,6 @@ from switchyard.domain import Status
 from switchyard.operations import submit
 from switchyard.operations.services import Services
 from switchyard.rollback import check
-from switchyard.rq_engine import foreign
 from switchyard.workers.rq import SimpleRQWorker
 from tests.support.rq import new_tasks
 
@@ -64,18 +63,21 @@ def test_a_taken_job_waits_in_the_intermediate_list_until_it_is_registered(
     assert services.store.get(uuid.UUID(job.args[0])).status is Status.COMPLETED
 
 
-def test_a_taken_job_whose_hash_expired_leaves_the_intermediate_list(
+def test_a_taken_job_comes_with_its_hash_so_none_can_expire_in_between(
     services: Services, idle_rq_worker: SimpleRQWorker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_take = foreign.take_own
+    """The take reads the job's hash in the same script (no `Job.fetch` after it), so no
+    hash can expire between the take and the read and leave the entry in the intermediate
+    list; an id whose hash is already gone is nobody's job and is not taken."""
 
-    def take_then_expire(*args: Any, **kwargs: Any) -> foreign.Taken:
-        taken = real_take(*args, **kwargs)
-        if taken.job_id:  # the hash's TTL runs out between the take and the fetch
-            services.redis.delete(f"rq:job:{taken.job_id}")
-        return taken
+    def no_second_read(*_args: Any, **_kwargs: Any) -> None:
+        raise AssertionError("the job's hash was read again after the take")
 
-    monkeypatch.setattr(foreign, "take_own", take_then_expire)
-    submit(services, new_tasks(1), "test")
+    monkeypatch.setattr(Job, "refresh", no_second_read)
+    (task,) = submit(services, new_tasks(1), "test")
+    taken = idle_rq_worker.dequeue_job_and_maintain_ttl(None)
+    assert taken is not None and taken[0].args == [str(task.id)]
+    services.redis.rpush("rq:queue:urgent", "gone")  # an entry whose hash expired
     assert idle_rq_worker.dequeue_job_and_maintain_ttl(None) is None
-    assert not services.redis.exists(INTERMEDIATE, "rq:queue:urgent")
+    assert services.redis.lrange("rq:queue:urgent", 0, -1) == [b"gone"]
+    assert services.redis.lrange(INTERMEDIATE, 0, -1) == [str(task.id).encode()]

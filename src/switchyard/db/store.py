@@ -101,19 +101,23 @@ ClaimForm = Literal["postgresql", "returning", "update", "read", "own"]
 CompletionForm = Literal["postgresql", "update", "own"]
 
 
-def _named_row(move: Transition) -> list[sa.ColumnElement[bool]]:
+def _named_row(move: Transition, task_id: str = "p_id") -> list[sa.ColumnElement[bool]]:
     """Task `p_id`, still in `move`'s source status: its compare-and-set, written so that only
     the primary key can find the row. `IS NOT DISTINCT FROM` means `=` for a status (never
     NULL) but is no index's operator. With `=`, PostgreSQL may read a status-led index
     instead whenever its statistics are stale, e.g. just after a burst of submissions: every
     claim then scans all queued entries (measured: ~1,000 pages, 10 ms, with 50,000 queued)."""
-    return [tasks.c.id == sa.bindparam("p_id"), tasks.c.status.is_not_distinct_from(move.src_value)]
+    return [
+        tasks.c.id == sa.bindparam(task_id),
+        tasks.c.status.is_not_distinct_from(move.src_value),
+    ]
 
 
-def _claim_update(owned: bool) -> sa.Update:
-    """Task `p_id` by `p_worker`: queued (and, if `owned`, owned by `p_owner`) -> running,
-    attempts + 1, started_at = `p_now` (which makes the claim recognisable as ours)."""
-    is_queued = _named_row(CLAIM)
+def _claim_update(owned: bool, task_id: str = "p_id") -> sa.Update:
+    """Task `p_id` (or the parameter named `task_id`) by `p_worker`: queued (and, if `owned`,
+    owned by `p_owner`) -> running, attempts + 1, started_at = `p_now` (which makes the claim
+    recognisable as ours)."""
+    is_queued = _named_row(CLAIM, task_id)
     if owned:  # nor the engine-led one: p_owner is set, so this is `=` even for a NULL engine
         is_queued.append(tasks.c.engine.is_not_distinct_from(sa.bindparam("p_owner")))
     return tasks.update().where(*is_queued).values(batches.claimed_values())
@@ -122,8 +126,8 @@ def _claim_update(owned: bool) -> sa.Update:
 @functools.cache
 def _named_claim(form: ClaimForm, owned: bool) -> sa.Executable:
     """The claim of one named task, in the form one dialect (or a retry) needs."""
-    if form == "postgresql":
-        claimed = _claim_update(owned).returning(*tasks.c).cte("claimed")
+    if form == "postgresql":  # run prebuilt: the row comes in the order of Task's fields
+        claimed = _claim_update(owned).returning(*batches.TASK_COLUMNS).cte("claimed")
         logged = _logged(claimed, CLAIM, "claimed").cte("logged")
         return sa.select(claimed).add_cte(logged)
     if form == "returning":
@@ -179,6 +183,24 @@ def _named_completion(form: CompletionForm) -> sa.Executable:
 
 
 @functools.cache
+def _pg_complete_and_claim(owned: bool) -> sa.Select[Any]:
+    """A simple rq worker's one statement per job on PostgreSQL: the completion of task
+    `p_id` (as `_named_completion`) and the claim of task `p_next` (as `_named_claim`), with
+    both events, in one transaction. One row: whether the completion took, then the claimed
+    task's columns in the order of Task's fields (NULL when the claim did not take)."""
+    done = _completion_update().returning(tasks.c.id).cte("done")
+    done_logged = _logged(done, COMPLETE, None).cte("done_logged")
+    claim = _claim_update(owned, task_id="p_next").returning(*batches.TASK_COLUMNS)
+    claimed = claim.cte("claimed")
+    claim_logged = _logged(claimed, CLAIM, "claimed").cte("claim_logged")
+    took = sa.select(sa.func.count(done.c.id).label("took")).subquery("took")
+    return (
+        sa.select(took.c.took, claimed)
+        .select_from(took.outerjoin(claimed, sa.true()))
+        .add_cte(done_logged, claim_logged)
+    )
+
+
 def _claim_shape(
     by_origin: str | None, takes_rq: bool, with_grace: bool, returning: bool
 ) -> sa.Executable:
@@ -564,10 +586,10 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
             if mine is not None:
                 return task_from_row(mine)
         if self.dialect == "postgresql":
-            row = self._autocommit_one(_named_claim("postgresql", owned), params)
-        else:
-            with self.connections.begin() as conn:
-                row = self._claim_named_in(conn, params, owned)
+            rows = self._prebuilt_all(_named_claim("postgresql", owned), params)
+            return task_from_values(rows[0]) if rows else None
+        with self.connections.begin() as conn:
+            row = self._claim_named_in(conn, params, owned)
         return None if row is None else task_from_row(row)
 
     def _claim_named_in(
@@ -585,18 +607,12 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
             conn.execute(_EVENT_INSERT, [_named_event(params, CLAIM, "claimed")])
         return row
 
-    def _autocommit_one(self, stmt: sa.Executable, params: dict[str, Any]) -> sa.Row[Any] | None:
-        """Run one self-contained statement as its own transaction: no BEGIN, no COMMIT, one
-        round trip, and as durable as a COMMIT (PostgreSQL commits it before replying)."""
-        with self._autocommit() as conn:
-            return conn.execute(stmt, params).first()
-
-    def _prebuilt_all(
-        self, stmt: sa.ClauseElement, params: dict[str, Any]
-    ) -> Sequence[Sequence[Any]]:
-        """`_autocommit_one` for a hot statement that returns any number of rows: compiled
-        once and run through the driver (`db/prebuilt.py`), its rows as the driver loaded
-        them."""
+    def _prebuilt_all(self, stmt: sa.Executable, params: dict[str, Any]) -> Sequence[Sequence[Any]]:
+        """Run one self-contained hot statement as its own transaction (no BEGIN, no COMMIT,
+        one round trip, and as durable as a COMMIT: PostgreSQL commits it before replying),
+        compiled once and run through the driver (`db/prebuilt.py`); its rows as the driver
+        loaded them."""
+        assert isinstance(stmt, sa.ClauseElement)  # a statement, which Executable says too
         with self._autocommit() as conn:
             return prebuilt(stmt, conn.dialect).run(conn, params)
 
@@ -723,12 +739,49 @@ class TaskStore(StateStore, WorkerRegistry, OwnershipStore, SessionStore):
         if again and self._read_one(_named_completion("own"), params) is not None:
             return True  # the first try committed before its connection dropped
         if self.dialect == "postgresql":
-            return self._autocommit_one(_named_completion("postgresql"), params) is not None
+            return bool(self._prebuilt_all(_named_completion("postgresql"), params))
         with self.connections.begin() as conn:
             if conn.execute(_named_completion("update"), params).rowcount != 1:
                 return False
             conn.execute(_EVENT_INSERT, [_named_event(params, COMPLETE, None)])
         return True
+
+    def complete_one_and_claim(
+        self,
+        worker: str,
+        outcome: Outcome,
+        next_id: uuid.UUID,
+        *,
+        owned_by: Engine | None = None,
+        wait_up_to: float = 0.0,
+    ) -> tuple[bool, Task | None]:
+        """`complete_one`, then `claim_task(next_id)` for the same worker (engine rq), as one
+        statement and one commit on PostgreSQL: the completion is durable when the reply
+        comes, as alone. (whether the completion took, the claimed task or None). Other
+        dialects run the two in turn. After a dropped connection each is retried on its own,
+        looking first for its own committed write (both carry the same `p_now`)."""
+        now = utcnow()
+        completion = _completion_params(worker, outcome, now)
+        claim = {
+            "p_id": next_id,
+            "p_worker": worker,
+            "p_engine": Engine.RQ.value,
+            "p_owner": None if owned_by is None else owned_by.value,
+            "p_now": now,
+        }
+        owned = owned_by is not None
+
+        def run(again: bool) -> tuple[bool, Task | None]:
+            if again or self.dialect != "postgresql":
+                return self._complete_named(completion, again), self._claim_named(
+                    claim, owned, again
+                )
+            params = {**completion, **claim, "p_id": outcome.task_id, "p_next": next_id}
+            ((took, *values),) = self._prebuilt_all(_pg_complete_and_claim(owned), params)
+            return bool(took), None if values[0] is None else task_from_values(values)
+
+        with translated("completing a task and claiming the next"):
+            return retry_on_disconnect(run, "completing a task and claiming the next", wait_up_to)
 
     @deadlock_retried("recording a failure")
     def fail(

@@ -15,6 +15,7 @@ taken, not counted (`check` reports it as an entry without a hash). `foreign_cou
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 from rq.exceptions import DeserializationError
@@ -22,7 +23,7 @@ from rq.job import Job
 
 from switchyard.rq_engine.connection import JOB_FUNC, OWN_DESCRIPTION, translated_redis
 from switchyard.rq_engine.keys import INTERMEDIATE_SUFFIX
-from switchyard.rq_engine.scripts import Scripts
+from switchyard.rq_engine.scripts import NO_COMMANDS, Scripts
 
 LOOK_AHEAD = 1000  # entries of each queue looked at per search (bounded work in Redis)
 JOB_KEY_PREFIX = "rq:job:"
@@ -38,33 +39,42 @@ class Taken:
     job_id: str | None
     position: int = 0
     foreign_seen: int = 0
+    job_hash: dict[bytes, bytes] | None = None  # as HGETALL gives it
+    suspended: bool = False  # rq is suspended: nothing was taken
 
 
-def take_own(scripts: Scripts, queue_keys: list[str], skip: set[str]) -> Taken:
+def take_own(
+    scripts: Scripts,
+    queue_keys: list[str],
+    skip: set[str],
+    *,
+    first: bytes = NO_COMMANDS,
+    unless_suspended: str = "",
+) -> Taken:
     """Move the first job in `queue_keys` (in order) whose hash says it is switchyard's to
-    its queue's intermediate list, and return it; its payload is for the caller to check
-    (`is_own_job`, else `put_back`). rq's preparation of the job takes it out of that list."""
-    args: list[str | int] = [JOB_KEY_PREFIX, OWN_DESCRIPTION, f"{JOB_FUNC}(", LOOK_AHEAD, "take"]
-    args += sorted(skip)
+    its queue's intermediate list, and return it with its hash; its payload is for the
+    caller to check (`is_own_job`, else `put_back`). rq's preparation of the job takes it out
+    of that list. `first`: commands to run before (`scripts.pack_commands`: a worker's
+    heartbeat; by default none); `unless_suspended`: the key whose existence says rq is
+    suspended (nothing is taken)."""
+    args: list[Any] = [JOB_KEY_PREFIX, OWN_DESCRIPTION, f"{JOB_FUNC}(", LOOK_AHEAD, "take"]
+    args += [unless_suspended, first, *sorted(skip)]
     keys = [*queue_keys, *(intermediate_key(k) for k in queue_keys)]
     with translated_redis("taking switchyard's next job"):
-        index, value, position = scripts.take_own_job(keys=keys, args=args)
+        index, value, position, *found = scripts.take_own_job(keys=keys, args=args)
+    if int(index) == -1:
+        return Taken(None, None, suspended=True)
     if int(index) == 0:
         return Taken(None, None, foreign_seen=int(value))
-    return Taken(int(index) - 1, _text(value), int(position))
+    fields = found[0]
+    job_hash = dict(zip(fields[::2], fields[1::2], strict=True))
+    return Taken(int(index) - 1, _text(value), int(position), job_hash=job_hash)
 
 
 def put_back(scripts: Scripts, queue_key: str, job_id: str, position: int) -> None:
     """A job taken for switchyard's that is not (its payload says so) goes back in place."""
     with translated_redis("putting a job back"):
         scripts.put_back(keys=[queue_key, intermediate_key(queue_key)], args=[job_id, position])
-
-
-def forget_taken(r: redis.Redis, queue_key: str, job_id: str) -> None:
-    """A job taken whose hash expired meanwhile leaves the intermediate list (rq's own
-    dequeue drops such an entry too)."""
-    with translated_redis("dropping a job whose hash is gone"):
-        r.lrem(intermediate_key(queue_key), 1, job_id)
 
 
 def intermediate_key(queue_key: str) -> str:
@@ -85,7 +95,8 @@ def foreign_counts(r: redis.Redis, queue_keys: list[str]) -> dict[str, int]:
     if not queue_keys:
         return {}
     scripts = Scripts(r)
-    args: list[str | int] = [JOB_KEY_PREFIX, OWN_DESCRIPTION, f"{JOB_FUNC}(", LOOK_AHEAD, "count"]
+    args: list[Any] = [JOB_KEY_PREFIX, OWN_DESCRIPTION, f"{JOB_FUNC}(", LOOK_AHEAD, "count"]
+    args += ["", NO_COMMANDS]
     with translated_redis("counting other applications' jobs"):
         counts = scripts.take_own_job(keys=queue_keys, args=args)
     return {k: int(n) for k, n in zip(queue_keys, counts, strict=True)}
@@ -98,7 +109,6 @@ def _text(raw: bytes | str) -> str:
 __all__ = [
     "Taken",
     "foreign_counts",
-    "forget_taken",
     "intermediate_key",
     "is_own_job",
     "put_back",

@@ -16,6 +16,19 @@ from redis.commands.core import Script
 
 from switchyard.rq_engine.connection import translated_redis
 
+# Lua shared by scripts that run commands rq queued on a pipeline: `packed` is the commands
+# as `pack_commands` writes them (a MessagePack array of arrays of strings, one string per
+# word), which Redis's cmsgpack unpacks in C. Returns the last command's reply.
+RUN_PACKED = """
+local function run_packed(packed)
+  local last = nil
+  for _, command in ipairs(cmsgpack.unpack(packed)) do
+    last = redis.call(unpack(command))
+  end
+  return last
+end
+"""
+
 # Put rq jobs of one queue into it, each unless it is already waiting to run. This is what
 # makes enqueueing idempotent by job id (= task id) without WATCH: the check and the push are
 # one atomic step, so two dispatchers racing on one task push it once.
@@ -252,16 +265,25 @@ class ReleasePlace:
 # dies before it registers the job leaves it where `check`, rq's maintenance and a migration
 # all look, never in no place at all.
 #
+# A worker's loop sends its heartbeat and the suspension check with the take, and gets the
+# job's hash with it: one round trip where rq needs three.
+#
 # KEYS: the queue lists, urgent first, then (take only) their intermediate lists in the same
-# order. ARGV: 1 "rq:job:", 2 own description prefix,
-# 3 JOB_FUNC .. "(", 4 limit, 5 "take" or "count", 6.. ids not to take (found foreign).
-# take: {queue index, job id, its index in the list}; {0, n, 0} when there is no own job, n
-# foreign entries seen. count: per queue, the entries looked at that are jobs of another
-# application (an id with no hash is nobody's job: `check` reports it as an entry without
-# a hash).
-TAKE_OWN_JOB = """
+# order. ARGV: 1 "rq:job:", 2 own description prefix, 3 JOB_FUNC .. "(", 4 limit, 5 "take" or
+# "count", 6 the key that says rq is suspended ('' for no check), 7 commands to run first
+# (RUN_PACKED's: rq's heartbeat), then ids not to take (found foreign).
+# take: {queue index, job id, its index in the list, the job's hash as HGETALL gives it};
+# {0, n, 0} when there is no own job, n foreign entries seen; {-1, 0, 0} when rq is
+# suspended (nothing taken). count: per queue, the entries looked at that are jobs of
+# another application (an id with no hash is nobody's job: `check` reports it as an entry
+# without a hash).
+TAKE_OWN_JOB = (
+    RUN_PACKED
+    + """
+run_packed(ARGV[7])
+if ARGV[6] ~= '' and redis.call('EXISTS', ARGV[6]) == 1 then return {-1, 0, 0} end
 local skip = {}
-for i = 6, #ARGV do skip[ARGV[i]] = true end
+for i = 8, #ARGV do skip[ARGV[i]] = true end
 local limit, take = tonumber(ARGV[4]), ARGV[5] == 'take'
 local counts, seen = {}, 0
 local queues = take and #KEYS / 2 or #KEYS
@@ -276,7 +298,7 @@ for q = 1, queues do
       if own and take then
         redis.call('LREM', KEYS[q], 1, id)
         redis.call('RPUSH', KEYS[queues + q], id)
-        return {q, id, start + i - 1}
+        return {q, id, start + i - 1, redis.call('HGETALL', ARGV[1] .. id)}
       end
       if d and not own then foreign = foreign + 1 end
     end
@@ -289,6 +311,7 @@ end
 if take then return {0, seen, 0} end
 return counts
 """
+)
 
 # Put a job TAKE_OWN_JOB took back where it was: out of the intermediate list, before the
 # entry now at its old index (or at the tail if the list is shorter now). KEYS: 1 the queue
@@ -299,6 +322,55 @@ local pivot = redis.call('LINDEX', KEYS[1], tonumber(ARGV[2]))
 if pivot then return redis.call('LINSERT', KEYS[1], 'BEFORE', pivot, ARGV[1]) end
 return redis.call('RPUSH', KEYS[1], ARGV[1])
 """
+
+# rq's bookkeeping commands for one job, queued on a pipeline by rq's own code, run as one
+# script call instead of a MULTI/EXEC: the same writes in the same order, as atomic, but one
+# command for the client to encode and one reply to parse, where redis-py spends tens of
+# microseconds on each of a transaction's ~10-15 commands. Nothing is written when one of
+# KEYS exists: a job whose dependents set exists takes rq's own WATCH/MULTI way, which
+# moves them (in Lua the check and the writes are one atomic step, as WATCH makes them).
+#
+# KEYS: keys that must not exist. ARGV: 1 the commands (RUN_PACKED's).
+# Returns 0 when a key of KEYS exists (nothing written), else {the last command's reply}.
+RUN_COMMANDS = (
+    RUN_PACKED
+    + """
+for _, key in ipairs(KEYS) do
+  if redis.call('EXISTS', key) == 1 then return 0 end
+end
+return {run_packed(ARGV[1])}
+"""
+)
+
+
+NO_COMMANDS = b"\x90"  # pack_commands of an empty pipeline
+
+
+def pack_commands(pipe: Pipeline) -> bytes:
+    """The commands queued on `pipe` (by rq's own code) as RUN_PACKED reads them, and `pipe`
+    emptied. Each word is the bytes redis-py would send (its encoder's rules); one join
+    instead of redis-py's packing of each argument, which costs several times more."""
+    encode = pipe.get_encoder().encode
+    out = [_array_header(len(pipe.command_stack))]
+    for args, _options in pipe.command_stack:
+        words = [*str(args[0]).split(), *args[1:]]  # redis-py allows "CLIENT SETNAME"
+        out.append(_array_header(len(words)))
+        for word in words:
+            data = word.encode() if type(word) is str else encode(word)
+            out += (_string_header(len(data)), data)
+    pipe.reset()
+    return b"".join(out)
+
+
+def _array_header(n: int) -> bytes:
+    return bytes([0x90 | n]) if n < 16 else b"\xdc" + n.to_bytes(2, "big")
+
+
+def _string_header(n: int) -> bytes:
+    """MessagePack's raw string (what cmsgpack reads as a Lua string, any bytes)."""
+    if n < 32:
+        return bytes([0xA0 | n])
+    return b"\xda" + n.to_bytes(2, "big") if n < 65536 else b"\xdb" + n.to_bytes(4, "big")
 
 
 class Scripts:
@@ -313,6 +385,14 @@ class Scripts:
         self.release_job: Script = connection.register_script(RELEASE_JOB)
         self.take_own_job: Script = connection.register_script(TAKE_OWN_JOB)
         self.put_back: Script = connection.register_script(PUT_BACK)
+        self.run_commands: Script = connection.register_script(RUN_COMMANDS)
+
+    def run_queued(self, pipe: Pipeline, unless_exist: Sequence[str] = ()) -> list[Any] | None:
+        """Send the commands queued on `pipe` as one RUN_COMMANDS call (not as the
+        pipeline's MULTI/EXEC); None if a key of `unless_exist` existed and nothing was
+        written, else [the last command's reply]."""
+        answer = self.run_commands(keys=list(unless_exist), args=[pack_commands(pipe)])
+        return None if answer == 0 else list(answer)
 
     def remove(
         self, container: str, kind: str, members: list[bytes], job_keys: list[str]

@@ -42,11 +42,15 @@ from enum import StrEnum
 from typing import Any
 
 import redis
-from rq.exceptions import DequeueTimeout, NoSuchJobError, StopRequested
+from redis.client import Pipeline
+from rq.exceptions import DequeueTimeout, StopRequested
+from rq.executions import Execution
 from rq.job import Job
 from rq.queue import Queue
+from rq.rate_limit import release_slot
+from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
-from rq.suspension import is_suspended
+from rq.suspension import WORKERS_SUSPENDED
 from rq.utils import now as rq_now
 from rq.worker import BaseWorker, SimpleWorker, Worker, WorkerStatus
 
@@ -63,7 +67,7 @@ from switchyard.rq_engine.connection import (
     queue_for,
     translated_redis,
 )
-from switchyard.rq_engine.scripts import Scripts
+from switchyard.rq_engine.scripts import Scripts, pack_commands
 from switchyard.workers.outage import until_available
 from switchyard.workers.supervisor import Supervisor, WorkerStatusReport
 
@@ -81,6 +85,10 @@ class Ended(StrEnum):
     REDIS_LOST = "redis_lost"  # Redis failed under the worker
 
 
+class _Suspended(Exception):
+    """rq is suspended (`rq suspend`): the take took nothing."""
+
+
 class _ModeAware(BaseWorker):
     """The loop changes described in the module docstring, for any rq worker class."""
 
@@ -94,6 +102,10 @@ class _ModeAware(BaseWorker):
     foreign_seen = 0
     _found_foreign: set[str]
     _scripts: Scripts | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._found_foreign = set()
 
     def request_stop(self, signum: Any, frame: Any) -> None:
         self.stop_signalled = True  # SIGTERM/SIGINT, or rq's shutdown command (a SIGINT)
@@ -116,14 +128,19 @@ class _ModeAware(BaseWorker):
         return DEQUEUE_WAIT
 
     def check_for_suspension(self, burst: bool) -> None:
-        if burst:  # otherwise the dequeue loop below looks at suspension every second
-            super().check_for_suspension(burst)
+        # The take looks at suspension, with the worker's heartbeat, in its own round trip
+        # (`_take_own_job`); rq's check runs once that has found rq suspended.
+        pass
 
     def dequeue_job_and_maintain_ttl(
         self, timeout: int | None, max_idle_time: int | None = None
     ) -> tuple[Job, Queue] | None:
         if timeout is None:  # burst: what is there now, and no wait
-            return self._take_own_job()
+            try:
+                return self._take_own_job()
+            except _Suspended:
+                super().check_for_suspension(True)  # rq says so and stops (StopRequested)
+                return self.dequeue_job_and_maintain_ttl(None)  # resumed meanwhile
         while True:
             # A stop asked for while the state still said busy (a simple worker says idle only
             # once it finds nothing, see SimpleRQWorker) only set rq's flag: honour it here,
@@ -148,21 +165,36 @@ class _ModeAware(BaseWorker):
                 return result
 
     def _dequeue_once(self) -> tuple[Job, Queue] | None:
-        if is_suspended(self.connection, self):  # also refreshes the worker's heartbeat
-            self.set_state(WorkerStatus.SUSPENDED)
-            time.sleep(DEQUEUE_WAIT)
-            return None
-        if self.get_state() == WorkerStatus.SUSPENDED:
-            self.set_state(WorkerStatus.IDLE)
         if not self.may_take_work():
+            self._say_suspended(self._suspended())  # the check also beats for the worker
             time.sleep(DEQUEUE_WAIT)
             return None
         if self.should_run_maintenance_tasks:
             self.run_maintenance_tasks()
-        taken = self._take_own_job()
+        try:
+            taken = self._take_own_job()
+        except _Suspended:
+            self._say_suspended(True)
+            time.sleep(DEQUEUE_WAIT)
+            return None
         if taken is None:
             time.sleep(FOREIGN_POLL if self.foreign_seen else IDLE_POLL)
         return taken
+
+    def _say_suspended(self, suspended: bool) -> None:
+        if suspended:
+            self.set_state(WorkerStatus.SUSPENDED)
+        elif self.get_state() == WorkerStatus.SUSPENDED:
+            self.set_state(WorkerStatus.IDLE)
+
+    def _suspended(self) -> bool:
+        """rq's `is_suspended(connection, worker)`: the worker's heartbeat and the check, as
+        one script call."""
+        pipe = self.connection.pipeline()
+        self.heartbeat(pipeline=pipe)
+        pipe.exists(WORKERS_SUSPENDED)
+        answer = self.scripts.run_queued(pipe)
+        return bool(answer and answer[0])
 
     def set_state(self, state: str, pipeline: Any = None) -> None:
         """rq's, but a state this worker already wrote is not written again on its own: the
@@ -171,30 +203,46 @@ class _ModeAware(BaseWorker):
             return
         super().set_state(state, pipeline)
 
+    @property
+    def scripts(self) -> Scripts:
+        if self._scripts is None:
+            self._scripts = Scripts(self.connection)
+        return self._scripts
+
     def _take_own_job(self) -> tuple[Job, Queue] | None:
         """The first own job of the queues (in priority order), removed by its id alone;
         None when there is none. A job whose hash looked like ours but whose payload is not
-        (not JSON, another function) goes back where it was and is not taken again."""
-        if self._scripts is None:
-            self._scripts, self._found_foreign = Scripts(self.connection), set()
+        (not JSON, another function) goes back where it was and is not taken again. One
+        round trip, with what rq's `is_suspended(connection, worker)` sends first (the
+        worker's heartbeat and the suspension check: `_Suspended`, nothing taken) and the
+        job's hash, which rq's `Job.fetch` would read next."""
         queues = list(self._ordered_queues)
         while True:
-            taken = foreign.take_own(self._scripts, [q.key for q in queues], self._found_foreign)
-            if taken.queue_index is None or taken.job_id is None:
+            beat = self.connection.pipeline()
+            self.heartbeat(pipeline=beat)
+            taken = foreign.take_own(
+                self.scripts,
+                [q.key for q in queues],
+                self._found_foreign,
+                first=pack_commands(beat),
+                unless_suspended=WORKERS_SUSPENDED,
+            )
+            if taken.suspended:
+                raise _Suspended()
+            if taken.queue_index is None or taken.job_id is None or taken.job_hash is None:
                 self._note_foreign(taken.foreign_seen)
+                self._say_suspended(False)
                 self.set_state(WorkerStatus.IDLE)  # said once nothing is left, not per job
                 return None
             queue = queues[taken.queue_index]
-            try:
-                job = self.job_class.fetch(
-                    taken.job_id, connection=self.connection, serializer=self.serializer
-                )
-            except NoSuchJobError:  # its hash expired meanwhile: rq's own dequeue drops it too
-                foreign.forget_taken(self.connection, queue.key, taken.job_id)
-                continue
+            job = self.job_class(
+                taken.job_id, connection=self.connection, serializer=self.serializer
+            )
+            job.restore(taken.job_hash)  # as `Job.fetch` does with what it reads
             if foreign.is_own_job(job):
+                self._say_suspended(False)
                 return job, queue
-            foreign.put_back(self._scripts, queue.key, taken.job_id, taken.position)
+            foreign.put_back(self.scripts, queue.key, taken.job_id, taken.position)
             self._found_foreign.add(taken.job_id)
 
     def _note_foreign(self, seen: int) -> None:
@@ -207,11 +255,125 @@ class _ModeAware(BaseWorker):
 class SimpleRQWorker(_ModeAware, SimpleWorker):
     """Runs each job in the worker process, with fewer Redis round trips per job than rq's
     SimpleWorker: its bookkeeping is for rq's views (dashboards, `rq info`), while the task
-    row, claimed and completed durably inside the job, is what decides anything."""
+    row, claimed and completed durably inside the job, is what decides anything.
+
+    What rq writes for a job is written by rq's own code, queued on a pipeline; but the
+    start (rq's two preparation transactions) and the success go each as one script call
+    (`Scripts.run_queued`), not as MULTI/EXEC transactions of ~10-15 commands: redis-py's
+    encoding and parsing of each command was most of the worker's CPU per job."""
 
     _full_heartbeat_at = -HEARTBEAT_EVERY
 
     _executing = False
+    _starting: Pipeline | None = None  # the execution's writes, sent with the job's start
+    _next: tuple[Job, Queue] | None = None  # taken while the last job completed
+
+    def take_next(self) -> str | None:
+        """While a job completes (`jobs.run_task`): take the next own job out of Redis now and
+        say its task id, so that the job's completion and the next claim go as one statement;
+        the loop then runs that job next (`dequeue_job_and_maintain_ttl`). None when there is
+        none, or the worker is to stop, hand over or wait, or Redis failed (the completion
+        then goes alone)."""
+        if self._next is not None or self._stop_requested or self.should_yield():
+            return None
+        if not self.may_take_work():
+            return None
+        try:
+            taken = self._take_own_job()
+        except (_Suspended, redis.RedisError, SwitchyardError):
+            return None
+        if taken is None:
+            return None
+        self._next = taken
+        args = taken[0].args
+        return args[0] if len(args) == 1 and isinstance(args[0], str) else None
+
+    def dequeue_job_and_maintain_ttl(
+        self, timeout: int | None, max_idle_time: int | None = None
+    ) -> tuple[Job, Queue] | None:
+        if self._next is None:
+            return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+        (job, queue), self._next = self._next, None  # already claimed: it runs whatever comes
+        self.reorder_queues(reference_queue=queue)
+        job.redis_server_version = self.get_redis_server_version()
+        return job, queue
+
+    def teardown(self) -> None:
+        self.hand_back_next()
+        super().teardown()
+
+    def hand_back_next(self) -> None:
+        """A job taken with the last completion that will not run now (the worker stops):
+        its task back to queued (if the claim took), then its id back at the head of its
+        queue. If either fails, heartbeat-lapse recovery and the stale-dispatch sweep bring
+        the task back."""
+        if self._next is None:
+            return
+        (job, queue), self._next = self._next, None
+        ctx = jobs.current_context()
+        claimed, ctx.next_claim = ctx.next_claim, None
+        try:
+            if claimed is not None and claimed[1] is not None:
+                ctx.held.discard(claimed[1].id)
+                ctx.store.release(ctx.worker, [claimed[1].id], "rq worker shut down")
+            foreign.put_back(self.scripts, queue.key, job.id, 0)
+        except (SwitchyardError, redis.RedisError) as exc:
+            log_event(log, "rq_hand_back_failed", logging.WARNING, job=job.id, error=exc)
+
+    def prepare_execution(self, job: Job) -> Execution:
+        """rq's (`rq.executions.prepare_execution`), but its writes wait for the job's
+        preparation, which follows at once (`prepare_job_execution`), and go with it."""
+        pipe = self._starting = self.connection.pipeline()
+        ttl = self.get_heartbeat_ttl(job)
+        execution = Execution.create(job, ttl, pipeline=pipe, worker_name=self.name)
+        self.executions[execution.id] = execution
+        self.set_state(WorkerStatus.BUSY, pipeline=pipe)
+        return execution
+
+    def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
+        """rq's, with the execution's writes, in one script call. rq also writes the job's
+        last_heartbeat on its own just before `prepare_for_execution` writes it again. The
+        job leaves its queue's intermediate list, where the take put it, from any queue."""
+        pipe, self._starting = self._starting, None
+        if pipe is None:
+            super().prepare_job_execution(job, remove_from_intermediate_queue)
+            return
+        self.heartbeat(self.get_heartbeat_ttl(job), pipeline=pipe)
+        job.prepare_for_execution(self.name, pipeline=pipe)
+        pipe.persist(job.key)
+        intermediate = Queue(job.origin, connection=self.connection).intermediate_queue_key
+        pipe.lrem(intermediate, 1, job.id)
+        self.scripts.run_queued(pipe)
+
+    def handle_job_success(
+        self, job: Job, queue: Queue, started_job_registry: StartedJobRegistry, execution: Execution
+    ) -> None:
+        """rq's, as one script call instead of a WATCH, a read of the job's dependents and a
+        MULTI/EXEC of ~14 commands. A job with dependents, repeats left, or no result to
+        keep takes rq's own way (the script writes nothing when the dependents set exists)."""
+        result_ttl = job.get_result_ttl(self.default_result_ttl)
+        if job.repeats_left or result_ttl == 0:
+            super().handle_job_success(job, queue, started_job_registry, execution)
+            return
+        pipe = self.connection.pipeline()
+        self.increment_successful_job_count(pipeline=pipe)
+        self.increment_total_working_time(job.ended_at - job.started_at, pipe)  # type: ignore[operator]
+        job._handle_success(
+            result_ttl,
+            pipeline=pipe,
+            worker_name=self.name,
+            execution_id=execution.id,
+            execution_started_at=execution.created_at,
+            execution_ended_at=job.ended_at,
+        )
+        job.cleanup(result_ttl, pipeline=pipe, remove_from_queue=False)
+        self.cleanup_execution(job, pipeline=pipe, execution=execution)
+        written = self.scripts.run_queued(pipe, unless_exist=[job.dependents_key])
+        if written is None:  # jobs wait for this one: rq moves them
+            self.executions[execution.id] = execution
+            super().handle_job_success(job, queue, started_job_registry, execution)
+            return
+        release_slot(job)
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         self._executing = True
@@ -294,7 +456,9 @@ def run_rq_worker(
         worker.should_yield = lambda: wants_the_other_engine(watcher)
     handler = make_handler(services.settings)
     worker.may_take_work = lambda: handler_ready(handler)
-    jobs.install(services.store, services.settings, handler, options.name)
+    context = jobs.install(services.store, services.settings, handler, options.name)
+    if isinstance(worker, SimpleRQWorker) and services.store.dialect == "postgresql":
+        context.take_next = worker.take_next  # one statement per job (`jobs._complete`)
     worker.on_foreign = lambda n: _record_foreign(services, options.name, n)
     until_available(
         lambda: services.store.register_worker(
