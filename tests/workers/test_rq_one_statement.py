@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import redis
 import sqlalchemy as sa
 from rq.serializers import JSONSerializer
 
@@ -74,3 +75,28 @@ def test_a_worker_that_stops_with_the_next_job_taken_gives_it_back(
     assert len(done) == 1
     assert back.attempts == 0 and back.worker is None  # released: the attempt is not counted
     assert queue_for(services.redis, back.priority).job_ids[0] == str(back.id)
+
+
+def test_a_job_claimed_with_the_last_completion_that_cannot_start_is_released(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis lost at the next job's start: rq fails the job before it runs, and its task,
+    claimed already, goes back to queued at once instead of waiting for heartbeat-lapse
+    recovery."""
+    created = submit(services, new_tasks(2), "test")
+    worker = simple_worker(services)
+    start = SimpleRQWorker.prepare_job_execution
+    started: list[str] = []
+
+    def second_fails(self: SimpleRQWorker, job: Any, *args: Any) -> None:
+        started.append(job.id)
+        if len(started) == 2:
+            self._starting = None
+            raise redis.ConnectionError("Redis went away")
+        start(self, job, *args)
+
+    monkeypatch.setattr(SimpleRQWorker, "prepare_job_execution", second_fails)
+    worker.work(burst=True, logging_level="WARNING")
+    states = {str(t.id): services.store.get(t.id) for t in created}
+    assert states[started[0]].status is Status.COMPLETED
+    assert states[started[1]].status is Status.QUEUED and states[started[1]].attempts == 0

@@ -310,15 +310,24 @@ class SimpleRQWorker(_ModeAware, SimpleWorker):
         if self._next is None:
             return
         (job, queue), self._next = self._next, None
-        ctx = jobs.current_context()
-        claimed, ctx.next_claim = ctx.next_claim, None
         try:
-            if claimed is not None and claimed[1] is not None:
-                ctx.held.discard(claimed[1].id)
-                ctx.store.release(ctx.worker, [claimed[1].id], "rq worker shut down")
+            self._release_claim_of(job.id, "rq worker shut down")
             foreign.put_back(self.scripts, queue.key, job.id, 0)
         except (SwitchyardError, redis.RedisError) as exc:
             log_event(log, "rq_hand_back_failed", logging.WARNING, job=job.id, error=exc)
+
+    def _release_claim_of(self, job_id: str, reason: str) -> None:
+        """The task claimed for `job_id` with the last completion, if its job never took it
+        up, back to queued (the attempt not counted), so the next worker need not wait for
+        heartbeat-lapse recovery."""
+        ctx = jobs.current_context()
+        claimed = ctx.next_claim
+        if claimed is None or claimed[0] != job_id:
+            return
+        ctx.next_claim = None
+        if claimed[1] is not None:
+            ctx.held.discard(claimed[1].id)
+            ctx.store.release(ctx.worker, [claimed[1].id], reason)
 
     def prepare_execution(self, job: Job) -> Execution:
         """rq's (`rq.executions.prepare_execution`), but its writes wait for the job's
@@ -381,6 +390,9 @@ class SimpleRQWorker(_ModeAware, SimpleWorker):
             super().execute_job(job, queue)
         finally:
             self._executing = False
+            # rq failed the job before it ran (Redis lost at its start): its claim goes back
+            with contextlib.suppress(SwitchyardError):
+                self._release_claim_of(job.id, "rq worker could not start the job")
 
     def set_state(self, state: str, pipeline: Any = None) -> None:
         # rq's SimpleWorker writes "idle" after every job, and the next job's preparation
