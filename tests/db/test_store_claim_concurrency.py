@@ -68,11 +68,15 @@ def test_threads_racing_on_one_backlog_never_share_a_task(store: TaskStore) -> N
     start = threading.Barrier(8)
 
     def drain(name: str) -> None:
+        """As `_drain_in_process`: a first claim each, then all drain at once."""
         mine = taken.setdefault(name, [])
-        start.wait()
-        while got := store.claim(name, 5):
+        start.wait(timeout=30)
+        got = store.claim(name, 5)
+        start.wait(timeout=30)
+        while got:
             mine += [t.id for t in got]
             store.complete(name, [Outcome(t.id, t.attempts, "ok", 0.5) for t in got])
+            got = store.claim(name, 5)
 
     threads = [threading.Thread(target=drain, args=(f"t{i}",)) for i in range(8)]
     for t in threads:

@@ -67,6 +67,23 @@ def _claim_ctes(
     by_origin: str | None, takes_rq: bool, with_grace: bool, limit: int
 ) -> tuple[sa.CTE, sa.CTE]:
     """The claim's UPDATE (`claimed`, the claimed rows as TASK_COLUMNS) and its events."""
+    pick = claimable(by_origin, takes_rq, with_grace, _literal_limit(limit))
+    claimed = (
+        tasks.update()
+        .where(tasks.c.id.in_(pick.scalar_subquery()))
+        .values(claimed_values())
+        .returning(*TASK_COLUMNS)
+        .cte("claimed")
+    )
+    return claimed, _events_of(claimed, CLAIM, "claimed").cte("logged")
+
+
+def claimable(
+    by_origin: str | None, takes_rq: bool, with_grace: bool, limit: sa.ColumnElement[int]
+) -> sa.Select[Any]:
+    """The ids of up to `limit` available queued tasks, urgent first, then oldest, locked
+    (SKIP LOCKED): what every claim takes, on every database (`claim_statement` says what
+    the flags mean)."""
     pick = (
         sa.select(tasks.c.id)
         .where(
@@ -74,7 +91,7 @@ def _claim_ctes(
             tasks.c.available_at <= sa.bindparam("p_now", type_=UtcDateTime),
         )
         .order_by(tasks.c.priority, tasks.c.created_at)
-        .limit(_literal_limit(limit))
+        .limit(limit)
         .with_for_update(skip_locked=True)
     )
     if by_origin is not None:
@@ -85,14 +102,7 @@ def _claim_ctes(
     elif with_grace:
         cutoff = sa.bindparam("p_grace_cutoff", type_=UtcDateTime)
         pick = pick.where(sa.or_(*not_rq, tasks.c.available_at <= cutoff))
-    claimed = (
-        tasks.update()
-        .where(tasks.c.id.in_(pick.scalar_subquery()))
-        .values(claimed_values())
-        .returning(*TASK_COLUMNS)
-        .cte("claimed")
-    )
-    return claimed, _events_of(claimed, CLAIM, "claimed").cte("logged")
+    return pick
 
 
 def _literal_limit(limit: int) -> sa.ColumnElement[int]:
@@ -166,12 +176,22 @@ def _completion_update() -> sa.Update:
         )
         .render_derived(name="given")
     )
+    return completion_of(given, sa.bindparam("p_worker"), sa.bindparam("p_now")).returning(
+        tasks.c.id
+    )
+
+
+def completion_of(
+    given: sa.FromClause, worker: sa.BindParameter[Any], now: sa.BindParameter[Any]
+) -> sa.Update:
+    """The tasks of `given` (id, attempt, caption, score, provider) still running under
+    `worker` at that attempt -> completed at `now`: each row its own compare-and-set."""
     return (
         tasks.update()
         .where(
             tasks.c.id == given.c.id,
             COMPLETE.is_src,
-            tasks.c.worker == sa.bindparam("p_worker"),
+            tasks.c.worker == worker,
             tasks.c.attempts == given.c.attempt,
         )
         .values(
@@ -179,12 +199,11 @@ def _completion_update() -> sa.Update:
                 caption=given.c.caption,
                 quality_score=given.c.score,
                 caption_provider=given.c.provider,
-                finished_at=sa.bindparam("p_now"),
+                finished_at=now,
                 progress=100,
                 error=None,
             )
         )
-        .returning(tasks.c.id)
     )
 
 

@@ -22,9 +22,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from switchyard.db import batches
 from switchyard.db.rows import Outcome
-from switchyard.db.schema import UtcDateTime, tasks
-from switchyard.db.transitions import COMPLETE
+from switchyard.db.schema import UtcDateTime
 
 _GIVEN = (
     ("id", sa.String),
@@ -46,25 +46,8 @@ def completion_statement(size: int) -> sa.Update:
         for i in range(size)
     ]
     given = (sa.union_all(*rows) if size > 1 else rows[0]).subquery("given")
-    return (
-        tasks.update()
-        .where(
-            tasks.c.id == given.c.id,
-            COMPLETE.is_src,
-            tasks.c.worker == sa.bindparam("p_worker", type_=sa.String),
-            tasks.c.attempts == given.c.attempt,
-        )
-        .values(
-            COMPLETE.values(
-                caption=given.c.caption,
-                quality_score=given.c.score,
-                caption_provider=given.c.provider,
-                finished_at=sa.bindparam("p_now", type_=UtcDateTime),
-                progress=100,
-                error=None,
-            )
-        )
-    )
+    worker = sa.bindparam("p_worker", type_=sa.String)
+    return batches.completion_of(given, worker, sa.bindparam("p_now", type_=UtcDateTime))
 
 
 def completion_params(worker: str, now: datetime, outcomes: Sequence[Outcome]) -> dict[str, Any]:

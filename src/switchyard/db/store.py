@@ -207,21 +207,8 @@ def _claim_shape(
     """MariaDB's and SQLite's claim of up to `p_limit` available queued tasks (urgent first,
     then oldest), as `batches.claim_statement` chooses them: SQLite's whole claim (UPDATE ...
     RETURNING), MariaDB's locking SELECT of the rows (then `_CLAIM_PICKED`)."""
-    pick = (
-        sa.select(tasks.c.id)
-        .where(CLAIM.is_src, tasks.c.available_at <= sa.bindparam("p_now", type_=UtcDateTime))
-        .order_by(tasks.c.priority, tasks.c.created_at)
-        .limit(sa.bindparam("p_limit", type_=sa.Integer))
-        .with_for_update(skip_locked=True)
-    )
-    if by_origin is not None:
-        pick = pick.where(tasks.c.origin == stored(by_origin))
-    not_rq = [tasks.c.engine != stored(Engine.RQ.value), tasks.c.engine.is_(None)]
-    if not takes_rq:
-        pick = pick.where(sa.or_(*not_rq))
-    elif with_grace:
-        cutoff = sa.bindparam("p_grace_cutoff", type_=UtcDateTime)
-        pick = pick.where(sa.or_(*not_rq, tasks.c.available_at <= cutoff))
+    limit = sa.bindparam("p_limit", type_=sa.Integer)
+    pick = batches.claimable(by_origin, takes_rq, with_grace, limit)
     if not returning:
         return pick.with_only_columns(*tasks.c)
     return (
