@@ -34,7 +34,7 @@ def alive(pid: int) -> bool:
     """Running, not a zombie (an orphan's exit is reaped by whoever adopted it, maybe late)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone, or going while it is read (ESRCH)
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
