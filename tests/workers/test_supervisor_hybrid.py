@@ -41,7 +41,8 @@ def test_rq_and_polling_workers_on_one_backlog_run_each_task_once(
     for args in (("--engine", "rq"), ("--engine", "db", "-c", "2")):
         workers.start(db_url, *args, **env)
     wait_for(lambda: len(services.store.list_workers()) == 2, timeout=20)
-    created = submit(services, new_tasks(150, path="sleep/0.004"), "test")
+    # 20 ms a task: the rq worker alone needs 3 s, well past the grace, whatever its speed.
+    created = submit(services, new_tasks(150, path="sleep/0.02"), "test")
     wait_for(lambda: all_done(services, len(created)), timeout=60)
     ran = runs(log)
     assert set(ran) == {str(t.id) for t in created}
