@@ -158,11 +158,13 @@ def test_a_job_lost_between_pop_and_start_is_found_and_enqueued_again(
     services: Services,
 ) -> None:
     lost, kept = submit(services, new_tasks(2), "test")
-    # A worker popped `lost`, then died before starting it: the id is in no list.
-    services.redis.lrem("rq:queue:urgent", 0, str(lost.id))
+    # A worker took `lost` (into the intermediate list), then died before starting it.
+    services.redis.lmove("rq:queue:urgent", "rq:queue:urgent:intermediate", "LEFT", "RIGHT")
     assert sweep_lost(services.store, services.redis, older_than=timedelta(seconds=-1)) == 1
     assert dispatch_pending(services.store, services.redis) == 1
     assert sorted(all_job_ids(services.redis)) == sorted([str(lost.id), str(kept.id)])
+    # enqueued again, and no longer where no worker takes it and rq's maintenance fails it
+    assert not services.redis.exists("rq:queue:urgent:intermediate")
 
 
 def test_a_stale_started_job_is_replaced_and_its_wip_entry_dropped(services: Services) -> None:

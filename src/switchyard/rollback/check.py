@@ -375,8 +375,8 @@ def _forget_lost(services: Services, r: Redis, job_ids: list[str]) -> None:
     scripts = Scripts(r)
     with translated_redis("forgetting lost jobs"), r.pipeline(transaction=False) as pipe:
         for job_id, task in tasks.items():
-            keys = [rq_reader.job_key(job_id), queue_for(r, task.priority, prefix).key]
-            scripts.forget_if_lost(keys=keys, args=[job_id], client=pipe)
+            queue_key = queue_for(r, task.priority, prefix).key
+            scripts.queue_forget_if_lost(pipe, job_id, rq_reader.job_key(job_id), queue_key)
         pipe.execute()
 
 

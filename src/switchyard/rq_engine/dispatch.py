@@ -146,7 +146,7 @@ def sweep_lost(
     settings: Settings | None = None,
 ) -> int:
     """Find queued tasks dispatched long ago whose job is no longer in its queue (a worker
-    popped it, then died before starting it) and let the dispatcher enqueue them again;
+    took it, then died before starting it) and let the dispatcher enqueue them again;
     returns how many were lost."""
     stale = store.stale_dispatched(older_than)
     if not stale:
@@ -155,8 +155,8 @@ def sweep_lost(
     scripts = Scripts(connection)
     with translated_redis("checking stale jobs"), connection.pipeline(transaction=False) as pipe:
         for item in stale:
-            keys = [Job.key_for(str(item.id)), queue_for(connection, item.priority, prefix).key]
-            scripts.forget_if_lost(keys=keys, args=[str(item.id)], client=pipe)
+            queue_key = queue_for(connection, item.priority, prefix).key
+            scripts.queue_forget_if_lost(pipe, str(item.id), Job.key_for(str(item.id)), queue_key)
         answers = pipe.execute()
     lost = [item.id for item, answer in zip(stale, answers, strict=True) if answer == 1]
     if lost:

@@ -15,6 +15,7 @@ from redis.client import Pipeline
 from redis.commands.core import Script
 
 from switchyard.rq_engine.connection import translated_redis
+from switchyard.rq_engine.keys import INTERMEDIATE_SUFFIX
 
 # Lua shared by scripts that run commands rq queued on a pipeline: `packed` is the commands
 # as `pack_commands` writes them (a MessagePack array of arrays of strings, one string per
@@ -97,17 +98,20 @@ end
 return answers
 """
 
-# Forget a job that its queue no longer holds (a worker popped it, then died before starting
-# it), so that ENQUEUE_ONCE pushes it again. Returns 1 if forgotten, 0 if it is still waiting.
-# LPOS scans from the head, where the oldest jobs (the only ones the sweep asks about) are.
+# Forget a job that its queue no longer holds (a worker took it, then died before starting
+# it: the take left it in the queue's intermediate list), so that ENQUEUE_ONCE pushes it
+# again; it leaves the intermediate list too, where no worker would take it and rq's
+# maintenance would later fail it. Returns 1 if forgotten, 0 if it is still waiting. LPOS
+# scans from the head, where the oldest jobs (the only ones the sweep asks about) are.
 #
-# KEYS: 1 rq:job:<id>, 2 rq:queue:<q>      ARGV: 1 job id
+# KEYS: 1 rq:job:<id>, 2 rq:queue:<q>, 3 its intermediate list      ARGV: 1 job id
 FORGET_IF_LOST = """
 if redis.call('LPOS', KEYS[2], ARGV[1]) then
   return 0
 end
 if redis.call('HGET', KEYS[1], 'status') == 'queued' then
   redis.call('DEL', KEYS[1])
+  redis.call('LREM', KEYS[3], 0, ARGV[1])
 end
 return 1
 """
@@ -393,6 +397,13 @@ class Scripts:
         written, else [the last command's reply]."""
         answer = self.run_commands(keys=list(unless_exist), args=[pack_commands(pipe)])
         return None if answer == 0 else list(answer)
+
+    def queue_forget_if_lost(
+        self, pipe: Pipeline, job_id: str, job_key: str, queue_key: str
+    ) -> None:
+        """FORGET_IF_LOST for job `job_id` of the queue `queue_key`, queued on `pipe`."""
+        keys = [job_key, queue_key, f"{queue_key}{INTERMEDIATE_SUFFIX}"]
+        self.forget_if_lost(keys=keys, args=[job_id], client=pipe)
 
     def remove(
         self, container: str, kind: str, members: list[bytes], job_keys: list[str]
