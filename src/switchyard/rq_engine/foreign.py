@@ -22,7 +22,7 @@ from rq.exceptions import DeserializationError
 from rq.job import Job
 
 from switchyard.rq_engine.connection import JOB_FUNC, OWN_DESCRIPTION, translated_redis
-from switchyard.rq_engine.keys import INTERMEDIATE_SUFFIX
+from switchyard.rq_engine.keys import intermediate_key
 from switchyard.rq_engine.scripts import NO_COMMANDS, Scripts
 
 LOOK_AHEAD = 1000  # entries of each queue looked at per search (bounded work in Redis)
@@ -77,11 +77,6 @@ def put_back(scripts: Scripts, queue_key: str, job_id: str, position: int) -> No
         scripts.put_back(keys=[queue_key, intermediate_key(queue_key)], args=[job_id, position])
 
 
-def intermediate_key(queue_key: str) -> str:
-    """rq's list of a queue's jobs taken by a worker but not started yet."""
-    return f"{queue_key}{INTERMEDIATE_SUFFIX}"
-
-
 def is_own_job(job: Job) -> bool:
     """Its payload, read with rq's JSON serializer, calls switchyard's job function."""
     try:
@@ -109,7 +104,6 @@ def _text(raw: bytes | str) -> str:
 __all__ = [
     "Taken",
     "foreign_counts",
-    "intermediate_key",
     "is_own_job",
     "put_back",
     "take_own",

@@ -247,6 +247,11 @@ def key_of(role: Role, subject: str) -> str:
     raise ValueError(f"{role} is not a per-queue key")
 
 
+def intermediate_key(queue_key: str) -> str:
+    """rq's list of a queue's jobs taken by a worker but not started yet."""
+    return f"{queue_key}{INTERMEDIATE_SUFFIX}"
+
+
 def wip_job_id(member: str) -> str:
     """The job id of a `rq:wip:<q>` member ("<job id>:<execution id>"; older rq: the bare
     job id, which has no execution part)."""
@@ -265,6 +270,7 @@ __all__ = [
     "KeyName",
     "Role",
     "classify",
+    "intermediate_key",
     "key_of",
     "name_of",
     "wake_channel",

@@ -15,7 +15,7 @@ from redis.client import Pipeline
 from redis.commands.core import Script
 
 from switchyard.rq_engine.connection import translated_redis
-from switchyard.rq_engine.keys import INTERMEDIATE_SUFFIX
+from switchyard.rq_engine.keys import intermediate_key
 
 # Lua shared by scripts that run commands rq queued on a pipeline: `packed` is the commands
 # as `pack_commands` writes them (a MessagePack array of arrays of strings, one string per
@@ -402,7 +402,7 @@ class Scripts:
         self, pipe: Pipeline, job_id: str, job_key: str, queue_key: str
     ) -> None:
         """FORGET_IF_LOST for job `job_id` of the queue `queue_key`, queued on `pipe`."""
-        keys = [job_key, queue_key, f"{queue_key}{INTERMEDIATE_SUFFIX}"]
+        keys = [job_key, queue_key, intermediate_key(queue_key)]
         self.forget_if_lost(keys=keys, args=[job_id], client=pipe)
 
     def remove(

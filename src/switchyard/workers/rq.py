@@ -60,7 +60,7 @@ from switchyard.errors import StoreUnavailable, SwitchyardError
 from switchyard.logs import log_event
 from switchyard.modes import ModeWatcher
 from switchyard.operations.services import Services
-from switchyard.rq_engine import foreign, jobs
+from switchyard.rq_engine import foreign, jobs, keys
 from switchyard.rq_engine.connection import (
     BrokerUnavailable,
     connect,
@@ -350,8 +350,7 @@ class SimpleRQWorker(_ModeAware, SimpleWorker):
         self.heartbeat(self.get_heartbeat_ttl(job), pipeline=pipe)
         job.prepare_for_execution(self.name, pipeline=pipe)
         pipe.persist(job.key)
-        intermediate = Queue(job.origin, connection=self.connection).intermediate_queue_key
-        pipe.lrem(intermediate, 1, job.id)
+        pipe.lrem(keys.key_of(keys.Role.INTERMEDIATE, job.origin), 1, job.id)
         self.scripts.run_queued(pipe)
 
     def handle_job_success(
